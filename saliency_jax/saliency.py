@@ -1,0 +1,287 @@
+"""Image-specific class saliency (paper Sect. 3.1): input gradients of unnormalised class scores.
+
+The score S_c is linearised around the image, S_c(I) ~ w^T I + b with w = dS_c/dI; the map is
+M_ij = max_c |w_ijc| (|w_ij| for a grey image). All functions here take an NNX model (any
+module called as `model(x, *, relu=...)` returning scores [B, K]) and pass it to `jax.jit` as an
+argument, never closed over, so that XLA does not constant-fold the weights.
+
+Cost: a batch of images needs ONE forward pass and, per class asked for, one backward pass
+(a VJP whose cotangent is the one-hot of that class; several classes are a vmap over
+cotangents). That is the paper's top-5 protocol: 10 crops x 5 classes = 1 batched forward of
+10 crops + 5 batched backward passes, not 5 forwards.
+
+The batch is differentiated as a whole (the gradient of sum_b S_{c_b}(x_b)), which equals the
+per-image gradient because images do not interact in inference mode; the functions therefore
+refuse a model in training mode (BatchNorm on batch statistics or active dropout).
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+NUM_CROPS = 10
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _check_eval_mode(model) -> None:
+  for path, module in nnx.iter_modules(model):
+    training = (isinstance(module, nnx.BatchNorm) and not module.use_running_average) or (
+        isinstance(module, nnx.Dropout) and not module.deterministic and module.rate > 0)
+    if training:
+      name = '.'.join(map(str, path)) or type(model).__name__
+      raise ValueError(f'{name} is in training mode; call model.eval() before computing saliency '
+                       '(images in a batch must not interact)')
+
+
+def _num_classes(model, image_shape) -> int:
+  k = getattr(model, 'num_classes', None)
+  if k is None:
+    spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    k = jax.eval_shape(lambda m, x: m(x), model, spec).shape[-1]
+  return int(k)
+
+
+def _check_images(model, images, rank: int = 4) -> jax.Array:
+  what = 'images [B, H, W, C]' if rank == 4 else 'image [H, W, C]'
+  shape, dtype = np.shape(images), getattr(images, 'dtype', np.asarray(images).dtype)
+  if len(shape) != rank:
+    raise ValueError(f'{what} must have rank {rank}, got shape {shape}')
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f'{what} must be floating point (preprocessed as the model expects), got '
+                     f'{dtype}; convert uint8 pixels with the model\'s normalisation first')
+  channels = getattr(model, 'in_channels', None)
+  if channels is not None and shape[-1] != channels:
+    raise ValueError(f'{what} has {shape[-1]} channels; {type(model).__name__} expects {channels}')
+  if 0 in shape:
+    raise ValueError(f'{what} is empty: shape {shape}')
+  images = jnp.asarray(images, jnp.float32)
+  if not bool(jnp.all(jnp.isfinite(images))):
+    bad = int(jnp.sum(~jnp.isfinite(images)))
+    raise ValueError(f'{what} holds {bad} NaN or infinite values')
+  _check_eval_mode(model)
+  return images
+
+
+def _check_labels(labels, batch: int, num_classes: int, name: str = 'labels') -> jax.Array:
+  labels_np = np.asarray(labels)
+  if labels_np.ndim == 0:
+    labels_np = labels_np[None]
+  if labels_np.shape[0] != batch:
+    raise ValueError(f'{name} has shape {labels_np.shape}; expected {batch} entries, one per image')
+  if not np.issubdtype(labels_np.dtype, np.integer):
+    raise ValueError(f'{name} must be integer class indices, got dtype {labels_np.dtype}')
+  if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= num_classes):
+    raise ValueError(f'{name} must lie in [0, {num_classes}), got values from {labels_np.min()} '
+                     f'to {labels_np.max()}')
+  return jnp.asarray(labels_np, jnp.int32)
+
+
+def _crop_hw(crop_size, image_hw) -> tuple[int, int]:
+  if crop_size is None:
+    return tuple(image_hw)
+  h, w = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+  if not (0 < h <= image_hw[0] and 0 < w <= image_hw[1]):
+    raise ValueError(f'crop_size {crop_size} does not fit images of size {tuple(image_hw)}')
+  return int(h), int(w)
+
+
+# ----------------------------------------------------------------------------- crops
+
+
+def crop_offsets(image_hw, crop_hw) -> tuple[tuple[int, int], ...]:
+  """(top, left) of the 5 crops: top-left, top-right, bottom-left, bottom-right, centre."""
+  (h, w), (ch, cw) = image_hw, crop_hw
+  return ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2))
+
+
+def ten_crops(image: jax.Array, crop_hw) -> jax.Array:
+  """[H, W, C] -> [10, h, w, C]: the 4 corner crops and the centre crop, then their mirror images.
+
+  Crop i + 5 is crop i reflected left-right (the same region of the image, mirrored).
+  """
+  ch, cw = crop_hw
+  crops = [image[t:t + ch, l:l + cw] for t, l in crop_offsets(image.shape[:2], crop_hw)]
+  return jnp.stack(crops + [c[:, ::-1] for c in crops])
+
+
+def uncrop(maps: jax.Array, image_hw) -> jax.Array:
+  """[10, h, w] crop maps -> [H, W]: un-mirror, place at each crop's offset, average per pixel.
+
+  Each pixel averages the maps of the crops that cover it (PAPER.md Sect. 3); a pixel that no
+  crop covers (possible only when the crop is under half the image side) gets 0.
+  """
+  ch, cw = maps.shape[1:]
+  h, w = image_hw
+  maps = jnp.concatenate([maps[:5], maps[5:, :, ::-1]])
+  total, count = jnp.zeros((h, w), maps.dtype), jnp.zeros((h, w), maps.dtype)
+  for i, (t, l) in enumerate(crop_offsets(image_hw, (ch, cw)) * 2):
+    pad = ((t, h - t - ch), (l, w - l - cw))
+    total = total + jnp.pad(maps[i], pad)
+    count = count + jnp.pad(jnp.ones((ch, cw), maps.dtype), pad)
+  return jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
+
+
+# ----------------------------------------------------------------------------- jitted cores
+
+
+def channel_max(grads: jax.Array) -> jax.Array:
+  """[..., H, W, C] gradients -> [..., H, W] map max_c |g| (paper Sect. 3.1); C = 1 gives |g|."""
+  return jnp.max(jnp.abs(grads), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=('relu',))
+def _forward(model, images, *, relu):
+  return model(images, relu=relu)
+
+
+@functools.partial(jax.jit, static_argnames=('relu',))
+def _input_gradients(model, images, labels, *, relu):
+  scores, vjp = jax.vjp(lambda x: model(x, relu=relu), images)
+  (grads,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
+  return grads
+
+
+@functools.partial(jax.jit, static_argnames=('relu', 'crop_hw', 'k'))
+def _class_maps(model, images, classes, *, relu, crop_hw, k):
+  """Maps for k classes per image, one forward pass and k (vmapped) backward passes.
+
+  images [B, H, W, C]; classes [B, k] int32, or None for each image's top-k classes by
+  crop-averaged score. crop_hw None: the whole image; else the 10 crops.
+  Returns (classes [B, k], scores [B, k] crop-averaged, maps [B, k, H, W]).
+  """
+  b, h, w, c = images.shape
+  if crop_hw is None:
+    crops, n = images, 1
+  else:
+    crops, n = jax.vmap(ten_crops, in_axes=(0, None))(images, crop_hw), NUM_CROPS
+    crops = crops.reshape(b * n, *crop_hw, c)
+  scores, vjp = jax.vjp(lambda x: model(x, relu=relu), crops)
+  num_classes = scores.shape[-1]
+  mean_scores = scores.reshape(b, n, num_classes).mean(axis=1)
+  if classes is None:
+    top_scores, classes = jax.lax.top_k(mean_scores, k)
+  else:
+    top_scores = jnp.take_along_axis(mean_scores, classes, axis=1)
+  # cotangents [k, B * n, K]: class j of image i, on every crop of image i.
+  cotangents = jax.nn.one_hot(jnp.repeat(classes.T, n, axis=1), num_classes, dtype=scores.dtype)
+  (grads,) = jax.vmap(vjp)(cotangents)
+  maps = channel_max(grads)  # [k, B * n, h', w']
+  if crop_hw is None:
+    maps = maps.reshape(k, b, h, w)
+  else:
+    maps = maps.reshape(k * b, n, *crop_hw)
+    maps = jax.vmap(uncrop, in_axes=(0, None))(maps, (h, w)).reshape(k, b, h, w)
+  return classes, top_scores, jnp.swapaxes(maps, 0, 1)
+
+
+def _chunked(fn: Callable, arrays, chunk_size: int | None):
+  """Applies fn to leading-axis chunks of `arrays` (a tuple, None entries passed through).
+
+  The last chunk is padded to full size by repeating its first row, so that one compiled
+  program serves every chunk; padded rows are dropped. Outputs are pytrees of arrays.
+  """
+  n = next(a.shape[0] for a in arrays if a is not None)
+  if chunk_size is None or chunk_size >= n:
+    return fn(*arrays)
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be a positive number of images, got {chunk_size}')
+  outs = []
+  for start in range(0, n, chunk_size):
+    part = [None if a is None else a[start:start + chunk_size] for a in arrays]
+    short = chunk_size - part[0].shape[0]
+    if short:
+      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], short, axis=0)]) for p in part]
+    out = fn(*part)
+    outs.append(jax.tree.map(lambda o: o[:chunk_size - short], out))
+  return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
+
+
+def _relu(relu):
+  return jax.nn.relu if relu is None else relu
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Array:
+  """Unnormalised class scores [B, K] for images [B, H, W, C] (one jitted forward per chunk)."""
+  images = _check_images(model, images)
+  return _chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
+
+
+def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
+  """dS_label/dI: [B, H, W, C] gradients of each image's unnormalised score for its label.
+
+  One forward and one backward pass per chunk of `chunk_size` images (default: all at once).
+  `relu`: the ReLU to run the model with (e.g. a custom backward rule); default `jax.nn.relu`.
+  """
+  images = _check_images(model, images)
+  labels = _check_labels(labels, images.shape[0], _num_classes(model, images.shape[1:]))
+  fn = functools.partial(_input_gradients, model, relu=_relu(relu))
+  return _chunked(fn, (images, labels), chunk_size)
+
+
+def saliency_maps(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
+  """Class saliency maps [B, H, W]: max over channels of |dS_label/dI| (paper Sect. 3.1)."""
+  return channel_max(input_gradients(model, images, labels, relu=relu, chunk_size=chunk_size))
+
+
+def class_saliency(model, images, classes, *, crop_size=None, relu=None,
+                   chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Maps for given classes: classes [B, k] -> (scores [B, k], maps [B, k, H, W]).
+
+  With `crop_size` (int or (h, w)), each map is the 10-crop average (4 corners + centre and
+  their reflections, one vmapped batch) placed back in image coordinates, and each score the
+  10-crop average score. Per chunk: one forward pass and k backward passes.
+  """
+  images = _check_images(model, images)
+  crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
+  classes = np.asarray(classes)
+  if classes.ndim != 2:
+    raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
+  num_classes = _num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  classes = jnp.stack([_check_labels(classes[:, j], images.shape[0], num_classes, 'classes')
+                       for j in range(classes.shape[1])], axis=1)
+  fn = functools.partial(_class_maps, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1])
+  _, top_scores, maps = _chunked(fn, (images, classes), chunk_size)
+  return top_scores, maps
+
+
+def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
+                   chunk_size: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The paper's protocol: maps of each image's k top-scoring classes, in one jitted call per chunk.
+
+  Classes are ranked by score (10-crop averaged when `crop_size` is given). Returns
+  (classes [B, k] int32, scores [B, k], maps [B, k, H, W]); maps as in `class_saliency`.
+  """
+  images = _check_images(model, images)
+  crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
+  num_classes = _num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  if not 1 <= k <= num_classes:
+    raise ValueError(f'k must lie in [1, {num_classes}], got {k}')
+  fn = functools.partial(_class_maps, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
+  return _chunked(lambda x: fn(x, None), (images,), chunk_size)
+
+
+def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array:
+  """One image [H, W, C] -> its 10-crop averaged saliency map [H, W] for class `label`."""
+  image = _check_images(model, image, rank=3)
+  return ten_crop_saliency_batch(model, image[None], jnp.asarray([label]), crop_size=crop_size,
+                                 relu=relu)[0]
+
+
+def ten_crop_saliency_batch(model, images, labels, *, crop_size, relu=None,
+                            chunk_size: int | None = None) -> jax.Array:
+  """Images [B, H, W, C] -> 10-crop averaged saliency maps [B, H, W] for `labels` [B]."""
+  labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(f'labels must be [B] class indices, got shape {labels.shape}')
+  _, maps = class_saliency(model, images, labels[:, None], crop_size=crop_size, relu=relu,
+                           chunk_size=chunk_size)
+  return maps[:, 0]

@@ -1,0 +1,210 @@
+"""Import of real pretrained checkpoints into the NNX models.
+
+PyTorch files are read with `torch.load(weights_only=True)` (no code from the file runs);
+torch is an optional extra: `pip install 'saliency-jax[torch]'` (torch==2.13.0, CPU build).
+Every import checks the state dict against the model: unknown keys, missing keys and shape
+mismatches are reported together, in one error, before any weight is written.
+
+Layouts: PyTorch convolutions are [O, I, kh, kw] and become [kh, kw, I, O]; linear layers
+[O, I] become [I, O]; a linear layer reading a flattened NCHW map is permuted to read the
+NHWC flattening the NNX models use. The models then compute what the PyTorch ones do on the
+same normalised input, in NHWC instead of NCHW.
+"""
+
+import os
+import re
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from saliency_jax import models
+
+# akamaster/pytorch_resnet_cifar10 normalises CIFAR inputs in [0, 1] with ImageNet's statistics.
+CIFAR10_MEAN = (0.485, 0.456, 0.406)
+CIFAR10_STD = (0.229, 0.224, 0.225)
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                   'truck')
+# torchvision's ImageNet models: RGB in [0, 1], then these.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TORCH_EXTRA = "pip install 'saliency-jax[torch]'  (or: pip install torch==2.13.0, the CPU build)"
+
+
+def normalise(images, mean, std) -> jnp.ndarray:
+  """uint8 or [0, 1] float images [..., H, W, 3] -> (x / 255 if uint8 - mean) / std, float32."""
+  images = np.asarray(images)
+  x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+  return jnp.asarray((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+
+
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """A PyTorch checkpoint -> {key: float32 array}, `state_dict` unwrapped, `module.` prefixes dropped."""
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f'reading the PyTorch checkpoint {path} needs torch: {TORCH_EXTRA}') from e
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no checkpoint file at {path}')
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # torch raises several types for corrupt or foreign files
+    raise ValueError(f'{path} is not a readable PyTorch checkpoint: {e}') from e
+  if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
+    obj = obj['state_dict']
+  if not isinstance(obj, dict) or not all(hasattr(v, 'shape') for v in obj.values()):
+    raise ValueError(f'{path} holds no state dict (a mapping of names to tensors)')
+  out = {}
+  for key, value in obj.items():
+    key = key.removeprefix('module.')
+    if key.endswith('num_batches_tracked'):
+      continue
+    out[key] = value.detach().cpu().float().numpy()
+  return out
+
+
+# ----------------------------------------------------------------------------- assignment
+
+Convert = Callable[[np.ndarray], np.ndarray]
+conv_weight: Convert = lambda w: w.transpose(2, 3, 1, 0)
+linear_weight: Convert = lambda w: w.T
+identity: Convert = lambda w: w
+
+
+def _conv_entries(prefix: str, conv: nnx.Conv) -> dict:
+  entries = {f'{prefix}.weight': (conv.kernel, conv_weight)}
+  if conv.bias is not None:
+    entries[f'{prefix}.bias'] = (conv.bias, identity)
+  return entries
+
+
+def _linear_entries(prefix: str, linear: nnx.Linear, weight: Convert = linear_weight) -> dict:
+  return {f'{prefix}.weight': (linear.kernel, weight), f'{prefix}.bias': (linear.bias, identity)}
+
+
+def _bn_entries(prefix: str, bn: nnx.BatchNorm) -> dict:
+  return {f'{prefix}.weight': (bn.scale, identity), f'{prefix}.bias': (bn.bias, identity),
+          f'{prefix}.running_mean': (bn.mean, identity), f'{prefix}.running_var': (bn.var, identity)}
+
+
+def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
+  """Writes state[key] through entries[key] = (variable, convert) after checking everything.
+
+  Raises ValueError listing unknown keys, missing keys and shape mismatches; nothing is written
+  unless all keys match.
+  """
+  unknown = sorted(set(state) - set(entries))
+  missing = sorted(set(entries) - set(state))
+  converted, mismatched = {}, []
+  for key in sorted(set(state) & set(entries)):
+    var, convert = entries[key]
+    value = convert(state[key])
+    if value.shape != var.value.shape:
+      mismatched.append(f'{key}: checkpoint {state[key].shape} -> {value.shape}, model {var.value.shape}')
+    converted[key] = value
+  problems = []
+  if unknown:
+    problems.append(f'unknown keys ({len(unknown)}): {", ".join(unknown)}')
+  if missing:
+    problems.append(f'missing keys ({len(missing)}): {", ".join(missing)}')
+  if mismatched:
+    problems.append(f'shape mismatches ({len(mismatched)}): {"; ".join(mismatched)}')
+  if problems:
+    raise ValueError(f'{source} does not match the model:\n  ' + '\n  '.join(problems))
+  for key, value in converted.items():
+    var = entries[key][0]
+    var.value = jnp.asarray(value, var.value.dtype)
+
+
+# ----------------------------------------------------------------------------- CIFAR ResNets
+
+
+def cifar_resnet_entries(model: models.CifarResNet) -> dict:
+  """State-dict key -> (variable, convert) for akamaster's CIFAR ResNets."""
+  entries = {**_conv_entries('conv1', model.conv1), **_bn_entries('bn1', model.bn1)}
+  for s, stage in enumerate((model.layer1, model.layer2, model.layer3)):
+    for b, block in enumerate(stage):
+      p = f'layer{s + 1}.{b}'
+      entries.update(_conv_entries(f'{p}.conv1', block.conv1))
+      entries.update(_bn_entries(f'{p}.bn1', block.bn1))
+      entries.update(_conv_entries(f'{p}.conv2', block.conv2))
+      entries.update(_bn_entries(f'{p}.bn2', block.bn2))
+  entries.update(_linear_entries('linear', model.linear))
+  return entries
+
+
+def cifar_resnet_from_state_dict(state: dict[str, np.ndarray], source: str = 'state dict') -> models.CifarResNet:
+  """Builds the CifarResNet a state dict describes: depth from its blocks, classes from `linear`."""
+  blocks = {int(m.group(1)) for k in state if (m := re.match(r'layer1\.(\d+)\.', k))}
+  if not blocks or 'linear.weight' not in state:
+    raise ValueError(f'{source} is not a CIFAR ResNet state dict (no layer1.* or linear.weight keys)')
+  depth = 6 * (max(blocks) + 1) + 2
+  model = models.CifarResNet(depth, num_classes=state['linear.weight'].shape[0],
+                             in_channels=state['conv1.weight'].shape[1] if 'conv1.weight' in state else 3,
+                             rngs=nnx.Rngs(0))
+  assign(cifar_resnet_entries(model), state, source)
+  return model
+
+
+def load_cifar_resnet(path: str | os.PathLike) -> models.CifarResNet:
+  """An akamaster-format checkpoint (pytorch_resnet_cifar10 `*.th`) -> CifarResNet, in eval mode.
+
+  Inputs: RGB in [0, 1] normalised with CIFAR10_MEAN / CIFAR10_STD (see `normalise`), NHWC.
+  """
+  return cifar_resnet_from_state_dict(read_torch_state_dict(path), str(path))
+
+
+# ----------------------------------------------------------------------------- SmallConvNet
+
+
+def small_convnet_entries(model: models.SmallConvNet) -> dict:
+  """State-dict key -> (variable, convert): convs.{i}, norms.{i}, hidden.{j}, classifier."""
+  entries = {}
+  for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
+    entries.update(_conv_entries(f'convs.{i}', conv))
+    if norm is not None:
+      entries.update(_bn_entries(f'norms.{i}', norm))
+  for j, dense in enumerate(model.hidden):
+    entries.update(_linear_entries(f'hidden.{j}', dense))
+  entries.update(_linear_entries('classifier', model.classifier))
+  return entries
+
+
+# ----------------------------------------------------------------------------- VGG16
+
+
+def _nchw_flat_to_nhwc(channels: int, side: int) -> Convert:
+  """A Linear weight [O, C*H*W] reading an NCHW flattening -> [H*W*C, O] reading NHWC's."""
+  def convert(w):
+    return w.reshape(w.shape[0], channels, side, side).transpose(2, 3, 1, 0).reshape(-1, w.shape[0])
+  return convert
+
+
+def vgg16_entries(model: models.VGG16) -> dict:
+  """State-dict key -> (variable, convert) for torchvision's VGG16."""
+  entries = {}
+  for i, layer in enumerate(model.features):
+    if layer is not None:
+      entries.update(_conv_entries(f'features.{i}', layer))
+  entries.update(_linear_entries('classifier.0', model.classifier[0], _nchw_flat_to_nhwc(512, 7)))
+  entries.update(_linear_entries('classifier.3', model.classifier[3]))
+  entries.update(_linear_entries('classifier.6', model.classifier[6]))
+  return entries
+
+
+def vgg16_from_state_dict(state: dict[str, np.ndarray], source: str = 'state dict') -> models.VGG16:
+  if 'classifier.6.weight' not in state:
+    raise ValueError(f'{source} is not a torchvision VGG16 state dict (no classifier.6.weight)')
+  model = models.VGG16(num_classes=state['classifier.6.weight'].shape[0], rngs=nnx.Rngs(0))
+  assign(vgg16_entries(model), state, source)
+  return model
+
+
+def load_torchvision_vgg16(path: str | os.PathLike) -> models.VGG16:
+  """A torchvision `vgg16` state_dict file (e.g. vgg16-397923af.pth) -> VGG16, in eval mode.
+
+  Inputs: RGB in [0, 1] normalised with IMAGENET_MEAN / IMAGENET_STD, NHWC, 224 x 224.
+  """
+  return vgg16_from_state_dict(read_torch_state_dict(path), str(path))
