@@ -23,6 +23,12 @@ from saliency_jax import layers
 Relu = Callable[[jax.Array], jax.Array]
 
 
+def cast(model, dtype):
+  """A copy of `model` with its floating-point arrays in `dtype` (e.g. float64 for exact checks)."""
+  as_dtype = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+  return jax.tree.map(as_dtype, model)
+
+
 def _torch_padding(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
   """Symmetric padding k // 2, as PyTorch's Conv2d(padding=k // 2); differs from 'SAME' at stride 2."""
   return ((k // 2, k // 2), (k // 2, k // 2))

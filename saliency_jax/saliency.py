@@ -60,7 +60,7 @@ def _check_images(model, images, rank: int = 4) -> jax.Array:
     raise ValueError(f'{what} has {shape[-1]} channels; {type(model).__name__} expects {channels}')
   if 0 in shape:
     raise ValueError(f'{what} is empty: shape {shape}')
-  images = jnp.asarray(images, jnp.float32)
+  images = jnp.asarray(images)
   if not bool(jnp.all(jnp.isfinite(images))):
     bad = int(jnp.sum(~jnp.isfinite(images)))
     raise ValueError(f'{what} holds {bad} NaN or infinite values')

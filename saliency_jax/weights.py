@@ -101,8 +101,8 @@ def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
   for key in sorted(set(state) & set(entries)):
     var, convert = entries[key]
     value = convert(state[key])
-    if value.shape != var.value.shape:
-      mismatched.append(f'{key}: checkpoint {state[key].shape} -> {value.shape}, model {var.value.shape}')
+    if value.shape != var.shape:
+      mismatched.append(f'{key}: checkpoint {state[key].shape} -> {value.shape}, model {var.shape}')
     converted[key] = value
   problems = []
   if unknown:
@@ -115,7 +115,7 @@ def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
     raise ValueError(f'{source} does not match the model:\n  ' + '\n  '.join(problems))
   for key, value in converted.items():
     var = entries[key][0]
-    var.value = jnp.asarray(value, var.value.dtype)
+    var[...] = jnp.asarray(value, var.dtype)
 
 
 # ----------------------------------------------------------------------------- CIFAR ResNets
