@@ -138,11 +138,12 @@ class VGG16(nnx.Module):
   None), and `classifier` the Linear layers at torchvision's indices 0, 3 and 6, so that state
   dict keys map one-to-one. The first classifier layer takes the 7x7x512 map flattened in NHWC
   order; `weights.load_torchvision_vgg16` permutes PyTorch's NCHW-order weights accordingly.
+  Built for 224 px; other sizes (>= 32 px) work through the adaptive average pooling, as in torchvision.
   """
 
   def __init__(self, num_classes: int = 1000, *, in_channels: int = 3, dropout: float = 0.5,
                rngs: nnx.Rngs):
-    self.num_classes, self.in_channels, self.input_size = num_classes, in_channels, (224, 224)
+    self.num_classes, self.in_channels, self.input_size = num_classes, in_channels, None
     features, c = [], in_channels
     for v in VGG16_LAYOUT:
       if v == 'M':

@@ -82,9 +82,14 @@ def _check_labels(labels, batch: int, num_classes: int, name: str = 'labels') ->
   return jnp.asarray(labels_np, jnp.int32)
 
 
+def _check_input_size(model, hw) -> None:
+  expected = getattr(model, 'input_size', None)
+  if expected is not None and tuple(hw) != tuple(expected):
+    raise ValueError(f'{type(model).__name__} was built for {tuple(expected)} inputs; got {tuple(hw)} '
+                     '(images, or crops when crop_size is given)')
+
+
 def _crop_hw(crop_size, image_hw) -> tuple[int, int]:
-  if crop_size is None:
-    return tuple(image_hw)
   h, w = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
   if not (0 < h <= image_hw[0] and 0 < w <= image_hw[1]):
     raise ValueError(f'crop_size {crop_size} does not fit images of size {tuple(image_hw)}')
@@ -212,6 +217,7 @@ def _relu(relu):
 def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Array:
   """Unnormalised class scores [B, K] for images [B, H, W, C] (one jitted forward per chunk)."""
   images = _check_images(model, images)
+  _check_input_size(model, images.shape[1:3])
   return _chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
 
 
@@ -222,6 +228,7 @@ def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None 
   `relu`: the ReLU to run the model with (e.g. a custom backward rule); default `jax.nn.relu`.
   """
   images = _check_images(model, images)
+  _check_input_size(model, images.shape[1:3])
   labels = _check_labels(labels, images.shape[0], _num_classes(model, images.shape[1:]))
   fn = functools.partial(_input_gradients, model, relu=_relu(relu))
   return _chunked(fn, (images, labels), chunk_size)
@@ -242,6 +249,7 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None,
   """
   images = _check_images(model, images)
   crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
+  _check_input_size(model, crop_hw or images.shape[1:3])
   classes = np.asarray(classes)
   if classes.ndim != 2:
     raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
@@ -262,6 +270,7 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
   """
   images = _check_images(model, images)
   crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
+  _check_input_size(model, crop_hw or images.shape[1:3])
   num_classes = _num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
   if not 1 <= k <= num_classes:
     raise ValueError(f'k must lie in [1, {num_classes}], got {k}')

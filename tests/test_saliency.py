@@ -192,6 +192,16 @@ def test_bad_input_raises_clear_value_error(call, match):
     call()
 
 
+def test_wrong_input_size_for_a_fixed_size_model_is_refused():
+  model = models.PaperConvNet(5, input_size=64, rngs=nnx.Rngs(0))
+  x = np.zeros((1, 72, 72, 3), np.float32)
+  with pytest.raises(ValueError, match=r'built for \(64, 64\)'):
+    saliency.saliency_maps(model, x, [0])
+  with pytest.raises(ValueError, match=r'got \(60, 60\)'):
+    saliency.top_k_saliency(model, x, k=2, crop_size=60)
+  assert saliency.top_k_saliency(model, x, k=2, crop_size=64)[2].shape == (1, 2, 72, 72)
+
+
 def test_training_mode_is_refused():
   model = models.SmallConvNet(batch_norm=True, rngs=nnx.Rngs(0))
   model.train()
