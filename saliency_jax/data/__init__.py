@@ -1,0 +1,1 @@
+"""Datasets and readers: synthetic images, ImageNet (ILSVRC) samples and their annotations."""
