@@ -1,4 +1,7 @@
-"""The main job: `python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart`."""
+"""The main job.
+
+  python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
+"""
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -84,7 +84,8 @@ class SmallConvNet(nnx.Module):
   minutes.
   """
 
-  def __init__(self, num_classes: int = 10, *, stages: Sequence[Sequence[int]] = ((16,), (32,), (64,), (128,)),
+  def __init__(self, num_classes: int = 10, *,
+               stages: Sequence[Sequence[int]] = ((16,), (32,), (64,), (128,)),
                hidden: Sequence[int] = (), in_channels: int = 3, batch_norm: bool = False,
                dropout: float = 0.0, rngs: nnx.Rngs):
     self.num_classes, self.in_channels, self.input_size = num_classes, in_channels, None

@@ -34,7 +34,8 @@ def _to_builtin(x):
   raise TypeError(f'not JSON serialisable: {type(x).__name__}')
 
 
-def saliency_figure(path: str | os.PathLike, images, maps, titles=None, masks=None, *, dpi: int = 100) -> None:
+def saliency_figure(path: str | os.PathLike, images, maps, titles=None, masks=None, *,
+                    dpi: int = 100) -> None:
   """A grid like the paper's Fig. 2: one row per image (image | saliency map | overlay).
 
   images uint8 [N, H, W, 3]; maps [N, H, W] (each shown scaled to its own maximum);

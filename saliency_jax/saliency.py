@@ -111,7 +111,7 @@ def ten_crops(image: jax.Array, crop_hw) -> jax.Array:
   Crop i + 5 is crop i reflected left-right (the same region of the image, mirrored).
   """
   ch, cw = crop_hw
-  crops = [image[t:t + ch, l:l + cw] for t, l in crop_offsets(image.shape[:2], crop_hw)]
+  crops = [image[top:top + ch, left:left + cw] for top, left in crop_offsets(image.shape[:2], crop_hw)]
   return jnp.stack(crops + [c[:, ::-1] for c in crops])
 
 
@@ -125,8 +125,8 @@ def uncrop(maps: jax.Array, image_hw) -> jax.Array:
   h, w = image_hw
   maps = jnp.concatenate([maps[:5], maps[5:, :, ::-1]])
   total, count = jnp.zeros((h, w), maps.dtype), jnp.zeros((h, w), maps.dtype)
-  for i, (t, l) in enumerate(crop_offsets(image_hw, (ch, cw)) * 2):
-    pad = ((t, h - t - ch), (l, w - l - cw))
+  for i, (top, left) in enumerate(crop_offsets(image_hw, (ch, cw)) * 2):
+    pad = ((top, h - top - ch), (left, w - left - cw))
     total = total + jnp.pad(maps[i], pad)
     count = count + jnp.pad(jnp.ones((ch, cw), maps.dtype), pad)
   return jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
@@ -202,8 +202,8 @@ def _chunked(fn: Callable, arrays, chunk_size: int | None):
     short = chunk_size - part[0].shape[0]
     if short:
       part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], short, axis=0)]) for p in part]
-    out = fn(*part)
-    outs.append(jax.tree.map(lambda o: o[:chunk_size - short], out))
+    keep = chunk_size - short
+    outs.append(jax.tree.map(lambda o, keep=keep: o[:keep], fn(*part)))
   return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 

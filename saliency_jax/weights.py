@@ -155,7 +155,8 @@ def cifar_resnet_entries(model: models.CifarResNet) -> dict:
   return entries
 
 
-def cifar_resnet_from_state_dict(state: dict[str, np.ndarray], source: str = 'state dict') -> models.CifarResNet:
+def cifar_resnet_from_state_dict(state: dict[str, np.ndarray],
+                                 source: str = 'state dict') -> models.CifarResNet:
   """Builds the CifarResNet a state dict describes: depth from its blocks, classes from `linear`."""
   blocks = {int(m.group(1)) for k in state if (m := re.match(r'layer1\.(\d+)\.', k))}
   if not blocks or 'linear.weight' not in state:

@@ -48,7 +48,8 @@ def test_grey_image_map_is_abs_gradient():
   grads = saliency.input_gradients(model, _images((2, 4, 4, 1)), [1, 1])
   maps = saliency.saliency_maps(model, _images((2, 4, 4, 1)), [1, 1])
   np.testing.assert_allclose(maps, np.abs(grads[..., 0]))
-  np.testing.assert_allclose(grads[0, ..., 0], np.asarray(model.dense.kernel[...])[:, 1].reshape(4, 4), rtol=1e-6)
+  w = np.asarray(model.dense.kernel[...])
+  np.testing.assert_allclose(grads[0, ..., 0], w[:, 1].reshape(4, 4), rtol=1e-6)
 
 
 @pytest.mark.parametrize('make,shape', [
@@ -77,7 +78,7 @@ def test_gradient_matches_central_differences_along_random_directions():
   for seed in range(3):
     v = jax.random.normal(jax.random.key(seed + 10), x.shape, jnp.float64)
     eps = 1e-6
-    s = lambda t: model(x + t * v)[jnp.arange(2), labels]
+    s = lambda t, v=v: model(x + t * v)[jnp.arange(2), labels]
     fd = (s(eps) - s(-eps)) / (2 * eps)
     np.testing.assert_allclose(jnp.sum(grads * v, axis=(1, 2, 3)), fd, rtol=1e-6)
 
@@ -88,9 +89,9 @@ def _expected_ten_crop(m, image_hw):
   offsets = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
   total, count = np.zeros((h, w)), np.zeros((h, w))
   for flipped in (False, True):
-    for t, l in offsets:
-      total[t:t + ch, l:l + cw] += m[:, ::-1] if flipped else m
-      count[t:t + ch, l:l + cw] += 1
+    for top, left in offsets:
+      total[top:top + ch, left:left + cw] += m[:, ::-1] if flipped else m
+      count[top:top + ch, left:left + cw] += 1
   return total / count
 
 
@@ -126,7 +127,8 @@ def test_top_k_classes_scores_and_maps_are_consistent():
   np.testing.assert_array_equal(classes, np.argsort(-full, axis=1)[:, :3])
   np.testing.assert_allclose(scores, np.take_along_axis(full, np.asarray(classes), 1), rtol=1e-5)
   for j in range(3):
-    np.testing.assert_allclose(maps[:, j], saliency.saliency_maps(model, x, classes[:, j]), rtol=1e-5, atol=1e-8)
+    one = saliency.saliency_maps(model, x, classes[:, j])
+    np.testing.assert_allclose(maps[:, j], one, rtol=1e-5, atol=1e-8)
 
 
 def test_top_k_with_crops_matches_per_class_ten_crop_maps():
