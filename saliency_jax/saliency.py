@@ -30,6 +30,9 @@ NUM_CROPS = 10
 
 
 def _check_eval_mode(model) -> None:
+  """Raises if a module is in training mode. Called while tracing: the modes are static
+  attributes of the model's pytree, so a mode change retraces and is checked again, and a
+  call with a traced model pays nothing for the check."""
   for path, module in nnx.iter_modules(model):
     training = (isinstance(module, nnx.BatchNorm) and not module.use_running_average) or (
         isinstance(module, nnx.Dropout) and not module.deterministic and module.rate > 0)
@@ -64,7 +67,6 @@ def _check_images(model, images, rank: int = 4) -> jax.Array:
   if not bool(jnp.all(jnp.isfinite(images))):
     bad = int(jnp.sum(~jnp.isfinite(images)))
     raise ValueError(f'{what} holds {bad} NaN or infinite values')
-  _check_eval_mode(model)
   return images
 
 
@@ -142,11 +144,13 @@ def channel_max(grads: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=('relu',))
 def _forward(model, images, *, relu):
+  _check_eval_mode(model)
   return model(images, relu=relu)
 
 
 @functools.partial(jax.jit, static_argnames=('relu',))
 def _input_gradients(model, images, labels, *, relu):
+  _check_eval_mode(model)
   scores, vjp = jax.vjp(lambda x: model(x, relu=relu), images)
   (grads,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
   return grads
@@ -160,6 +164,7 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k):
   crop-averaged score. crop_hw None: the whole image; else the 10 crops.
   Returns (classes [B, k], scores [B, k] crop-averaged, maps [B, k, H, W]).
   """
+  _check_eval_mode(model)
   b, h, w, c = images.shape
   if crop_hw is None:
     crops, n = images, 1
