@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
-from PIL import Image
 
 from saliency_jax import models, report, saliency, weights
 from saliency_jax.data import imagenet
@@ -29,40 +28,6 @@ flags.mark_flags_as_required(['config', 'workdir'])
 DOMAIN_SHIFT = ('ImageNet val photos (squashed to 227x227 by the redistributor, then shrunk to 32x32), '
                 'labels mapped to CIFAR-10 through WordNet hypernyms; airplane, deer and frog have no '
                 'image in the sample and dogs and birds dominate: not a CIFAR-10 accuracy.')
-_RESAMPLE = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.BILINEAR,
-             'bicubic': Image.Resampling.BICUBIC, 'lanczos': Image.Resampling.LANCZOS,
-             'box': Image.Resampling.BOX}
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def mapped_images(sample_dir: pathlib.Path, *, image_size: int, resample: str) -> dict:
-  """The sample's images whose first object maps onto CIFAR-10, resized.
-
-  Returns {'ids' [N], 'wnids' [N], 'images' uint8 [N, s, s, 3], 'labels' int32 [N],
-  'num_images' (all images in the sample), 'mixed_labels' (images whose objects disagree)}.
-  """
-  if resample not in _RESAMPLE:
-    raise ValueError(f'resample must be one of {sorted(_RESAMPLE)}, got {resample!r}')
-  mapping = imagenet.imagenet_to_cifar10()
-  records = imagenet.sample_records(sample_dir)
-  ids, wnids, images, labels, mixed = [], [], [], [], 0
-  for record in records:
-    names = imagenet.read_annotation(record['annotation_path'])['names']
-    if not names:
-      raise ValueError(f'{record["annotation_path"]} has no <object>: no label for {record["id"]}')
-    mixed += len(set(names)) > 1
-    if names[0] not in mapping:
-      continue
-    image = Image.fromarray(imagenet.load_image(record['image_path']))
-    image = image.resize((image_size, image_size), _RESAMPLE[resample])
-    ids.append(record['id'])
-    wnids.append(names[0])
-    images.append(np.asarray(image))
-    labels.append(mapping[names[0]])
-  return {'ids': ids, 'wnids': wnids, 'images': np.stack(images), 'labels': np.asarray(labels, np.int32),
-          'num_images': len(records), 'mixed_labels': mixed}
 
 
 # ----------------------------------------------------------------------------- models
@@ -238,7 +203,8 @@ def evaluate(config, workdir: str) -> dict:
   torch.set_num_threads(config.torch_threads)
   data_dir = pathlib.Path(config.data_dir)
   start = time.perf_counter()
-  data = mapped_images(data_dir / config.sample, image_size=config.image_size, resample=config.resample)
+  data = imagenet.cifar10_mapped(data_dir / config.sample, image_size=config.image_size,
+                                 resample=config.resample)
   x = np.asarray(weights.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD))
   labels = data['labels']
   logging.info('%d of %d sample images map onto CIFAR-10 (%.1f s)', len(labels), data['num_images'],

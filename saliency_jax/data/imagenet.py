@@ -192,3 +192,40 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
       return np.asarray(image.convert('RGB'), dtype=np.uint8)
   except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's decode errors
     raise ValueError(f'{path} is not a readable image: {e}') from e
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 mapped images
+
+
+_RESAMPLE = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.BILINEAR,
+             'bicubic': Image.Resampling.BICUBIC, 'lanczos': Image.Resampling.LANCZOS,
+             'box': Image.Resampling.BOX}
+
+
+def cifar10_mapped(sample_dir: str | os.PathLike, *, image_size: int = 32,
+                   resample: str = 'bilinear') -> dict:
+  """The sample's images whose first object maps onto CIFAR-10, resized to image_size (PIL `resample`).
+
+  Returns {'ids' [N], 'wnids' [N], 'images' uint8 [N, s, s, 3], 'labels' int32 [N],
+  'num_images' (all images in the sample), 'mixed_labels' (images whose objects disagree)}.
+  """
+  if resample not in _RESAMPLE:
+    raise ValueError(f'resample must be one of {sorted(_RESAMPLE)}, got {resample!r}')
+  mapping = imagenet_to_cifar10()
+  records = sample_records(sample_dir)
+  ids, wnids, images, labels, mixed = [], [], [], [], 0
+  for record in records:
+    names = read_annotation(record['annotation_path'])['names']
+    if not names:
+      raise ValueError(f'{record["annotation_path"]} has no <object>: no label for {record["id"]}')
+    mixed += len(set(names)) > 1
+    if names[0] not in mapping:
+      continue
+    image = Image.fromarray(load_image(record['image_path']))
+    image = image.resize((image_size, image_size), _RESAMPLE[resample])
+    ids.append(record['id'])
+    wnids.append(names[0])
+    images.append(np.asarray(image))
+    labels.append(mapping[names[0]])
+  return {'ids': ids, 'wnids': wnids, 'images': np.stack(images), 'labels': np.asarray(labels, np.int32),
+          'num_images': len(records), 'mixed_labels': mixed}
