@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -40,6 +41,45 @@ def _check_eval_mode(model) -> None:
       name = '.'.join(map(str, path)) or type(model).__name__
       raise ValueError(f'{name} is in training mode; call model.eval() before computing saliency '
                        '(images in a batch must not interact)')
+
+
+def _stray_rectifications(jaxpr) -> int:
+  """Number of max(x, 0) operations in a jaxpr and its sub-jaxprs (jax.nn.relu is one)."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'max' and any(
+        isinstance(v, jex.core.Literal) and np.all(np.asarray(v.val) == 0) for v in eqn.invars):
+      count += 1
+  return count + sum(_stray_rectifications(sub) for sub in jex.core.subjaxprs(jaxpr))
+
+
+def _check_relu(model, images, relu) -> None:
+  """Raises unless every rectification of the model goes through `relu`.
+
+  A backward rule the model never calls, or that some of its ReLUs bypass (a hard-wired
+  `jax.nn.relu`), would silently give the plain gradient there. Runs while tracing (once per
+  compilation): the model is traced with a marker in place of `relu`, which counts its calls; any
+  max(x, 0) left in that trace is a rectification that bypasses the rule.
+  """
+  if relu is jax.nn.relu:
+    return
+  calls = []
+
+  def marker(x):
+    calls.append(x.shape)
+    return x
+
+  jaxpr = jax.make_jaxpr(lambda m, x: m(x, relu=marker))(model, images)
+  stray = _stray_rectifications(jaxpr.jaxpr)
+  name = getattr(relu, '__name__', repr(relu))
+  if not calls:
+    hard_wired = f' ({stray} rectifications are hard-wired)' if stray else ''
+    raise ValueError(f'relu={name} was passed but {type(model).__name__} never calls its relu argument'
+                     f'{hard_wired}: the result would be a plain gradient')
+  if stray:
+    raise ValueError(f'relu={name} was passed but {stray} rectification(s) of {type(model).__name__} '
+                     'bypass it (max(x, 0) / jax.nn.relu called directly); route every ReLU through '
+                     'the relu argument')
 
 
 def _num_classes(model, image_shape) -> int:
@@ -145,12 +185,14 @@ def channel_max(grads: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=('relu',))
 def _forward(model, images, *, relu):
   _check_eval_mode(model)
+  _check_relu(model, images, relu)
   return model(images, relu=relu)
 
 
 @functools.partial(jax.jit, static_argnames=('relu',))
 def _input_gradients(model, images, labels, *, relu):
   _check_eval_mode(model)
+  _check_relu(model, images, relu)
   scores, vjp = jax.vjp(lambda x: model(x, relu=relu), images)
   (grads,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
   return grads
@@ -171,6 +213,7 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k):
   else:
     crops, n = jax.vmap(ten_crops, in_axes=(0, None))(images, crop_hw), NUM_CROPS
     crops = crops.reshape(b * n, *crop_hw, c)
+  _check_relu(model, crops, relu)
   scores, vjp = jax.vjp(lambda x: model(x, relu=relu), crops)
   num_classes = scores.shape[-1]
   mean_scores = scores.reshape(b, n, num_classes).mean(axis=1)

@@ -3,6 +3,10 @@
 Written from the architectures' descriptions (akamaster's CIFAR ResNet, torchvision's VGG16
 layout), independently of the NNX code; `weights` loads their state dicts into the NNX models,
 so a twin with any weights gives the reference the JAX model must match.
+
+Like the NNX models, every twin takes `forward(x, relu=F.relu)`: the ReLU backward rules of
+`deconvnet` have PyTorch counterparts here (`DeconvNetReLU`, `GuidedReLU`, written as
+`torch.autograd.Function`s), an independent reference for the DeconvNet and guided maps.
 """
 
 import torch
@@ -10,6 +14,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from saliency_jax import models
+
+
+class DeconvNetReLU(torch.autograd.Function):
+  """relu forward; backward g * 1(g > 0) (Zeiler & Fergus)."""
+
+  @staticmethod
+  def forward(ctx, x):
+    return x.clamp(min=0)
+
+  @staticmethod
+  def backward(ctx, g):
+    return g.clamp(min=0)
+
+
+class GuidedReLU(torch.autograd.Function):
+  """relu forward; backward g * 1(x > 0) * 1(g > 0) (guided backpropagation)."""
+
+  @staticmethod
+  def forward(ctx, x):
+    ctx.save_for_backward(x)
+    return x.clamp(min=0)
+
+  @staticmethod
+  def backward(ctx, g):
+    (x,) = ctx.saved_tensors
+    return g * ((x > 0) & (g > 0)).to(g.dtype)
+
+
+RELUS = {'gradient': F.relu, 'deconvnet': DeconvNetReLU.apply, 'guided': GuidedReLU.apply}
 
 
 class TorchBasicBlock(nn.Module):
@@ -22,11 +55,11 @@ class TorchBasicBlock(nn.Module):
     self.bn2 = nn.BatchNorm2d(planes)
     self.pad = planes // 4 if (stride != 1 or in_planes != planes) else 0
 
-  def forward(self, x):
-    out = F.relu(self.bn1(self.conv1(x)))
+  def forward(self, x, relu=F.relu):
+    out = relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
     shortcut = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
-    return F.relu(out + shortcut)
+    return relu(out + shortcut)
 
 
 class TorchCifarResNet(nn.Module):
@@ -45,9 +78,10 @@ class TorchCifarResNet(nn.Module):
       setattr(self, f'layer{s + 1}', nn.Sequential(*blocks))
     self.linear = nn.Linear(64, num_classes)
 
-  def forward(self, x):
-    out = F.relu(self.bn1(self.conv1(x)))
-    out = self.layer3(self.layer2(self.layer1(out)))
+  def forward(self, x, relu=F.relu):
+    out = relu(self.bn1(self.conv1(x)))
+    for block in (*self.layer1, *self.layer2, *self.layer3):
+      out = block(out, relu)
     out = F.avg_pool2d(out, out.size()[3])
     return self.linear(out.flatten(1))
 
@@ -71,8 +105,14 @@ class TorchVGG16(nn.Module):
         nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
         nn.Linear(4096, num_classes))
 
-  def forward(self, x):
-    return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+  def forward(self, x, relu=F.relu):
+    run = lambda layer, h: relu(h) if isinstance(layer, nn.ReLU) else layer(h)
+    for layer in self.features:
+      x = run(layer, x)
+    x = torch.flatten(self.avgpool(x), 1)
+    for layer in self.classifier:
+      x = run(layer, x)
+    return x
 
 
 class TorchSmallConvNet(nn.Module):
@@ -89,13 +129,13 @@ class TorchSmallConvNet(nn.Module):
     self.convs = nn.ModuleList(convs)
     self.classifier = nn.Linear(c, num_classes)
 
-  def forward(self, x):
+  def forward(self, x, relu=F.relu):
     i = 0
     for s, n in enumerate(self.stage_sizes):
       if s > 0:
         x = F.max_pool2d(x, 2, 2, ceil_mode=True)
       for _ in range(n):
-        x = F.relu(self.convs[i](x))
+        x = relu(self.convs[i](x))
         i += 1
     x = F.max_pool2d(x, 2, 2, ceil_mode=True)
     return self.classifier(x.mean(dim=(2, 3)))

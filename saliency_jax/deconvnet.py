@@ -1,0 +1,525 @@
+"""Gradient vs DeconvNet (paper Sect. 4): ReLU backward rules and an explicit Zeiler-Fergus DeconvNet.
+
+Backward rules. `gradient_relu`, `deconvnet_relu` and `guided_relu` all compute relu(x) forward;
+backward, given the incoming signal g, they return
+  gradient   g * 1(x > 0)               the true subgradient (the gate of the forward input);
+  deconvnet  g * 1(g > 0)               Zeiler & Fergus' rectified reconstruction;
+  guided     g * 1(x > 0) * 1(g > 0)    guided backpropagation (Springenberg et al. 2015).
+Passed as `relu=` to any model (or to the functions of `saliency`), one VJP computes the gradient,
+the DeconvNet reconstruction or the guided-backprop map.
+
+An explicit DeconvNet. `reconstruct` runs Zeiler & Fergus' procedure written out, with no autodiff:
+the forward pass records every max-pool's switches and every ReLU's input; the reconstruction then
+goes down from a neuron of any layer (or a class score) to the input by unpooling through the
+switches (`layers.unpool`), rectifying at every ReLU, convolving with the flipped, transposed
+filters, and multiplying by the transposed weights of dense layers. Two layer kinds that Zeiler &
+Fergus' chain nets did not have:
+  - BatchNorm (inference mode) is a fixed per-channel affine map x -> a x + b; the reconstruction
+    goes through its linear part (times a), as it goes through a convolution without its bias.
+  - A residual block's output is the sum of its branch and its shortcut. The transpose of a sum is
+    a copy: the reconstruction at the block's output goes down both the branch and the shortcut
+    (option A: subsampling and zero channels, transposed: zero-filling and dropping channels) and
+    the two add at the block's input, where the forward pass had copied its input to both. That is
+    what backpropagation does, and the only way to keep the DeconvNet linear in its signal on a
+    network that is not a chain.
+The other linear layers (global average pooling, adaptive average pooling, flattening) are
+transposed the same way. With `rule='gradient'` the same procedure is backpropagation written out.
+
+`layer_names(model)` lists the layers a reconstruction can start from (torchvision-style names for
+VGG16; 'scores' is the class-score layer of every model).
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+from saliency_jax import layers, models, saliency
+
+# ----------------------------------------------------------------------------- backward rules
+
+
+def _relu_fwd(x):
+  return jnp.maximum(x, 0), x
+
+
+@jax.custom_vjp
+def gradient_relu(x: jax.Array) -> jax.Array:
+  """relu(x); backward g * 1(x > 0), the subgradient `jax.nn.relu` uses (0 at x = 0)."""
+  return jnp.maximum(x, 0)
+
+
+@jax.custom_vjp
+def deconvnet_relu(x: jax.Array) -> jax.Array:
+  """relu(x); backward g * 1(g > 0): Zeiler & Fergus' rectification of the reconstruction."""
+  return jnp.maximum(x, 0)
+
+
+@jax.custom_vjp
+def guided_relu(x: jax.Array) -> jax.Array:
+  """relu(x); backward g * 1(x > 0) * 1(g > 0): guided backpropagation."""
+  return jnp.maximum(x, 0)
+
+
+def gradient_gate(x: jax.Array, g: jax.Array) -> jax.Array:
+  # The same select as jax.nn.relu's derivative, so that the gradient rule reproduces jax.grad bit for bit.
+  return jnp.where(x > 0, g, jnp.zeros_like(g))
+
+
+def deconvnet_gate(x: jax.Array, g: jax.Array) -> jax.Array:
+  del x
+  return jnp.where(g > 0, g, jnp.zeros_like(g))
+
+
+def guided_gate(x: jax.Array, g: jax.Array) -> jax.Array:
+  return jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g))
+
+
+gradient_relu.defvjp(_relu_fwd, lambda x, g: (gradient_gate(x, g),))
+deconvnet_relu.defvjp(_relu_fwd, lambda x, g: (deconvnet_gate(x, g),))
+guided_relu.defvjp(_relu_fwd, lambda x, g: (guided_gate(x, g),))
+
+RULES = {'gradient': gradient_relu, 'deconvnet': deconvnet_relu, 'guided': guided_relu}
+GATES = {'gradient': gradient_gate, 'deconvnet': deconvnet_gate, 'guided': guided_gate}
+
+
+def _gate(rule: str) -> Callable:
+  if rule not in GATES:
+    raise ValueError(f'rule must be one of {sorted(GATES)}, got {rule!r}')
+  return GATES[rule]
+
+
+# ----------------------------------------------------------------------------- the network as steps
+
+
+class Step(NamedTuple):
+  """One layer of a model, in forward order.
+
+  kind: 'conv', 'batch_norm', 'relu', 'max_pool', 'adaptive_avg_pool', 'mean' (global average
+  pooling), 'flatten', 'dense' or 'block' (a residual block: `inner` steps plus its shortcut).
+  options: the pooling geometry ('window', 'strides', 'padding') or the adaptive pool's 'size'.
+  """
+  name: str
+  kind: str
+  module: Any = None
+  options: dict | None = None
+  inner: tuple['Step', ...] = ()
+
+
+def _pool(name, window, strides, padding='VALID') -> Step:
+  return Step(name, 'max_pool', options={'window': window, 'strides': strides, 'padding': padding})
+
+
+def _paper_steps(m: models.PaperConvNet) -> list[Step]:
+  out = []
+  for i in range(1, 6):
+    out += [Step(f'conv{i}', 'conv', getattr(m, f'conv{i}')), Step(f'relu{i}', 'relu')]
+    if i in (1, 2, 5):
+      out.append(_pool(f'pool{i}', 3, 2, 'SAME'))
+  out += [Step('flatten', 'flatten'), Step('full6', 'dense', m.full6), Step('relu6', 'relu'),
+          Step('full7', 'dense', m.full7), Step('relu7', 'relu'), Step('full8', 'dense', m.full8)]
+  return out
+
+
+def _small_steps(m: models.SmallConvNet) -> list[Step]:
+  out, i = [], 0
+  for s, n in enumerate(m.stage_sizes):
+    if s > 0:
+      out.append(_pool(f'pool{s}', 2, 2, 'SAME'))
+    for _ in range(n):
+      out.append(Step(f'conv{i + 1}', 'conv', m.convs[i]))
+      if m.norms[i] is not None:
+        out.append(Step(f'bn{i + 1}', 'batch_norm', m.norms[i]))
+      out.append(Step(f'relu{i + 1}', 'relu'))
+      i += 1
+  out += [_pool(f'pool{len(m.stage_sizes)}', 2, 2, 'SAME'), Step('mean', 'mean')]
+  for j, dense in enumerate(m.hidden):
+    out += [Step(f'hidden{j + 1}', 'dense', dense), Step(f'hidden{j + 1}_relu', 'relu')]
+  return out + [Step('classifier', 'dense', m.classifier)]
+
+
+def _vgg_steps(m: models.VGG16) -> list[Step]:
+  out, i = [], 0
+  for v in models.VGG16_LAYOUT:
+    if v == 'M':
+      out.append(_pool(f'features.{i}', 2, 2))
+      i += 1
+    else:
+      out += [Step(f'features.{i}', 'conv', m.features[i]), Step(f'features.{i + 1}', 'relu')]
+      i += 2
+  out += [Step('avgpool', 'adaptive_avg_pool', options={'size': (7, 7)}), Step('flatten', 'flatten'),
+          Step('classifier.0', 'dense', m.classifier[0]), Step('classifier.1', 'relu'),
+          Step('classifier.3', 'dense', m.classifier[3]), Step('classifier.4', 'relu'),
+          Step('classifier.6', 'dense', m.classifier[6])]
+  return out
+
+
+def _resnet_steps(m: models.CifarResNet) -> list[Step]:
+  out = [Step('conv1', 'conv', m.conv1), Step('bn1', 'batch_norm', m.bn1), Step('relu1', 'relu')]
+  for s in (1, 2, 3):
+    for b, block in enumerate(getattr(m, f'layer{s}')):
+      p = f'layer{s}.{b}'
+      inner = (Step(f'{p}.conv1', 'conv', block.conv1), Step(f'{p}.bn1', 'batch_norm', block.bn1),
+               Step(f'{p}.relu1', 'relu'), Step(f'{p}.conv2', 'conv', block.conv2),
+               Step(f'{p}.bn2', 'batch_norm', block.bn2))
+      # The block's last step: its output ReLU, after the residual sum (named `{p}.relu`).
+      out.append(Step(p, 'block', block, inner=inner + (Step(f'{p}.relu', 'relu'),)))
+  return out + [Step('mean', 'mean'), Step('linear', 'dense', m.linear)]
+
+
+def steps(model) -> list[Step]:
+  """The model as a list of steps in forward order (see `Step`); the last one gives the scores."""
+  builders = {models.PaperConvNet: _paper_steps, models.SmallConvNet: _small_steps,
+              models.VGG16: _vgg_steps, models.CifarResNet: _resnet_steps}
+  for cls, build in builders.items():
+    if isinstance(model, cls):
+      return build(model)
+  raise TypeError(f'no explicit DeconvNet for {type(model).__name__}; supported: '
+                  f'{", ".join(c.__name__ for c in builders)}')
+
+
+def layer_names(model) -> list[str]:
+  """Names a reconstruction can start from, in forward order; 'scores' is an alias of the last."""
+  return [s.name for s in steps(model)] + ['scores']
+
+
+def _layer_index(model_steps: list[Step], layer: str) -> int:
+  names = [s.name for s in model_steps]
+  if layer == 'scores':
+    return len(names) - 1
+  if layer not in names:
+    raise ValueError(f'unknown layer {layer!r}; expected one of {names + ["scores"]}')
+  return names.index(layer)
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def _conv_padding(conv: nnx.Conv, in_hw) -> tuple[tuple[int, int], tuple[int, int]]:
+  for attr in ('input_dilation', 'kernel_dilation'):
+    if layers._pair(getattr(conv, attr) or 1) != (1, 1):
+      raise ValueError(f'the explicit DeconvNet supports undilated convolutions only ({attr} is set)')
+  if conv.feature_group_count != 1:
+    raise ValueError('the explicit DeconvNet supports ungrouped convolutions only')
+  padding = conv.padding
+  if isinstance(padding, str) and padding.upper() not in ('SAME', 'VALID'):
+    raise ValueError(f'unsupported convolution padding {padding!r}')
+  return layers.pool_padding(in_hw, conv.kernel_size, layers._pair(conv.strides or 1), padding)
+
+
+def _batch_norm_scale(bn: nnx.BatchNorm) -> jax.Array:
+  """The linear part a of inference-mode BatchNorm y = a x + b: scale / sqrt(var + eps)."""
+  if not bn.use_running_average:
+    raise ValueError(f'BatchNorm must be in inference mode (call model.eval()); got {bn}')
+  scale = bn.scale[...] if bn.scale is not None else 1.0
+  return scale * lax.rsqrt(bn.var[...] + bn.epsilon)
+
+
+def _shortcut(block: models.BasicBlock, x: jax.Array) -> jax.Array:
+  if not block.pad_channels:
+    return x
+  p = block.pad_channels
+  return jnp.pad(x[:, ::block.stride, ::block.stride], ((0, 0), (0, 0), (0, 0), (p, p)))
+
+
+def _forward_step(step: Step, x: jax.Array, relu: Callable, record: dict | None) -> jax.Array:
+  """One step forward. `record`, when given, receives what the reconstruction needs, by name."""
+  if record is not None:
+    record[step.name] = {'input': x}
+  if step.kind in ('conv', 'batch_norm', 'dense'):
+    return step.module(x)
+  if step.kind == 'relu':
+    return relu(x)
+  if step.kind == 'max_pool':
+    o = step.options
+    if record is not None:
+      y, switches = layers.max_pool_switches(x, o['window'], o['strides'], o['padding'])
+      record[step.name]['switches'] = switches
+      return y
+    return layers.max_pool(x, o['window'], o['strides'], o['padding'])
+  if step.kind == 'adaptive_avg_pool':
+    return layers.adaptive_avg_pool(x, step.options['size'])
+  if step.kind == 'mean':
+    return jnp.mean(x, axis=(1, 2))
+  if step.kind == 'flatten':
+    return x.reshape(x.shape[0], -1)
+  if step.kind == 'block':
+    h = x
+    for inner in step.inner[:-1]:
+      h = _forward_step(inner, h, relu, record)
+    return _forward_step(step.inner[-1], h + _shortcut(step.module, x), relu, record)
+  raise ValueError(f'unknown step kind {step.kind!r}')
+
+
+def forward(model, images: jax.Array, *, layer: str = 'scores', relu: Callable = jax.nn.relu,
+            record: dict | None = None) -> jax.Array:
+  """The model's forward pass step by step, up to and including `layer`: its output [B, ...].
+
+  Equals `model(images, relu=relu)` for layer='scores'. The ReLUs go through `relu` (so a VJP of
+  this function with a backward rule reconstructs from any layer); max-pools use
+  `layers.max_pool`, or, when `record` is a dict, record their switches in it.
+  """
+  model_steps = steps(model)
+  last = _layer_index(model_steps, layer)
+  x = images
+  for step in model_steps[:last + 1]:
+    x = _forward_step(step, x, relu, record)
+  return x
+
+
+# ----------------------------------------------------------------------------- the explicit reconstruction
+
+
+def transposed_conv(conv: nnx.Conv, g: jax.Array, in_hw) -> jax.Array:
+  """Zeiler & Fergus' deconvolution: g [B, Ho, Wo, O] -> [B, H, W, I], written out.
+
+  The signal is dilated by the stride (zeros between its pixels) and convolved with the filters
+  flipped in both spatial directions and with their input and output channels swapped; the
+  padding puts every output pixel back over the input pixels that fed it. No bias.
+  """
+  (kh, kw), (sh, sw) = conv.kernel_size, layers._pair(conv.strides or 1)
+  (plo_h, _), (plo_w, _) = _conv_padding(conv, in_hw)
+  ho, wo = g.shape[1:3]
+  flipped = jnp.swapaxes(conv.kernel[...][::-1, ::-1], 2, 3)  # [kh, kw, O, I]
+  pads = ((kh - 1 - plo_h, in_hw[0] + plo_h - (ho - 1) * sh - 1),
+          (kw - 1 - plo_w, in_hw[1] + plo_w - (wo - 1) * sw - 1))
+  return lax.conv_general_dilated(g, flipped.astype(g.dtype), (1, 1), pads, lhs_dilation=(sh, sw),
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _transposed_adaptive_avg_pool(g: jax.Array, in_hw, size) -> jax.Array:
+  """Each output bin's signal, divided by the bin's area, spread over the bin (bins may overlap)."""
+  (h, w), (oh, ow) = in_hw, layers._pair(size)
+  out = jnp.zeros((g.shape[0], h, w, g.shape[3]), g.dtype)
+  for i in range(oh):
+    r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+    for j in range(ow):
+      c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+      share = g[:, i, j] / ((r1 - r0) * (c1 - c0))
+      out = out.at[:, r0:r1, c0:c1].add(share[:, None, None, :])
+  return out
+
+
+def _transposed_shortcut(block: models.BasicBlock, g: jax.Array, in_shape) -> jax.Array:
+  if not block.pad_channels:
+    return g
+  p, s = block.pad_channels, block.stride
+  return jnp.zeros(in_shape, g.dtype).at[:, ::s, ::s].set(g[..., p:g.shape[3] - p])
+
+
+def _backward_step(step: Step, g: jax.Array, record: dict, rule: str, signals: dict | None) -> jax.Array:
+  """The signal g at the step's output -> the signal at its input, written out (no autodiff)."""
+  x = record[step.name]['input']
+  if signals is not None:
+    signals[step.name] = g
+  if step.kind == 'conv':
+    return transposed_conv(step.module, g, x.shape[1:3])
+  if step.kind == 'batch_norm':
+    return g * _batch_norm_scale(step.module).astype(g.dtype)
+  if step.kind == 'dense':
+    return g @ step.module.kernel[...].T.astype(g.dtype)
+  if step.kind == 'relu':
+    return _gate(rule)(x, g)
+  if step.kind == 'max_pool':
+    o = step.options
+    return layers.unpool(g, record[step.name]['switches'], x.shape, o['window'], o['strides'], o['padding'])
+  if step.kind == 'adaptive_avg_pool':
+    return _transposed_adaptive_avg_pool(g, x.shape[1:3], step.options['size'])
+  if step.kind == 'mean':
+    return jnp.broadcast_to(g[:, None, None, :] / (x.shape[1] * x.shape[2]), x.shape)
+  if step.kind == 'flatten':
+    return g.reshape(x.shape)
+  if step.kind == 'block':
+    g = _backward_step(step.inner[-1], g, record, rule, signals)  # the output ReLU, after the sum
+    branch = g
+    for inner in reversed(step.inner[:-1]):
+      branch = _backward_step(inner, branch, record, rule, signals)
+    return branch + _transposed_shortcut(step.module, g, x.shape)
+  raise ValueError(f'unknown step kind {step.kind!r}')
+
+
+def _one_hot_signal(out: jax.Array, neurons) -> jax.Array:
+  """[B, ...] zeros with a 1 at each image's neuron (a flat index into one image's layer output)."""
+  b, size = out.shape[0], out[0].size
+  neurons = jnp.broadcast_to(jnp.asarray(neurons), (b,))
+  return jax.nn.one_hot(neurons, size, dtype=out.dtype).reshape(out.shape)
+
+
+def _check(model, images, layer, neurons, signal):
+  images = saliency._check_images(model, images)
+  saliency._check_input_size(model, images.shape[1:3])
+  model_steps = steps(model)
+  _layer_index(model_steps, layer)
+  saliency._check_eval_mode(model)
+  if (neurons is None) == (signal is None):
+    raise ValueError('give exactly one of neurons (a flat index per image) and signal '
+                     '([B, ...] at the layer)')
+  out = jax.eval_shape(functools.partial(forward, layer=layer), model, images)
+  if neurons is not None:
+    neurons = jnp.asarray(neurons)
+    if not jnp.issubdtype(neurons.dtype, jnp.integer) or neurons.ndim > 1 or (
+        neurons.ndim == 1 and neurons.shape[0] != images.shape[0]):
+      raise ValueError(f'neurons must be an int or [B] ints (flat indices into one image\'s {layer} output '
+                       f'{out.shape[1:]}), got {neurons.dtype} {neurons.shape}')
+    size = 1
+    for d in out.shape[1:]:
+      size *= d
+    if neurons.size and (int(neurons.min()) < 0 or int(neurons.max()) >= size):
+      raise ValueError(f'neurons must lie in [0, {size}) for layer {layer} {out.shape[1:]}')
+  elif tuple(jnp.shape(signal)) != tuple(out.shape):
+    raise ValueError(f'signal has shape {jnp.shape(signal)}; layer {layer} outputs {out.shape}')
+  return images, neurons
+
+
+@functools.partial(jax.jit, static_argnames=('layer', 'rule'))
+def _reconstruct(model, images, neurons, signal, *, layer, rule):
+  model_steps = steps(model)
+  last = _layer_index(model_steps, layer)
+  record = {}
+  out = forward(model, images, layer=layer, record=record)
+  g = _one_hot_signal(out, neurons) if signal is None else signal.astype(out.dtype)
+  for step in reversed(model_steps[:last + 1]):
+    g = _backward_step(step, g, record, rule, None)
+  return g
+
+
+def reconstruct(model, images, *, layer: str = 'scores', neurons=None, signal=None,
+                rule: str = 'deconvnet') -> jax.Array:
+  """Zeiler & Fergus' DeconvNet reconstruction at the input, written out: [B, H, W, C].
+
+  Args:
+    model: PaperConvNet, SmallConvNet, VGG16 or CifarResNet, in inference mode.
+    images: [B, H, W, C] float, preprocessed as the model expects.
+    layer: where the reconstruction starts (`layer_names(model)`; 'scores' = the class scores).
+    neurons: int or [B] ints, the neuron of each image: a flat index into one image's output of
+      `layer` (the class for 'scores'); the reconstruction starts from a unit signal there.
+      Zeiler & Fergus start from the neuron's activation instead: a positive factor, which
+      changes no rectification and scales the result.
+    signal: instead of neurons, any [B, ...] signal at the layer's output.
+    rule: 'deconvnet' (rectify the reconstruction), 'gradient' (gate by the forward input: this
+      is backpropagation written out) or 'guided' (both).
+  """
+  _gate(rule)
+  images, neurons = _check(model, images, layer, neurons, signal)
+  return _reconstruct(model, images, neurons, None if signal is None else jnp.asarray(signal),
+                      layer=layer, rule=rule)
+
+
+def vjp_reconstruction(model, images, *, layer: str = 'scores', neurons=None, signal=None,
+                       relu: Callable = deconvnet_relu) -> jax.Array:
+  """The same reconstruction by autodiff: the VJP of the layer's output with ReLU rule `relu`.
+
+  For layer='scores' this is `saliency.input_gradients(model, images, neurons, relu=relu)`, the
+  model's own forward pass; for other layers, the VJP of `forward(..., layer=layer)`.
+  """
+  images, neurons = _check(model, images, layer, neurons, signal)
+  if layer == 'scores' and signal is None:
+    return saliency.input_gradients(model, images, jnp.broadcast_to(neurons, images.shape[:1]), relu=relu)
+  return _vjp(model, images, neurons, None if signal is None else jnp.asarray(signal), layer=layer, relu=relu)
+
+
+@functools.partial(jax.jit, static_argnames=('layer', 'relu'))
+def _vjp(model, images, neurons, signal, *, layer, relu):
+  saliency._check_relu(model, images, relu)
+  out, vjp = jax.vjp(lambda x: forward(model, x, layer=layer, relu=relu), images)
+  g = _one_hot_signal(out, neurons) if signal is None else signal.astype(out.dtype)
+  return vjp(g)[0]
+
+
+# ----------------------------------------------------------------------------- the step-by-step comparison
+
+
+def _step_vjp(step: Step, x: jax.Array, g: jax.Array, relu: Callable) -> jax.Array:
+  return jax.vjp(lambda h: _forward_step(step, h, relu, None), x)[1](g)[0]
+
+
+@functools.partial(jax.jit, static_argnames=('layer',))
+def _trace(model, images, neurons, *, layer):
+  """Runs the explicit DeconvNet, checking every step on the signal that reaches it.
+
+  Returns per-step arrays: for every non-ReLU step, max |explicit - autodiff VJP of that step| on
+  the same incoming signal; for every ReLU, the incoming signal and the forward input (to count
+  gate disagreements); and the final reconstruction.
+  """
+  model_steps = steps(model)
+  last = _layer_index(model_steps, layer)
+  record = {}
+  out = forward(model, images, layer=layer, record=record)
+  g = _one_hot_signal(out, neurons)
+  signals = {}
+  for step in reversed(model_steps[:last + 1]):
+    g = _backward_step(step, g, record, 'deconvnet', signals)
+  report = {}
+  for step in _flat_steps(model_steps[:last + 1]):
+    x, sig = record[step.name]['input'], signals[step.name]
+    if step.kind == 'relu':
+      report[step.name] = {'x': x, 'g': sig}
+    else:
+      explicit = _backward_step(step, sig, record, 'deconvnet', None)
+      auto = _step_vjp(step, x, sig, jax.nn.relu)
+      report[step.name] = {'max_abs_diff': jnp.max(jnp.abs(explicit - auto)),
+                           'max_abs': jnp.max(jnp.abs(auto))}
+  return report, g
+
+
+def _flat_steps(model_steps: list[Step]) -> list[Step]:
+  """The steps with every residual block replaced by its inner steps (the block's ReLU last)."""
+  return [s for step in model_steps for s in (step.inner if step.kind == 'block' else (step,))]
+
+
+def gate_statistics(x: jax.Array, g: jax.Array) -> dict:
+  """Where the gradient and DeconvNet rules differ at one ReLU, given the same incoming signal g.
+
+  `disagree`: units with g != 0 whose forward gate 1(x > 0) and backward gate 1(g > 0) differ;
+  `differ`: units where g * 1(x > 0) != g * 1(g > 0). The paper's claim is that these are the
+  same set (`same_set`).
+  """
+  disagree = (g != 0) & ((x > 0) != (g > 0))
+  differ = gradient_gate(x, g) != deconvnet_gate(x, g)
+  return {'units': int(x.size), 'signal_nonzero': int(jnp.sum(g != 0)), 'disagree': int(jnp.sum(disagree)),
+          'differ': int(jnp.sum(differ)), 'same_set': bool(jnp.all(disagree == differ))}
+
+
+def compare(model, images, *, layer: str = 'scores', neurons) -> dict:
+  """The Sect. 4 comparison on one model, from one layer's neurons down to the input.
+
+  Returns a dict:
+    deconvnet_explicit_vs_vjp: max |explicit DeconvNet - VJP with deconvnet_relu| (and relative);
+    gradient_explicit_vs_grad: max |explicit with the gradient rule - jax.grad|;
+    grad_vs_gradient_relu: max |jax.grad - VJP with gradient_relu| (expected exactly 0);
+    gradient_vs_deconvnet: max |jax.grad - DeconvNet| relative (how much they differ overall);
+    steps: per non-ReLU step, max |explicit transpose - autodiff VJP| on the same signal;
+    relus: per ReLU, `gate_statistics` on the signal the DeconvNet brings there.
+  """
+  images, neurons = _check(model, images, layer, neurons, None)
+  explicit = reconstruct(model, images, layer=layer, neurons=neurons)
+  explicit_grad = reconstruct(model, images, layer=layer, neurons=neurons, rule='gradient')
+  vjp_deconv = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=deconvnet_relu)
+  vjp_grad_rule = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=gradient_relu)
+  grad = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=jax.nn.relu)
+  report, _ = _trace(model, images, neurons, layer=layer)
+
+  def diff(a, b):
+    m = float(jnp.max(jnp.abs(a - b)))
+    return {'max_abs': m, 'relative': m / max(float(jnp.max(jnp.abs(b))), 1e-300)}
+
+  out = {
+      'deconvnet_explicit_vs_vjp': diff(explicit, vjp_deconv),
+      'gradient_explicit_vs_grad': diff(explicit_grad, grad),
+      'grad_vs_gradient_relu': diff(vjp_grad_rule, grad),
+      'gradient_vs_deconvnet': diff(vjp_deconv, grad),
+      'steps': {}, 'relus': {},
+  }
+  model_steps = steps(model)
+  for step in _flat_steps(model_steps[:_layer_index(model_steps, layer) + 1]):
+    r = report[step.name]
+    if step.kind == 'relu':
+      out['relus'][step.name] = gate_statistics(r['x'], r['g'])
+    else:
+      out['steps'][step.name] = {'kind': step.kind, 'max_abs_diff': float(r['max_abs_diff']),
+                                 'max_abs': float(r['max_abs'])}
+  return out

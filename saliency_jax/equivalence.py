@@ -1,0 +1,438 @@
+"""The paper's Sect. 4 as a report: gradient vs DeconvNet, layer type by layer type and on whole nets.
+
+`run(config, workdir)` (called by experiments/deconvnet_vs_gradient.py) writes
+  equivalence.json / equivalence.md  the proof table: one row per claim, the measured numbers and
+                                     whether they confirm it, in float64 and in float32;
+  relu_gates.md                      per ReLU of one network: units, gate disagreements, units
+                                     where the two rules differ;
+  reconstructions.png                gradient, DeconvNet and guided-backprop maps side by side;
+  sanity.png                         the model-randomisation check of Adebayo et al. (2018);
+and returns the JSON's content. Every setting comes from the config
+(configs/deconvnet_vs_gradient.py).
+"""
+
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+from flax import nnx
+
+from saliency_jax import deconvnet, layers, models, report, saliency, train, weights
+from saliency_jax.data import imagenet, synthetic
+
+METHODS = ('gradient', 'deconvnet', 'guided')
+
+
+def _rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _row(claim: str, setting: str, measured: str, confirmed: bool, **numbers) -> dict:
+  return {'claim': claim, 'setting': setting, 'measured': measured, 'confirmed': bool(confirmed), **numbers}
+
+
+# ----------------------------------------------------------------------------- layer types on their own
+
+
+def layer_rows(key: jax.Array, dtype, tol: float) -> list[dict]:
+  """One row per layer type: the explicit DeconvNet step against autodiff on the same signal."""
+  rows, keys = [], iter(jax.random.split(key, 32))
+  rngs = nnx.Rngs(0)
+  normal = lambda shape: jax.random.normal(next(keys), shape, dtype)
+
+  worst = 0.0
+  for kernel, stride, padding, size in [(7, 2, 'SAME', 33), (5, 2, 'SAME', 17), (3, 1, 'SAME', 16),
+                                        (3, 1, ((1, 1), (1, 1)), 16), (3, 2, ((1, 1), (1, 1)), 15)]:
+    conv = models.cast(nnx.Conv(3, 8, (kernel, kernel), strides=stride, padding=padding, rngs=rngs), dtype)
+    x = normal((2, size, size, 3))
+    y, vjp = jax.vjp(conv, x)
+    g = normal(y.shape)
+    worst = max(worst, _rel(deconvnet.transposed_conv(conv, g, x.shape[1:3]), vjp(g)[0]))
+  rows.append(_row('convolution: DeconvNet (filters flipped) = gradient', '5 geometries: 7x7/2, 5x5/2, '
+                   '3x3/1 SAME / torch padding, 3x3/2', f'max rel diff {worst:.1e}', worst < tol,
+                   max_rel_diff=worst))
+
+  worst_ref, worst_ours = 0.0, 0.0
+  for window, stride, padding in [(2, 2, 'VALID'), (3, 2, 'SAME'), (2, 2, 'SAME')]:
+    x = normal((2, 15, 15, 4))  # continuous random values: no ties
+    pads = layers.pool_padding(x.shape[1:3], (window, window), (stride, stride), padding)
+    reference = lambda h, pads=pads, w=window, s=stride: jax.lax.reduce_window(
+        h, -jnp.inf, jax.lax.max, (1, w, w, 1), (1, s, s, 1), ((0, 0), *pads, (0, 0)))
+    y, vjp = jax.vjp(reference, x)
+    g = normal(y.shape)
+    _, switches = layers.max_pool_switches(x, window, stride, padding)
+    explicit = layers.unpool(g, switches, x.shape, window, stride, padding)
+    _, vjp_ours = jax.vjp(lambda h, w=window, s=stride, p=padding: layers.max_pool(h, w, s, p), x)
+    worst_ref = max(worst_ref, float(jnp.max(jnp.abs(explicit - vjp(g)[0]))))
+    worst_ours = max(worst_ours, float(jnp.max(jnp.abs(explicit - vjp_ours(g)[0]))))
+  rows.append(_row('max-pooling: switch = argmax of the gradient (unpooling = gradient)',
+                   '2x2/2, 3x3/2 SAME (overlapping), 2x2/2 SAME; vs VJP of lax.reduce_window',
+                   f'max abs diff {worst_ref:.1e} (vs our max_pool VJP {worst_ours:.1e})',
+                   worst_ref <= tol and worst_ours <= tol, max_abs_diff=worst_ref,
+                   max_abs_diff_layers_max_pool=worst_ours))
+
+  x, g = normal((4, 64)), normal((4, 64))
+  stats = deconvnet.gate_statistics(x, g)
+  vjp_of = lambda f: jax.vjp(f, x)[1](g)[0]
+  grad_exact = float(jnp.max(jnp.abs(vjp_of(jax.nn.relu) - vjp_of(deconvnet.gradient_relu))))
+  rows.append(_row('ReLU: the two differ exactly where 1(x > 0) != 1(g > 0)', '256 units, random x and g',
+                   f"{stats['differ']} units differ, {stats['disagree']} gates disagree, same set: "
+                   f"{stats['same_set']}; gradient_relu vs jax.nn.relu VJP {grad_exact:.0e}",
+                   stats['same_set'] and stats['differ'] > 0 and grad_exact == 0, **stats))
+
+  dense = models.cast(nnx.Linear(50, 20, rngs=rngs), dtype)
+  x = normal((3, 50))
+  y, vjp = jax.vjp(dense, x)
+  g = normal(y.shape)
+  diff = _rel(g @ dense.kernel[...].T, vjp(g)[0])
+  rows.append(_row('dense: DeconvNet (transposed weights) = gradient', '50 -> 20', f'max rel diff {diff:.1e}',
+                   diff < tol, max_rel_diff=diff))
+  return rows
+
+
+# ----------------------------------------------------------------------------- whole networks
+
+
+def _strongest(model, images, layer: str) -> jax.Array:
+  """Each image's most active neuron of `layer` (Zeiler & Fergus visualise the strongest)."""
+  out = deconvnet.forward(model, images, layer=layer)
+  return jnp.argmax(out.reshape(out.shape[0], -1), axis=1)
+
+
+def network_rows(name: str, model, images, starts, tol: float) -> tuple[list[dict], dict]:
+  """Rows for one network and each start layer; and the full `deconvnet.compare` results."""
+  rows, results = [], {}
+  for layer in starts:
+    neurons = _strongest(model, images, layer)
+    r = deconvnet.compare(model, images, layer=layer, neurons=neurons)
+    results[layer] = r
+    relus = r['relus'].values()
+    steps_worst = max((s['max_abs_diff'] / max(s['max_abs'], 1e-300) for s in r['steps'].values()), default=0)
+    disagree, differ = sum(s['disagree'] for s in relus), sum(s['differ'] for s in relus)
+    same = all(s['same_set'] for s in relus)
+    setting = f'{name}, from {layer} ({"top class" if layer == "scores" else "strongest neuron"})'
+    e, z, g = r['deconvnet_explicit_vs_vjp'], r['grad_vs_gradient_relu'], r['gradient_explicit_vs_grad']
+    rows.append(_row('explicit DeconvNet = VJP with deconvnet_relu', setting,
+                     f"max rel diff {e['relative']:.1e}", e['relative'] < tol, max_rel_diff=e['relative']))
+    rows.append(_row('VJP with gradient_relu = jax.grad (exactly)', setting,
+                     f"max abs diff {z['max_abs']:.0e}", z['max_abs'] == 0, max_abs_diff=z['max_abs']))
+    rows.append(_row('explicit backprop (gradient gates) = jax.grad', setting,
+                     f"max rel diff {g['relative']:.1e}", g['relative'] < tol, max_rel_diff=g['relative']))
+    rows.append(_row('gradient and DeconvNet differ only at ReLU gate disagreements', setting,
+                     f'{differ} ReLU units differ = {disagree} gate disagreements (same set: {same}) in '
+                     f'{len(r["relus"])} ReLU layers; every other step: max rel diff {steps_worst:.1e}; '
+                     f"maps differ by {r['gradient_vs_deconvnet']['relative']:.2f} (rel)",
+                     same and steps_worst < tol, disagree=disagree, differ=differ,
+                     other_steps_max_rel_diff=steps_worst,
+                     gradient_vs_deconvnet_rel=r['gradient_vs_deconvnet']['relative']))
+  rows.append(image_dependence_row(name, model, images, tol))
+  return rows, results
+
+
+def image_dependence_row(name: str, model, images, tol: float) -> dict:
+  """The DeconvNet sees the image only through the max-pool switches (Mahendran & Vedaldi 2016).
+
+  Its backward pass gates by the sign of the signal, never by the forward activations; convolutions,
+  BatchNorm and dense layers are fixed linear maps. Without max-pooling (CIFAR ResNets) the
+  reconstruction of a class is therefore the same for every image; with max-pooling it varies.
+  """
+  has_pool = any(s.kind == 'max_pool' for s in deconvnet.steps(model))
+  r = deconvnet.reconstruct(model, images, neurons=0)
+  spread = _rel(r, jnp.broadcast_to(r[:1], r.shape))
+  confirmed = spread > 1e-3 if has_pool else spread < tol
+  return _row('DeconvNet depends on the image only through max-pool switches', f'{name}, class 0, '
+              f'{len(images)} images ({"with" if has_pool else "no"} max-pooling)',
+              f'max rel diff between images {spread:.1e}', confirmed, max_rel_diff_between_images=spread,
+              has_max_pool=has_pool)
+
+
+# ----------------------------------------------------------------------------- the networks of the report
+
+
+def trained_small_convnet(config, log=print):
+  """A SmallConvNet trained on the synthetic set for `config.synthetic.steps` steps; its test data."""
+  c = config.synthetic
+  train_data = synthetic.dataset(c.num_train, split='train', seed=config.seed, image_size=c.image_size)
+  test = synthetic.dataset(c.num_test, split='test', seed=config.seed, image_size=c.image_size)
+  mean = train_data['images'].reshape(-1, 3).mean(0) / 255.0
+  prep = lambda images: (images.astype(np.float32) / 255.0 - mean).astype(np.float32)
+  model = models.SmallConvNet(len(synthetic.CLASSES), stages=c.stages, rngs=nnx.Rngs(config.seed))
+  start = time.perf_counter()
+  train.fit(model, prep(train_data['images']), train_data['labels'], steps=c.steps, batch_size=c.batch_size,
+            learning_rate=c.learning_rate, weight_decay=c.weight_decay, seed=config.seed)
+  model.eval()
+  x = prep(test['images'])
+  acc = train.accuracy(model, x, test['labels'])
+  seconds = time.perf_counter() - start
+  log(f'SmallConvNet trained on synthetic shapes: test accuracy {acc:.3f} ({seconds:.0f} s)')
+  return model, {'images': test['images'], 'x': x, 'labels': test['labels'], 'accuracy': acc,
+                 'names': [synthetic.CLASSES[i] for i in test['labels']]}
+
+
+def pretrained_resnet(config, log=print):
+  """The pretrained CIFAR ResNet and the CIFAR-mapped ImageNet sample images; None without the data."""
+  c = config.resnet
+  path = pathlib.Path(config.data_dir) / c.checkpoint
+  sample = pathlib.Path(config.data_dir) / c.sample
+  if not (path.is_file() and sample.is_dir()):
+    log(f'skipped the pretrained ResNet: {path} or {sample} not found')
+    return None, None
+  try:
+    model = weights.load_cifar_resnet(path)
+  except ImportError as e:
+    log(f'skipped the pretrained ResNet: {e}')
+    return None, None
+  data = imagenet.cifar10_mapped(sample, image_size=32)
+  x = weights.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD)
+  predicted = np.asarray(jnp.argmax(saliency.scores(model, x), axis=1))
+  acc = float(np.mean(predicted == data['labels']))
+  log(f'{path.name}: top-1 {acc:.3f} on {len(x)} CIFAR-mapped ImageNet sample images')
+  return model, {'images': data['images'], 'x': np.asarray(x), 'labels': data['labels'], 'accuracy': acc,
+                 'names': [weights.CIFAR10_CLASSES[i] for i in data['labels']]}
+
+
+def proof_networks(config, trained: dict, log=print) -> list[tuple[str, object, np.ndarray, tuple]]:
+  """(name, model, float images, start layers) for every network of the proof."""
+  c = config.proof
+  key = jax.random.key(config.seed)
+  nets = []
+  size = config.synthetic.image_size
+  synth = synthetic.dataset(c.num_images, split='test', seed=config.seed, image_size=size)['images']
+  synth = synth.astype(np.float32) / 255.0 - 0.5
+  nets.append(('SmallConvNet (random, BatchNorm, hidden layer)',
+               models.SmallConvNet(len(synthetic.CLASSES), stages=config.synthetic.stages, batch_norm=True,
+                                   hidden=(64,), rngs=nnx.Rngs(config.seed)),
+               synth, ('relu2', 'pool2', 'hidden1_relu', 'scores')))
+  if 'small_convnet' in trained:
+    model, data = trained['small_convnet']
+    nets.append(('SmallConvNet (trained, synthetic)', model, data['x'][:c.num_images],
+                 ('relu3', 'pool3', 'scores')))
+  paper = models.PaperConvNet(config.proof.paper_classes, input_size=c.paper_size, rngs=nnx.Rngs(config.seed))
+  nets.append((f'PaperConvNet (random, {c.paper_size} px)', paper,
+               np.asarray(jax.random.normal(key, (c.num_images, c.paper_size, c.paper_size, 3))),
+               ('relu2', 'pool5', 'relu7', 'scores')))
+  if c.vgg16_size:
+    vgg = models.VGG16(1000, rngs=nnx.Rngs(config.seed))
+    nets.append((f'VGG16 (random, {c.vgg16_size} px)', vgg,
+                 np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (c.vgg16_images, c.vgg16_size,
+                                                                            c.vgg16_size, 3))),
+                 ('features.16', 'classifier.4', 'scores')))
+  if 'resnet' in trained:
+    model, data = trained['resnet']
+    nets.append(('CifarResNet-20 (pretrained, ImageNet sample)', model, data['x'][:c.num_images],
+                 ('layer2.0', 'layer3.2', 'scores')))
+  nets.append(('CifarResNet-20 (random)', models.CifarResNet(20, rngs=nnx.Rngs(config.seed)),
+               np.asarray(jax.random.normal(jax.random.fold_in(key, 2), (c.num_images, 32, 32, 3))),
+               ('layer1.2', 'scores')))
+  return nets
+
+
+# ----------------------------------------------------------------------------- maps and the sanity check
+
+
+def method_maps(model, x, labels) -> dict[str, np.ndarray]:
+  """{method: [B, H, W] max_c |.|} for the gradient, DeconvNet and guided-backprop rules."""
+  return {m: np.asarray(saliency.saliency_maps(model, x, labels, relu=deconvnet.RULES[m])) for m in METHODS}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+  """Spearman rank correlation of two maps (flattened)."""
+  rho = scipy.stats.spearmanr(np.ravel(a), np.ravel(b)).statistic
+  return float(rho) if np.isfinite(rho) else 0.0
+
+
+def randomisation_groups(model) -> list[tuple[str, list]]:
+  """The model's layers with weights, top-down: (name, [modules]); BatchNorm goes with its conv."""
+  groups = []
+  for step in deconvnet.steps(model):
+    if step.kind in ('conv', 'dense', 'block'):
+      groups.append((step.name, [step.module]))
+    elif step.kind == 'batch_norm':
+      groups[-1][1].append(step.module)
+  return groups[::-1]
+
+
+def randomise(model, fresh, names: set[str]):
+  """A copy of `model` whose layers in `names` hold `fresh`'s parameters (BatchNorm statistics kept)."""
+  model = nnx.clone(model)
+  fresh_by_path = dict(nnx.iter_modules(fresh))
+  path_of = {id(m): p for p, m in nnx.iter_modules(model)}
+  for name, modules in randomisation_groups(model):
+    if name not in names:
+      continue
+    for module in modules:
+      for path, sub in nnx.iter_modules(module):
+        target = fresh_by_path[path_of[id(module)] + path]
+        for attr, var in vars(sub).items():
+          if isinstance(var, nnx.Param):
+            var[...] = getattr(target, attr)[...]
+  return model
+
+
+def sanity_check(model, fresh, x, labels) -> dict:
+  """Cascading randomisation (Adebayo et al. 2018): Spearman of each method's map with its original.
+
+  Returns {'layers': [names randomised so far, top-down], method: [mean rho per stage]}.
+  """
+  original = method_maps(model, x, labels)
+  groups = [name for name, _ in randomisation_groups(model)]
+  out = {'layers': groups, **{m: [] for m in METHODS}, **{f'{m}_std': [] for m in METHODS}}
+  for k in range(1, len(groups) + 1):
+    maps = method_maps(randomise(model, fresh, set(groups[:k])), x, labels)
+    for m in METHODS:
+      rhos = [spearman(a, b) for a, b in zip(maps[m], original[m])]
+      out[m].append(float(np.mean(rhos)))
+      out[f'{m}_std'].append(float(np.std(rhos)))
+  return out
+
+
+# ----------------------------------------------------------------------------- figures and tables
+
+
+def reconstructions_figure(path, rows: list[tuple[str, np.ndarray, dict]]) -> None:
+  """One row per image: image | gradient | DeconvNet | guided backprop (each map scaled to its max)."""
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2 * len(rows)), squeeze=False)
+  for i, (title, image, maps) in enumerate(rows):
+    axes[i, 0].imshow(image)
+    axes[i, 0].set_title(title, fontsize=7)
+    for j, m in enumerate(METHODS):
+      a = maps[m] / max(maps[m].max(), 1e-30)
+      axes[i, j + 1].imshow(a, cmap='gray')
+      axes[i, j + 1].set_title(m, fontsize=7)
+    for ax in axes[i]:
+      ax.axis('off')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def sanity_figure(path, checks: dict[str, dict]) -> None:
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(checks), figsize=(6 * len(checks), 4), squeeze=False)
+  for ax, (name, c) in zip(axes[0], checks.items()):
+    stages = np.arange(len(c['layers']) + 1)
+    for m in METHODS:
+      ax.errorbar(stages, [1.0] + c[m], yerr=[0.0] + c[f'{m}_std'], label=m, marker='o', capsize=2)
+    ax.set_xticks(stages, ['original'] + c['layers'], rotation=70, fontsize=7)
+    ax.set_ylabel('Spearman rank correlation with the original map')
+    ax.set_title(f'{name}: cascading randomisation (top-down)', fontsize=9)
+    ax.set_ylim(-0.2, 1.05)
+    ax.axhline(0, color='grey', lw=0.5)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def markdown(rows: list[dict]) -> str:
+  lines = ['| precision | claim (paper Sect. 4) | setting | measured | confirmed |', '|---|---|---|---|---|']
+  for r in rows:
+    lines.append(f"| {r['precision']} | {r['claim']} | {r['setting']} | {r['measured']} | "
+                 f"{'yes' if r['confirmed'] else '**no**'} |")
+  return '\n'.join(lines)
+
+
+def gates_markdown(name: str, layer: str, relus: dict) -> str:
+  lines = [f'ReLU gates of {name}, reconstructing from {layer} (float64): the DeconvNet signal g at each '
+           'ReLU, its input x.', '',
+           '| ReLU | units | g != 0 | gates disagree: 1(x>0) != 1(g>0) | units where the rules differ | '
+           'same set |', '|---|---|---|---|---|---|']
+  for relu, s in relus.items():
+    lines.append(f"| {relu} | {s['units']} | {s['signal_nonzero']} | {s['disagree']} | {s['differ']} | "
+                 f"{'yes' if s['same_set'] else '**no**'} |")
+  return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run(config, workdir: str, log=print) -> dict:
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  trained = {}
+  model, data = trained_small_convnet(config, log)
+  trained['small_convnet'] = (model, data)
+  model, data = pretrained_resnet(config, log)
+  if model is not None:
+    trained['resnet'] = (model, data)
+
+  rows, gate_tables = [], []
+  for precision, dtype, tol in (('float64', jnp.float64, config.tolerance_float64),
+                                ('float32', jnp.float32, config.tolerance_float32)):
+    with jax.enable_x64(precision == 'float64'):
+      key = jax.random.key(config.seed)
+      for r in layer_rows(key, dtype, tol):
+        rows.append({'precision': precision, **r})
+      for name, model, x, starts in proof_networks(config, trained, log):
+        t = time.perf_counter()
+        net_rows, results = network_rows(name, models.cast(model, dtype), jnp.asarray(x, dtype), starts, tol)
+        rows += [{'precision': precision, **r} for r in net_rows]
+        if precision == 'float64':
+          gate_tables.append(gates_markdown(name, 'scores', results['scores']['relus']))
+        log(f'{precision} {name}: {time.perf_counter() - t:.1f} s')
+
+  # Reconstructions side by side and the sanity check, on the trained networks (float32).
+  figure_rows, similarity, checks = [], {}, {}
+  n = config.num_figure
+  for key_name, (model, data) in trained.items():
+    x, labels = jnp.asarray(data['x'][:config.num_maps]), jnp.asarray(data['labels'][:config.num_maps])
+    maps = method_maps(model, x, labels)
+    pairs = {f'{a} vs {b}': float(np.mean([spearman(p, q) for p, q in zip(maps[a], maps[b])]))
+             for a, b in (('gradient', 'deconvnet'), ('gradient', 'guided'), ('deconvnet', 'guided'))}
+    similarity[key_name] = {'num_images': int(len(x)), 'mean_spearman': pairs}
+    for i in range(n):
+      figure_rows.append((f'{key_name}: {data["names"][i]}', data['images'][i],
+                          {m: maps[m][i] for m in METHODS}))
+    fresh = _fresh_like(model, config.seed + 1)  # the same architecture, other random weights
+    checks[key_name] = sanity_check(model, fresh, x[:config.num_sanity], labels[:config.num_sanity])
+    final = ', '.join(f'{m} {checks[key_name][m][-1]:.2f}' for m in METHODS)
+    log(f'sanity check {key_name}: rho after randomising every layer: {final}')
+  reconstructions_figure(workdir / 'reconstructions.png', figure_rows)
+  sanity_figure(workdir / 'sanity.png', checks)
+
+  confirmed = all(r['confirmed'] for r in rows)
+  result = {'rows': rows, 'all_confirmed': confirmed, 'similarity': similarity, 'sanity_check': checks,
+            'accuracy': {k: v[1]['accuracy'] for k, v in trained.items()},
+            'seconds': time.perf_counter() - start, 'config': config.to_dict()}
+  report.write_json(workdir / 'equivalence.json', result)
+  report.write_atomic(workdir / 'equivalence.md', '\n'.join([
+      '# Gradient vs DeconvNet (paper Sect. 4)', '',
+      f"All claims confirmed: {'yes' if confirmed else '**no**'}.", '', markdown(rows), '',
+      '## Map similarity (mean Spearman rank correlation)', '',
+      '| network | images | ' + ' | '.join(next(iter(similarity.values()))['mean_spearman']) + ' |',
+      '|---|---|---|---|---|',
+      *[f"| {k} | {v['num_images']} | " + ' | '.join(f'{s:.3f}' for s in v['mean_spearman'].values()) + ' |'
+        for k, v in similarity.items()], '',
+      '![reconstructions](reconstructions.png)', '', '![sanity](sanity.png)', '']))
+  report.write_atomic(workdir / 'relu_gates.md', '\n\n'.join(gate_tables) + '\n')
+  return result
+
+
+def _fresh_like(model, seed: int):
+  """The same architecture as `model`, freshly initialised with `seed`."""
+  rngs = nnx.Rngs(seed)
+  if isinstance(model, models.CifarResNet):
+    fresh = models.CifarResNet(model.depth, model.num_classes, rngs=rngs)
+  elif isinstance(model, models.SmallConvNet):
+    fresh = models.SmallConvNet(model.num_classes, stages=_stages(model), rngs=rngs,
+                                hidden=[d.out_features for d in model.hidden],
+                                batch_norm=model.norms[0] is not None)
+  else:
+    raise TypeError(f'no fresh initialisation for {type(model).__name__}')
+  fresh.eval()
+  return fresh
+
+
+def _stages(model: models.SmallConvNet):
+  widths = [conv.out_features for conv in model.convs]
+  out, i = [], 0
+  for n in model.stage_sizes:
+    out.append(tuple(widths[i:i + n]))
+    i += n
+  return tuple(out)
