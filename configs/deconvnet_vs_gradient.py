@@ -3,10 +3,10 @@
   python experiments/deconvnet_vs_gradient.py --config configs/deconvnet_vs_gradient.py \
       --workdir runs/deconvnet_vs_gradient
 
-About 6 minutes on 2 CPU cores (training the SmallConvNet ~1 min, the float64 VGG16 ~2 min;
-`--config.proof.vgg16_size=0` leaves VGG16 out). Trains a SmallConvNet on the synthetic set, loads
-the pretrained CIFAR ResNet-20 of `data_dir` (skipped, and said so, when absent), then writes to
-the workdir:
+About 8 minutes on 2 CPU cores (training the SmallConvNet ~2 min, the float64 VGG16 ~2 min;
+`--config.proof.networks=small_random,paper` runs two of the six networks). Trains a SmallConvNet
+on the synthetic set, loads the pretrained CIFAR ResNet-20 of `data_dir` (skipped, and said so,
+when absent), then writes to the workdir:
   - equivalence.md / .json: per layer type (convolution, max-pooling, ReLU, dense) and per network
     (SmallConvNet random and trained, PaperConvNet, VGG16, CifarResNet-20 random and pretrained;
     several start layers, the strongest neuron of each image, and the top class), in float64 and
@@ -48,8 +48,14 @@ def get_config():
   config.proof.num_images = 4  # per network
   config.proof.paper_size = 112  # PaperConvNet input side (224 in the paper; smaller on CPU)
   config.proof.paper_classes = 1000
-  config.proof.vgg16_size = 224  # 0: no VGG16
+  config.proof.vgg16_size = 224
   config.proof.vgg16_images = 1
+  # The networks of the proof (the pretrained ResNet only when data_dir holds it).
+  config.proof.networks = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained',
+                           'resnet_random')
+  # True: reconstruct from the class scores only; else also from a middle ReLU, the last max-pool
+  # and the last ReLU (`equivalence.start_layers`).
+  config.proof.scores_only = False
 
   config.num_maps = 64  # images whose three maps are compared (Spearman)
   config.num_sanity = 16  # images of the sanity check

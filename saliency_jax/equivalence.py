@@ -11,6 +11,7 @@ and returns the JSON's content. Every setting comes from the config
 (configs/deconvnet_vs_gradient.py).
 """
 
+import functools
 import pathlib
 import time
 
@@ -24,6 +25,7 @@ from saliency_jax import deconvnet, layers, models, report, saliency, train, wei
 from saliency_jax.data import imagenet, synthetic
 
 METHODS = ('gradient', 'deconvnet', 'guided')
+NETWORKS = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained', 'resnet_random')
 
 
 def _rel(a, b) -> float:
@@ -38,20 +40,36 @@ def _row(claim: str, setting: str, measured: str, confirmed: bool, **numbers) ->
 # ----------------------------------------------------------------------------- layer types on their own
 
 
-def layer_rows(key: jax.Array, dtype, tol: float) -> list[dict]:
+@jax.jit
+def _conv_pair(conv, x, g):
+  """(explicit transposed convolution of g, autodiff VJP of the convolution at x applied to g)."""
+  return deconvnet.transposed_conv(conv, g, x.shape[1:3]), jax.vjp(conv, x)[1](g)[0]
+
+
+@functools.partial(jax.jit, static_argnames=('window', 'stride', 'padding'))
+def _pool_triple(x, g, *, window, stride, padding):
+  """(unpooling of g through x's switches, VJP of lax.reduce_window max, VJP of layers.max_pool)."""
+  pads = layers.pool_padding(x.shape[1:3], (window, window), (stride, stride), padding)
+  reference = lambda h: jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                              (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
+  _, switches = layers.max_pool_switches(x, window, stride, padding)
+  explicit = layers.unpool(g, switches, x.shape, window, stride, padding)
+  ours = lambda h: layers.max_pool(h, window, stride, padding)
+  return explicit, jax.vjp(reference, x)[1](g)[0], jax.vjp(ours, x)[1](g)[0]
+
+
+def layer_rows(seed: int, dtype, tol: float) -> list[dict]:
   """One row per layer type: the explicit DeconvNet step against autodiff on the same signal."""
-  rows, keys = [], iter(jax.random.split(key, 32))
-  rngs = nnx.Rngs(0)
-  normal = lambda shape: jax.random.normal(next(keys), shape, dtype)
+  rows, rng, rngs = [], np.random.default_rng(seed), nnx.Rngs(seed)
+  normal = lambda shape: jnp.asarray(rng.normal(size=shape), dtype)  # no compilation per shape
 
   worst = 0.0
   for kernel, stride, padding, size in [(7, 2, 'SAME', 33), (5, 2, 'SAME', 17), (3, 1, 'SAME', 16),
                                         (3, 1, ((1, 1), (1, 1)), 16), (3, 2, ((1, 1), (1, 1)), 15)]:
     conv = models.cast(nnx.Conv(3, 8, (kernel, kernel), strides=stride, padding=padding, rngs=rngs), dtype)
     x = normal((2, size, size, 3))
-    y, vjp = jax.vjp(conv, x)
-    g = normal(y.shape)
-    worst = max(worst, _rel(deconvnet.transposed_conv(conv, g, x.shape[1:3]), vjp(g)[0]))
+    g = normal(jax.eval_shape(conv, x).shape)
+    worst = max(worst, _rel(*_conv_pair(conv, x, g)))
   rows.append(_row('convolution: DeconvNet (filters flipped) = gradient', '5 geometries: 7x7/2, 5x5/2, '
                    '3x3/1 SAME / torch padding, 3x3/2', f'max rel diff {worst:.1e}', worst < tol,
                    max_rel_diff=worst))
@@ -59,16 +77,10 @@ def layer_rows(key: jax.Array, dtype, tol: float) -> list[dict]:
   worst_ref, worst_ours = 0.0, 0.0
   for window, stride, padding in [(2, 2, 'VALID'), (3, 2, 'SAME'), (2, 2, 'SAME')]:
     x = normal((2, 15, 15, 4))  # continuous random values: no ties
-    pads = layers.pool_padding(x.shape[1:3], (window, window), (stride, stride), padding)
-    reference = lambda h, pads=pads, w=window, s=stride: jax.lax.reduce_window(
-        h, -jnp.inf, jax.lax.max, (1, w, w, 1), (1, s, s, 1), ((0, 0), *pads, (0, 0)))
-    y, vjp = jax.vjp(reference, x)
-    g = normal(y.shape)
-    _, switches = layers.max_pool_switches(x, window, stride, padding)
-    explicit = layers.unpool(g, switches, x.shape, window, stride, padding)
-    _, vjp_ours = jax.vjp(lambda h, w=window, s=stride, p=padding: layers.max_pool(h, w, s, p), x)
-    worst_ref = max(worst_ref, float(jnp.max(jnp.abs(explicit - vjp(g)[0]))))
-    worst_ours = max(worst_ours, float(jnp.max(jnp.abs(explicit - vjp_ours(g)[0]))))
+    g = normal(jax.eval_shape(lambda h, w=window, s=stride, p=padding: layers.max_pool(h, w, s, p), x).shape)
+    explicit, reference, ours = _pool_triple(x, g, window=window, stride=stride, padding=padding)
+    worst_ref = max(worst_ref, float(jnp.max(jnp.abs(explicit - reference))))
+    worst_ours = max(worst_ours, float(jnp.max(jnp.abs(explicit - ours))))
   rows.append(_row('max-pooling: switch = argmax of the gradient (unpooling = gradient)',
                    '2x2/2, 3x3/2 SAME (overlapping), 2x2/2 SAME; vs VJP of lax.reduce_window',
                    f'max abs diff {worst_ref:.1e} (vs our max_pool VJP {worst_ours:.1e})',
@@ -129,7 +141,8 @@ def network_rows(name: str, model, images, starts, tol: float) -> tuple[list[dic
                      same and steps_worst < tol, disagree=disagree, differ=differ,
                      other_steps_max_rel_diff=steps_worst,
                      gradient_vs_deconvnet_rel=r['gradient_vs_deconvnet']['relative']))
-  rows.append(image_dependence_row(name, model, images, tol))
+  if len(images) > 1:  # the claim compares images
+    rows.append(image_dependence_row(name, model, images, tol))
   return rows, results
 
 
@@ -195,39 +208,48 @@ def pretrained_resnet(config, log=print):
                  'names': [weights.CIFAR10_CLASSES[i] for i in data['labels']]}
 
 
-def proof_networks(config, trained: dict, log=print) -> list[tuple[str, object, np.ndarray, tuple]]:
-  """(name, model, float images, start layers) for every network of the proof."""
+def start_layers(model) -> tuple[str, ...]:
+  """Where the proof starts reconstructions: a middle ReLU (or residual block), the last max-pool,
+  the last ReLU before the scores, and the class scores."""
+  model_steps = deconvnet.steps(model)
+  relus = [s.name for s in model_steps if s.kind in ('relu', 'block')]
+  pools = [s.name for s in model_steps if s.kind == 'max_pool']
+  return tuple(dict.fromkeys([relus[len(relus) // 2], *pools[-1:], relus[-1], 'scores']))
+
+
+def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]]:
+  """(name, model, float images) for every network of the proof."""
   c = config.proof
   key = jax.random.key(config.seed)
-  nets = []
   size = config.synthetic.image_size
   synth = synthetic.dataset(c.num_images, split='test', seed=config.seed, image_size=size)['images']
-  synth = synth.astype(np.float32) / 255.0 - 0.5
-  nets.append(('SmallConvNet (random, BatchNorm, hidden layer)',
-               models.SmallConvNet(len(synthetic.CLASSES), stages=config.synthetic.stages, batch_norm=True,
-                                   hidden=(64,), rngs=nnx.Rngs(config.seed)),
-               synth, ('relu2', 'pool2', 'hidden1_relu', 'scores')))
-  if 'small_convnet' in trained:
+  names = {n for entry in c.networks for n in entry.split(',') if n}  # also accepts 'a,b' from a flag
+  if names - set(NETWORKS):
+    raise ValueError(f'unknown networks {sorted(names - set(NETWORKS))}; expected some of {NETWORKS}')
+  nets = []
+  if 'small_random' in names:
+    nets.append(('SmallConvNet (random, BatchNorm, hidden layer)',
+                 models.SmallConvNet(len(synthetic.CLASSES), stages=config.synthetic.stages, batch_norm=True,
+                                     hidden=(64,), rngs=nnx.Rngs(config.seed)),
+                 synth.astype(np.float32) / 255.0 - 0.5))
+  if 'small_trained' in names and 'small_convnet' in trained:
     model, data = trained['small_convnet']
-    nets.append(('SmallConvNet (trained, synthetic)', model, data['x'][:c.num_images],
-                 ('relu3', 'pool3', 'scores')))
-  paper = models.PaperConvNet(config.proof.paper_classes, input_size=c.paper_size, rngs=nnx.Rngs(config.seed))
-  nets.append((f'PaperConvNet (random, {c.paper_size} px)', paper,
-               np.asarray(jax.random.normal(key, (c.num_images, c.paper_size, c.paper_size, 3))),
-               ('relu2', 'pool5', 'relu7', 'scores')))
-  if c.vgg16_size:
-    vgg = models.VGG16(1000, rngs=nnx.Rngs(config.seed))
-    nets.append((f'VGG16 (random, {c.vgg16_size} px)', vgg,
-                 np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (c.vgg16_images, c.vgg16_size,
-                                                                            c.vgg16_size, 3))),
-                 ('features.16', 'classifier.4', 'scores')))
-  if 'resnet' in trained:
+    nets.append(('SmallConvNet (trained, synthetic)', model, data['x'][:c.num_images]))
+  if 'paper' in names:
+    paper = models.PaperConvNet(c.paper_classes, input_size=c.paper_size, rngs=nnx.Rngs(config.seed))
+    shape = (c.num_images, c.paper_size, c.paper_size, 3)
+    nets.append((f'PaperConvNet (random, {c.paper_size} px)', paper,
+                 np.asarray(jax.random.normal(key, shape))))
+  if 'vgg16' in names:
+    shape = (c.vgg16_images, c.vgg16_size, c.vgg16_size, 3)
+    nets.append((f'VGG16 (random, {c.vgg16_size} px)', models.VGG16(1000, rngs=nnx.Rngs(config.seed)),
+                 np.asarray(jax.random.normal(jax.random.fold_in(key, 1), shape))))
+  if 'resnet_pretrained' in names and 'resnet' in trained:
     model, data = trained['resnet']
-    nets.append(('CifarResNet-20 (pretrained, ImageNet sample)', model, data['x'][:c.num_images],
-                 ('layer2.0', 'layer3.2', 'scores')))
-  nets.append(('CifarResNet-20 (random)', models.CifarResNet(20, rngs=nnx.Rngs(config.seed)),
-               np.asarray(jax.random.normal(jax.random.fold_in(key, 2), (c.num_images, 32, 32, 3))),
-               ('layer1.2', 'scores')))
+    nets.append(('CifarResNet-20 (pretrained, ImageNet sample)', model, data['x'][:c.num_images]))
+  if 'resnet_random' in names:
+    nets.append(('CifarResNet-20 (random)', models.CifarResNet(20, rngs=nnx.Rngs(config.seed)),
+                 np.asarray(jax.random.normal(jax.random.fold_in(key, 2), (c.num_images, 32, 32, 3)))))
   return nets
 
 
@@ -366,11 +388,11 @@ def run(config, workdir: str, log=print) -> dict:
   for precision, dtype, tol in (('float64', jnp.float64, config.tolerance_float64),
                                 ('float32', jnp.float32, config.tolerance_float32)):
     with jax.enable_x64(precision == 'float64'):
-      key = jax.random.key(config.seed)
-      for r in layer_rows(key, dtype, tol):
+      for r in layer_rows(config.seed, dtype, tol):
         rows.append({'precision': precision, **r})
-      for name, model, x, starts in proof_networks(config, trained, log):
+      for name, model, x in proof_networks(config, trained):
         t = time.perf_counter()
+        starts = ('scores',) if config.proof.scores_only else start_layers(model)
         net_rows, results = network_rows(name, models.cast(model, dtype), jnp.asarray(x, dtype), starts, tol)
         rows += [{'precision': precision, **r} for r in net_rows]
         if precision == 'float64':

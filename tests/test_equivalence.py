@@ -1,0 +1,71 @@
+"""The Sect. 4 report end to end, on a tiny configuration (seconds, not the experiment's minutes)."""
+
+import importlib.util
+import json
+
+import jax.numpy as jnp
+import numpy as np
+from conftest import ROOT, SHARED_DATA
+from flax import nnx
+
+from saliency_jax import equivalence, models
+
+
+def _tiny_config():
+  spec = importlib.util.spec_from_file_location('config', ROOT / 'configs' / 'deconvnet_vs_gradient.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data_dir = str(SHARED_DATA)
+  config.synthetic.image_size = 32
+  config.synthetic.num_train = 64
+  config.synthetic.num_test = 16
+  config.synthetic.stages = ((4,), (8,))
+  config.synthetic.steps = 5
+  config.proof.num_images = 2
+  config.proof.paper_size = 32
+  config.proof.paper_classes = 10
+  config.proof.networks = ('small_random', 'small_trained', 'resnet_pretrained')
+  config.proof.scores_only = True
+  config.num_maps = 4
+  config.num_sanity = 2
+  config.num_figure = 1
+  return config
+
+
+def test_report_confirms_every_claim_and_writes_its_files(tmp_path):
+  result = equivalence.run(_tiny_config(), str(tmp_path), log=lambda *_: None)
+  assert result['all_confirmed'], [r for r in result['rows'] if not r['confirmed']]
+  claims = {r['claim'] for r in result['rows']}
+  assert len(claims) == 9  # 4 layer types + 5 whole-network claims
+  assert {r['precision'] for r in result['rows']} == {'float64', 'float32'}
+  gates = [r for r in result['rows'] if r['claim'].startswith('gradient and DeconvNet differ only')]
+  assert all(r['differ'] == r['disagree'] > 0 for r in gates)
+  for name in ('equivalence.json', 'equivalence.md', 'relu_gates.md', 'reconstructions.png', 'sanity.png'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  saved = json.loads((tmp_path / 'equivalence.json').read_text())
+  assert saved['all_confirmed'] and len(saved['rows']) == len(result['rows'])
+  for check in saved['sanity_check'].values():
+    assert len(check['gradient']) == len(check['layers'])
+
+
+def test_randomise_replaces_only_the_named_layers():
+  model = models.SmallConvNet(3, stages=((4,), (8,)), batch_norm=True, rngs=nnx.Rngs(0))
+  fresh = models.SmallConvNet(3, stages=((4,), (8,)), batch_norm=True, rngs=nnx.Rngs(1))
+  groups = [name for name, _ in equivalence.randomisation_groups(model)]
+  assert groups == ['classifier', 'conv2', 'conv1']
+  out = equivalence.randomise(model, fresh, {'classifier', 'conv2'})
+  np.testing.assert_array_equal(out.classifier.kernel[...], fresh.classifier.kernel[...])
+  np.testing.assert_array_equal(out.convs[1].kernel[...], fresh.convs[1].kernel[...])
+  np.testing.assert_array_equal(out.convs[0].kernel[...], model.convs[0].kernel[...])
+  assert not jnp.array_equal(out.convs[0].kernel[...], fresh.convs[0].kernel[...])
+  np.testing.assert_array_equal(out.norms[1].mean[...], model.norms[1].mean[...])  # statistics kept
+  assert model.classifier.kernel[...] is not out.classifier.kernel[...]  # the original is untouched
+  assert not jnp.array_equal(model.classifier.kernel[...], fresh.classifier.kernel[...])
+
+
+def test_spearman_known_answers():
+  a = np.arange(12.0).reshape(3, 4)
+  assert equivalence.spearman(a, a ** 3) == 1.0
+  assert equivalence.spearman(a, -a) == -1.0
+  assert equivalence.spearman(a, np.ones_like(a)) == 0.0  # constant map: defined as 0, not NaN
