@@ -1,14 +1,312 @@
-"""Evaluation of saliency maps against object masks."""
+"""Evaluation of saliency maps and weakly supervised localisation against ground truth.
+
+Host-side numpy, one image at a time. Conventions shared by every function:
+
+* A box is `(x0, y0, x1, y1)` in pixels, x1 / y1 EXCLUSIVE: a box covering pixel columns 0..9 has
+  x0 = 0, x1 = 10, and area = (x1 - x0) * (y1 - y0). Float or int coordinates; they must be finite with
+  x1 >= x0 and y1 >= y0 (a zero-area box is allowed).
+* Rasterised (`mask_from_boxes`), a box covers the pixels whose centres (c + 0.5, r + 0.5) lie inside it:
+  with integer coordinates exactly columns x0 .. x1 - 1 and rows y0 .. y1 - 1.
+* Bad input (wrong shapes, NaN or inverted boxes, mismatched lengths) raises a ValueError that names it.
+
+Protocols: the ILSVRC localisation rule (Russakovsky et al. 2015), used by Simonyan et al. 2013
+Sect. 3.2 (`localisation_correct`, `localisation_error`); the "GT-known" box accuracy of CAM / Grad-CAM
+style evaluations (`gt_known_hits`, `gt_known_accuracy`); the pointing game of Zhang et al. 2016 as run
+by TorchRay (Fong et al. 2019) (`pointing_game` on boxes, `pointing_hits` on masks).
+"""
+
+import operator
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
+Box = tuple[int, int, int, int]
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+def _as_boxes(boxes, name: str, *, allow_empty: bool = False) -> np.ndarray:
+  """float64 [..., 4] boxes, finite with x1 >= x0 and y1 >= y0; else a ValueError naming the bad box.
+
+  With allow_empty, an empty sequence is no boxes, [0, 4].
+  """
+  try:
+    b = np.asarray(boxes, np.float64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'{name} must hold numeric boxes (x0, y0, x1, y1), got {boxes!r}') from e
+  if allow_empty and b.size == 0:
+    return b.reshape(0, 4)
+  if b.ndim == 0 or b.shape[-1] != 4:
+    raise ValueError(f'{name} must have shape [..., 4] (x0, y0, x1, y1), got shape {b.shape}')
+  problems = (('is not finite', ~np.isfinite(b).all(-1)),
+              ('has x1 < x0', b[..., 2] < b[..., 0]),
+              ('has y1 < y0', b[..., 3] < b[..., 1]))
+  for what, bad in problems:
+    if bad.any():
+      idx = tuple(int(i) for i in np.argwhere(bad)[0])
+      where = f'{name}[{", ".join(map(str, idx))}]' if idx else name
+      raise ValueError(f'{where} = {tuple(b[idx].tolist())} {what}: boxes are (x0, y0, x1, y1), '
+                       'finite, with x1 >= x0 and y1 >= y0 (x1 / y1 exclusive)')
+  return b
+
+
+def _as_box_list(boxes, name: str) -> np.ndarray:
+  """[M, 4] boxes; an empty sequence is [0, 4], a single box [4] is not accepted (ambiguous)."""
+  b = _as_boxes(boxes, name, allow_empty=True)
+  if b.ndim != 2:
+    raise ValueError(f'{name} must be a list of boxes [M, 4], got shape {b.shape}')
+  return b
+
+
+def _as_box(box, name: str) -> np.ndarray:
+  """One box [4]."""
+  b = _as_boxes(box, name)
+  if b.shape != (4,):
+    raise ValueError(f'{name} must be one box (x0, y0, x1, y1), got shape {b.shape}')
+  return b
+
+
+def _ground_truth(labels, boxes, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """One image's objects: labels [M] and boxes [M, 4] of equal length."""
+  b = _as_box_list(boxes, f'{name} boxes')
+  lab = np.asarray(labels)
+  if lab.size == 0:
+    lab = lab.reshape(0)
+  if lab.ndim != 1:
+    raise ValueError(f'{name} labels must be one-dimensional [M], got shape {lab.shape}')
+  if len(lab) != len(b):
+    raise ValueError(f'{name} has {len(lab)} labels but {len(b)} boxes; they must pair up')
+  return lab, b
+
+
+def _as_float(x, name: str) -> float:
+  try:
+    return float(x)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'{name} must be a number, got {x!r}') from e
+
+
+def _check_threshold(iou_threshold: float) -> float:
+  t = _as_float(iou_threshold, 'iou_threshold')
+  if not 0.0 <= t <= 1.0:  # also rejects NaN
+    raise ValueError(f'iou_threshold must lie in [0, 1], got {iou_threshold!r}')
+  return t
+
+
+def _check_tolerance(tolerance: float) -> float:
+  t = _as_float(tolerance, 'tolerance')
+  if not (np.isfinite(t) and t >= 0):
+    raise ValueError(f'tolerance must be a finite number of pixels >= 0, got {tolerance!r}')
+  return t
+
+
+def _as_mask(mask, name: str) -> np.ndarray:
+  """A bool array; non-bool input must hold only 0 and 1."""
+  m = np.asarray(mask)
+  if m.dtype != bool:
+    if not (np.issubdtype(m.dtype, np.number) and np.isin(m, (0, 1)).all()):
+      raise ValueError(f'{name} must be a boolean mask (or hold only 0 / 1), got dtype {m.dtype}'
+                       + ('' if m.dtype == object else ' with other values'))
+    m = m.astype(bool)
+  return m
+
+
+def _same_length(name_a: str, a, name_b: str, b) -> None:
+  if len(a) != len(b):
+    raise ValueError(f'{name_a} has {len(a)} images but {name_b} has {len(b)}; they must pair up')
+
+
+# --------------------------------------------------------------------------------------- box helpers
+
+
+def box_iou(a, b) -> np.ndarray:
+  """Intersection over union of boxes a [..., 4] and b [..., 4], broadcast over the leading axes.
+
+  `box_iou(pred[:, None], gt[None])` is the [P, G] matrix. Boxes are (x0, y0, x1, y1), x1 / y1 exclusive,
+  so boxes that only touch ([0, 0, 10, 10] and [10, 0, 20, 10]) have IoU 0. Where the union has zero area
+  (two zero-area boxes) the IoU is 0, never NaN. Returns float64 of the broadcast shape (a numpy scalar for
+  two single boxes). ValueError for a box that is not finite or has x1 < x0 or y1 < y0, naming it.
+  """
+  a, b = _as_boxes(a, 'a'), _as_boxes(b, 'b')
+  try:
+    shape = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+  except ValueError as e:
+    raise ValueError(f'box_iou: a {a.shape} and b {b.shape} do not broadcast over their leading axes') from e
+  iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+  ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+  inter = iw * ih
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  union = area(a) + area(b) - inter
+  iou = np.divide(inter, union, out=np.zeros(shape), where=union > 0)
+  return iou[()]
+
+
+def boxes_from_mask(mask) -> Box | None:
+  """The box (x0, y0, x1, y1) of a mask's True pixels, x1 / y1 exclusive, as ints; None for an empty mask.
+
+  mask: bool [H, W] (or 0 / 1). Inverse of `mask_from_boxes` for rectangular masks.
+  """
+  m = _as_mask(mask, 'mask')
+  if m.ndim != 2:
+    raise ValueError(f'mask must be [H, W], got shape {m.shape}')
+  rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+  if not len(rows):
+    return None
+  return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def mask_from_boxes(boxes, shape) -> np.ndarray:
+  """Union mask bool [H, W] of boxes [M, 4] (or one box [4]; M may be 0), clipped to the image.
+
+  A pixel (r, c) is covered when its centre (c + 0.5, r + 0.5) lies in [x0, x1) x [y0, y1): for integer
+  coordinates, columns x0 .. x1 - 1 and rows y0 .. y1 - 1. shape: (H, W).
+  """
+  try:
+    h, w = (operator.index(s) for s in shape)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'shape must be two integers (H, W), got {shape!r}') from e
+  if h < 0 or w < 0:
+    raise ValueError(f'shape must be non-negative (H, W), got {shape!r}')
+  b = _as_boxes(boxes, 'boxes', allow_empty=True)
+  if b.ndim == 1:
+    b = b[None]
+  if b.ndim != 2:
+    raise ValueError(f'boxes must be [M, 4] or one box [4], got shape {b.shape}')
+  mask = np.zeros((h, w), bool)
+  edges = np.ceil(b - 0.5).astype(np.int64)  # first covered index / one past the last
+  x0, x1 = np.clip(edges[:, [0, 2]], 0, w).T
+  y0, y1 = np.clip(edges[:, [1, 3]], 0, h).T
+  for c0, r0, c1, r1 in zip(x0, y0, x1, y1):
+    mask[r0:r1, c0:c1] = True
+  return mask
+
+
+def mask_iou(a, b, *, empty: float = 0.0) -> float:
+  """Intersection over union of two boolean masks of the same shape (any number of dimensions).
+
+  Both masks empty (zero union): returns `empty`, 0.0 by default. Choice: an IoU score should never reward
+  predicting nothing, and 0 agrees with `box_iou` (zero-area union -> 0) and with the usual zero-division
+  default of Jaccard scores; pass `empty=1.0` when comparing two segmentations for agreement (both empty =
+  they agree), or `empty=float('nan')` to leave such images out of a nanmean.
+  """
+  a, b = _as_mask(a, 'a'), _as_mask(b, 'b')
+  if a.shape != b.shape:
+    raise ValueError(f'mask_iou: masks must have the same shape, got {a.shape} and {b.shape}')
+  union = np.count_nonzero(a | b)
+  if union == 0:
+    return float(empty)
+  return np.count_nonzero(a & b) / union
+
+
+# ------------------------------------------------------------------------------- ILSVRC localisation
+
+
+def _parse_guesses(guesses, name: str) -> list[tuple[object, np.ndarray | None]]:
+  out = []
+  for k, guess in enumerate(guesses):
+    if isinstance(guess, str | bytes) or not isinstance(guess, Sequence | np.ndarray) or len(guess) != 2:
+      raise ValueError(f'{name}[{k}] must be a (class, box) pair, got {guess!r}')
+    cls, box = guess
+    if np.ndim(cls) != 0:
+      raise ValueError(f'{name}[{k}] class must be a single label, got {cls!r}')
+    out.append((cls, None if box is None else _as_box(box, f'{name}[{k}] box')))
+  return out
+
+
+def _class_match(labels: np.ndarray, boxes: np.ndarray, cls, box: np.ndarray, threshold: float) -> bool:
+  """Does `box` reach IoU >= threshold with some ground-truth box of class `cls`?"""
+  same = np.array([label == cls for label in labels.tolist()], bool).reshape(len(labels))
+  return bool(same.any() and (box_iou(box, boxes[same]) >= threshold).any())
+
+
+def localisation_correct(guesses, gt_labels, gt_boxes, *, iou_threshold: float = 0.5) -> bool:
+  """ILSVRC localisation rule for ONE image: is some guess right in both class and box?
+
+  guesses: a sequence of (class, box) pairs, best first (ILSVRC allows 5); a box of None is a guess that
+  cannot be correct. gt_labels [M] and gt_boxes [M, 4]: all of the image's objects (several objects, several
+  classes allowed). Correct when SOME guess has the class of some ground-truth object AND IoU >=
+  `iou_threshold` with a ground-truth box OF THAT CLASS; a box matching an object of another class does not
+  count. On ILSVRC CLS-LOC every object of an image has the image's one class, where this is exactly the
+  official rule (Russakovsky et al. 2015, Sect. 4.2; Simonyan et al. 2013, Sect. 3.2). An image with no
+  objects (M = 0) is never correct.
+  """
+  threshold = _check_threshold(iou_threshold)
+  labels, boxes = _ground_truth(gt_labels, gt_boxes, 'gt')
+  parsed = _parse_guesses(guesses, 'guesses')
+  return any(box is not None and _class_match(labels, boxes, cls, box, threshold) for cls, box in parsed)
+
+
+def localisation_error(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: int = 5,
+                       iou_threshold: float = 0.5) -> float:
+  """ILSVRC localisation error over a data set: the fraction of images NOT `localisation_correct`.
+
+  all_guesses: per image, a sequence of (class, box) pairs, best first; only the first `top_k` count
+  (top_k=5: the ILSVRC top-5 localisation error of Simonyan et al. 2013 Sect. 3.2; top_k=1: top-1).
+  all_gt_labels / all_gt_boxes: per image, labels [M_i] and boxes [M_i, 4]. Returns a float in [0, 1].
+  """
+  if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+    raise ValueError(f'top_k must be an integer >= 1, got {top_k!r}')
+  _same_length('all_guesses', all_guesses, 'all_gt_labels', all_gt_labels)
+  _same_length('all_guesses', all_guesses, 'all_gt_boxes', all_gt_boxes)
+  if len(all_guesses) == 0:
+    raise ValueError('localisation_error needs at least one image')
+  correct = [localisation_correct(list(g)[:top_k], lab, box, iou_threshold=iou_threshold)
+             for g, lab, box in zip(all_guesses, all_gt_labels, all_gt_boxes)]
+  return 1.0 - float(np.mean(correct))
+
+
+def gt_known_hits(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *,
+                  iou_threshold: float = 0.5) -> np.ndarray:
+  """Per-image "GT-known" box hits, bool [N]: the class is given, only the box is judged.
+
+  boxes: N predicted boxes (an [N, 4] array or a sequence of boxes), one per image, each predicted for the
+  TRUE class `classes[i]`; a box of None (no localisation) is a miss. gt_labels_per_image[i] [M_i] and
+  gt_boxes_per_image[i] [M_i, 4]: the image's objects. Hit when IoU >= `iou_threshold` (0.5 in CAM /
+  Grad-CAM) with some ground-truth box of class classes[i]. ValueError when an image has no ground-truth
+  box of its class (the protocol presumes one).
+  """
+  threshold = _check_threshold(iou_threshold)
+  _same_length('boxes', boxes, 'gt_labels_per_image', gt_labels_per_image)
+  _same_length('boxes', boxes, 'gt_boxes_per_image', gt_boxes_per_image)
+  _same_length('boxes', boxes, 'classes', classes)
+  hits = np.zeros(len(boxes), bool)
+  for i, (box, lab, gt, cls) in enumerate(zip(boxes, gt_labels_per_image, gt_boxes_per_image, classes)):
+    labels, gt = _ground_truth(lab, gt, f'image {i} ground truth')
+    if np.ndim(cls) != 0:
+      raise ValueError(f'classes[{i}] must be a single label, got {cls!r}')
+    if not any(label == cls for label in labels.tolist()):
+      raise ValueError(f'image {i} has no ground-truth box of its class {cls!r} (labels {labels.tolist()})')
+    if box is not None:
+      hits[i] = _class_match(labels, gt, cls, _as_box(box, f'boxes[{i}]'), threshold)
+  return hits
+
+
+def gt_known_accuracy(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *,
+                      iou_threshold: float = 0.5) -> float:
+  """"GT-known" box accuracy: the fraction of `gt_known_hits` (same arguments); a float in [0, 1]."""
+  hits = gt_known_hits(boxes, gt_labels_per_image, gt_boxes_per_image, classes, iou_threshold=iou_threshold)
+  if not len(hits):
+    raise ValueError('gt_known_accuracy needs at least one image')
+  return float(hits.mean())
+
+
+# ------------------------------------------------------------------------------------- pointing game
+
+
+def _max_within(saliency: np.ndarray, mask: np.ndarray, tolerance: float) -> bool:
+  """Is the (first) argmax of a 2-D map within `tolerance` px (Euclidean, pixel centres) of the mask?"""
+  r, c = np.unravel_index(np.argmax(saliency), saliency.shape)
+  return bool(ndimage.distance_transform_edt(~mask)[r, c] <= tolerance)
+
 
 def pointing_hits(maps, masks, *, tolerance: float = 0.0) -> np.ndarray:
-  """Pointing game (Zhang et al. 2016): is each map's maximum on the object?
+  """Pointing game (Zhang et al. 2016) against masks: is each map's maximum on the object?
 
-  maps [N, H, W]; masks bool [N, H, W]. A hit when the maximum lies within `tolerance` pixels
-  (Euclidean) of a mask pixel (TorchRay uses 15 px at ~224 px). Returns bool [N].
+  maps [N, H, W]; masks bool [N, H, W]. A hit when the maximum (the first argmax) lies within `tolerance`
+  pixels (Euclidean) of a mask pixel (TorchRay uses 15 px at ~224 px). An empty mask is a miss. Returns
+  bool [N]. For boxes, and flat / NaN maps counted as misses, see `pointing_game`.
   """
   maps, masks = np.asarray(maps), np.asarray(masks, bool)
   if maps.shape != masks.shape or maps.ndim != 3:
@@ -17,14 +315,61 @@ def pointing_hits(maps, masks, *, tolerance: float = 0.0) -> np.ndarray:
   for i, (m, mask) in enumerate(zip(maps, masks)):
     if not mask.any():
       continue
-    r, c = np.unravel_index(np.argmax(m), m.shape)
-    hits[i] = ndimage.distance_transform_edt(~mask)[r, c] <= tolerance
+    hits[i] = _max_within(m, mask, tolerance)
+  return hits
+
+
+def pointing_game(maps, gt_boxes_per_image, *, tolerance: float = 15.0) -> np.ndarray:
+  """Pointing game against boxes (Zhang et al. 2016, as in TorchRay, Fong et al. 2019): bool hits [N].
+
+  maps: [N, H, W], or a list of N maps [H_i, W_i] of different sizes. gt_boxes_per_image[i] [M_i, 4]: the
+  ground-truth boxes of the class the map i is for (M_i >= 1; the game is only played on images that
+  contain the class). A hit when the map's maximum lies within `tolerance` pixels of the union of those
+  boxes, i.e. inside the boxes dilated by `tolerance`: Euclidean distance between pixel centres
+  (`scipy.ndimage.distance_transform_edt` of the rasterised union, see `mask_from_boxes`). TorchRay uses
+  15 px at ~224 px. Ties: the first argmax (row-major) is the point. A map that is flat (all values equal)
+  or holds any NaN or infinity points nowhere and is a miss. ValueError when an image has no box or its
+  boxes cover no pixel of its map.
+  """
+  tolerance = _check_tolerance(tolerance)
+  if isinstance(maps, list | tuple):
+    maps = [np.asarray(m) for m in maps]
+    bad = [i for i, m in enumerate(maps) if m.ndim != 2]
+    if bad:
+      raise ValueError(f'maps[{bad[0]}] must be [H, W], got shape {maps[bad[0]].shape}')
+  else:
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+      raise ValueError(f'maps must be [N, H, W] or a list of [H, W] maps, got shape {maps.shape}')
+  _same_length('maps', maps, 'gt_boxes_per_image', gt_boxes_per_image)
+  hits = np.zeros(len(maps), bool)
+  for i, (m, boxes) in enumerate(zip(maps, gt_boxes_per_image)):
+    if not np.issubdtype(m.dtype, np.number) and m.dtype != bool:
+      raise ValueError(f'maps[{i}] must be numeric, got dtype {m.dtype}')
+    if m.size == 0:
+      raise ValueError(f'maps[{i}] is empty, shape {m.shape}')
+    b = _as_box_list(boxes, f'gt_boxes_per_image[{i}]')
+    if not len(b):
+      raise ValueError(f'image {i} has no ground-truth box: the pointing game is only played on images '
+                       'that contain the class')
+    mask = mask_from_boxes(b, m.shape)
+    if not mask.any():
+      raise ValueError(f'image {i}: its boxes {b.tolist()} cover no pixel of its map of shape {m.shape}')
+    m = m.astype(np.float64)
+    if not np.isfinite(m).all() or m.max() == m.min():
+      continue
+    hits[i] = _max_within(m, mask, tolerance)
   return hits
 
 
 def mass_inside(maps, masks) -> np.ndarray:
-  """Fraction of each map's total (non-negative) mass that falls on the object mask, [N]."""
+  """Fraction of each map's total (non-negative) mass that falls on the object mask, [N].
+
+  maps [N, H, W] (non-negative, e.g. |gradient|); masks bool [N, H, W]. A map with zero total mass gives 0.
+  """
   maps, masks = np.asarray(maps, np.float64), np.asarray(masks, bool)
+  if maps.shape != masks.shape or maps.ndim != 3:
+    raise ValueError(f'maps {maps.shape} and masks {masks.shape} must both be [N, H, W]')
   total = maps.sum(axis=(1, 2))
   inside = np.where(masks, maps, 0).sum(axis=(1, 2))
   return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)

@@ -1,0 +1,104 @@
+"""The Sect. 3.2 pipeline: quantile seeds -> colour GMMs -> GraphCut -> largest component -> box."""
+
+import numpy as np
+import pytest
+
+from saliency_jax import localise
+
+
+def _scene(seed=0, h=48, w=64):
+  """A red rectangle (with texture) on a green-grey textured background, and a noisy bump map on it."""
+  rng = np.random.default_rng(seed)
+  image = np.empty((h, w, 3))
+  image[:] = (90, 120, 90)
+  image[12:36, 20:50] = (200, 40, 40)
+  image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+  yy, xx = np.mgrid[0:h, 0:w]
+  saliency = np.exp(-(((xx - 35) / 9.0) ** 2 + ((yy - 24) / 7.0) ** 2)) + 0.3 * rng.uniform(size=(h, w))
+  return image, saliency, (20, 12, 50, 36)
+
+
+def _iou(a, b):
+  ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+  iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+  inter = ix * iy
+  return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize('overrides', [{}, {'seeds': 'soft'}, {'iterations': 2}, {'connectivity': 4}])
+def test_graphcut_pipeline_finds_the_object(overrides):
+  image, saliency, truth = _scene()
+  mask, box = localise.localise(image, saliency, overrides)
+  assert mask.dtype == bool and mask.shape == saliency.shape
+  assert _iou(box, truth) > 0.8, (box, truth)
+  # The box is the mask's bounding box, x1 / y1 exclusive.
+  rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+  assert box == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+
+
+def test_baselines_known_answers():
+  image, saliency, _ = _scene()
+  h, w = saliency.shape
+  _, box = localise.localise(image, saliency, {'method': 'full'})
+  assert box == (0, 0, w, h)
+  _, box = localise.localise(image, saliency, {'method': 'centre', 'centre_fraction': 0.5})
+  assert box == (16, 12, 48, 36)
+  peak = np.zeros((h, w))
+  peak[10:20, 5:15] = 1.0
+  peak[30:32, 40:42] = 0.5  # above 20% of the max, but a smaller component
+  _, box = localise.localise(image, peak, {'method': 'threshold', 'threshold': 0.2})
+  assert box == (5, 10, 15, 20)
+
+
+@pytest.mark.parametrize('method', ['graphcut', 'threshold'])
+def test_flat_and_invalid_maps_are_flagged_full_image_boxes(method):
+  image, saliency, _ = _scene()
+  h, w = saliency.shape
+  for bad, status in ((np.zeros((h, w)), 'flat_saliency'), (np.where(saliency > 1, np.nan, saliency),
+                                                           'invalid_saliency')):
+    if status == 'invalid_saliency' and not np.isnan(bad).any():
+      bad[0, 0] = np.nan
+    mask, box, got = localise.localise(image, bad, {'method': method}, return_status=True)
+    assert got == status and box == (0, 0, w, h) and mask.all()
+
+
+def test_pool_equals_serial_and_batch_equals_single():
+  scenes = [_scene(seed) for seed in range(3)]
+  images, maps = [s[0] for s in scenes], [s[1] for s in scenes]
+  serial = localise.localise_batch(images, maps, workers=0)
+  pooled = localise.localise_batch(images, maps, workers=2)
+  for a, b in zip(serial, pooled):
+    assert a.box == b.box and a.status == b.status
+    np.testing.assert_array_equal(a.mask, b.mask)
+  alone = localise.localise_batch(images[1:2], maps[1:2], indices=[1])[0]
+  assert alone.box == serial[1].box
+
+
+def test_settings_and_input_errors():
+  image, saliency, _ = _scene()
+  with pytest.raises(ValueError, match='unknown localise settings'):
+    localise.localise(image, saliency, {'quantile': 0.9})
+  with pytest.raises(ValueError, match='bg_quantile < fg_quantile'):
+    localise.settings(fg_quantile=0.3, bg_quantile=0.5)
+  with pytest.raises(ValueError, match='method must be one of'):
+    localise.settings(method='grabcut')
+  with pytest.raises(ValueError, match='must match the image'):
+    localise.localise(image, saliency[:10])
+  with pytest.raises(ValueError, match='uint8'):
+    localise.localise(image.astype(np.float32), saliency)
+  assert localise.settings(localise.Settings(seeds='soft'), iterations=1).seeds == 'soft'
+
+
+def test_seeds_are_the_paper_quantiles():
+  saliency = np.arange(100, dtype=float).reshape(10, 10)
+  fg, bg, status = localise.seeds(saliency, 0.95, 0.30)
+  assert status == 'ok'
+  assert fg.sum() == 5 and saliency[fg].min() >= 94
+  assert bg.sum() == 30 and saliency[bg].max() <= 29.7
+  assert not (fg & bg).any()
+
+
+def test_resize_map_keeps_range_and_shape():
+  m = np.random.default_rng(0).uniform(size=(8, 8))
+  big = localise.resize_map(m, (32, 40))
+  assert big.shape == (32, 40) and big.min() >= m.min() - 1e-12 and big.max() <= m.max() + 1e-12
