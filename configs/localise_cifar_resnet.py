@@ -21,7 +21,7 @@ def get_config():
   config.net_size = 32
   config.crop_size = 0  # 0: the whole 32 px image; e.g. 28: the 10-crop average
   config.chunk_size = 50
-  config.num_images = 0  # 0: all
+  config.num_images = 0  # 0: all (also caps the VOC images per set)
   config.workers = 2  # processes for the graph cuts
   config.num_figure = 6
   config.seed = 0
@@ -37,7 +37,11 @@ def get_config():
       'graphcut_grabcut_3': {**graphcut, 'iterations': 3},
       'graphcut_soft_grabcut_3': {**graphcut, 'seeds': 'soft', 'iterations': 3},
       'graphcut_gamma_10': {**graphcut, 'pairwise_weight': 10.0},
+      'graphcut_gamma_25': {**graphcut, 'pairwise_weight': 25.0},
       'graphcut_gamma_200': {**graphcut, 'pairwise_weight': 200.0},
+      'graphcut_soft_gamma_10': {**graphcut, 'seeds': 'soft', 'pairwise_weight': 10.0},
+      'graphcut_all_seed_pixels': {**graphcut, 'gmm_samples': 0},
+      'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},
       'graphcut_4_connected': {**graphcut, 'connectivity': 4},
       'threshold_15': {'method': 'threshold', 'threshold': 0.15},
       'threshold_20': {'method': 'threshold', 'threshold': 0.2},

@@ -1,24 +1,49 @@
-"""Gaussian mixture models fitted by EM, in JAX (the colour models of the paper's Sect. 3.2).
+"""Gaussian mixture models fitted by EM, in JAX: the colour models of the paper's Sect. 3.2.
 
-`fit(key, x, num_components, ...)` fits a mixture with full covariances to points x [N, D]:
-  - initialisation: k-means++ (first centre drawn with probability ~ w, each next one ~ w times the
-    squared distance to the nearest chosen centre), `num_kmeans` weighted k-means (Lloyd) steps,
-    then every point assigned to its nearest centre gives the first M-step;
-  - EM for `num_iters` iterations (a fixed count: one compiled loop, vmappable), responsibilities
-    computed in the log domain (logsumexp), Gaussian densities through Cholesky factors;
-  - a covariance floor: `covariance_floor * I` is added to every covariance (units: the data's,
-    squared; with colours scaled to [0, 1] the default 1e-4 is a standard deviation of 0.01, about
-    2.5 grey levels), so that a component on one colour, or on fewer points than dimensions, stays
-    a proper density.
-Per-point `weights` (0/1 masks, typically) let the foreground and background models of one image
-be fitted over the same pixel array, so that both (and many images) run in one vmapped program.
+The GrabCut-style localisation fits one mixture to the foreground pixels and one to the background
+pixels of an image (D = 3 colour channels, K = 5 components, up to ~50k pixels). `fit_core` is the
+jittable, vmappable fit: per-point `weights` (0/1 masks, typically) select the points, so that both
+models of an image, and many images, are fitted over the same pixel array in one program of fixed
+shapes. `fit` checks its input and calls it; `log_prob` evaluates a fitted mixture.
 
-Degenerate input never gives NaN: a component that loses every point keeps its mean and gets
-weight ~0 and the floor as covariance; identical points give a component of floor covariance at
-that point; an all-zero weight vector (possible only inside a traced computation: `fit` refuses it)
-gives components on k-means++ picks drawn uniformly, equal weights, and floor covariances.
+Initialisation. Greedy k-means++ on the weighted points: the first centre is drawn with probability
+proportional to w; for each next one, 2 + ln K candidates are drawn with probability proportional to
+w times the squared distance to the nearest centre so far, and the one that leaves the smallest
+weighted k-means cost is kept (scikit-learn's variant: single draws more often start EM in a poor
+local optimum). Each draw is one uniform number through an inverse CDF, so points of weight 0 take
+no part and a masked fit draws the same centres as a fit on the masked points alone. `kmeans_iters`
+(20) weighted Lloyd steps follow (5 left some image-colour fits in an optimum 0.3 nats per point
+worse); every point's nearest centre then gives the first M-step.
 
-Cost: O(N K D^2) per iteration.
+EM. `num_iters` iterations (one compiled loop), each an E-step (responsibilities in the log domain,
+normalised with logsumexp; Gaussian log densities through the Cholesky factor L of every covariance,
+log N(x | m, C) = -(|L^-1 (x - m)|^2 + 2 sum log diag L + D log 2 pi) / 2) and an M-step (weighted
+maximum likelihood: weights, means, full covariances). With `tol`, the loop stops early once the
+mean log-likelihood of the weighted points changes by less than `tol` nats per point between two
+iterations.
+
+Covariance floor. `covariance_floor * I` is added to every covariance after each M-step. Its unit is
+the data's unit squared: with colours scaled to [0, 1] (as the callers pass them) the default 1e-4
+is a standard deviation of 0.01, about 2.5 of 255 grey levels. It keeps a component on a single
+colour, or on fewer points than dimensions, a proper density, and bounds the condition number of
+the covariances (~1e4 for data in [0, 1]: far from what breaks a float32 Cholesky factorisation;
+data of a much larger scale need a proportionally larger floor).
+
+Degenerate input never gives NaN:
+  - a component that loses all its responsibility (below 1e-6 of the total weight) keeps its mean,
+    gets weight 0 and the floor as covariance; it then stays empty (log weight -inf, a responsibility
+    of exactly 0);
+  - fewer distinct weighted points than components (one colour, fewer points than K): once every
+    weighted point is a centre, k-means++ draws the remaining centres by weight alone, the duplicate
+    centres get no points, and the mixture has fewer non-empty components of floor covariance;
+  - all weights zero (an empty mask): `fit` refuses it ("no points to fit"); `fit_core`, which
+    cannot raise, returns the standard normal as every component (weights 1 / K, means 0,
+    covariances I), so that log-likelihoods stay finite (and carry no information).
+Points of weight 0 have no influence, whatever their (finite) values.
+
+Cost. One EM iteration over N points is O(N K D^2) time and O(N K D) memory; a Lloyd step is
+O(N K D), a k-means++ centre O(N D ln K). Measured on 2 CPU cores (compiled, median of 5): 50,000
+points, D = 3, K = 5, 10 iterations, about 0.17 s per fit, 0.29 s for a vmapped pair.
 """
 
 import functools
@@ -27,119 +52,166 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.scipy.linalg import solve_triangular
 
 
 class Params(NamedTuple):
-  weights: jax.Array  # [K] mixture weights, summing to 1
+  weights: jax.Array  # [K] mixture weights, sum 1
   means: jax.Array  # [K, D]
-  covs: jax.Array  # [K, D, D] full covariances, floor included
+  covs: jax.Array  # [K, D, D] full covariances (floor already added)
 
 
-def component_log_densities(params: Params, x: jax.Array) -> jax.Array:
-  """log N(x_n | mean_k, cov_k): [N, K]."""
+def component_log_prob(params: Params, x: jax.Array) -> jax.Array:
+  """log N(x_n | means_k, covs_k) of every point under every component: [N, K]."""
+  d = x.shape[-1]
   chol = jnp.linalg.cholesky(params.covs)  # [K, D, D]
-  diff = x[None] - params.means[:, None]  # [K, N, D]
-  solved = solve_triangular(chol, jnp.swapaxes(diff, 1, 2), lower=True)  # [K, D, N]
-  mahalanobis = jnp.sum(solved ** 2, axis=1)  # [K, N]
-  log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)  # [K]
-  d = x.shape[1]
-  return (-0.5 * (mahalanobis + log_det[:, None] + d * jnp.log(2 * jnp.pi))).T
+  # L^-1 once per component, then a matmul over the points: cheaper than N triangular solves.
+  chol_inv = solve_triangular(chol, jnp.broadcast_to(jnp.eye(d, dtype=chol.dtype), chol.shape), lower=True)
+  z = jnp.einsum('kde,nke->nkd', chol_inv, x[:, None, :] - params.means[None])  # [N, K, D]
+  log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)  # [K]
+  return -0.5 * (jnp.sum(z**2, axis=-1) + log_det + d * jnp.log(2 * jnp.pi))
 
 
+@jax.jit
 def log_prob(params: Params, x: jax.Array) -> jax.Array:
-  """Log density of each point under the mixture: [N]."""
-  log_weights = jnp.log(jnp.maximum(params.weights, jnp.finfo(params.weights.dtype).tiny))
-  return jax.nn.logsumexp(component_log_densities(params, x) + log_weights, axis=1)
+  """Log density of each point x [N, D] under the mixture: [N]."""
+  return jax.nn.logsumexp(component_log_prob(params, x) + jnp.log(params.weights), axis=-1)
+
+
+def _weighted_draw(key, p):
+  """An index drawn with probability proportional to p >= 0 (sum p > 0); indices with p = 0 never.
+
+  Inverse CDF with one uniform draw, so that entries of weight 0 do not change which point is drawn.
+  """
+  cdf = jnp.cumsum(p)
+  u = jax.random.uniform(key, dtype=p.dtype) * cdf[-1]
+  last_positive = p.shape[0] - 1 - jnp.argmax(p[::-1] > 0)  # rounding may put u at cdf[-1]
+  return jnp.minimum(jnp.sum(cdf <= u), last_positive)
 
 
 def _kmeans_plus_plus(key, x, w, k):
-  """k-means++ centres [k, D] among the points of positive weight."""
-  uniform = jnp.zeros(x.shape[0], x.dtype)
-  base = jnp.where(jnp.sum(w) > 0, jnp.log(w), uniform)  # log 0 = -inf: never drawn
+  """Greedy k-means++ centres [k, D] drawn among the points of positive weight (sum w > 0)."""
+  num_trials = 2 + int(np.log(k))  # candidates per centre, as in scikit-learn's k-means++
   keys = jax.random.split(key, k)
-  first = x[jax.random.categorical(keys[0], base)]
-  centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
-  d2 = jnp.sum((x - first) ** 2, axis=1)
+  first = x[_weighted_draw(keys[0], w)]
+  d2 = jnp.sum((x - first) ** 2, axis=-1)
 
-  def pick(j, state):
+  def pick(i, state):
     centres, d2 = state
     p = w * d2
-    # All weighted points already at a centre (one distinct colour): draw by weight again.
-    logits = jnp.where(jnp.sum(p) > 0, jnp.log(p), base)
-    c = x[jax.random.categorical(keys[j], logits)]
-    return centres.at[j].set(c), jnp.minimum(d2, jnp.sum((x - c) ** 2, axis=1))
+    # Every weighted point is already a centre (fewer distinct points than k): duplicate one.
+    p = jnp.where(jnp.sum(p) > 0, p, w)
+    candidates = x[jax.vmap(_weighted_draw, in_axes=(0, None))(jax.random.split(keys[i], num_trials), p)]
+    new_d2 = jnp.minimum(d2, jnp.sum((x - candidates[:, None]) ** 2, axis=-1))  # [trials, N]
+    best = jnp.argmin(new_d2 @ w)  # the candidate that leaves the smallest k-means cost
+    return centres.at[i].set(candidates[best]), new_d2[best]
 
-  centres, _ = jax.lax.fori_loop(1, k, pick, (centres, d2))
-  return centres
+  centres = jnp.zeros((k, x.shape[-1]), x.dtype).at[0].set(first)
+  return lax.fori_loop(1, k, pick, (centres, d2))[0]
+
+
+def _nearest(x, centres):
+  """One-hot [N, K] of every point's nearest centre (ties: the first)."""
+  d2 = jnp.sum((x[:, None, :] - centres[None]) ** 2, axis=-1)
+  return jax.nn.one_hot(jnp.argmin(d2, axis=-1), centres.shape[0], dtype=x.dtype)
 
 
 def _m_step(x, w, resp, previous_means, covariance_floor):
-  """Weighted maximum-likelihood parameters from responsibilities [N, K]."""
+  """Weighted maximum-likelihood parameters from responsibilities resp [N, K]."""
   r = resp * w[:, None]
   nk = jnp.sum(r, axis=0)  # [K]
-  k, d = resp.shape[1], x.shape[1]
-  tiny = 1e-6 * jnp.maximum(jnp.sum(w), 1.0) / k
-  empty = nk <= tiny
-  safe = jnp.where(empty, 1.0, nk)
-  means = jnp.where(empty[:, None], previous_means, (r.T @ x) / safe[:, None])
+  total = jnp.sum(nk)
+  empty = nk <= 1e-6 * total  # a ratio of near-underflowing sums would not be a reliable mean
+  safe_nk = jnp.where(empty, 1.0, nk)
+  means = jnp.where(empty[:, None], previous_means, (r.T @ x) / safe_nk[:, None])
   diff = x[None] - means[:, None]  # [K, N, D]
-  covs = jnp.einsum('nk,knd,kne->kde', r, diff, diff) / safe[:, None, None]
-  covs = jnp.where(empty[:, None, None], 0.0, covs) + covariance_floor * jnp.eye(d, dtype=x.dtype)
-  weights = jnp.where(jnp.sum(nk) > 0, nk / jnp.maximum(jnp.sum(nk), tiny), 1.0 / k)
-  return Params(weights, means, covs)
+  covs = jnp.einsum('knd,kne->kde', r.T[:, :, None] * diff, diff) / safe_nk[:, None, None]
+  covs = jnp.where(empty[:, None, None], 0.0, covs) + covariance_floor * jnp.eye(x.shape[-1], dtype=x.dtype)
+  weights = jnp.where(empty, 0.0, nk)
+  return Params(weights / jnp.sum(weights), means, covs)
 
 
-@functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'num_kmeans'))
-def fit_core(key, x, weights, *, num_components: int, num_iters: int = 10, num_kmeans: int = 20,
-             covariance_floor=1e-4) -> Params:
-  """The jittable, vmappable fit (no input checks): x [N, D], weights [N] >= 0."""
+@functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'kmeans_iters'))
+def fit_core(key, x, weights, *, num_components: int, num_iters: int = 10, covariance_floor=1e-4,
+             tol=None, kmeans_iters: int = 20) -> Params:
+  """The jittable, vmappable fit, without input checks: x [N, D] finite, weights [N] >= 0.
+
+  Static: num_components, num_iters, kmeans_iters (Lloyd steps after k-means++). `tol` None runs
+  exactly `num_iters` EM iterations; otherwise at most that many, and at least 2 where num_iters >= 2.
+  All weights zero gives the standard normal (see the module docstring).
+  """
   x = jnp.asarray(x)
   w = jnp.asarray(weights, x.dtype)
+  any_points = jnp.sum(w) > 0
+  w = jnp.where(any_points, w, 1.0)  # no points: fit all of them (NaN-free), then discard the fit
+
   centres = _kmeans_plus_plus(key, x, w, num_components)
-  assign = lambda c: jax.nn.one_hot(jnp.argmin(jnp.sum((x[:, None] - c[None]) ** 2, axis=-1), axis=1),
-                                    num_components, dtype=x.dtype)
 
-  def lloyd(_, c):  # k-means steps: weighted means of the assigned points (empty clusters stay)
-    r = assign(c) * w[:, None]
-    n = jnp.sum(r, axis=0)
-    return jnp.where(n[:, None] > 0, (r.T @ x) / jnp.maximum(n, 1e-30)[:, None], c)
+  def lloyd(_, centres):
+    r = _nearest(x, centres) * w[:, None]
+    n = jnp.sum(r, axis=0)[:, None]
+    return jnp.where(n > 0, (r.T @ x) / jnp.where(n > 0, n, 1.0), centres)
 
-  centres = jax.lax.fori_loop(0, num_kmeans, lloyd, centres)
-  params = _m_step(x, w, assign(centres), centres, covariance_floor)
+  centres = lax.fori_loop(0, kmeans_iters, lloyd, centres)
+  params = _m_step(x, w, _nearest(x, centres), centres, covariance_floor)
 
-  def em(_, params):
-    log_resp = component_log_densities(params, x) + jnp.log(jnp.maximum(params.weights, 1e-30))
-    resp = jnp.exp(log_resp - jax.nn.logsumexp(log_resp, axis=1, keepdims=True))
-    return _m_step(x, w, resp, params.means, covariance_floor)
+  def em_step(state):
+    i, params, _, log_lik = state
+    log_joint = component_log_prob(params, x) + jnp.log(params.weights)  # [N, K]
+    log_norm = jax.nn.logsumexp(log_joint, axis=-1, keepdims=True)
+    resp = jnp.exp(log_joint - log_norm)
+    new_log_lik = jnp.sum(w * log_norm[:, 0]) / jnp.sum(w)  # of `params`, before this M-step
+    return i + 1, _m_step(x, w, resp, params.means, covariance_floor), log_lik, new_log_lik
 
-  return jax.lax.fori_loop(0, num_iters, em, params)
+  def keep_going(state):
+    i, _, previous, log_lik = state
+    if tol is None:
+      return i < num_iters
+    # The change is known from the second iteration on (as in scikit-learn: at least 2 iterations).
+    return (i < num_iters) & ((i < 2) | (jnp.abs(log_lik - previous) >= tol))
+
+  zero = jnp.zeros((), x.dtype)
+  _, params, _, _ = lax.while_loop(keep_going, em_step, (0, params, zero, zero))
+
+  d = x.shape[-1]
+  standard_normal = Params(jnp.full(num_components, 1.0 / num_components, x.dtype),
+                           jnp.zeros((num_components, d), x.dtype),
+                           jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), (num_components, d, d)))
+  return jax.tree.map(lambda a, b: jnp.where(any_points, a, b), params, standard_normal)
 
 
-def fit(key, x, num_components: int, *, num_iters: int = 10, weights=None,
-        covariance_floor: float = 1e-4) -> Params:
-  """Fits a `num_components` Gaussian mixture to x [N, D] (optionally weighted per point)."""
+def fit(key, x, num_components: int, *, num_iters: int = 10, weights=None, covariance_floor: float = 1e-4,
+        tol: float | None = None) -> Params:
+  """Fits a `num_components` Gaussian mixture with full covariances to x [N, D].
+
+  `weights` [N] >= 0 (None: all 1) weight the points; `covariance_floor` is in data units squared;
+  `tol` (None: run all `num_iters` iterations) stops EM early once the mean log-likelihood changes by
+  less than `tol` nats per point. Raises ValueError on input `fit_core` cannot fit.
+  """
   x = np.asarray(x)
-  if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-    raise ValueError(f'x must be a non-empty [N, D] array, got shape {x.shape}')
+  if x.ndim != 2:
+    raise ValueError(f'x must be a 2-D [N, D] array, got rank {x.ndim} (shape {x.shape})')
+  if x.shape[0] == 0 or x.shape[1] == 0:
+    raise ValueError(f'x is empty: shape {x.shape}')
   if not np.issubdtype(x.dtype, np.floating):
     x = x.astype(np.float32)
   if not np.all(np.isfinite(x)):
-    raise ValueError(f'x holds {int(np.sum(~np.isfinite(x)))} NaN or infinite values')
+    raise ValueError(f'x holds {int(np.sum(~np.isfinite(x)))} non-finite values (NaN or inf)')
   if num_components < 1:
     raise ValueError(f'num_components must be >= 1, got {num_components}')
   if num_iters < 0:
     raise ValueError(f'num_iters must be >= 0, got {num_iters}')
-  if covariance_floor <= 0:
+  if not covariance_floor > 0:
     raise ValueError(f'covariance_floor must be positive, got {covariance_floor}')
-  if weights is None:
-    weights = np.ones(x.shape[0], x.dtype)
-  weights = np.asarray(weights, x.dtype)
+  weights = np.ones(x.shape[0], x.dtype) if weights is None else np.asarray(weights, x.dtype)
   if weights.shape != (x.shape[0],):
-    raise ValueError(f'weights must have shape ({x.shape[0]},), got {weights.shape}')
-  if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-    raise ValueError('weights must be finite and non-negative')
+    raise ValueError(f'weights must have shape ({x.shape[0]},) to match x {x.shape}, got {weights.shape}')
+  if not np.all(np.isfinite(weights)):
+    raise ValueError('weights hold non-finite values (NaN or inf)')
+  if np.any(weights < 0):
+    raise ValueError(f'weights must be non-negative, got minimum {weights.min()}')
   if not np.any(weights > 0):
     raise ValueError('no points to fit: every weight is 0')
   return fit_core(key, jnp.asarray(x), jnp.asarray(weights), num_components=num_components,
-                  num_iters=num_iters, covariance_floor=covariance_floor)
+                  num_iters=num_iters, covariance_floor=covariance_floor, tol=tol)

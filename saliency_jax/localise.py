@@ -9,6 +9,8 @@ The paper's pipeline, for an image and its class saliency map:
   4. the largest connected component of the foreground, and its bounding box.
 The paper leaves open every setting below; each is a field of `Settings`, with its default:
   num_components 5 (GrabCut's), gmm_iters 10, covariance_floor 1e-4 (colours scaled to [0, 1]),
+  gmm_samples 2048 (each model is fitted to that many pixels drawn from its seeds: the fit's cost
+  no longer grows with the image; 0 fits all seed pixels),
   pairwise_weight 50 (GrabCut's gamma), connectivity 8, seeds 'hard' (seed pixels keep their
   label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (GrabCut-style
   re-estimation rounds: refit both models on the cut's labels and cut again).
@@ -21,6 +23,7 @@ segmentation that comes out empty, give the full-image box, flagged by the retur
 ('invalid_saliency', 'flat_saliency', 'empty_segment'; else 'ok'): never a crash, never a silent box.
 """
 
+import atexit
 import concurrent.futures
 import dataclasses
 import functools
@@ -44,6 +47,7 @@ class Settings:
   num_components: int = 5
   gmm_iters: int = 10
   covariance_floor: float = 1e-4
+  gmm_samples: int = 2048
   pairwise_weight: float = 50.0
   connectivity: int = 8
   seeds: str = 'hard'
@@ -58,6 +62,7 @@ class Settings:
         (0 <= self.bg_quantile < self.fg_quantile <= 1,
          f'need 0 <= bg_quantile < fg_quantile <= 1, got {self.bg_quantile} and {self.fg_quantile}'),
         (self.num_components >= 1, f'num_components must be >= 1, got {self.num_components}'),
+        (self.gmm_samples >= 0, f'gmm_samples must be >= 0, got {self.gmm_samples}'),
         (self.connectivity in (4, 8), f'connectivity must be 4 or 8, got {self.connectivity}'),
         (self.seeds in ('hard', 'soft'), f"seeds must be 'hard' or 'soft', got {self.seeds!r}"),
         (self.iterations >= 0, f'iterations must be >= 0, got {self.iterations}'),
@@ -163,42 +168,73 @@ def centre_box(shape, fraction: float) -> Result:
 # ----------------------------------------------------------------------------- colour models (device)
 
 
-@functools.partial(jax.jit, static_argnames=('num_components', 'num_iters'))
-def _colour_costs(keys, pixels, fg_weights, bg_weights, *, num_components, num_iters, covariance_floor):
+@functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'samples'))
+def _colour_costs(keys, pixels, fg_weights, bg_weights, *, num_components, num_iters, covariance_floor,
+                  samples):
   """Negative log-likelihoods [B, 2, N] of every pixel under its image's fg and bg colour models.
 
   keys [B] PRNG keys; pixels [B, N, 3] in [0, 1]; fg_weights / bg_weights [B, N] 0/1 masks. The two
-  models of every image are fitted in one vmapped program (fixed shapes, masks as weights).
+  models of every image are fitted in one vmapped program (fixed shapes). samples > 0: each model
+  is fitted to that many pixels drawn (with replacement) from its mask, else to all pixels with
+  the mask as weights.
   """
   fit = functools.partial(gmm.fit_core, num_components=num_components, num_iters=num_iters,
                           covariance_floor=covariance_floor)
 
+  def model_points(key, x, w):
+    if not samples:
+      return x, w
+    total = jnp.sum(w)
+    p = jnp.where(total > 0, w / jnp.maximum(total, 1e-30), 1.0 / w.shape[0])  # empty mask: any pixel
+    idx = jax.random.choice(key, x.shape[0], (samples,), p=p)
+    return x[idx], jnp.ones(samples, x.dtype)
+
   def one_image(key, x, fg_w, bg_w):
-    k_fg, k_bg = jax.random.split(key)
-    params = jax.vmap(fit, in_axes=(0, None, 0))(jnp.stack([k_fg, k_bg]), x, jnp.stack([fg_w, bg_w]))
+    keys = jax.random.split(key, 4)
+    points, weights = jax.vmap(model_points, in_axes=(0, None, 0))(keys[2:], x, jnp.stack([fg_w, bg_w]))
+    params = jax.vmap(fit)(keys[:2], points, weights)
     return -jax.vmap(gmm.log_prob, in_axes=(0, None))(params, x)
 
   return jax.vmap(one_image)(keys, pixels, fg_weights, bg_weights)
 
 
-def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8) -> np.ndarray:
-  """Host wrapper: images uint8 [B, H, W, 3], masks bool [B, H, W] -> costs [B, 2, H, W] (numpy).
+PIXEL_BUCKET = 16384  # images are padded to a multiple of this many pixels: few compiled shapes
 
-  `chunk_size` images per device call (memory ~ chunk x pixels x components); the last chunk is
-  padded by repeating its first image, so that one compiled program serves every chunk.
+
+def _flatten(arrays, which, padded: int) -> np.ndarray:
+  """[len(which), padded, ...]: arrays[i] ([H, W, ...]) flattened over pixels and zero-padded."""
+  flat = [arrays[i].reshape(arrays[i].shape[0] * arrays[i].shape[1], *arrays[i].shape[2:]) for i in which]
+  return np.stack([np.pad(f, ((0, padded - len(f)),) + ((0, 0),) * (f.ndim - 1)) for f in flat])
+
+
+def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8) -> list[np.ndarray]:
+  """Host wrapper: lists of images uint8 [H, W, 3] and masks bool [H, W] (any sizes) and keys [B]
+  -> a list of costs [2, H, W] (numpy): each pixel's -log p under the fg and the bg model.
+
+  The pixels of every image are flattened and padded (zero weight) to a multiple of PIXEL_BUCKET
+  pixels, images of the same padded size go `chunk_size` at a time to the device (memory ~ chunk
+  x pixels x components), and a short last chunk repeats its first image: images of many sizes
+  (VOC) share a few compiled programs.
   """
-  b, h, w, _ = images.shape
-  out = []
-  for start in range(0, b, chunk_size):
-    idx = np.arange(start, min(start + chunk_size, b))
-    idx = np.concatenate([idx, np.full(chunk_size - len(idx), idx[0])]) if b > chunk_size else idx
-    pixels = jnp.asarray(images[idx].reshape(len(idx), h * w, 3), jnp.float32) / 255.0
-    costs = _colour_costs(keys[idx], pixels, jnp.asarray(fg_masks[idx].reshape(len(idx), -1), jnp.float32),
-                          jnp.asarray(bg_masks[idx].reshape(len(idx), -1), jnp.float32),
-                          num_components=s.num_components, num_iters=s.gmm_iters,
-                          covariance_floor=s.covariance_floor)
-    out.append(np.asarray(jax.device_get(costs))[:min(chunk_size, b - start)])
-  return np.concatenate(out).reshape(b, 2, h, w)
+  sizes = [im.shape[0] * im.shape[1] for im in images]
+  buckets: dict[int, list[int]] = {}
+  for i, n in enumerate(sizes):
+    buckets.setdefault(-(-n // PIXEL_BUCKET) * PIXEL_BUCKET, []).append(i)
+  out: list[np.ndarray | None] = [None] * len(images)
+  for padded, members in buckets.items():
+    for start in range(0, len(members), chunk_size):
+      part = members[start:start + chunk_size]
+      batch = chunk_size if len(members) > chunk_size else 1 << (len(part) - 1).bit_length()
+      full = part + [part[0]] * (batch - len(part))  # batch sizes: 1, 2, 4, ..., chunk_size
+      pixels = jnp.asarray(_flatten(images, full, padded), jnp.float32) / 255.0
+      fg = jnp.asarray(_flatten(fg_masks, full, padded), jnp.float32)
+      bg = jnp.asarray(_flatten(bg_masks, full, padded), jnp.float32)
+      costs = _colour_costs(keys[np.asarray(full)], pixels, fg, bg, num_components=s.num_components,
+                            num_iters=s.gmm_iters, covariance_floor=s.covariance_floor, samples=s.gmm_samples)
+      costs = np.asarray(jax.device_get(costs))
+      for j, i in enumerate(part):
+        out[i] = costs[j, :, :sizes[i]].reshape(2, *images[i].shape[:2])
+  return out
 
 
 # ----------------------------------------------------------------------------- the cut (host, pool)
@@ -213,13 +249,29 @@ def _cut(task) -> np.ndarray:
                           bg_seeds=bg if hard else None)
 
 
+@functools.cache
+def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """A process pool kept for the life of the program (starting one costs about a second)."""
+  # 'spawn': the parent runs JAX threads, which a fork would copy in an undefined state.
+  pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'))
+  atexit.register(pool.shutdown, cancel_futures=True)
+  return pool
+
+
 def _map(fn, tasks, workers: int):
   if workers <= 1 or len(tasks) <= 1:
     return [fn(t) for t in tasks]
-  # 'spawn': the parent runs JAX threads, which a fork would copy in an undefined state.
-  context = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-    return list(pool.map(fn, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+  return list(_pool(workers).map(fn, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+
+
+@jax.jit
+def _fold_in(keys, data):
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+
+
+@jax.jit
+def _image_keys(seed, indices):
+  return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(indices)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -229,7 +281,7 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
   """Localises every image from its map: a list of `Result(mask, box, status)`.
 
   images: uint8 [H, W, 3] each (a list, or an array [B, H, W, 3]); maps: [H, W] each, same sizes.
-  GraphCut: the colour models of all images of one size are fitted in one device call; the cuts
+  GraphCut: the colour models of up to 8 images are fitted in one device call; the cuts
   run in `workers` processes (0 or 1: in this process). Results do not depend on `workers` or on
   the batch: image i's random key is `fold_in(key(seed), indices[i])` (indices default 0..B-1).
   """
@@ -258,27 +310,20 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
     else:
       todo.append(i)
       seed_masks[i] = (fg, bg)
-  by_size: dict[tuple, list[int]] = {}
-  for i in todo:
-    by_size.setdefault(pairs[i][0].shape, []).append(i)
-
-  raw = {}
-  for group in by_size.values():
-    images_g = np.stack([pairs[i][0] for i in group])
-    fg_g = np.stack([seed_masks[i][0] for i in group])
-    bg_g = np.stack([seed_masks[i][1] for i in group])
-    keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(s.seed), j))(
-        jnp.asarray([indices[i] for i in group]))
-    fit_fg, fit_bg = fg_g, bg_g
-    for round_ in range(s.iterations + 1):
-      costs = colour_costs(images_g, fit_fg, fit_bg, keys, s)
-      tasks = [(costs[j], images_g[j], fg_g[j], bg_g[j], dataclasses.asdict(s)) for j in range(len(group))]
-      masks = np.stack(_map(_cut, tasks, workers))
-      if round_ < s.iterations:  # GrabCut: refit both models on the current labelling
-        fit_fg, fit_bg = masks, ~masks
-        keys = jax.vmap(lambda k, r=round_: jax.random.fold_in(k, r + 1))(keys)
-    for j, i in enumerate(group):
-      raw[i] = masks[j]
+  if not todo:
+    return results
+  images_t = [pairs[i][0] for i in todo]
+  fg_t, bg_t = [seed_masks[i][0] for i in todo], [seed_masks[i][1] for i in todo]
+  keys = _image_keys(s.seed, jnp.asarray([indices[i] for i in todo]))
+  fit_fg, fit_bg = fg_t, bg_t
+  for round_ in range(s.iterations + 1):
+    costs = colour_costs(images_t, fit_fg, fit_bg, keys, s)
+    tasks = [(c, im, fg, bg, dataclasses.asdict(s)) for c, im, fg, bg in zip(costs, images_t, fg_t, bg_t)]
+    masks = _map(_cut, tasks, workers)
+    if round_ < s.iterations:  # GrabCut: refit both models on the current labelling
+      fit_fg, fit_bg = masks, [~m for m in masks]
+      keys = _fold_in(keys, round_ + 1)
+  raw = dict(zip(todo, masks))
   for i in todo:
     results[i] = _from_mask(raw[i], s.connectivity)
   return results

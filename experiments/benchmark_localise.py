@@ -1,0 +1,143 @@
+"""Localisation speed per stage, against OpenCV's grabCut and scikit-learn's GaussianMixture.
+
+  python experiments/benchmark_localise.py --config configs/benchmark_localise.py --workdir runs/benchmark
+
+Writes `benchmark_localise.json` to the workdir and prints a markdown table. What is measured and
+the cost are in the config's docstring.
+"""
+
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image
+
+from saliency_jax import graphcut, localise, metrics, report, weak_localisation
+from saliency_jax.data import imagenet
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Benchmark config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for benchmark_localise.json.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def images_and_maps(config):
+  """The sample's photos resized to size x size, their boxes, and surrogate maps from the boxes."""
+  sample = pathlib.Path(config.data_dir) / config.sample
+  rng = np.random.default_rng(config.seed)
+  photos, maps, boxes = [], [], []
+  for record in imagenet.sample_records(sample)[:config.num_images]:
+    image = Image.fromarray(imagenet.load_image(record['image_path']))
+    image = np.asarray(image.resize((config.size, config.size), Image.Resampling.BILINEAR))
+    b = imagenet.read_annotation(record['annotation_path'], image_size=(config.size, config.size))['boxes']
+    photos.append(image)
+    boxes.append(b)
+    maps.append(weak_localisation.surrogate_saliency(image.shape[:2], b, rng, noise=config.surrogate_noise))
+  return photos, maps, boxes
+
+
+def median_ms(fn, items, repeats: int) -> float:
+  """Median over items (each timed `repeats` times, the fastest kept) of fn(item), in ms."""
+  per_item = []
+  for item in items:
+    best = float('inf')
+    for _ in range(repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(item))
+      best = min(best, time.perf_counter() - start)
+    per_item.append(best)
+  return 1e3 * statistics.median(per_item)
+
+
+def run(config, workdir: str) -> dict:
+  photos, maps, boxes = images_and_maps(config)
+  s = localise.settings(config.localise)
+  items = []
+  for i, (image, m) in enumerate(zip(photos, maps)):
+    fg, bg, _ = localise.seeds(m, s.fg_quantile, s.bg_quantile)
+    items.append({'i': i, 'image': image, 'map': m, 'fg': fg, 'bg': bg})
+  key = lambda it: jax.random.fold_in(jax.random.key(s.seed), it['i'])[None]
+  colour = lambda it: localise.colour_costs(it['image'][None], it['fg'][None], it['bg'][None], key(it), s,
+                                            chunk_size=1)[0]
+  for it in items:  # compile, and the inputs of the later stages
+    it['costs'] = colour(it)
+    it['edges'] = graphcut.pairwise_weights(it['image'], pairwise_weight=s.pairwise_weight,
+                                            connectivity=s.connectivity)
+    hard = s.seeds == 'hard'
+    it['cut'] = graphcut.segment(it['costs'][0], it['costs'][1], edges=it['edges'],
+                                 fg_seeds=it['fg'] if hard else None, bg_seeds=it['bg'] if hard else None)
+  localise.localise(photos[0], maps[0], s)
+  r = config.repeats
+  ms = {
+      'seeds': median_ms(lambda it: localise.seeds(it['map'], s.fg_quantile, s.bg_quantile), items, r),
+      'colour_models_and_unaries': median_ms(colour, items, r),
+      'pairwise': median_ms(lambda it: graphcut.pairwise_weights(
+          it['image'], pairwise_weight=s.pairwise_weight, connectivity=s.connectivity), items, r),
+      'cut': median_ms(lambda it: graphcut.segment(it['costs'][0], it['costs'][1], edges=it['edges'],
+                                                   fg_seeds=it['fg'], bg_seeds=it['bg']), items, r),
+      'component_and_box': median_ms(lambda it: graphcut.bounding_box(graphcut.largest_component(it['cut'])),
+                                     items, r),
+      'whole_localise': median_ms(lambda it: localise.localise(it['image'], it['map'], s), items, r),
+  }
+  localise.localise_batch(photos[:9], maps[:9], s, workers=config.workers)  # compile, start the pool
+  start = time.perf_counter()
+  ours = localise.localise_batch(photos, maps, s, workers=config.workers)
+  ms['whole_batch_per_image'] = 1e3 * (time.perf_counter() - start) / len(photos)
+  try:
+    import cv2  # noqa: F401
+    for n in (1, 5):
+      ms[f'opencv_grabcut_{n}'] = median_ms(
+          lambda it, n=n: weak_localisation.opencv_grabcut(it['image'], it['fg'], it['bg'], n), items, r)
+  except ImportError:
+    pass
+  try:
+    from sklearn.mixture import GaussianMixture
+
+    def sklearn_fits(it):
+      x = it['image'].reshape(-1, 3).astype(np.float32) / 255
+      for mask in (it['fg'], it['bg']):
+        GaussianMixture(s.num_components, covariance_type='full', max_iter=s.gmm_iters,
+                        reg_covar=s.covariance_floor, random_state=0).fit(x[mask.ravel()])
+
+    ms['sklearn_gmm_fits'] = median_ms(sklearn_fits, items[:max(1, len(items) // 4)], 1)
+  except ImportError:
+    pass
+
+  iou = lambda box, b: float(metrics.box_iou(np.asarray(box, np.float64)[None], b).max())
+  quality = {'ours_mean_box_iou': float(np.mean([iou(o.box, b) for o, b in zip(ours, boxes)]))}
+  if 'opencv_grabcut_1' in ms:
+    for n in (1, 5):
+      got = []
+      for it, b in zip(items, boxes):
+        cut = weak_localisation.opencv_grabcut(it['image'], it['fg'], it['bg'], n)
+        mask = graphcut.largest_component(cut)
+        got.append(iou(graphcut.bounding_box(mask) or (0, 0, config.size, config.size), b))
+      quality[f'opencv_grabcut_{n}_mean_box_iou'] = float(np.mean(got))
+  out = {'config': config.to_dict(), 'milliseconds_per_image': ms, 'quality': quality,
+         'device': {'jax_backend': jax.default_backend(), 'cpu_count': os.cpu_count(),
+                    'python': platform.python_version(), 'jax': jax.__version__},
+         'load_average': os.getloadavg()[0]}
+  if 'opencv_grabcut_1' in ms:
+    out['whole_over_one_opencv_iteration'] = ms['whole_localise'] / ms['opencv_grabcut_1']
+  report.write_json(pathlib.Path(workdir) / 'benchmark_localise.json', out)
+  print('| stage | ms / image |\n|---|---|')
+  for k, v in ms.items():
+    print(f'| {k} | {v:.1f} |')
+  print(quality)
+  return out
+
+
+def main(argv):
+  del argv
+  jnp.zeros(())  # initialise JAX before the timings
+  run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

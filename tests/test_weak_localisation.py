@@ -1,0 +1,57 @@
+"""The Sect. 3.2 experiment end to end on a few real images, and its surrogate maps."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT, SHARED_DATA, shared_data
+
+from saliency_jax import weak_localisation
+
+
+def _config():
+  spec = importlib.util.spec_from_file_location('config', ROOT / 'configs' / 'localise_cifar_resnet.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data_dir = str(SHARED_DATA)
+  config.num_images = 6
+  config.num_figure = 2
+  config.workers = 0
+  keep = ('graphcut', 'threshold_20', 'full_image')
+  for name in list(config.methods):
+    if name not in keep:
+      del config.methods[name]
+  return config
+
+
+def test_experiment_writes_every_method_and_the_opencv_comparison(tmp_path):
+  pytest.importorskip('torch', reason="needs torch (the optional extra: pip install 'saliency-jax[torch]')")
+  pytest.importorskip('cv2', reason="needs OpenCV (the test extra: pip install 'saliency-jax[test]')")
+  shared_data('imagenet-val-sample')
+  out = weak_localisation.run(_config(), str(tmp_path), log=lambda *_: None)
+  assert set(out['methods']) == {'graphcut', 'threshold_20', 'full_image'}
+  for r in out['methods'].values():
+    assert r['num_images'] == 6 and 0 <= r['gt_known_accuracy'] <= 1
+    assert np.isclose(r['gt_known_accuracy'], np.mean(np.asarray(r['iou']) >= 0.5))
+  full = out['methods']['full_image']
+  assert full['status'] == {'ok': 6}
+  for name in ('voc-raccoon', 'voc-kangaroo'):
+    r = out['segmentation_vs_opencv'][name]
+    assert r['num_images'] == 6
+    assert set(r['mean_box_iou']) == {'ours', 'opencv_grabcut_1', 'opencv_grabcut_5'}
+  saved = json.loads((tmp_path / 'localisation.json').read_text())
+  assert saved['methods']['graphcut']['gt_known_accuracy'] == out['methods']['graphcut']['gt_known_accuracy']
+  assert (tmp_path / 'localisation.png').stat().st_size > 0
+  assert '| graphcut |' in (tmp_path / 'localisation.md').read_text()
+
+
+def test_surrogate_saliency_peaks_inside_the_box():
+  rng = np.random.default_rng(0)
+  m = weak_localisation.surrogate_saliency((40, 60), np.array([[10, 5, 30, 25]]), rng, noise=0.0)
+  y, x = np.unravel_index(np.argmax(m), m.shape)
+  assert 10 <= x < 30 and 5 <= y < 25
+  assert m.max() == pytest.approx(1.0, abs=0.01) and m.min() >= 0
+  noisy = weak_localisation.surrogate_saliency((40, 60), np.array([[10, 5, 30, 25]]), rng, noise=0.5)
+  assert 0 < np.abs(noisy - m).max() <= 0.5
