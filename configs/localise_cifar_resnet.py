@@ -36,12 +36,12 @@ def get_config():
       'graphcut_soft_seeds': {**graphcut, 'seeds': 'soft'},
       'graphcut_grabcut_3': {**graphcut, 'iterations': 3},
       'graphcut_soft_grabcut_3': {**graphcut, 'seeds': 'soft', 'iterations': 3},
-      'graphcut_gamma_10': {**graphcut, 'pairwise_weight': 10.0},
+      'graphcut_gamma_50': {**graphcut, 'pairwise_weight': 50.0},  # GrabCut's gamma
       'graphcut_gamma_25': {**graphcut, 'pairwise_weight': 25.0},
       'graphcut_gamma_200': {**graphcut, 'pairwise_weight': 200.0},
-      'graphcut_soft_gamma_10': {**graphcut, 'seeds': 'soft', 'pairwise_weight': 10.0},
+      'graphcut_4_connected_gamma_50': {**graphcut, 'connectivity': 4, 'pairwise_weight': 50.0},
       'graphcut_all_seed_pixels': {**graphcut, 'gmm_samples': 0},
-      'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},
+      'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},  # not the paper's 95%
       'graphcut_4_connected': {**graphcut, 'connectivity': 4},
       'threshold_15': {'method': 'threshold', 'threshold': 0.15},
       'threshold_20': {'method': 'threshold', 'threshold': 0.2},

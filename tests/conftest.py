@@ -1,5 +1,6 @@
 """Shared fixtures: paths to ../shared/data and skips when an extra or the data is absent."""
 
+import importlib.util
 import os
 import pathlib
 
@@ -8,6 +9,14 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get('SALIENCY_JAX_DATA', ROOT.parent / 'shared' / 'data'))
+
+
+def load_config(name: str):
+  """`get_config()` of configs/<name>.py (configs are files, not a package)."""
+  spec = importlib.util.spec_from_file_location(name, ROOT / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def shared_data(*parts: str) -> pathlib.Path:

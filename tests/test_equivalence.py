@@ -1,21 +1,17 @@
 """The Sect. 4 report end to end, on a tiny configuration (seconds, not the experiment's minutes)."""
 
-import importlib.util
 import json
 
 import jax.numpy as jnp
 import numpy as np
-from conftest import ROOT, SHARED_DATA
+from conftest import SHARED_DATA, load_config
 from flax import nnx
 
 from saliency_jax import equivalence, models
 
 
 def _tiny_config():
-  spec = importlib.util.spec_from_file_location('config', ROOT / 'configs' / 'deconvnet_vs_gradient.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config('deconvnet_vs_gradient')
   config.data_dir = str(SHARED_DATA)
   config.synthetic.image_size = 32
   config.synthetic.num_train = 64

@@ -1,20 +1,16 @@
 """The Sect. 3.2 experiment end to end on a few real images, and its surrogate maps."""
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_DATA, shared_data
+from conftest import SHARED_DATA, load_config, shared_data
 
 from saliency_jax import weak_localisation
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location('config', ROOT / 'configs' / 'localise_cifar_resnet.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config('localise_cifar_resnet')
   config.data_dir = str(SHARED_DATA)
   config.num_images = 6
   config.num_figure = 2
