@@ -262,7 +262,9 @@ def method_maps(model, x, labels) -> dict[str, np.ndarray]:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman rank correlation of two maps (flattened)."""
+  """Spearman rank correlation of two maps (flattened); 0 when either map is constant (undefined)."""
+  if np.ptp(a) == 0 or np.ptp(b) == 0:
+    return 0.0
   rho = scipy.stats.spearmanr(np.ravel(a), np.ravel(b)).statistic
   return float(rho) if np.isfinite(rho) else 0.0
 
