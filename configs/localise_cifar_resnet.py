@@ -30,19 +30,15 @@ def get_config():
   config.voc_sets = ('voc-raccoon', 'voc-kangaroo')
   config.surrogate_noise = 0.5
 
-  graphcut = {'method': 'graphcut'}  # the localise.Settings defaults: the paper's pipeline
+  graphcut = {'method': 'graphcut'}  # the localise.Settings defaults: 3 re-estimation rounds
   config.methods = ml_collections.ConfigDict({
       'graphcut': graphcut,
+      'graphcut_single_cut': {**graphcut, 'iterations': 0},  # the paper as written: one cut
       'graphcut_soft_seeds': {**graphcut, 'seeds': 'soft'},
-      'graphcut_grabcut_3': {**graphcut, 'iterations': 3},
-      'graphcut_soft_grabcut_3': {**graphcut, 'seeds': 'soft', 'iterations': 3},
-      'graphcut_gamma_50': {**graphcut, 'pairwise_weight': 50.0},  # GrabCut's gamma
-      'graphcut_gamma_25': {**graphcut, 'pairwise_weight': 25.0},
-      'graphcut_gamma_200': {**graphcut, 'pairwise_weight': 200.0},
-      'graphcut_4_connected_gamma_50': {**graphcut, 'connectivity': 4, 'pairwise_weight': 50.0},
-      'graphcut_all_seed_pixels': {**graphcut, 'gmm_samples': 0},
-      'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},  # not the paper's 95%
+      'graphcut_single_cut_soft_seeds': {**graphcut, 'seeds': 'soft', 'iterations': 0},
       'graphcut_4_connected': {**graphcut, 'connectivity': 4},
+      'graphcut_gamma_50': {**graphcut, 'pairwise_weight': 50.0},  # GrabCut's gamma
+      'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},  # not the paper's 95%
       'threshold_15': {'method': 'threshold', 'threshold': 0.15},
       'threshold_20': {'method': 'threshold', 'threshold': 0.2},
       'full_image': {'method': 'full'},

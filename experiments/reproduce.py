@@ -3,7 +3,7 @@
   python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from saliency_jax import pipeline
@@ -15,8 +15,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   results = pipeline.run(_CONFIG.value, _WORKDIR.value)
-  print({k: v for k, v in results.items() if k != 'config'})
+  print(f"\ntest accuracy {results['test_accuracy']:.3f}\n")
+  print(pipeline.table(results))
+  print(f'\nmetrics.json, report.md and figures in {_WORKDIR.value}')
 
 
 if __name__ == '__main__':

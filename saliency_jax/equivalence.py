@@ -22,7 +22,7 @@ import scipy.stats
 from flax import nnx
 
 from saliency_jax import deconvnet, layers, models, report, saliency, train, weights
-from saliency_jax.data import imagenet, synthetic
+from saliency_jax.data import imagenet, synthetic, transforms
 
 METHODS = ('gradient', 'deconvnet', 'guided')
 NETWORKS = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained', 'resnet_random')
@@ -169,8 +169,10 @@ def image_dependence_row(name: str, model, images, tol: float) -> dict:
 def trained_small_convnet(config, log=print):
   """A SmallConvNet trained on the synthetic set for `config.synthetic.steps` steps; its test data."""
   c = config.synthetic
-  train_data = synthetic.dataset(c.num_train, split='train', seed=config.seed, image_size=c.image_size)
-  test = synthetic.dataset(c.num_test, split='test', seed=config.seed, image_size=c.image_size)
+  train_data = transforms.load(synthetic.SyntheticSource(c.num_train, split='train', seed=config.seed,
+                                                         image_size=c.image_size))
+  test = transforms.load(synthetic.SyntheticSource(c.num_test, split='test', seed=config.seed,
+                                                   image_size=c.image_size))
   mean = train_data['images'].reshape(-1, 3).mean(0) / 255.0
   prep = lambda images: (images.astype(np.float32) / 255.0 - mean).astype(np.float32)
   model = models.SmallConvNet(len(synthetic.CLASSES), stages=c.stages, rngs=nnx.Rngs(config.seed))
@@ -222,7 +224,8 @@ def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]
   c = config.proof
   key = jax.random.key(config.seed)
   size = config.synthetic.image_size
-  synth = synthetic.dataset(c.num_images, split='test', seed=config.seed, image_size=size)['images']
+  synth = transforms.load(synthetic.SyntheticSource(c.num_images, split='test', seed=config.seed,
+                                                    image_size=size))['images']
   names = {n for entry in c.networks for n in entry.split(',') if n}  # also accepts 'a,b' from a flag
   if names - set(NETWORKS):
     raise ValueError(f'unknown networks {sorted(names - set(NETWORKS))}; expected some of {NETWORKS}')

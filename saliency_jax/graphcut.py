@@ -107,13 +107,3 @@ def largest_component(mask, *, connectivity: int = 8) -> np.ndarray:
     return mask.copy()
   sizes = np.bincount(labels.ravel())[1:]
   return labels == 1 + int(np.argmax(sizes))
-
-
-def bounding_box(mask) -> tuple[int, int, int, int] | None:
-  """(x0, y0, x1, y1) of a bool mask's True pixels, x1 / y1 exclusive; None when empty."""
-  rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-  if not rows.any():
-    return None
-  y0, y1 = np.flatnonzero(rows)[[0, -1]]
-  x0, x1 = np.flatnonzero(cols)[[0, -1]]
-  return int(x0), int(y0), int(x1) + 1, int(y1) + 1

@@ -1,91 +1,237 @@
-"""The main job: data -> trained net -> saliency maps -> metrics, figure and report.
+"""The main job: data -> trained net -> saliency maps -> localisation -> metrics, figures, report.
 
 `run(config, workdir)` is what `experiments/reproduce.py` calls; every number comes from the
-config (see configs/quickstart.py).
+config (configs/quickstart.py documents the fields). Each stage keeps what it made in the workdir
+(the loaded data, orbax checkpoints of the training), so an interrupted run resumes.
+  1. data: the config's source (`saliency_jax.data.make_source`), resized, both splits;
+  2. training (or resuming) with `train.train_and_evaluate`; test accuracy;
+  3. 10-crop saliency maps (paper Sect. 3.1) of each test image's top-k classes, in one call per
+     chunk (one forward, k backward passes), and of its true class;
+  4. localisation (Sect. 3.2) of every map by each method of `config.localise` (the GraphCut
+     pipeline and the baselines); ILSVRC top-1 / top-k localisation error and GT-known box
+     accuracy;
+  5. the Sect. 4 summary on the trained net: DeconvNet reconstruction == VJP with the DeconvNet
+     ReLU rule, and how far gradient, DeconvNet and guided maps agree;
+  6. metrics.json, report.md, saliency.png (like the paper's Fig. 2) and localisation.png
+     (Fig. 3: image, map, seeds, mask, box against the ground truth).
 """
 
+import hashlib
+import json
 import pathlib
 import time
 
 import jax
 import numpy as np
-from flax import nnx
 
-from saliency_jax import metrics, models, report, saliency, train
-from saliency_jax.data import synthetic
+from saliency_jax import deconvnet, equivalence, localise, metrics, report, saliency, train
+from saliency_jax.data import make_source, transforms
 
 
-def run(config, workdir: str) -> dict:
-  """Trains on the synthetic set, maps the test images' top-1 saliency; returns the metrics."""
+def load_data(config, workdir: pathlib.Path, log=print) -> dict:
+  """Both splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config."""
+  key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+  out = {}
+  for split in ('train', 'test'):
+    path = workdir / 'data' / f'{split}-{key}.npz'
+    if path.exists():
+      with np.load(path, allow_pickle=False) as f:
+        arrays = dict(f)
+      out[split] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
+                    'boxes': _split_ragged(arrays['boxes'], arrays['box_counts']),
+                    'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']), 'bad': []}
+      continue
+    source = make_source(config.data, split)
+    loaded = transforms.load(source, config.data.image_size, skip_bad=config.data.skip_bad, progress=True,
+                             desc=f'data {split}')
+    if loaded['bad']:
+      log(f'{split}: skipped {len(loaded["bad"])} bad records, first: {loaded["bad"][0]}')
+    counts = np.array([len(b) for b in loaded['boxes']])
+    arrays = {'images': loaded['images'], 'labels': loaded['labels'], 'box_counts': counts,
+              'boxes': np.concatenate(loaded['boxes']), 'box_labels': np.concatenate(loaded['box_labels'])}
+    if 'masks' in loaded:
+      arrays['masks'] = loaded['masks']
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp.npz')
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    out[split] = {**loaded, 'masks': loaded.get('masks')}
+  return out
+
+
+def _split_ragged(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+  return np.split(flat, np.cumsum(counts)[:-1])
+
+
+def input_statistics(config, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The normalisation: config.data.mean / std, or the training set's mean colour and std 1 (the
+  paper's zero-centring)."""
+  if config.data.get('mean') is not None:
+    return np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
+  return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
+
+
+def localisation(config, images, labels, gt_labels, gt_boxes, top_classes, top_maps, true_maps, log=print):
+  """Every method of config.localise on the true-class maps (GT-known) and the top-k maps (ILSVRC).
+
+  Returns ({method: metrics}, {method: true-class results}).
+  """
+  n, k = top_classes.shape
+  out, kept = {}, {}
+  for name, settings in config.localise.items():
+    t = time.perf_counter()
+    true = localise.localise_batch(list(images), list(true_maps), settings, workers=config.workers)
+    top = localise.localise_batch([im for im in images for _ in range(k)], list(top_maps.reshape(n * k, *top_maps.shape[2:])),
+                                  settings, workers=config.workers,
+                                  indices=[n + i for i in range(n * k)])
+    guesses = [[(int(top_classes[i, j]), top[i * k + j].box) for j in range(k)] for i in range(n)]
+    statuses = {}
+    for r in true + top:
+      statuses[r.status] = statuses.get(r.status, 0) + 1
+    out[name] = {
+        'gt_known_box_accuracy': metrics.gt_known_accuracy([r.box for r in true], gt_labels, gt_boxes, labels),
+        'top1_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=1),
+        f'top{k}_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=k),
+        'status': statuses, 'seconds': time.perf_counter() - t,
+    }
+    kept[name] = true
+    log(f"localise {name}: GT-known {out[name]['gt_known_box_accuracy']:.3f}, "
+        f"top-1 error {out[name]['top1_loc_error']:.3f}, top-{k} error {out[name][f'top{k}_loc_error']:.3f} "
+        f"({out[name]['seconds']:.1f} s)")
+  return out, kept
+
+
+def deconvnet_summary(model, x, labels) -> dict:
+  """Sect. 4 on the trained net: explicit DeconvNet vs VJP, and the three rules' maps compared."""
+  compared = deconvnet.compare(model, x, neurons=labels)
+  maps = equivalence.method_maps(model, x, labels)
+  rho = {f'gradient_vs_{m}': float(np.mean([equivalence.spearman(a, b) for a, b in zip(maps['gradient'], maps[m])]))
+         for m in maps if m != 'gradient'}
+  return {'num_images': int(len(x)),
+          'deconvnet_explicit_vs_vjp_relative': compared['deconvnet_explicit_vs_vjp']['relative'],
+          'gradient_explicit_vs_grad_relative': compared['gradient_explicit_vs_grad']['relative'],
+          'gradient_vs_deconvnet_relative': compared['gradient_vs_deconvnet']['relative'],
+          'spearman': rho}
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """The main job; returns the metrics written to workdir/metrics.json."""
   workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  seconds = {}
   t0 = time.perf_counter()
-  data = {split: synthetic.dataset(n, split=split, seed=config.seed, image_size=config.image_size,
-                                   scale=tuple(config.object_scale))
-          for split, n in (('train', config.num_train), ('test', config.num_test))}
-  # Zero-centred inputs, as the paper's net was trained on: subtract the training mean colour.
-  mean = data['train']['images'].reshape(-1, 3).mean(0) / 255.0
-  prep = lambda images: (images.astype(np.float32) / 255.0 - mean).astype(np.float32)
-  t_data = time.perf_counter() - t0
+  data = load_data(config, workdir, log)
+  seconds['data'] = time.perf_counter() - t0
+  mean, std = input_statistics(config, data['train']['images'])
+  prep = lambda images: transforms.normalise(images, mean, std)
+  splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')}
 
-  model = models.SmallConvNet(len(synthetic.CLASSES), stages=config.model.stages, hidden=config.model.hidden,
-                              rngs=nnx.Rngs(config.seed))
-  log = train.fit(model, prep(data['train']['images']), data['train']['labels'], steps=config.steps,
-                  batch_size=config.batch_size, learning_rate=config.learning_rate,
-                  weight_decay=config.weight_decay, seed=config.seed)
-  t_train = time.perf_counter() - t0 - t_data
+  t0 = time.perf_counter()
+  model, trained = train.train_and_evaluate(config, workdir, splits)
+  seconds['train'] = time.perf_counter() - t0
+  log(f"test accuracy {trained['test_accuracy']:.3f} ({trained['steps']} steps, resumed from "
+      f"{trained['resumed_from']})")
 
   test = data['test']
-  x = prep(test['images'])
-  accuracy = train.accuracy(model, x, test['labels'])
-  t1 = time.perf_counter()
-  classes, _, maps = saliency.top_k_saliency(model, x, k=1, crop_size=config.crop_size,
-                                             chunk_size=config.chunk_size)
-  maps = np.asarray(jax.device_get(maps[:, 0]))
-  t_saliency = time.perf_counter() - t1
-  classes = np.asarray(classes[:, 0])
+  n = len(test['images']) if not config.num_eval else min(config.num_eval, len(test['images']))
+  images, labels, x = test['images'][:n], test['labels'][:n], splits['test']['images'][:n]
+  gt_labels, gt_boxes = test['box_labels'][:n], test['boxes'][:n]
+  t0 = time.perf_counter()
+  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=config.crop_size,
+                                                     chunk_size=config.chunk_size)
+  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=config.crop_size,
+                                         chunk_size=config.chunk_size)
+  top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
+  true_maps = np.asarray(jax.device_get(true_maps))[:, 0]
+  seconds['saliency'] = time.perf_counter() - t0
 
-  hits = metrics.pointing_hits(maps, test['masks'], tolerance=config.pointing_tolerance)
-  centre = np.zeros_like(maps)
-  centre[:, config.image_size // 2, config.image_size // 2] = 1
-  centre_hits = metrics.pointing_hits(centre, test['masks'], tolerance=config.pointing_tolerance)
-  inside = metrics.mass_inside(maps, test['masks'])
-  area = test['masks'].mean(axis=(1, 2))
+  t0 = time.perf_counter()
+  loc, kept = localisation(config, images, labels, gt_labels, gt_boxes, top_classes, top_maps, true_maps, log)
+  seconds['localisation'] = time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  m = min(config.num_deconvnet, n)
+  sect4 = deconvnet_summary(model, x[:m], labels[:m])
+  seconds['deconvnet'] = time.perf_counter() - t0
+
   results = {
-      'test_accuracy': accuracy,
-      'train_final_loss': float(np.mean([r['loss'] for r in log[-50:]])),
-      'pointing_game': float(hits.mean()),
-      'pointing_game_centre_baseline': float(centre_hits.mean()),
-      'saliency_mass_on_object': float(inside.mean()),
-      'object_area_fraction': float(area.mean()),
-      'num_test': int(len(x)),
-      'seconds': {'data': t_data, 'train': t_train, 'saliency': t_saliency},
-      'saliency_images_per_second': len(x) / t_saliency,
+      'test_accuracy': trained['test_accuracy'],
+      'top1_accuracy_eval': float(np.mean(top_classes[:, 0] == labels)),
+      f'top{config.top_k}_accuracy_eval': float(np.mean((top_classes == labels[:, None]).any(1))),
+      'num_train': int(len(data['train']['images'])), 'num_test': int(len(test['images'])), 'num_eval': n,
+      'localisation': loc,
+      'deconvnet_vs_gradient': sect4,
+      'training': trained,
+      'seconds': seconds,
       'config': config.to_dict(),
   }
+  if test['masks'] is not None:
+    masks = test['masks'][:n]
+    results['pointing_game'] = float(metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance).mean())
+    results['saliency_mass_on_object'] = float(metrics.mass_inside(true_maps, masks).mean())
+    results['object_area_fraction'] = float(masks.mean())
   report.write_json(workdir / 'metrics.json', results)
-  n = config.num_figure
-  titles = [f'true {synthetic.CLASSES[t]} / top-1 {synthetic.CLASSES[p]}'
-            for t, p in zip(test['labels'][:n], classes[:n])]
-  report.saliency_figure(workdir / 'saliency.png', test['images'][:n], maps[:n], titles, test['masks'][:n])
-  report.write_atomic(workdir / 'report.md', _markdown(results))
+
+  classes = config.class_names if config.get('class_names') else [str(c) for c in range(config.num_classes)]
+  num = min(config.num_figure, n)
+  titles = [f'{classes[t]} (top-1 {classes[p]})' for t, p in zip(labels[:num], top_classes[:num, 0])]
+  report.saliency_figure(workdir / 'saliency.png', images[:num], true_maps[:num], titles,
+                         None if test['masks'] is None else test['masks'][:num])
+  graphcut = config.figure_method
+  s = localise.settings(config.localise[graphcut])
+  report.localisation_figure(workdir / 'localisation.png', images[:num], true_maps[:num],
+                             [localise.seeds(mp, s.fg_quantile, s.bg_quantile)[:2] for mp in true_maps[:num]],
+                             kept[graphcut][:num], gt_boxes[:num], titles)
+  report.write_atomic(workdir / 'report.md', markdown(results))
   return results
 
 
-def _markdown(r: dict) -> str:
-  return '\n'.join([
-      '# Quickstart: class saliency on the synthetic set',
+def table(results: dict) -> str:
+  """The localisation table (markdown)."""
+  k = results['config']['top_k']
+  lines = [f'| method | GT-known box accuracy | top-1 loc. error | top-{k} loc. error |', '| --- | --- | --- | --- |']
+  for name, r in results['localisation'].items():
+    lines.append(f"| {name} | {r['gt_known_box_accuracy']:.3f} | {r['top1_loc_error']:.3f} | "
+                 f"{r[f'top{k}_loc_error']:.3f} |")
+  return '\n'.join(lines)
+
+
+def markdown(r: dict) -> str:
+  k = r['config']['top_k']
+  d = r['deconvnet_vs_gradient']
+  lines = [
+      f"# {r['config'].get('name', 'Experiment')}: saliency, localisation, DeconvNet vs gradient",
       '',
-      f"Test accuracy {r['test_accuracy']:.3f} on {r['num_test']} images (photos unseen in training).",
+      f"Test accuracy {r['test_accuracy']:.3f} on {r['num_test']} images; top-{k} "
+      f"{r[f'top{k}_accuracy_eval']:.3f} on the {r['num_eval']} evaluated.",
       '',
-      '| measure | saliency (10-crop, top-1 class) | baseline |',
-      '| --- | --- | --- |',
-      f"| pointing game (max on object) | {r['pointing_game']:.3f} | centre pixel "
-      f"{r['pointing_game_centre_baseline']:.3f} |",
-      f"| map mass on object | {r['saliency_mass_on_object']:.3f} | uniform map "
-      f"{r['object_area_fraction']:.3f} |",
+      '## Localisation (paper Sect. 3.2)',
       '',
-      f"Saliency: {r['saliency_images_per_second']:.1f} images/s (10 crops each).",
+      'GT-known: the box from the true class\'s map, IoU >= 0.5 with a ground-truth box of that class. '
+      f'ILSVRC error: top-1 / top-{k} classes each with its map\'s box; an image counts as localised when '
+      'one guess has a right class and IoU >= 0.5.',
+      '',
+      table(r),
+      '',
+  ]
+  if 'pointing_game' in r:
+    lines += [f"Pointing game (true class, tolerance {r['config']['pointing_tolerance']} px): "
+              f"{r['pointing_game']:.3f}; map mass on the object {r['saliency_mass_on_object']:.3f} "
+              f"(object area {r['object_area_fraction']:.3f}).", '']
+  lines += [
+      '## DeconvNet vs gradient (paper Sect. 4)',
+      '',
+      f"On {d['num_images']} test images: explicit DeconvNet reconstruction vs the VJP with the DeconvNet "
+      f"ReLU rule, relative max difference {d['deconvnet_explicit_vs_vjp_relative']:.1e}; explicit "
+      f"backprop vs jax.grad {d['gradient_explicit_vs_grad_relative']:.1e}; gradient vs DeconvNet "
+      f"{d['gradient_vs_deconvnet_relative']:.2f} (they differ at the ReLUs). Spearman of the maps: "
+      + ', '.join(f'{k_} {v:.2f}' for k_, v in d['spearman'].items()) + '.',
       '',
       '![saliency](saliency.png)',
       '',
-  ])
+      '![localisation](localisation.png)',
+      '',
+      'Seconds: ' + ', '.join(f'{k_} {v:.0f}' for k_, v in r['seconds'].items()),
+      '',
+  ]
+  return '\n'.join(lines)

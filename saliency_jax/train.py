@@ -1,15 +1,28 @@
-"""Training a classifier with optax: cross-entropy on the unnormalised scores.
+"""Training a classifier with optax: cross-entropy on the unnormalised scores, orbax checkpoints.
 
-`fit` is the small in-memory loop the demo uses (arrays in, trained model out); every setting
-is keyword-only and comes from the caller's config.
+`train_and_evaluate(config, workdir)` trains the model the config names on the config's data,
+checkpoints to `workdir/checkpoints` with orbax every `train.checkpoint_every` steps (and when
+interrupted), resumes from the latest checkpoint on the next call, logs to `workdir/train_log.jsonl`,
+and evaluates test accuracy. Batch order and augmentation are pure functions of (seed, step) and
+the dropout stream is part of the checkpoint, so a resumed run computes the parameters an
+uninterrupted one would.
+
+`fit` is the small in-memory loop over arrays (no checkpoints) for notebooks and tests.
 """
+
+import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
+
+from saliency_jax import models
+from saliency_jax.data import transforms
 
 
 def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
@@ -17,24 +30,29 @@ def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(scores, labels).mean()
 
 
-def augment(key: jax.Array, images: jax.Array) -> jax.Array:
-  """Random left-right flips and brightness / contrast jitter of normalised images [B, H, W, C]."""
-  k_flip, k_gain, k_bias = jax.random.split(key, 3)
-  b = images.shape[0]
+def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0) -> jax.Array:
+  """Random left-right flips, shifts by up to max_shift px (edge padded) and brightness / contrast
+  jitter of normalised images [B, H, W, C]."""
+  k_flip, k_gain, k_bias, k_shift = jax.random.split(key, 4)
+  b, h, w, _ = images.shape
   flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
   images = jnp.where(flip, images[:, :, ::-1], images)
+  if max_shift:
+    padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode='edge')
+    shifts = jax.random.randint(k_shift, (b, 2), 0, 2 * max_shift + 1)
+    images = jax.vmap(lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (h, w, x.shape[-1])))(padded, shifts)
   gain = jax.random.uniform(k_gain, (b, 1, 1, 1), minval=0.8, maxval=1.2)
   bias = jax.random.uniform(k_bias, (b, 1, 1, 1), minval=-0.2, maxval=0.2)
   return images * gain + bias
 
 
-@nnx.jit
-def train_step(model, optimizer, key, images, labels):
+@nnx.jit(static_argnames='max_shift')
+def train_step(model, optimizer, key, images, labels, *, max_shift: int = 0):
   """One optimiser step on a batch; returns (loss, accuracy) before the step."""
-  images = augment(key, images)
+  images = augment(key, images, max_shift=max_shift)
 
   def loss_fn(model):
-    scores = model(images)
+    scores = model(images)  # dropout draws from the model's own stream, saved with the checkpoint
     return cross_entropy(scores, labels), scores
 
   (loss, scores), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -57,28 +75,138 @@ def accuracy(model, images, labels, *, batch_size: int = 256) -> float:
   return hits / len(images)
 
 
+# ----------------------------------------------------------------------------- from a config
+
+
+def make_model(config, num_classes: int) -> nnx.Module:
+  """The model `config.model.name` of `saliency_jax.models`, with the other fields as arguments."""
+  kwargs = dict(config.model.to_dict() if hasattr(config.model, 'to_dict') else config.model)
+  name = kwargs.pop('name')
+  if not hasattr(models, name):
+    raise ValueError(f'unknown model {name!r} in config.model.name')
+  kwargs = {k: tuple(map(tuple, v)) if k == 'stages' else tuple(v) if isinstance(v, list) else v
+            for k, v in kwargs.items()}
+  return getattr(models, name)(num_classes=num_classes, **kwargs, rngs=nnx.Rngs(config.seed))
+
+
+def make_schedule(t) -> optax.Schedule:
+  """config.train: schedule 'cosine' (after `warmup_steps` of linear warm-up), 'step' (x0.1 at 50% and
+  75% of the steps) or 'constant'."""
+  if t.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1))
+  if t.schedule == 'step':
+    return optax.piecewise_constant_schedule(t.learning_rate, {t.steps // 2: 0.1, 3 * t.steps // 4: 0.1})
+  if t.schedule == 'constant':
+    return optax.constant_schedule(t.learning_rate)
+  raise ValueError(f"config.train.schedule must be 'cosine', 'step' or 'constant', got {t.schedule!r}")
+
+
+def make_optimizer(t) -> optax.GradientTransformation:
+  """config.train: optimizer 'adamw' or 'sgd' (momentum, decoupled weight decay as in the paper's SGD)."""
+  schedule = make_schedule(t)
+  if t.optimizer == 'adamw':
+    return optax.adamw(schedule, weight_decay=t.weight_decay)
+  if t.optimizer == 'sgd':
+    return optax.chain(optax.add_decayed_weights(t.weight_decay), optax.sgd(schedule, momentum=t.momentum))
+  raise ValueError(f"config.train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
+
+
+def _saveable(tree):
+  """Typed PRNG keys (dropout streams) as raw uint32 data, which orbax can write."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x,
+                      tree)
+
+
+def _restore_into(target, restored):
+  return jax.tree.map(lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t))
+                      if jnp.issubdtype(t.dtype, jax.dtypes.prng_key) else jnp.asarray(r, t.dtype), target, restored)
+
+
+def _state(model, optimizer) -> dict:
+  return {'model': nnx.to_pure_dict(nnx.state(model)), 'optimizer': nnx.to_pure_dict(nnx.state(optimizer))}
+
+
+def _load_state(model, optimizer, pure: dict) -> None:
+  for obj, part in ((model, 'model'), (optimizer, 'optimizer')):
+    state = nnx.state(obj)
+    nnx.replace_by_pure_dict(state, pure[part])
+    nnx.update(obj, state)
+
+
+def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, stop_at: int | None = None):
+  """Trains (or resumes) the config's model on data['train'], evaluates on data['test'].
+
+  data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]}, 'test': likewise}.
+  config: seed, model (name + arguments), train (optimizer, learning_rate, momentum, weight_decay,
+  schedule, warmup_steps, steps, batch_size, max_shift, checkpoint_every, log_every), num_classes.
+  stop_at: end after that step, checkpointed, as an interruption would (tests; chunked runs).
+  Returns (model in inference mode, {'test_accuracy', 'steps', 'resumed_from', 'final_loss'}).
+  """
+  t = config.train
+  workdir = pathlib.Path(workdir)
+  model = make_model(config, config.num_classes)
+  optimizer = nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+  start = 0
+  with ocp.CheckpointManager((workdir / 'checkpoints').absolute(), options=options) as manager:
+    latest = manager.latest_step()
+    if latest is not None:
+      target = _saveable(_state(model, optimizer))
+      restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
+      _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
+      start = latest
+    images, labels = data['train']['images'], data['train']['labels']
+    end = t.steps if stop_at is None else min(stop_at, t.steps)
+    key = jax.random.key(config.seed)
+    log_path = workdir / 'train_log.jsonl'
+    losses = []
+    model.train()
+    step = start
+    bar = tqdm(total=t.steps, initial=start, desc='train', disable=not progress, mininterval=2.0)
+    try:
+      with log_path.open('a') as log:
+        for step in range(start, end):
+          idx = transforms.batch_indices(len(images), t.batch_size, step, config.seed)
+          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images[idx]),
+                                 jnp.asarray(labels[idx]), max_shift=t.max_shift)
+          losses.append(float(loss))
+          bar.update()
+          if (step + 1) % t.log_every == 0 or step + 1 == end:
+            log.write(json.dumps({'step': step + 1, 'loss': float(loss), 'batch_accuracy': float(acc)}) + '\n')
+            log.flush()
+            bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}')
+          if (step + 1) % t.checkpoint_every == 0 and step + 1 < end:
+            manager.save(step + 1, args=ocp.args.StandardSave(_saveable(_state(model, optimizer))))
+        step = end
+    finally:  # an interruption keeps the finished steps
+      bar.close()
+      if step > (manager.latest_step() or 0):
+        manager.save(step, args=ocp.args.StandardSave(_saveable(_state(model, optimizer))), force=True)
+      manager.wait_until_finished()
+  model.eval()
+  result = {'steps': int(step), 'resumed_from': int(start),
+            'final_loss': float(np.mean(losses[-50:])) if losses else None}
+  if step == t.steps:
+    result['test_accuracy'] = accuracy(model, data['test']['images'], data['test']['labels'])
+  return model, result
+
+
 def fit(model, images: np.ndarray, labels: np.ndarray, *, steps: int, batch_size: int, learning_rate: float,
         weight_decay: float, seed: int, progress: bool = True) -> list[dict]:
   """Trains `model` in place with AdamW and a cosine schedule; returns the per-step log.
 
-  images: normalised float32 [N, H, W, C]; labels int [N]. Batches are drawn without
-  replacement from a permutation renewed each epoch, all from `jax.random.key(seed)`.
+  images: normalised float32 [N, H, W, C]; labels int [N]. Batches come from
+  `transforms.batch_indices`, keys from `jax.random.key(seed)`.
   """
-  if len(images) < batch_size:
-    raise ValueError(f'batch_size {batch_size} is larger than the {len(images)} training images')
-  schedule = optax.cosine_decay_schedule(learning_rate, steps)
-  optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=weight_decay), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, optax.adamw(optax.cosine_decay_schedule(learning_rate, steps),
+                                               weight_decay=weight_decay), wrt=nnx.Param)
   key = jax.random.key(seed)
   model.train()
-  log, order, pos = [], np.array([], int), 0
+  log = []
   for step in tqdm(range(steps), desc='train', disable=not progress, mininterval=2.0):
-    if pos + batch_size > len(order):
-      key, k_perm = jax.random.split(key)
-      order, pos = np.asarray(jax.random.permutation(k_perm, len(images))), 0
-    idx = order[pos:pos + batch_size]
-    pos += batch_size
-    key, k_step = jax.random.split(key)
-    loss, acc = train_step(model, optimizer, k_step, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
+    idx = transforms.batch_indices(len(images), batch_size, step, seed)
+    loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images[idx]),
+                           jnp.asarray(labels[idx]))
     log.append({'step': step, 'loss': float(loss), 'accuracy': float(acc)})
   model.eval()
   return log

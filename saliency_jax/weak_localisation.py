@@ -204,7 +204,7 @@ def segmentation_vs_opencv(config, log=print) -> dict:
       for it, m, r in zip(items, maps, ours):
         fg, bg, _ = localise.seeds(m, s.fg_quantile, s.bg_quantile)
         mask = graphcut.largest_component(opencv_grabcut(it['image'], fg, bg, iterations, config.seed))
-        box = graphcut.bounding_box(mask) or (0, 0, m.shape[1], m.shape[0])
+        box = metrics.boxes_from_mask(mask) or (0, 0, m.shape[1], m.shape[0])
         boxes.append(best_iou(box, it))
         ious.append(metrics.mask_iou(mask, r.mask))
       seconds[key] = (time.perf_counter() - t) / n

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from saliency_jax import graphcut
+from saliency_jax import graphcut, metrics
 
 
 def _energy(labels, fg_cost, bg_cost, edges):
@@ -47,7 +47,7 @@ def test_two_region_image_is_recovered_and_smoothing_removes_noise():
   smooth = graphcut.segment(fg_cost, bg_cost, image, pairwise_weight=50.0)
   assert (pixelwise != truth).sum() > 100
   assert (smooth != truth).sum() <= 5
-  assert graphcut.bounding_box(graphcut.largest_component(smooth)) == (15, 10, 40, 30)
+  assert metrics.boxes_from_mask(graphcut.largest_component(smooth)) == (15, 10, 40, 30)
 
 
 def test_hard_seeds_override_the_unaries():
@@ -81,9 +81,8 @@ def test_largest_component_and_box():
   mask[4:7, 5:9] = True  # 12 pixels
   mask[3, 4] = True  # touches the big one diagonally only
   big = graphcut.largest_component(mask, connectivity=4)
-  assert big.sum() == 12 and graphcut.bounding_box(big) == (5, 4, 9, 7)
+  assert big.sum() == 12 and metrics.boxes_from_mask(big) == (5, 4, 9, 7)
   assert graphcut.largest_component(mask, connectivity=8).sum() == 13
-  assert graphcut.bounding_box(np.zeros((3, 3), bool)) is None
   assert not graphcut.largest_component(np.zeros((3, 3), bool)).any()
 
 

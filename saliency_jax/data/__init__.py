@@ -1,1 +1,76 @@
-"""Datasets and readers: synthetic images, ImageNet (ILSVRC) samples and their annotations."""
+"""Data sources: the embedded synthetic set, VOC / ILSVRC XML folders, tensorflow-datasets.
+
+Every source is random-access: `len(source)`, `source[i]` -> {'image' uint8 [H, W, 3], 'label',
+'boxes' float32 [N, 4] (x0, y0, x1, y1, pixels, x1 / y1 exclusive), 'box_labels' int32 [N], 'id'}.
+`make_source(config, split)` builds the one a data config names; `transforms` has what they share.
+"""
+
+import pathlib
+
+import numpy as np
+
+
+class Concat:
+  """Several sources (sharing one class list) one after the other."""
+
+  def __init__(self, sources):
+    self.sources = list(sources)
+    self._starts = np.cumsum([0] + [len(s) for s in self.sources])
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, i: int) -> dict:
+    if not 0 <= i < len(self):
+      raise IndexError(f'index {i} out of range for {len(self)} examples')
+    k = int(np.searchsorted(self._starts, i, side='right') - 1)
+    return self.sources[k][i - int(self._starts[k])]
+
+
+class Subset:
+  """The examples `indices` of a source."""
+
+  def __init__(self, source, indices):
+    self.source, self.indices = source, [int(i) for i in indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> dict:
+    return self.source[self.indices[i]]
+
+
+def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> np.ndarray:
+  """A fixed train / test partition of range(num): a seeded permutation, the first
+  round(test_fraction * num) indices are the test split. Sorted."""
+  if split not in ('train', 'test'):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  order = np.random.default_rng([seed, num]).permutation(num)
+  n_test = int(round(test_fraction * num))
+  return np.sort(order[:n_test] if split == 'test' else order[n_test:])
+
+
+def make_source(config, split: str):
+  """The source a data config names (`config.name`) for a split ('train' or 'test').
+
+  synthetic: num_train / num_test, seed, image_size, num_classes, scale, occlusion.
+  voc: data_dir, folders (VOC folders, one class each or sharing `classes`), classes, test_fraction,
+    seed: the folders concatenated, split by a seeded permutation.
+  tfds: name (e.g. 'voc/2007'), data_dir, split names (train_split / test_split): see `data.tfds`.
+  """
+  if config.name == 'synthetic':
+    from saliency_jax.data import synthetic
+    return synthetic.SyntheticSource(config.num_train if split == 'train' else config.num_test, split=split,
+                                     seed=config.seed, image_size=config.image_size,
+                                     num_classes=config.num_classes, scale=tuple(config.scale),
+                                     occlusion=config.occlusion)
+  if config.name == 'voc':
+    from saliency_jax.data import voc
+    root = pathlib.Path(config.data_dir)
+    whole = Concat([voc.VOCSource(root / folder, classes=tuple(config.classes)) for folder in config.folders])
+    return Subset(whole, split_indices(len(whole), split, test_fraction=config.test_fraction, seed=config.seed))
+  if config.name == 'tfds':
+    from saliency_jax.data import tfds
+    return tfds.TfdsSource(config.dataset, split=config.train_split if split == 'train' else config.test_split,
+                           data_dir=config.get('data_dir'))
+  raise ValueError(f"unknown data source {config.name!r}: 'synthetic', 'voc' or 'tfds'")

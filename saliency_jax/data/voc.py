@@ -1,9 +1,17 @@
-"""PASCAL VOC style folders (`JPEGImages/*.jpg` + `Annotations/*.xml`) as a random-access source.
+"""PASCAL VOC / ILSVRC XML folders as a random-access source.
 
 `VOCSource(root)`: `len(source)`, `source[i]` -> {'image' uint8 [H, W, 3], 'label' (the first
 object's class index), 'boxes' float32 [N, 4] (x0, y0, x1, y1) in pixels of the image as read,
-x1 / y1 exclusive, 'box_labels' int32 [N], 'id'}. VOC XML indices are 1-based; when the XML's
-<size> differs from the image read (a resized copy), boxes are rescaled to the image read.
+x1 / y1 exclusive, 'box_labels' int32 [N], 'id'}.
+
+Layouts: PASCAL VOC (`JPEGImages/` + `Annotations/`, 1-based indices; the default) and ILSVRC
+(`layout='ilsvrc'`: `images/` + `annotations/`, 0-based, e.g. ../shared/data/imagenet-val-sample).
+When the XML's <size> differs from the image read (a resized copy, as in the ImageNet sample whose
+<size> is the original), boxes are rescaled to the image read.
+
+A malformed XML raises an error naming the file; with `skip_bad=True` such records are left out
+and listed in `source.bad` ((id, message) pairs). An unreadable image raises, naming the file,
+when it is read (`transforms.load(..., skip_bad=True)` skips and counts those).
 """
 
 import os
@@ -14,32 +22,41 @@ import numpy as np
 from saliency_jax.data import imagenet
 
 _SUFFIXES = ('.jpg', '.jpeg', '.png')
+LAYOUTS = {'voc': ('JPEGImages', 'Annotations', True), 'ilsvrc': ('images', 'annotations', False)}
 
 
 class VOCSource:
-  """A VOC folder. `classes`: the class names in label order (default: sorted names found)."""
+  """An XML folder. `classes`: the class names in label order (default: sorted names found)."""
 
-  def __init__(self, root: str | os.PathLike, classes=None):
+  def __init__(self, root: str | os.PathLike, classes=None, *, layout: str = 'voc', skip_bad: bool = False):
+    if layout not in LAYOUTS:
+      raise ValueError(f'layout must be one of {tuple(LAYOUTS)}, got {layout!r}')
     self.root = pathlib.Path(root)
-    images_dir, annotations_dir = self.root / 'JPEGImages', self.root / 'Annotations'
-    for d in (images_dir, annotations_dir):
+    images_name, annotations_name, self.one_based = LAYOUTS[layout]
+    images_dir, self._annotations_dir = self.root / images_name, self.root / annotations_name
+    for d in (images_dir, self._annotations_dir):
       if not d.is_dir():
-        raise FileNotFoundError(f'{d} is not a folder (expected {self.root}/JPEGImages and Annotations)')
+        raise FileNotFoundError(f'{d} is not a folder (expected {self.root}/{images_name} and {annotations_name})')
     images = {p.stem: p for p in images_dir.iterdir() if p.suffix.lower() in _SUFFIXES}
-    missing = sorted(i for i in images if not (annotations_dir / f'{i}.xml').is_file())
+    missing = sorted(i for i in images if not self._annotation(i).is_file())
     if missing:
       raise ValueError(f'{len(missing)} images in {images_dir} have no annotation: {", ".join(missing[:5])}')
-    self.ids = sorted(images)
     self._images = images
-    if classes is None:
-      names = set()
-      for i in self.ids:
-        names.update(imagenet.read_annotation(self._annotation(i), one_based=True)['names'])
-      classes = sorted(names)
-    self.classes = tuple(classes)
+    self.bad: list[tuple[str, str]] = []
+    names, ids = set(), []
+    for i in sorted(images):
+      try:
+        names.update(imagenet.read_annotation(self._annotation(i), one_based=self.one_based)['names'])
+        ids.append(i)
+      except ValueError as e:
+        if not skip_bad:
+          raise
+        self.bad.append((i, str(e)))
+    self.ids = ids
+    self.classes = tuple(sorted(names) if classes is None else classes)
 
   def _annotation(self, image_id: str) -> pathlib.Path:
-    return self.root / 'Annotations' / f'{image_id}.xml'
+    return self._annotations_dir / f'{image_id}.xml'
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -48,7 +65,7 @@ class VOCSource:
     image_id = self.ids[i]
     image = imagenet.load_image(self._images[image_id])
     h, w = image.shape[:2]
-    annotation = imagenet.read_annotation(self._annotation(image_id), image_size=(w, h), one_based=True)
+    annotation = imagenet.read_annotation(self._annotation(image_id), image_size=(w, h), one_based=self.one_based)
     unknown = sorted(set(annotation['names']) - set(self.classes))
     if unknown:
       raise ValueError(f'{self._annotation(image_id)}: classes {unknown} not in {self.classes}')

@@ -1,0 +1,118 @@
+"""What every source shares: resizing (boxes and masks with the image), crops, flips,
+normalisation, loading a source into arrays, and a deterministic, seedable batcher.
+
+A source is anything random-access: `len(source)` and `source[i]` -> {'image' uint8 [H, W, 3],
+'label', 'boxes' [N, 4] (x0, y0, x1, y1, pixels, x1 / y1 exclusive), 'box_labels' [N], 'id'},
+optionally 'mask' bool [H, W].
+"""
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+
+def resize(example: dict, size: int | tuple[int, int]) -> dict:
+  """The example with its image resized (squashed) to size (H, W) and boxes / mask scaled with it."""
+  h, w = (size, size) if isinstance(size, int) else size
+  image = example['image']
+  ih, iw = image.shape[:2]
+  out = dict(example)
+  if (ih, iw) != (h, w):
+    out['image'] = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    boxes = np.asarray(example['boxes'], np.float32).reshape(-1, 4)
+    out['boxes'] = boxes * np.array([w / iw, h / ih, w / iw, h / ih], np.float32)
+    if 'mask' in example:
+      out['mask'] = np.asarray(Image.fromarray(example['mask']).resize((w, h), Image.Resampling.NEAREST))
+  return out
+
+
+def normalise(images, mean, std=(1.0, 1.0, 1.0)) -> np.ndarray:
+  """uint8 images [..., 3] -> float32 (x / 255 - mean) / std."""
+  x = np.asarray(images, np.float32) / 255.0
+  return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
+
+
+def centre_crop(images, size: int) -> np.ndarray:
+  """The centred size x size crop of images [..., H, W, C]."""
+  h, w = images.shape[-3:-1]
+  if size > min(h, w):
+    raise ValueError(f'crop size {size} is larger than the images ({h}x{w})')
+  top, left = (h - size) // 2, (w - size) // 2
+  return images[..., top:top + size, left:left + size, :]
+
+
+def random_crop_and_flip(rng: np.random.Generator, images: np.ndarray, size: int,
+                         flip: bool = True) -> np.ndarray:
+  """A random size x size crop of each image [B, H, W, C], mirrored with probability 1/2."""
+  b, h, w = images.shape[:3]
+  if size > min(h, w):
+    raise ValueError(f'crop size {size} is larger than the images ({h}x{w})')
+  tops, lefts = rng.integers(0, h - size + 1, b), rng.integers(0, w - size + 1, b)
+  flips = rng.uniform(size=b) < 0.5 if flip else np.zeros(b, bool)
+  out = np.empty((b, size, size) + images.shape[3:], images.dtype)
+  for i in range(b):
+    crop = images[i, tops[i]:tops[i] + size, lefts[i]:lefts[i] + size]
+    out[i] = crop[:, ::-1] if flips[i] else crop
+  return out
+
+
+def load(source, size: int | None = None, *, skip_bad: bool = False, progress: bool = False,
+         desc: str = 'load') -> dict:
+  """Every example of a source, resized to `size` (None: as read; all must then share one size).
+
+  Returns {'images' uint8 [N, H, W, 3], 'labels' int32 [N], 'boxes' list of [M, 4],
+  'box_labels' list of [M], 'ids' list, 'masks' bool [N, H, W] when every example has one,
+  'bad' list of (index, error message)}. A record that fails to load raises an error naming it,
+  or with skip_bad is left out and listed in 'bad'.
+  """
+  items, bad = [], []
+  for i in tqdm(range(len(source)), desc=desc, disable=not progress, mininterval=2.0):
+    try:
+      example = source[i]
+    except (OSError, ValueError) as e:
+      if not skip_bad:
+        raise ValueError(f'record {i} of {type(source).__name__}: {e}') from e
+      bad.append((i, str(e)))
+      continue
+    items.append(resize(example, size) if size else example)
+  if not items:
+    raise ValueError(f'no usable records in {type(source).__name__} ({len(bad)} bad)')
+  shapes = {e['image'].shape for e in items}
+  if len(shapes) > 1:
+    raise ValueError(f'images of different sizes {sorted(shapes)[:3]}...: pass a size')
+  out = {'images': np.stack([e['image'] for e in items]),
+         'labels': np.asarray([e['label'] for e in items], np.int32),
+         'boxes': [np.asarray(e['boxes'], np.float32).reshape(-1, 4) for e in items],
+         'box_labels': [np.asarray(e['box_labels'], np.int32) for e in items],
+         'ids': [e['id'] for e in items], 'bad': bad}
+  if all('mask' in e for e in items):
+    out['masks'] = np.stack([e['mask'] for e in items])
+  return out
+
+
+def batch_indices(num: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+  """The example indices of training batch `step`: a pure function of (num, batch_size, step, seed).
+
+  Epoch e visits a permutation drawn from (seed, e) without replacement; a batch never spans two
+  epochs (the epoch's last incomplete batch is dropped). Pure, so a resumed run sees the batches
+  an uninterrupted one would.
+  """
+  if not 0 < batch_size <= num:
+    raise ValueError(f'batch_size must be in 1..{num} (the number of examples), got {batch_size}')
+  per_epoch = num // batch_size
+  epoch, pos = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(num)
+  return order[pos * batch_size:(pos + 1) * batch_size]
+
+
+def batches(arrays: dict, batch_size: int, *, seed: int, start_step: int = 0, num_steps: int | None = None):
+  """Yields (step, {name: array[batch indices]}) for steps start_step, start_step + 1, ...
+
+  arrays: equal-length arrays (e.g. images and labels); the order comes from `batch_indices`.
+  """
+  num = len(next(iter(arrays.values())))
+  step = start_step
+  while num_steps is None or step < start_step + num_steps:
+    idx = batch_indices(num, batch_size, step, seed)
+    yield step, {k: v[idx] for k, v in arrays.items()}
+    step += 1

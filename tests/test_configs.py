@@ -1,0 +1,47 @@
+"""Every config loads; the experiment configs' variants build their models."""
+
+import pathlib
+
+import jax
+import pytest
+from conftest import ROOT, load_config
+
+from saliency_jax import train
+
+CONFIGS = sorted(p.stem for p in (ROOT / 'configs').glob('*.py'))
+VARIANTS = ('cpu', 'gpu', 'tpu')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_loads_with_a_docstring_naming_its_command(name):
+  config = load_config(name)
+  assert config.to_dict()
+  text = (ROOT / 'configs' / f'{name}.py').read_text()
+  assert f'configs/{name}.py' in text.split('"""')[1], 'the docstring gives the exact command'
+
+
+def _experiment_configs():
+  return [n for n in CONFIGS if 'model' in load_config(n)]
+
+
+@pytest.mark.parametrize('name', _experiment_configs())
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_variants_change_only_sizes_and_build_the_model(name, variant):
+  base, config = load_config(name), load_config(name, variant)
+  assert config.model.to_dict() == base.model.to_dict()
+  assert config.data.name == base.data.name
+  model = train.make_model(config, config.num_classes)
+  size = config.crop_size or config.data.image_size
+  scores = jax.eval_shape(lambda x: model(x), jax.ShapeDtypeStruct((1, size, size, 3), 'float32'))
+  assert scores.shape == (1, config.num_classes)
+
+
+def test_unknown_variant_is_named():
+  with pytest.raises(ValueError, match="variant must be"):
+    load_config('quickstart', 'fpga')
+
+
+def test_experiment_configs_exist():
+  assert {'quickstart', 'voc_raccoon_kangaroo', 'ilsvrc2012_vgg16', 'ilsvrc2013_paper_net',
+          'cifar_resnet_imagenet_sample'} <= set(CONFIGS)
+  assert pathlib.Path(ROOT / 'experiments' / 'reproduce.py').is_file()

@@ -1,0 +1,47 @@
+"""The main job end to end on a tiny config: outputs, metrics against the localisation module, resume."""
+
+import json
+
+import numpy as np
+from conftest import load_config
+
+from saliency_jax import pipeline
+
+
+def _tiny():
+  config = load_config('quickstart')
+  config.data.update({'image_size': 32, 'num_train': 64, 'num_test': 6, 'num_classes': 3})
+  config.num_classes = 3
+  config.class_names = config.class_names[:3]
+  config.model.stages = ((4,), (8,))
+  config.train.update({'steps': 3, 'batch_size': 16, 'warmup_steps': 1, 'checkpoint_every': 2})
+  config.crop_size = 28
+  config.top_k = 2
+  config.num_deconvnet = 2
+  config.num_figure = 2
+  config.workers = 0
+  config.localise = {'graphcut': {'method': 'graphcut', 'iterations': 1}, 'full_image': {'method': 'full'}}
+  return config
+
+
+def test_main_job_end_to_end_and_resume(tmp_path):
+  config = _tiny()
+  results = pipeline.run(config, tmp_path, log=lambda *_: None)
+  for name in ('metrics.json', 'report.md', 'saliency.png', 'localisation.png', 'train_log.jsonl'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  saved = json.loads((tmp_path / 'metrics.json').read_text())
+  assert 0 <= saved['test_accuracy'] <= 1 and saved['num_eval'] == 6
+  assert set(saved['localisation']) == {'graphcut', 'full_image'}
+  for r in saved['localisation'].values():
+    assert {'gt_known_box_accuracy', 'top1_loc_error', 'top2_loc_error'} <= set(r)
+    assert r['top2_loc_error'] <= r['top1_loc_error']  # more guesses can only help
+  # Objects cover 20-60% of the side: the full-image box never reaches IoU 0.5 with them.
+  assert saved['localisation']['full_image']['gt_known_box_accuracy'] == 0.0
+  assert saved['deconvnet_vs_gradient']['deconvnet_explicit_vs_vjp_relative'] < 1e-4
+  assert 'graphcut' in (tmp_path / 'report.md').read_text()
+
+  again = pipeline.run(config, tmp_path, log=lambda *_: None)  # cached data, finished training
+  assert again['training']['resumed_from'] == config.train.steps
+  assert again['test_accuracy'] == results['test_accuracy']
+  np.testing.assert_equal(again['localisation']['graphcut']['gt_known_box_accuracy'],
+                          results['localisation']['graphcut']['gt_known_box_accuracy'])
