@@ -9,8 +9,8 @@ and the paper's quantile seeds: milliseconds per image (median over images of th
 weights, the cut, component and box, the whole call), the batched call with a process pool per
 image, OpenCV's grabCut from the same hard seeds (1 and 5 iterations) and scikit-learn's
 GaussianMixture on the same seed pixels; and the mean box IoU with the ground truth of ours and
-OpenCV's. `whole_localise` is the default pipeline (3 re-estimation rounds),
-`whole_localise_single_cut` the paper's single cut. Goal: the whole localisation of one image
+OpenCV's. `whole_localise` is the default (the paper's single cut), `whole_localise_grabcut_3`
+with 3 GrabCut re-estimation rounds. Goal: the whole localisation of one image
 faster than one OpenCV grabCut iteration at equal or better box IoU. Measured result: see the README.
 """
 

@@ -30,12 +30,13 @@ def get_config():
   config.voc_sets = ('voc-raccoon', 'voc-kangaroo')
   config.surrogate_noise = 0.5
 
-  graphcut = {'method': 'graphcut'}  # the localise.Settings defaults: 3 re-estimation rounds
+  graphcut = {'method': 'graphcut'}  # the localise.Settings defaults: the paper's pipeline
   config.methods = ml_collections.ConfigDict({
       'graphcut': graphcut,
-      'graphcut_single_cut': {**graphcut, 'iterations': 0},  # the paper as written: one cut
+      'graphcut_grabcut_3': {**graphcut, 'iterations': 3},  # 3 GrabCut re-estimation rounds
       'graphcut_soft_seeds': {**graphcut, 'seeds': 'soft'},
-      'graphcut_single_cut_soft_seeds': {**graphcut, 'seeds': 'soft', 'iterations': 0},
+      'graphcut_soft_seeds_grabcut_3': {**graphcut, 'seeds': 'soft', 'iterations': 3},
+      'graphcut_fg_floor_50': {**graphcut, 'fg_floor': 0.5},
       'graphcut_4_connected': {**graphcut, 'connectivity': 4},
       'graphcut_gamma_50': {**graphcut, 'pairwise_weight': 50.0},  # GrabCut's gamma
       'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},  # not the paper's 95%

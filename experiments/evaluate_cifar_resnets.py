@@ -1,7 +1,7 @@
 """Real CIFAR-10 ResNets: JAX import vs PyTorch, and top-1 on ImageNet photos mapped to CIFAR-10.
 
   PYTHONPATH=. python experiments/evaluate_cifar_resnets.py \
-      --config configs/cifar_resnet_imagenet_sample.py --workdir runs/cifar_resnets
+      --config configs/cifar_resnet_import_check.py --workdir runs/cifar_resnets
 
 Writes `cifar_resnets.json` to the workdir (atomically, after every checkpoint) and prints a
 markdown table. What is measured, the cost and the result are in the config's docstring.

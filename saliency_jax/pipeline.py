@@ -22,28 +22,58 @@ import pathlib
 import time
 
 import jax
+import ml_collections
 import numpy as np
 
 from saliency_jax import deconvnet, equivalence, localise, metrics, report, saliency, train
 from saliency_jax.data import make_source, transforms
 
 
+def default_config() -> ml_collections.ConfigDict:
+  """The settings every main-job config shares, with their defaults; configs add data, model,
+  train (or checkpoint) and change what they need."""
+  config = ml_collections.ConfigDict()
+  config.name = 'experiment'
+  config.seed = 0
+  config.num_eval = 0  # test images to map and localise (0: all)
+  config.top_k = 5  # classes per image for the ILSVRC localisation error
+  config.crop_size = 0  # 10-crop maps from crops of this size (0: the whole image, one map)
+  config.localise_size = 0  # localise on the test images at this size (0: data.image_size)
+  config.chunk_size = 100  # images per saliency call
+  config.localise = localise.standard_methods()
+  config.figure_method = 'graphcut'  # the method drawn in localisation.png
+  config.workers = 2  # processes for the graph cuts
+  config.num_deconvnet = 16  # test images for the Sect. 4 summary
+  config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
+  config.num_figure = 8
+  config.class_names = ()
+  return config
+
+
 def load_data(config, workdir: pathlib.Path, log=print) -> dict:
-  """Both splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config."""
+  """The splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config.
+
+  'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint`), and 'photos':
+  the test split at `localise_size` when set (localisation on larger images than the net sees).
+  """
   key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+  wanted = [('test', 'test', config.data.image_size)]
+  if not config.get('checkpoint'):
+    wanted.insert(0, ('train', 'train', config.data.image_size))
+  if config.get('localise_size'):
+    wanted.append(('photos', 'test', config.localise_size))
   out = {}
-  for split in ('train', 'test'):
-    path = workdir / 'data' / f'{split}-{key}.npz'
+  for name, split, size in wanted:
+    path = workdir / 'data' / f'{name}-{size}-{key}.npz'
     if path.exists():
       with np.load(path, allow_pickle=False) as f:
         arrays = dict(f)
-      out[split] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
+      out[name] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
                     'boxes': _split_ragged(arrays['boxes'], arrays['box_counts']),
                     'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']), 'bad': []}
       continue
     source = make_source(config.data, split)
-    loaded = transforms.load(source, config.data.image_size, skip_bad=config.data.skip_bad, progress=True,
-                             desc=f'data {split}')
+    loaded = transforms.load(source, size, skip_bad=config.data.skip_bad, progress=True, desc=f'data {name}')
     if loaded['bad']:
       log(f'{split}: skipped {len(loaded["bad"])} bad records, first: {loaded["bad"][0]}')
     counts = np.array([len(b) for b in loaded['boxes']])
@@ -55,7 +85,7 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
     tmp = path.with_suffix('.tmp.npz')
     np.savez(tmp, **arrays)
     tmp.replace(path)
-    out[split] = {**loaded, 'masks': loaded.get('masks')}
+    out[name] = {**loaded, 'masks': loaded.get('masks')}
   return out
 
 
@@ -63,7 +93,21 @@ def _split_ragged(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
   return np.split(flat, np.cumsum(counts)[:-1])
 
 
-def input_statistics(config, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pretrained(config):
+  """The model of `config.checkpoint` (kind 'cifar_resnet' or 'torchvision_vgg16', path), inference mode."""
+  from saliency_jax import weights
+  kind, path = config.checkpoint.kind, pathlib.Path(config.checkpoint.path).expanduser()
+  if not path.is_file():
+    raise FileNotFoundError(f'config.checkpoint.path: no checkpoint at {path}')
+  loaders = {'cifar_resnet': weights.load_cifar_resnet, 'torchvision_vgg16': weights.load_torchvision_vgg16}
+  if kind not in loaders:
+    raise ValueError(f'config.checkpoint.kind must be one of {sorted(loaders)}, got {kind!r}')
+  model = loaders[kind](path)
+  model.eval()
+  return model
+
+
+def input_statistics(config, images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
   """The normalisation: config.data.mean / std, or the training set's mean colour and std 1 (the
   paper's zero-centring)."""
   if config.data.get('mean') is not None:
@@ -122,12 +166,19 @@ def run(config, workdir: str, log=print) -> dict:
   t0 = time.perf_counter()
   data = load_data(config, workdir, log)
   seconds['data'] = time.perf_counter() - t0
-  mean, std = input_statistics(config, data['train']['images'])
+  mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None)
   prep = lambda images: transforms.normalise(images, mean, std)
-  splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')}
+  splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')
+            if s in data}
 
   t0 = time.perf_counter()
-  model, trained = train.train_and_evaluate(config, workdir, splits)
+  if config.get('checkpoint'):
+    model = pretrained(config)
+    trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0,
+               'test_accuracy': train.accuracy(model, splits['test']['images'], splits['test']['labels'],
+                                               crop=config.get('eval_crop', 0))}
+  else:
+    model, trained = train.train_and_evaluate(config, workdir, splits)
   seconds['train'] = time.perf_counter() - t0
   log(f"test accuracy {trained['test_accuracy']:.3f} ({trained['steps']} steps, resumed from "
       f"{trained['resumed_from']})")
@@ -137,13 +188,18 @@ def run(config, workdir: str, log=print) -> dict:
   images, labels, x = test['images'][:n], test['labels'][:n], splits['test']['images'][:n]
   gt_labels, gt_boxes = test['box_labels'][:n], test['boxes'][:n]
   t0 = time.perf_counter()
-  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=config.crop_size,
+  crop = config.crop_size or None
+  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
                                                      chunk_size=config.chunk_size)
-  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=config.crop_size,
-                                         chunk_size=config.chunk_size)
+  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop, chunk_size=config.chunk_size)
   top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
   true_maps = np.asarray(jax.device_get(true_maps))[:, 0]
   seconds['saliency'] = time.perf_counter() - t0
+  if 'photos' in data:  # localise on the larger images, maps resized onto them
+    images, gt_boxes = data['photos']['images'][:n], data['photos']['boxes'][:n]
+    size = images.shape[1:3]
+    true_maps = np.stack([localise.resize_map(mp, size) for mp in true_maps])
+    top_maps = np.stack([[localise.resize_map(mp, size) for mp in row] for row in top_maps])
 
   t0 = time.perf_counter()
   loc, kept = localisation(config, images, labels, gt_labels, gt_boxes, top_classes, top_maps, true_maps, log)
@@ -158,14 +214,14 @@ def run(config, workdir: str, log=print) -> dict:
       'test_accuracy': trained['test_accuracy'],
       'top1_accuracy_eval': float(np.mean(top_classes[:, 0] == labels)),
       f'top{config.top_k}_accuracy_eval': float(np.mean((top_classes == labels[:, None]).any(1))),
-      'num_train': int(len(data['train']['images'])), 'num_test': int(len(test['images'])), 'num_eval': n,
+      'num_train': int(len(data['train']['images'])) if 'train' in data else 0, 'num_test': int(len(test['images'])), 'num_eval': n,
       'localisation': loc,
       'deconvnet_vs_gradient': sect4,
       'training': trained,
       'seconds': seconds,
       'config': config.to_dict(),
   }
-  if test['masks'] is not None:
+  if test['masks'] is not None and 'photos' not in data:
     masks = test['masks'][:n]
     results['pointing_game'] = float(metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance).mean())
     results['saliency_mass_on_object'] = float(metrics.mass_inside(true_maps, masks).mean())
@@ -176,11 +232,11 @@ def run(config, workdir: str, log=print) -> dict:
   num = min(config.num_figure, n)
   titles = [f'{classes[t]} (top-1 {classes[p]})' for t, p in zip(labels[:num], top_classes[:num, 0])]
   report.saliency_figure(workdir / 'saliency.png', images[:num], true_maps[:num], titles,
-                         None if test['masks'] is None else test['masks'][:num])
+                         None if test['masks'] is None or 'photos' in data else test['masks'][:num])
   graphcut = config.figure_method
   s = localise.settings(config.localise[graphcut])
   report.localisation_figure(workdir / 'localisation.png', images[:num], true_maps[:num],
-                             [localise.seeds(mp, s.fg_quantile, s.bg_quantile)[:2] for mp in true_maps[:num]],
+                             [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in true_maps[:num]],
                              kept[graphcut][:num], gt_boxes[:num], titles)
   report.write_atomic(workdir / 'report.md', markdown(results))
   return results
@@ -189,10 +245,11 @@ def run(config, workdir: str, log=print) -> dict:
 def table(results: dict) -> str:
   """The localisation table (markdown)."""
   k = results['config']['top_k']
-  lines = [f'| method | GT-known box accuracy | top-1 loc. error | top-{k} loc. error |', '| --- | --- | --- | --- |']
+  top_k = f' top-{k} loc. error |' if k > 1 else ''
+  lines = [f'| method | GT-known box accuracy | top-1 loc. error |{top_k}', '| --- | --- | --- |' + ' --- |' * (k > 1)]
   for name, r in results['localisation'].items():
-    lines.append(f"| {name} | {r['gt_known_box_accuracy']:.3f} | {r['top1_loc_error']:.3f} | "
-                 f"{r[f'top{k}_loc_error']:.3f} |")
+    row = f"| {name} | {r['gt_known_box_accuracy']:.3f} | {r['top1_loc_error']:.3f} |"
+    lines.append(row + (f" {r[f'top{k}_loc_error']:.3f} |" if k > 1 else ''))
   return '\n'.join(lines)
 
 

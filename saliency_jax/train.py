@@ -30,10 +30,14 @@ def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(scores, labels).mean()
 
 
-def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0) -> jax.Array:
-  """Random left-right flips, shifts by up to max_shift px (edge padded) and brightness / contrast
-  jitter of normalised images [B, H, W, C]."""
-  k_flip, k_gain, k_bias, k_shift = jax.random.split(key, 4)
+def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0, crop: int = 0) -> jax.Array:
+  """Random crops of crop x crop px (0: none), left-right flips, shifts by up to max_shift px (edge
+  padded) and brightness / contrast jitter of normalised images [B, H, W, C]."""
+  k_flip, k_gain, k_bias, k_shift, k_crop = jax.random.split(key, 5)
+  if crop:
+    b, h, w, c = images.shape
+    corners = jax.random.randint(k_crop, (b, 2), 0, jnp.array([h - crop + 1, w - crop + 1]))
+    images = jax.vmap(lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (crop, crop, c)))(images, corners)
   b, h, w, _ = images.shape
   flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
   images = jnp.where(flip, images[:, :, ::-1], images)
@@ -46,10 +50,10 @@ def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0) -> jax.Arr
   return images * gain + bias
 
 
-@nnx.jit(static_argnames='max_shift')
-def train_step(model, optimizer, key, images, labels, *, max_shift: int = 0):
+@nnx.jit(static_argnames=('max_shift', 'crop'))
+def train_step(model, optimizer, key, images, labels, *, max_shift: int = 0, crop: int = 0):
   """One optimiser step on a batch; returns (loss, accuracy) before the step."""
-  images = augment(key, images, max_shift=max_shift)
+  images = augment(key, images, max_shift=max_shift, crop=crop)
 
   def loss_fn(model):
     scores = model(images)  # dropout draws from the model's own stream, saved with the checkpoint
@@ -65,12 +69,14 @@ def _predict(model, images):
   return jnp.argmax(model(images), -1)
 
 
-def accuracy(model, images, labels, *, batch_size: int = 256) -> float:
-  """Top-1 accuracy of `model` (inference mode) on normalised images [N, H, W, C]."""
+def accuracy(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> float:
+  """Top-1 accuracy of `model` (inference mode) on normalised images [N, H, W, C] (their centred
+  crop x crop px when crop > 0)."""
   model.eval()
   hits = 0
   for start in range(0, len(images), batch_size):
-    pred = _predict(model, jnp.asarray(images[start:start + batch_size]))
+    batch = images[start:start + batch_size]
+    pred = _predict(model, jnp.asarray(transforms.centre_crop(batch, crop) if crop else batch))
     hits += int(np.sum(np.asarray(pred) == labels[start:start + batch_size]))
   return hits / len(images)
 
@@ -138,7 +144,8 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
 
   data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]}, 'test': likewise}.
   config: seed, model (name + arguments), train (optimizer, learning_rate, momentum, weight_decay,
-  schedule, warmup_steps, steps, batch_size, max_shift, checkpoint_every, log_every), num_classes.
+  schedule, warmup_steps, steps, batch_size, max_shift, crop (random crops of that size in training,
+  the centred one for evaluation; 0: whole images), checkpoint_every, log_every), num_classes.
   stop_at: end after that step, checkpointed, as an interruption would (tests; chunked runs).
   Returns (model in inference mode, {'test_accuracy', 'steps', 'resumed_from', 'final_loss'}).
   """
@@ -168,7 +175,7 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
         for step in range(start, end):
           idx = transforms.batch_indices(len(images), t.batch_size, step, config.seed)
           loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images[idx]),
-                                 jnp.asarray(labels[idx]), max_shift=t.max_shift)
+                                 jnp.asarray(labels[idx]), max_shift=t.max_shift, crop=t.get('crop', 0))
           losses.append(float(loss))
           bar.update()
           if (step + 1) % t.log_every == 0 or step + 1 == end:
@@ -187,7 +194,7 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
   result = {'steps': int(step), 'resumed_from': int(start),
             'final_loss': float(np.mean(losses[-50:])) if losses else None}
   if step == t.steps:
-    result['test_accuracy'] = accuracy(model, data['test']['images'], data['test']['labels'])
+    result['test_accuracy'] = accuracy(model, data['test']['images'], data['test']['labels'], crop=t.get('crop', 0))
   return model, result
 
 

@@ -202,7 +202,7 @@ def segmentation_vs_opencv(config, log=print) -> dict:
       t = time.perf_counter()
       boxes, ious = [], []
       for it, m, r in zip(items, maps, ours):
-        fg, bg, _ = localise.seeds(m, s.fg_quantile, s.bg_quantile)
+        fg, bg, _ = localise.seeds(m, s.fg_quantile, s.bg_quantile, s.fg_floor)
         mask = graphcut.largest_component(opencv_grabcut(it['image'], fg, bg, iterations, config.seed))
         box = metrics.boxes_from_mask(mask) or (0, 0, m.shape[1], m.shape[0])
         boxes.append(best_iou(box, it))

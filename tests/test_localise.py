@@ -25,7 +25,8 @@ def _iou(a, b):
   return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@pytest.mark.parametrize('overrides', [{}, {'seeds': 'soft'}, {'iterations': 0}, {'connectivity': 4}])
+@pytest.mark.parametrize('overrides', [{}, {'seeds': 'soft'}, {'seeds': 'hard'}, {'iterations': 3}, {'connectivity': 4},
+                                       {'fg_floor': 0.5}])
 def test_graphcut_pipeline_finds_the_object(overrides):
   image, saliency, truth = _scene()
   mask, box = localise.localise(image, saliency, overrides)
@@ -96,6 +97,19 @@ def test_seeds_are_the_paper_quantiles():
   assert fg.sum() == 5 and saliency[fg].min() >= 94
   assert bg.sum() == 30 and saliency[bg].max() <= 29.7
   assert not (fg & bg).any()
+
+
+def test_fg_floor_keeps_only_seeds_near_the_maximum():
+  """A small object (2% of the image): the 95% quantile reaches into the background, the floor does not."""
+  saliency = np.zeros((10, 10))
+  saliency[0, :2] = (1.0, 0.9)  # the object
+  saliency[5:, :] = np.linspace(0.01, 0.05, 50).reshape(5, 10)  # weak background response
+  fg, _, _ = localise.seeds(saliency, 0.95, 0.30)
+  assert fg.sum() == 5 and fg[5:].any()
+  fg, bg, _ = localise.seeds(saliency, 0.95, 0.30, fg_floor=0.5)
+  assert fg.sum() == 2 and fg[0, :2].all() and not (fg & bg).any()
+  with pytest.raises(ValueError, match='fg_floor'):
+    localise.settings(fg_floor=1.0)
 
 
 def test_resize_map_keeps_range_and_shape():

@@ -3,7 +3,8 @@
 import json
 
 import numpy as np
-from conftest import load_config
+import pytest
+from conftest import SHARED_DATA, load_config, shared_data
 
 from saliency_jax import pipeline
 
@@ -45,3 +46,24 @@ def test_main_job_end_to_end_and_resume(tmp_path):
   assert again['test_accuracy'] == results['test_accuracy']
   np.testing.assert_equal(again['localisation']['graphcut']['gt_known_box_accuracy'],
                           results['localisation']['graphcut']['gt_known_box_accuracy'])
+
+
+def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path):
+  pytest.importorskip('torch', reason="reading the PyTorch checkpoint needs the torch extra")
+  shared_data('cifar10-resnet', 'resnet20-12fca82f.th')
+  config = load_config('cifar_resnet_imagenet_sample')
+  config.data.data_dir = str(SHARED_DATA)
+  config.checkpoint.path = str(SHARED_DATA / 'cifar10-resnet' / 'resnet20-12fca82f.th')
+  config.num_eval = 4
+  config.num_deconvnet = 2
+  config.num_figure = 2
+  config.workers = 0
+  config.localise = {'graphcut': {'method': 'graphcut', 'iterations': 0}, 'full_image': {'method': 'full'}}
+  results = pipeline.run(config, tmp_path, log=lambda *_: None)
+  assert results['num_test'] == 150 and results['num_eval'] == 4
+  assert results['training']['steps'] == 0 and 'train' not in results['config']
+  # Measured with experiments/evaluate_cifar_resnets.py: 102 of the 150 right (68.0%).
+  assert abs(results['test_accuracy'] - 102 / 150) < 1e-9
+  assert (tmp_path / 'localisation.png').is_file()
+  photos = list((tmp_path / 'data').glob('photos-227-*.npz'))
+  assert len(photos) == 1

@@ -40,6 +40,26 @@ class Subset:
     return self.source[self.indices[i]]
 
 
+class Relabelled:
+  """A source with labels passed through `mapping` {old: new}: examples whose label is unmapped are
+  left out, and so are their boxes of unmapped classes (e.g. ImageNet classes onto CIFAR-10)."""
+
+  def __init__(self, source, mapping: dict[int, int]):
+    self.source, self.mapping = source, dict(mapping)
+    self.indices = [i for i in range(len(source)) if source[i]['label'] in self.mapping]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> dict:
+    ex = dict(self.source[self.indices[i]])
+    keep = np.asarray([int(b) in self.mapping for b in ex['box_labels']], bool)
+    ex['boxes'] = np.asarray(ex['boxes'])[keep]
+    ex['box_labels'] = np.asarray([self.mapping[int(b)] for b in ex['box_labels'][keep]], np.int32)
+    ex['label'] = self.mapping[ex['label']]
+    return ex
+
+
 def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> np.ndarray:
   """A fixed train / test partition of range(num): a seeded permutation, the first
   round(test_fraction * num) indices are the test split. Sorted."""
@@ -56,7 +76,11 @@ def make_source(config, split: str):
   synthetic: num_train / num_test, seed, image_size, num_classes, scale, occlusion.
   voc: data_dir, folders (VOC folders, one class each or sharing `classes`), classes, test_fraction,
     seed: the folders concatenated, split by a seeded permutation.
-  tfds: name (e.g. 'voc/2007'), data_dir, split names (train_split / test_split): see `data.tfds`.
+  ilsvrc: data_dir, folder (images/ + annotations/ + synset_words.txt, as imagenet-val-sample),
+    label_map ('' or 'cifar10': only the images whose class maps onto CIFAR-10, relabelled), skip_bad:
+    all of it is the test split (evaluation of pretrained nets).
+  tfds: dataset (e.g. 'voc/2007'), data_dir, train_split / test_split (tfds split names), boxes_dir
+    (imagenet2012: the ILSVRC val XMLs): see `data.tfds`.
   """
   if config.name == 'synthetic':
     from saliency_jax.data import synthetic
@@ -69,8 +93,18 @@ def make_source(config, split: str):
     root = pathlib.Path(config.data_dir)
     whole = Concat([voc.VOCSource(root / folder, classes=tuple(config.classes)) for folder in config.folders])
     return Subset(whole, split_indices(len(whole), split, test_fraction=config.test_fraction, seed=config.seed))
+  if config.name == 'ilsvrc':
+    from saliency_jax.data import imagenet, voc
+    root = pathlib.Path(config.data_dir) / config.folder
+    wnids = [wnid for wnid, _ in imagenet.read_synsets(root / 'synset_words.txt')]
+    source = voc.VOCSource(root, wnids, layout='ilsvrc', skip_bad=config.skip_bad)
+    if config.get('label_map') == 'cifar10':
+      source = Relabelled(source, {wnids.index(w): c for w, c in imagenet.imagenet_to_cifar10().items()})
+    if split == 'test':
+      return source
+    return Subset(source, [])  # evaluation only: no training split
   if config.name == 'tfds':
     from saliency_jax.data import tfds
     return tfds.TfdsSource(config.dataset, split=config.train_split if split == 'train' else config.test_split,
-                           data_dir=config.get('data_dir'))
+                           data_dir=config.get('data_dir'), boxes_dir=config.get('boxes_dir'))
   raise ValueError(f"unknown data source {config.name!r}: 'synthetic', 'voc' or 'tfds'")
