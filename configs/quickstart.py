@@ -2,11 +2,12 @@
 
   python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
 
-About 6 minutes on 2 CPU cores. Generates the synthetic localisation set (10 classes of textured
+About 5 minutes on 2 CPU cores. Generates the synthetic localisation set (10 classes of textured
 shapes on scikit-image photos; train and test on disjoint photos), trains a SmallConvNet with
 AdamW, computes the 10-crop saliency maps of the test images' top-5 classes and true class,
 localises them with the GraphCut pipeline and the baselines, and writes metrics.json, report.md,
-saliency.png and localisation.png. Measured result: see the README. Variants: `:cpu` (this, the
+saliency.png and localisation.png. Measured: test accuracy 0.980; GT-known box accuracy
+GraphCut 0.660 (with fg_floor 0.5: 0.886), threshold 15% 0.864; the README has the table. Variants: `:cpu` (this, the
 default), `:gpu` / `:tpu` (96 px, 10x the data, 5x the steps, bigger batches; same model).
 """
 

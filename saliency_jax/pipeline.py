@@ -139,9 +139,9 @@ def localisation(config, images, labels, gt_labels, gt_boxes, top_classes, top_m
         'status': statuses, 'seconds': time.perf_counter() - t,
     }
     kept[name] = true
+    top_k = f", top-{k} error {out[name][f'top{k}_loc_error']:.3f}" if k > 1 else ''
     log(f"localise {name}: GT-known {out[name]['gt_known_box_accuracy']:.3f}, "
-        f"top-1 error {out[name]['top1_loc_error']:.3f}, top-{k} error {out[name][f'top{k}_loc_error']:.3f} "
-        f"({out[name]['seconds']:.1f} s)")
+        f"top-1 error {out[name]['top1_loc_error']:.3f}{top_k} ({out[name]['seconds']:.1f} s)")
   return out, kept
 
 
