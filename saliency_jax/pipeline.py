@@ -53,12 +53,13 @@ def default_config() -> ml_collections.ConfigDict:
 def load_data(config, workdir: pathlib.Path, log=print) -> dict:
   """The splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config.
 
-  'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint`), and 'photos':
+  'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
+  data.stream, where training reads the source on demand), and 'photos':
   the test split at `localise_size` when set (localisation on larger images than the net sees).
   """
   key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
   wanted = [('test', 'test', config.data.image_size)]
-  if not config.get('checkpoint'):
+  if not config.get('checkpoint') and not config.data.get('stream'):
     wanted.insert(0, ('train', 'train', config.data.image_size))
   if config.get('localise_size'):
     wanted.append(('photos', 'test', config.localise_size))
@@ -170,6 +171,10 @@ def run(config, workdir: str, log=print) -> dict:
   prep = lambda images: transforms.normalise(images, mean, std)
   splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')
             if s in data}
+  if config.data.get('stream') and not config.get('checkpoint'):  # read on demand: ImageNet-sized sets
+    if config.data.get('mean') is None:
+      raise ValueError('config.data.stream needs config.data.mean and std (no pass over the data to compute them)')
+    splits['train'] = transforms.Streamed(make_source(config.data, 'train'), config.data.image_size, mean, std)
 
   t0 = time.perf_counter()
   if config.get('checkpoint'):

@@ -142,7 +142,8 @@ def _load_state(model, optimizer, pure: dict) -> None:
 def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, stop_at: int | None = None):
   """Trains (or resumes) the config's model on data['train'], evaluates on data['test'].
 
-  data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]}, 'test': likewise}.
+  data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]} or a
+  `transforms.Streamed` (read on demand), 'test': arrays as for train}.
   config: seed, model (name + arguments), train (optimizer, learning_rate, momentum, weight_decay,
   schedule, warmup_steps, steps, batch_size, max_shift, crop (random crops of that size in training,
   the centred one for evaluation; 0: whole images), checkpoint_every, log_every), num_classes.
@@ -162,7 +163,11 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
       _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
       start = latest
-    images, labels = data['train']['images'], data['train']['labels']
+    train = data['train']
+    if isinstance(train, dict):
+      num, fetch = len(train['labels']), lambda idx: (train['images'][idx], train['labels'][idx])
+    else:  # transforms.Streamed
+      num, fetch = len(train), train.__getitem__
     end = t.steps if stop_at is None else min(stop_at, t.steps)
     key = jax.random.key(config.seed)
     log_path = workdir / 'train_log.jsonl'
@@ -173,9 +178,9 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
     try:
       with log_path.open('a') as log:
         for step in range(start, end):
-          idx = transforms.batch_indices(len(images), t.batch_size, step, config.seed)
-          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images[idx]),
-                                 jnp.asarray(labels[idx]), max_shift=t.max_shift, crop=t.get('crop', 0))
+          images, labels = fetch(transforms.batch_indices(num, t.batch_size, step, config.seed))
+          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images),
+                                 jnp.asarray(labels), max_shift=t.max_shift, crop=t.get('crop', 0))
           losses.append(float(loss))
           bar.update()
           if (step + 1) % t.log_every == 0 or step + 1 == end:

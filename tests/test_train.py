@@ -78,3 +78,21 @@ def test_bad_settings_are_named():
     train.make_schedule(_config(schedule='linear').train)
   with pytest.raises(ValueError, match="unknown model 'Nope'"):
     train.make_model(ml_collections.ConfigDict({'seed': 0, 'model': {'name': 'Nope'}}), 3)
+
+
+def test_streamed_source_trains_exactly_as_arrays(tmp_path):
+  from saliency_jax.data import synthetic, transforms
+  source = synthetic.SyntheticSource(32, image_size=16, num_classes=3)
+  mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+  loaded = transforms.load(source)
+  arrays = {'images': transforms.normalise(loaded['images'], mean, std), 'labels': loaded['labels']}
+  config = _config(steps=3)
+  from_arrays, _ = train.train_and_evaluate(config, tmp_path / 'a', {'train': arrays, 'test': arrays}, progress=False)
+  streamed = transforms.Streamed(source, 16, mean, std, workers=2)
+  images, labels = streamed[np.array([3, 1])]
+  np.testing.assert_array_equal(images, arrays['images'][[3, 1]])
+  np.testing.assert_array_equal(labels, arrays['labels'][[3, 1]])
+  from_stream, _ = train.train_and_evaluate(config, tmp_path / 'b', {'train': streamed, 'test': arrays},
+                                            progress=False)
+  for a, b in zip(_params(from_arrays), _params(from_stream)):
+    np.testing.assert_array_equal(a, b)

@@ -116,3 +116,26 @@ def batches(arrays: dict, batch_size: int, *, seed: int, start_step: int = 0, nu
     idx = batch_indices(num, batch_size, step, seed)
     yield step, {k: v[idx] for k, v in arrays.items()}
     step += 1
+
+
+class Streamed:
+  """A source read on demand for training: `streamed[idx]` -> (images float32 [B, S, S, 3], labels
+  int32 [B]) for an index array, resized to `size` and normalised, read by a thread pool. For sets
+  too large for memory (ImageNet); `train.train_and_evaluate` takes it in place of arrays."""
+
+  def __init__(self, source, size: int, mean, std, *, workers: int = 8):
+    import concurrent.futures
+    self.source, self.size, self.mean, self.std = source, size, mean, std
+    self._pool = concurrent.futures.ThreadPoolExecutor(workers)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _one(self, i: int):
+    ex = resize(self.source[int(i)], self.size)
+    return ex['image'], ex['label']
+
+  def __getitem__(self, idx) -> tuple[np.ndarray, np.ndarray]:
+    items = list(self._pool.map(self._one, np.asarray(idx).reshape(-1)))
+    images = normalise(np.stack([im for im, _ in items]), self.mean, self.std)
+    return images, np.asarray([label for _, label in items], np.int32)
