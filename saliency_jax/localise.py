@@ -13,15 +13,14 @@ The paper leaves open every setting below; each is a field of `Settings`, with i
   no longer grows with the image; 0 fits all seed pixels), pairwise_weight 10 (GrabCut uses 50;
   with seeds from saliency maps, 10 localised better on every set tried: the ImageNet sample with
   the CIFAR ResNet's maps, and the raccoon and kangaroo sets from surrogate maps; see the README),
-  connectivity 8, seeds 'hard' (seed pixels keep their
-  label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (the paper's single
+  connectivity 8, seeds 'hard' (seed pixels keep their label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (the paper's single
   cut; n > 0 adds n GrabCut-style rounds: refit both models on the cut's labels, hard seeds still
   clamped, and cut again), fg_floor 0 (foreground seeds must also reach this fraction of the map's
   maximum; not in the paper). Measured on real saliency maps (README): hard seeds beat soft ones on
   the raccoon / kangaroo set and lose on the ImageNet sample and the synthetic set; 3 GrabCut rounds
   (4x the cost) help on the ImageNet sample and the VOC surrogates but not on the synthetic set;
-  fg_floor 0.5 rescues objects smaller than 5% of the image (synthetic set) and costs a little on
-  the large VOC objects. None held everywhere, so the defaults stay the paper's.
+  fg_floor 0.5 rescues objects smaller than 5% of the image (synthetic set) and costs on the
+  ImageNet sample's large objects. None held everywhere, so the defaults stay the paper's.
 Baselines in the same API (`method`): 'threshold' (pixels >= `threshold` x the map's maximum,
 largest component's box: the CAM / Grad-CAM protocol, 0.2 and 0.15), 'full' (the whole image),
 'centre' (a centred box, `centre_fraction` of each side).
