@@ -1,0 +1,119 @@
+"""Class model visualisation (paper Sect. 2): the image that maximises a class score.
+
+    I*_c = argmax_I  S_c(I) - l2_weight * ||I||_2^2
+
+found by gradient ascent on the input with the weights fixed, from the zero image (the nets are
+trained on zero-centred data; add the training mean back to display). S_c is the unnormalised
+score; `objective='softmax'` ascends log softmax_c instead, which the paper avoided because it can
+rise by pushing the other classes down. All classes are optimised at once (vmap) in one jitted
+`lax.scan`; the model is an argument, not a closure.
+
+The paper leaves open lambda, the step size, the number of steps and the optimiser: they are
+keyword settings here. Extras beyond the paper, all off by default: random jitter (a roll of up
+to `jitter` px before each step), Gaussian blur every `blur_every` steps, a total-variation
+penalty `tv_weight`.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+OBJECTIVES = ('score', 'softmax')
+OPTIMIZERS = ('sgd', 'adam')
+
+
+class Result(NamedTuple):
+  images: jax.Array  # [K, H, W, C]
+  objective: jax.Array  # [K, steps]: the maximised objective before each step
+  scores: jax.Array  # [K, steps]: S_c (or log softmax_c) before each step
+
+
+def total_variation(x: jax.Array) -> jax.Array:
+  """Sum of squared differences between neighbouring pixels of one image [H, W, C]."""
+  return jnp.sum(jnp.diff(x, axis=0) ** 2) + jnp.sum(jnp.diff(x, axis=1) ** 2)
+
+
+def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
+  """Separable Gaussian blur of one image [H, W, C] (kernel radius 2 sigma, edge padding)."""
+  radius = max(1, int(round(2 * sigma)))
+  t = jnp.arange(-radius, radius + 1, dtype=x.dtype)
+  k = jnp.exp(-0.5 * (t / sigma) ** 2)
+  k = k / k.sum()
+  pad = jnp.pad(x, ((radius, radius), (radius, radius), (0, 0)), mode='edge')
+  rows = sum(k[i] * pad[i:i + x.shape[0]] for i in range(2 * radius + 1))
+  return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(2 * radius + 1))
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'optimizer', 'objective', 'jitter', 'blur_every',
+                                             'blur_sigma'))
+def _ascend(model, x0, classes, key, learning_rate, momentum, l2_weight, tv_weight, *, blur_sigma, steps,
+            optimizer, objective, jitter, blur_every):
+  tx = optax.sgd(learning_rate, momentum=momentum) if optimizer == 'sgd' else optax.adam(learning_rate)
+
+  def value(x, c):
+    s = model(x[None])[0]
+    target = s[c] if objective == 'score' else jax.nn.log_softmax(s)[c]
+    return target - l2_weight * jnp.sum(x ** 2) - tv_weight * total_variation(x), target
+
+  def step(carry, i):
+    x, opt_state = carry
+    shifts = jax.random.randint(jax.random.fold_in(key, i), (x.shape[0], 2), -jitter, jitter + 1)
+    roll = jax.vmap(lambda im, s: jnp.roll(im, (s[0], s[1]), axis=(0, 1)))
+    (obj, target), g = jax.vmap(jax.value_and_grad(value, has_aux=True))(roll(x, shifts), classes)
+    g = roll(g, -shifts)
+    updates, opt_state = tx.update(-g, opt_state, x)  # optax minimises: ascend the objective
+    x = optax.apply_updates(x, updates)
+    if blur_every:
+      x = jax.lax.cond((i + 1) % blur_every == 0, jax.vmap(lambda im: gaussian_blur(im, blur_sigma)),
+                       lambda im: im, x)
+    return (x, opt_state), (obj, target)
+
+  (x, _), (objectives, targets) = jax.lax.scan(step, (x0, tx.init(x0)), jnp.arange(steps))
+  return Result(x, objectives.T, targets.T)
+
+
+def visualise(model, classes, *, image_shape, l2_weight: float = 1e-3, steps: int = 200,
+              learning_rate: float = 0.5, optimizer: str = 'sgd', momentum: float = 0.9, objective: str = 'score', jitter: int = 0,
+              blur_every: int = 0, blur_sigma: float = 0.5, tv_weight: float = 0.0, init_scale: float = 0.0,
+              seed: int = 0,
+              return_history: bool = False):
+  """Class model images [K, H, W, C] (model input space) for classes [K]; see the module docstring.
+
+  image_shape: (H, W, C). optimizer 'sgd' (with `momentum`) or 'adam'. init_scale 0 starts from
+  the zero image (the paper); > 0 from Gaussian noise of that scale (a net with zero biases, e.g.
+  freshly initialised, has every ReLU at exactly 0 on the zero image and so a zero gradient; and
+  on the zero image every max-pool window is a tie, so the first step follows arbitrary switches). With return_history, a
+  `Result(images, objective [K, steps], scores [K, steps])`.
+  """
+  if objective not in OBJECTIVES:
+    raise ValueError(f'objective must be one of {OBJECTIVES}, got {objective!r}')
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {optimizer!r}')
+  if steps < 1 or jitter < 0 or blur_every < 0 or l2_weight < 0 or tv_weight < 0:
+    raise ValueError(f'need steps >= 1 and jitter, blur_every, l2_weight, tv_weight >= 0; got steps {steps}, '
+                     f'jitter {jitter}, blur_every {blur_every}, l2_weight {l2_weight}, tv_weight {tv_weight}')
+  if len(image_shape) != 3:
+    raise ValueError(f'image_shape must be (H, W, C), got {image_shape}')
+  classes = jnp.asarray(classes, jnp.int32).reshape(-1)
+  model.eval()
+  num_classes = jax.eval_shape(lambda x: model(x), jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)).shape[-1]
+  if classes.size == 0 or int(classes.min()) < 0 or int(classes.max()) >= num_classes:
+    raise ValueError(f'classes must be in [0, {num_classes}), got {classes.tolist()}')
+  x0 = init_scale * jax.random.normal(jax.random.key(seed + 1), (classes.shape[0], *image_shape), jnp.float32)
+  result = _ascend(model, x0, classes, jax.random.key(seed), learning_rate, momentum, l2_weight, tv_weight,
+                   blur_sigma=float(blur_sigma),
+                   steps=steps, optimizer=optimizer, objective=objective, jitter=jitter, blur_every=blur_every)
+  return result if return_history else result.images
+
+
+def for_display(images, mean, std=(1.0, 1.0, 1.0)):
+  """Model-space images [K, H, W, 3] -> uint8 for display: un-normalised (x * std + mean, the
+  training mean added back as in the paper), then each image stretched to [0, 255] around its mean."""
+  x = np.asarray(images, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+  centre = x.mean(axis=(1, 2, 3), keepdims=True)
+  spread = np.abs(x - centre).max(axis=(1, 2, 3), keepdims=True)
+  return np.clip(127.5 + 127.5 * (x - centre) / np.maximum(spread, 1e-12), 0, 255).round().astype(np.uint8)
