@@ -18,10 +18,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from flax import nnx
 
-from saliency_jax import deconvnet, layers, models, report, saliency, train, weights
+from saliency_jax import deconvnet, layers, metrics, models, report, saliency, train, weights
 from saliency_jax.data import imagenet, synthetic, transforms
 
 METHODS = ('gradient', 'deconvnet', 'guided')
@@ -264,54 +263,18 @@ def method_maps(model, x, labels) -> dict[str, np.ndarray]:
   return {m: np.asarray(saliency.saliency_maps(model, x, labels, relu=deconvnet.RULES[m])) for m in METHODS}
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman rank correlation of two maps (flattened); 0 when either map is constant (undefined)."""
-  if np.ptp(a) == 0 or np.ptp(b) == 0:
-    return 0.0
-  rho = scipy.stats.spearmanr(np.ravel(a), np.ravel(b)).statistic
-  return float(rho) if np.isfinite(rho) else 0.0
-
-
-def randomisation_groups(model) -> list[tuple[str, list]]:
-  """The model's layers with weights, top-down: (name, [modules]); BatchNorm goes with its conv."""
-  groups = []
-  for step in deconvnet.steps(model):
-    if step.kind in ('conv', 'dense', 'block'):
-      groups.append((step.name, [step.module]))
-    elif step.kind == 'batch_norm':
-      groups[-1][1].append(step.module)
-  return groups[::-1]
-
-
-def randomise(model, fresh, names: set[str]):
-  """A copy of `model` whose layers in `names` hold `fresh`'s parameters (BatchNorm statistics kept)."""
-  model = nnx.clone(model)
-  fresh_by_path = dict(nnx.iter_modules(fresh))
-  path_of = {id(m): p for p, m in nnx.iter_modules(model)}
-  for name, modules in randomisation_groups(model):
-    if name not in names:
-      continue
-    for module in modules:
-      for path, sub in nnx.iter_modules(module):
-        target = fresh_by_path[path_of[id(module)] + path]
-        for attr, var in vars(sub).items():
-          if isinstance(var, nnx.Param):
-            var[...] = getattr(target, attr)[...]
-  return model
-
-
 def sanity_check(model, fresh, x, labels) -> dict:
   """Cascading randomisation (Adebayo et al. 2018): Spearman of each method's map with its original.
 
   Returns {'layers': [names randomised so far, top-down], method: [mean rho per stage]}.
   """
   original = method_maps(model, x, labels)
-  groups = [name for name, _ in randomisation_groups(model)]
+  groups = [name for name, _ in metrics.randomisation_groups(model)]
   out = {'layers': groups, **{m: [] for m in METHODS}, **{f'{m}_std': [] for m in METHODS}}
   for k in range(1, len(groups) + 1):
-    maps = method_maps(randomise(model, fresh, set(groups[:k])), x, labels)
+    maps = method_maps(metrics.randomise(model, fresh, set(groups[:k])), x, labels)
     for m in METHODS:
-      rhos = [spearman(a, b) for a, b in zip(maps[m], original[m])]
+      rhos = [metrics.spearman(a, b) for a, b in zip(maps[m], original[m])]
       out[m].append(float(np.mean(rhos)))
       out[f'{m}_std'].append(float(np.std(rhos)))
   return out
@@ -410,13 +373,13 @@ def run(config, workdir: str, log=print) -> dict:
   for key_name, (model, data) in trained.items():
     x, labels = jnp.asarray(data['x'][:config.num_maps]), jnp.asarray(data['labels'][:config.num_maps])
     maps = method_maps(model, x, labels)
-    pairs = {f'{a} vs {b}': float(np.mean([spearman(p, q) for p, q in zip(maps[a], maps[b])]))
+    pairs = {f'{a} vs {b}': float(np.mean([metrics.spearman(p, q) for p, q in zip(maps[a], maps[b])]))
              for a, b in (('gradient', 'deconvnet'), ('gradient', 'guided'), ('deconvnet', 'guided'))}
     similarity[key_name] = {'num_images': int(len(x)), 'mean_spearman': pairs}
     for i in range(n):
       figure_rows.append((f'{key_name}: {data["names"][i]}', data['images'][i],
                           {m: maps[m][i] for m in METHODS}))
-    fresh = _fresh_like(model, config.seed + 1)  # the same architecture, other random weights
+    fresh = metrics.fresh_like(model, config.seed + 1)  # the same architecture, other random weights
     checks[key_name] = sanity_check(model, fresh, x[:config.num_sanity], labels[:config.num_sanity])
     final = ', '.join(f'{m} {checks[key_name][m][-1]:.2f}' for m in METHODS)
     log(f'sanity check {key_name}: rho after randomising every layer: {final}')
@@ -439,27 +402,3 @@ def run(config, workdir: str, log=print) -> dict:
       '![reconstructions](reconstructions.png)', '', '![sanity](sanity.png)', '']))
   report.write_atomic(workdir / 'relu_gates.md', '\n\n'.join(gate_tables) + '\n')
   return result
-
-
-def _fresh_like(model, seed: int):
-  """The same architecture as `model`, freshly initialised with `seed`."""
-  rngs = nnx.Rngs(seed)
-  if isinstance(model, models.CifarResNet):
-    fresh = models.CifarResNet(model.depth, model.num_classes, rngs=rngs)
-  elif isinstance(model, models.SmallConvNet):
-    fresh = models.SmallConvNet(model.num_classes, stages=_stages(model), rngs=rngs,
-                                hidden=[d.out_features for d in model.hidden],
-                                batch_norm=model.norms[0] is not None)
-  else:
-    raise TypeError(f'no fresh initialisation for {type(model).__name__}')
-  fresh.eval()
-  return fresh
-
-
-def _stages(model: models.SmallConvNet):
-  widths = [conv.out_features for conv in model.convs]
-  out, i = [], 0
-  for n in model.stage_sizes:
-    out.append(tuple(widths[i:i + n]))
-    i += n
-  return tuple(out)

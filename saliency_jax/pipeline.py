@@ -150,7 +150,7 @@ def deconvnet_summary(model, x, labels) -> dict:
   """Sect. 4 on the trained net: explicit DeconvNet vs VJP, and the three rules' maps compared."""
   compared = deconvnet.compare(model, x, neurons=labels)
   maps = equivalence.method_maps(model, x, labels)
-  rho = {f'gradient_vs_{m}': float(np.mean([equivalence.spearman(a, b) for a, b in zip(maps['gradient'], maps[m])]))
+  rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b) for a, b in zip(maps['gradient'], maps[m])]))
          for m in maps if m != 'gradient'}
   return {'num_images': int(len(x)),
           'deconvnet_explicit_vs_vjp_relative': compared['deconvnet_explicit_vs_vjp']['relative'],

@@ -7,7 +7,7 @@ import numpy as np
 from conftest import SHARED_DATA, load_config
 from flax import nnx
 
-from saliency_jax import equivalence, models
+from saliency_jax import equivalence, metrics, models
 
 
 def _tiny_config():
@@ -48,9 +48,9 @@ def test_report_confirms_every_claim_and_writes_its_files(tmp_path):
 def test_randomise_replaces_only_the_named_layers():
   model = models.SmallConvNet(3, stages=((4,), (8,)), batch_norm=True, rngs=nnx.Rngs(0))
   fresh = models.SmallConvNet(3, stages=((4,), (8,)), batch_norm=True, rngs=nnx.Rngs(1))
-  groups = [name for name, _ in equivalence.randomisation_groups(model)]
+  groups = [name for name, _ in metrics.randomisation_groups(model)]
   assert groups == ['classifier', 'conv2', 'conv1']
-  out = equivalence.randomise(model, fresh, {'classifier', 'conv2'})
+  out = metrics.randomise(model, fresh, {'classifier', 'conv2'})
   np.testing.assert_array_equal(out.classifier.kernel[...], fresh.classifier.kernel[...])
   np.testing.assert_array_equal(out.convs[1].kernel[...], fresh.convs[1].kernel[...])
   np.testing.assert_array_equal(out.convs[0].kernel[...], model.convs[0].kernel[...])
@@ -62,6 +62,6 @@ def test_randomise_replaces_only_the_named_layers():
 
 def test_spearman_known_answers():
   a = np.arange(12.0).reshape(3, 4)
-  assert equivalence.spearman(a, a ** 3) == 1.0
-  assert equivalence.spearman(a, -a) == -1.0
-  assert equivalence.spearman(a, np.ones_like(a)) == 0.0  # constant map: defined as 0, not NaN
+  assert metrics.spearman(a, a ** 3) == 1.0
+  assert metrics.spearman(a, -a) == -1.0
+  assert metrics.spearman(a, np.ones_like(a)) == 0.0  # constant map: defined as 0, not NaN

@@ -1,9 +1,12 @@
-"""Known answers for the localisation and pointing-game metrics (plain numpy, fast)."""
+"""Known answers for the localisation, pointing-game, deletion / insertion and sanity metrics."""
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
+from scipy import ndimage
 
-from saliency_jax import metrics
+from saliency_jax import metrics, models, saliency
 
 # ------------------------------------------------------------------------------------------- box_iou
 
@@ -363,3 +366,85 @@ def test_mass_inside_known_answer():
   np.testing.assert_allclose(metrics.mass_inside(maps, masks), [0.25, 0.0, 0.75])
   with pytest.raises(ValueError, match=r'\[N, H, W\]'):
     metrics.mass_inside(maps[0], masks[0])
+
+
+# ------------------------------------------------------------------------- deletion / insertion, sanity
+
+
+class _Linear(nnx.Module):
+  def __init__(self, shape, num_classes, rngs):
+    self.in_channels, self.input_size, self.num_classes = shape[-1], None, num_classes
+    self.dense = nnx.Linear(int(np.prod(shape)), num_classes, rngs=rngs)
+
+  def __call__(self, x, *, relu=jax.nn.relu):
+    return self.dense(x.reshape(x.shape[0], -1))
+
+
+def test_pixel_ranks_order_ties_and_nan():
+  ranks = metrics.pixel_ranks(np.array([[[0.5, 2.0], [np.nan, 0.5]]]))
+  np.testing.assert_array_equal(ranks[0], [[1, 0], [3, 2]])
+
+
+def test_deletion_and_insertion_known_answers_on_a_linear_model():
+  shape = (4, 5, 3)
+  model = _Linear(shape, 3, nnx.Rngs(0))
+  x = np.asarray(jax.random.normal(jax.random.key(1), (2, *shape)))
+  labels = np.array([2, 0])
+  kernel, bias = np.asarray(model.dense.kernel[...]), np.asarray(model.dense.bias[...])
+  sigma = 1.0
+  blurred = np.stack([ndimage.gaussian_filter(im, (sigma, sigma, 0), mode='nearest', truncate=2.0) for im in x])
+  rng = np.random.default_rng(0)
+  for i, c in enumerate(labels):
+    contrib = (kernel[:, c].reshape(shape) * x[i]).sum(-1)  # S_c = bias + sum of per-pixel contributions
+    blur_contrib = (kernel[:, c].reshape(shape) * blurred[i]).sum(-1)
+    for m in (contrib, rng.normal(size=shape[:2])):
+      out = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], m[None], steps=20, output='score',
+                                       insertion_blur=sigma)
+      order = np.argsort(-m.ravel(), kind='stable')
+      deletion = [bias[c] + contrib.ravel()[order[k:]].sum() for k in range(21)]
+      insertion = [bias[c] + contrib.ravel()[order[:k]].sum() + blur_contrib.ravel()[order[k:]].sum()
+                   for k in range(21)]
+      np.testing.assert_allclose(out['deletion_curve'][0], deletion, rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(out['insertion_curve'][0], insertion, rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(out['deletion'][0], np.mean((np.array(deletion[1:]) + deletion[:-1]) / 2),
+                                 rtol=1e-5, atol=1e-5)
+    # removing the largest contributions first gives the lowest deletion curve of any order
+    best = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], contrib[None], steps=20, output='score')
+    for _ in range(5):
+      other = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], rng.normal(size=(1, *shape[:2])),
+                                         steps=20, output='score')
+      assert best['deletion'][0] <= other['deletion'][0] + 1e-6
+
+
+def test_deletion_probabilities_and_errors():
+  model = _Linear((4, 4, 3), 3, nnx.Rngs(1))
+  x = np.asarray(jax.random.normal(jax.random.key(2), (3, 4, 4, 3)))
+  out = metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.abs(x).sum(-1), steps=4, chunk_size=2)
+  assert out['deletion_curve'].shape == (3, 5) and ((out['deletion_curve'] >= 0) & (out['deletion_curve'] <= 1)).all()
+  np.testing.assert_allclose(out['fractions'], [0, 0.25, 0.5, 0.75, 1])
+  p = np.asarray(jax.nn.softmax(model(x)))[np.arange(3), [0, 1, 2]]
+  np.testing.assert_allclose(out['deletion_curve'][:, 0], p, rtol=1e-5)  # nothing removed yet
+  np.testing.assert_allclose(out['insertion_curve'][:, -1], p, rtol=1e-5)  # everything put back
+  with pytest.raises(ValueError, match=r'maps must be \[B, H, W\]'):
+    metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 5, 5)))
+  with pytest.raises(ValueError, match='output'):
+    metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 4, 4)), output='logit')
+
+
+def test_cascading_randomisation():
+  model = models.SmallConvNet(3, stages=((4,), (8,)), rngs=nnx.Rngs(0))
+  fresh = metrics.fresh_like(model, 1)
+  x = np.asarray(jax.random.normal(jax.random.key(3), (4, 16, 16, 3)))
+  labels = np.array([0, 1, 2, 0])
+
+  def gradient_maps(m):
+    g = np.asarray(saliency.input_gradients(m, x, labels))
+    return {'absolute': np.abs(g).max(-1), 'signed': g.sum(-1)}
+
+  out = metrics.cascading_randomisation(model, fresh, gradient_maps)
+  assert out['layers'] == ['classifier', 'conv2', 'conv1']
+  assert len(out['absolute']) == len(out['signed']) == 3
+  assert out['signed'][-1] < 0.9 and out['absolute'][-1] < 0.9  # fully random weights: a different map
+  image_only = metrics.cascading_randomisation(model, fresh, lambda m: {'absolute': np.abs(x).max(-1),
+                                                                         'signed': x.sum(-1)})
+  np.testing.assert_allclose(image_only['absolute'] + image_only['signed'], 1.0, rtol=1e-12)  # fails the check

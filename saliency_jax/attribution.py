@@ -1,0 +1,316 @@
+"""Attribution baselines to compare the paper's saliency maps with, behind one API.
+
+Every method is called as `method(model, images, labels, *, chunk_size=None, **settings)` with
+images [B, H, W, C] (preprocessed as the model expects) and labels [B] int, and returns
+
+* input-space attributions [B, H, W, C] for `gradient` (the paper's dS_c/dI), `gradient_x_input`,
+  `smoothgrad`, `integrated_gradients`, `guided_backprop` and `deconvnet`;
+* maps [B, H, W] for `grad_cam`, `cam` and `occlusion`, which attribute to regions, not to pixel
+  channels (Grad-CAM and CAM upsampled bilinearly from their layer's resolution).
+
+`to_map` reduces either to the [B, H, W] map compared everywhere else: max_c |a_c| for
+input-space attributions (the paper's Sect. 3.1 reduction), |m| for region maps; with
+`signed=True`, sum_c a_c and m (the sanity check measures both).
+
+Each call jits once per chunk of `chunk_size` images (default: all at once) with the model as an
+argument; the per-image work is batched, never a Python loop: SmoothGrad's noisy copies and
+Integrated Gradients' path points are one batch of forward passes and one VJP, occlusion's
+patches one batch of forward passes. Randomness comes from an explicit key, folded with each
+image's index, so chunking does not change the result.
+
+Layer activations for Grad-CAM and CAM come from the model's step list (`deconvnet.steps`, the
+same layers the DeconvNet reconstruction walks), which splits the network at a named layer into
+`features` and `head` without editing or hooking the model; they equal what `nnx.capture` records
+for that layer (tested).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax import deconvnet, saliency
+
+INPUT_SPACE = ('gradient', 'gradient_x_input', 'smoothgrad', 'integrated_gradients', 'guided_backprop',
+               'deconvnet')
+REGION = ('grad_cam', 'cam', 'occlusion')
+METHODS = INPUT_SPACE + REGION
+IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
+
+
+def _prepare(model, images, labels):
+  model.eval()
+  images = saliency._check_images(model, images)
+  saliency._check_input_size(model, images.shape[1:3])
+  labels = saliency._check_labels(labels, images.shape[0], saliency._num_classes(model, images.shape[1:]))
+  return images, labels
+
+
+def _one_hot_vjp(model, x, labels, relu=jax.nn.relu):
+  """dS_label/dx for a batch x [N, H, W, C] and labels [N] (one forward, one backward pass)."""
+  scores, vjp = jax.vjp(lambda z: model(z, relu=relu), x)
+  return vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
+
+
+# ----------------------------------------------------------------------------- input-space methods
+
+
+def gradient(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
+  """dS_c/dI [B, H, W, C], the paper's Sect. 3.1 (see `saliency.input_gradients`)."""
+  return saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
+
+
+def gradient_x_input(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
+  """I * dS_c/dI [B, H, W, C] (Shrikumar et al. 2016); 'input' is the model-space image."""
+  images = saliency._check_images(model, images)
+  return images * saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
+
+
+def guided_backprop(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
+  """Guided backpropagation (Springenberg et al. 2015): the VJP with the guided ReLU rule."""
+  return saliency.input_gradients(model, images, labels, relu=deconvnet.guided_relu, chunk_size=chunk_size)
+
+
+def deconvnet_attribution(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
+  """Zeiler & Fergus' DeconvNet reconstruction of the class score: the VJP with the DeconvNet rule
+  (equal to the explicit reconstruction, `deconvnet.reconstruct`; see the Sect. 4 report)."""
+  return saliency.input_gradients(model, images, labels, relu=deconvnet.deconvnet_relu, chunk_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=('samples',))
+def _smoothgrad(model, images, labels, index, key, noise, *, samples):
+  b = images.shape[0]
+  span = jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3))  # noise relative to each image's range
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *images.shape[1:]), images.dtype))(keys)
+  noisy = images[:, None] + (noise * span)[:, None, None, None, None] * eps  # [B, S, H, W, C]
+  grads = _one_hot_vjp(model, noisy.reshape(b * samples, *images.shape[1:]), jnp.repeat(labels, samples))
+  return grads.reshape(b, samples, *images.shape[1:]).mean(axis=1)
+
+
+def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: float = 0.15,
+               chunk_size: int | None = None) -> jax.Array:
+  """SmoothGrad (Smilkov et al. 2017): the mean gradient over `samples` noisy copies [B, H, W, C].
+
+  Noise: Gaussian with std `noise` x (max - min) of each image (their 10-20% recommendation), from
+  `key` (default `jax.random.key(0)`) folded with the image's index in the batch. All copies of a
+  chunk go through one forward and one backward pass (memory: chunk_size x samples images).
+  noise = 0 gives the plain gradient.
+  """
+  images, labels = _prepare(model, images, labels)
+  if samples < 1 or noise < 0:
+    raise ValueError(f'smoothgrad needs samples >= 1 and noise >= 0, got samples {samples}, noise {noise}')
+  key = jax.random.key(0) if key is None else key
+  fn = functools.partial(_smoothgrad, model, key=key, noise=jnp.float32(noise), samples=samples)
+  index = jnp.arange(images.shape[0])
+  return saliency._chunked(lambda x, y, i: fn(x, y, i), (images, labels, index), chunk_size)
+
+
+def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+  """Integration nodes alpha in [0, 1] and weights (summing to 1) for `steps` points of `rule`."""
+  if rule not in IG_RULES:
+    raise ValueError(f'rule must be one of {IG_RULES}, got {rule!r}')
+  if steps < (2 if rule == 'trapezoid' else 1):
+    raise ValueError(f'integrated_gradients needs steps >= {2 if rule == "trapezoid" else 1} for {rule}, got {steps}')
+  if rule == 'midpoint':
+    return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+  if rule == 'trapezoid':
+    w = np.full(steps, 1.0 / (steps - 1))
+    w[[0, -1]] /= 2
+    return np.linspace(0.0, 1.0, steps), w
+  nodes, weights = np.polynomial.legendre.leggauss(steps)
+  return (nodes + 1) / 2, weights / 2
+
+
+@jax.jit
+def _integrated_gradients(model, images, labels, baselines, alphas, weights):
+  b, n = images.shape[0], alphas.shape[0]
+  delta = images - baselines
+  path = baselines[:, None] + alphas[None, :, None, None, None] * delta[:, None]  # [B, n, H, W, C]
+  grads = _one_hot_vjp(model, path.reshape(b * n, *images.shape[1:]), jnp.repeat(labels, n))
+  mean_grad = jnp.tensordot(grads.reshape(b, n, *images.shape[1:]), weights, axes=((1,), (0,)))
+  return delta * mean_grad
+
+
+def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 32, rule: str = 'gauss_legendre',
+                         chunk_size: int | None = None) -> jax.Array:
+  """Integrated Gradients (Sundararajan et al. 2017) [B, H, W, C].
+
+  (x - x') * integral_0^1 dS_c/dI(x' + a (x - x')) da, the integral by `rule` ('gauss_legendre',
+  'midpoint' or 'trapezoid') over `steps` points. baseline x': None (the zero image, which in
+  model space is the training mean), one image [H, W, C] or one per image [B, H, W, C]. All path
+  points of a chunk are one forward and one backward pass (memory: chunk_size x steps images).
+  Completeness: the attributions sum to S_c(x) - S_c(x') up to the quadrature error.
+  """
+  images, labels = _prepare(model, images, labels)
+  alphas, weights = path_points(steps, rule)
+  if baseline is None:
+    baselines = jnp.zeros_like(images)
+  else:
+    baselines = jnp.asarray(baseline, images.dtype)
+    if baselines.shape == images.shape[1:]:
+      baselines = jnp.broadcast_to(baselines, images.shape)
+    if baselines.shape != images.shape:
+      raise ValueError(f'baseline must be [H, W, C] {images.shape[1:]} or [B, H, W, C] {images.shape}, '
+                       f'got {baselines.shape}')
+  fn = functools.partial(_integrated_gradients, model, alphas=jnp.asarray(alphas, images.dtype),
+                         weights=jnp.asarray(weights, images.dtype))
+  return saliency._chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
+
+
+# ----------------------------------------------------------------------------- region methods
+
+
+def default_layer(model) -> str:
+  """The last convolutional layer's output, before the network pools it away: the layer Grad-CAM
+  and CAM use (SmallConvNet its last ReLU, CifarResNet its last block, VGG16 'features.29',
+  PaperConvNet 'relu5')."""
+  model_steps = deconvnet.steps(model)
+  kinds = [s.kind for s in model_steps]
+  end = min(i for i, k in enumerate(kinds) if k in ('mean', 'flatten', 'adaptive_avg_pool'))
+  return next(s.name for s in reversed(model_steps[:end]) if s.kind in ('relu', 'block'))
+
+
+def split(model, layer: str):
+  """The network as (features, head): features(x) [B, h, w, C'] is `layer`'s output and
+  head(a) the scores computed from it, head(features(x)) == model(x)."""
+  model_steps = deconvnet.steps(model)
+  last = deconvnet._layer_index(model_steps, layer)
+  if layer == 'scores' or last == len(model_steps) - 1:
+    raise ValueError(f'layer must be inside the network, not its output; got {layer!r}')
+
+  def features(x):
+    for step in model_steps[:last + 1]:
+      x = deconvnet._forward_step(step, x, jax.nn.relu, None)
+    return x
+
+  def head(a):
+    for step in model_steps[last + 1:]:
+      a = deconvnet._forward_step(step, a, jax.nn.relu, None)
+    return a
+
+  return features, head
+
+
+def _upsample(maps, hw):
+  return jax.image.resize(maps, (maps.shape[0], *hw), 'bilinear')
+
+
+@functools.partial(jax.jit, static_argnames=('layer', 'upsample'))
+def _grad_cam(model, images, labels, *, layer, upsample):
+  features, head = split(model, layer)
+  a = features(images)
+  if a.ndim != 4:
+    raise ValueError(f'Grad-CAM needs a spatial layer [B, h, w, C]; {layer!r} gives shape {a.shape}')
+  scores, vjp = jax.vjp(head, a)
+  (g,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
+  alpha = g.mean(axis=(1, 2))  # [B, C']: the channel weights
+  cam = jax.nn.relu(jnp.einsum('bhwc,bc->bhw', a, alpha))
+  return _upsample(cam, images.shape[1:3]) if upsample else cam
+
+
+def grad_cam(model, images, labels, *, layer: str | None = None, upsample: bool = True,
+             chunk_size: int | None = None) -> jax.Array:
+  """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A_k), alpha_k = mean_ij dS_c/dA_kij.
+
+  A: the activations of `layer` (a name of `deconvnet.layer_names(model)`; default `default_layer`).
+  Returns [B, H, W] (bilinearly upsampled) or, with upsample=False, [B, h, w].
+  """
+  images, labels = _prepare(model, images, labels)
+  layer = default_layer(model) if layer is None else layer
+  fn = functools.partial(_grad_cam, model, layer=layer, upsample=upsample)
+  return saliency._chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+
+
+def _cam_layer(model) -> tuple[str, object]:
+  """CAM's layer (the input of the global average pooling) and the linear classifier after it."""
+  model_steps = deconvnet.steps(model)
+  kinds = [s.kind for s in model_steps]
+  if len(kinds) < 3 or kinds[-2:] != ['mean', 'dense']:
+    raise ValueError(f'CAM needs global average pooling followed by one linear layer; {type(model).__name__} '
+                     'ends with ' + ', '.join(kinds[-3:]) + ' (use grad_cam)')
+  return model_steps[-3].name, model_steps[-1].module
+
+
+@functools.partial(jax.jit, static_argnames=('layer', 'upsample'))
+def _cam(model, images, labels, *, layer, upsample):
+  features, _ = split(model, layer)
+  a = features(images)
+  dense = deconvnet.steps(model)[-1].module
+  w = dense.kernel[...][:, labels].T  # [B, C']
+  cam = jnp.einsum('bhwc,bc->bhw', a, w)
+  return _upsample(cam, images.shape[1:3]) if upsample else cam
+
+
+def cam(model, images, labels, *, upsample: bool = True, chunk_size: int | None = None) -> jax.Array:
+  """Class activation maps (Zhou et al. 2016): sum_k w_kc A_k [B, H, W] (or [B, h, w]), for nets
+  whose scores are a linear layer on globally average-pooled maps A (SmallConvNet without hidden
+  layers, CifarResNet). The mean of the un-upsampled map plus the class bias is the score."""
+  images, labels = _prepare(model, images, labels)
+  layer, _ = _cam_layer(model)
+  fn = functools.partial(_cam, model, layer=layer, upsample=upsample)
+  return saliency._chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+
+
+def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
+  """[P, H, W] float masks of the square patches (the last row / column of patches flush with the edge)."""
+  h, w = hw
+  if not 1 <= patch <= min(h, w) or stride < 1:
+    raise ValueError(f'occlusion needs 1 <= patch <= {min(h, w)} and stride >= 1, got patch {patch}, stride {stride}')
+  starts = lambda n: sorted(set(range(0, n - patch + 1, stride)) | {n - patch})
+  masks = []
+  for r in starts(h):
+    for c in starts(w):
+      m = np.zeros((h, w), np.float32)
+      m[r:r + patch, c:c + patch] = 1
+      masks.append(m)
+  return np.stack(masks)
+
+
+@jax.jit
+def _occlusion(model, images, labels, masks, value):
+  b, p = images.shape[0], masks.shape[0]
+  m = masks[None, :, :, :, None]
+  occluded = images[:, None] * (1 - m) + value * m  # [B, P, H, W, C]
+  scores = model(jnp.concatenate([images, occluded.reshape(b * p, *images.shape[1:])]))
+  full = jnp.take_along_axis(scores[:b], labels[:, None], axis=1)  # [B, 1]
+  part = jnp.take_along_axis(scores[b:].reshape(b, p, -1), labels[:, None, None], axis=2)[..., 0]
+  drop = full - part  # [B, P]
+  return jnp.einsum('bp,phw->bhw', drop, masks) / jnp.maximum(masks.sum(0), 1)
+
+
+def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: float = 0.0,
+              chunk_size: int | None = None) -> jax.Array:
+  """Occlusion sensitivity (Zeiler & Fergus 2014) [B, H, W]: the drop of S_c when a `patch` square
+  is set to `value` (0: the training mean in model space), averaged over the patches covering each
+  pixel. All patches of a chunk are one batch of forward passes (memory: chunk_size x patches)."""
+  images, labels = _prepare(model, images, labels)
+  masks = jnp.asarray(occlusion_masks(images.shape[1:3], patch, stride), images.dtype)
+  fn = functools.partial(_occlusion, model, masks=masks, value=jnp.asarray(value, images.dtype))
+  return saliency._chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+
+
+# ----------------------------------------------------------------------------- one API
+
+
+FUNCTIONS = {'gradient': gradient, 'gradient_x_input': gradient_x_input, 'smoothgrad': smoothgrad,
+             'integrated_gradients': integrated_gradients, 'guided_backprop': guided_backprop,
+             'deconvnet': deconvnet_attribution, 'grad_cam': grad_cam, 'cam': cam, 'occlusion': occlusion}
+
+
+def attribute(method: str, model, images, labels, **settings) -> jax.Array:
+  """`method`'s attribution ([B, H, W, C] or [B, H, W], see the module docstring)."""
+  if method not in FUNCTIONS:
+    raise ValueError(f'unknown attribution method {method!r}; expected one of {METHODS}')
+  return FUNCTIONS[method](model, images, labels, **settings)
+
+
+def to_map(attributions, *, signed: bool = False) -> np.ndarray:
+  """[B, H, W, C] or [B, H, W] -> [B, H, W] float32 on the host: max_c |a| / |m| (signed: sum_c a / m)."""
+  a = np.asarray(jax.device_get(attributions), np.float32)
+  if a.ndim == 4:
+    return a.sum(-1) if signed else np.abs(a).max(-1)
+  if a.ndim == 3:
+    return a if signed else np.abs(a)
+  raise ValueError(f'attributions must be [B, H, W, C] or [B, H, W], got shape {a.shape}')

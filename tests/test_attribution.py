@@ -1,0 +1,176 @@
+"""Attribution baselines: known answers on linear and hand-built nets, completeness, SmoothGrad at zero noise."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from saliency_jax import attribution, models, saliency
+
+
+class Linear(nnx.Module):
+  """S(x) = sum(W_c * x) + b_c: every attribution method has a closed form."""
+
+  def __init__(self, shape, num_classes, rngs):
+    self.shape, self.in_channels, self.input_size, self.num_classes = shape, shape[-1], None, num_classes
+    self.dense = nnx.Linear(int(np.prod(shape)), num_classes, rngs=rngs)
+
+  def __call__(self, x, *, relu=jax.nn.relu):
+    return self.dense(x.reshape(x.shape[0], -1))
+
+  def weights(self, c):
+    return np.asarray(self.dense.kernel[...])[:, c].reshape(self.shape)
+
+
+def _with_biases(model, seed):
+  params = nnx.state(model, nnx.Param)
+  keys = iter(jax.random.split(jax.random.key(seed), 200))
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: 0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(path) else x, params)
+  nnx.update(model, params)
+  return model
+
+
+@pytest.fixture(scope='module')
+def net():
+  return _with_biases(models.SmallConvNet(4, stages=((8,), (16,)), rngs=nnx.Rngs(0)), 0)
+
+
+@pytest.fixture(scope='module')
+def batch():
+  x = jax.random.normal(jax.random.key(1), (5, 16, 16, 3))
+  return x, jnp.array([0, 1, 2, 3, 1])
+
+
+def test_linear_model_closed_forms():
+  shape = (6, 7, 3)
+  model = Linear(shape, 3, nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(2), (2, *shape))
+  labels = jnp.array([2, 0])
+  w = np.stack([model.weights(2), model.weights(0)])
+  np.testing.assert_allclose(attribution.gradient(model, x, labels), w, rtol=1e-6)
+  np.testing.assert_allclose(attribution.gradient_x_input(model, x, labels), w * np.asarray(x), rtol=1e-5, atol=1e-7)
+  for rule in attribution.IG_RULES:  # linear: every rule is exact, IG = (x - x') w
+    ig = attribution.integrated_gradients(model, x, labels, steps=3, rule=rule, baseline=np.ones(shape, np.float32))
+    np.testing.assert_allclose(ig, (np.asarray(x) - 1) * w, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(attribution.smoothgrad(model, x, labels, noise=0.5, samples=4), w, rtol=1e-5)
+  # occlusion with value 0: the drop for a patch is the sum of w * x over it; each pixel averages its patches
+  occ = np.asarray(attribution.occlusion(model, x, labels, patch=3, stride=2))
+  masks = attribution.occlusion_masks(shape[:2], 3, 2)
+  contrib = (w * np.asarray(x)).sum(-1)  # [B, H, W]
+  drops = np.einsum('bhw,phw->bp', contrib, masks)
+  expected = np.einsum('bp,phw->bhw', drops, masks) / masks.sum(0)
+  np.testing.assert_allclose(occ, expected, rtol=1e-4, atol=1e-5)
+  assert masks.sum(0).min() >= 1  # every pixel is covered, the last patches flush with the edge
+
+
+def test_integrated_gradients_completeness(net, batch):
+  x, labels = batch
+  s = np.asarray(net(x))[np.arange(5), np.asarray(labels)]
+  s0 = np.asarray(net(jnp.zeros_like(x)))[np.arange(5), np.asarray(labels)]
+  ig = np.asarray(attribution.integrated_gradients(net, x, labels, steps=256, rule='midpoint', chunk_size=2))
+  # ReLU nets are piecewise linear: the quadrature error comes from the kinks on the path. At 256
+  # midpoint steps the sum is within 1% of the score difference (the stated tolerance).
+  np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), s - s0, rtol=1e-2, atol=1e-2 * np.abs(s - s0).max())
+  coarse = np.asarray(attribution.integrated_gradients(net, x, labels, steps=2, rule='midpoint'))
+  assert np.abs(coarse.sum(axis=(1, 2, 3)) - (s - s0)).max() > np.abs(ig.sum(axis=(1, 2, 3)) - (s - s0)).max()
+
+
+def test_smoothgrad_zero_noise_is_the_gradient_and_chunking_changes_nothing(net, batch):
+  x, labels = batch
+  g = attribution.gradient(net, x, labels)
+  np.testing.assert_allclose(attribution.smoothgrad(net, x, labels, noise=0.0, samples=3), g, rtol=1e-5, atol=1e-6)
+  key = jax.random.key(7)
+  whole = attribution.smoothgrad(net, x, labels, key=key, samples=6)
+  parts = attribution.smoothgrad(net, x, labels, key=key, samples=6, chunk_size=2)
+  np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(whole, g)
+  other = attribution.smoothgrad(net, x, labels, key=jax.random.key(8), samples=6)
+  assert not np.allclose(other, whole)
+
+
+def test_guided_and_deconvnet_are_the_rules_of_saliency(net, batch):
+  from saliency_jax import deconvnet
+  x, labels = batch
+  np.testing.assert_array_equal(attribution.guided_backprop(net, x, labels),
+                                saliency.input_gradients(net, x, labels, relu=deconvnet.guided_relu))
+  np.testing.assert_allclose(attribution.deconvnet_attribution(net, x, labels),
+                             deconvnet.reconstruct(net, x, neurons=labels), rtol=1e-4, atol=1e-5)
+
+
+def _hand_built():
+  """One conv stage of 2 channels, A_k = relu(x_k), then max-pool, global mean, S_0 = A_0 - A_1:
+  dS_0/dA_k is +-1 / (number of pool windows) at each window's argmax, so alpha_k = +-1 / (H W)
+  and Grad-CAM = relu(A_0 - A_1) / (H W)."""
+  model = models.SmallConvNet(2, stages=((2,),), in_channels=2, rngs=nnx.Rngs(0))
+  kernel = np.zeros((3, 3, 2, 2), np.float32)
+  kernel[1, 1, 0, 0] = kernel[1, 1, 1, 1] = 1.0
+  model.convs[0].kernel[...] = jnp.asarray(kernel)
+  model.convs[0].bias[...] = jnp.zeros(2)
+  model.classifier.kernel[...] = jnp.asarray([[1.0, 0.0], [-1.0, 1.0]])
+  model.classifier.bias[...] = jnp.zeros(2)
+  return model
+
+
+def test_grad_cam_known_answer_on_a_hand_built_net():
+  model = _hand_built()
+  x = jax.random.uniform(jax.random.key(3), (3, 8, 8, 2))  # positive: relu is the identity
+  assert attribution.default_layer(model) == 'relu1'
+  got = np.asarray(attribution.grad_cam(model, x, jnp.zeros(3, jnp.int32), upsample=False))
+  expected = np.maximum(np.asarray(x)[..., 0] - np.asarray(x)[..., 1], 0) / 64
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+  up = attribution.grad_cam(model, x, jnp.zeros(3, jnp.int32))
+  np.testing.assert_allclose(up, got, rtol=1e-5, atol=1e-7)  # same resolution: the upsampling is the identity
+
+
+def test_grad_cam_generalises_cam_on_a_resnet_and_layers_match_nnx_capture():
+  model = _with_biases(models.CifarResNet(8, rngs=nnx.Rngs(4)), 2)
+  x = jax.random.normal(jax.random.key(5), (4, 32, 32, 3))
+  labels = jnp.array([1, 5, 9, 0])
+  assert attribution.default_layer(model) == 'layer3.0'
+  c = np.asarray(attribution.cam(model, x, labels, upsample=False))
+  g = np.asarray(attribution.grad_cam(model, x, labels, upsample=False))
+  # a linear layer on the global mean: alpha_k = w_kc / (h w), so Grad-CAM = relu(CAM) / (h w)
+  np.testing.assert_allclose(g, np.maximum(c, 0) / 64, rtol=1e-4, atol=1e-6)
+  # CAM's mean plus the class bias is the score
+  bias = np.asarray(model.linear.bias[...])[np.asarray(labels)]
+  scores = np.asarray(model(x))[np.arange(4), np.asarray(labels)]
+  np.testing.assert_allclose(c.mean(axis=(1, 2)) + bias, scores, rtol=1e-4, atol=1e-5)
+  # the layer's activations equal what NNX records for that block, without editing the model
+  features, head = attribution.split(model, 'layer3.0')
+  _, inter = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+  recorded = inter['layer3'][0]['__call__'].get_value()[0]
+  np.testing.assert_allclose(features(x), recorded, rtol=1e-6)
+  np.testing.assert_allclose(head(features(x)), model(x), rtol=1e-5, atol=1e-5)
+  assert attribution.cam(model, x, labels).shape == (4, 32, 32)
+
+
+def test_one_api_and_maps(net, batch):
+  x, labels = batch
+  for method in attribution.METHODS:
+    a = attribution.attribute(method, net, x, labels, chunk_size=3)
+    assert a.shape == ((5, 16, 16, 3) if method in attribution.INPUT_SPACE else (5, 16, 16)), method
+    m = attribution.to_map(a)
+    assert m.shape == (5, 16, 16) and np.isfinite(m).all() and (m >= 0).all(), method
+  g = attribution.gradient(net, x, labels)
+  np.testing.assert_allclose(attribution.to_map(g), saliency.saliency_maps(net, x, labels), rtol=1e-6)
+  np.testing.assert_allclose(attribution.to_map(g, signed=True), np.asarray(g).sum(-1), rtol=1e-6)
+
+
+def test_bad_input_is_named(net, batch):
+  x, labels = batch
+  with pytest.raises(ValueError, match='unknown attribution method'):
+    attribution.attribute('lime', net, x, labels)
+  with pytest.raises(ValueError, match='baseline must be'):
+    attribution.integrated_gradients(net, x, labels, baseline=np.zeros((3, 3, 3)))
+  with pytest.raises(ValueError, match='rule must be one of'):
+    attribution.integrated_gradients(net, x, labels, rule='simpson')
+  with pytest.raises(ValueError, match='labels must lie in'):
+    attribution.grad_cam(net, x, labels + 4)
+  with pytest.raises(ValueError, match='CAM needs global average pooling'):
+    attribution.cam(models.SmallConvNet(4, stages=((4,),), hidden=(8,), rngs=nnx.Rngs(0)), x, labels)
+  with pytest.raises(ValueError, match='patch'):
+    attribution.occlusion(net, x, labels, patch=40)
+  with pytest.raises(ValueError, match='inside the network'):
+    attribution.grad_cam(net, x, labels, layer='scores')
