@@ -9,7 +9,7 @@ images [B, H, W, C] (preprocessed as the model expects) and labels [B] int, and 
   channels (Grad-CAM and CAM upsampled bilinearly from their layer's resolution).
 
 `to_map` reduces either to the [B, H, W] map compared everywhere else: max_c |a_c| for
-input-space attributions (the paper's Sect. 3.1 reduction), |m| for region maps; with
+input-space attributions (the paper's Sect. 3.1 reduction), max(m, 0) for region maps; with
 `signed=True`, sum_c a_c and m (the sanity check measures both).
 
 Each call jits once per chunk of `chunk_size` images (default: all at once) with the model as an
@@ -307,10 +307,15 @@ def attribute(method: str, model, images, labels, **settings) -> jax.Array:
 
 
 def to_map(attributions, *, signed: bool = False) -> np.ndarray:
-  """[B, H, W, C] or [B, H, W] -> [B, H, W] float32 on the host: max_c |a| / |m| (signed: sum_c a / m)."""
+  """[B, H, W, C] or [B, H, W] -> [B, H, W] float32 on the host.
+
+  Input-space attributions: max_c |a_c| (the paper's reduction; signed: sum_c a_c). Region maps
+  (Grad-CAM, CAM, occlusion): their positive part, the evidence for the class (Grad-CAM's own
+  ReLU; where occluding raises the score, or CAM's activations are negative, is not evidence);
+  signed: the map itself."""
   a = np.asarray(jax.device_get(attributions), np.float32)
   if a.ndim == 4:
     return a.sum(-1) if signed else np.abs(a).max(-1)
   if a.ndim == 3:
-    return a if signed else np.abs(a)
+    return a if signed else np.maximum(a, 0)
   raise ValueError(f'attributions must be [B, H, W, C] or [B, H, W], got shape {a.shape}')

@@ -313,15 +313,16 @@ def pointing_hits(maps, masks, *, tolerance: float = 0.0) -> np.ndarray:
   """Pointing game (Zhang et al. 2016) against masks: is each map's maximum on the object?
 
   maps [N, H, W]; masks bool [N, H, W]. A hit when the maximum (the first argmax) lies within `tolerance`
-  pixels (Euclidean) of a mask pixel (TorchRay uses 15 px at ~224 px). An empty mask is a miss. Returns
-  bool [N]. For boxes, and flat / NaN maps counted as misses, see `pointing_game`.
+  pixels (Euclidean) of a mask pixel (TorchRay uses 15 px at ~224 px). An empty mask, and a flat map or
+  one holding NaN or infinity (it points nowhere), is a miss. Returns bool [N]. For boxes: `pointing_game`.
   """
   maps, masks = np.asarray(maps), np.asarray(masks, bool)
   if maps.shape != masks.shape or maps.ndim != 3:
     raise ValueError(f'maps {maps.shape} and masks {masks.shape} must both be [N, H, W]')
   hits = np.zeros(len(maps), bool)
   for i, (m, mask) in enumerate(zip(maps, masks)):
-    if not mask.any():
+    m = m.astype(np.float64)
+    if not mask.any() or not np.isfinite(m).all() or m.max() == m.min():
       continue
     hits[i] = _max_within(m, mask, tolerance)
   return hits

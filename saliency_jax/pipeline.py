@@ -25,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import deconvnet, equivalence, localise, metrics, report, saliency, train
+from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, report, saliency, train
 from saliency_jax.data import make_source, transforms
 
 
@@ -47,6 +47,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
   config.num_figure = 8
   config.class_names = ()
+  # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage
+  config.class_models = ml_collections.ConfigDict({
+      'classes': (), 'steps': 300, 'l2_weight': 0.3, 'learning_rate': 0.1, 'optimizer': 'adam',
+      'momentum': 0.9, 'objective': 'score', 'jitter': 0, 'blur_every': 0, 'blur_sigma': 0.5, 'tv_weight': 0.0,
+  })
   return config
 
 
@@ -159,10 +164,36 @@ def deconvnet_summary(model, x, labels) -> dict:
           'spearman': rho}
 
 
-def run(config, workdir: str, log=print) -> dict:
-  """The main job; returns the metrics written to workdir/metrics.json."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Path, log=print) -> dict:
+  """Sect. 2: class model images of `config.class_models.classes` (empty: the first 10 classes);
+  writes class_models.png (the training mean added back) and class_models_objective.png; returns per
+  class the final score and the best score of a real test image of that class (x, labels)."""
+  c = config.class_models
+  classes = np.asarray(c.classes if c.classes else range(min(10, config.num_classes)), np.int32)
+  settings = {k: v for k, v in c.to_dict().items() if k != 'classes'}
+  result = class_models.visualise(model, classes, image_shape=x.shape[1:], return_history=True, **settings)
+  final = np.asarray(saliency.scores(model, result.images))[np.arange(len(classes)), classes]
+  real = np.asarray(saliency.scores(model, x, chunk_size=config.chunk_size))
+  real_max = np.array([real[labels == k, k].max() if (labels == k).any() else np.nan for k in classes])
+  names = [config.class_names[k] if config.get('class_names') else str(k) for k in classes]
+  report.class_model_figure(workdir / 'class_models.png', class_models.for_display(result.images, mean, std),
+                            [f'{name} ({s:.0f})' for name, s in zip(names, final)])
+  report.objective_figure(workdir / 'class_models_objective.png', np.asarray(result.objective),
+                          np.asarray(result.scores), names, real_max)
+  has_real = np.isfinite(real_max)
+  out = {'classes': classes.tolist(), 'names': names, 'score': final.tolist(), 'best_real_score': real_max.tolist(),
+         'above_every_real_image': bool((final[has_real] > real_max[has_real]).all()),
+         'image_l2_norm': np.linalg.norm(np.asarray(result.images).reshape(len(classes), -1), axis=1).tolist(),
+         'real_l2_norm_median': float(np.median(np.linalg.norm(x.reshape(len(x), -1), axis=1))),
+         'settings': settings}
+  log(f"class models: score above every real test image of the class for "
+      f"{int((final[has_real] > real_max[has_real]).sum())} of {int(has_real.sum())} classes")
+  return out
+
+
+def prepare(config, workdir: pathlib.Path, log=print) -> dict:
+  """Stages 1-2 of the main job, for every experiment that needs the config's data and trained net:
+  {'data', 'splits' (normalised arrays), 'mean', 'std', 'model', 'trained', 'seconds'}."""
   seconds = {}
   t0 = time.perf_counter()
   data = load_data(config, workdir, log)
@@ -187,6 +218,17 @@ def run(config, workdir: str, log=print) -> dict:
   seconds['train'] = time.perf_counter() - t0
   log(f"test accuracy {trained['test_accuracy']:.3f} ({trained['steps']} steps, resumed from "
       f"{trained['resumed_from']})")
+  return {'data': data, 'splits': splits, 'mean': mean, 'std': std, 'model': model, 'trained': trained,
+          'seconds': seconds}
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """The main job; returns the metrics written to workdir/metrics.json."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  prepared = prepare(config, workdir, log)
+  data, splits, model, trained = prepared['data'], prepared['splits'], prepared['model'], prepared['trained']
+  seconds = prepared['seconds']
 
   test = data['test']
   n = len(test['images']) if not config.num_eval else min(config.num_eval, len(test['images']))
@@ -215,6 +257,12 @@ def run(config, workdir: str, log=print) -> dict:
   sect4 = deconvnet_summary(model, x[:m], labels[:m])
   seconds['deconvnet'] = time.perf_counter() - t0
 
+  if config.class_models.steps:
+    t0 = time.perf_counter()
+    test_x, test_y = splits['test']['images'], splits['test']['labels']
+    class_model = class_model_summary(config, model, test_x, test_y, prepared['mean'], prepared['std'], workdir, log)
+    seconds['class_models'] = time.perf_counter() - t0
+
   results = {
       'test_accuracy': trained['test_accuracy'],
       'top1_accuracy_eval': float(np.mean(top_classes[:, 0] == labels)),
@@ -222,6 +270,7 @@ def run(config, workdir: str, log=print) -> dict:
       'num_train': int(len(data['train']['images'])) if 'train' in data else 0, 'num_test': int(len(test['images'])), 'num_eval': n,
       'localisation': loc,
       'deconvnet_vs_gradient': sect4,
+      **({'class_models': class_model} if config.class_models.steps else {}),
       'training': trained,
       'seconds': seconds,
       'config': config.to_dict(),
@@ -293,6 +342,28 @@ def markdown(r: dict) -> str:
       '',
       '![localisation](localisation.png)',
       '',
+  ]
+  if 'class_models' in r:
+    c = r['class_models']
+    lines += [
+        '## Class models (paper Sect. 2)',
+        '',
+        f"Gradient ascent on S_c(I) - {c['settings']['l2_weight']} ||I||^2 from the zero image, "
+        f"{c['settings']['steps']} steps ({c['settings']['optimizer']}, learning rate {c['settings']['learning_rate']}); "
+        'shown with the training mean added back. Score of each class model against the best real test image '
+        'of its class:',
+        '',
+        '| class | ' + ' | '.join(c['names']) + ' |',
+        '|---' * (len(c['names']) + 1) + '|',
+        '| class model | ' + ' | '.join(f'{v:.1f}' for v in c['score']) + ' |',
+        '| best real image | ' + ' | '.join(f'{v:.1f}' for v in c['best_real_score']) + ' |',
+        '',
+        '![class models](class_models.png)',
+        '',
+        '![objective](class_models_objective.png)',
+        '',
+    ]
+  lines += [
       'Seconds: ' + ', '.join(f'{k_} {v:.0f}' for k_, v in r['seconds'].items()),
       '',
   ]

@@ -58,11 +58,7 @@ def saliency_figure(path: str | os.PathLike, images, maps, titles=None, masks=No
       ax.axis('off')
   axes[0, 1].set_title('saliency max_c |dS/dI|', fontsize=8)
   axes[0, 2].set_title('overlay', fontsize=8)
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
+  _save(fig, path, dpi)
 
 
 def localisation_figure(path: str | os.PathLike, images, maps, seeds, results, gt_boxes, titles=None, *,
@@ -91,8 +87,80 @@ def localisation_figure(path: str | os.PathLike, images, maps, seeds, results, g
       axes[i, 0].set_title(titles[i], fontsize=8)
   for ax, name in zip(axes[0, 1:], ('saliency', 'seeds (fg red, bg blue)', 'GraphCut mask', 'box / truth')):
     ax.set_title(name, fontsize=8)
+  _save(fig, path, dpi)
+
+
+def _save(fig, path, dpi: int) -> None:
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=dpi)
   plt.close(fig)
+
+
+def class_model_figure(path: str | os.PathLike, images, titles, *, columns: int = 5, dpi: int = 100) -> None:
+  """A grid like the paper's Fig. 1: one class model image (uint8 [K, H, W, 3]) per class."""
+  k = len(images)
+  rows = -(-k // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.1 * rows), squeeze=False)
+  for ax in axes.ravel():
+    ax.axis('off')
+  for ax, image, title in zip(axes.ravel(), images, titles):
+    ax.imshow(image)
+    ax.set_title(title, fontsize=8)
+  _save(fig, path, dpi)
+
+
+def objective_figure(path: str | os.PathLike, objective, scores, names, real_max=None, *, dpi: int = 100) -> None:
+  """Class model ascent: the objective S_c - lambda ||I||^2 and the score S_c per step and class
+  ([K, steps] each); `real_max` [K], the best score of a real test image of the class, dashed."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+  colours = plt.cm.tab10(np.arange(len(names)) % 10)
+  for i, name in enumerate(names):
+    axes[0, 0].plot(objective[i], color=colours[i], label=name)
+    axes[0, 1].plot(scores[i], color=colours[i], label=name)
+    if real_max is not None and np.isfinite(real_max[i]):
+      axes[0, 1].axhline(real_max[i], color=colours[i], linestyle='--', linewidth=0.8)
+  axes[0, 0].set_title('objective S_c(I) - lambda ||I||^2', fontsize=9)
+  axes[0, 1].set_title('class score S_c(I) (dashed: best real test image of the class)', fontsize=9)
+  for ax in axes[0]:
+    ax.set_xlabel('step')
+  axes[0, 1].legend(fontsize=7, ncol=2)
+  _save(fig, path, dpi)
+
+
+def methods_figure(path: str | os.PathLike, images, maps: dict, titles=None, masks=None, *, dpi: int = 100) -> None:
+  """Methods x images: one row per image (the image, then each method's map scaled to its own
+  maximum); maps {method: [N, H, W]}; optional masks drawn as a contour on the image."""
+  n, names = len(images), list(maps)
+  fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.6 * (len(names) + 1), 1.7 * n), squeeze=False)
+  for i in range(n):
+    axes[i, 0].imshow(images[i])
+    if masks is not None:
+      axes[i, 0].contour(masks[i], levels=[0.5], colors='w', linewidths=0.8)
+    if titles is not None:
+      axes[i, 0].set_ylabel(titles[i], fontsize=7)
+    for j, name in enumerate(names):
+      m = np.nan_to_num(np.asarray(maps[name][i], np.float32))
+      axes[i, j + 1].imshow(m / m.max() if m.max() > 0 else m, cmap='gray')
+    for ax in axes[i]:
+      ax.set_xticks([])
+      ax.set_yticks([])
+  for j, name in enumerate(['image'] + names):
+    axes[0, j].set_title(name.replace('_', ' '), fontsize=7)
+  _save(fig, path, dpi)
+
+
+def curves_figure(path: str | os.PathLike, panels: dict, *, dpi: int = 100) -> None:
+  """Line plots side by side: panels {title: (x_label, x [T] or labels, {name: y [T]})}."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+  for ax, (title, (x_label, x, lines)) in zip(axes[0], panels.items()):
+    ticks = np.arange(len(x)) if isinstance(x[0], str) else np.asarray(x)
+    for name, y in lines.items():
+      ax.plot(ticks, y, marker='.' if isinstance(x[0], str) else None, label=name.replace('_', ' '))
+    if isinstance(x[0], str):
+      ax.set_xticks(ticks, x, rotation=60, fontsize=6)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(x_label)
+  axes[0, -1].legend(fontsize=7)
+  _save(fig, path, dpi)

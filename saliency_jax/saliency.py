@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from saliency_jax import parallel
+
 NUM_CROPS = 10
 
 
@@ -237,22 +239,25 @@ def _chunked(fn: Callable, arrays, chunk_size: int | None):
   """Applies fn to leading-axis chunks of `arrays` (a tuple, None entries passed through).
 
   The last chunk is padded to full size by repeating its first row, so that one compiled
-  program serves every chunk; padded rows are dropped. Outputs are pytrees of arrays.
+  program serves every chunk; padded rows are dropped. Outputs are pytrees of arrays. With
+  several devices (`saliency_jax.parallel`) each chunk is rounded up to a multiple of the device
+  count and sharded over them (batch axis), so `chunk_size` bounds the images per call on all
+  devices together.
   """
   n = next(a.shape[0] for a in arrays if a is not None)
-  if chunk_size is None or chunk_size >= n:
-    return fn(*arrays)
-  if chunk_size < 1:
+  if chunk_size is not None and chunk_size < 1:
     raise ValueError(f'chunk_size must be a positive number of images, got {chunk_size}')
+  step = parallel.padded_size(n if chunk_size is None else min(chunk_size, n))
   outs = []
-  for start in range(0, n, chunk_size):
-    part = [None if a is None else a[start:start + chunk_size] for a in arrays]
-    short = chunk_size - part[0].shape[0]
-    if short:
-      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], short, axis=0)]) for p in part]
-    keep = chunk_size - short
-    outs.append(jax.tree.map(lambda o, keep=keep: o[:keep], fn(*part)))
-  return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
+  for start in range(0, n, step):
+    part = [None if a is None else a[start:start + step] for a in arrays]
+    keep = next(p.shape[0] for p in part if p is not None)
+    if step > keep:
+      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], step - keep, axis=0)]) for p in part]
+    part, _ = parallel.shard(tuple(part))
+    out = fn(*part)
+    outs.append(out if keep == step else parallel.unshard(out, keep))
+  return outs[0] if len(outs) == 1 else jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 
 def _relu(relu):

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from saliency_jax import models
+from saliency_jax import models, parallel
 from saliency_jax.data import transforms
 
 
@@ -76,8 +76,9 @@ def accuracy(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> 
   hits = 0
   for start in range(0, len(images), batch_size):
     batch = images[start:start + batch_size]
-    pred = _predict(model, jnp.asarray(transforms.centre_crop(batch, crop) if crop else batch))
-    hits += int(np.sum(np.asarray(pred) == labels[start:start + batch_size]))
+    (batch,), n = parallel.shard((jnp.asarray(transforms.centre_crop(batch, crop) if crop else batch),))
+    pred = np.asarray(_predict(model, batch))[:n]
+    hits += int(np.sum(pred == labels[start:start + batch_size]))
   return hits / len(images)
 
 
@@ -163,6 +164,11 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
       _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
       start = latest
+    if t.batch_size % parallel.size():
+      raise ValueError(f'train.batch_size {t.batch_size} must be a multiple of the number of devices, '
+                       f'{parallel.size()} (the batch is sharded over them)')
+    parallel.replicate(model)
+    parallel.replicate(optimizer)
     train = data['train']
     if isinstance(train, dict):
       num, fetch = len(train['labels']), lambda idx: (train['images'][idx], train['labels'][idx])
@@ -179,8 +185,9 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       with log_path.open('a') as log:
         for step in range(start, end):
           images, labels = fetch(transforms.batch_indices(num, t.batch_size, step, config.seed))
-          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images),
-                                 jnp.asarray(labels), max_shift=t.max_shift, crop=t.get('crop', 0))
+          (images, labels), _ = parallel.shard((jnp.asarray(images), jnp.asarray(labels)))
+          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), images, labels,
+                                 max_shift=t.max_shift, crop=t.get('crop', 0))
           losses.append(float(loss))
           bar.update()
           if (step + 1) % t.log_every == 0 or step + 1 == end:

@@ -156,6 +156,9 @@ def test_one_api_and_maps(net, batch):
   g = attribution.gradient(net, x, labels)
   np.testing.assert_allclose(attribution.to_map(g), saliency.saliency_maps(net, x, labels), rtol=1e-6)
   np.testing.assert_allclose(attribution.to_map(g, signed=True), np.asarray(g).sum(-1), rtol=1e-6)
+  region = np.array([[[-2.0, 0.5], [3.0, 0.0]]])  # a region map's positive part is the evidence
+  np.testing.assert_array_equal(attribution.to_map(region), [[[0.0, 0.5], [3.0, 0.0]]])
+  np.testing.assert_array_equal(attribution.to_map(region, signed=True), region)
 
 
 def test_bad_input_is_named(net, batch):

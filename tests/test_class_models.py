@@ -23,7 +23,7 @@ def test_linear_model_reaches_the_closed_form_optimum():
   shape, lam = (4, 5, 3), 0.5
   model = Linear(shape, 6, nnx.Rngs(0))
   images = class_models.visualise(model, [1, 4], image_shape=shape, l2_weight=lam, steps=300, learning_rate=0.1,
-                                  momentum=0.0)
+                                  optimizer='sgd', momentum=0.0)
   w = np.asarray(model.dense.kernel[...])  # [in, classes]
   for image, c in zip(images, [1, 4]):
     np.testing.assert_allclose(np.asarray(image).ravel(), w[:, c] / (2 * lam), rtol=1e-5, atol=1e-6)
@@ -40,11 +40,12 @@ def _with_biases(model, seed):
 
 
 def test_ascent_raises_the_objective_monotonically_on_a_small_net():
+  # Plain gradient ascent with a small step (Adam, the default, need not be monotone).
   # From small noise, not the zero image: there every max-pool window is a tie, the first step's
   # gradient follows an arbitrary switch, and the objective may dip once (by ~1e-4 here).
   model = _with_biases(models.SmallConvNet(5, stages=((4,), (8,)), rngs=nnx.Rngs(1)), 0)
   result = class_models.visualise(model, jnp.arange(5), image_shape=(16, 16, 3), l2_weight=1e-2, steps=60,
-                                  learning_rate=0.01, momentum=0.0, init_scale=0.01,
+                                  learning_rate=0.01, optimizer='sgd', momentum=0.0, init_scale=0.01,
                                   return_history=True)
   objective = np.asarray(result.objective)
   assert objective.shape == (5, 60)

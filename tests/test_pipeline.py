@@ -22,13 +22,15 @@ def _tiny():
   config.num_figure = 2
   config.workers = 0
   config.localise = {'graphcut': {'method': 'graphcut', 'iterations': 1}, 'full_image': {'method': 'full'}}
+  config.class_models.steps = 20
   return config
 
 
 def test_main_job_end_to_end_and_resume(tmp_path):
   config = _tiny()
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
-  for name in ('metrics.json', 'report.md', 'saliency.png', 'localisation.png', 'train_log.jsonl'):
+  for name in ('metrics.json', 'report.md', 'saliency.png', 'localisation.png', 'train_log.jsonl', 'class_models.png',
+               'class_models_objective.png'):
     assert (tmp_path / name).stat().st_size > 0, name
   saved = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= saved['test_accuracy'] <= 1 and saved['num_eval'] == 6
@@ -40,12 +42,25 @@ def test_main_job_end_to_end_and_resume(tmp_path):
   assert saved['localisation']['full_image']['gt_known_box_accuracy'] == 0.0
   assert saved['deconvnet_vs_gradient']['deconvnet_explicit_vs_vjp_relative'] < 1e-4
   assert 'graphcut' in (tmp_path / 'report.md').read_text()
+  c = saved['class_models']
+  assert c['classes'] == [0, 1, 2] and c['names'] == list(config.class_names)
+  labels = np.array([int(y) for y in pipeline.load_data(config, tmp_path)['test']['labels']])
+  best = [max((s for s, y in zip(_test_scores(config, tmp_path)[:, k], labels) if y == k), default=float('nan'))
+          for k in range(3)]
+  np.testing.assert_allclose(c['best_real_score'], best, rtol=1e-5)
+  has = np.isfinite(best)
+  assert c['above_every_real_image'] == bool((np.array(c['score'])[has] > np.array(best)[has]).all())
 
   again = pipeline.run(config, tmp_path, log=lambda *_: None)  # cached data, finished training
   assert again['training']['resumed_from'] == config.train.steps
   assert again['test_accuracy'] == results['test_accuracy']
   np.testing.assert_equal(again['localisation']['graphcut']['gt_known_box_accuracy'],
                           results['localisation']['graphcut']['gt_known_box_accuracy'])
+
+
+def _test_scores(config, workdir):
+  p = pipeline.prepare(config, workdir, log=lambda *_: None)
+  return np.asarray(p['model'](p['splits']['test']['images']))
 
 
 def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path):
@@ -59,6 +74,7 @@ def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path)
   config.num_figure = 2
   config.workers = 0
   config.localise = {'graphcut': {'method': 'graphcut', 'iterations': 0}, 'full_image': {'method': 'full'}}
+  config.class_models.steps = 10
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
   assert results['num_test'] == 150 and results['num_eval'] == 4
   assert results['training']['steps'] == 0 and 'train' not in results['config']

@@ -1,0 +1,87 @@
+"""The attribution comparison on a tiny config: every metric against the module that defines it."""
+
+import json
+
+import jax
+import numpy as np
+from conftest import load_config
+from flax import nnx
+
+from saliency_jax import comparison, localise, metrics, models, pipeline, saliency
+
+
+def _tiny():
+  config = load_config('compare_attributions')
+  config.data.update({'image_size': 32, 'num_train': 64, 'num_test': 6, 'num_classes': 3})
+  config.num_classes = 3
+  config.class_names = config.class_names[:3]
+  config.model.stages = ((4,), (8,))
+  config.train.update({'steps': 3, 'batch_size': 16, 'warmup_steps': 1, 'checkpoint_every': 2})
+  config.workers = 0
+  config.chunk_size = 4  # two chunks for 6 images: the warm-up call and the timed call differ
+  config.compare.num_images = 5
+  config.compare.num_sanity = 3
+  config.compare.num_figure = 2
+  config.compare.timing_repeats = 1
+  config.compare.deletion_steps = 8
+  config.compare.methods.smoothgrad.samples = 3
+  config.compare.methods.integrated_gradients.steps = 4
+  config.compare.localise.graphcut.gmm_iters = 3
+  return config
+
+
+def test_comparison_end_to_end(tmp_path):
+  config = _tiny()
+  results = comparison.run(config, tmp_path, log=lambda *_: None)
+  for name in ('comparison.json', 'comparison.md', 'comparison.png', 'sanity.png', 'deletion_insertion.png'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  saved = json.loads((tmp_path / 'comparison.json').read_text())
+  assert list(saved['methods']) == list(config.compare.methods)
+  table = comparison.table(saved)
+  assert len(table.splitlines()) == 2 + len(config.compare.methods)
+  for r in saved['methods'].values():
+    for key in ('gt_known_graphcut', 'gt_known_threshold_15', 'pointing_game', 'deletion_auc', 'insertion_auc'):
+      assert 0 <= r[key] <= 1, key
+    assert r['ms_per_image'] > 0
+
+  # The gradient row recomputed from the saliency module and the metrics directly.
+  model, x, labels, images, masks, boxes, box_labels = _data(config, tmp_path)
+  for r in saved['methods'].values():
+    assert len(r['sanity']['absolute']) == len(r['sanity']['layers']) == len(metrics.randomisation_groups(model))
+  maps = np.asarray(saliency.saliency_maps(model, x, labels))
+  g = saved['methods']['gradient']
+  found = localise.localise_batch(list(images), list(maps), config.compare.localise.graphcut)
+  assert g['gt_known_graphcut'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes, labels)
+  found = localise.localise_batch(list(images), list(maps), config.compare.localise.threshold_15)
+  assert g['gt_known_threshold_15'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes, labels)
+  hits = metrics.pointing_hits(maps, masks, tolerance=config.pointing_tolerance)
+  assert g['pointing_game'] == float(hits.mean())
+  curves = metrics.deletion_insertion(model, x, labels, maps, steps=8, insertion_blur=config.compare.insertion_blur)
+  np.testing.assert_allclose([g['deletion_auc'], g['insertion_auc']],
+                             [curves['deletion'].mean(), curves['insertion'].mean()], rtol=1e-5)
+
+
+def _data(config, workdir):
+  p = pipeline.prepare(config, workdir, log=lambda *_: None)
+  n, test = config.compare.num_images, p['data']['test']
+  return (p['model'], p['splits']['test']['images'][:n], test['labels'][:n], test['images'][:n], test['masks'][:n],
+          test['boxes'][:n], test['box_labels'][:n])
+
+
+def test_compute_maps_matches_the_paper_map_and_times_every_method():
+  model = models.SmallConvNet(3, stages=((4,), (8,)), hidden=(), rngs=nnx.Rngs(0))
+  model.eval()
+  x = jax.random.normal(jax.random.key(1), (5, 16, 16, 3))
+  labels = np.array([0, 1, 2, 0, 1])
+  maps, seconds = comparison.compute_maps(model, x, labels, {'gradient': {}, 'grad_cam': {}}, chunk_size=2,
+                                          log=lambda *_: None)
+  np.testing.assert_allclose(maps['gradient'][0], np.asarray(saliency.saliency_maps(model, x, labels)), rtol=1e-5)
+  assert maps['grad_cam'][0].shape == (5, 16, 16) and (maps['grad_cam'][0] >= 0).all()
+  assert set(seconds) == {'gradient', 'grad_cam'} and min(seconds.values()) > 0
+
+
+def test_class_boxes_keeps_the_true_class_only():
+  boxes = [np.array([[0, 0, 4, 4], [2, 2, 8, 8]]), np.array([[1, 1, 3, 3]])]
+  kept = comparison.class_boxes([np.array([0, 1]), np.array([2])], boxes, [1, 2])
+  np.testing.assert_array_equal(kept[0], [[2, 2, 8, 8]])
+  np.testing.assert_array_equal(kept[1], [[1, 1, 3, 3]])
