@@ -17,6 +17,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   results = pipeline.run(_CONFIG.value, _WORKDIR.value)
+  if 'process_index' in results:  # one of several hosts: process 0 writes the metrics
+    return
   print(f"\ntest accuracy {results['test_accuracy']:.3f}\n")
   print(pipeline.table(results))
   print(f'\nmetrics.json, report.md and figures in {_WORKDIR.value}')

@@ -18,6 +18,7 @@ config (configs/quickstart.py documents the fields). Each stage keeps what it ma
 
 import hashlib
 import json
+import os
 import pathlib
 import time
 
@@ -25,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, report, saliency, train
+from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, parallel, report, saliency, train
 from saliency_jax.data import make_source, transforms
 
 
@@ -47,6 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
   config.num_figure = 8
   config.class_names = ()
+  # several hosts (`parallel.initialize`): each process maps and localises its share of the test
+  # images; process 0 merges the shares (files in workdir/hosts) and writes the metrics and report
+  config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1, 'process_id': 0,
+                                                  'timeout_s': 3600})
   # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage
   config.class_models = ml_collections.ConfigDict({
       'classes': (), 'steps': 300, 'l2_weight': 0.3, 'learning_rate': 0.1, 'optimizer': 'adam',
@@ -88,7 +93,7 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
     if 'masks' in loaded:
       arrays['masks'] = loaded['masks']
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp.npz')
+    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp.npz')  # several processes may write it at once
     np.savez(tmp, **arrays)
     tmp.replace(path)
     out[name] = {**loaded, 'masks': loaded.get('masks')}
@@ -121,34 +126,88 @@ def input_statistics(config, images: np.ndarray | None) -> tuple[np.ndarray, np.
   return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
 
 
-def localisation(config, images, labels, gt_labels, gt_boxes, top_classes, top_maps, true_maps, log=print):
-  """Every method of config.localise on the true-class maps (GT-known) and the top-k maps (ILSVRC).
+def localise_images(config, images, true_maps, top_maps, indices, total: int) -> tuple[dict, dict]:
+  """Every method of config.localise on each image's true-class map and its top-k maps.
 
-  Returns ({method: metrics}, {method: true-class results}).
+  indices: the images' positions in the evaluation set of `total` images (they seed the GraphCut's
+  colour model sampling, so a share of the images gives the same boxes as the whole set). Returns
+  ({method: {'true_boxes' [n, 4], 'top_boxes' [n, k, 4], 'status' [n * (k + 1)] str}},
+  {method: true-class `localise.Result`s}).
   """
-  n, k = top_classes.shape
+  n, k = top_maps.shape[:2]
   out, kept = {}, {}
   for name, settings in config.localise.items():
     t = time.perf_counter()
-    true = localise.localise_batch(list(images), list(true_maps), settings, workers=config.workers)
+    true = localise.localise_batch(list(images), list(true_maps), settings, workers=config.workers,
+                                   indices=[int(i) for i in indices])
     top = localise.localise_batch([im for im in images for _ in range(k)], list(top_maps.reshape(n * k, *top_maps.shape[2:])),
                                   settings, workers=config.workers,
-                                  indices=[n + i for i in range(n * k)])
-    guesses = [[(int(top_classes[i, j]), top[i * k + j].box) for j in range(k)] for i in range(n)]
-    statuses = {}
-    for r in true + top:
-      statuses[r.status] = statuses.get(r.status, 0) + 1
+                                  indices=[total + int(i) * k + j for i in indices for j in range(k)])
+    out[name] = {'true_boxes': np.array([r.box for r in true], np.int64).reshape(n, 4),
+                 'top_boxes': np.array([r.box for r in top], np.int64).reshape(n, k, 4),
+                 'status': np.array([r.status for r in true + top]), 'seconds': time.perf_counter() - t}
+    kept[name] = true
+  return out, kept
+
+
+def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:
+  """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes."""
+  n, k = top_classes.shape
+  out = {}
+  for name, r in found.items():
+    guesses = [[(int(top_classes[i, j]), tuple(r['top_boxes'][i, j])) for j in range(k)] for i in range(n)]
+    names, counts = np.unique(r['status'], return_counts=True)
     out[name] = {
-        'gt_known_box_accuracy': metrics.gt_known_accuracy([r.box for r in true], gt_labels, gt_boxes, labels),
+        'gt_known_box_accuracy': metrics.gt_known_accuracy([tuple(b) for b in r['true_boxes']], gt_labels, gt_boxes,
+                                                           labels),
         'top1_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=1),
         f'top{k}_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=k),
-        'status': statuses, 'seconds': time.perf_counter() - t,
+        'status': {str(a): int(b) for a, b in zip(names, counts)}, 'seconds': float(r['seconds']),
     }
-    kept[name] = true
     top_k = f", top-{k} error {out[name][f'top{k}_loc_error']:.3f}" if k > 1 else ''
     log(f"localise {name}: GT-known {out[name]['gt_known_box_accuracy']:.3f}, "
         f"top-1 error {out[name]['top1_loc_error']:.3f}{top_k} ({out[name]['seconds']:.1f} s)")
-  return out, kept
+  return out
+
+
+def _merge_hosts(config, workdir: pathlib.Path, mine: dict, since: float) -> dict:
+  """Process 0: its own share plus every other process's (workdir/hosts/part-*.npz written after
+  `since`), as arrays over the whole evaluation set in index order."""
+  num = config.distributed.num_processes
+  paths = [workdir / 'hosts' / f'part-{p}-of-{num}.npz' for p in range(1, num)]
+  deadline = time.time() + config.distributed.timeout_s
+  while not all(p.exists() and p.stat().st_mtime >= since for p in paths):
+    if time.time() > deadline:
+      missing = [str(p) for p in paths if not (p.exists() and p.stat().st_mtime >= since)]
+      raise TimeoutError(f'no result from the other processes after {config.distributed.timeout_s} s: {missing}')
+    time.sleep(1.0)
+  parts = [mine]
+  for p in paths:
+    with np.load(p, allow_pickle=False) as f:
+      parts.append(dict(f))
+  order = np.argsort(np.concatenate([part['indices'] for part in parts]), kind='stable')
+  return {key: np.concatenate([part[key] for part in parts])[order] for key in mine}
+
+
+def _flatten_found(found: dict, top_classes, hits) -> dict:
+  flat = {'top_classes': top_classes, 'hits': hits}
+  for name, r in found.items():
+    flat[f'{name}/true_boxes'], flat[f'{name}/top_boxes'] = r['true_boxes'], r['top_boxes']
+    k = r['top_boxes'].shape[1]
+    flat[f'{name}/status'] = _status_per_image(r['status'], k)
+    flat[f'{name}/seconds'] = np.full(len(top_classes), r['seconds'] / max(1, len(top_classes)))
+  return flat
+
+
+def _status_per_image(status, k):
+  n = len(status) // (k + 1)
+  return np.concatenate([status[:n, None], status[n:].reshape(n, k)], axis=1)
+
+
+def _unflatten_found(flat: dict, names) -> dict:
+  return {name: {'true_boxes': flat[f'{name}/true_boxes'], 'top_boxes': flat[f'{name}/top_boxes'],
+                 'status': flat[f'{name}/status'].ravel(), 'seconds': float(flat[f'{name}/seconds'].sum())}
+          for name in names}
 
 
 def deconvnet_summary(model, x, labels) -> dict:
@@ -223,7 +282,11 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
 
 
 def run(config, workdir: str, log=print) -> dict:
-  """The main job; returns the metrics written to workdir/metrics.json."""
+  """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
+  the others return {'process_index', 'num_images'} once their share is written)."""
+  d = config.distributed
+  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
+  since = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   prepared = prepare(config, workdir, log)
@@ -232,8 +295,9 @@ def run(config, workdir: str, log=print) -> dict:
 
   test = data['test']
   n = len(test['images']) if not config.num_eval else min(config.num_eval, len(test['images']))
-  images, labels, x = test['images'][:n], test['labels'][:n], splits['test']['images'][:n]
-  gt_labels, gt_boxes = test['box_labels'][:n], test['boxes'][:n]
+  mine = parallel.host_shard(n)  # this process's share of the evaluation images (all of them on one host)
+  pick = lambda seq: [seq[i] for i in mine] if isinstance(seq, list) else seq[mine]
+  images, labels, x = test['images'][mine], test['labels'][mine], splits['test']['images'][mine]
   t0 = time.perf_counter()
   crop = config.crop_size or None
   top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
@@ -242,18 +306,39 @@ def run(config, workdir: str, log=print) -> dict:
   top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
   true_maps = np.asarray(jax.device_get(true_maps))[:, 0]
   seconds['saliency'] = time.perf_counter() - t0
+  gt_boxes = pick(test['boxes'])
+  masks = None if test['masks'] is None else test['masks'][mine]
   if 'photos' in data:  # localise on the larger images, maps resized onto them
-    images, gt_boxes = data['photos']['images'][:n], data['photos']['boxes'][:n]
+    images, gt_boxes, masks = data['photos']['images'][mine], pick(data['photos']['boxes']), None
     size = images.shape[1:3]
     true_maps = np.stack([localise.resize_map(mp, size) for mp in true_maps])
     top_maps = np.stack([[localise.resize_map(mp, size) for mp in row] for row in top_maps])
 
   t0 = time.perf_counter()
-  loc, kept = localisation(config, images, labels, gt_labels, gt_boxes, top_classes, top_maps, true_maps, log)
+  found, kept = localise_images(config, images, true_maps, top_maps, mine, n)
+  hits = np.zeros((len(mine), 2))  # pointing hit, saliency mass on the object
+  if masks is not None:
+    hits = np.stack([metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance),
+                     metrics.mass_inside(true_maps, masks)], axis=1)
+  flat = {'indices': mine, **_flatten_found(found, top_classes, hits)}
+  if d.num_processes > 1:
+    if jax.process_index() != 0:
+      path = workdir / 'hosts' / f'part-{jax.process_index()}-of-{d.num_processes}.npz'
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = path.with_name(f'.{path.name}.tmp.npz')
+      np.savez(tmp, **flat)
+      tmp.replace(path)
+      log(f'process {jax.process_index()}: {len(mine)} images mapped and localised, written to {path}')
+      return {'process_index': jax.process_index(), 'num_images': len(mine)}
+    flat = _merge_hosts(config, workdir, flat, since)
+  found = _unflatten_found(flat, list(config.localise))
+  all_labels = test['labels'][:n]
+  loc = localisation_metrics(config, found, all_labels, test['box_labels'][:n],
+                             (data['photos'] if 'photos' in data else test)['boxes'][:n], flat['top_classes'], log)
   seconds['localisation'] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
-  m = min(config.num_deconvnet, n)
+  m = min(config.num_deconvnet, len(mine))
   sect4 = deconvnet_summary(model, x[:m], labels[:m])
   seconds['deconvnet'] = time.perf_counter() - t0
 
@@ -263,11 +348,13 @@ def run(config, workdir: str, log=print) -> dict:
     class_model = class_model_summary(config, model, test_x, test_y, prepared['mean'], prepared['std'], workdir, log)
     seconds['class_models'] = time.perf_counter() - t0
 
+  all_top = flat['top_classes']
   results = {
       'test_accuracy': trained['test_accuracy'],
-      'top1_accuracy_eval': float(np.mean(top_classes[:, 0] == labels)),
-      f'top{config.top_k}_accuracy_eval': float(np.mean((top_classes == labels[:, None]).any(1))),
+      'top1_accuracy_eval': float(np.mean(all_top[:, 0] == all_labels)),
+      f'top{config.top_k}_accuracy_eval': float(np.mean((all_top == all_labels[:, None]).any(1))),
       'num_train': int(len(data['train']['images'])) if 'train' in data else 0, 'num_test': int(len(test['images'])), 'num_eval': n,
+      'num_processes': d.num_processes,
       'localisation': loc,
       'deconvnet_vs_gradient': sect4,
       **({'class_models': class_model} if config.class_models.steps else {}),
@@ -275,18 +362,18 @@ def run(config, workdir: str, log=print) -> dict:
       'seconds': seconds,
       'config': config.to_dict(),
   }
-  if test['masks'] is not None and 'photos' not in data:
-    masks = test['masks'][:n]
-    results['pointing_game'] = float(metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance).mean())
-    results['saliency_mass_on_object'] = float(metrics.mass_inside(true_maps, masks).mean())
-    results['object_area_fraction'] = float(masks.mean())
+  if masks is not None:
+    results['pointing_game'] = float(flat['hits'][:, 0].mean())
+    results['saliency_mass_on_object'] = float(flat['hits'][:, 1].mean())
+    results['object_area_fraction'] = float(test['masks'][:n].mean())
   report.write_json(workdir / 'metrics.json', results)
 
+  # figures: this process's first images (on one host: the first images of the set)
   classes = config.class_names if config.get('class_names') else [str(c) for c in range(config.num_classes)]
-  num = min(config.num_figure, n)
+  num = min(config.num_figure, len(mine))
   titles = [f'{classes[t]} (top-1 {classes[p]})' for t, p in zip(labels[:num], top_classes[:num, 0])]
   report.saliency_figure(workdir / 'saliency.png', images[:num], true_maps[:num], titles,
-                         None if test['masks'] is None or 'photos' in data else test['masks'][:num])
+                         None if masks is None else masks[:num])
   graphcut = config.figure_method
   s = localise.settings(config.localise[graphcut])
   report.localisation_figure(workdir / 'localisation.png', images[:num], true_maps[:num],
