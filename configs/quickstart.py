@@ -2,7 +2,7 @@
 
   python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
 
-About 5 minutes on 2 CPU cores (timings in the README). Generates the synthetic localisation set
+5 to 15 minutes on 2 CPU cores (timings in the README). Generates the synthetic localisation set
 (10 classes of textured shapes on scikit-image photos; train and test on disjoint photos), trains a
 SmallConvNet with AdamW, computes the 10-crop saliency maps of the test images' top-5 classes and
 true class, localises them with the GraphCut pipeline and the baselines, computes the class model
