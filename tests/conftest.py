@@ -19,6 +19,17 @@ def load_config(name: str, arg: str | None = None):
   return module.get_config() if arg is None else module.get_config(arg)
 
 
+def tiny_synthetic(config):
+  """A synthetic-set config cut down for tests: 3 classes at 32 px, 64 / 6 images, a 2-stage net
+  trained for 3 steps."""
+  config.data.update({'image_size': 32, 'num_train': 64, 'num_test': 6, 'num_classes': 3})
+  config.num_classes = 3
+  config.class_names = config.class_names[:3]
+  config.model.stages = ((4,), (8,))
+  config.train.update({'steps': 3, 'batch_size': 16, 'warmup_steps': 1, 'checkpoint_every': 2})
+  return config
+
+
 def shared_data(*parts: str) -> pathlib.Path:
   """A path under ../shared/data, or a skip naming what is missing."""
   path = SHARED_DATA.joinpath(*parts)

@@ -4,19 +4,14 @@ import json
 
 import jax
 import numpy as np
-from conftest import load_config
+from conftest import load_config, tiny_synthetic
 from flax import nnx
 
 from saliency_jax import comparison, localise, metrics, models, pipeline, saliency
 
 
 def _tiny():
-  config = load_config('compare_attributions')
-  config.data.update({'image_size': 32, 'num_train': 64, 'num_test': 6, 'num_classes': 3})
-  config.num_classes = 3
-  config.class_names = config.class_names[:3]
-  config.model.stages = ((4,), (8,))
-  config.train.update({'steps': 3, 'batch_size': 16, 'warmup_steps': 1, 'checkpoint_every': 2})
+  config = tiny_synthetic(load_config('compare_attributions'))
   config.workers = 0
   config.chunk_size = 4  # two chunks for 6 images: the warm-up call and the timed call differ
   config.compare.num_images = 5

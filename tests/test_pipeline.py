@@ -4,18 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, load_config, shared_data
+from conftest import SHARED_DATA, load_config, shared_data, tiny_synthetic
 
 from saliency_jax import pipeline
 
 
 def _tiny():
-  config = load_config('quickstart')
-  config.data.update({'image_size': 32, 'num_train': 64, 'num_test': 6, 'num_classes': 3})
-  config.num_classes = 3
-  config.class_names = config.class_names[:3]
-  config.model.stages = ((4,), (8,))
-  config.train.update({'steps': 3, 'batch_size': 16, 'warmup_steps': 1, 'checkpoint_every': 2})
+  config = tiny_synthetic(load_config('quickstart'))
   config.crop_size = 28
   config.top_k = 2
   config.num_deconvnet = 2
