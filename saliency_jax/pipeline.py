@@ -26,8 +26,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, parallel, report, saliency, train
-from saliency_jax.data import make_source, transforms
+from saliency_jax import (
+  class_models,
+  deconvnet,
+  equivalence,
+  localise,
+  metrics,
+  parallel,
+  report,
+  saliency,
+  train,
+)
+from saliency_jax.data import Subset, make_source, transforms
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -66,6 +76,9 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
   'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
   data.stream, where training reads the source on demand), and 'photos':
   the test split at `localise_size` when set (localisation on larger images than the net sees).
+  Each split also holds 'indices' (the record index of every example) and 'num_records'. On several
+  hosts each process reads only its share of the test records (records i, i + P, ...: `parallel.host_shard`)
+  and caches it in its own file.
   """
   key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
   wanted = [('test', 'test', config.data.image_size)]
@@ -73,23 +86,33 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
     wanted.insert(0, ('train', 'train', config.data.image_size))
   if config.get('localise_size'):
     wanted.append(('photos', 'test', config.localise_size))
+  hosts = jax.process_count()
   out = {}
   for name, split, size in wanted:
-    path = workdir / 'data' / f'{name}-{size}-{key}.npz'
+    part = f'-part{jax.process_index()}of{hosts}' if split == 'test' and hosts > 1 else ''
+    path = workdir / 'data' / f'{name}-{size}-{key}{part}.npz'
     if path.exists():
       with np.load(path, allow_pickle=False) as f:
         arrays = dict(f)
       out[name] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
-                    'boxes': _split_ragged(arrays['boxes'], arrays['box_counts']),
-                    'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']), 'bad': []}
+                   'boxes': _split_ragged(arrays['boxes'], arrays['box_counts']),
+                   'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']), 'bad': [],
+                   'indices': arrays.get('indices', np.arange(len(arrays['labels']))),  # older caches: no indices
+                   'num_records': int(arrays.get('num_records', len(arrays['labels'])))}
       continue
     source = make_source(config.data, split)
+    num_records = len(source)
+    records = parallel.host_shard(num_records) if part else np.arange(num_records)
+    if part:
+      source = Subset(source, records)
     loaded = transforms.load(source, size, skip_bad=config.data.skip_bad, progress=True, desc=f'data {name}')
     if loaded['bad']:
       log(f'{split}: skipped {len(loaded["bad"])} bad records, first: {loaded["bad"][0]}')
+    loaded['indices'], loaded['num_records'] = records[loaded['indices']], num_records
     counts = np.array([len(b) for b in loaded['boxes']])
     arrays = {'images': loaded['images'], 'labels': loaded['labels'], 'box_counts': counts,
-              'boxes': np.concatenate(loaded['boxes']), 'box_labels': np.concatenate(loaded['box_labels'])}
+              'boxes': np.concatenate(loaded['boxes']), 'box_labels': np.concatenate(loaded['box_labels']),
+              'indices': loaded['indices'], 'num_records': num_records}
     if 'masks' in loaded:
       arrays['masks'] = loaded['masks']
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,14 +131,27 @@ def pretrained(config):
   """The model of `config.checkpoint` (kind 'cifar_resnet' or 'torchvision_vgg16', path), inference mode."""
   from saliency_jax import weights
   kind, path = config.checkpoint.kind, pathlib.Path(config.checkpoint.path).expanduser()
-  if not path.is_file():
+  if not (path.is_file() or (kind == 'tfjs_layers' and (path / 'model.json').is_file())):
     raise FileNotFoundError(f'config.checkpoint.path: no checkpoint at {path}')
-  loaders = {'cifar_resnet': weights.load_cifar_resnet, 'torchvision_vgg16': weights.load_torchvision_vgg16}
+  loaders = {'cifar_resnet': weights.load_cifar_resnet, 'torchvision_vgg16': weights.load_torchvision_vgg16,
+             'tfjs_layers': weights.load_tfjs_layers_model}
   if kind not in loaders:
     raise ValueError(f'config.checkpoint.kind must be one of {sorted(loaders)}, got {kind!r}')
   model = loaders[kind](path)
   model.eval()
   return model
+
+
+def class_names(config) -> list[str]:
+  """config.class_names, or the ILSVRC synset names of the data folder (first synonym), or the indices."""
+  if config.get('class_names'):
+    return list(config.class_names)
+  d = config.data
+  path = pathlib.Path(d.get('data_dir', '')) / d.get('folder', '') / 'synset_words.txt'
+  if d.name == 'ilsvrc' and not d.get('label_map') and path.is_file():
+    from saliency_jax.data import imagenet
+    return [name.split(',')[0] for _, name in imagenet.read_synsets(path)]
+  return [str(c) for c in range(config.num_classes)]
 
 
 def input_statistics(config, images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +206,20 @@ def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_c
   return out
 
 
-def _merge_hosts(config, workdir: pathlib.Path, mine: dict, since: float) -> dict:
-  """Process 0: its own share plus every other process's (workdir/hosts/part-*.npz written after
-  `since`), as arrays over the whole evaluation set in index order."""
+def _part_arrays(flat: dict, ragged: dict, totals: dict) -> dict:
+  """One process's share as flat arrays (npz): per-image arrays, ragged boxes with their counts, totals."""
+  out = dict(flat)
+  out['box_counts'] = np.array([len(b) for b in ragged['boxes']], np.int64)
+  out['ragged/boxes'] = np.concatenate(ragged['boxes']).reshape(-1, 4)
+  out['ragged/box_labels'] = np.concatenate(ragged['box_labels']).astype(np.int32)
+  out.update({f'total/{k}': np.asarray(v) for k, v in totals.items()})
+  return out
+
+
+def _merge_hosts(config, workdir: pathlib.Path, mine: dict, since: float) -> tuple[dict, dict, dict]:
+  """Process 0: its own share (`_part_arrays`) plus every other process's (workdir/hosts/part-*.npz
+  written after `since`) -> (per-image arrays over the whole evaluation set in index order,
+  {'boxes', 'box_labels'}: lists in that order, summed totals)."""
   num = config.distributed.num_processes
   paths = [workdir / 'hosts' / f'part-{p}-of-{num}.npz' for p in range(1, num)]
   deadline = time.time() + config.distributed.timeout_s
@@ -186,7 +233,14 @@ def _merge_hosts(config, workdir: pathlib.Path, mine: dict, since: float) -> dic
     with np.load(p, allow_pickle=False) as f:
       parts.append(dict(f))
   order = np.argsort(np.concatenate([part['indices'] for part in parts]), kind='stable')
-  return {key: np.concatenate([part[key] for part in parts])[order] for key in mine}
+  per_image = [k for k in mine if k != 'box_counts' and not k.startswith(('ragged/', 'total/'))]
+  flat = {key: np.concatenate([part[key] for part in parts])[order] for key in per_image}
+  ragged = {}
+  for key in ('boxes', 'box_labels'):
+    pieces = [b for part in parts for b in _split_ragged(part[f'ragged/{key}'], part['box_counts'])]
+    ragged[key] = [pieces[i] for i in order]
+  totals = {k[len('total/'):]: sum(part[k].item() for part in parts) for k in mine if k.startswith('total/')}
+  return flat, ragged, totals
 
 
 def _flatten_found(found: dict, top_classes, hits) -> dict:
@@ -211,16 +265,20 @@ def _unflatten_found(flat: dict, names) -> dict:
 
 
 def deconvnet_summary(model, x, labels) -> dict:
-  """Sect. 4 on the trained net: explicit DeconvNet vs VJP, and the three rules' maps compared."""
-  compared = deconvnet.compare(model, x, neurons=labels)
+  """Sect. 4 on the trained net: explicit DeconvNet vs VJP (for the model families `deconvnet.steps`
+  knows), and the three rules' maps compared (any model)."""
   maps = equivalence.method_maps(model, x, labels)
   rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b) for a, b in zip(maps['gradient'], maps[m])]))
          for m in maps if m != 'gradient'}
-  return {'num_images': int(len(x)),
-          'deconvnet_explicit_vs_vjp_relative': compared['deconvnet_explicit_vs_vjp']['relative'],
+  out = {'num_images': int(len(x)), 'spearman': rho}
+  try:
+    deconvnet.steps(model)
+  except TypeError:
+    return out  # no explicit DeconvNet for this architecture: the maps only
+  compared = deconvnet.compare(model, x, neurons=labels)
+  return {**out, 'deconvnet_explicit_vs_vjp_relative': compared['deconvnet_explicit_vs_vjp']['relative'],
           'gradient_explicit_vs_grad_relative': compared['gradient_explicit_vs_grad']['relative'],
-          'gradient_vs_deconvnet_relative': compared['gradient_vs_deconvnet']['relative'],
-          'spearman': rho}
+          'gradient_vs_deconvnet_relative': compared['gradient_vs_deconvnet']['relative']}
 
 
 def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Path, log=print) -> dict:
@@ -234,7 +292,7 @@ def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Pa
   final = np.asarray(saliency.scores(model, result.images))[np.arange(len(classes)), classes]
   real = np.asarray(saliency.scores(model, x, chunk_size=config.chunk_size))
   real_max = np.array([real[labels == k, k].max() if (labels == k).any() else np.nan for k in classes])
-  names = [config.class_names[k] if config.get('class_names') else str(k) for k in classes]
+  names = [class_names(config)[k] for k in classes]
   report.class_model_figure(workdir / 'class_models.png', class_models.for_display(result.images, mean, std),
                             [f'{name} ({s:.0f})' for name, s in zip(names, final)])
   report.objective_figure(workdir / 'class_models_objective.png', np.asarray(result.objective),
@@ -294,9 +352,10 @@ def run(config, workdir: str, log=print) -> dict:
   seconds = prepared['seconds']
 
   test = data['test']
-  n = len(test['images']) if not config.num_eval else min(config.num_eval, len(test['images']))
-  mine = parallel.host_shard(n)  # this process's share of the evaluation images (all of them on one host)
-  pick = lambda seq: [seq[i] for i in mine] if isinstance(seq, list) else seq[mine]
+  n = test['num_records'] if not config.num_eval else min(config.num_eval, test['num_records'])
+  mine = np.flatnonzero(test['indices'] < n)  # this process's evaluation images (all of them on one host)
+  index = test['indices'][mine]  # their record indices: the same image on one host and on several
+  pick = lambda seq: [seq[i] for i in mine]
   images, labels, x = test['images'][mine], test['labels'][mine], splits['test']['images'][mine]
   t0 = time.perf_counter()
   crop = config.crop_size or None
@@ -306,35 +365,41 @@ def run(config, workdir: str, log=print) -> dict:
   top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
   true_maps = np.asarray(jax.device_get(true_maps))[:, 0]
   seconds['saliency'] = time.perf_counter() - t0
-  gt_boxes = pick(test['boxes'])
+  truth = data['photos'] if 'photos' in data else test  # the boxes of the images localised on
+  gt_boxes = pick(truth['boxes'])
   masks = None if test['masks'] is None else test['masks'][mine]
   if 'photos' in data:  # localise on the larger images, maps resized onto them
-    images, gt_boxes, masks = data['photos']['images'][mine], pick(data['photos']['boxes']), None
+    if not np.array_equal(data['photos']['indices'], test['indices']):
+      raise ValueError(f'the test split read at {config.localise_size} px kept other records than at '
+                       f'{config.data.image_size} px (bad records?): clear {workdir / "data"} and rerun')
+    images, masks = data['photos']['images'][mine], None
     size = images.shape[1:3]
     true_maps = np.stack([localise.resize_map(mp, size) for mp in true_maps])
     top_maps = np.stack([[localise.resize_map(mp, size) for mp in row] for row in top_maps])
 
   t0 = time.perf_counter()
-  found, kept = localise_images(config, images, true_maps, top_maps, mine, n)
-  hits = np.zeros((len(mine), 2))  # pointing hit, saliency mass on the object
+  found, kept = localise_images(config, images, true_maps, top_maps, index, n)
+  hits = np.zeros((len(mine), 3))  # pointing hit, saliency mass on the object, object area fraction
   if masks is not None:
     hits = np.stack([metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance),
-                     metrics.mass_inside(true_maps, masks)], axis=1)
-  flat = {'indices': mine, **_flatten_found(found, top_classes, hits)}
+                     metrics.mass_inside(true_maps, masks), masks.mean(axis=(1, 2))], axis=1)
+  flat = {'indices': index, 'labels': labels, **_flatten_found(found, top_classes, hits)}
+  ragged = {'boxes': gt_boxes, 'box_labels': pick(test['box_labels'])}
+  totals = {'test_correct': round(trained['test_accuracy'] * len(test['labels'])), 'test_count': len(test['labels'])}
   if d.num_processes > 1:
     if jax.process_index() != 0:
       path = workdir / 'hosts' / f'part-{jax.process_index()}-of-{d.num_processes}.npz'
       path.parent.mkdir(parents=True, exist_ok=True)
       tmp = path.with_name(f'.{path.name}.tmp.npz')
-      np.savez(tmp, **flat)
+      np.savez(tmp, **_part_arrays(flat, ragged, totals))
       tmp.replace(path)
       log(f'process {jax.process_index()}: {len(mine)} images mapped and localised, written to {path}')
       return {'process_index': jax.process_index(), 'num_images': len(mine)}
-    flat = _merge_hosts(config, workdir, flat, since)
+    flat, ragged, totals = _merge_hosts(config, workdir, _part_arrays(flat, ragged, totals), since)
+    trained = {**trained, 'test_accuracy': totals['test_correct'] / totals['test_count']}
   found = _unflatten_found(flat, list(config.localise))
-  all_labels = test['labels'][:n]
-  loc = localisation_metrics(config, found, all_labels, test['box_labels'][:n],
-                             (data['photos'] if 'photos' in data else test)['boxes'][:n], flat['top_classes'], log)
+  all_labels = flat['labels']
+  loc = localisation_metrics(config, found, all_labels, ragged['box_labels'], ragged['boxes'], flat['top_classes'], log)
   seconds['localisation'] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
@@ -353,7 +418,8 @@ def run(config, workdir: str, log=print) -> dict:
       'test_accuracy': trained['test_accuracy'],
       'top1_accuracy_eval': float(np.mean(all_top[:, 0] == all_labels)),
       f'top{config.top_k}_accuracy_eval': float(np.mean((all_top == all_labels[:, None]).any(1))),
-      'num_train': int(len(data['train']['images'])) if 'train' in data else 0, 'num_test': int(len(test['images'])), 'num_eval': n,
+      'num_train': int(len(data['train']['images'])) if 'train' in data else 0,
+      'num_test': int(totals['test_count']), 'num_eval': len(all_labels),
       'num_processes': d.num_processes,
       'localisation': loc,
       'deconvnet_vs_gradient': sect4,
@@ -365,11 +431,11 @@ def run(config, workdir: str, log=print) -> dict:
   if masks is not None:
     results['pointing_game'] = float(flat['hits'][:, 0].mean())
     results['saliency_mass_on_object'] = float(flat['hits'][:, 1].mean())
-    results['object_area_fraction'] = float(test['masks'][:n].mean())
+    results['object_area_fraction'] = float(flat['hits'][:, 2].mean())
   report.write_json(workdir / 'metrics.json', results)
 
   # figures: this process's first images (on one host: the first images of the set)
-  classes = config.class_names if config.get('class_names') else [str(c) for c in range(config.num_classes)]
+  classes = class_names(config)
   num = min(config.num_figure, len(mine))
   titles = [f'{classes[t]} (top-1 {classes[p]})' for t, p in zip(labels[:num], top_classes[:num, 0])]
   report.saliency_figure(workdir / 'saliency.png', images[:num], true_maps[:num], titles,
@@ -416,13 +482,15 @@ def markdown(r: dict) -> str:
     lines += [f"Pointing game (true class, tolerance {r['config']['pointing_tolerance']} px): "
               f"{r['pointing_game']:.3f}; map mass on the object {r['saliency_mass_on_object']:.3f} "
               f"(object area {r['object_area_fraction']:.3f}).", '']
+  explicit = (f"explicit DeconvNet reconstruction vs the VJP with the DeconvNet ReLU rule, relative max difference "
+              f"{d['deconvnet_explicit_vs_vjp_relative']:.1e}; explicit backprop vs jax.grad "
+              f"{d['gradient_explicit_vs_grad_relative']:.1e}; gradient vs DeconvNet "
+              f"{d['gradient_vs_deconvnet_relative']:.2f} (they differ at the ReLUs). "
+              if 'deconvnet_explicit_vs_vjp_relative' in d else '')
   lines += [
       '## DeconvNet vs gradient (paper Sect. 4)',
       '',
-      f"On {d['num_images']} test images: explicit DeconvNet reconstruction vs the VJP with the DeconvNet "
-      f"ReLU rule, relative max difference {d['deconvnet_explicit_vs_vjp_relative']:.1e}; explicit "
-      f"backprop vs jax.grad {d['gradient_explicit_vs_grad_relative']:.1e}; gradient vs DeconvNet "
-      f"{d['gradient_vs_deconvnet_relative']:.2f} (they differ at the ReLUs). Spearman of the maps: "
+      f"On {d['num_images']} test images: {explicit}Spearman of the maps: "
       + ', '.join(f'{k_} {v:.2f}' for k_, v in d['spearman'].items()) + '.',
       '',
       '![saliency](saliency.png)',

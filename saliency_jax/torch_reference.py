@@ -139,3 +139,102 @@ class TorchSmallConvNet(nn.Module):
         i += 1
     x = F.max_pool2d(x, 2, 2, ceil_mode=True)
     return self.classifier(x.mean(dim=(2, 3)))
+
+
+def _tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+  """TensorFlow's 'same' padding of one axis: total padding split with the extra pixel after."""
+  effective = (kernel - 1) * dilation + 1
+  total = max((-(-size // stride) - 1) * stride + effective - size, 0)
+  return total // 2, total - total // 2
+
+
+class TorchKerasChain(nn.Module):
+  """A chain of Keras layers (a TensorFlow.js layers model's config) run in PyTorch, NCHW, from the
+  raw layer list and weight arrays (`weights.read_tfjs_layers_model`); a final softmax is dropped.
+
+  Written from Keras' definitions of the layers (TensorFlow 'same' padding, depthwise kernels
+  [kh, kw, C, m], channels-last Reshape / Flatten), independently of `models.KerasNet`.
+  `forward(x, relu=F.relu)` takes NCHW input and returns pre-softmax scores.
+  """
+
+  def __init__(self, keras_layers, arrays):
+    super().__init__()
+    self.layers = [(e['class_name'], e['config']) for e in keras_layers if e['class_name'] != 'InputLayer']
+    t = lambda a: torch.from_numpy(a.copy())
+    self.params = nn.ParameterDict()
+    for kind, c in self.layers:
+      name = c['name']
+      if kind == 'Conv2D':
+        self.params[f'{name}:w'] = nn.Parameter(t(arrays[f'{name}/kernel'].transpose(3, 2, 0, 1)))
+      elif kind == 'DepthwiseConv2D':
+        kh, kw, ch, m = arrays[f'{name}/depthwise_kernel'].shape
+        w = arrays[f'{name}/depthwise_kernel'].transpose(2, 3, 0, 1).reshape(ch * m, 1, kh, kw)
+        self.params[f'{name}:w'] = nn.Parameter(t(w))
+      elif kind == 'Dense':
+        self.params[f'{name}:w'] = nn.Parameter(t(arrays[f'{name}/kernel']))
+      elif kind == 'BatchNormalization':
+        for key in ('gamma', 'beta', 'moving_mean', 'moving_variance'):
+          if f'{name}/{key}' in arrays:
+            self.params[f'{name}:{key}'] = nn.Parameter(t(arrays[f'{name}/{key}']), requires_grad=False)
+      if kind in ('Conv2D', 'DepthwiseConv2D', 'Dense') and c.get('use_bias', True):
+        self.params[f'{name}:b'] = nn.Parameter(t(arrays[f'{name}/bias']))
+
+  def _activation(self, name, x, relu):
+    if name in ('linear', 'softmax'):  # the final softmax: dropped
+      return x
+    if name == 'relu':
+      return relu(x)
+    if name == 'relu6':
+      return torch.clamp(relu(x), max=6.0)
+    raise ValueError(f'activation {name!r}')
+
+  def _conv(self, x, c, weight, bias, groups):
+    kh, kw = weight.shape[2:]
+    sh, sw = (c.get('strides') or (1, 1))
+    dh, dw = (c.get('dilation_rate') or (1, 1))
+    if c.get('padding', 'valid') == 'same':
+      top, bottom = _tf_same_padding(x.shape[2], kh, sh, dh)
+      left, right = _tf_same_padding(x.shape[3], kw, sw, dw)
+      x = F.pad(x, (left, right, top, bottom))
+    return F.conv2d(x, weight, bias, stride=(sh, sw), dilation=(dh, dw), groups=groups)
+
+  def forward(self, x, relu=F.relu):
+    p = self.params
+    for kind, c in self.layers:
+      name, b = c['name'], self.params[f'{c["name"]}:b'] if f'{c["name"]}:b' in self.params else None
+      if kind == 'Conv2D':
+        x = self._activation(c.get('activation', 'linear'), self._conv(x, c, p[f'{name}:w'], b, 1), relu)
+      elif kind == 'DepthwiseConv2D':
+        x = self._activation(c.get('activation', 'linear'), self._conv(x, c, p[f'{name}:w'], b, x.shape[1]), relu)
+      elif kind == 'Dense':
+        x = self._activation(c.get('activation', 'linear'), x @ p[f'{name}:w'] + (0 if b is None else b), relu)
+      elif kind == 'BatchNormalization':
+        mean, var, gamma, beta = (p[f'{name}:{key}'] if f'{name}:{key}' in p else None
+                                  for key in ('moving_mean', 'moving_variance', 'gamma', 'beta'))
+        x = F.batch_norm(x, mean, var, gamma, beta, training=False, eps=c.get('epsilon', 1e-3))
+      elif kind == 'Activation':
+        x = self._activation(c['activation'], x, relu)
+      elif kind == 'ReLU':
+        x = relu(x) if c.get('max_value') is None else torch.clamp(relu(x), max=float(c['max_value']))
+      elif kind == 'ZeroPadding2D':
+        (top, bottom), (left, right) = c['padding']
+        x = F.pad(x, (left, right, top, bottom))
+      elif kind == 'MaxPooling2D':
+        kh, kw = c['pool_size']
+        sh, sw = c.get('strides') or c['pool_size']
+        if c.get('padding', 'valid') == 'same':
+          top, bottom = _tf_same_padding(x.shape[2], kh, sh)
+          left, right = _tf_same_padding(x.shape[3], kw, sw)
+          x = F.pad(x, (left, right, top, bottom), value=float('-inf'))
+        x = F.max_pool2d(x, (kh, kw), (sh, sw))
+      elif kind == 'GlobalAveragePooling2D':
+        x = x.mean(dim=(2, 3))
+      elif kind in ('Reshape', 'Flatten'):  # channels-last semantics
+        if x.dim() == 4:
+          x = x.permute(0, 2, 3, 1)
+        x = x.reshape(x.shape[0], *c['target_shape']) if kind == 'Reshape' else x.reshape(x.shape[0], -1)
+        if x.dim() == 4:
+          x = x.permute(0, 3, 1, 2)
+      elif kind != 'Dropout':
+        raise ValueError(f'unsupported layer {kind}')
+    return x

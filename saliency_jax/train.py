@@ -164,6 +164,11 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
       _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
       start = latest
+    end = t.steps if stop_at is None else min(stop_at, t.steps)
+    if jax.process_count() > 1 and start < end:
+      raise ValueError(f'training is not distributed over processes: train with one process first (the same '
+                       f'workdir; {workdir / "checkpoints"} holds step {start} of {end}), then every process '
+                       f'restores the finished checkpoint')
     if t.batch_size % parallel.size():
       raise ValueError(f'train.batch_size {t.batch_size} must be a multiple of the number of devices, '
                        f'{parallel.size()} (the batch is sharded over them)')
@@ -174,7 +179,6 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       num, fetch = len(train['labels']), lambda idx: (train['images'][idx], train['labels'][idx])
     else:  # transforms.Streamed
       num, fetch = len(train), train.__getitem__
-    end = t.steps if stop_at is None else min(stop_at, t.steps)
     key = jax.random.key(config.seed)
     log_path = workdir / 'train_log.jsonl'
     losses = []

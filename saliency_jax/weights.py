@@ -11,7 +11,9 @@ NHWC flattening the NNX models use. The models then compute what the PyTorch one
 same normalised input, in NHWC instead of NCHW.
 """
 
+import json
 import os
+import pathlib
 import re
 from collections.abc import Callable
 
@@ -229,3 +231,102 @@ def load_torchvision_vgg16(path: str | os.PathLike) -> models.VGG16:
   Inputs: RGB in [0, 1] normalised with IMAGENET_MEAN / IMAGENET_STD, NHWC, 224 x 224.
   """
   return vgg16_from_state_dict(read_torch_state_dict(path), str(path))
+
+
+# ----------------------------------------------------------------------------- TensorFlow.js layers models
+
+_TFJS_PARAMS = {  # Keras weight name suffix -> (the NNX variable's attribute, convert)
+    'Conv2D': {'kernel': ('kernel', identity), 'bias': ('bias', identity)},
+    'Dense': {'kernel': ('kernel', identity), 'bias': ('bias', identity)},
+    'BatchNormalization': {'gamma': ('scale', identity), 'beta': ('bias', identity),
+                           'moving_mean': ('mean', identity), 'moving_variance': ('var', identity)},
+}
+
+
+def _depthwise(w: np.ndarray) -> np.ndarray:
+  """Keras depthwise kernel [kh, kw, C, m] -> grouped-conv kernel [kh, kw, 1, C * m] (output c * m + j)."""
+  kh, kw, c, m = w.shape
+  return w.reshape(kh, kw, 1, c * m)
+
+
+def read_tfjs_layers_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+  """A TensorFlow.js layers model (the folder holding model.json, or the file) -> (the Keras model
+  config, {weight name: float32 array}). The weight shards are read raw (little-endian, concatenated
+  in manifest order); TensorFlow is not needed."""
+  path = pathlib.Path(path)
+  path = path / 'model.json' if path.is_dir() else path
+  if not path.is_file():
+    raise FileNotFoundError(f'no TensorFlow.js model at {path} (expected a model.json)')
+  spec = json.loads(path.read_text())
+  if 'modelTopology' not in spec or 'weightsManifest' not in spec:
+    raise ValueError(f'{path} is not a TensorFlow.js layers model: it needs modelTopology and weightsManifest')
+  topology = spec['modelTopology']
+  model_config = topology.get('model_config', topology)
+  arrays = {}
+  for group in spec['weightsManifest']:
+    data = b''.join((path.parent / name).read_bytes() for name in group['paths'])
+    offset = 0
+    for w in group['weights']:
+      name, shape, dtype = w['name'].split(':')[0], tuple(w['shape']), w.get('dtype', 'float32')
+      if dtype != 'float32' or 'quantization' in w:
+        raise ValueError(f'{path}: weight {name} is {dtype}{" quantized" if "quantization" in w else ""}; '
+                         'only float32 weights are supported')
+      size = int(np.prod(shape)) * 4
+      if offset + size > len(data):
+        raise ValueError(f'{path}: the shards of group {group["paths"]} end inside weight {name}')
+      arrays[name] = np.frombuffer(data, '<f4', count=size // 4, offset=offset).reshape(shape).copy()
+      offset += size
+    if offset != len(data):
+      raise ValueError(f'{path}: {len(data) - offset} bytes left over after the weights of group {group["paths"]}')
+  return model_config, arrays
+
+
+def load_tfjs_layers_model(path: str | os.PathLike) -> models.KerasNet:
+  """A TensorFlow.js / Keras layers model (e.g. ../shared/data/imagenet-mobilenet) -> `models.KerasNet`.
+
+  Called like every model: `model(x, relu=...)` on NHWC input preprocessed as the original expects
+  (MobileNet: RGB `x / 127.5 - 1`), returning pre-softmax scores. The layers must form a chain;
+  a layer of another class, a non-float32 weight, a missing or unused weight, or a shape mismatch
+  is an error that names it.
+  """
+  model_config, arrays = read_tfjs_layers_model(path)
+  config = model_config.get('config', {})
+  layer_list = config['layers'] if isinstance(config, dict) else config  # Model / Sequential configs
+  previous = None
+  for layer in layer_list:
+    inbound = layer.get('inbound_nodes')
+    if inbound:  # functional models: each layer must read the one before it
+      sources = [node[0] for nodes in inbound for node in nodes]
+      if len(sources) != 1 or sources[0] != previous:
+        raise ValueError(f'layer {layer["config"]["name"]!r} reads {sources}: only chains of layers are supported')
+    if layer['class_name'] not in models.KERAS_LAYERS:
+      raise ValueError(f'layer {layer["config"].get("name")!r}: unsupported layer class {layer["class_name"]!r}; '
+                       f'supported: {", ".join(models.KERAS_LAYERS)}')
+    previous = layer.get('name', layer['config'].get('name'))
+  input_shape = next((e['config'].get('batch_input_shape') for e in layer_list if 'batch_input_shape' in e['config']),
+                     None)
+  if not input_shape or len(input_shape) != 4 or input_shape[3] is None:
+    raise ValueError(f'{path}: no [None, H, W, C] batch_input_shape in the first layer')
+  shapes = {name: a.shape for name, a in arrays.items()}
+  image_shape = (input_shape[1] or 224, input_shape[2] or 224, input_shape[3])  # any size: check at 224
+  try:
+    model = empty(lambda: models.KerasNet(layer_list, shapes, image_shape, rngs=nnx.Rngs(0)))
+  except KeyError as e:
+    raise ValueError(f'{path}: no weight {e} for its layer') from e
+  model.check(image_shape)
+  entries = {}
+  for layer, module in zip([e for e in layer_list if e['class_name'] != 'InputLayer'], model.blocks):
+    if module is None:
+      continue
+    kind, name = layer['class_name'], layer['config']['name']
+    if kind == 'DepthwiseConv2D':
+      entries[f'{name}/depthwise_kernel'] = (module.kernel, _depthwise)
+      if module.bias is not None:
+        entries[f'{name}/bias'] = (module.bias, identity)
+      continue
+    for suffix, (attr, convert) in _TFJS_PARAMS[kind].items():
+      if getattr(module, attr, None) is not None:
+        entries[f'{name}/{suffix}'] = (getattr(module, attr), convert)
+  assign(entries, arrays, str(path))
+  model.eval()
+  return model

@@ -8,6 +8,9 @@ from flax import nnx
 
 from saliency_jax import attribution, models, saliency
 
+# module-scoped fixtures: keep this file's tests on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group('test_attribution')
+
 
 class Linear(nnx.Module):
   """S(x) = sum(W_c * x) + b_c: every attribution method has a closed form."""

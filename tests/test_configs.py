@@ -4,8 +4,8 @@ import pathlib
 
 import jax
 import pytest
-from flax import nnx
 from conftest import ROOT, load_config
+from flax import nnx
 
 from saliency_jax import train
 
@@ -45,5 +45,5 @@ def test_unknown_variant_is_named():
 
 def test_experiment_configs_exist():
   assert {'quickstart', 'voc_raccoon_kangaroo', 'ilsvrc2012_vgg16', 'ilsvrc2013_paper_net',
-          'cifar_resnet_imagenet_sample'} <= set(CONFIGS)
+          'cifar_resnet_imagenet_sample', 'ilsvrc_mobilenet_sample'} <= set(CONFIGS)
   assert pathlib.Path(ROOT / 'experiments' / 'reproduce.py').is_file()

@@ -55,3 +55,27 @@ def test_errors_name_the_problem(tmp_path):
   _folder(tmp_path / 'b')
   with pytest.raises(ValueError, match="classes \\['cat'\\] not in"):
     voc.VOCSource(tmp_path / 'b', classes=('dog',))[0]
+
+
+def test_labels_from_the_annotations_alone_and_the_cheap_relabelling():
+  from saliency_jax.data import Relabelled, imagenet
+  root = shared_data('imagenet-val-sample')
+  wnids = [w for w, _ in imagenet.read_synsets(root / 'synset_words.txt')]
+  source = voc.VOCSource(root, wnids, layout='ilsvrc')
+  for i in range(0, len(source), 65):
+    assert source.label(i) == source[i]['label']
+  mapping = {wnids.index(w): c for w, c in imagenet.imagenet_to_cifar10().items()}
+  cheap = Relabelled(source, mapping)
+  decoding = Relabelled(_NoLabel(source), mapping)  # the same filter through the decoded examples
+  assert cheap.indices == decoding.indices and len(cheap) == 150  # the CIFAR-mapped images
+
+
+class _NoLabel:
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    return self.source[i]

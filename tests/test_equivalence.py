@@ -4,15 +4,15 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
-from conftest import SHARED_DATA, load_config
+from conftest import load_config
 from flax import nnx
 
 from saliency_jax import equivalence, metrics, models
 
 
-def _tiny_config():
+def _tiny_config(tmp_path):
   config = load_config('deconvnet_vs_gradient')
-  config.data_dir = str(SHARED_DATA)
+  config.data_dir = str(tmp_path / 'no-data')  # the pretrained ResNet is skipped: test_deconvnet covers it
   config.synthetic.image_size = 32
   config.synthetic.num_train = 64
   config.synthetic.num_test = 16
@@ -21,7 +21,7 @@ def _tiny_config():
   config.proof.num_images = 2
   config.proof.paper_size = 32
   config.proof.paper_classes = 10
-  config.proof.networks = ('small_random', 'small_trained', 'resnet_pretrained')
+  config.proof.networks = ('small_random', 'small_trained')
   config.proof.scores_only = True
   config.num_maps = 4
   config.num_sanity = 2
@@ -30,7 +30,7 @@ def _tiny_config():
 
 
 def test_report_confirms_every_claim_and_writes_its_files(tmp_path):
-  result = equivalence.run(_tiny_config(), str(tmp_path), log=lambda *_: None)
+  result = equivalence.run(_tiny_config(tmp_path), str(tmp_path / 'out'), log=lambda *_: None)
   assert result['all_confirmed'], [r for r in result['rows'] if not r['confirmed']]
   claims = {r['claim'] for r in result['rows']}
   assert len(claims) == 9  # 4 layer types + 5 whole-network claims
@@ -38,9 +38,10 @@ def test_report_confirms_every_claim_and_writes_its_files(tmp_path):
   gates = [r for r in result['rows'] if r['claim'].startswith('gradient and DeconvNet differ only')]
   assert all(r['differ'] == r['disagree'] > 0 for r in gates)
   for name in ('equivalence.json', 'equivalence.md', 'relu_gates.md', 'reconstructions.png', 'sanity.png'):
-    assert (tmp_path / name).stat().st_size > 0, name
-  saved = json.loads((tmp_path / 'equivalence.json').read_text())
+    assert (tmp_path / 'out' / name).stat().st_size > 0, name
+  saved = json.loads((tmp_path / 'out' / 'equivalence.json').read_text())
   assert saved['all_confirmed'] and len(saved['rows']) == len(result['rows'])
+  assert set(saved['sanity_check']) == {'small_convnet'}  # no pretrained ResNet without the data
   for check in saved['sanity_check'].values():
     assert len(check['gradient']) == len(check['layers'])
 

@@ -26,7 +26,7 @@ def _iou(a, b):
 
 
 @pytest.mark.parametrize('overrides', [{}, {'seeds': 'soft'}, {'seeds': 'hard'}, {'iterations': 3}, {'connectivity': 4},
-                                       {'fg_floor': 0.5}])
+                                       {'fg_floor': 0.5}, {'smoothing': 0.05, 'component': 'all'}])
 def test_graphcut_pipeline_finds_the_object(overrides):
   image, saliency, truth = _scene()
   mask, box = localise.localise(image, saliency, overrides)
@@ -88,6 +88,34 @@ def test_settings_and_input_errors():
   with pytest.raises(ValueError, match='uint8'):
     localise.localise(image.astype(np.float32), saliency)
   assert localise.settings(localise.Settings(seeds='soft'), iterations=1).seeds == 'soft'
+  with pytest.raises(ValueError, match='smoothing must lie in'):
+    localise.settings(smoothing=1.5)
+  with pytest.raises(ValueError, match="component must be 'largest' or 'all'"):
+    localise.settings(component='biggest')
+
+
+def test_component_all_boxes_every_region_and_largest_only_the_biggest():
+  saliency = np.zeros((40, 60))
+  saliency[5:15, 5:25] = 1.0  # 200 pixels
+  saliency[25:35, 40:50] = 1.0  # 100 pixels
+  image = np.zeros((40, 60, 3), np.uint8)
+  largest = localise.localise(image, saliency, {'method': 'threshold', 'threshold': 0.5})[1]
+  every = localise.localise(image, saliency, {'method': 'threshold', 'threshold': 0.5, 'component': 'all'})[1]
+  assert largest == (5, 5, 25, 15) and every == (5, 5, 50, 35)
+
+
+def test_smoothing_lets_a_region_outweigh_a_single_spike():
+  saliency = np.zeros((40, 60))
+  saliency[10:30, 30:50] = 1.0  # the object: a broad region of evidence
+  saliency[5, 5] = 3.0  # one very strong isolated pixel
+  image = np.zeros((40, 60, 3), np.uint8)
+  raw = localise.localise(image, saliency, {'method': 'threshold', 'threshold': 0.5})[1]
+  smooth = localise.localise(image, saliency, {'method': 'threshold', 'threshold': 0.5, 'smoothing': 0.05})[1]
+  assert raw == (5, 5, 6, 6)  # the spike alone
+  assert _iou(smooth, (30, 10, 50, 30)) > 0.8, smooth
+  np.testing.assert_array_equal(localise.smooth(saliency, 0.0), saliency)
+  flat = localise.smooth(np.full((20, 30), 2.0), 0.1)
+  np.testing.assert_allclose(flat, 2.0)  # a constant map stays constant (no dark borders)
 
 
 def test_seeds_are_the_paper_quantiles():

@@ -1,5 +1,6 @@
-"""Two processes on 127.0.0.1 (jax.distributed) running the main job together write the metrics of one."""
+"""Several processes (jax.distributed on 127.0.0.1) running the main job together write the metrics of one."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -7,16 +8,32 @@ import socket
 import subprocess
 import sys
 
-import pytest
-from conftest import ROOT, SHARED_DATA, shared_data
+import numpy as np
+from conftest import ROOT, load_config
+
+from saliency_jax import pipeline
+
+# The tiny synthetic main job as a config file, so that the subprocesses run the real entry point.
+_CONFIG = f'''
+import sys
+
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from conftest import load_config, tiny_synthetic
 
 
-def _args(workdir, checkpoint):
-  return [sys.executable, str(ROOT / 'experiments' / 'reproduce.py'),
-          f'--config={ROOT / "configs" / "cifar_resnet_imagenet_sample.py"}', f'--workdir={workdir}',
-          f'--config.data.data_dir={SHARED_DATA}', f'--config.checkpoint.path={checkpoint}', '--config.num_eval=7',
-          '--config.num_deconvnet=1', '--config.num_figure=1', '--config.workers=0', '--config.class_models.steps=0',
-          '--config.crop_size=0', '--config.top_k=2']  # one map per class, two classes: the merge is the point
+def get_config():
+  config = tiny_synthetic(load_config('quickstart'))
+  config.data.num_test = 7  # uneven: process 0 takes 4 images, process 1 three
+  config.crop_size = 28
+  config.top_k = 2
+  config.num_deconvnet = 1
+  config.num_figure = 1
+  config.workers = 0
+  config.class_models.steps = 0
+  config.localise = {{'graphcut': {{'method': 'graphcut', 'iterations': 1}}, 'full_image': {{'method': 'full'}},
+                      'threshold_15': {{'method': 'threshold', 'threshold': 0.15}}}}
+  return config
+'''
 
 
 def _free_port() -> int:
@@ -25,31 +42,69 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_give_the_metrics_of_one(tmp_path):
-  pytest.importorskip('torch', reason="reading the PyTorch checkpoint needs the torch extra")
-  checkpoint = shared_data('cifar10-resnet', 'resnet20-12fca82f.th')
-  shared_data('imagenet-val-sample')
+def _two_processes(config_file, workdir):
+  port = _free_port()
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   env.pop('XLA_FLAGS', None)
-  one = subprocess.run(_args(tmp_path / 'one', checkpoint), env=env, capture_output=True, text=True, timeout=900)
-  assert one.returncode == 0, one.stderr[-3000:]
+  procs = [subprocess.Popen([sys.executable, str(ROOT / 'experiments' / 'reproduce.py'), f'--config={config_file}',
+                             f'--workdir={workdir}', '--config.distributed.num_processes=2',
+                             f'--config.distributed.process_id={i}', '--config.distributed.timeout_s=300',
+                             f'--config.distributed.coordinator_address=127.0.0.1:{port}'],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  return [(p.wait(timeout=600), p.stderr.read()) for p in procs]
 
-  shutil.copytree(tmp_path / 'one' / 'data', tmp_path / 'two' / 'data')  # the decoded images: not the point here
-  port = _free_port()
-  procs = [subprocess.Popen(_args(tmp_path / 'two', checkpoint) + [
-      '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
-      f'--config.distributed.coordinator_address=127.0.0.1:{port}', '--config.distributed.timeout_s=600'],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=900)
-    assert p.returncode == 0, err[-3000:]
 
-  single = json.loads((tmp_path / 'one' / 'metrics.json').read_text())
+def _config(config_file):
+  spec = importlib.util.spec_from_file_location('tiny', config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_two_processes_give_the_metrics_of_one(tmp_path):
+  config_file = tmp_path / 'tiny.py'
+  config_file.write_text(_CONFIG)
+  single = pipeline.run(_config(config_file), tmp_path / 'one', log=lambda *_: None)  # trains, then evaluates
+
+  # Training is not spread over processes: two processes on a fresh workdir stop with a clear error.
+  for code, err in _two_processes(config_file, tmp_path / 'fresh'):
+    assert code != 0 and 'train with one process first' in err, err[-2000:]
+
+  # Two processes restoring the finished checkpoint, each reading only its share of the test split.
+  shutil.copytree(tmp_path / 'one' / 'checkpoints', tmp_path / 'two' / 'checkpoints')
+  for code, err in _two_processes(config_file, tmp_path / 'two'):
+    assert code == 0, err[-3000:]
   merged = json.loads((tmp_path / 'two' / 'metrics.json').read_text())
   assert single['num_processes'] == 1 and merged['num_processes'] == 2
-  assert (tmp_path / 'two' / 'hosts' / 'part-1-of-2.npz').is_file()  # process 1's share: images 1, 3, 5
-  assert merged['num_eval'] == single['num_eval'] == 7
-  for key in ('test_accuracy', 'top1_accuracy_eval', 'top2_accuracy_eval'):
+  for p, expected in ((0, [0, 2, 4, 6]), (1, [1, 3, 5])):
+    parts = list((tmp_path / 'two' / 'data').glob(f'test-32-*-part{p}of2.npz'))
+    assert len(parts) == 1, parts
+    with np.load(parts[0]) as f:
+      assert f['indices'].tolist() == expected and len(f['images']) == len(expected) and f['num_records'] == 7
+  assert not list((tmp_path / 'two' / 'data').glob('test-32-*[!f]2.npz'))  # nobody read the whole split
+  assert (tmp_path / 'two' / 'hosts' / 'part-1-of-2.npz').is_file()
+  for key in ('num_eval', 'num_test', 'test_accuracy', 'top1_accuracy_eval', 'top2_accuracy_eval', 'pointing_game',
+              'saliency_mass_on_object', 'object_area_fraction'):
     assert merged[key] == single[key], key
   drop = lambda loc: {m: {k: v for k, v in r.items() if k != 'seconds'} for m, r in loc.items()}
   assert drop(merged['localisation']) == drop(single['localisation'])
+
+
+def test_merging_shares_with_ragged_boxes_restores_the_index_order(tmp_path):
+  def share(indices, boxes):
+    flat = {'indices': np.array(indices), 'labels': np.array(indices) * 10}
+    ragged = {'boxes': [np.full((b, 4), i, np.float32) for i, b in zip(indices, boxes)],
+              'box_labels': [np.full(b, i, np.int32) for i, b in zip(indices, boxes)]}
+    return pipeline._part_arrays(flat, ragged, {'test_correct': len(indices), 'test_count': 5})
+
+  mine, other = share([0, 2, 4], [1, 3, 2]), share([1, 3], [2, 1])
+  config = load_config('quickstart')
+  config.distributed.num_processes = 2
+  (tmp_path / 'hosts').mkdir()
+  np.savez(tmp_path / 'hosts' / 'part-1-of-2.npz', **other)
+  flat, ragged, totals = pipeline._merge_hosts(config, tmp_path, mine, since=0.0)
+  assert flat['indices'].tolist() == [0, 1, 2, 3, 4] and flat['labels'].tolist() == [0, 10, 20, 30, 40]
+  assert [len(b) for b in ragged['boxes']] == [1, 2, 3, 1, 2]
+  assert all((b == i).all() for i, b in enumerate(ragged['boxes']))
+  assert all((b == i).all() for i, b in enumerate(ragged['box_labels']))
+  assert totals == {'test_correct': 5, 'test_count': 10}

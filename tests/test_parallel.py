@@ -14,6 +14,9 @@ import sys
 import numpy as np
 import pytest
 
+# module-scoped fixtures: keep this file's tests on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group('test_parallel')
+
 SCRIPT = r'''
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax

@@ -78,3 +78,27 @@ def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path)
   assert (tmp_path / 'localisation.png').is_file()
   photos = list((tmp_path / 'data').glob('photos-227-*.npz'))
   assert len(photos) == 1
+
+
+def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path):
+  shared_data('imagenet-mobilenet', 'model.json')
+  shared_data('imagenet-val-sample')
+  config = load_config('ilsvrc_mobilenet_sample')
+  config.data_dir = str(SHARED_DATA)  # the data folder and the checkpoint both follow it
+  config.num_eval = 3
+  config.num_deconvnet = 1
+  config.num_figure = 1
+  config.workers = 0
+  config.localise = {'graphcut': {'method': 'graphcut'}, 'full_image': {'method': 'full'}}
+  results = pipeline.run(config, tmp_path, log=lambda *_: None)
+  assert results['num_test'] == 650 and results['num_eval'] == 3
+  assert config.checkpoint.path == f'{SHARED_DATA}/imagenet-mobilenet'
+  for r in results['localisation'].values():
+    assert {'gt_known_box_accuracy', 'top1_loc_error', 'top5_loc_error'} <= set(r)
+    assert r['top5_loc_error'] <= r['top1_loc_error']
+    assert sum(r['status'].values()) == 3 * 6  # the true class and the top 5, per image
+  assert 0.4 <= results['test_accuracy'] <= 0.9  # centre crops of all 650 images (published top-1: 68.4%)
+  assert set(results['deconvnet_vs_gradient']['spearman']) == {'gradient_vs_deconvnet', 'gradient_vs_guided'}
+  report = (tmp_path / 'report.md').read_text()
+  assert '| graphcut |' in report and (tmp_path / 'localisation.png').stat().st_size > 0
+  assert len(list((tmp_path / 'data').glob('photos-227-*.npz'))) == 1

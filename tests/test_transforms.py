@@ -90,6 +90,7 @@ def test_bad_records_raise_naming_the_file_or_are_skipped_and_counted(tmp_path):
     transforms.load(source)
   loaded = transforms.load(source, skip_bad=True)
   assert len(loaded['images']) == 2 and [i for i, _ in loaded['bad']] == [1]
+  assert loaded['indices'].tolist() == [0, 2]  # record indices of the examples kept
   (folder / 'Annotations' / 'cat2.xml').write_text('<annotation><size>')
   with pytest.raises(ValueError, match='cat2.xml is not well-formed'):
     voc.VOCSource(folder)

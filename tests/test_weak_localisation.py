@@ -15,6 +15,7 @@ def _config():
   config.num_images = 6
   config.num_figure = 2
   config.workers = 0
+  config.voc_sets = ('voc-raccoon',)  # the large VOC photos dominate the time: one set is enough here
   keep = ('graphcut', 'threshold_20', 'full_image')
   for name in list(config.methods):
     if name not in keep:
@@ -33,8 +34,8 @@ def test_experiment_writes_every_method_and_the_opencv_comparison(tmp_path):
     assert np.isclose(r['gt_known_accuracy'], np.mean(np.asarray(r['iou']) >= 0.5))
   full = out['methods']['full_image']
   assert full['status'] == {'ok': 6}
-  for name in ('voc-raccoon', 'voc-kangaroo'):
-    r = out['segmentation_vs_opencv'][name]
+  assert set(out['segmentation_vs_opencv']) == {'voc-raccoon'}
+  for r in out['segmentation_vs_opencv'].values():
     assert r['num_images'] == 6
     assert set(r['mean_box_iou']) == {'ours', 'opencv_grabcut_1', 'opencv_grabcut_5'}
   saved = json.loads((tmp_path / 'localisation.json').read_text())

@@ -27,6 +27,9 @@ from PIL import Image
 from saliency_jax import models, saliency, weights
 from saliency_jax.data import imagenet
 
+# module-scoped fixtures: keep this file's tests on one worker (pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group('test_weights')
+
 TORCH_REASON = "needs torch (the optional extra: pip install 'saliency-jax[torch]')"
 CHECKPOINTS = {20: 'resnet20-12fca82f.th', 32: 'resnet32-d509ac18.th'}
 LOGITS_ATOL = 1e-4

@@ -42,11 +42,13 @@ class Subset:
 
 class Relabelled:
   """A source with labels passed through `mapping` {old: new}: examples whose label is unmapped are
-  left out, and so are their boxes of unmapped classes (e.g. ImageNet classes onto CIFAR-10)."""
+  left out, and so are their boxes of unmapped classes (e.g. ImageNet classes onto CIFAR-10). Sources
+  with a `label(i)` method (the XML folders) are filtered without decoding their images."""
 
   def __init__(self, source, mapping: dict[int, int]):
     self.source, self.mapping = source, dict(mapping)
-    self.indices = [i for i in range(len(source)) if source[i]['label'] in self.mapping]
+    label = getattr(source, 'label', lambda i: source[i]['label'])
+    self.indices = [i for i in range(len(source)) if label(i) in self.mapping]
 
   def __len__(self) -> int:
     return len(self.indices)

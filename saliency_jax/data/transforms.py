@@ -62,10 +62,10 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
 
   Returns {'images' uint8 [N, H, W, 3], 'labels' int32 [N], 'boxes' list of [M, 4],
   'box_labels' list of [M], 'ids' list, 'masks' bool [N, H, W] when every example has one,
-  'bad' list of (index, error message)}. A record that fails to load raises an error naming it,
+  'indices' int64 [N] (each example's record index in the source), 'bad' list of (index, error message)}. A record that fails to load raises an error naming it,
   or with skip_bad is left out and listed in 'bad'.
   """
-  items, bad = [], []
+  items, kept, bad = [], [], []
   for i in tqdm(range(len(source)), desc=desc, disable=not progress, mininterval=2.0):
     try:
       example = source[i]
@@ -75,6 +75,7 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
       bad.append((i, str(e)))
       continue
     items.append(resize(example, size) if size else example)
+    kept.append(i)
   if not items:
     raise ValueError(f'no usable records in {type(source).__name__} ({len(bad)} bad)')
   shapes = {e['image'].shape for e in items}
@@ -84,7 +85,7 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
          'labels': np.asarray([e['label'] for e in items], np.int32),
          'boxes': [np.asarray(e['boxes'], np.float32).reshape(-1, 4) for e in items],
          'box_labels': [np.asarray(e['box_labels'], np.int32) for e in items],
-         'ids': [e['id'] for e in items], 'bad': bad}
+         'ids': [e['id'] for e in items], 'indices': np.asarray(kept, np.int64), 'bad': bad}
   if all('mask' in e for e in items):
     out['masks'] = np.stack([e['mask'] for e in items])
   return out

@@ -61,6 +61,11 @@ class VOCSource:
   def __len__(self) -> int:
     return len(self.ids)
 
+  def label(self, i: int) -> int:
+    """Example i's label (its first object's class) from the annotation alone, without decoding the image."""
+    names = imagenet.read_annotation(self._annotation(self.ids[i]), one_based=self.one_based)['names']
+    return self.classes.index(names[0]) if names and names[0] in self.classes else -1
+
   def __getitem__(self, i: int) -> dict:
     image_id = self.ids[i]
     image = imagenet.load_image(self._images[image_id])

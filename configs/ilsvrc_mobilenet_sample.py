@@ -1,0 +1,59 @@
+"""The paper's ILSVRC protocol (Sect. 3.2) on real ImageNet images with a real ImageNet classifier.
+
+  python experiments/reproduce.py --config configs/ilsvrc_mobilenet_sample.py \
+      --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
+
+No training: MobileNet v1 0.75 (224 px, TensorFlow.js layers model of `data_dir/imagenet-mobilenet`,
+imported by `weights.load_tfjs_layers_model`) on the 650 ILSVRC-2012 val images of
+`data_dir/imagenet-val-sample` (227 x 227, squashed by their redistributor) with their real boxes.
+Per image: the top-5 classes by 10-crop averaged scores, the 10-crop saliency map of each (one forward
+pass, five backward passes), the map of the true class; every localisation method of `config.localise`
+on the 227 px photos; ILSVRC top-1 / top-5 localisation error, GT-known box accuracy, classification
+top-1 / top-5. `num_eval` limits the images (e.g. `--config.num_eval=50` for a quick look).
+Measured result and cost: see the README. `:gpu` / `:tpu` raise the chunk size and the workers.
+"""
+
+import ml_collections
+
+from saliency_jax import localise, pipeline
+
+
+def get_config(variant: str = 'cpu'):
+  if variant not in ('cpu', 'gpu', 'tpu'):
+    raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {variant!r}")
+  config = pipeline.default_config()
+  config.name = 'ilsvrc_mobilenet_sample'
+  config.num_classes = 1000
+  config.data_dir = '../shared/data'  # holds imagenet-val-sample/ and imagenet-mobilenet/
+  config.data = ml_collections.ConfigDict({
+      'name': 'ilsvrc', 'data_dir': config.get_ref('data_dir'), 'folder': 'imagenet-val-sample', 'label_map': '',
+      # The 227 px photos upscaled to 256 (the paper's image side), then 10 crops of 224 (the net's input).
+      'image_size': 256, 'skip_bad': False,
+      'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),  # x / 127.5 - 1, MobileNet's preprocessing
+  })
+  # no config.model: the checkpoint's layer list is the architecture (`models.KerasNet`)
+  config.checkpoint = ml_collections.ConfigDict({'kind': 'tfjs_layers',
+                                                 'path': config.get_ref('data_dir') + '/imagenet-mobilenet'})
+  config.crop_size = 224
+  config.eval_crop = 224  # test accuracy on the centre crop (the 10-crop top-k accuracies are in metrics.json)
+  config.localise_size = 227  # localise on the photos as stored, maps resized onto them
+  config.top_k = 5
+  config.chunk_size = 8 if variant == 'cpu' else 64
+  config.workers = 2 if variant == 'cpu' else 8
+  config.num_deconvnet = 8
+  config.num_figure = 8
+  # The paper's GraphCut, the same cut on a smoothed map keeping every foreground component (the open
+  # choices that mattered on ImageNet's large objects, see the README), and the baselines.
+  standard = localise.standard_methods()
+  config.localise = {
+      'graphcut': standard['graphcut'],
+      'graphcut_smoothed_all': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all'},
+      'threshold_15': standard['threshold_15'],
+      'threshold_20': standard['threshold_20'],
+      'threshold_15_smoothed_all': {'method': 'threshold', 'threshold': 0.15, 'smoothing': 0.05, 'component': 'all'},
+      'full_image': standard['full_image'],
+      'centre': standard['centre'],
+  }
+  config.figure_method = 'graphcut_smoothed_all'
+  config.class_models.steps = 0
+  return config
