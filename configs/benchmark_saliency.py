@@ -58,4 +58,14 @@ def get_config():
   config.cifar_resnet20.warmup = 3
   config.cifar_resnet20.repeats = 30
   config.cifar_resnet20.settle = 1
+
+  # MobileNet v1 0.75 for ImageNet (TF.js layers model, configs/ilsvrc_mobilenet_sample.py); run with
+  # `--config.models=mobilenet` (the README's numbers); relative to the repo root.
+  config.mobilenet = ml_collections.ConfigDict()
+  config.mobilenet.image_size = 224
+  config.mobilenet.num_classes = 1000
+  config.mobilenet.path = '../shared/data/imagenet-mobilenet'
+  config.mobilenet.warmup = 1
+  config.mobilenet.repeats = 5
+  config.mobilenet.settle = 0
   return config

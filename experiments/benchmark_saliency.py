@@ -54,6 +54,12 @@ def build_models(name: str, cfg, seed: int):
   file exists) and the NNX model gets its state dict; without torch, the NNX model's own init.
   """
   cifar = name.startswith('cifar_resnet')
+  if name == 'mobilenet':  # the real ImageNet MobileNet v1 (TF.js layers model); the twin reads the same files
+    model = weights.load_tfjs_layers_model(cfg.path)
+    if torch is None:
+      return model, None, cfg.path
+    model_config, arrays = weights.read_tfjs_layers_model(cfg.path)
+    return model, torch_reference.TorchKerasChain(model_config['config']['layers'], arrays).eval(), cfg.path
   if name == 'small_convnet':
     model = models.SmallConvNet(cfg.num_classes, stages=cfg.stages, rngs=nnx.Rngs(seed))
   elif name == 'vgg16':
@@ -61,7 +67,7 @@ def build_models(name: str, cfg, seed: int):
   elif cifar:
     model = models.CifarResNet(cfg.depth, cfg.num_classes, rngs=nnx.Rngs(seed))
   else:
-    raise ValueError(f'unknown model {name!r}; expected small_convnet, vgg16 or cifar_resnet20')
+    raise ValueError(f'unknown model {name!r}; expected small_convnet, vgg16, cifar_resnet20 or mobilenet')
   model.eval()
   if torch is None:
     return model, None, 'random init (NNX)'
