@@ -342,6 +342,9 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
 def run(config, workdir: str, log=print) -> dict:
   """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
   the others return {'process_index', 'num_images'} once their share is written)."""
+  if config.figure_method not in config.localise:
+    raise ValueError(f'config.figure_method {config.figure_method!r} is not one of config.localise: '
+                     f'{sorted(config.localise)}')
   d = config.distributed
   parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
   since = time.time()
