@@ -242,10 +242,6 @@ KERAS_LAYERS = ('Activation', 'BatchNormalization', 'Conv2D', 'Dense', 'Depthwis
 _SHAPE_ONLY = ('Dropout', 'Flatten', 'Reshape')  # may follow the final softmax
 
 
-def _pair(v) -> tuple[int, int]:
-  return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
-
-
 def _activation(name: str, relu: Relu, x: jax.Array) -> jax.Array:
   if name == 'linear':
     return x
@@ -299,8 +295,8 @@ class KerasNet(nnx.Module):
           raise ValueError(f'{where}: padding {c.get("padding")!r}')
         depthwise = kind == 'DepthwiseConv2D'
         kh, kw, cin, cout = shapes[f'{name}/depthwise_kernel' if depthwise else f'{name}/kernel']
-        module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw), strides=_pair(c.get('strides', 1)),
-                          padding=c.get('padding', 'valid').upper(), kernel_dilation=_pair(c.get('dilation_rate', 1)),
+        module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw), strides=layers._pair(c.get('strides', 1)),
+                          padding=c.get('padding', 'valid').upper(), kernel_dilation=layers._pair(c.get('dilation_rate', 1)),
                           feature_group_count=cin if depthwise else 1, use_bias=bool(c.get('use_bias', True)),
                           rngs=rngs)
         ops.append(('depthwise' if depthwise else 'conv', act))
@@ -323,11 +319,11 @@ class KerasNet(nnx.Module):
         ops.append(('relu', None if c.get('max_value') is None else float(c['max_value'])))
       elif kind == 'ZeroPadding2D':
         p = c.get('padding', 1)
-        p = ((p, p), (p, p)) if isinstance(p, int) else tuple(_pair(q) if not isinstance(q, int) else (q, q) for q in p)
+        p = ((p, p), (p, p)) if isinstance(p, int) else tuple(layers._pair(q) for q in p)
         ops.append(('pad', p))
       elif kind == 'MaxPooling2D':
-        window = _pair(c.get('pool_size', 2))
-        ops.append(('max_pool', (window, _pair(c.get('strides') or window), c.get('padding', 'valid').upper())))
+        window = layers._pair(c.get('pool_size', 2))
+        ops.append(('max_pool', (window, layers._pair(c.get('strides') or window), c.get('padding', 'valid').upper())))
       elif kind == 'GlobalAveragePooling2D':
         ops.append(('global_average', None))
       elif kind == 'Reshape':
@@ -374,7 +370,7 @@ class KerasNet(nnx.Module):
   @staticmethod
   def _apply(op, module, x: jax.Array, relu: Relu) -> jax.Array:
     kind, arg = op
-    if kind == 'conv' and module.kernel_size == (1, 1) and _pair(module.strides) == (1, 1):
+    if kind == 'conv' and module.kernel_size == (1, 1) and layers._pair(module.strides) == (1, 1):
       # a 1x1 convolution is a matrix product over channels: as einsum, about 2x faster on XLA:CPU
       y = jnp.einsum('bhwc,cd->bhwd', x, module.kernel[0, 0])
       x = _activation(arg, relu, y if module.bias is None else y + module.bias[...])

@@ -26,17 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import (
-  class_models,
-  deconvnet,
-  equivalence,
-  localise,
-  metrics,
-  parallel,
-  report,
-  saliency,
-  train,
-)
+from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, parallel, report, saliency, train
 from saliency_jax.data import Subset, make_source, transforms
 
 
@@ -292,7 +282,8 @@ def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Pa
   final = np.asarray(saliency.scores(model, result.images))[np.arange(len(classes)), classes]
   real = np.asarray(saliency.scores(model, x, chunk_size=config.chunk_size))
   real_max = np.array([real[labels == k, k].max() if (labels == k).any() else np.nan for k in classes])
-  names = [class_names(config)[k] for k in classes]
+  every_name = class_names(config)  # read once: for ILSVRC it comes from synset_words.txt
+  names = [every_name[k] for k in classes]
   report.class_model_figure(workdir / 'class_models.png', class_models.for_display(result.images, mean, std),
                             [f'{name} ({s:.0f})' for name, s in zip(names, final)])
   report.objective_figure(workdir / 'class_models_objective.png', np.asarray(result.objective),

@@ -299,9 +299,6 @@ def load_tfjs_layers_model(path: str | os.PathLike) -> models.KerasNet:
       sources = [node[0] for nodes in inbound for node in nodes]
       if len(sources) != 1 or sources[0] != previous:
         raise ValueError(f'layer {layer["config"]["name"]!r} reads {sources}: only chains of layers are supported')
-    if layer['class_name'] not in models.KERAS_LAYERS:
-      raise ValueError(f'layer {layer["config"].get("name")!r}: unsupported layer class {layer["class_name"]!r}; '
-                       f'supported: {", ".join(models.KERAS_LAYERS)}')
     previous = layer.get('name', layer['config'].get('name'))
   input_shape = next((e['config'].get('batch_input_shape') for e in layer_list if 'batch_input_shape' in e['config']),
                      None)
