@@ -2,8 +2,8 @@
 
   python experiments/benchmark.py --config configs/benchmark.py --workdir runs/benchmark
 
-About 10 minutes on 2 CPU cores (the PyTorch / Captum and OpenCV parts, when those extras are
-installed, take half of it; `--config.external=False` skips them). On `num_images` synthetic test
+Minutes on 2 CPU cores (the PyTorch / Captum and OpenCV parts, when those extras are installed,
+take about half of it; `--config.external=False` skips them). On `num_images` synthetic test
 images at `image_size` px with the quickstart's SmallConvNet (random weights; the cost does not
 depend on them): images/s (median of `repeats` runs after a warm-up) of the forward pass, saliency
 maps, 10-crop maps, the paper's top-5 10-crop maps (one forward, five backward passes),

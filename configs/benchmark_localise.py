@@ -2,7 +2,7 @@
 
   python experiments/benchmark_localise.py --config configs/benchmark_localise.py --workdir runs/benchmark
 
-About 2 minutes on 2 CPU cores. On `num_images` photos of the ImageNet val sample resized to
+Minutes on 2 CPU cores. On `num_images` photos of the ImageNet val sample resized to
 224x224, with surrogate saliency maps built from their boxes (`weak_localisation.surrogate_saliency`)
 and the paper's quantile seeds: milliseconds per image (median over images of the fastest of
 `repeats` runs) of each stage of `localise` (seeds, colour models + unaries on device, pairwise

@@ -3,8 +3,8 @@
   PYTHONPATH=. python experiments/benchmark_saliency.py --config configs/benchmark_saliency.py \
       --workdir runs/benchmark
 
-About 8 minutes on 2 CPU cores (VGG16 takes most of it; `--config.models="('small_convnet',)"`
-runs in under a minute). For each model, on one batch of 10 images (one image's 10 crops):
+Minutes on 2 CPU cores (VGG16 takes most of it; `--config.models="('small_convnet',)"` is
+quick). For each model, on one batch of 10 images (one image's 10 crops):
   - JAX: forward (`saliency.scores`), saliency (`saliency.saliency_maps`: one forward + one
     backward) and the paper's top-5 protocol (`saliency.top_k_saliency`, k=5: one forward + five
     backward passes); compile time (first call) reported separately;

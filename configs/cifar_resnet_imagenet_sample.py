@@ -3,7 +3,7 @@
   python experiments/reproduce.py --config configs/cifar_resnet_imagenet_sample.py \
       --workdir runs/cifar_resnet_imagenet_sample
 
-About 4 minutes on 2 CPU cores. No training: the ResNet-20 of `data_dir/cifar10-resnet` (`:resnet32`
+Minutes on 2 CPU cores. No training: the ResNet-20 of `data_dir/cifar10-resnet` (`:resnet32`
 for ResNet-32) on the 150 images of `data_dir/imagenet-val-sample` whose class maps onto CIFAR-10
 (through `saliency_jax/data/imagenet_cifar10.tsv`), shrunk to 32 px (domain shift: these are not
 CIFAR-10 accuracies); 10-crop maps (28 px crops) of the top-5 and the true class, resized onto the

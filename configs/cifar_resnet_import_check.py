@@ -3,7 +3,7 @@
   PYTHONPATH=. python experiments/evaluate_cifar_resnets.py \
       --config configs/cifar_resnet_import_check.py --workdir runs/cifar_resnets
 
-About 2 minutes on 2 CPU cores (mostly PyTorch's float64 convolutions); a rerun with the same
+Minutes on 2 CPU cores (mostly PyTorch's float64 convolutions); a rerun with the same
 config resumes from the JSON (delete it to recompute). For each checkpoint in
 `data_dir/cifar10-resnet` (akamaster's ResNet-20 / ResNet-32, published CIFAR-10 test error
 8.27% / 7.37%): load it with `weights.load_cifar_resnet`, and its PyTorch twin
@@ -17,20 +17,10 @@ images to 32x32 with PIL bilinear (antialiased when shrinking), /255, normalised
   - 10-way top-1 accuracy against the mapped class, per class, with the confusion matrix.
 Writes `cifar_resnets.json` to the workdir and prints a markdown table.
 
-Measured (2 CPU cores, ResNet-20 / ResNet-32):
-  - logits max |JAX - torch|: float32 1.1e-5 / 1.3e-5 (max |logit| 34.3 / 32.5), float64
-    3.2e-14 / 2.8e-14; no argmax disagreement.
-  - input gradients max |JAX - torch|: float64 8.4e-15 / 9.8e-15 (max |grad| 7.0 / 9.4);
-    float32 3.6e-2 / 1.4e-2, from 2 / 4 of the 150 images only (the rest <= 4.3e-6 / 7.2e-6,
-    median 1.9e-6): ReLU flips, each with a ReLU input within 1.4e-7 of 0 in float64 and one of
-    the two float32 gradients equal to the float64 one to 1.4e-6 (listed in the JSON).
-  - top-1 on the 150 mapped images: 68.0% (102) / 68.7% (103); majority class (dog) 44.7%.
-    Per class (N): automobile 6/8, 6/8; bird 35/54, 38/54; cat 2/2, 2/2; dog 44/67, 45/67;
-    horse 1/2, 1/2; ship 13/16, 10/16; truck 1/1, 1/1. Most common confusions: dog -> cat,
-    bird -> airplane / frog, ship -> airplane.
+Measured result: the README (generated from results/cifar_resnets.json).
 These are NOT CIFAR-10 accuracies: ImageNet photos squashed to 227x227 then shrunk to 32x32,
 classes mapped by WordNet, 7 of the 10 classes present (no airplane, deer or frog image), a
-distribution dominated by dogs (67) and birds (54).
+distribution dominated by dogs and birds.
 """
 
 import ml_collections

@@ -6,10 +6,9 @@
       --workdir runs/compare_cifar_resnet
 
 `synthetic` (the default) is the quickstart's set and net: with the quickstart's workdir it resumes
-from the trained net (otherwise it trains it first, about 5 minutes); 200 test images at 64 px,
-about 4 minutes on 2 CPU cores after training. `cifar_resnet`: the pretrained ResNet-20 of
+from the trained net (otherwise it trains it first); 200 test images at 64 px. `cifar_resnet`: the pretrained ResNet-20 of
 ../shared/data on the 150 CIFAR-mapped images of the ImageNet val sample, maps of the 32 px input
-resized onto the 227 px photos for localisation and pointing; about 4 minutes. Writes
+resized onto the 227 px photos for localisation and pointing. Writes
 comparison.json / .md, comparison.png (methods x images), sanity.png and deletion_insertion.png.
 Measured results: the README's "Attribution methods compared".
 """

@@ -3,7 +3,7 @@
   python experiments/localise_imagenet_sample.py --config configs/localise_cifar_resnet.py \
       --workdir runs/localise_cifar_resnet
 
-About 3 minutes on 2 CPU cores. The 150 images of `data_dir/imagenet-val-sample` whose class maps
+Minutes on 2 CPU cores. The 150 images of `data_dir/imagenet-val-sample` whose class maps
 onto CIFAR-10: the saliency map of the true class at 32 px, resized onto the 227 px photo, then
 every method of `methods` (the GraphCut pipeline in several settings and the baselines); GT-known
 box accuracy (IoU >= 0.5 with a ground-truth box of the true class) per method, in

@@ -2,7 +2,7 @@
 
   python experiments/reproduce.py --config configs/voc_raccoon_kangaroo.py --workdir runs/voc_raccoon_kangaroo
 
-About 6 minutes on 2 CPU cores. The 150 + 123 photos of `data_dir/voc-raccoon` and
+Minutes on 2 CPU cores. The 150 + 123 photos of `data_dir/voc-raccoon` and
 `data_dir/voc-kangaroo` (PASCAL VOC folders), squashed to 96 px, split 75 / 25 by a seeded
 permutation; a SmallConvNet with BatchNorm trained with AdamW (flips, shifts, colour jitter); the
 10-crop maps (84 px crops) of the true class, localised on the 224 px photos with the GraphCut

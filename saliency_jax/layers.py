@@ -180,9 +180,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Pad
 
   kernel [kh, kw, 1, C * m] (grouped-conv layout: output channel c * m + j reads input channel c).
   The same function as `lax.conv_general_dilated(..., feature_group_count=C)`, written as kh * kw
-  shifted, strided slices times per-channel weights: on XLA:CPU the grouped convolution is about
-  8x slower forward and 13x slower backward than this (56 x 56 x 96 maps), and MobileNets are
-  mostly depthwise layers.
+  shifted, strided slices times per-channel weights: on XLA:CPU the grouped convolution is several
+  times slower, forward and backward, than this, and MobileNets are mostly depthwise layers.
   """
   kh, kw, _, cm = kernel.shape
   m = cm // x.shape[-1]

@@ -185,9 +185,8 @@ def channel_max(grads: jax.Array) -> jax.Array:
 
 
 # XLA:CPU's newer fusion emitters turn the backward pass of a MobileNet (depthwise layers written as
-# taps, relu6) into code about 2.7x slower than the older emitters; on the other models the older
-# ones are as fast or up to 6% faster (measured at 64 / 32 / 224 px). A field of XLA's DebugOptions:
-# other backends ignore it.
+# taps, relu6) into code several times slower than the older emitters; on the other models the older
+# ones are as fast or slightly faster. A field of XLA's DebugOptions: other backends ignore it.
 COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 
 

@@ -26,3 +26,47 @@ def test_readme_attribution_example_runs():
   assert scope['ig'].shape == scope['sg'].shape == (4, 64, 64, 3)
   assert scope['cam'].shape == scope['maps'].shape == (4, 64, 64)
   assert scope['auc']['deletion'].shape == (4,) and scope['dreams'].shape == (10, 64, 64, 3)
+
+
+def _results_module():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('results', ROOT / 'experiments' / 'results.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_readme_results_are_generated_from_results_json():
+  """Every generated block equals what `python experiments/results.py readme` makes from results/."""
+  results = _results_module()
+  text = (ROOT / 'README.md').read_text()
+  blocks = results.BLOCK.findall(text)
+  assert blocks, 'README.md has no generated results block'
+  for block in results.BLOCK.finditer(text):
+    assert (ROOT / 'results' / f"{block['name']}.json").is_file(), block['name']
+  assert results.render_readme(text) == text, 'README.md is stale: run `python experiments/results.py readme`'
+
+
+def test_readme_tables_with_numbers_are_generated():
+  """A README table row holding a number stands inside a generated block (no hand-copied numbers)."""
+  results = _results_module()
+  text = (ROOT / 'README.md').read_text()
+  outside = results.BLOCK.sub('', text)
+  outside = re.sub(r'```.*?```', '', outside, flags=re.S)  # code examples
+  rows = [line for line in outside.splitlines() if line.startswith('|') and re.search(r'\d', line)]
+  assert not rows, f'table rows with numbers outside generated blocks: {rows[:3]}'
+
+
+def test_results_render_known_answer():
+  """The localisation table of a made-up metrics.json, checked by hand."""
+  results = _results_module()
+  m = {'config': {'top_k': 2}, 'num_eval': 3, 'selected_method': 'b',
+       'localisation': {'a': {'gt_known_box_accuracy': 0.5, 'top1_loc_error': 0.25, 'top2_loc_error': 0.125,
+                              'status': {'ok': 7, 'flat_saliency': 2}},
+                        'b': {'gt_known_box_accuracy': 1.0, 'top1_loc_error': 0.0, 'top2_loc_error': 0.0,
+                              'status': {'ok': 9}}}}
+  assert results.localisation_table(m).splitlines() == [
+      '| method | GT-known box accuracy | top-1 loc. error | top-2 loc. error | fallback boxes |',
+      '|---|---|---|---|---|',
+      '| a | 0.500 | 0.250 | 0.125 | 2 of 9 |',
+      '| **b** (selected) | 1.000 | 0.000 | 0.000 | 0 of 9 |']
