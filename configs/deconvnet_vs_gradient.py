@@ -3,16 +3,17 @@
   python experiments/deconvnet_vs_gradient.py --config configs/deconvnet_vs_gradient.py \
       --workdir runs/deconvnet_vs_gradient
 
-About 8 minutes on 2 CPU cores (training the SmallConvNet ~2 min, the float64 VGG16 ~2 min;
-`--config.proof.networks=small_random,paper` runs two of the six networks). Trains a SmallConvNet
-on the synthetic set, loads the pretrained CIFAR ResNet-20 of `data_dir` (skipped, and said so,
-when absent), then writes to the workdir:
+Several minutes on CPU (run time in the README; training the SmallConvNet and the float64 VGG16
+take most of it; `--config.proof.networks=small_random,paper` runs two of the six networks). Trains
+a SmallConvNet on the synthetic set, loads the pretrained CIFAR ResNet-20 of `data_dir` (skipped,
+and said so, when absent), then writes to the workdir:
   - equivalence.md / .json: per layer type (convolution, max-pooling, ReLU, dense) and per network
     (SmallConvNet random and trained, PaperConvNet, VGG16, CifarResNet-20 random and pretrained;
     several start layers, the strongest neuron of each image, and the top class), in float64 and
     float32: max |explicit DeconvNet - VJP with deconvnet_relu|, max |jax.grad - VJP with
-    gradient_relu|, and the count of ReLU units where the gradient and DeconvNet rules differ
-    against the count of gate disagreements; each row says whether it confirms the paper's claim;
+    gradient_relu|, and at every ReLU the units where the two rules' VJPs differ on the same signal
+    against the units where the forward and backward gates disagree; each row says whether it
+    confirms the paper's claim;
   - relu_gates.md: those counts per ReLU layer;
   - reconstructions.png and the mean Spearman correlation of the three methods' maps;
   - sanity.png: cascading randomisation of the trained nets' weights, top-down.

@@ -3,26 +3,91 @@
   python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
 """
 
+import difflib
+import importlib.util
+import os
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from saliency_jax import pipeline
+from saliency_jax.data.records import BadRecord
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def field_paths(config, prefix: str = '') -> list[str]:
+  """Every dotted field path of a ConfigDict ('train', 'train.steps', ...)."""
+  out = []
+  for key, value in config.items():
+    out.append(prefix + key)
+    if hasattr(value, 'items'):
+      out += field_paths(value, f'{prefix}{key}.')
+  return out
+
+
+def unknown_overrides(argv: list[str]) -> list[str]:
+  """One line per `--config.a.b=...` in argv that names no field of the config file given by --config,
+  with the closest field paths."""
+  spec = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')), None)
+  if spec is None and '--config' in argv[:-1]:
+    spec = argv[argv.index('--config') + 1]
+  if spec is None:
+    return []
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('config_file', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  known = field_paths(config)
+  lines = []
+  for a in argv:
+    name = a.split('=', 1)[0].removeprefix('--').removeprefix('no')
+    if name.startswith('config.') and name[len('config.'):] not in known:
+      close = difflib.get_close_matches(name[len('config.'):], known, n=5, cutoff=0.6)
+      lines.append(f'--{name}: {path} has no field {name[len("config."):]!r}'
+                   + (f'; close matches: {", ".join(close)}' if close else ''))
+  return lines
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with one-line errors for an unknown `--config.xxx` override and a `--workdir`
+  that is a file (not a raw traceback from inside ml_collections or a failed mkdir deep in the job)."""
+  try:
+    rest = flags.FLAGS(argv)
+  except (KeyError, AttributeError) as e:  # ml_collections: an override naming no field of the config
+    lines = unknown_overrides(argv) or [f'a --config override names no field of the config: {e}']
+    sys.exit(f'error: {lines[0]}')
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+  workdir = flags.FLAGS.workdir
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    sys.exit(f'error: --workdir {workdir} is a file, not a folder')
+  return rest
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  results = pipeline.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = pipeline.run(_CONFIG.value, _WORKDIR.value)
+  except BadRecord as e:  # a problem of the data, not of the code: one line naming the file
+    sys.exit(f'error: {e}')
   if 'process_index' in results:  # one of several hosts: process 0 writes the metrics
     return
+  bad = results.get('bad_records', [])
+  if bad:
+    print(f'\nskipped {len(bad)} bad records (config.data.skip_bad):')
+    print('\n'.join(f"  {b['record']}: {b['reason']}: {b['message']}" for b in bad[:20]))
+    if len(bad) > 20:
+      print(f'  ... and {len(bad) - 20} more, every one in metrics.json')
   print(f"\ntest accuracy {results['test_accuracy']:.3f}\n")
   print(pipeline.table(results))
   print(f'\nmetrics.json, report.md and figures in {_WORKDIR.value}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -20,14 +20,29 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / 'results'
 
-# name: (the command that makes the JSON, the file it writes)
+# name: (entry point in experiments/, config in configs/, workdir in runs/, the JSON file it writes there)
 RESULTS = {
-    'quickstart': ('python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart',
-                   'runs/quickstart/metrics.json'),
-    'cifar_resnets': ('python experiments/evaluate_cifar_resnets.py '
-                      '--config configs/cifar_resnet_import_check.py --workdir runs/cifar_resnets',
-                      'runs/cifar_resnets/cifar_resnets.json'),
+    'quickstart': ('reproduce', 'quickstart.py', 'quickstart', 'metrics.json'),
+    'cifar_resnets': ('evaluate_cifar_resnets', 'cifar_resnet_import_check.py', 'cifar_resnets',
+                      'cifar_resnets.json'),
+    'deconvnet_vs_gradient': ('deconvnet_vs_gradient', 'deconvnet_vs_gradient.py', 'deconvnet_vs_gradient',
+                              'equivalence.json'),
+    'localisation_sweep_synthetic': ('sweep_localisation', 'localisation_sweep.py',
+                                     'localisation_sweep_synthetic', 'sweep.json'),
+    'localisation_sweep_imagenet': ('sweep_localisation', 'localisation_sweep.py:imagenet',
+                                    'ilsvrc_mobilenet_sample', 'sweep.json'),
 }
+
+
+def command(name: str) -> str:
+  script, config, workdir, _ = RESULTS[name]
+  return f'python experiments/{script}.py --config configs/{config} --workdir runs/{workdir}'
+
+
+def made_by(name: str) -> pathlib.Path:
+  _, _, workdir, file = RESULTS[name]
+  return ROOT / 'runs' / workdir / file
+
 
 BLOCK = re.compile(r'(<!-- results: (?P<name>[\w.-]+)/(?P<part>[\w.-]+) -->\n)(?P<body>.*?)'
                    r'(<!-- /results -->)', re.S)
@@ -36,7 +51,7 @@ BLOCK = re.compile(r'(<!-- results: (?P<name>[\w.-]+)/(?P<part>[\w.-]+) -->\n)(?
 def load(name: str) -> dict:
   path = RESULTS_DIR / f'{name}.json'
   if not path.is_file():
-    raise FileNotFoundError(f'{path} not found: run `{RESULTS[name][0]}`, then '
+    raise FileNotFoundError(f'{path} not found: run `{command(name)}`, then '
                             f'`python experiments/results.py keep {name}`')
   return json.loads(path.read_text())
 
@@ -45,29 +60,19 @@ def _f(x, digits: int = 3) -> str:
   return '-' if x is None else f'{x:.{digits}f}'
 
 
-def fallbacks(r: dict) -> int:
-  """Boxes of one localisation method that came from a fallback (any status but 'ok')."""
-  return sum(n for status, n in r['status'].items() if status != 'ok')
-
-
 # ----------------------------------------------------------------------------- renderers
 
 
 def localisation_table(m: dict) -> str:
-  """A main-job metrics.json: one row per localisation method (the selected one in bold)."""
-  k = m['config']['top_k']
-  selected = m.get('selected_method') or ''
-  head = '| method | GT-known box accuracy | top-1 loc. error |' + (f' top-{k} loc. error |' if k > 1 else '')
-  head += ' fallback boxes |'
-  lines = [head, '|' + '---|' * (head.count('|') - 1)]
-  n = m['num_eval'] * (k + 1)
-  for name, r in m['localisation'].items():
-    label = f'**{name}** (selected)' if name == selected else name
-    row = f"| {label} | {_f(r['gt_known_box_accuracy'])} | {_f(r['top1_loc_error'])} |"
-    if k > 1:
-      row += f" {_f(r[f'top{k}_loc_error'])} |"
-    lines.append(row + f' {fallbacks(r)} of {n} |')
-  return '\n'.join(lines)
+  """A main-job metrics.json: one row per localisation method (`pipeline.table`)."""
+  from saliency_jax import pipeline
+  return pipeline.table(m)
+
+
+def sweep_table(r: dict) -> str:
+  """A localisation sweep's sweep.json: every setting on both parts (`jobs.sweep.table`)."""
+  from saliency_jax.jobs import sweep
+  return sweep.table(r)
 
 
 def main_job_summary(m: dict) -> str:
@@ -107,11 +112,67 @@ def cifar_import_table(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def _worst(rows: list[dict], key: str, precision: str) -> float:
+  return max(abs(r[key]) for r in rows if r['precision'] == precision)
+
+
+def proof_table(r: dict) -> str:
+  """deconvnet_vs_gradient.py: one row per claim of Sect. 4, the worst measurement over every network and
+  start layer, float64 (float32)."""
+  claims: dict[str, list[dict]] = {}
+  for row in r['rows']:
+    claims.setdefault(row['claim'], []).append(row)
+  lines = ['| claim (paper Sect. 4) | checks confirmed | measured, float64 (float32), worst case |',
+           '|---|---|---|']
+  for claim, rows in claims.items():
+    keys = set(rows[0]) - {'precision', 'claim', 'setting', 'measured', 'confirmed'}
+    if 'same_set' in keys and 'units' in keys:  # the ReLU layer
+      r64 = next(x for x in rows if x['precision'] == 'float64')
+      measured = (f"{r64['differ']} of {r64['units']} units differ, {r64['disagree']} gates disagree, "
+                  f"same set: {r64['same_set']}")
+    elif 'other_steps_max_rel_diff' in keys:
+      differ = sum(x['differ'] for x in rows if x['precision'] == 'float64')
+      disagree = sum(x['disagree'] for x in rows if x['precision'] == 'float64')
+      measured = (f'{differ} units where the rules differ, {disagree} gate disagreements (summed); '
+                  f"every other step max rel diff {_worst(rows, 'other_steps_max_rel_diff', 'float64'):.1e} "
+                  f"({_worst(rows, 'other_steps_max_rel_diff', 'float32'):.1e})")
+    elif 'has_max_pool' in keys:
+      pooled = [x for x in rows if not x['has_max_pool']]
+      measured = ('without max-pooling, DeconvNet maps of one class differ between images by '
+                  f"{max(x['max_rel_diff_between_images'] for x in pooled):.1e} (gradient maps: at least "
+                  f"{min(x['gradient_max_rel_diff_between_images'] for x in pooled):.1e})" if pooled else '-')
+    else:
+      key = 'max_rel_diff' if 'max_rel_diff' in keys else 'max_abs_diff'
+      measured = (f"{key.replace('_', ' ')} {_worst(rows, key, 'float64'):.1e} "
+                  f"({_worst(rows, key, 'float32'):.1e})")
+    lines.append(f"| {claim} | {sum(x['confirmed'] for x in rows)} of {len(rows)} | {measured} |")
+  return '\n'.join(lines)
+
+
+def similarity_table(r: dict) -> str:
+  """deconvnet_vs_gradient.py: Spearman of the three rules' maps and the cascading randomisation check."""
+  lines = ['| trained network (test accuracy) | images | gradient vs DeconvNet | gradient vs guided | '
+           'DeconvNet vs guided | rho after re-drawing the top layer: gradient / DeconvNet / guided | '
+           '... every layer |',
+           '|---|---|---|---|---|---|---|']
+  for name, s in r['similarity'].items():
+    rho, c = s['mean_spearman'], r['sanity_check'][name]
+    top = ' / '.join(f'{c[m][0]:.2f}' for m in ('gradient', 'deconvnet', 'guided'))
+    every = ' / '.join(f'{c[m][-1]:.2f}' for m in ('gradient', 'deconvnet', 'guided'))
+    lines.append(f"| {name} ({r['accuracy'][name]:.3f}) | {s['num_images']} | "
+                 f"{rho['gradient vs deconvnet']:.2f} | {rho['gradient vs guided']:.2f} | "
+                 f"{rho['deconvnet vs guided']:.2f} | {top} | {every} |")
+  return '\n'.join(lines)
+
+
 RENDER = {
     'localisation': localisation_table,
+    'sweep': sweep_table,
     'summary': main_job_summary,
     'class_models': class_models_table,
     'import': cifar_import_table,
+    'proof': proof_table,
+    'similarity': similarity_table,
 }
 
 
@@ -123,8 +184,7 @@ def render_block(name: str, part: str) -> str:
     raise KeyError(f'README block {name}/{part}: no entry {name!r} in RESULTS of {__file__}')
   if part not in RENDER:
     raise KeyError(f'README block {name}/{part}: no renderer {part!r}, one of {sorted(RENDER)}')
-  command = RESULTS[name][0]
-  return (f'`{command}` &rarr; [`results/{name}.json`](results/{name}.json)\n\n'
+  return (f'`{command(name)}` &rarr; [`results/{name}.json`](results/{name}.json)\n\n'
           f'{RENDER[part](load(name))}\n')
 
 
@@ -136,10 +196,9 @@ def render_readme(text: str) -> str:
 def keep(name: str) -> None:
   if name not in RESULTS:
     raise SystemExit(f'unknown result {name!r}: one of {sorted(RESULTS)}')
-  command, made = RESULTS[name]
-  source = ROOT / made
+  source = made_by(name)
   if not source.is_file():
-    raise SystemExit(f'{source} not found: run `{command}` first')
+    raise SystemExit(f'{source} not found: run `{command(name)}` first')
   RESULTS_DIR.mkdir(exist_ok=True)
   shutil.copyfile(source, RESULTS_DIR / f'{name}.json')
   print(f'{source} -> {RESULTS_DIR / f"{name}.json"}')

@@ -149,6 +149,8 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
     baselines = jnp.zeros_like(images)
   else:
     baselines = jnp.asarray(baseline, images.dtype)
+    if not bool(jnp.all(jnp.isfinite(baselines))):  # the path from it would carry NaN into every attribution
+      raise ValueError(f'baseline holds {int(jnp.sum(~jnp.isfinite(baselines)))} NaN or infinite values')
     if baselines.shape == images.shape[1:]:
       baselines = jnp.broadcast_to(baselines, images.shape)
     if baselines.shape != images.shape:

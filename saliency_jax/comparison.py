@@ -7,8 +7,10 @@ same test images, and measures each map by
   * localisation: GT-known box accuracy of the paper's GraphCut pipeline fed with the map, and of
     the threshold baseline (`config.compare.localise`, methods of `localise.standard_methods`);
   * the pointing game: the map's maximum on the object (the object mask where the data has one,
-    within `pointing_tolerance` px; else the class's boxes, TorchRay's 15 px at 224 px scaled to
-    the image);
+    or under `pointing_tolerance` px from it; else the class's boxes, TorchRay's 15 px at 224 px
+    scaled to the image, images whose boxes of the class are all VOC 'difficult' left out), per
+    image and TorchRay's mean over classes;
+  * how many boxes of each localisation method were full-image fallbacks (`localise.fallbacks`);
   * deletion / insertion AUC (RISE protocol, softmax probability of the class);
   * the cascading model-randomisation sanity check (Spearman with and without absolute values)
     on the first `num_sanity` images: the rank correlation after the top layer and after all
@@ -39,7 +41,8 @@ def default_settings() -> ml_collections.ConfigDict:
           'cam': {}, 'occlusion': {'patch': 8, 'stride': 4},
       },
       'num_images': 200,  # test images every metric sees
-      'localise': {'graphcut': {'method': 'graphcut'}, 'threshold_15': {'method': 'threshold', 'threshold': 0.15}},
+      'localise': {'graphcut': {'method': 'graphcut'},
+                   'threshold_15': {'method': 'threshold', 'threshold': 0.15}},
       'deletion_steps': 64,
       'insertion_blur': 5.0,  # px, at the net's input size
       'num_sanity': 16,  # images for the randomisation check (one map per layer group and method)
@@ -66,11 +69,13 @@ def compute_maps(model, x, labels, methods: dict, *, chunk_size: int | None, see
   warm = len(x) if not chunk_size else min(chunk_size, len(x))
   for name, settings in methods.items():
     settings = _settings(name, settings, seed)
-    jax.block_until_ready(attribution.attribute(name, model, x[:warm], labels[:warm], chunk_size=chunk_size, **settings))
+    jax.block_until_ready(attribution.attribute(name, model, x[:warm], labels[:warm], chunk_size=chunk_size,
+                                                **settings))
     times = []
     for _ in range(max(1, repeats)):
       t = time.perf_counter()
-      a = jax.block_until_ready(attribution.attribute(name, model, x, labels, chunk_size=chunk_size, **settings))
+      a = jax.block_until_ready(attribution.attribute(name, model, x, labels, chunk_size=chunk_size,
+                                                      **settings))
       times.append(time.perf_counter() - t)
     seconds[name] = float(np.median(times)) / len(x)
     maps[name] = (attribution.to_map(a), attribution.to_map(a, signed=True))
@@ -94,42 +99,63 @@ def sanity(model, x, labels, method: str, settings: dict, *, seed: int, chunk_si
   return metrics.cascading_randomisation(model, metrics.fresh_like(model, seed + 1), attribute)
 
 
-def evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks=None, log=print) -> tuple[dict, dict]:
+def pointing(maps, labels, *, masks=None, boxes=None, difficult=None, tolerance: float) -> dict:
+  """The pointing game of maps [N, H, W] for their classes labels [N]: on the object masks [N, H, W]
+  when given, else on each image's boxes of its class (boxes[i] [M_i, 4], difficult[i] bool [M_i] or
+  None): `metrics.pointing_accuracy`, played on the images with a box of the class not all difficult."""
+  if masks is not None:
+    return metrics.pointing_accuracy(metrics.pointing_hits(maps, masks, tolerance=tolerance), labels)
+  flags = difficult if difficult is not None else [np.zeros(len(b), bool) for b in boxes]
+  played = metrics.pointing_played(flags)
+  hits = np.zeros(len(maps), bool)
+  idx = np.flatnonzero(played)
+  hits[idx] = metrics.pointing_game([maps[i] for i in idx], [boxes[i] for i in idx], tolerance=tolerance)
+  return metrics.pointing_accuracy(hits, labels, played=played)
+
+
+def evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks=None, log=print, *,
+             difficult=None) -> tuple[dict, dict]:
   """Every metric of the module docstring for every method: ({method: metrics}, {method: absolute
-  maps [N, H, W] at the size of `photos`})."""
+  maps [N, H, W] at the size of `photos`}). difficult: per image the boxes' VOC flags (None: none)."""
   c = config.compare
   n = len(x)
   size = photos.shape[1:3]
   boxes = class_boxes(gt_labels, gt_boxes, labels)
+  flags = None if difficult is None else class_boxes(gt_labels, difficult, labels)
   tolerance = config.pointing_tolerance if masks is not None else 15.0 * max(size) / 224
-  maps, seconds = compute_maps(model, x, labels, c.methods.to_dict(), chunk_size=config.chunk_size, seed=c.seed,
-                               repeats=c.timing_repeats, log=log)
+  maps, seconds = compute_maps(model, x, labels, c.methods.to_dict(), chunk_size=config.chunk_size,
+                               seed=c.seed, repeats=c.timing_repeats, log=log)
   out = {}
-  for name, (absolute, signed) in maps.items():
+  for name, (absolute, _) in maps.items():
     t = time.perf_counter()
-    on_photos = absolute if absolute.shape[1:] == size else np.stack([localise.resize_map(m, size) for m in absolute])
+    on_photos = (absolute if absolute.shape[1:] == size
+                 else np.stack([localise.resize_map(m, size) for m in absolute]))
     r = {'ms_per_image': 1e3 * seconds[name]}
     for loc_name, loc in c.localise.items():
       results = localise.localise_batch(list(photos), list(on_photos), loc, workers=config.workers)
-      r[f'gt_known_{loc_name}'] = metrics.gt_known_accuracy([res.box for res in results], gt_labels, gt_boxes, labels)
-    if masks is not None:
-      r['pointing_game'] = float(metrics.pointing_hits(on_photos, masks, tolerance=tolerance).mean())
-    else:
-      r['pointing_game'] = float(np.mean(metrics.pointing_game(on_photos, boxes, tolerance=tolerance)))
+      r[f'gt_known_{loc_name}'] = metrics.gt_known_accuracy([res.box for res in results], gt_labels, gt_boxes,
+                                                            labels)
+      r[f'fallbacks_{loc_name}'] = localise.fallbacks(results)  # full-image boxes: flat / bad map, empty cut
+    game = pointing(on_photos, labels, masks=masks, boxes=boxes, difficult=flags, tolerance=tolerance)
+    r['pointing_game'], r['pointing_game_class_mean'] = game['per_image'], game['class_mean']
+    r['pointing_played'] = game['played']
     curves = metrics.deletion_insertion(model, x, labels, absolute, steps=c.deletion_steps,
                                         insertion_blur=c.insertion_blur, chunk_size=config.chunk_size)
-    r['deletion_auc'], r['insertion_auc'] = float(curves['deletion'].mean()), float(curves['insertion'].mean())
+    r['deletion_auc'] = float(curves['deletion'].mean())
+    r['insertion_auc'] = float(curves['insertion'].mean())
     r['deletion_curve'] = curves['deletion_curve'].mean(0).tolist()
     r['insertion_curve'] = curves['insertion_curve'].mean(0).tolist()
     k = min(c.num_sanity, n)
-    check = sanity(model, x[:k], labels[:k], name, c.methods[name].to_dict(), seed=c.seed, chunk_size=config.chunk_size)
+    check = sanity(model, x[:k], labels[:k], name, c.methods[name].to_dict(), seed=c.seed,
+                   chunk_size=config.chunk_size)
     r['sanity'] = check
     for kind in ('absolute', 'signed'):
       r[f'sanity_top_layer_{kind}'] = check[kind][0]
       r[f'sanity_all_layers_{kind}'] = check[kind][-1]
     out[name] = r
     maps[name] = on_photos
-    log(f"{name}: GT-known graphcut {r.get('gt_known_graphcut', float('nan')):.3f}, pointing {r['pointing_game']:.3f}, "
+    log(f"{name}: GT-known graphcut {r.get('gt_known_graphcut', float('nan')):.3f}, "
+        f"pointing {r['pointing_game']:.3f}, "
         f"deletion {r['deletion_auc']:.3f}, insertion {r['insertion_auc']:.3f}, randomised top layer rho "
         f"{r['sanity_top_layer_absolute']:.2f} ({time.perf_counter() - t:.0f} s)")
   return out, maps
@@ -142,14 +168,16 @@ def run(config, workdir: str, log=print) -> dict:
   prepared = pipeline.prepare(config, workdir, log)
   data, model = prepared['data'], prepared['model']
   test = data['test']
-  n = min(config.compare.num_images, len(test['images'])) if config.compare.num_images else len(test['images'])
+  n = len(test['images'])
+  n = min(config.compare.num_images, n) if config.compare.num_images else n
   x, labels = prepared['splits']['test']['images'][:n], test['labels'][:n]
   photos, gt_labels = test['images'][:n], test['box_labels'][:n]
   gt_boxes, masks = test['boxes'][:n], None if test['masks'] is None else test['masks'][:n]
   if 'photos' in data:  # localise on the larger images
     photos, gt_boxes, masks = data['photos']['images'][:n], data['photos']['boxes'][:n], None
   t0 = time.perf_counter()
-  per_method, maps = evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks, log)
+  per_method, maps = evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks, log,
+                              difficult=test['difficult'][:n])
   results = {'name': config.name, 'num_images': n, 'num_sanity': min(config.compare.num_sanity, n),
              'test_accuracy': prepared['trained']['test_accuracy'],
              'accuracy_on_images': float(np.mean(np.argmax(np.asarray(
@@ -179,11 +207,14 @@ def run(config, workdir: str, log=print) -> dict:
   return results
 
 
-COLUMNS = (('gt_known_graphcut', 'GT-known GraphCut'), ('gt_known_threshold_15', 'GT-known thr. 15%'),
-           ('pointing_game', 'pointing'), ('deletion_auc', 'deletion AUC (lower)'),
-           ('insertion_auc', 'insertion AUC (higher)'), ('sanity_top_layer_absolute', 'rho top layer random'),
-           ('sanity_all_layers_absolute', 'rho all random'), ('sanity_all_layers_signed', 'rho all random, signed'),
-           ('ms_per_image', 'ms / image'))
+COLUMNS = (('gt_known_graphcut', 'GT-known GraphCut'), ('fallbacks_graphcut', 'fallback boxes GraphCut'),
+           ('gt_known_threshold_15', 'GT-known thr. 15%'),
+           ('fallbacks_threshold_15', 'fallback boxes thr. 15%'),
+           ('pointing_game', 'pointing'), ('pointing_game_class_mean', 'pointing, class mean'),
+           ('deletion_auc', 'deletion AUC (lower)'), ('insertion_auc', 'insertion AUC (higher)'),
+           ('sanity_top_layer_absolute', 'rho top layer random'),
+           ('sanity_all_layers_absolute', 'rho all random'),
+           ('sanity_all_layers_signed', 'rho all random, signed'), ('ms_per_image', 'ms / image'))
 
 
 def table(results: dict) -> str:
@@ -192,7 +223,8 @@ def table(results: dict) -> str:
   columns = [(key, title) for key, title in COLUMNS if key in first]
   lines = ['| method | ' + ' | '.join(t for _, t in columns) + ' |', '|---' * (len(columns) + 1) + '|']
   for name, r in results['methods'].items():
-    cells = [f'{r[key]:.2f}' if key == 'ms_per_image' else f'{r[key]:.3f}' for key, _ in columns]
+    cells = [f'{r[key]:.2f}' if key == 'ms_per_image' else str(r[key]) if isinstance(r[key], int)
+             else f'{r[key]:.3f}' for key, _ in columns]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -201,9 +233,13 @@ def markdown(results: dict) -> str:
   return '\n'.join([
       f"# {results['name']}: attribution methods compared",
       '',
-      f"{results['num_images']} test images (net accuracy on them {results['accuracy_on_images']:.3f}), the true "
-      f"class's map of each method; sanity check on the first {results['num_sanity']}. GT-known: box from the "
-      'map (GraphCut pipeline of Sect. 3.2, or the 15% threshold) with IoU >= 0.5. Deletion / insertion: area '
+      f"{results['num_images']} test images (net accuracy on them "
+      f"{results['accuracy_on_images']:.3f}), the true class's map of each method; sanity check on the first "
+      f"{results['num_sanity']}. GT-known: box "
+      'from the map (GraphCut pipeline of Sect. 3.2, or the 15% threshold) with IoU >= 0.5; fallback boxes: '
+      'full-image boxes given for a flat (constant) or invalid map or an empty cut, counted like any other '
+      'box. Pointing: the fraction of images whose map peaks on the object (or within the tolerance), and '
+      'TorchRay\'s mean over classes. Deletion / insertion: area '
       "under the class probability as pixels are removed / restored in the map's order. rho: Spearman "
       'correlation of the map after randomising the top layer / all layers with the original map (lower '
       'means the map depends on the weights).',

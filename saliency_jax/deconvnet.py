@@ -24,6 +24,13 @@ Fergus' chain nets did not have:
     network that is not a chain.
 The other linear layers (global average pooling, adaptive average pooling, flattening) are
 transposed the same way. With `rule='gradient'` the same procedure is backpropagation written out.
+Its rectifications are written apart from the backward rules' gates, so that comparing the two
+compares two implementations.
+
+The Sect. 4 comparison. `compare` runs both on one model and measures, at every ReLU, where the
+VJPs of that ReLU under the gradient and the DeconvNet rules differ on the signal that reaches it,
+against where the forward gate 1(x > 0) and the backward gate 1(g > 0) disagree
+(`gate_statistics`); the rules under test are an argument, so that a wrong one shows.
 
 `layer_names(model)` lists the layers a reconstruction can start from (torchvision-style names for
 VGG16; 'scores' is the class-score layer of every model).
@@ -87,10 +94,10 @@ RULES = {'gradient': gradient_relu, 'deconvnet': deconvnet_relu, 'guided': guide
 GATES = {'gradient': gradient_gate, 'deconvnet': deconvnet_gate, 'guided': guided_gate}
 
 
-def _gate(rule: str) -> Callable:
-  if rule not in GATES:
-    raise ValueError(f'rule must be one of {sorted(GATES)}, got {rule!r}')
-  return GATES[rule]
+def _check_rules(rules) -> None:
+  missing = {'gradient', 'deconvnet'} - set(rules)
+  if missing:
+    raise ValueError(f'rules must map gradient and deconvnet to backward rules; missing {sorted(missing)}')
 
 
 # ----------------------------------------------------------------------------- the network as steps
@@ -273,6 +280,20 @@ def forward(model, images: jax.Array, *, layer: str = 'scores', relu: Callable =
 
 # ----------------------------------------------------------------------------- the explicit reconstruction
 
+# The ReLU steps of the explicit reconstruction, written apart from the backward rules' gates above:
+# comparing the two (the Sect. 4 report) then compares two implementations, not one with itself.
+_RECTIFICATIONS = {
+    'gradient': lambda x, g: g * (x > 0),
+    'deconvnet': lambda x, g: jnp.maximum(g, 0),
+    'guided': lambda x, g: jnp.maximum(g * (x > 0), 0),
+}
+
+
+def _rectification(rule: str) -> Callable:
+  if rule not in _RECTIFICATIONS:
+    raise ValueError(f'rule must be one of {sorted(_RECTIFICATIONS)}, got {rule!r}')
+  return _RECTIFICATIONS[rule]
+
 
 def transposed_conv(conv: nnx.Conv, g: jax.Array, in_hw) -> jax.Array:
   """Zeiler & Fergus' deconvolution: g [B, Ho, Wo, O] -> [B, H, W, I], written out.
@@ -323,7 +344,7 @@ def _backward_step(step: Step, g: jax.Array, record: dict, rule: str, signals: d
   if step.kind == 'dense':
     return g @ step.module.kernel[...].T.astype(g.dtype)
   if step.kind == 'relu':
-    return _gate(rule)(x, g)
+    return _rectification(rule)(x, g)
   if step.kind == 'max_pool':
     o = step.options
     return layers.unpool(g, record[step.name]['switches'], x.shape, o['window'], o['strides'], o['padding'])
@@ -403,7 +424,7 @@ def reconstruct(model, images, *, layer: str = 'scores', neurons=None, signal=No
     rule: 'deconvnet' (rectify the reconstruction), 'gradient' (gate by the forward input: this
       is backpropagation written out) or 'guided' (both).
   """
-  _gate(rule)
+  _rectification(rule)
   images, neurons = _check(model, images, layer, neurons, signal)
   return _reconstruct(model, images, neurons, None if signal is None else jnp.asarray(signal),
                       layer=layer, rule=rule)
@@ -437,13 +458,26 @@ def _step_vjp(step: Step, x: jax.Array, g: jax.Array, relu: Callable) -> jax.Arr
   return jax.vjp(lambda h: _forward_step(step, h, relu, None), x)[1](g)[0]
 
 
-@functools.partial(jax.jit, static_argnames=('layer',))
-def _trace(model, images, neurons, *, layer):
+def _gate_counts(x: jax.Array, g: jax.Array, gradient_out: jax.Array, deconvnet_out: jax.Array) -> dict:
+  """Counts at one ReLU as arrays (computable under jit); see `gate_statistics`."""
+  # The prediction reads only the forward input and the signal; the measurement only the rules' outputs.
+  disagree = (g != 0) & ((x > 0) != (g > 0))
+  differ = gradient_out != deconvnet_out
+  return {'units': jnp.asarray(x.size), 'signal_nonzero': jnp.sum(g != 0), 'disagree': jnp.sum(disagree),
+          'differ': jnp.sum(differ), 'same_set': jnp.all(disagree == differ)}
+
+
+def _to_python(counts: dict) -> dict:
+  return {k: bool(v) if k == 'same_set' else int(v) for k, v in counts.items()}
+
+
+@functools.partial(jax.jit, static_argnames=('layer', 'gradient_rule', 'deconvnet_rule'))
+def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
   """Runs the explicit DeconvNet, checking every step on the signal that reaches it.
 
   Returns per-step arrays: for every non-ReLU step, max |explicit - autodiff VJP of that step| on
-  the same incoming signal; for every ReLU, the incoming signal and the forward input (to count
-  gate disagreements); and the final reconstruction.
+  the same incoming signal; for every ReLU, `_gate_counts` of the two rules' VJPs of that ReLU step
+  on the same incoming signal; and the final reconstruction.
   """
   model_steps = steps(model)
   last = _layer_index(model_steps, layer)
@@ -457,7 +491,8 @@ def _trace(model, images, neurons, *, layer):
   for step in _flat_steps(model_steps[:last + 1]):
     x, sig = record[step.name]['input'], signals[step.name]
     if step.kind == 'relu':
-      report[step.name] = {'x': x, 'g': sig}
+      report[step.name] = _gate_counts(x, sig, _step_vjp(step, x, sig, gradient_rule),
+                                       _step_vjp(step, x, sig, deconvnet_rule))
     else:
       explicit = _backward_step(step, sig, record, 'deconvnet', None)
       auto = _step_vjp(step, x, sig, jax.nn.relu)
@@ -471,37 +506,52 @@ def _flat_steps(model_steps: list[Step]) -> list[Step]:
   return [s for step in model_steps for s in (step.inner if step.kind == 'block' else (step,))]
 
 
-def gate_statistics(x: jax.Array, g: jax.Array) -> dict:
-  """Where the gradient and DeconvNet rules differ at one ReLU, given the same incoming signal g.
+def gate_statistics(x: jax.Array, g: jax.Array, *, rules=RULES) -> dict:
+  """Where the gradient and DeconvNet backward rules differ at one ReLU, measured on signal g.
 
-  `disagree`: units with g != 0 whose forward gate 1(x > 0) and backward gate 1(g > 0) differ;
-  `differ`: units where g * 1(x > 0) != g * 1(g > 0). The paper's claim is that these are the
-  same set (`same_set`).
+  Sect. 4 predicts that the two rules differ exactly at the units where the signal is nonzero and
+  the forward gate 1(x > 0) and the backward gate 1(g > 0) disagree. This pushes g through the
+  rules themselves (`jax.vjp` of `rules['gradient']` and `rules['deconvnet']` at x) and compares
+  where their outputs differ with that prediction, made from x and g alone.
+
+  Args:
+    x: the ReLU's forward input, any shape.
+    g: the incoming signal, x's shape.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test (default `RULES`).
+  Returns:
+    {'units', 'signal_nonzero': units with g != 0, 'disagree': predicted units, 'differ': units
+    where the rules' outputs differ, 'same_set': whether the two sets are equal}.
   """
-  disagree = (g != 0) & ((x > 0) != (g > 0))
-  differ = gradient_gate(x, g) != deconvnet_gate(x, g)
-  return {'units': int(x.size), 'signal_nonzero': int(jnp.sum(g != 0)), 'disagree': int(jnp.sum(disagree)),
-          'differ': int(jnp.sum(differ)), 'same_set': bool(jnp.all(disagree == differ))}
+  _check_rules(rules)
+  if jnp.shape(x) != jnp.shape(g):
+    raise ValueError(f'x and g must have the same shape, got {jnp.shape(x)} and {jnp.shape(g)}')
+  outputs = [jax.vjp(rules[name], x)[1](g)[0] for name in ('gradient', 'deconvnet')]
+  return _to_python(_gate_counts(x, g, *outputs))
 
 
-def compare(model, images, *, layer: str = 'scores', neurons) -> dict:
+def compare(model, images, *, layer: str = 'scores', neurons, rules=RULES) -> dict:
   """The Sect. 4 comparison on one model, from one layer's neurons down to the input.
 
+  `rules` ({'gradient': rule, 'deconvnet': rule}, default `RULES`) are the backward rules under
+  test; the explicit reconstruction and `jax.grad` (through `jax.nn.relu`) are the references.
   Returns a dict:
-    deconvnet_explicit_vs_vjp: max |explicit DeconvNet - VJP with deconvnet_relu| (and relative);
+    deconvnet_explicit_vs_vjp: max |explicit DeconvNet - VJP with rules['deconvnet']| (and relative);
     gradient_explicit_vs_grad: max |explicit with the gradient rule - jax.grad|;
-    grad_vs_gradient_relu: max |jax.grad - VJP with gradient_relu| (expected exactly 0);
+    grad_vs_gradient_relu: max |jax.grad - VJP with rules['gradient']| (expected exactly 0);
     gradient_vs_deconvnet: max |jax.grad - DeconvNet| relative (how much they differ overall);
     steps: per non-ReLU step, max |explicit transpose - autodiff VJP| on the same signal;
-    relus: per ReLU, `gate_statistics` on the signal the DeconvNet brings there.
+    relus: per ReLU, `gate_statistics` of the model's ReLU step under the two rules, on the signal
+      the DeconvNet brings there.
   """
+  _check_rules(rules)
   images, neurons = _check(model, images, layer, neurons, None)
   explicit = reconstruct(model, images, layer=layer, neurons=neurons)
   explicit_grad = reconstruct(model, images, layer=layer, neurons=neurons, rule='gradient')
-  vjp_deconv = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=deconvnet_relu)
-  vjp_grad_rule = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=gradient_relu)
+  vjp_deconv = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=rules['deconvnet'])
+  vjp_grad_rule = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=rules['gradient'])
   grad = vjp_reconstruction(model, images, layer=layer, neurons=neurons, relu=jax.nn.relu)
-  report, _ = _trace(model, images, neurons, layer=layer)
+  report, _ = _trace(model, images, neurons, layer=layer, gradient_rule=rules['gradient'],
+                     deconvnet_rule=rules['deconvnet'])
 
   def diff(a, b):
     m = float(jnp.max(jnp.abs(a - b)))
@@ -518,7 +568,7 @@ def compare(model, images, *, layer: str = 'scores', neurons) -> dict:
   for step in _flat_steps(model_steps[:_layer_index(model_steps, layer) + 1]):
     r = report[step.name]
     if step.kind == 'relu':
-      out['relus'][step.name] = gate_statistics(r['x'], r['g'])
+      out['relus'][step.name] = _to_python(r)
     else:
       out['steps'][step.name] = {'kind': step.kind, 'max_abs_diff': float(r['max_abs_diff']),
                                  'max_abs': float(r['max_abs'])}

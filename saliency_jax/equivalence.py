@@ -4,11 +4,13 @@
   equivalence.json / equivalence.md  the proof table: one row per claim, the measured numbers and
                                      whether they confirm it, in float64 and in float32;
   relu_gates.md                      per ReLU of one network: units, gate disagreements, units
-                                     where the two rules differ;
+                                     where the two rules' VJPs differ;
   reconstructions.png                gradient, DeconvNet and guided-backprop maps side by side;
   sanity.png                         the model-randomisation check of Adebayo et al. (2018);
 and returns the JSON's content. Every setting comes from the config
-(configs/deconvnet_vs_gradient.py).
+(configs/deconvnet_vs_gradient.py). Each row compares two independent computations (see
+`layer_rows`, `relu_row`, `network_rows`); the backward rules under test are the `rules` argument,
+so that a wrong rule makes its rows fail.
 """
 
 import functools
@@ -57,8 +59,12 @@ def _pool_triple(x, g, *, window, stride, padding):
   return explicit, jax.vjp(reference, x)[1](g)[0], jax.vjp(ours, x)[1](g)[0]
 
 
-def layer_rows(seed: int, dtype, tol: float) -> list[dict]:
-  """One row per layer type: the explicit DeconvNet step against autodiff on the same signal."""
+def layer_rows(seed: int, dtype, tol: float, *, rules=deconvnet.RULES) -> list[dict]:
+  """One row per layer type: the explicit DeconvNet step against autodiff on the same signal.
+
+  The ReLU row measures the backward rules under test (`rules`: {'gradient': rule, 'deconvnet':
+  rule}) against the gate prediction and against independent references (see `relu_row`).
+  """
   rows, rng, rngs = [], np.random.default_rng(seed), nnx.Rngs(seed)
   normal = lambda shape: jnp.asarray(rng.normal(size=shape), dtype)  # no compilation per shape
 
@@ -86,14 +92,7 @@ def layer_rows(seed: int, dtype, tol: float) -> list[dict]:
                    worst_ref <= tol and worst_ours <= tol, max_abs_diff=worst_ref,
                    max_abs_diff_layers_max_pool=worst_ours))
 
-  x, g = normal((4, 64)), normal((4, 64))
-  stats = deconvnet.gate_statistics(x, g)
-  vjp_of = lambda f: jax.vjp(f, x)[1](g)[0]
-  grad_exact = float(jnp.max(jnp.abs(vjp_of(jax.nn.relu) - vjp_of(deconvnet.gradient_relu))))
-  rows.append(_row('ReLU: the two differ exactly where 1(x > 0) != 1(g > 0)', '256 units, random x and g',
-                   f"{stats['differ']} units differ, {stats['disagree']} gates disagree, same set: "
-                   f"{stats['same_set']}; gradient_relu vs jax.nn.relu VJP {grad_exact:.0e}",
-                   stats['same_set'] and stats['differ'] > 0 and grad_exact == 0, **stats))
+  rows.append(relu_row(normal((4, 64)), normal((4, 64)), rules=rules))
 
   dense = models.cast(nnx.Linear(50, 20, rngs=rngs), dtype)
   x = normal((3, 50))
@@ -105,6 +104,29 @@ def layer_rows(seed: int, dtype, tol: float) -> list[dict]:
   return rows
 
 
+def relu_row(x: jax.Array, g: jax.Array, *, rules=deconvnet.RULES) -> dict:
+  """The ReLU row: where the two backward rules differ, measured, against where the gates disagree.
+
+  Three independent comparisons on x, g [B, N] (every 8th x and every 8th g, offset by 4, are set
+  to exactly 0, where the subgradient convention shows): the units where the VJPs of
+  `rules['gradient']` and `rules['deconvnet']` differ against the units where 1(x > 0) != 1(g > 0)
+  and g != 0 (`deconvnet.gate_statistics`); the gradient rule's VJP against `jax.nn.relu`'s
+  (exactly); the DeconvNet rule's VJP against numpy's max(g, 0) (exactly).
+  """
+  x, g = jnp.asarray(x).at[:, ::8].set(0), jnp.asarray(g).at[:, 4::8].set(0)
+  stats = deconvnet.gate_statistics(x, g, rules=rules)
+  vjp_of = lambda f: np.asarray(jax.vjp(f, x)[1](g)[0])
+  grad_exact = float(np.max(np.abs(vjp_of(jax.nn.relu) - vjp_of(rules['gradient']))))
+  deconv_exact = float(np.max(np.abs(np.maximum(np.asarray(g), 0) - vjp_of(rules['deconvnet']))))
+  return _row('ReLU: the two differ exactly where 1(x > 0) != 1(g > 0)',
+              f'{x.size} units, random x and g with exact zeros; the rules\' VJPs',
+              f"{stats['differ']} units differ, {stats['disagree']} gates disagree, same set: "
+              f"{stats['same_set']}; gradient rule vs jax.nn.relu VJP {grad_exact:.0e}, DeconvNet rule vs "
+              f'max(g, 0) {deconv_exact:.0e}',
+              stats['same_set'] and stats['differ'] > 0 and grad_exact == 0 and deconv_exact == 0,
+              gradient_vs_jax_relu=grad_exact, deconvnet_vs_numpy=deconv_exact, **stats)
+
+
 # ----------------------------------------------------------------------------- whole networks
 
 
@@ -114,12 +136,22 @@ def _strongest(model, images, layer: str) -> jax.Array:
   return jnp.argmax(out.reshape(out.shape[0], -1), axis=1)
 
 
-def network_rows(name: str, model, images, starts, tol: float) -> tuple[list[dict], dict]:
-  """Rows for one network and each start layer; and the full `deconvnet.compare` results."""
+def network_rows(name: str, model, images, starts, tol: float, *,
+                 rules=deconvnet.RULES) -> tuple[list[dict], dict]:
+  """Rows for one network and each start layer; and the full `deconvnet.compare` results.
+
+  What each row compares (never a quantity with itself): the explicit DeconvNet (hand-written
+  transposes and rectification) with the VJP of the model under `rules['deconvnet']`; the VJP
+  under `rules['gradient']` with `jax.grad` through `jax.nn.relu`; explicit backprop with
+  `jax.grad`; at every ReLU, the units where the two rules' VJPs of that ReLU differ with the
+  units where the gates disagree (`deconvnet.gate_statistics`), and at every other step the
+  explicit transpose with the step's autodiff VJP; the image dependence of the VJP under
+  `rules['deconvnet']` (`image_dependence_row`).
+  """
   rows, results = [], {}
   for layer in starts:
     neurons = _strongest(model, images, layer)
-    r = deconvnet.compare(model, images, layer=layer, neurons=neurons)
+    r = deconvnet.compare(model, images, layer=layer, neurons=neurons, rules=rules)
     results[layer] = r
     relus = r['relus'].values()
     steps_worst = max((s['max_abs_diff'] / max(s['max_abs'], 1e-300) for s in r['steps'].values()), default=0)
@@ -134,31 +166,37 @@ def network_rows(name: str, model, images, starts, tol: float) -> tuple[list[dic
     rows.append(_row('explicit backprop (gradient gates) = jax.grad', setting,
                      f"max rel diff {g['relative']:.1e}", g['relative'] < tol, max_rel_diff=g['relative']))
     rows.append(_row('gradient and DeconvNet differ only at ReLU gate disagreements', setting,
-                     f'{differ} ReLU units differ = {disagree} gate disagreements (same set: {same}) in '
-                     f'{len(r["relus"])} ReLU layers; every other step: max rel diff {steps_worst:.1e}; '
-                     f"maps differ by {r['gradient_vs_deconvnet']['relative']:.2f} (rel)",
+                     f'{differ} ReLU units where the rules differ, {disagree} gate disagreements (same set: '
+                     f'{same}) in {len(r["relus"])} ReLU layers; every other step: max rel diff '
+                     f"{steps_worst:.1e}; maps differ by {r['gradient_vs_deconvnet']['relative']:.2f} (rel)",
                      same and steps_worst < tol, disagree=disagree, differ=differ,
                      other_steps_max_rel_diff=steps_worst,
                      gradient_vs_deconvnet_rel=r['gradient_vs_deconvnet']['relative']))
   if len(images) > 1:  # the claim compares images
-    rows.append(image_dependence_row(name, model, images, tol))
+    rows.append(image_dependence_row(name, model, images, tol, rules=rules))
   return rows, results
 
 
-def image_dependence_row(name: str, model, images, tol: float) -> dict:
+def image_dependence_row(name: str, model, images, tol: float, *, rules=deconvnet.RULES) -> dict:
   """The DeconvNet sees the image only through the max-pool switches (Mahendran & Vedaldi 2016).
 
   Its backward pass gates by the sign of the signal, never by the forward activations; convolutions,
   BatchNorm and dense layers are fixed linear maps. Without max-pooling (CIFAR ResNets) the
   reconstruction of a class is therefore the same for every image; with max-pooling it varies.
+  Measured on the VJP of the model under `rules['deconvnet']`, with the gradient on the same images
+  as the control: it must vary between them, or the images could not show a dependence.
   """
   has_pool = any(s.kind == 'max_pool' for s in deconvnet.steps(model))
-  r = deconvnet.reconstruct(model, images, neurons=0)
-  spread = _rel(r, jnp.broadcast_to(r[:1], r.shape))
-  confirmed = spread > 1e-3 if has_pool else spread < tol
+  spreads = {}
+  for method, relu in (('deconvnet', rules['deconvnet']), ('gradient', jax.nn.relu)):
+    r = deconvnet.vjp_reconstruction(model, images, neurons=0, relu=relu)
+    spreads[method] = _rel(r, jnp.broadcast_to(r[:1], r.shape))
+  spread, control = spreads['deconvnet'], spreads['gradient']
+  confirmed = (spread > 1e-3 if has_pool else spread < tol) and control > 1e-3
   return _row('DeconvNet depends on the image only through max-pool switches', f'{name}, class 0, '
               f'{len(images)} images ({"with" if has_pool else "no"} max-pooling)',
-              f'max rel diff between images {spread:.1e}', confirmed, max_rel_diff_between_images=spread,
+              f'max rel diff between images {spread:.1e} (gradient: {control:.1e})', confirmed,
+              max_rel_diff_between_images=spread, gradient_max_rel_diff_between_images=control,
               has_max_pool=has_pool)
 
 
@@ -329,7 +367,8 @@ def markdown(rows: list[dict]) -> str:
 
 def gates_markdown(name: str, layer: str, relus: dict) -> str:
   lines = [f'ReLU gates of {name}, reconstructing from {layer} (float64): the DeconvNet signal g at each '
-           'ReLU, its input x.', '',
+           'ReLU, its input x; the rules differ where the VJPs of the ReLU under the gradient and the '
+           'DeconvNet rules, applied to g, differ.', '',
            '| ReLU | units | g != 0 | gates disagree: 1(x>0) != 1(g>0) | units where the rules differ | '
            'same set |', '|---|---|---|---|---|---|']
   for relu, s in relus.items():
@@ -341,7 +380,8 @@ def gates_markdown(name: str, layer: str, relus: dict) -> str:
 # ----------------------------------------------------------------------------- the run
 
 
-def run(config, workdir: str, log=print) -> dict:
+def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
+  """The report (see the module docstring); `rules` are the backward rules under test."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
@@ -356,12 +396,13 @@ def run(config, workdir: str, log=print) -> dict:
   for precision, dtype, tol in (('float64', jnp.float64, config.tolerance_float64),
                                 ('float32', jnp.float32, config.tolerance_float32)):
     with jax.enable_x64(precision == 'float64'):
-      for r in layer_rows(config.seed, dtype, tol):
+      for r in layer_rows(config.seed, dtype, tol, rules=rules):
         rows.append({'precision': precision, **r})
       for name, model, x in proof_networks(config, trained):
         t = time.perf_counter()
         starts = ('scores',) if config.proof.scores_only else start_layers(model)
-        net_rows, results = network_rows(name, models.cast(model, dtype), jnp.asarray(x, dtype), starts, tol)
+        net_rows, results = network_rows(name, models.cast(model, dtype), jnp.asarray(x, dtype), starts, tol,
+                                         rules=rules)
         rows += [{'precision': precision, **r} for r in net_rows]
         if precision == 'float64':
           gate_tables.append(gates_markdown(name, 'scores', results['scores']['relus']))

@@ -197,10 +197,9 @@ def fit(key, x, num_components: int, *, num_iters: int = 10, weights=None, covar
     x = x.astype(np.float32)
   if not np.all(np.isfinite(x)):
     raise ValueError(f'x holds {int(np.sum(~np.isfinite(x)))} non-finite values (NaN or inf)')
-  if num_components < 1:
-    raise ValueError(f'num_components must be >= 1, got {num_components}')
-  if num_iters < 0:
-    raise ValueError(f'num_iters must be >= 0, got {num_iters}')
+  for name, value, least in (('num_components', num_components, 1), ('num_iters', num_iters, 0)):
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < least:
+      raise ValueError(f'{name} must be an integer >= {least}, got {value!r}')
   if not covariance_floor > 0:
     raise ValueError(f'covariance_floor must be positive, got {covariance_floor}')
   weights = np.ones(x.shape[0], x.dtype) if weights is None else np.asarray(weights, x.dtype)

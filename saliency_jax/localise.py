@@ -8,19 +8,19 @@ The paper's pipeline, for an image and its class saliency map:
   3. GraphCut (`graphcut.segment`, PyMaxflow, on the host) of the GrabCut energy with those models;
   4. the largest connected component of the foreground, and its bounding box.
 The paper leaves open every setting below; each is a field of `Settings`, with its default:
-  num_components 5 (GrabCut's), gmm_iters 10, covariance_floor 1e-4 (colours scaled to [0, 1]),
-  gmm_samples 2048 (each model is fitted to that many pixels drawn from its seeds: the fit's cost
-  no longer grows with the image; 0 fits all seed pixels), pairwise_weight 10 (GrabCut uses 50;
-  with seeds from saliency maps, 10 localised better on every set tried: the ImageNet sample with
-  the CIFAR ResNet's maps, and the raccoon and kangaroo sets from surrogate maps; see the README),
-  connectivity 8, seeds 'hard' (seed pixels keep their label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (the paper's single
-  cut; n > 0 adds n GrabCut-style rounds: refit both models on the cut's labels, hard seeds still
-  clamped, and cut again), fg_floor 0 (foreground seeds must also reach this fraction of the map's
-  maximum; not in the paper). Measured on real saliency maps (README): hard seeds beat soft ones on
-  the raccoon / kangaroo set and lose on the ImageNet sample and the synthetic set; 3 GrabCut rounds
-  (4x the cost) help on the ImageNet sample and the VOC surrogates but not on the synthetic set;
-  fg_floor 0.5 rescues objects smaller than 5% of the image (synthetic set) and costs on the
-  ImageNet sample's large objects. None held everywhere, so the defaults stay the paper's.
+  num_components 5 (GrabCut's), gmm_iters 10, covariance_floor 1e-4 (colours scaled to [0, 1]), gmm_samples
+  2048 (each model is fitted to that many pixels drawn from its seeds: the fit's cost no longer grows with
+  the image; 0 fits all seed pixels), pairwise_weight 10 (GrabCut uses 50; with seeds from saliency maps, 10
+  localised better on every set tried: the ImageNet sample with the CIFAR ResNet's maps, and the raccoon and
+  kangaroo sets from surrogate maps; see the README), connectivity 8, seeds 'hard' (seed pixels keep their
+  label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (the paper's single cut;
+  n > 0 adds n GrabCut-style rounds: refit both models on the cut's labels, hard seeds still clamped, and cut
+  again), fg_floor 0 (foreground seeds must also reach this fraction of the map's maximum; not in the
+  paper). Measured on real saliency maps (README): hard seeds beat soft ones on the raccoon / kangaroo set
+  and lose on the ImageNet sample and the synthetic set; 3 GrabCut rounds (4x the cost) help on the ImageNet
+  sample and the VOC surrogates but not on the synthetic set; fg_floor 0.5 rescues objects smaller than 5%
+  of the image (synthetic set) and costs on the ImageNet sample's large objects. None held everywhere, so
+  the defaults stay the paper's.
   Two more: smoothing 0 (blur the map by a Gaussian of that fraction of the shorter side before
   seeding: a region of evidence then outweighs isolated strong pixels) and component 'largest'
   (the paper's; 'all' boxes every foreground region, for objects the cut splits). Both together
@@ -30,9 +30,12 @@ Baselines in the same API (`method`): 'threshold' (pixels >= `threshold` x the m
 largest component's box: the CAM / Grad-CAM protocol, 0.2 and 0.15), 'full' (the whole image),
 'centre' (a centred box, `centre_fraction` of each side).
 
-A map that is NaN / infinite somewhere, or flat (nothing above its background quantile), and a
-segmentation that comes out empty, give the full-image box, flagged by the returned `status`
-('invalid_saliency', 'flat_saliency', 'empty_segment'; else 'ok'): never a crash, never a silent box.
+A map that is NaN / infinite somewhere, or flat (constant: a sparse map, mostly exactly 0, is not
+flat and is localised from its non-zero pixels, see `seeds`), and a segmentation that comes out empty,
+give the full-image box, flagged by the returned `status` ('invalid_saliency', 'flat_saliency',
+'empty_segment'; else 'ok'): never a crash, never a silent box. Such a fallback box is a guess like
+any other (on ImageNet the full image is a strong baseline), so every table of results counts them
+per method (`fallbacks`).
 """
 
 import atexit
@@ -40,6 +43,10 @@ import concurrent.futures
 import dataclasses
 import functools
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from typing import NamedTuple
 
 import jax
@@ -85,8 +92,10 @@ class Settings:
         (0 < self.threshold <= 1, f'threshold must lie in (0, 1], got {self.threshold}'),
         (0 < self.centre_fraction <= 1, f'centre_fraction must lie in (0, 1], got {self.centre_fraction}'),
         (self.pairwise_weight >= 0, f'pairwise_weight must be >= 0, got {self.pairwise_weight}'),
-        (0 <= self.smoothing < 1, f'smoothing must lie in [0, 1) (a fraction of the image side), got {self.smoothing}'),
-        (self.component in ('largest', 'all'), f"component must be 'largest' or 'all', got {self.component!r}"),
+        (0 <= self.smoothing < 1,
+         f'smoothing must lie in [0, 1) (a fraction of the image side), got {self.smoothing}'),
+        (self.component in ('largest', 'all'),
+         f"component must be 'largest' or 'all', got {self.component!r}"),
     ]
     for ok, message in checks:
       if not ok:
@@ -129,6 +138,11 @@ class Result(NamedTuple):
   status: str  # 'ok', 'invalid_saliency', 'flat_saliency' or 'empty_segment'
 
 
+def fallbacks(statuses) -> int:
+  """How many of `statuses` (`Result.status` strings, or Results) are fallback boxes (any status but 'ok')."""
+  return sum((s.status if isinstance(s, Result) else str(s)) != 'ok' for s in statuses)
+
+
 # ----------------------------------------------------------------------------- checks and seeds
 
 
@@ -152,21 +166,49 @@ def resize_map(saliency, shape) -> np.ndarray:
 
 
 def seeds(saliency, fg_quantile: float = 0.95, bg_quantile: float = 0.30, fg_floor: float = 0.0):
-  """(fg bool [H, W], bg bool [H, W], status): the paper's quantile seeds of a saliency map.
+  """(fg bool [H, W], bg bool [H, W], status): the paper's quantile seeds of a saliency map [H, W].
 
+  fg: pixels >= the fg_quantile quantile, bg: pixels <= the bg_quantile quantile. A sparse map (most
+  pixels one value, e.g. exactly 0) ties both quantiles. Then every pixel above the tie is a
+  foreground seed (fewer than 1 - fg_quantile of the image, all of them top ranked), and background
+  seeds are the pixels below the tie plus the tied pixels farthest (Euclidean) from the foreground,
+  bg_quantile of the image in all: the tie is broken by distance from the evidence, not by the map.
+  When the tie is the map's maximum, the same with the roles swapped. Only a constant map is
+  'flat_saliency' (fg, bg None), a map with NaN or infinity 'invalid_saliency'.
   fg_floor > 0 also asks foreground seeds to reach fg_floor x the map's maximum (not in the paper):
   where the object covers less than 1 - fg_quantile of the image, the quantile alone seeds background.
   """
   saliency = np.asarray(saliency, np.float64)
   if not np.all(np.isfinite(saliency)):
     return None, None, 'invalid_saliency'
-  lo, hi = np.quantile(saliency, [bg_quantile, fg_quantile])
-  if hi <= lo:  # ties across both quantiles: no ranking to seed from
+  if saliency.max() <= saliency.min():  # a constant map ranks no pixel above another
     return None, None, 'flat_saliency'
-  fg = saliency >= hi
+  lo, hi = np.quantile(saliency, [bg_quantile, fg_quantile])
+  if hi > lo:  # the paper's seeds (every dense map)
+    fg, bg = saliency >= hi, saliency <= lo
+  else:
+    # One value fills both quantiles: a sparse map (a ReLU'd CAM, a few strong pixels, the rest 0).
+    # The map does not rank the tied pixels, their distance from the other pixels does.
+    tie, n = saliency == hi, saliency.size
+    if saliency.max() > hi:  # the tie is low: every pixel above it is in the top 1 - fg_quantile
+      fg = saliency > hi
+      bg = (saliency < hi) | _farthest(tie, fg, round(bg_quantile * n) - int(np.sum(saliency < hi)))
+    else:  # the tie is the maximum (a map low on a few pixels)
+      bg = saliency < hi
+      fg = _farthest(tie, bg, round((1 - fg_quantile) * n))
   if fg_floor > 0:
     fg &= saliency >= fg_floor * saliency.max()
-  return fg, saliency <= lo, 'ok'
+  return fg, bg, 'ok'
+
+
+def _farthest(candidates: np.ndarray, others: np.ndarray, count: int) -> np.ndarray:
+  """The `count` pixels of `candidates` (bool [H, W]) farthest from any pixel of `others` (more on ties)."""
+  from scipy import ndimage
+  if count <= 0 or not candidates.any():
+    return np.zeros_like(candidates)
+  distance = ndimage.distance_transform_edt(~others)
+  ranked = np.sort(distance[candidates])[::-1]
+  return candidates & (distance >= ranked[min(count, len(ranked)) - 1])
 
 
 def _full(shape, status: str) -> Result:
@@ -268,9 +310,9 @@ def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int 
   -> a list of costs [2, H, W] (numpy): each pixel's -log p under the fg and the bg model.
 
   The pixels of every image are flattened and padded (zero weight) to a power of two (small
-  images) or a multiple of PIXEL_BUCKET pixels, images of the same padded size go `chunk_size` at a time to the device (memory ~ chunk
-  x pixels x components), and a short last chunk repeats its first image: images of many sizes
-  (VOC) share a few compiled programs.
+  images) or a multiple of PIXEL_BUCKET pixels, images of the same padded size go `chunk_size` at a
+  time to the device (memory ~ chunk x pixels x components), and a short last chunk repeats its
+  first image: images of many sizes (VOC) share a few compiled programs.
   """
   sizes = [im.shape[0] * im.shape[1] for im in images]
   buckets: dict[int, list[int]] = {}
@@ -305,11 +347,30 @@ def _cut(task) -> np.ndarray:
                           bg_seeds=bg if hard else None)
 
 
+def _exit_with(parent: int) -> None:
+  """Ends this process once `parent` is gone (this process then has another parent)."""
+  while os.getppid() == parent:
+    time.sleep(0.5)
+  os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+  """Runs first in each worker process. Ctrl-C goes to the whole process group: the parent stops the
+  pool, so the workers ignore it. A parent that dies without shutting the pool down (SIGKILL, the
+  out-of-memory killer) leaves its workers waiting for tasks: a watchdog thread ends them. (Linux's
+  PR_SET_PDEATHSIG would fire when the parent *thread* that started a worker ends, and the pool
+  starts workers from whichever thread submits.)"""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  threading.Thread(target=_exit_with, args=(parent,), daemon=True, name='exit-with-parent').start()
+
+
 @functools.cache
 def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-  """A process pool kept for the life of the program (starting one costs about a second)."""
+  """A process pool kept for the life of the program (starting one costs about a second); its
+  workers end with this process, however it ends."""
   # 'spawn': the parent runs JAX threads, which a fork would copy in an undefined state.
-  pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'))
+  pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
+                                                initializer=_worker_init, initargs=(os.getpid(),))
   atexit.register(pool.shutdown, cancel_futures=True)
   return pool
 

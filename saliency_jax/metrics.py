@@ -304,17 +304,26 @@ def gt_known_accuracy(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *
 
 
 def _max_within(saliency: np.ndarray, mask: np.ndarray, tolerance: float) -> bool:
-  """Is the (first) argmax of a 2-D map within `tolerance` px (Euclidean, pixel centres) of the mask?"""
+  """Is the (first) argmax of a 2-D map on the mask, or closer than `tolerance` px to it?
+
+  TorchRay's test: squared Euclidean distance between pixel centres < tolerance ** 2, strictly, so a
+  point exactly `tolerance` px away misses. Squared integer distances to the nearest mask pixel (from
+  the exact distance transform) keep the boundary exact. On the mask is a hit even at tolerance 0,
+  where TorchRay's strict test would accept nothing.
+  """
   r, c = np.unravel_index(np.argmax(saliency), saliency.shape)
-  return bool(ndimage.distance_transform_edt(~mask)[r, c] <= tolerance)
+  _, (rows, cols) = ndimage.distance_transform_edt(~mask, return_indices=True)
+  squared = (int(rows[r, c]) - r) ** 2 + (int(cols[r, c]) - c) ** 2
+  return bool(squared == 0 or squared < tolerance ** 2)
 
 
 def pointing_hits(maps, masks, *, tolerance: float = 0.0) -> np.ndarray:
   """Pointing game (Zhang et al. 2016) against masks: is each map's maximum on the object?
 
-  maps [N, H, W]; masks bool [N, H, W]. A hit when the maximum (the first argmax) lies within `tolerance`
-  pixels (Euclidean) of a mask pixel (TorchRay uses 15 px at ~224 px). An empty mask, and a flat map or
-  one holding NaN or infinity (it points nowhere), is a miss. Returns bool [N]. For boxes: `pointing_game`.
+  maps [N, H, W]; masks bool [N, H, W]. A hit when the maximum (the first argmax) lies on the mask or
+  less than `tolerance` pixels (Euclidean, strictly, as in TorchRay) from a mask pixel (TorchRay uses
+  15 px at ~224 px). An empty mask, and a flat map or one holding NaN or infinity (it points nowhere), is
+  a miss. Returns bool [N]. For boxes: `pointing_game`; summaries: `pointing_accuracy`.
   """
   maps, masks = np.asarray(maps), np.asarray(masks, bool)
   if maps.shape != masks.shape or maps.ndim != 3:
@@ -333,12 +342,14 @@ def pointing_game(maps, gt_boxes_per_image, *, tolerance: float = 15.0) -> np.nd
 
   maps: [N, H, W], or a list of N maps [H_i, W_i] of different sizes. gt_boxes_per_image[i] [M_i, 4]: the
   ground-truth boxes of the class the map i is for (M_i >= 1; the game is only played on images that
-  contain the class). A hit when the map's maximum lies within `tolerance` pixels of the union of those
-  boxes, i.e. inside the boxes dilated by `tolerance`: Euclidean distance between pixel centres
-  (`scipy.ndimage.distance_transform_edt` of the rasterised union, see `mask_from_boxes`). TorchRay uses
-  15 px at ~224 px. Ties: the first argmax (row-major) is the point. A map that is flat (all values equal)
-  or holds any NaN or infinity points nowhere and is a miss. ValueError when an image has no box or its
-  boxes cover no pixel of its map.
+  contain the class). A hit when the map's maximum lies on the union of those boxes or less than
+  `tolerance` pixels from it: Euclidean distance between pixel centres to the rasterised union (see
+  `mask_from_boxes`), strictly below the tolerance as in TorchRay (exactly `tolerance` px away misses).
+  TorchRay uses 15 px at ~224 px. VOC's `difficult` objects stay in the union (as in TorchRay); leave
+  out the images whose boxes of the class are all difficult (`pointing_played`). Ties: the first argmax
+  (row-major) is the point. A map that is flat (all values equal) or holds any NaN or infinity points
+  nowhere and is a miss. ValueError when an image has no box or its boxes cover no pixel of its map.
+  Summaries (per image, TorchRay's per-class mean): `pointing_accuracy`.
   """
   tolerance = _check_tolerance(tolerance)
   if isinstance(maps, list | tuple):
@@ -369,6 +380,38 @@ def pointing_game(maps, gt_boxes_per_image, *, tolerance: float = 15.0) -> np.nd
       continue
     hits[i] = _max_within(m, mask, tolerance)
   return hits
+
+
+def pointing_played(difficult_per_image) -> np.ndarray:
+  """Which images the pointing game is played on, bool [N], as in TorchRay on VOC: not those whose
+  boxes of the class are all marked `difficult`. difficult_per_image[i]: bool [M_i], one flag per box
+  of the class (an image with no box is not played either)."""
+  played = np.zeros(len(difficult_per_image), bool)
+  for i, flags in enumerate(difficult_per_image):
+    flags = _as_mask(np.asarray(flags).reshape(-1), f'difficult_per_image[{i}]')
+    played[i] = len(flags) > 0 and not flags.all()
+  return played
+
+
+def pointing_accuracy(hits, classes, *, played=None) -> dict:
+  """The pointing game's two summaries: per image, and TorchRay's mean over classes.
+
+  hits bool [N] (`pointing_game` / `pointing_hits`); classes [N]: the class each map is for; played
+  bool [N] (default all): the images that count (`pointing_played`). Returns {'per_image': the
+  fraction of hits, 'class_mean': the mean over classes of each class's fraction of hits (TorchRay's
+  `accuracy`; it averages over every class of the data set, the same when every class is played),
+  'per_class': {class: fraction}, 'played': n, 'excluded': N - n}. Rates are NaN when nothing is played.
+  """
+  hits = _as_mask(np.asarray(hits).reshape(-1), 'hits')
+  classes = np.asarray(classes).reshape(-1)
+  played = np.ones(len(hits), bool) if played is None else _as_mask(np.asarray(played).reshape(-1), 'played')
+  _same_length('hits', hits, 'classes', classes)
+  _same_length('hits', hits, 'played', played)
+  hits, classes = hits[played], classes[played]
+  per_class = {c.item(): float(hits[classes == c].mean()) for c in np.unique(classes)}
+  return {'per_image': float(hits.mean()) if len(hits) else float('nan'),
+          'class_mean': float(np.mean(list(per_class.values()))) if per_class else float('nan'),
+          'per_class': per_class, 'played': int(played.sum()), 'excluded': int((~played).sum())}
 
 
 def mass_inside(maps, masks) -> np.ndarray:
@@ -441,6 +484,8 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
   maps = np.asarray(maps)
   if maps.shape != images.shape[:3]:
     raise ValueError(f'maps must be [B, H, W] {images.shape[:3]}, got {maps.shape}')
+  if not np.all(np.isfinite(maps)):  # NaN would rank arbitrarily: the curves would mean nothing
+    raise ValueError(f'maps hold {int(np.sum(~np.isfinite(maps)))} NaN or infinite values')
   ranks = jnp.asarray(pixel_ranks(maps))
   hw = images.shape[1] * images.shape[2]
   counts = jnp.asarray(np.round(np.linspace(0, hw, steps + 1)), jnp.int32)
@@ -461,7 +506,14 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman rank correlation of two maps (flattened); 0 when either map is constant (undefined)."""
+  """Spearman rank correlation of two maps of one shape (flattened); 0 when either map is constant
+  (undefined). A map holding NaN or inf is an error: its ranks would mean nothing."""
+  a, b = np.asarray(a), np.asarray(b)
+  if a.shape != b.shape:
+    raise ValueError(f'spearman needs two maps of one shape, got {a.shape} and {b.shape}')
+  for name, m in (('first', a), ('second', b)):
+    if not np.all(np.isfinite(m)):
+      raise ValueError(f'spearman: the {name} map holds {int(np.sum(~np.isfinite(m)))} NaN or infinite values')
   if np.ptp(a) == 0 or np.ptp(b) == 0:
     return 0.0
   rho = stats.spearmanr(np.ravel(a), np.ravel(b)).statistic

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, parallel, report, saliency, train
-from saliency_jax.data import Subset, make_source, transforms
+from saliency_jax.data import Subset, make_source, records, transforms
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -43,6 +43,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.chunk_size = 100  # images per saliency call
   config.localise = localise.standard_methods()
   config.figure_method = 'graphcut'  # the method drawn in localisation.png
+  # the key of config.localise that a localisation sweep chose on the selection part
+  # (jobs/sweep.py; '' none), named in metrics.json as 'selected_method'
+  config.selected_method = ''
   config.workers = 2  # processes for the graph cuts
   config.num_deconvnet = 16  # test images for the Sect. 4 summary
   config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
@@ -66,9 +69,12 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
   'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
   data.stream, where training reads the source on demand), and 'photos':
   the test split at `localise_size` when set (localisation on larger images than the net sees).
-  Each split also holds 'indices' (the record index of every example) and 'num_records'. On several
-  hosts each process reads only its share of the test records (records i, i + P, ...: `parallel.host_shard`)
-  and caches it in its own file.
+  Each split holds `transforms.load`'s images, labels, boxes, box_labels, difficult (VOC's flags) and
+  masks (or None), and also 'indices' (the record index of every example), 'num_records' and 'bad': the
+  records left out with data.skip_bad ([{'record', 'reason', 'message'}], `data.records`; those the
+  source dropped when built, which are in no split, are listed with every split), cached with the arrays.
+  On several hosts each process reads only its share of the test records (records i, i + P, ...:
+  `parallel.host_shard`) and caches it in its own file.
   """
   key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
   wanted = [('test', 'test', config.data.image_size)]
@@ -84,25 +90,33 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
     if path.exists():
       with np.load(path, allow_pickle=False) as f:
         arrays = dict(f)
+    if path.exists() and 'bad' in arrays and 'difficult' in arrays:  # older caches are read again
       out[name] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
                    'boxes': _split_ragged(arrays['boxes'], arrays['box_counts']),
-                   'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']), 'bad': [],
+                   'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']),
+                   'difficult': _split_ragged(arrays['difficult'], arrays['box_counts']),
+                   'bad': json.loads(str(arrays['bad'])),
                    'indices': arrays.get('indices', np.arange(len(arrays['labels']))),  # older caches: no indices
                    'num_records': int(arrays.get('num_records', len(arrays['labels'])))}
       continue
     source = make_source(config.data, split)
     num_records = len(source)
-    records = parallel.host_shard(num_records) if part else np.arange(num_records)
+    kept = parallel.host_shard(num_records) if part else np.arange(num_records)
     if part:
-      source = Subset(source, records)
+      source = Subset(source, kept)
     loaded = transforms.load(source, size, skip_bad=config.data.skip_bad, progress=True, desc=f'data {name}')
+    loaded['bad'] = records.unique(getattr(source, 'bad', []) + loaded['bad'])
     if loaded['bad']:
-      log(f'{split}: skipped {len(loaded["bad"])} bad records, first: {loaded["bad"][0]}')
-    loaded['indices'], loaded['num_records'] = records[loaded['indices']], num_records
+      reasons = sorted({b['reason'] for b in loaded['bad']})
+      log(f"{name}: skipped {len(loaded['bad'])} bad records ({', '.join(reasons)}), first: "
+          f"{loaded['bad'][0]['record']}: {loaded['bad'][0]['message']}")
+    loaded['indices'], loaded['num_records'] = kept[loaded['indices']], num_records
     counts = np.array([len(b) for b in loaded['boxes']])
     arrays = {'images': loaded['images'], 'labels': loaded['labels'], 'box_counts': counts,
               'boxes': np.concatenate(loaded['boxes']), 'box_labels': np.concatenate(loaded['box_labels']),
-              'indices': loaded['indices'], 'num_records': num_records}
+              'indices': loaded['indices'], 'num_records': num_records,
+              'difficult': np.concatenate(loaded['difficult']),
+              'bad': np.asarray(json.dumps(loaded['bad']))}  # a str array: no pickle needed to read it back
     if 'masks' in loaded:
       arrays['masks'] = loaded['masks']
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +129,12 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
 
 def _split_ragged(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
   return np.split(flat, np.cumsum(counts)[:-1])
+
+
+def skipped_records(data: dict) -> list[dict]:
+  """Every record `load_data` left out, once: [{'record', 'reason', 'message'}] (metrics.json
+  'bad_records'). On several hosts: the records this process read (its share of the test split)."""
+  return records.unique(b for split in data.values() for b in split['bad'])
 
 
 def pretrained(config):
@@ -166,8 +186,9 @@ def localise_images(config, images, true_maps, top_maps, indices, total: int) ->
     t = time.perf_counter()
     true = localise.localise_batch(list(images), list(true_maps), settings, workers=config.workers,
                                    indices=[int(i) for i in indices])
-    top = localise.localise_batch([im for im in images for _ in range(k)], list(top_maps.reshape(n * k, *top_maps.shape[2:])),
-                                  settings, workers=config.workers,
+    top = localise.localise_batch([im for im in images for _ in range(k)],
+                                  list(top_maps.reshape(n * k, *top_maps.shape[2:])), settings,
+                                  workers=config.workers,
                                   indices=[total + int(i) * k + j for i in indices for j in range(k)])
     out[name] = {'true_boxes': np.array([r.box for r in true], np.int64).reshape(n, 4),
                  'top_boxes': np.array([r.box for r in top], np.int64).reshape(n, k, 4),
@@ -177,22 +198,31 @@ def localise_images(config, images, true_maps, top_maps, indices, total: int) ->
 
 
 def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:
-  """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes."""
+  """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes.
+
+  Also per method the status counts and 'fallbacks': how many boxes were the full-image fallback
+  (status other than 'ok': flat or invalid map, empty cut), {'true': of the n true-class boxes, 'top':
+  of the n x k top-k boxes, 'total'}: a fallback box is a guess like any other and can flatter a method.
+  """
   n, k = top_classes.shape
   out = {}
   for name, r in found.items():
     guesses = [[(int(top_classes[i, j]), tuple(r['top_boxes'][i, j])) for j in range(k)] for i in range(n)]
     names, counts = np.unique(r['status'], return_counts=True)
+    true_boxes = [tuple(b) for b in r['true_boxes']]
+    fallbacks = {'true': localise.fallbacks(r['status'][:n]), 'top': localise.fallbacks(r['status'][n:])}
     out[name] = {
-        'gt_known_box_accuracy': metrics.gt_known_accuracy([tuple(b) for b in r['true_boxes']], gt_labels, gt_boxes,
-                                                           labels),
+        'gt_known_box_accuracy': metrics.gt_known_accuracy(true_boxes, gt_labels, gt_boxes, labels),
         'top1_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=1),
         f'top{k}_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=k),
-        'status': {str(a): int(b) for a, b in zip(names, counts)}, 'seconds': float(r['seconds']),
+        'status': {str(a): int(b) for a, b in zip(names, counts)},
+        'fallbacks': {**fallbacks, 'total': fallbacks['true'] + fallbacks['top']},
+        'seconds': float(r['seconds']),
     }
     top_k = f", top-{k} error {out[name][f'top{k}_loc_error']:.3f}" if k > 1 else ''
     log(f"localise {name}: GT-known {out[name]['gt_known_box_accuracy']:.3f}, "
-        f"top-1 error {out[name]['top1_loc_error']:.3f}{top_k} ({out[name]['seconds']:.1f} s)")
+        f"top-1 error {out[name]['top1_loc_error']:.3f}{top_k}, fallback boxes {fallbacks['true']} "
+        f"true-class, {fallbacks['top']} top-{k} ({out[name]['seconds']:.1f} s)")
   return out
 
 
@@ -249,8 +279,10 @@ def _status_per_image(status, k):
 
 
 def _unflatten_found(flat: dict, names) -> dict:
+  """`_flatten_found`'s inverse: `localise_images`' layout (status: the n true-class ones, then the n x k)."""
+  status = lambda per_image: np.concatenate([per_image[:, 0], per_image[:, 1:].ravel()])
   return {name: {'true_boxes': flat[f'{name}/true_boxes'], 'top_boxes': flat[f'{name}/top_boxes'],
-                 'status': flat[f'{name}/status'].ravel(), 'seconds': float(flat[f'{name}/seconds'].sum())}
+                 'status': status(flat[f'{name}/status']), 'seconds': float(flat[f'{name}/seconds'].sum())}
           for name in names}
 
 
@@ -301,7 +333,10 @@ def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Pa
 
 def prepare(config, workdir: pathlib.Path, log=print) -> dict:
   """Stages 1-2 of the main job, for every experiment that needs the config's data and trained net:
-  {'data', 'splits' (normalised arrays), 'mean', 'std', 'model', 'trained', 'seconds'}."""
+  {'data', 'splits' (normalised arrays), 'mean', 'std', 'model', 'trained', 'seconds'}.
+  Raises ValueError before any work when workdir holds checkpoints trained under another config."""
+  if not config.get('checkpoint'):
+    train.check_fingerprint(config, workdir)
   seconds = {}
   t0 = time.perf_counter()
   data = load_data(config, workdir, log)
@@ -312,8 +347,10 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
             if s in data}
   if config.data.get('stream') and not config.get('checkpoint'):  # read on demand: ImageNet-sized sets
     if config.data.get('mean') is None:
-      raise ValueError('config.data.stream needs config.data.mean and std (no pass over the data to compute them)')
-    splits['train'] = transforms.Streamed(make_source(config.data, 'train'), config.data.image_size, mean, std)
+      raise ValueError('config.data.stream needs config.data.mean and std (no pass over the data to compute '
+                       'them)')
+    source = make_source(config.data, 'train')
+    splits['train'] = transforms.Streamed(source, config.data.image_size, mean, std)
 
   t0 = time.perf_counter()
   if config.get('checkpoint'):
@@ -335,6 +372,9 @@ def run(config, workdir: str, log=print) -> dict:
   the others return {'process_index', 'num_images'} once their share is written)."""
   if config.figure_method not in config.localise:
     raise ValueError(f'config.figure_method {config.figure_method!r} is not one of config.localise: '
+                     f'{sorted(config.localise)}')
+  if config.get('selected_method') and config.selected_method not in config.localise:
+    raise ValueError(f'config.selected_method {config.selected_method!r} is not one of config.localise: '
                      f'{sorted(config.localise)}')
   d = config.distributed
   parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
@@ -393,7 +433,8 @@ def run(config, workdir: str, log=print) -> dict:
     trained = {**trained, 'test_accuracy': totals['test_correct'] / totals['test_count']}
   found = _unflatten_found(flat, list(config.localise))
   all_labels = flat['labels']
-  loc = localisation_metrics(config, found, all_labels, ragged['box_labels'], ragged['boxes'], flat['top_classes'], log)
+  loc = localisation_metrics(config, found, all_labels, ragged['box_labels'], ragged['boxes'],
+                             flat['top_classes'], log)
   seconds['localisation'] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
@@ -415,7 +456,9 @@ def run(config, workdir: str, log=print) -> dict:
       'num_train': int(len(data['train']['images'])) if 'train' in data else 0,
       'num_test': int(totals['test_count']), 'num_eval': len(all_labels),
       'num_processes': d.num_processes,
+      'bad_records': skipped_records(data),  # every record left out (data.skip_bad), with its reason
       'localisation': loc,
+      'selected_method': config.get('selected_method'),
       'deconvnet_vs_gradient': sect4,
       **({'class_models': class_model} if config.class_models.steps else {}),
       'training': trained,
@@ -423,7 +466,9 @@ def run(config, workdir: str, log=print) -> dict:
       'config': config.to_dict(),
   }
   if masks is not None:
-    results['pointing_game'] = float(flat['hits'][:, 0].mean())
+    pointing = metrics.pointing_accuracy(flat['hits'][:, 0] > 0, all_labels)
+    results['pointing_game'] = pointing['per_image']
+    results['pointing_game_class_mean'] = pointing['class_mean']  # TorchRay's summary: the mean over classes
     results['saliency_mass_on_object'] = float(flat['hits'][:, 1].mean())
     results['object_area_fraction'] = float(flat['hits'][:, 2].mean())
   report.write_json(workdir / 'metrics.json', results)
@@ -436,22 +481,37 @@ def run(config, workdir: str, log=print) -> dict:
                          None if masks is None else masks[:num])
   graphcut = config.figure_method
   s = localise.settings(config.localise[graphcut])
-  report.localisation_figure(workdir / 'localisation.png', images[:num], true_maps[:num],
-                             [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in true_maps[:num]],
+  seeds = [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in true_maps[:num]]
+  report.localisation_figure(workdir / 'localisation.png', images[:num], true_maps[:num], seeds,
                              kept[graphcut][:num], gt_boxes[:num], titles)
   report.write_atomic(workdir / 'report.md', markdown(results))
   return results
 
 
 def table(results: dict) -> str:
-  """The localisation table (markdown)."""
+  """The localisation table (markdown), with each method's fallback boxes (true-class / top-k); the
+  config's selected method in bold."""
   k = results['config']['top_k']
   top_k = f' top-{k} loc. error |' if k > 1 else ''
-  lines = [f'| method | GT-known box accuracy | top-1 loc. error |{top_k}', '| --- | --- | --- |' + ' --- |' * (k > 1)]
+  lines = [f'| method | GT-known box accuracy | top-1 loc. error |{top_k} fallback boxes (true / top-{k}) |',
+           '| --- | --- | --- |' + ' --- |' * (k > 1) + ' --- |']
   for name, r in results['localisation'].items():
-    row = f"| {name} | {r['gt_known_box_accuracy']:.3f} | {r['top1_loc_error']:.3f} |"
-    lines.append(row + (f" {r[f'top{k}_loc_error']:.3f} |" if k > 1 else ''))
+    label = f'**{name}** (selected)' if name == results.get('selected_method') else name
+    row = f"| {label} | {r['gt_known_box_accuracy']:.3f} | {r['top1_loc_error']:.3f} |"
+    row += f" {r[f'top{k}_loc_error']:.3f} |" if k > 1 else ''
+    fallbacks = r.get('fallbacks')  # results written before fallbacks were counted: '-'
+    lines.append(row + (f" {fallbacks['true']} / {fallbacks['top']} |" if fallbacks else ' - |'))
   return '\n'.join(lines)
+
+
+def bad_record_lines(bad: list[dict]) -> list[str]:
+  """The report's list of skipped records (markdown lines; none when nothing was skipped)."""
+  if not bad:
+    return []
+  lines = [f'Skipped {len(bad)} bad records (config.data.skip_bad); no number in this report counts them:',
+           '']
+  lines += [f"- `{b['record']}`: {b['reason']}: {b['message']}" for b in bad]
+  return lines + ['']
 
 
 def markdown(r: dict) -> str:
@@ -463,18 +523,24 @@ def markdown(r: dict) -> str:
       f"Test accuracy {r['test_accuracy']:.3f} on {r['num_test']} images; top-{k} "
       f"{r[f'top{k}_accuracy_eval']:.3f} on the {r['num_eval']} evaluated.",
       '',
+      *bad_record_lines(r.get('bad_records', [])),
       '## Localisation (paper Sect. 3.2)',
       '',
       'GT-known: the box from the true class\'s map, IoU >= 0.5 with a ground-truth box of that class. '
       f'ILSVRC error: top-1 / top-{k} classes each with its map\'s box; an image counts as localised when '
-      'one guess has a right class and IoU >= 0.5.',
+      'one guess has a right class and IoU >= 0.5. Fallback boxes: the full image, given where a map was '
+      'flat (constant) or invalid, or its cut came out empty; they count in the scores like any other box.',
       '',
       table(r),
       '',
   ]
   if 'pointing_game' in r:
-    lines += [f"Pointing game (true class, tolerance {r['config']['pointing_tolerance']} px): "
-              f"{r['pointing_game']:.3f}; map mass on the object {r['saliency_mass_on_object']:.3f} "
+    class_mean = (f", mean over classes {r['pointing_game_class_mean']:.3f}"
+                  if 'pointing_game_class_mean' in r else '')
+    tolerance = r['config']['pointing_tolerance']
+    lines += [f"Pointing game (true class; a hit: the map's maximum on the object or under {tolerance} "
+              f"px from it): {r['pointing_game']:.3f} of the images"
+              f"{class_mean}; map mass on the object {r['saliency_mass_on_object']:.3f} "
               f"(object area {r['object_area_fraction']:.3f}).", '']
   explicit = (f"explicit DeconvNet reconstruction vs the VJP with the DeconvNet ReLU rule, relative max difference "
               f"{d['deconvnet_explicit_vs_vjp_relative']:.1e}; explicit backprop vs jax.grad "

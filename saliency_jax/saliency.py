@@ -116,6 +116,8 @@ def _check_labels(labels, batch: int, num_classes: int, name: str = 'labels') ->
   labels_np = np.asarray(labels)
   if labels_np.ndim == 0:
     labels_np = labels_np[None]
+  if labels_np.ndim != 1:  # [B, 1] would broadcast against the batch instead of picking one class per image
+    raise ValueError(f'{name} must be one class index per image, shape [B], got shape {labels_np.shape}')
   if labels_np.shape[0] != batch:
     raise ValueError(f'{name} has shape {labels_np.shape}; expected {batch} entries, one per image')
   if not np.issubdtype(labels_np.dtype, np.integer):
@@ -133,8 +135,15 @@ def _check_input_size(model, hw) -> None:
                      '(images, or crops when crop_size is given)')
 
 
+def _is_int(x) -> bool:
+  return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
 def _crop_hw(crop_size, image_hw) -> tuple[int, int]:
-  h, w = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+  size = (crop_size, crop_size) if _is_int(crop_size) else tuple(np.atleast_1d(np.asarray(crop_size, object)))
+  if len(size) != 2 or not all(_is_int(s) for s in size):
+    raise ValueError(f'crop_size must be an int or an (h, w) pair of ints, got {crop_size!r}')
+  h, w = size
   if not (0 < h <= image_hw[0] and 0 < w <= image_hw[1]):
     raise ValueError(f'crop_size {crop_size} does not fit images of size {tuple(image_hw)}')
   return int(h), int(w)
@@ -332,8 +341,8 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
   crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
   _check_input_size(model, crop_hw or images.shape[1:3])
   num_classes = _num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
-  if not 1 <= k <= num_classes:
-    raise ValueError(f'k must lie in [1, {num_classes}], got {k}')
+  if not _is_int(k) or not 1 <= k <= num_classes:
+    raise ValueError(f'k must be an integer in [1, {num_classes}], got {k!r}')
   fn = functools.partial(_class_maps, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
   return _chunked(lambda x: fn(x, None), (images,), chunk_size)
 

@@ -4,14 +4,26 @@
 checkpoints to `workdir/checkpoints` with orbax every `train.checkpoint_every` steps (and when
 interrupted), resumes from the latest checkpoint on the next call, logs to `workdir/train_log.jsonl`,
 and evaluates test accuracy. Batch order and augmentation are pure functions of (seed, step) and
-the dropout stream is part of the checkpoint, so a resumed run computes the parameters an
-uninterrupted one would.
+the dropout stream and the recent losses are part of the checkpoint, so a resumed run computes the
+parameters (and the final loss) an uninterrupted one would.
+
+A workdir's checkpoints are never reused under another config: `workdir/checkpoints/fingerprint.json`
+records the settings that determine the weights (`fingerprint`), and a run whose settings differ stops
+before it does anything, naming each difference (`check_fingerprint`). SIGINT and SIGTERM during
+training stop the loop at a step boundary: the checkpoint then holds exactly the steps applied, and
+the job exits (KeyboardInterrupt, or exit status 143 for SIGTERM) saying how to resume.
 
 `fit` is the small in-memory loop over arrays (no checkpoints) for notebooks and tests.
 """
 
+import contextlib
 import json
+import os
 import pathlib
+import signal
+import sys
+import threading
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -37,14 +49,16 @@ def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0, crop: int 
   if crop:
     b, h, w, c = images.shape
     corners = jax.random.randint(k_crop, (b, 2), 0, jnp.array([h - crop + 1, w - crop + 1]))
-    images = jax.vmap(lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (crop, crop, c)))(images, corners)
+    cut = lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (crop, crop, c))
+    images = jax.vmap(cut)(images, corners)
   b, h, w, _ = images.shape
   flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
   images = jnp.where(flip, images[:, :, ::-1], images)
   if max_shift:
     padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode='edge')
     shifts = jax.random.randint(k_shift, (b, 2), 0, 2 * max_shift + 1)
-    images = jax.vmap(lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (h, w, x.shape[-1])))(padded, shifts)
+    shift = lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (h, w, x.shape[-1]))
+    images = jax.vmap(shift)(padded, shifts)
   gain = jax.random.uniform(k_gain, (b, 1, 1, 1), minval=0.8, maxval=1.2)
   bias = jax.random.uniform(k_bias, (b, 1, 1, 1), minval=-0.2, maxval=0.2)
   return images * gain + bias
@@ -100,7 +114,8 @@ def make_schedule(t) -> optax.Schedule:
   """config.train: schedule 'cosine' (after `warmup_steps` of linear warm-up), 'step' (x0.1 at 50% and
   75% of the steps) or 'constant'."""
   if t.schedule == 'cosine':
-    return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps, max(t.steps, t.warmup_steps + 1))
+    return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
+                                              max(t.steps, t.warmup_steps + 1))
   if t.schedule == 'step':
     return optax.piecewise_constant_schedule(t.learning_rate, {t.steps // 2: 0.1, 3 * t.steps // 4: 0.1})
   if t.schedule == 'constant':
@@ -126,7 +141,8 @@ def _saveable(tree):
 
 def _restore_into(target, restored):
   return jax.tree.map(lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t))
-                      if jnp.issubdtype(t.dtype, jax.dtypes.prng_key) else jnp.asarray(r, t.dtype), target, restored)
+                      if jnp.issubdtype(t.dtype, jax.dtypes.prng_key) else jnp.asarray(r, t.dtype),
+                      target, restored)
 
 
 def _state(model, optimizer) -> dict:
@@ -140,6 +156,136 @@ def _load_state(model, optimizer, pure: dict) -> None:
     nnx.update(obj, state)
 
 
+# ----------------------------------------------------------------------------- a workdir's config
+
+
+FINGERPRINT = 'fingerprint.json'  # in workdir/checkpoints, beside the orbax steps
+# Settings that do not change the weights: where the data lies, whether it is read on demand
+# (streamed batches equal loaded ones), how often to log and checkpoint.
+_NOT_WEIGHTS = {'data': ('data_dir', 'boxes_dir', 'stream'), 'train': ('log_every', 'checkpoint_every')}
+
+
+def _as_dict(section) -> dict:
+  return dict(section.to_dict() if hasattr(section, 'to_dict') else section)
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def fingerprint(config) -> dict:
+  """The settings that determine the trained weights: {'seed': 0, 'train.learning_rate': 0.003, ...}.
+
+  config.seed, num_classes, model, data and train (JSON values: tuples as lists), less the settings
+  of `_NOT_WEIGHTS`. Everything else (localisation, figures, num_eval, workers) may change freely.
+  """
+  tree = {'seed': config.seed, 'num_classes': config.num_classes}
+  for part in ('model', 'data', 'train'):
+    if config.get(part) is not None:
+      tree[part] = {k: v for k, v in _as_dict(config[part]).items() if k not in _NOT_WEIGHTS.get(part, ())}
+  return _flat(json.loads(json.dumps(tree, default=str)))
+
+
+def _has_steps(directory: pathlib.Path) -> bool:
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check_fingerprint(config, workdir) -> None:
+  """Raises ValueError when workdir/checkpoints holds steps trained under other settings than the
+  config's (`fingerprint`), naming each differing key with its old and new value."""
+  directory = pathlib.Path(workdir) / 'checkpoints'
+  path = directory / FINGERPRINT
+  if not (path.is_file() and _has_steps(directory)):
+    return
+  old, new = json.loads(path.read_text()), fingerprint(config)
+  absent = '(absent)'
+  changed = [f'{k}: {old.get(k, absent)!r} -> {new.get(k, absent)!r}' for k in sorted(old.keys() | new.keys())
+             if old.get(k, absent) != new.get(k, absent)]
+  if changed:
+    log = directory.parent / 'train_log.jsonl'
+    raise ValueError(f'{directory} holds a model trained under another config ({"; ".join(changed)}): use '
+                     f'another --workdir (or delete {directory} and {log} to retrain here)')
+
+
+def _write_fingerprint(config, directory: pathlib.Path) -> None:
+  path = directory / FINGERPRINT
+  if path.is_file() and _has_steps(directory):
+    return  # `check_fingerprint` passed: the same settings
+  if not path.is_file() and _has_steps(directory):
+    warnings.warn(f'{directory} has no {FINGERPRINT} (written by an older version): assuming its checkpoints '
+                  'were trained under this config', stacklevel=3)
+  directory.mkdir(parents=True, exist_ok=True)
+  tmp = directory / f'.{FINGERPRINT}.{os.getpid()}.tmp'
+  tmp.write_text(json.dumps(fingerprint(config), indent=2, sort_keys=True) + '\n')
+  tmp.replace(path)
+
+
+def _shapes(tree) -> dict:
+  """{'model/convs/0/kernel': shape, ...} of the arrays of a pytree (or of orbax's metadata of one)."""
+  name = lambda k: str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k))))
+  return {'/'.join(map(name, path)): tuple(getattr(x, 'shape', ())) for path, x in
+          jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_architecture(saved, target: dict, where: pathlib.Path) -> None:
+  """Raises ValueError naming the first differences when a checkpoint's arrays (orbax metadata) do not
+  fit the model and optimizer of this config (orbax's own error would only suggest `strict=False`)."""
+  have = {k: v for k, v in _shapes(saved).items() if k.startswith(('model/', 'optimizer/'))}
+  want = _shapes(target)
+  show = lambda shapes, k: f'shape {shapes[k]}' if k in shapes else 'absent'
+  diff = [k for k in sorted(have.keys() | want.keys()) if have.get(k) != want.get(k)]
+  if not diff:
+    return
+  model = any(k.startswith('model/') for k in diff)
+  what = 'another architecture than config.model' if model else 'another optimizer than config.train'
+  first = '; '.join(f'{k}: {show(have, k)} there, {show(want, k)} here' for k in diff[:3])
+  raise ValueError(f'{where} holds a checkpoint of {what} ({len(diff)} arrays differ, first {first}): use '
+                   f'another --workdir')
+
+
+def _keep_log(path: pathlib.Path, step: int) -> None:
+  """Drops the records of train_log.jsonl after `step` (the restored checkpoint's; and a line cut
+  short by a kill), so that a resumed run logs each step once."""
+  if not path.is_file():
+    return
+  lines = path.read_text().splitlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      continue
+  if len(kept) < len(lines):
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(''.join(line + '\n' for line in kept))
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+  """While training, SIGINT and SIGTERM only append their number to the list this yields: the loop
+  stops at the next step boundary, never inside an update or a checkpoint write. (Signals reach
+  the main thread only; elsewhere nothing is deferred.)"""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in
+              (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield received
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
 def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, stop_at: int | None = None):
   """Trains (or resumes) the config's model on data['train'], evaluates on data['test'].
 
@@ -150,18 +296,30 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
   the centred one for evaluation; 0: whole images), checkpoint_every, log_every), num_classes.
   stop_at: end after that step, checkpointed, as an interruption would (tests; chunked runs).
   Returns (model in inference mode, {'test_accuracy', 'steps', 'resumed_from', 'final_loss'}).
+  Raises ValueError when workdir's checkpoints were trained under another config (`check_fingerprint`)
+  or hold another architecture; KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM) once the steps
+  done before the signal are checkpointed.
   """
   t = config.train
   workdir = pathlib.Path(workdir)
+  directory = (workdir / 'checkpoints').absolute()
+  check_fingerprint(config, workdir)
   model = make_model(config, config.num_classes)
   optimizer = nnx.Optimizer(model, make_optimizer(t), wrt=nnx.Param)
   options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-  start = 0
-  with ocp.CheckpointManager((workdir / 'checkpoints').absolute(), options=options) as manager:
+  start, losses = 0, []
+  handler = ocp.StandardCheckpointHandler()
+  with ocp.CheckpointManager(directory, options=options, item_handlers=handler) as manager:
     latest = manager.latest_step()
     if latest is not None:
       target = _saveable(_state(model, optimizer))
+      saved = manager.item_metadata(latest)  # the arrays' names and shapes (None: not recorded)
+      if saved is not None:
+        _check_architecture(saved, target, directory / str(latest))
+        if 'losses' in saved:  # checkpoints of older versions hold no losses
+          target['losses'] = np.zeros(saved['losses'].shape, np.float32)
       restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
+      losses = [float(x) for x in np.asarray(restored.pop('losses', []))]
       _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
       start = latest
     end = t.steps if stop_at is None else min(stop_at, t.steps)
@@ -172,6 +330,8 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
     if t.batch_size % parallel.size():
       raise ValueError(f'train.batch_size {t.batch_size} must be a multiple of the number of devices, '
                        f'{parallel.size()} (the batch is sharded over them)')
+    if jax.process_index() == 0:
+      _write_fingerprint(config, directory)
     parallel.replicate(model)
     parallel.replicate(optimizer)
     train = data['train']
@@ -181,36 +341,48 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       num, fetch = len(train), train.__getitem__
     key = jax.random.key(config.seed)
     log_path = workdir / 'train_log.jsonl'
-    losses = []
+    _keep_log(log_path, start)
     model.train()
-    step = start
+    done = start  # steps applied to the model and the optimizer
     bar = tqdm(total=t.steps, initial=start, desc='train', disable=not progress, mininterval=2.0)
-    try:
-      with log_path.open('a') as log:
-        for step in range(start, end):
-          images, labels = fetch(transforms.batch_indices(num, t.batch_size, step, config.seed))
-          (images, labels), _ = parallel.shard((jnp.asarray(images), jnp.asarray(labels)))
-          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), images, labels,
-                                 max_shift=t.max_shift, crop=t.get('crop', 0))
-          losses.append(float(loss))
-          bar.update()
-          if (step + 1) % t.log_every == 0 or step + 1 == end:
-            log.write(json.dumps({'step': step + 1, 'loss': float(loss), 'batch_accuracy': float(acc)}) + '\n')
-            log.flush()
-            bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}')
-          if (step + 1) % t.checkpoint_every == 0 and step + 1 < end:
-            manager.save(step + 1, args=ocp.args.StandardSave(_saveable(_state(model, optimizer))))
-        step = end
-    finally:  # an interruption keeps the finished steps
-      bar.close()
-      if step > (manager.latest_step() or 0):
-        manager.save(step, args=ocp.args.StandardSave(_saveable(_state(model, optimizer))), force=True)
-      manager.wait_until_finished()
+    saveable = lambda: {**_saveable(_state(model, optimizer)), 'losses': np.asarray(losses[-50:], np.float32)}
+    with _deferred_signals() as received:
+      try:
+        with log_path.open('a') as log:
+          for step in range(start, end):
+            if received:
+              break
+            images, labels = fetch(transforms.batch_indices(num, t.batch_size, step, config.seed))
+            (images, labels), _ = parallel.shard((jnp.asarray(images), jnp.asarray(labels)))
+            loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), images, labels,
+                                   max_shift=t.max_shift, crop=t.get('crop', 0))
+            done = step + 1
+            losses.append(float(loss))
+            bar.update()
+            if done % t.log_every == 0 or done == end:
+              log.write(json.dumps({'step': done, 'loss': float(loss), 'batch_accuracy': float(acc)}) + '\n')
+              log.flush()
+              bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}')
+            if done % t.checkpoint_every == 0 and done < end:
+              manager.save(done, args=ocp.args.StandardSave(saveable()))
+      finally:  # an interruption (or an error) keeps the finished steps
+        bar.close()
+        if done > (manager.latest_step() or 0):
+          manager.save(done, args=ocp.args.StandardSave(saveable()), force=True)
+        manager.wait_until_finished()
+  if received:
+    message = (f'training stopped by {signal.Signals(received[0]).name} after step {done} of {end}, '
+               f'checkpointed in {directory}: rerun the same command to resume')
+    if received[0] == signal.SIGINT:
+      raise KeyboardInterrupt(message)
+    print(message, file=sys.stderr)
+    raise SystemExit(128 + signal.SIGTERM)
   model.eval()
-  result = {'steps': int(step), 'resumed_from': int(start),
+  result = {'steps': int(done), 'resumed_from': int(start),
             'final_loss': float(np.mean(losses[-50:])) if losses else None}
-  if step == t.steps:
-    result['test_accuracy'] = accuracy(model, data['test']['images'], data['test']['labels'], crop=t.get('crop', 0))
+  if done == t.steps:
+    test = data['test']
+    result['test_accuracy'] = accuracy(model, test['images'], test['labels'], crop=t.get('crop', 0))
   return model, result
 
 

@@ -8,7 +8,8 @@
   3. localisation by every method of `config.methods` (the GraphCut pipeline in several settings,
      thresholding at 15% / 20%, full image, centre box), in a process pool;
   4. GT-known box accuracy (IoU >= 0.5 with a ground-truth box of the true class), mean IoU, and
-     the flagged results, per method; a figure of example boxes.
+     how many boxes were full-image fallbacks (flat or invalid map, empty cut), per method; a figure
+     of example boxes.
 It writes localisation.json, localisation.md and localisation.png to the workdir.
 """
 
@@ -54,14 +55,15 @@ def true_class_maps(model, data, config) -> list[np.ndarray]:
 
 
 def evaluate(results: list, data) -> dict:
-  """GT-known box accuracy, mean best IoU and status counts of one method's results."""
+  """GT-known box accuracy, mean best IoU, status counts and fallback boxes of one method's results."""
   ious = np.array([metrics.box_iou(np.asarray(r.box, np.float64)[None], gt).max() if len(gt) else 0.0
                    for r, gt in zip(results, data['boxes'])])
   statuses = {}
   for r in results:
     statuses[r.status] = statuses.get(r.status, 0) + 1
   return {'gt_known_accuracy': float(np.mean(ious >= 0.5)), 'mean_iou': float(ious.mean()),
-          'num_images': len(results), 'status': statuses, 'iou': ious.tolist()}
+          'num_images': len(results), 'status': statuses, 'fallbacks': localise.fallbacks(results),
+          'iou': ious.tolist()}
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -98,11 +100,14 @@ def run(config, workdir: str, log=print) -> dict:
 
 def markdown(out: dict) -> str:
   lines = [f"GT-known box accuracy on {out['num_images']} images (IoU >= 0.5 with a box of the true class; "
-           f"classification top-1 {out['classification_top1']:.3f}).", '',
-           '| method | GT-known box accuracy | mean IoU | flagged |', '|---|---|---|---|']
+           f"classification top-1 {out['classification_top1']:.3f}). Fallback boxes: the full image, given "
+           'where a map was flat (constant) or invalid or its cut came out empty; they count like any other '
+           'box.',
+           '',
+           '| method | GT-known box accuracy | mean IoU | fallback boxes |', '|---|---|---|---|']
   for name, r in out['methods'].items():
-    flagged = sum(v for k, v in r['status'].items() if k != 'ok')
-    lines.append(f"| {name} | {r['gt_known_accuracy']:.3f} | {r['mean_iou']:.3f} | {flagged} |")
+    fallbacks = r.get('fallbacks', sum(v for k, v in r['status'].items() if k != 'ok'))
+    lines.append(f"| {name} | {r['gt_known_accuracy']:.3f} | {r['mean_iou']:.3f} | {fallbacks} |")
   for name, r in out.get('segmentation_vs_opencv', {}).items():
     lines += ['', f"Segmentation stage alone, {name} ({r['num_images']} images, surrogate maps from the "
               'boxes plus noise, the same seeds):', '',

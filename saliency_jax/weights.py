@@ -37,10 +37,41 @@ TORCH_EXTRA = "pip install 'saliency-jax[torch]'  (or: pip install torch==2.13.0
 
 
 def normalise(images, mean, std) -> jnp.ndarray:
-  """uint8 or [0, 1] float images [..., H, W, 3] -> (x / 255 if uint8 - mean) / std, float32."""
+  """8-bit or [0, 1] float images [..., H, W, 3] -> (x - mean) / std, float32, x in [0, 1].
+
+  Integer images (uint8, or 8-bit pixels stored in a wider integer type) must hold 0..255 and are
+  divided by 255; float images must already lie in [0, 1]. Anything else (0..255 floats, NaN) is an
+  error: it would be normalised as if it were in [0, 1].
+  """
   images = np.asarray(images)
-  x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+  if np.issubdtype(images.dtype, np.integer):
+    if images.size and (images.min() < 0 or images.max() > 255):
+      raise ValueError(f'integer images must hold 8-bit pixels 0..255, got {images.min()}..{images.max()} '
+                       f'({images.dtype})')
+    x = images.astype(np.float32) / 255.0
+  elif np.issubdtype(images.dtype, np.floating):
+    x = images.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+      raise ValueError(f'images hold {int(np.sum(~np.isfinite(x)))} NaN or infinite values')
+    if x.size and (x.min() < 0 or x.max() > 1):
+      raise ValueError(f'float images must lie in [0, 1], got {x.min():g}..{x.max():g}: pass 8-bit pixels as '
+                       'an integer type, or divide by 255')
+  else:
+    raise ValueError(f'images must be 8-bit integers or [0, 1] floats, got {images.dtype}')
   return jnp.asarray((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+
+
+def _torch_error(error: Exception) -> str:
+  """torch.load's error in one line, without its advice to retry with weights_only=False: that
+  unpickles arbitrary objects, i.e. runs code from the file."""
+  text = str(error)
+  if 'WeightsUnpickler error:' in text:
+    text = text.split('WeightsUnpickler error:', 1)[1]
+    text = text.split('Please use', 1)[0].split('Check the documentation', 1)[0]
+  text = ' '.join(text.split())
+  if 'weights_only' in text:
+    text = 'it holds objects other than tensors and plain containers'
+  return text
 
 
 def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -54,7 +85,8 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # torch raises several types for corrupt or foreign files
-    raise ValueError(f'{path} is not a readable PyTorch checkpoint: {e}') from e
+    raise ValueError(f'{path} is not a readable PyTorch checkpoint (read with weights_only=True, which runs '
+                     f'no code from the file): {_torch_error(e)}') from None
   if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
     obj = obj['state_dict']
   if not isinstance(obj, dict) or not all(hasattr(v, 'shape') for v in obj.values()):
@@ -114,17 +146,19 @@ def _bn_entries(prefix: str, bn: nnx.BatchNorm) -> dict:
 def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
   """Writes state[key] through entries[key] = (variable, convert) after checking everything.
 
-  Raises ValueError listing unknown keys, missing keys and shape mismatches; nothing is written
-  unless all keys match.
+  Raises ValueError listing unknown keys, missing keys, shape mismatches and tensors holding NaN
+  or inf; nothing is written unless all keys match and every value is finite.
   """
   unknown = sorted(set(state) - set(entries))
   missing = sorted(set(entries) - set(state))
-  converted, mismatched = {}, []
+  converted, mismatched, non_finite = {}, [], []
   for key in sorted(set(state) & set(entries)):
     var, convert = entries[key]
     value = convert(state[key])
     if value.shape != var.shape:
       mismatched.append(f'{key}: checkpoint {state[key].shape} -> {value.shape}, model {var.shape}')
+    if not np.all(np.isfinite(value)):
+      non_finite.append(f'{key} ({int(np.sum(~np.isfinite(value)))} of {value.size})')
     converted[key] = value
   problems = []
   if unknown:
@@ -133,6 +167,8 @@ def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
     problems.append(f'missing keys ({len(missing)}): {", ".join(missing)}')
   if mismatched:
     problems.append(f'shape mismatches ({len(mismatched)}): {"; ".join(mismatched)}')
+  if non_finite:
+    problems.append(f'NaN or infinite values ({len(non_finite)} tensors): {", ".join(non_finite)}')
   if problems:
     raise ValueError(f'{source} does not match the model:\n  ' + '\n  '.join(problems))
   for key, value in converted.items():
@@ -257,14 +293,24 @@ def read_tfjs_layers_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.
   path = path / 'model.json' if path.is_dir() else path
   if not path.is_file():
     raise FileNotFoundError(f'no TensorFlow.js model at {path} (expected a model.json)')
-  spec = json.loads(path.read_text())
-  if 'modelTopology' not in spec or 'weightsManifest' not in spec:
-    raise ValueError(f'{path} is not a TensorFlow.js layers model: it needs modelTopology and weightsManifest')
+  try:
+    spec = json.loads(path.read_text(encoding='utf-8'))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a binary file (a PyTorch .th), or cut off
+    raise ValueError(f'{path} is not a TensorFlow.js model.json: not JSON ({e}); truncated, or another '
+                     'format?') from None
+  if not isinstance(spec, dict) or 'modelTopology' not in spec or 'weightsManifest' not in spec:
+    raise ValueError(f'{path} is not a TensorFlow.js layers model: it needs modelTopology and '
+                     'weightsManifest')
   topology = spec['modelTopology']
   model_config = topology.get('model_config', topology)
   arrays = {}
   for group in spec['weightsManifest']:
-    data = b''.join((path.parent / name).read_bytes() for name in group['paths'])
+    shards = [path.parent / name for name in group['paths']]
+    absent = [str(shard) for shard in shards if not shard.is_file()]
+    if absent:
+      raise FileNotFoundError(f'{path}: weight shards listed in its manifest are missing: '
+                              f'{", ".join(absent)}')
+    data = b''.join(shard.read_bytes() for shard in shards)
     offset = 0
     for w in group['weights']:
       name, shape, dtype = w['name'].split(':')[0], tuple(w['shape']), w.get('dtype', 'float32')

@@ -172,6 +172,9 @@ def test_bad_input_is_named(net, batch):
     attribution.integrated_gradients(net, x, labels, baseline=np.zeros((3, 3, 3)))
   with pytest.raises(ValueError, match='rule must be one of'):
     attribution.integrated_gradients(net, x, labels, rule='simpson')
+  with pytest.raises(ValueError, match='baseline holds 1 NaN or infinite values'):
+    attribution.integrated_gradients(net, x, labels, baseline=np.where(np.arange(x[0].size) == 3, np.nan, 0.0
+                                                                       ).reshape(x.shape[1:]))
   with pytest.raises(ValueError, match='labels must lie in'):
     attribution.grad_cam(net, x, labels + 4)
   with pytest.raises(ValueError, match='CAM needs global average pooling'):

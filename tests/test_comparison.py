@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 from conftest import load_config, tiny_synthetic
 from flax import nnx
 
@@ -47,13 +48,36 @@ def test_comparison_end_to_end(tmp_path):
   g = saved['methods']['gradient']
   found = localise.localise_batch(list(images), list(maps), config.compare.localise.graphcut)
   assert g['gt_known_graphcut'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes, labels)
+  assert g['fallbacks_graphcut'] == sum(r.status != 'ok' for r in found)
   found = localise.localise_batch(list(images), list(maps), config.compare.localise.threshold_15)
   assert g['gt_known_threshold_15'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes, labels)
+  assert g['fallbacks_threshold_15'] == sum(r.status != 'ok' for r in found)
   hits = metrics.pointing_hits(maps, masks, tolerance=config.pointing_tolerance)
-  assert g['pointing_game'] == float(hits.mean())
+  assert g['pointing_game'] == float(hits.mean()) and g['pointing_played'] == len(hits)
+  per_class = [hits[labels == c].mean() for c in np.unique(labels)]
+  assert g['pointing_game_class_mean'] == pytest.approx(np.mean(per_class))
+  assert 'fallback boxes GraphCut' in table and 'pointing, class mean' in table
   curves = metrics.deletion_insertion(model, x, labels, maps, steps=8, insertion_blur=config.compare.insertion_blur)
   np.testing.assert_allclose([g['deletion_auc'], g['insertion_auc']],
                              [curves['deletion'].mean(), curves['insertion'].mean()], rtol=1e-5)
+
+
+def test_pointing_on_boxes_leaves_out_all_difficult_classes():
+  maps = np.zeros((3, 20, 20))
+  maps[0, 5, 5] = maps[1, 5, 5] = maps[2, 15, 15] = 1.0
+  boxes = [np.array([[0, 0, 8, 8]]), np.array([[0, 0, 8, 8]]), np.array([[0, 0, 8, 8], [12, 12, 18, 18]])]
+  # image 1: its one box is difficult, so it is not played; image 2 peaks in its difficult box, which counts
+  difficult = [np.array([False]), np.array([True]), np.array([False, True])]
+  r = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, difficult=difficult, tolerance=0)
+  assert r['played'] == 2 and r['excluded'] == 1 and r['per_image'] == 1.0
+  assert r['per_class'] == {0: 1.0, 1: 1.0}
+  every = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, tolerance=0)
+  assert every['played'] == 3 and every['per_image'] == 1.0
+  maps[1, 5, 5], maps[1, 19, 19] = 0.0, 1.0  # image 1 now misses: only counted without the difficult flags
+  flagged = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, difficult=difficult, tolerance=0)
+  assert flagged['per_image'] == 1.0
+  every = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, tolerance=0)
+  assert every['per_image'] == 2 / 3 and every['class_mean'] == pytest.approx((1 + 0.5) / 2)
 
 
 def _data(config, workdir):

@@ -9,6 +9,7 @@ tfds = pytest.importorskip('tensorflow_datasets', reason="needs the tfds extra: 
 from saliency_jax import data as sources  # noqa: E402
 from saliency_jax.data import tfds as tfds_source  # noqa: E402
 from saliency_jax.data import transforms  # noqa: E402
+from saliency_jax.data.records import BadRecord  # noqa: E402
 
 
 def _mock(n=4):
@@ -40,13 +41,17 @@ def test_imagenet_joins_the_ilsvrc_box_xmls(tmp_path):
       stem = str(r['file_name']).rsplit('.', 1)[0]
       h, w = r['image'].shape[:2]
       wnid = source.classes[int(r['label'])]
-      (tmp_path / f'{stem}.xml').write_text(  # the original image was twice the size, 0-based indices
-          f'<annotation><size><width>{2 * w}</width><height>{2 * h}</height></size><object><name>{wnid}</name>'
-          f'<bndbox><xmin>0</xmin><ymin>0</ymin><xmax>{w - 1}</xmax><ymax>{h - 1}</ymax></bndbox></object>'
-          '</annotation>')
+      box = f'<xmin>0</xmin><ymin>0</ymin><xmax>{w // 2 - 1}</xmax><ymax>{h // 2 - 1}</ymax>'  # 0-based
+      xml = (f'<annotation><size><width>{{}}</width><height>{{}}</height></size><object><name>{wnid}</name>'
+             f'<bndbox>{box}</bndbox></object></annotation>')
+      (tmp_path / f'{stem}.xml').write_text(xml.format(w, h))
       ex = source[i]
-      np.testing.assert_allclose(ex['boxes'], [[0, 0, w / 2, h / 2]])
+      np.testing.assert_allclose(ex['boxes'], [[0, 0, w // 2, h // 2]])
       assert ex['box_labels'].tolist() == [int(r['label'])] == [ex['label']]
+      (tmp_path / f'{stem}.xml').write_text(xml.format(2 * w, 2 * h))  # the originals: no rescaling
+      with pytest.raises(BadRecord, match=f'{stem}.xml: <size> {2 * w} x {2 * h} disagrees') as e:
+        source[i]
+      assert e.value.reason == 'size_mismatch'
 
 
 def test_make_source_and_load_through_tfds():

@@ -1,8 +1,8 @@
 """Gradient vs DeconvNet (paper Sect. 4): backward rules, the explicit DeconvNet, the unused-rule error.
 
 Tolerances: float64 comparisons of the explicit (hand-written) reconstruction with autodiff VJPs
-differ by summation order only; measured relative differences are below 1e-13, tested at 1e-10.
-Against PyTorch (float64, same weights) the maps agree to ~1e-15 relative; tested at 1e-10.
+differ by summation order only, as do the maps against PyTorch (float64, same weights): tested at
+a relative 1e-10.
 """
 
 import functools
@@ -47,6 +47,18 @@ def _models():
       ('resnet8', models.CifarResNet(8, 4, rngs=nnx.Rngs(4)), 16,
        ('relu1', 'layer2.0', 'layer3.0', 'scores')),
   ]
+
+
+def _rule(backward):
+  """A ReLU whose backward pass is backward(x, g): a deliberately wrong rule for the negative tests."""
+  relu = jax.custom_vjp(lambda x: jnp.maximum(x, 0))
+  relu.defvjp(lambda x: (jnp.maximum(x, 0), x), lambda x, g: (backward(x, g),))
+  return relu
+
+
+# Wrong gradient rules: gating by x >= 0 (differs only at x = 0), passing the signal unchanged.
+GATES_AT_ZERO = _rule(lambda x, g: jnp.where(x >= 0, g, 0))
+PASSES_SIGNAL = _rule(lambda x, g: g)
 
 
 def _randomise_bn(model, seed):
@@ -136,6 +148,13 @@ def test_gradient_and_deconvnet_differ_only_at_gate_disagreements(x64):
   assert kinds == {'conv', 'batch_norm', 'max_pool', 'mean', 'dense'}
   for name, r in result['steps'].items():
     assert r['max_abs_diff'] <= 1e-12 * max(r['max_abs'], 1.0), name
+  # The ReLU counts are measured on the rules: a gradient rule that passes the signal unchanged
+  # differs from the DeconvNet's only where g < 0, which is not where the gates disagree.
+  wrong = deconvnet.compare(model, x, neurons=jnp.array([0, 2, 4]),
+                            rules={'gradient': PASSES_SIGNAL, 'deconvnet': deconvnet.deconvnet_relu})
+  assert not all(r['same_set'] for r in wrong['relus'].values())
+  assert wrong['grad_vs_gradient_relu']['max_abs'] > 0
+  assert wrong['deconvnet_explicit_vs_vjp'] == result['deconvnet_explicit_vs_vjp']
 
 
 def test_deconvnet_ignores_the_image_without_max_pooling():
@@ -150,12 +169,27 @@ def test_deconvnet_ignores_the_image_without_max_pooling():
   assert _rel(small[1], small[0]) > 0.1  # with max-pooling, the switches carry the image
 
 
-def test_gate_statistics_known_answer():
+def test_gate_statistics_known_answer_and_wrong_rules_fail():
   x = jnp.array([-1.0, 2.0, -3.0, 4.0, 0.0, 1.0])
   g = jnp.array([1.0, -1.0, -1.0, 2.0, 3.0, 0.0])
   stats = deconvnet.gate_statistics(x, g)
   # Disagreements: x<=0 & g>0 (units 0, 4), x>0 & g<0 (unit 1); unit 5 has no signal.
   assert stats == {'units': 6, 'signal_nonzero': 5, 'disagree': 3, 'differ': 3, 'same_set': True}
+  deconv = deconvnet.deconvnet_relu
+  # Gating by x >= 0 passes g at unit 4 (x = 0), as the DeconvNet does: they differ at units 0, 1 only.
+  wrong = deconvnet.gate_statistics(x, g, rules={'gradient': GATES_AT_ZERO, 'deconvnet': deconv})
+  assert (wrong['differ'], wrong['same_set']) == (2, False)
+  # Passing g unchanged differs from the DeconvNet where g < 0: units 1, 2.
+  wrong = deconvnet.gate_statistics(x, g, rules={'gradient': PASSES_SIGNAL, 'deconvnet': deconv})
+  assert (wrong['differ'], wrong['same_set']) == (2, False)
+  # A DeconvNet rule that gates by the forward input is the gradient rule: the rules never differ.
+  wrong = deconvnet.gate_statistics(x, g, rules={'gradient': deconvnet.gradient_relu,
+                                                 'deconvnet': deconvnet.gradient_relu})
+  assert (wrong['differ'], wrong['same_set']) == (0, False)
+  with pytest.raises(ValueError, match='missing'):
+    deconvnet.gate_statistics(x, g, rules={'gradient': deconvnet.gradient_relu})
+  with pytest.raises(ValueError, match='same shape'):
+    deconvnet.gate_statistics(x, g[:5])
 
 
 def test_transposed_conv_matches_autodiff_for_strides_and_paddings(x64):

@@ -2,12 +2,13 @@
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from conftest import load_config
 from flax import nnx
 
-from saliency_jax import equivalence, metrics, models
+from saliency_jax import deconvnet, equivalence, metrics, models
 
 
 def _tiny_config(tmp_path):
@@ -44,6 +45,41 @@ def test_report_confirms_every_claim_and_writes_its_files(tmp_path):
   assert set(saved['sanity_check']) == {'small_convnet'}  # no pretrained ResNet without the data
   for check in saved['sanity_check'].values():
     assert len(check['gradient']) == len(check['layers'])
+
+
+def _rule(backward):
+  """A ReLU whose backward pass is backward(x, g): a deliberately wrong rule."""
+  relu = jax.custom_vjp(lambda x: jnp.maximum(x, 0))
+  relu.defvjp(lambda x: (jnp.maximum(x, 0), x), lambda x, g: (backward(x, g),))
+  return relu
+
+
+def test_relu_row_fails_for_wrong_rules():
+  rng = np.random.default_rng(0)
+  x, g = rng.normal(size=(4, 64)), rng.normal(size=(4, 64))
+  assert equivalence.relu_row(x, g)['confirmed']
+  wrong = {'gates at x >= 0': {'gradient': _rule(lambda x, g: jnp.where(x >= 0, g, 0))},
+           'passes the signal': {'gradient': _rule(lambda x, g: g)},
+           'DeconvNet gates by x': {'deconvnet': deconvnet.gradient_relu},
+           'DeconvNet doubles': {'deconvnet': _rule(lambda x, g: 2 * jnp.maximum(g, 0))}}
+  for name, rules in wrong.items():
+    row = equivalence.relu_row(x, g, rules={**deconvnet.RULES, **rules})
+    assert not row['confirmed'], name
+
+
+def test_wrong_deconvnet_rule_fails_the_network_rows():
+  """Guided backprop passed as the DeconvNet rule: the rows that involve that rule fail, the others hold."""
+  model = models.CifarResNet(8, 4, rngs=nnx.Rngs(0))
+  model.eval()
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  rules = {'gradient': deconvnet.gradient_relu, 'deconvnet': deconvnet.guided_relu}
+  rows, _ = equivalence.network_rows('resnet8', model, x, ('scores',), 1e-4, rules=rules)
+  confirmed = {r['claim']: r['confirmed'] for r in rows}
+  assert confirmed == {'explicit DeconvNet = VJP with deconvnet_relu': False,
+                       'VJP with gradient_relu = jax.grad (exactly)': True,
+                       'explicit backprop (gradient gates) = jax.grad': True,
+                       'gradient and DeconvNet differ only at ReLU gate disagreements': False,
+                       'DeconvNet depends on the image only through max-pool switches': False}
 
 
 def test_randomise_replaces_only_the_named_layers():

@@ -204,6 +204,8 @@ def test_all_zero_weights_inside_the_jitted_core_give_the_standard_normal():
     (np.zeros((4, 3)), {'weights': np.ones(3)}, 'weights must have shape'),
     (np.zeros((4, 3)), {'weights': np.zeros(4)}, 'no points to fit'),
     (np.zeros((4, 3)), {'num_components': 0}, 'num_components'),
+    (np.zeros((4, 3)), {'num_components': 2.5}, r'num_components must be an integer >= 1, got 2\.5'),
+    (np.zeros((4, 3)), {'num_iters': 3.0}, r'num_iters must be an integer >= 0, got 3\.0'),
     (np.zeros((4, 3)), {'covariance_floor': 0.0}, 'covariance_floor'),
 ])
 def test_bad_input_raises(x, kwargs, message):

@@ -25,8 +25,9 @@ def _iou(a, b):
   return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@pytest.mark.parametrize('overrides', [{}, {'seeds': 'soft'}, {'seeds': 'hard'}, {'iterations': 3}, {'connectivity': 4},
-                                       {'fg_floor': 0.5}, {'smoothing': 0.05, 'component': 'all'}])
+@pytest.mark.parametrize('overrides', [{}, {'seeds': 'soft'}, {'seeds': 'hard'}, {'iterations': 3},
+                                       {'connectivity': 4}, {'fg_floor': 0.5},
+                                       {'smoothing': 0.05, 'component': 'all'}])
 def test_graphcut_pipeline_finds_the_object(overrides):
   image, saliency, truth = _scene()
   mask, box = localise.localise(image, saliency, overrides)
@@ -55,12 +56,59 @@ def test_baselines_known_answers():
 def test_flat_and_invalid_maps_are_flagged_full_image_boxes(method):
   image, saliency, _ = _scene()
   h, w = saliency.shape
-  for bad, status in ((np.zeros((h, w)), 'flat_saliency'), (np.where(saliency > 1, np.nan, saliency),
-                                                           'invalid_saliency')):
+  for bad, status in ((np.zeros((h, w)), 'flat_saliency'), (np.full((h, w), 0.7), 'flat_saliency'),
+                      (np.where(saliency > 1, np.nan, saliency), 'invalid_saliency')):
     if status == 'invalid_saliency' and not np.isnan(bad).any():
       bad[0, 0] = np.nan
     mask, box, got = localise.localise(image, bad, {'method': method}, return_status=True)
     assert got == status and box == (0, 0, w, h) and mask.all()
+
+
+def _sparse(image, box, fraction, rng):
+  """A map exactly 0 except on `fraction` of the box's pixels, drawn at random (values in [0.5, 1))."""
+  x0, y0, x1, y1 = box
+  inside = np.argwhere(np.ones((y1 - y0, x1 - x0), bool)) + (y0, x0)
+  pick = inside[rng.choice(len(inside), round(fraction * len(inside)), replace=False)]
+  saliency = np.zeros(image.shape[:2])
+  saliency[pick[:, 0], pick[:, 1]] = rng.uniform(0.5, 1.0, len(pick))
+  return saliency
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_a_sparse_map_is_localised_not_flat(seed):
+  """3% of the object's pixels non-zero, every other pixel exactly 0 (both quantiles are 0)."""
+  image, _, truth = _scene(seed)
+  saliency = _sparse(image, truth, 0.03, np.random.default_rng(seed))
+  assert np.quantile(saliency, 0.95) == np.quantile(saliency, 0.30) == 0
+  _, box, status = localise.localise(image, saliency, return_status=True)
+  assert status == 'ok' and _iou(box, truth) > 0.8, (box, status)
+  # CAM thresholding boxes the largest cluster of strong pixels: on the object, not a fallback.
+  _, box, status = localise.localise(image, saliency, {'method': 'threshold'}, return_status=True)
+  x0, y0, x1, y1 = truth
+  assert status == 'ok' and x0 <= box[0] < box[2] <= x1 and y0 <= box[1] < box[3] <= y1
+
+
+def test_seeds_of_a_sparse_map_break_the_tie_by_distance():
+  saliency = np.zeros((10, 10))
+  saliency[0, :2] = (1.0, 0.5)  # 2% of the image above the tie at 0
+  fg, bg, status = localise.seeds(saliency, 0.95, 0.30)
+  assert status == 'ok' and fg.sum() == 2 and fg[0, :2].all()
+  # background: the 30 zeros farthest from (0, 0) and (0, 1), and any zero as far as the 30th
+  rows, cols = np.mgrid[0:10, 0:10]
+  distance = np.minimum(np.hypot(rows, cols), np.hypot(rows, cols - 1))
+  thirtieth = np.sort(distance[saliency == 0])[::-1][29]
+  np.testing.assert_array_equal(bg, (saliency == 0) & (distance >= thirtieth))
+  assert 30 <= bg.sum() < 40 and distance[bg].min() > 6
+  # the tie at the maximum: a map low on two pixels seeds the 5 (and ties) farthest from them as foreground
+  fg, bg, status = localise.seeds(1.0 - saliency, 0.95, 0.30)
+  fifth = np.sort(distance[saliency == 0])[::-1][4]
+  assert status == 'ok' and bg.sum() == 2 and bg[0, :2].all() and fg[9, 9]
+  np.testing.assert_array_equal(fg, (saliency == 0) & (distance >= fifth))
+  # one strong pixel among negatives and zeros: the negatives rank lowest and are all background
+  signed = np.zeros((10, 10))
+  signed[5, 5], signed[0, :10] = 1.0, -1.0
+  fg, bg, _ = localise.seeds(signed, 0.95, 0.30)
+  assert fg.sum() == 1 and bg[0].all() and 30 <= bg.sum() < 40 and not bg[3:8, 3:8].any()
 
 
 def test_pool_equals_serial_and_batch_equals_single():
@@ -125,6 +173,12 @@ def test_seeds_are_the_paper_quantiles():
   assert fg.sum() == 5 and saliency[fg].min() >= 94
   assert bg.sum() == 30 and saliency[bg].max() <= 29.7
   assert not (fg & bg).any()
+  # a ReLU'd map with more than 5% of its pixels positive keeps the paper's seeds: the zeros are background
+  relu = np.maximum(np.random.default_rng(0).normal(size=(20, 20)), 0)
+  fg, bg, _ = localise.seeds(relu, 0.95, 0.30)
+  hi = np.quantile(relu, 0.95)
+  np.testing.assert_array_equal(fg, relu >= hi)
+  np.testing.assert_array_equal(bg, relu == 0)
 
 
 def test_fg_floor_keeps_only_seeds_near_the_maximum():

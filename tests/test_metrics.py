@@ -225,8 +225,12 @@ BOX = [[10, 10, 20, 20]]  # columns / rows 10..19
     (10, 19, 0, True),       # the box's last column is inside
     (15, 20, 0, False),      # the first column outside
     (15, 29, 15, True),      # 10 px right of the box
-    (15, 34, 15, True),      # exactly 15 px
+    (15, 33, 15, True),      # 14 px: just inside
+    (15, 34, 15, False),     # exactly 15 px: TorchRay's test is strict (distance < tolerance)
+    (15, 34, 15.01, True),   # a hair more tolerance
     (15, 35, 15, False),     # 16 px
+    (22, 23, 5, False),      # diagonal from (19, 19): hypot(3, 4) = 5 exactly
+    (22, 22, 5, True),       # hypot(3, 3) = 4.2
     (15, 39, 15, False),     # 20 px right of the box
     (0, 15, 15, True),       # 10 px above
     (29, 29, 15, True),      # diagonal: hypot(10, 10) = 14.1
@@ -279,6 +283,49 @@ def test_pointing_game_agrees_with_pointing_hits_on_box_masks():
   for tolerance in (0, 3, 7.5):
     np.testing.assert_array_equal(metrics.pointing_game(maps, boxes, tolerance=tolerance),
                                   metrics.pointing_hits(maps, masks, tolerance=tolerance))
+
+
+def _torchray_hit(saliency, mask, tolerance):
+  """TorchRay's PointingGame.evaluate, in numpy: the acceptance disc around the point meets the mask."""
+  v, u = np.unravel_index(np.argmax(saliency), saliency.shape)
+  rows, cols = np.meshgrid(np.arange(mask.shape[0]), np.arange(mask.shape[1]), indexing='ij')
+  accept = (rows - v) ** 2 + (cols - u) ** 2 < tolerance ** 2
+  return bool((mask & accept).any())
+
+
+def test_pointing_game_matches_torchray_at_integer_tolerances():
+  rng = np.random.default_rng(3)
+  for tolerance in (1, 2, 5, 15):
+    maps, boxes = rng.normal(size=(40, 30, 40)), []
+    for _ in range(40):
+      x0, y0 = rng.integers(0, 36), rng.integers(0, 26)
+      boxes.append([[x0, y0, x0 + rng.integers(1, 5), y0 + rng.integers(1, 5)]])
+    expected = [_torchray_hit(m, metrics.mask_from_boxes(b, m.shape), tolerance) for m, b in zip(maps, boxes)]
+    assert metrics.pointing_game(maps, boxes, tolerance=tolerance).tolist() == expected
+    assert tolerance < 5 or 0 < sum(expected) < 40  # both outcomes occur
+
+
+def test_pointing_played_leaves_out_images_whose_boxes_are_all_difficult():
+  flags = [[False], [True], [True, False], [True, True], []]
+  assert metrics.pointing_played(flags).tolist() == [True, False, True, False, False]
+  with pytest.raises(ValueError, match=r'difficult_per_image\[0\] must be a boolean mask'):
+    metrics.pointing_played([[2]])
+
+
+def test_pointing_accuracy_per_image_and_torchray_class_mean():
+  hits = [True, False, False, True, True, False, True]
+  classes = [0, 0, 0, 1, 1, 2, 2]
+  played = [True, True, True, True, True, True, False]  # the last image: all its boxes difficult
+  r = metrics.pointing_accuracy(hits, classes, played=played)
+  # played: class 0 1 of 3, class 1 2 of 2, class 2 0 of 1; per image 3 of 6
+  assert r['per_image'] == 0.5 and r['played'] == 6 and r['excluded'] == 1
+  assert r['per_class'] == {0: 1 / 3, 1: 1.0, 2: 0.0}
+  assert r['class_mean'] == pytest.approx((1 / 3 + 1.0 + 0.0) / 3)
+  every = metrics.pointing_accuracy(hits, classes)
+  assert every['per_image'] == 4 / 7 and every['class_mean'] == pytest.approx((1 / 3 + 1 + 1 / 2) / 3)
+  assert np.isnan(metrics.pointing_accuracy([True], [0], played=[False])['class_mean'])
+  with pytest.raises(ValueError, match='hits has 2 images but classes has 1'):
+    metrics.pointing_accuracy([True, False], [0])
 
 
 def test_pointing_game_bad_input():
@@ -353,7 +400,8 @@ def test_pointing_hits_known_answer():
                    _peak((10, 10), 9, 9),      # hypot(5, 5) = 7.1 px away
                    _peak((10, 10), 3, 3)])
   assert metrics.pointing_hits(maps, masks).tolist() == [True, False, False, False]
-  assert metrics.pointing_hits(maps, masks, tolerance=3).tolist() == [True, True, False, False]
+  assert metrics.pointing_hits(maps, masks, tolerance=3).tolist() == [True, False, False, False]  # strict
+  assert metrics.pointing_hits(maps, masks, tolerance=3.5).tolist() == [True, True, False, False]
   with pytest.raises(ValueError, match=r'\[N, H, W\]'):
     metrics.pointing_hits(maps, masks[:, :5])
 
@@ -429,6 +477,21 @@ def test_deletion_probabilities_and_errors():
     metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 5, 5)))
   with pytest.raises(ValueError, match='output'):
     metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 4, 4)), output='logit')
+  maps = np.ones((3, 4, 4))
+  maps[0, 0, 0], maps[1, 2, 3] = np.nan, np.inf
+  with pytest.raises(ValueError, match='maps hold 2 NaN or infinite values'):
+    metrics.deletion_insertion(model, x, np.array([0, 1, 2]), maps)
+
+
+def test_spearman_refuses_maps_with_nan_or_inf_or_of_two_shapes():
+  a = np.arange(12.0).reshape(3, 4)
+  assert metrics.spearman(a, 11 - a) == -1.0
+  with pytest.raises(ValueError, match='the second map holds 1 NaN or infinite values'):
+    metrics.spearman(a, np.where(a == 5, np.nan, a))
+  with pytest.raises(ValueError, match='the first map holds 2 NaN or infinite values'):
+    metrics.spearman(np.where(a < 2, np.inf, a), a)
+  with pytest.raises(ValueError, match=r'one shape, got \(3, 4\) and \(12,\)'):
+    metrics.spearman(a, a.ravel())
 
 
 def test_cascading_randomisation():

@@ -24,8 +24,8 @@ def _tiny():
 def test_main_job_end_to_end_and_resume(tmp_path):
   config = _tiny()
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
-  for name in ('metrics.json', 'report.md', 'saliency.png', 'localisation.png', 'train_log.jsonl', 'class_models.png',
-               'class_models_objective.png'):
+  for name in ('metrics.json', 'report.md', 'saliency.png', 'localisation.png', 'train_log.jsonl',
+               'class_models.png', 'class_models_objective.png'):
     assert (tmp_path / name).stat().st_size > 0, name
   saved = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= saved['test_accuracy'] <= 1 and saved['num_eval'] == 6
@@ -33,15 +33,26 @@ def test_main_job_end_to_end_and_resume(tmp_path):
   for r in saved['localisation'].values():
     assert {'gt_known_box_accuracy', 'top1_loc_error', 'top2_loc_error'} <= set(r)
     assert r['top2_loc_error'] <= r['top1_loc_error']  # more guesses can only help
+    # every box not 'ok' is a fallback; 6 true-class boxes and 6 x 2 top-k boxes
+    assert sum(r['status'].values()) == 18
+    fallbacks = r['fallbacks']
+    assert fallbacks['total'] == fallbacks['true'] + fallbacks['top'] == 18 - r['status'].get('ok', 0)
+  # the full image is a method here, not a fallback
+  assert saved['localisation']['full_image']['fallbacks'] == {'true': 0, 'top': 0, 'total': 0}
+  assert 0 <= saved['pointing_game'] <= 1 and 0 <= saved['pointing_game_class_mean'] <= 1
   # Objects cover 20-60% of the side: the full-image box never reaches IoU 0.5 with them.
   assert saved['localisation']['full_image']['gt_known_box_accuracy'] == 0.0
   assert saved['deconvnet_vs_gradient']['deconvnet_explicit_vs_vjp_relative'] < 1e-4
-  assert 'graphcut' in (tmp_path / 'report.md').read_text()
+  report = (tmp_path / 'report.md').read_text()
+  assert 'graphcut' in report and 'fallback boxes (true / top-2)' in report and 'mean over classes' in report
   c = saved['class_models']
   assert c['classes'] == [0, 1, 2] and c['names'] == list(config.class_names)
-  labels = np.array([int(y) for y in pipeline.load_data(config, tmp_path)['test']['labels']])
-  best = [max((s for s, y in zip(_test_scores(config, tmp_path)[:, k], labels) if y == k), default=float('nan'))
-          for k in range(3)]
+  cached = pipeline.load_data(config, tmp_path)['test']
+  labels = np.array([int(y) for y in cached['labels']])
+  # VOC's difficult flags travel with the boxes through the cache (the synthetic set has none)
+  assert [d.tolist() for d in cached['difficult']] == [[False] * len(b) for b in cached['boxes']]
+  scores = _test_scores(config, tmp_path)
+  best = [max((s for s, y in zip(scores[:, k], labels) if y == k), default=float('nan')) for k in range(3)]
   np.testing.assert_allclose(c['best_real_score'], best, rtol=1e-5)
   has = np.isfinite(best)
   assert c['above_every_real_image'] == bool((np.array(c['score'])[has] > np.array(best)[has]).all())
@@ -51,6 +62,24 @@ def test_main_job_end_to_end_and_resume(tmp_path):
   assert again['test_accuracy'] == results['test_accuracy']
   np.testing.assert_equal(again['localisation']['graphcut']['gt_known_box_accuracy'],
                           results['localisation']['graphcut']['gt_known_box_accuracy'])
+
+
+def test_localisation_metrics_count_fallback_boxes_per_method():
+  """Two images, top-2: statuses as `localise_images` lays them out (2 true-class, then 2 x 2 top-k)."""
+  config = _tiny()
+  boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
+  status = ['ok', 'flat_saliency', 'empty_segment', 'ok', 'ok', 'invalid_saliency']
+  found = {'graphcut': {'true_boxes': boxes, 'top_boxes': np.stack([boxes, boxes], 1), 'seconds': 1.0,
+                        'status': np.array(status)},
+           'full_image': {'true_boxes': boxes, 'top_boxes': np.stack([boxes, boxes], 1), 'seconds': 1.0,
+                          'status': np.array(['ok'] * 6)}}
+  out = pipeline.localisation_metrics(config, found, np.array([0, 1]), [[0], [1]], [boxes[:1], boxes[1:]],
+                                      np.array([[0, 1], [1, 0]]), log=lambda *_: None)
+  assert out['graphcut']['fallbacks'] == {'true': 1, 'top': 2, 'total': 3}
+  assert out['full_image']['fallbacks'] == {'true': 0, 'top': 0, 'total': 0}
+  assert out['graphcut']['gt_known_box_accuracy'] == 1.0  # the boxes are the ground truth
+  table = pipeline.table({'config': {'top_k': 2}, 'localisation': out})
+  assert '| graphcut | 1.000 | 0.000 | 0.000 | 1 / 2 |' in table and '| full_image |' in table
 
 
 def _test_scores(config, workdir):

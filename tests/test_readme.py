@@ -57,16 +57,13 @@ def test_readme_tables_with_numbers_are_generated():
   assert not rows, f'table rows with numbers outside generated blocks: {rows[:3]}'
 
 
-def test_results_render_known_answer():
-  """The localisation table of a made-up metrics.json, checked by hand."""
-  results = _results_module()
+def test_localisation_table_known_answer():
+  """The localisation table of a made-up metrics.json, checked by hand (the selected method in bold)."""
+  from saliency_jax import pipeline
   m = {'config': {'top_k': 2}, 'num_eval': 3, 'selected_method': 'b',
        'localisation': {'a': {'gt_known_box_accuracy': 0.5, 'top1_loc_error': 0.25, 'top2_loc_error': 0.125,
-                              'status': {'ok': 7, 'flat_saliency': 2}},
+                              'fallbacks': {'true': 1, 'top': 2, 'total': 3}},
                         'b': {'gt_known_box_accuracy': 1.0, 'top1_loc_error': 0.0, 'top2_loc_error': 0.0,
-                              'status': {'ok': 9}}}}
-  assert results.localisation_table(m).splitlines() == [
-      '| method | GT-known box accuracy | top-1 loc. error | top-2 loc. error | fallback boxes |',
-      '|---|---|---|---|---|',
-      '| a | 0.500 | 0.250 | 0.125 | 2 of 9 |',
-      '| **b** (selected) | 1.000 | 0.000 | 0.000 | 0 of 9 |']
+                              'fallbacks': {'true': 0, 'top': 0, 'total': 0}}}}
+  assert pipeline.table(m).splitlines()[2:] == ['| a | 0.500 | 0.250 | 0.125 | 1 / 2 |',
+                                                '| **b** (selected) | 1.000 | 0.000 | 0.000 | 0 / 0 |']

@@ -188,6 +188,11 @@ X = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
     (lambda: saliency.top_k_saliency(MODEL, X, k=11), 'k must'),
     (lambda: saliency.class_saliency(MODEL, X, [1, 2]), r'\[B, k\]'),
     (lambda: saliency.input_gradients(MODEL, X, [1, 2], chunk_size=0), 'chunk_size'),
+    (lambda: saliency.saliency_maps(MODEL, X, [[1], [2]]), r'one class index per image.* got shape \(2, 1\)'),
+    (lambda: saliency.top_k_saliency(MODEL, X, k=2.5), r'k must be an integer in \[1, 10\], got 2\.5'),
+    (lambda: saliency.top_k_saliency(MODEL, X, k=True), 'k must be an integer'),
+    (lambda: saliency.top_k_saliency(MODEL, X, k=2, crop_size=12.0), r'crop_size must be an int.* got 12\.0'),
+    (lambda: saliency.class_saliency(MODEL, X, [[1], [2]], crop_size=(12, 12, 3)), 'crop_size must be'),
 ])
 def test_bad_input_raises_clear_value_error(call, match):
   with pytest.raises(ValueError, match=match):

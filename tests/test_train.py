@@ -1,6 +1,10 @@
 """Training from a config: optax steps, orbax checkpoints, resume equals an uninterrupted run."""
 
 import json
+import os
+import shutil
+import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +17,9 @@ from saliency_jax import train
 
 
 def _config(**train_overrides):
-  t = {'optimizer': 'adamw', 'learning_rate': 1e-2, 'momentum': 0.9, 'weight_decay': 1e-4, 'schedule': 'cosine',
-       'warmup_steps': 1, 'steps': 4, 'batch_size': 8, 'max_shift': 2, 'checkpoint_every': 100, 'log_every': 1}
+  t = {'optimizer': 'adamw', 'learning_rate': 1e-2, 'momentum': 0.9, 'weight_decay': 1e-4,
+       'schedule': 'cosine', 'warmup_steps': 1, 'steps': 4, 'batch_size': 8, 'max_shift': 2,
+       'checkpoint_every': 100, 'log_every': 1}
   t.update(train_overrides)
   return ml_collections.ConfigDict({
       'seed': 0, 'num_classes': 3,
@@ -54,12 +59,13 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, opti
   assert second['resumed_from'] == 2 and second['steps'] == 4
   for a, b in zip(_params(straight), _params(resumed)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-  again, third = train.train_and_evaluate(config, tmp_path / 'b', _data(), progress=False)  # finished: no work
+  _, third = train.train_and_evaluate(config, tmp_path / 'b', _data(), progress=False)  # finished: no work
   assert third['resumed_from'] == 4 and third['test_accuracy'] == second['test_accuracy']
 
 
 def test_training_fits_a_separable_problem(tmp_path):
-  model, result = train.train_and_evaluate(_config(steps=40, learning_rate=3e-2), tmp_path, _data(), progress=False)
+  config = _config(steps=40, learning_rate=3e-2)
+  model, result = train.train_and_evaluate(config, tmp_path, _data(), progress=False)
   assert result['test_accuracy'] == 1.0
 
 
@@ -87,7 +93,8 @@ def test_streamed_source_trains_exactly_as_arrays(tmp_path):
   loaded = transforms.load(source)
   arrays = {'images': transforms.normalise(loaded['images'], mean, std), 'labels': loaded['labels']}
   config = _config(steps=3)
-  from_arrays, _ = train.train_and_evaluate(config, tmp_path / 'a', {'train': arrays, 'test': arrays}, progress=False)
+  from_arrays, _ = train.train_and_evaluate(config, tmp_path / 'a', {'train': arrays, 'test': arrays},
+                                            progress=False)
   streamed = transforms.Streamed(source, 16, mean, std, workers=2)
   images, labels = streamed[np.array([3, 1])]
   np.testing.assert_array_equal(images, arrays['images'][[3, 1]])
@@ -96,3 +103,114 @@ def test_streamed_source_trains_exactly_as_arrays(tmp_path):
                                             progress=False)
   for a, b in zip(_params(from_arrays), _params(from_stream)):
     np.testing.assert_array_equal(a, b)
+
+
+def _latest(workdir):
+  return max(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+
+
+class _SignalAt:
+  """Training data read on demand (as `transforms.Streamed`) that sends this process `signum` while
+  the batch of step `at` (0-based, counted from the run's first step) is read."""
+
+  def __init__(self, arrays, signum, at):
+    self.images, self.labels = arrays['images'], arrays['labels']
+    self.signum, self.at, self.calls = signum, at, 0
+
+  def __len__(self):
+    return len(self.labels)
+
+  def __getitem__(self, idx):
+    if self.calls == self.at:
+      os.kill(os.getpid(), self.signum)
+    self.calls += 1
+    return self.images[idx], self.labels[idx]
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_checkpoints_exactly_the_steps_applied_and_the_resumed_run_is_exact(tmp_path, signum):
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signals reach the main thread only')
+  config, data = _config(steps=6, log_every=1), _data()
+  straight, done = train.train_and_evaluate(config, tmp_path / 'a', data, progress=False)
+  interrupted = {'train': _SignalAt(data['train'], signum, at=2), 'test': data['test']}
+  expected = KeyboardInterrupt if signum == signal.SIGINT else SystemExit
+  with pytest.raises(expected) as stopped:
+    train.train_and_evaluate(config, tmp_path / 'b', interrupted, progress=False)
+  if signum == signal.SIGINT:
+    message = str(stopped.value)
+    assert 'stopped by SIGINT after step 3 of 6' in message and 'rerun the same command' in message
+  else:
+    assert stopped.value.code == 128 + signal.SIGTERM
+  assert signal.getsignal(signum) is not None and _latest(tmp_path / 'b') == 3  # the step the signal came in
+  at_3, _ = train.train_and_evaluate(config, tmp_path / 'b', data, progress=False, stop_at=3)  # restores only
+  fresh_3, _ = train.train_and_evaluate(config, tmp_path / 'c', data, progress=False, stop_at=3)
+  for a, b in zip(_params(at_3), _params(fresh_3)):
+    np.testing.assert_array_equal(a, b)
+  resumed, again = train.train_and_evaluate(config, tmp_path / 'b', data, progress=False)
+  assert again['resumed_from'] == 3
+  drop = lambda result: {k: v for k, v in result.items() if k != 'resumed_from'}
+  assert drop(again) == drop(done)  # final_loss too: the recent losses are part of the checkpoint
+  for a, b in zip(_params(straight), _params(resumed)):
+    np.testing.assert_array_equal(a, b)
+  for name in ('a', 'b'):
+    lines = (tmp_path / name / 'train_log.jsonl').read_text().splitlines()
+    steps = [json.loads(line)['step'] for line in lines]
+    assert steps == [1, 2, 3, 4, 5, 6], (name, steps)
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+  config, data = _config(steps=4, log_every=1), _data()
+  train.train_and_evaluate(config, tmp_path, data, progress=False, stop_at=2)
+  with (tmp_path / 'train_log.jsonl').open('a') as log:  # a run killed after logging steps it never saved
+    log.write(json.dumps({'step': 3, 'loss': 0.0, 'batch_accuracy': 0.0}) + '\n{"step": 4, "lo')
+  train.train_and_evaluate(config, tmp_path, data, progress=False)
+  log = [json.loads(line) for line in (tmp_path / 'train_log.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in log] == [1, 2, 3, 4] and log[2]['loss'] > 0
+
+
+def test_fingerprint_holds_what_determines_the_weights():
+  config = _config()
+  config.data = {'name': 'synthetic', 'num_train': 64, 'data_dir': '/here', 'stream': False}
+  config.workers, config.num_eval = 2, 0
+  base = train.fingerprint(config)
+  assert base['train.learning_rate'] == 1e-2 and base['model.stages'] == [[4], [8]] and base['seed'] == 0
+  for key, value in (('workers', 8), ('num_eval', 5), ('train.log_every', 7), ('train.checkpoint_every', 3),
+                     ('data.data_dir', '/there'), ('data.stream', True)):
+    changed = config.copy_and_resolve_references()
+    section, _, name = key.rpartition('.')
+    (changed[section] if section else changed)[name] = value
+    assert train.fingerprint(changed) == base, key
+  for key, value in (('seed', 1), ('num_classes', 4), ('train.learning_rate', 1e-3), ('train.steps', 5),
+                     ('model.dropout', 0.1), ('data.num_train', 32)):
+    changed = config.copy_and_resolve_references()
+    section, _, name = key.rpartition('.')
+    (changed[section] if section else changed)[name] = value
+    assert train.fingerprint(changed)[key] == value and train.fingerprint(changed) != base, key
+
+
+def test_a_workdir_is_not_reused_under_another_config(tmp_path):
+  config, data = _config(steps=2), _data()
+  train.train_and_evaluate(config, tmp_path, data, progress=False)
+  saved = (tmp_path / 'checkpoints' / 'fingerprint.json').read_text()
+  other = _config(steps=3, learning_rate=1e-3, log_every=2)  # log_every alone would be allowed
+  named = r'another config \(train.learning_rate: 0.01 -> 0.001; train.steps: 2 -> 3\).*another --workdir'
+  with pytest.raises(ValueError, match=named):
+    train.train_and_evaluate(other, tmp_path, data, progress=False)
+  assert (tmp_path / 'checkpoints' / 'fingerprint.json').read_text() == saved and _latest(tmp_path) == 2
+  _, result = train.train_and_evaluate(_config(steps=2, log_every=2), tmp_path, data, progress=False)
+  assert result['resumed_from'] == 2
+
+
+def test_another_architecture_is_named_not_orbax_advice(tmp_path):
+  config, data = _config(steps=2), _data()
+  train.train_and_evaluate(config, tmp_path / 'a', data, progress=False)
+  # checkpoints copied without their fingerprint (or written by an older version)
+  shutil.copytree(tmp_path / 'a' / 'checkpoints', tmp_path / 'b' / 'checkpoints')
+  (tmp_path / 'b' / 'checkpoints' / 'fingerprint.json').unlink()
+  wider = _config(steps=2)
+  wider.model.stages = ((4,), (6,))
+  with pytest.raises(ValueError, match=r'another architecture .*model/convs/1/bias: shape \(8,\) there, '
+                     r'shape \(6,\) here') as error:
+    train.train_and_evaluate(wider, tmp_path / 'b', data, progress=False)
+  assert 'strict' not in str(error.value)

@@ -89,19 +89,21 @@ def test_bad_records_raise_naming_the_file_or_are_skipped_and_counted(tmp_path):
   with pytest.raises(ValueError, match='record 1 .*cat1.jpg is not a readable image'):
     transforms.load(source)
   loaded = transforms.load(source, skip_bad=True)
-  assert len(loaded['images']) == 2 and [i for i, _ in loaded['bad']] == [1]
+  assert len(loaded['images']) == 2
+  assert [(b['index'], b['record'], b['reason']) for b in loaded['bad']] == [(1, 'cat1', 'unreadable_image')]
   assert loaded['indices'].tolist() == [0, 2]  # record indices of the examples kept
   (folder / 'Annotations' / 'cat2.xml').write_text('<annotation><size>')
   with pytest.raises(ValueError, match='cat2.xml is not well-formed'):
     voc.VOCSource(folder)
   skipping = voc.VOCSource(folder, skip_bad=True)
-  assert skipping.ids == ['cat0', 'cat1'] and [i for i, _ in skipping.bad] == ['cat2']
+  assert skipping.ids == ['cat0', 'cat1'] and [(b['record'], b['reason']) for b in skipping.bad] == [
+      ('cat2', 'malformed_xml')]
 
 
 def test_ilsvrc_layout_reads_the_real_sample_with_boxes_rescaled():
   root = shared_data('imagenet-val-sample')
   classes = [wnid for wnid, _ in imagenet.read_synsets(root / 'synset_words.txt')]
-  source = voc.VOCSource(root, classes, layout='ilsvrc')
+  source = voc.VOCSource(root, classes, layout='ilsvrc', squashed=True)
   assert len(source) == 650
   records = imagenet.sample_records(root)
   for i in (0, 123, 649):
@@ -122,3 +124,33 @@ def test_synthetic_make_source_matches_the_source():
                                                                      occlusion=0.0)['image'])
   with pytest.raises(ValueError, match="unknown data source 'x'"):
     sources.make_source(ml_collections.ConfigDict({'name': 'x'}), 'train')
+
+
+def test_normalise_takes_8_bit_pixels_only():
+  pixels = np.array([[[0, 51, 255]]], np.uint8)
+  np.testing.assert_allclose(transforms.normalise(pixels.astype(np.int64), 0.2, 0.5), [[[-0.4, 0.0, 1.6]]],
+                             atol=1e-6)  # uint8 data held in int64: the same answer
+  with pytest.raises(ValueError, match=r'pixel values in 0\.\.255, got 0\.\.1136 \(int64\)'):
+    transforms.normalise(np.array([[[0, 5, 1136]]]), 0.2, 0.5)
+  with pytest.raises(ValueError, match=r'8-bit pixel values .* got float32; \[0, 1\] floats go through'):
+    transforms.normalise(pixels.astype(np.float32) / 255, 0.2, 0.5)
+
+
+class _Labels:
+  """A source whose second record has no object (label -1)."""
+
+  def __len__(self):
+    return 3
+
+  def __getitem__(self, i):
+    return {'image': np.zeros((4, 4, 3), np.uint8), 'label': -1 if i == 1 else 0, 'boxes': np.zeros((0, 4)),
+            'box_labels': np.zeros(0, np.int32), 'id': f'r{i}'}
+
+
+def test_a_record_without_label_is_refused_or_skipped_never_trained_on_as_the_last_class():
+  with pytest.raises(ValueError, match='record 1 of _Labels: r1 has no object, so no label'):
+    transforms.load(_Labels())
+  loaded = transforms.load(_Labels(), skip_bad=True)
+  assert loaded['labels'].tolist() == [0, 0] and loaded['indices'].tolist() == [0, 2]
+  assert loaded['bad'] == [{'index': 1, 'record': 'r1', 'reason': 'no_object',
+                            'message': 'r1 has no object, so no label'}]

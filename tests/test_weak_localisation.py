@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, load_config, shared_data
 
-from saliency_jax import weak_localisation
+from saliency_jax import localise, weak_localisation
 
 
 def _config():
@@ -33,7 +33,9 @@ def test_experiment_writes_every_method_and_the_opencv_comparison(tmp_path):
     assert r['num_images'] == 6 and 0 <= r['gt_known_accuracy'] <= 1
     assert np.isclose(r['gt_known_accuracy'], np.mean(np.asarray(r['iou']) >= 0.5))
   full = out['methods']['full_image']
-  assert full['status'] == {'ok': 6}
+  assert full['status'] == {'ok': 6} and full['fallbacks'] == 0  # the full image as a method is no fallback
+  for r in out['methods'].values():
+    assert r['fallbacks'] == sum(v for k, v in r['status'].items() if k != 'ok')
   assert set(out['segmentation_vs_opencv']) == {'voc-raccoon'}
   for r in out['segmentation_vs_opencv'].values():
     assert r['num_images'] == 6
@@ -42,6 +44,19 @@ def test_experiment_writes_every_method_and_the_opencv_comparison(tmp_path):
   assert saved['methods']['graphcut']['gt_known_accuracy'] == out['methods']['graphcut']['gt_known_accuracy']
   assert (tmp_path / 'localisation.png').stat().st_size > 0
   assert '| graphcut |' in (tmp_path / 'localisation.md').read_text()
+
+
+def test_evaluate_counts_fallback_boxes():
+  image = np.zeros((20, 30, 3), np.uint8)
+  sparse = np.zeros((20, 30))
+  sparse[5:8, 10:14] = 1.0
+  maps = [np.full((20, 30), 0.5), sparse, np.where(sparse > 0, np.nan, 0.0)]  # flat, sparse, invalid
+  results = localise.localise_batch([image] * 3, maps, {'method': 'threshold'})
+  r = weak_localisation.evaluate(results, {'boxes': [np.array([[10.0, 5.0, 14.0, 8.0]])] * 3})
+  assert r['status'] == {'flat_saliency': 1, 'ok': 1, 'invalid_saliency': 1} and r['fallbacks'] == 2
+  assert r['iou'][1] == 1.0  # the sparse map is localised, not a fallback
+  table = weak_localisation.markdown({'num_images': 3, 'classification_top1': 1.0, 'methods': {'thr': r}})
+  assert '| thr | 0.333 | 0.' in table and table.splitlines()[4].endswith('| 2 |')
 
 
 def test_surrogate_saliency_peaks_inside_the_box():

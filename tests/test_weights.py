@@ -293,6 +293,31 @@ def test_files_that_are_not_checkpoints(tmp_path):
     weights.load_cifar_resnet(tmp_path / 'missing.th')
 
 
+def test_a_checkpoint_holding_objects_is_refused_without_advice_to_unpickle_it(tmp_path):
+  import argparse
+  torch = _torch()
+  path = tmp_path / 'pickled.th'
+  torch.save({'state_dict': {'linear.weight': torch.zeros(10, 64)}, 'args': argparse.Namespace(lr=0.1)}, path)
+  with pytest.raises(ValueError, match=r'pickled\.th is not a readable PyTorch checkpoint .*Namespace') as e:
+    weights.load_cifar_resnet(path)
+  assert 'weights_only=False' not in str(e.value) and 'weights_only` set to `False' not in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_normalise_refuses_values_outside_its_range():
+  pixels = np.array([[[0, 128, 255]]], np.uint8)
+  expected = (pixels / 255.0 - 0.5) / 0.25
+  np.testing.assert_allclose(weights.normalise(pixels, 0.5, 0.25), expected, atol=1e-6)
+  np.testing.assert_allclose(weights.normalise(pixels.astype(np.int64), 0.5, 0.25), expected, atol=1e-6)
+  np.testing.assert_allclose(weights.normalise(pixels / 255.0, 0.5, 0.25), expected, atol=1e-6)
+  with pytest.raises(ValueError, match=r'integer images must hold 8-bit pixels 0\.\.255, got 0\.\.300'):
+    weights.normalise(np.array([[[0, 300, 5]]]), 0.5, 0.25)
+  with pytest.raises(ValueError, match=r'float images must lie in \[0, 1\], got 0\.\.255'):
+    weights.normalise(pixels.astype(np.float32), 0.5, 0.25)
+  with pytest.raises(ValueError, match='1 NaN or infinite'):
+    weights.normalise(np.array([[[0.1, np.nan, 0.2]]]), 0.5, 0.25)
+
+
 def test_without_torch_the_import_error_names_the_extra(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now raises ImportError
   path = tmp_path / 'resnet20.th'

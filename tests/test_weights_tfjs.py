@@ -196,6 +196,29 @@ def test_unsupported_layers_and_bad_files_are_clear_errors(tmp_path):
     weights.load_tfjs_layers_model(tmp_path / 'nowhere')
 
 
+def test_truncated_or_foreign_model_files_and_missing_shards_are_named(tmp_path):
+  folder = write_tfjs(tmp_path / 'a', *dense_head(np.random.default_rng(0)), groups=1)
+  text = (folder / 'model.json').read_text()
+  (folder / 'model.json').write_text(text[:len(text) // 2])  # a cut-off download
+  with pytest.raises(ValueError, match=r'a/model\.json is not a TensorFlow\.js model\.json: not JSON'):
+    weights.load_tfjs_layers_model(folder)
+  checkpoint = tmp_path / 'resnet20.th'  # a PyTorch pickle handed to the TF.js loader
+  checkpoint.write_bytes(b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.')
+  with pytest.raises(ValueError, match=r'resnet20\.th is not a TensorFlow\.js model\.json: not JSON'):
+    weights.load_tfjs_layers_model(checkpoint)
+  folder = write_tfjs(tmp_path / 'b', *dense_head(np.random.default_rng(0)), groups=1)
+  (folder / 'group1-shard1of1').unlink()
+  with pytest.raises(FileNotFoundError, match=r'manifest are missing: .*group1-shard1of1'):
+    weights.load_tfjs_layers_model(folder)
+
+
+def test_weights_holding_nan_or_inf_are_refused(tmp_path):
+  model_config, arrays = dense_head(np.random.default_rng(0))
+  arrays['fc1/kernel'][0, :2] = [np.nan, np.inf]
+  with pytest.raises(ValueError, match=r'NaN or infinite values \(1 tensors\): fc1/kernel \(2 of '):
+    weights.load_tfjs_layers_model(write_tfjs(tmp_path / 'n', model_config, arrays))
+
+
 # ----------------------------------------------------------------------------- the real MobileNet v1 0.75
 
 
@@ -232,7 +255,7 @@ def test_mobilenet_top5_on_real_imagenet_val_images(mobilenet):
   from saliency_jax.data import imagenet, voc
   root = shared_data('imagenet-val-sample')
   wnids = [w for w, _ in imagenet.read_synsets(root / 'synset_words.txt')]
-  source = voc.VOCSource(root, wnids, layout='ilsvrc')
+  source = voc.VOCSource(root, wnids, layout='ilsvrc', squashed=True)  # 227 px copies, <size> the original
   items = [source[i] for i in range(0, 650, 13)]  # 50 images across the sample
   x = np.stack([it['image'][1:-2, 1:-2].astype(np.float32) / 127.5 - 1 for it in items])  # centre 224 of 227
   scores = np.asarray(saliency.scores(mobilenet, x, chunk_size=25))

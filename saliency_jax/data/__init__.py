@@ -1,13 +1,16 @@
 """Data sources: the embedded synthetic set, VOC / ILSVRC XML folders, tensorflow-datasets.
 
 Every source is random-access: `len(source)`, `source[i]` -> {'image' uint8 [H, W, 3], 'label',
-'boxes' float32 [N, 4] (x0, y0, x1, y1, pixels, x1 / y1 exclusive), 'box_labels' int32 [N], 'id'}.
+'boxes' float32 [N, 4] (x0, y0, x1, y1, pixels, x1 / y1 exclusive), 'box_labels' int32 [N], 'id'},
+optionally 'difficult' bool [N] (VOC's flags; absent means none is difficult).
 `make_source(config, split)` builds the one a data config names; `transforms` has what they share.
 """
 
 import pathlib
 
 import numpy as np
+
+from saliency_jax.data import splits
 
 
 class Concat:
@@ -26,6 +29,11 @@ class Concat:
     k = int(np.searchsorted(self._starts, i, side='right') - 1)
     return self.sources[k][i - int(self._starts[k])]
 
+  @property
+  def bad(self) -> list[dict]:
+    """The records the sources left out when built (`records.BadRecord`s as dicts)."""
+    return [b for s in self.sources for b in getattr(s, 'bad', [])]
+
 
 class Subset:
   """The examples `indices` of a source."""
@@ -38,6 +46,11 @@ class Subset:
 
   def __getitem__(self, i: int) -> dict:
     return self.source[self.indices[i]]
+
+  @property
+  def bad(self) -> list[dict]:
+    """The records the source left out when built: in no subset, so reported with each."""
+    return list(getattr(self.source, 'bad', []))
 
 
 class Relabelled:
@@ -57,9 +70,16 @@ class Relabelled:
     ex = dict(self.source[self.indices[i]])
     keep = np.asarray([int(b) in self.mapping for b in ex['box_labels']], bool)
     ex['boxes'] = np.asarray(ex['boxes'])[keep]
+    if 'difficult' in ex:
+      ex['difficult'] = np.asarray(ex['difficult'], bool)[keep]
     ex['box_labels'] = np.asarray([self.mapping[int(b)] for b in ex['box_labels'][keep]], np.int32)
     ex['label'] = self.mapping[ex['label']]
     return ex
+
+  @property
+  def bad(self) -> list[dict]:
+    """The records the source left out when built."""
+    return list(getattr(self.source, 'bad', []))
 
 
 def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> np.ndarray:
@@ -72,41 +92,71 @@ def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> n
   return np.sort(order[:n_test] if split == 'test' else order[n_test:])
 
 
+def _in_part(config, part: str, ids, indices) -> np.ndarray:
+  """The records `indices` (positions in `ids`, the record ids) that lie in `part` (`splits.part_of`)."""
+  indices = np.asarray(list(indices), np.int64)
+  keep = splits.part_of([ids[i] for i in indices], part, seed=config.get('part_seed', splits.SEED),
+                        fraction=config.get('selection_fraction', splits.FRACTION))
+  return indices[keep]
+
+
 def make_source(config, split: str):
   """The source a data config names (`config.name`) for a split ('train' or 'test').
 
   synthetic: num_train / num_test, seed, image_size, num_classes, scale, occlusion.
   voc: data_dir, folders (VOC folders, one class each or sharing `classes`), classes, test_fraction,
-    seed: the folders concatenated, split by a seeded permutation.
+    seed, skip_bad: the folders concatenated, split by a seeded permutation.
   ilsvrc: data_dir, folder (images/ + annotations/ + synset_words.txt, as imagenet-val-sample),
-    label_map ('' or 'cifar10': only the images whose class maps onto CIFAR-10, relabelled), skip_bad:
-    all of it is the test split (evaluation of pretrained nets).
+    label_map ('' or 'cifar10': only the images whose class maps onto CIFAR-10, relabelled), skip_bad,
+    squashed (default True: the sample's images are squashed copies whose <size> is the original's, so
+    boxes are rescaled; False: a <size> that disagrees with the image is a bad record): all of it is
+    the test split (evaluation of pretrained nets).
+  skip_bad: records a source cannot use (`records.BadRecord`) are left out and listed in the
+    source's `bad`, instead of stopping with an error that names the first.
   tfds: dataset (e.g. 'voc/2007'), data_dir, train_split / test_split (tfds split names), boxes_dir
     (imagenet2012: the ILSVRC val XMLs): see `data.tfds`.
+  part ('all' when absent): the test split's 'selection' or 'report' part (`data.splits`). For voc /
+  ilsvrc, records are split by id (ilsvrc: the file stem; voc: 'folder/stem', the folders share stems)
+  with part_seed and selection_fraction; for synthetic, 'selection' is the separate 'validation' split
+  (num_validation images, default num_test) and 'report' the test split.
   """
+  part = splits.check_part(config.get('part', 'all')) if split == 'test' else 'all'
   if config.name == 'synthetic':
     from saliency_jax.data import synthetic
-    return synthetic.SyntheticSource(config.num_train if split == 'train' else config.num_test, split=split,
+    num = config.num_train if split == 'train' else config.num_test
+    if part == 'selection':  # other images of the test split's kind; 'report' is the test split itself
+      split, num = 'validation', config.get('num_validation') or config.num_test
+    return synthetic.SyntheticSource(num, split=split,
                                      seed=config.seed, image_size=config.image_size,
                                      num_classes=config.num_classes, scale=tuple(config.scale),
                                      occlusion=config.occlusion)
   if config.name == 'voc':
     from saliency_jax.data import voc
     root = pathlib.Path(config.data_dir)
-    whole = Concat([voc.VOCSource(root / folder, classes=tuple(config.classes)) for folder in config.folders])
-    return Subset(whole, split_indices(len(whole), split, test_fraction=config.test_fraction, seed=config.seed))
+    skip_bad = config.get('skip_bad', False)
+    whole = Concat([voc.VOCSource(root / folder, classes=tuple(config.classes), skip_bad=skip_bad)
+                    for folder in config.folders])
+    ids = [f'{folder}/{i}' for folder, source in zip(config.folders, whole.sources) for i in source.ids]
+    indices = split_indices(len(whole), split, test_fraction=config.test_fraction, seed=config.seed)
+    return Subset(whole, _in_part(config, part, ids, indices))
   if config.name == 'ilsvrc':
     from saliency_jax.data import imagenet, voc
     root = pathlib.Path(config.data_dir) / config.folder
     wnids = [wnid for wnid, _ in imagenet.read_synsets(root / 'synset_words.txt')]
-    source = voc.VOCSource(root, wnids, layout='ilsvrc', skip_bad=config.skip_bad)
+    source = voc.VOCSource(root, wnids, layout='ilsvrc', skip_bad=config.skip_bad,
+                           squashed=config.get('squashed', True))
     if config.get('label_map') == 'cifar10':
       source = Relabelled(source, {wnids.index(w): c for w, c in imagenet.imagenet_to_cifar10().items()})
-    if split == 'test':
+    if split == 'test' and part == 'all':
       return source
+    if split == 'test':
+      ids = [source.source.ids[i] for i in source.indices] if isinstance(source, Relabelled) else source.ids
+      return Subset(source, _in_part(config, part, ids, range(len(source))))
     return Subset(source, [])  # evaluation only: no training split
   if config.name == 'tfds':
     from saliency_jax.data import tfds
+    if part != 'all':
+      raise ValueError(f"config.data.part {part!r}: tfds sources have no selection / report part (use 'all')")
     return tfds.TfdsSource(config.dataset, split=config.train_split if split == 'train' else config.test_split,
                            data_dir=config.get('data_dir'), boxes_dir=config.get('boxes_dir'))
   raise ValueError(f"unknown data source {config.name!r}: 'synthetic', 'voc' or 'tfds'")

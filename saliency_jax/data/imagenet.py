@@ -27,6 +27,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
+from saliency_jax.data.records import BadRecord
+
 CIFAR10_MAP_FILE = 'imagenet_cifar10.tsv'
 _WNID = re.compile(r'n\d{8}')
 _IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png')
@@ -86,7 +88,7 @@ def imagenet_to_cifar10() -> dict[str, int]:
 def _text(node: ET.Element, tag: str, path, what: str) -> str:
   child = node.find(tag)
   if child is None or child.text is None or not child.text.strip():
-    raise ValueError(f'{path}: {what} has no <{tag}>')
+    raise BadRecord(path, 'malformed_xml', f'{path}: {what} has no <{tag}>')
   return child.text.strip()
 
 
@@ -95,12 +97,12 @@ def _number(node: ET.Element, tag: str, path, what: str) -> float:
   try:
     return float(text)
   except ValueError:
-    raise ValueError(f'{path}: {what} <{tag}> is not a number: {text!r}') from None
+    raise BadRecord(path, 'malformed_xml', f'{path}: {what} <{tag}> is not a number: {text!r}') from None
 
 
 def read_annotation(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
                     one_based: bool = False) -> dict:
-  """An ILSVRC / PASCAL VOC XML annotation -> {'size', 'names', 'boxes'}.
+  """An ILSVRC / PASCAL VOC XML annotation -> {'size', 'names', 'boxes', 'difficult'}.
 
   Returns:
     size: (width, height) as stored in <size> (for the ImageNet sample: the ORIGINAL image).
@@ -109,34 +111,44 @@ def read_annotation(path: str | os.PathLike, *, image_size: tuple[int, int] | No
       the module docstring), in the stored size's coordinates; with `image_size=(w, h)`, rescaled
       to an image of that size (x by w / width, y by h / height), e.g. (227, 227) for the
       sample's squashed images.
+    difficult: bool [N] the objects' PASCAL VOC <difficult> flags (False where the tag is absent, as
+      in ILSVRC files); the pointing game leaves out classes whose objects are all difficult.
   `one_based`: the file's indices start at 1 (PASCAL VOC) rather than 0 (ILSVRC, the default).
 
-  Raises ValueError naming the file for malformed XML, a missing tag, a non-numeric or
-  non-positive size, and a box that is empty or outside the stored image size.
+  Raises `records.BadRecord` (a ValueError) naming the file: reason 'malformed_xml' for malformed
+  XML, a missing tag, a non-numeric or non-positive size; 'box_outside' for a box that is empty or
+  outside the stored image size. A file without <object> is read (names and boxes empty): whether
+  that is an error is the caller's call (a training label needs an object).
   """
   try:
     root = ET.parse(path).getroot()
   except ET.ParseError as e:
-    raise ValueError(f'{path} is not well-formed XML: {e}') from e
+    raise BadRecord(path, 'malformed_xml', f'{path} is not well-formed XML: {e}') from e
   size = root.find('size')
   if size is None:
-    raise ValueError(f'{path}: the annotation has no <size>')
+    raise BadRecord(path, 'malformed_xml', f'{path}: the annotation has no <size>')
   width, height = (_number(size, tag, path, '<size>') for tag in ('width', 'height'))
   if not (width > 0 and height > 0):
-    raise ValueError(f'{path}: <size> must be positive, got width {width}, height {height}')
+    raise BadRecord(path, 'malformed_xml',
+                    f'{path}: <size> must be positive, got width {width}, height {height}')
   base = 1.0 if one_based else 0.0
-  names, boxes = [], []
+  names, boxes, difficult = [], [], []
   for i, obj in enumerate(root.findall('object')):
     what = f'<object> {i}'
     names.append(_text(obj, 'name', path, what))
+    flag = (obj.findtext('difficult') or '0').strip()
+    if flag not in ('0', '1'):
+      raise BadRecord(path, 'malformed_xml', f'{path}: {what} <difficult> must be 0 or 1, got {flag!r}')
+    difficult.append(flag == '1')
     bndbox = obj.find('bndbox')
     if bndbox is None:
-      raise ValueError(f'{path}: {what} has no <bndbox>')
+      raise BadRecord(path, 'malformed_xml', f'{path}: {what} has no <bndbox>')
     xmin, ymin, xmax, ymax = (_number(bndbox, tag, path, f'{what} <bndbox>')
                               for tag in ('xmin', 'ymin', 'xmax', 'ymax'))
     box = (xmin - base, ymin - base, xmax - base + 1, ymax - base + 1)
     if not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
-      raise ValueError(
+      raise BadRecord(
+          path, 'box_outside',
           f'{path}: {what} box (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}) read as '
           f'{"1" if one_based else "0"}-based inclusive indices is empty or outside the {width:g} x '
           f'{height:g} image (PASCAL VOC files need one_based=True, ILSVRC files one_based=False)')
@@ -148,7 +160,21 @@ def read_annotation(path: str | os.PathLike, *, image_size: tuple[int, int] | No
       raise ValueError(f'image_size must be a positive (width, height), got {image_size}')
     boxes = boxes * np.array([w / width, h / height, w / width, h / height])
   as_stored = lambda v: int(v) if v == int(v) else v
-  return {'size': (as_stored(width), as_stored(height)), 'names': names, 'boxes': boxes.astype(np.float32)}
+  return {'size': (as_stored(width), as_stored(height)), 'names': names, 'boxes': boxes.astype(np.float32),
+          'difficult': np.asarray(difficult, bool)}
+
+
+def check_size(annotation: dict, image_size: tuple[int, int], path, record=None) -> None:
+  """Raises `records.BadRecord` 'size_mismatch' when the annotation's <size> and the decoded image's
+  (width, height) differ by a pixel or more: rescaling its boxes would move them onto the wrong place
+  (the annotation of another image, or a crop). Only folders documented as squashed copies (the
+  ImageNet sample) rescale instead of checking.
+  """
+  (width, height), (w, h) = annotation['size'], image_size
+  if abs(width - w) >= 1 or abs(height - h) >= 1:
+    raise BadRecord(record if record is not None else path, 'size_mismatch',
+                    f'{path}: <size> {width:g} x {height:g} disagrees with the image read, {w} x {h} '
+                    '(only squashed copies, such as the ImageNet sample, are rescaled)')
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -217,7 +243,8 @@ def cifar10_mapped(sample_dir: str | os.PathLike, *, image_size: int = 32,
   for record in records:
     names = read_annotation(record['annotation_path'])['names']
     if not names:
-      raise ValueError(f'{record["annotation_path"]} has no <object>: no label for {record["id"]}')
+      raise BadRecord(record['id'], 'no_object',
+                      f'{record["annotation_path"]} has no <object>: no label for {record["id"]}')
     mixed += len(set(names)) > 1
     if names[0] not in mapping:
       continue

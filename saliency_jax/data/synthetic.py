@@ -3,7 +3,8 @@
 No download. Each example is a pure function of (seed, split, index): an object of one of
 `num_classes` classes (default 10), pasted on a crop of a photo that scikit-image ships, with its
 exact mask and box. Train and test crop disjoint photos (`TRAIN_PHOTOS`, `TEST_PHOTOS`), so a net
-cannot win by recognising backgrounds.
+cannot win by recognising backgrounds. The 'validation' split draws other images of the test
+split's kind (test photos, its own random stream): settings are chosen on it and reported on 'test'.
 
 A class is a shape with its own texture and colour family (`CLASSES`): the hue is drawn from the
 class's 30-degree band, saturation, brightness, texture phase and frequency at random. The object
@@ -42,7 +43,7 @@ CLASSES = tuple(shape for shape, _, _ in CLASS_SPECS)
 TRAIN_PHOTOS = ('astronaut', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
                 'stereo_motorcycle', 'brick', 'grass', 'coins', 'moon', 'clock')
 TEST_PHOTOS = ('chelsea', 'retina', 'gravel', 'camera', 'cell', 'text')
-SPLITS = {'train': 0, 'test': 1}
+SPLITS = {'train': 0, 'test': 1, 'validation': 2}
 
 
 @functools.cache

@@ -6,7 +6,8 @@ extra. `TfdsSource(name, split)` gives the examples in this package's format:
   'label' is the first object's;
 - sets with one `bbox` per image (caltech_birds2011): that box and the image label;
 - imagenet2012 (labels only): boxes read from the ILSVRC validation XMLs in `boxes_dir`
-  (`<file stem>.xml`, 0-based, <size> the original image), classes by WordNet id.
+  (`<file stem>.xml`, 0-based, <size> the original image, which tfds holds: a <size> that disagrees
+  with it is a bad record, `records.BadRecord`), classes by WordNet id.
 tfds boxes are normalised (ymin, xmin, ymax, xmax); here they become (x0, y0, x1, y1) pixels.
 """
 
@@ -16,6 +17,7 @@ import pathlib
 import numpy as np
 
 from saliency_jax.data import imagenet
+from saliency_jax.data.records import BadRecord
 
 
 def _tfds():
@@ -67,10 +69,12 @@ class TfdsSource:
       boxes, labels = _pixels(ex['bbox'], h, w), np.array([label], np.int32)
     elif self.boxes_dir is not None:
       label = int(ex['label'])
-      annotation = imagenet.read_annotation(self.boxes_dir / f'{pathlib.Path(name).stem}.xml', image_size=(w, h))
+      path = self.boxes_dir / f'{pathlib.Path(name).stem}.xml'
+      annotation = imagenet.read_annotation(path, image_size=(w, h))
+      imagenet.check_size(annotation, (w, h), path, record=name)  # the original images: no rescaling
       unknown = sorted(set(annotation['names']) - set(self.classes))
       if unknown:
-        raise ValueError(f'{self.boxes_dir / pathlib.Path(name).stem}.xml: classes {unknown} not in {self.name}')
+        raise BadRecord(name, 'unknown_class', f'{path}: classes {unknown} not in {self.name}')
       boxes = annotation['boxes']
       labels = np.asarray([self.classes.index(c) for c in annotation['names']], np.int32)
     else:

@@ -3,12 +3,14 @@ normalisation, loading a source into arrays, and a deterministic, seedable batch
 
 A source is anything random-access: `len(source)` and `source[i]` -> {'image' uint8 [H, W, 3],
 'label', 'boxes' [N, 4] (x0, y0, x1, y1, pixels, x1 / y1 exclusive), 'box_labels' [N], 'id'},
-optionally 'mask' bool [H, W].
+optionally 'mask' bool [H, W] and 'difficult' bool [N].
 """
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from saliency_jax.data.records import BadRecord
 
 
 def resize(example: dict, size: int | tuple[int, int]) -> dict:
@@ -27,8 +29,18 @@ def resize(example: dict, size: int | tuple[int, int]) -> dict:
 
 
 def normalise(images, mean, std=(1.0, 1.0, 1.0)) -> np.ndarray:
-  """uint8 images [..., 3] -> float32 (x / 255 - mean) / std."""
-  x = np.asarray(images, np.float32) / 255.0
+  """8-bit pixels [..., 3] (uint8, or another integer dtype holding 0..255) -> float32 (x / 255 - mean) / std.
+
+  Floats are refused: [0, 1] floats would come out near-constant (`weights.normalise` takes those).
+  """
+  images = np.asarray(images)
+  if not np.issubdtype(images.dtype, np.integer):
+    raise ValueError(f'normalise expects 8-bit pixel values (an integer dtype, 0..255), got {images.dtype}; '
+                     '[0, 1] floats go through weights.normalise')
+  if images.size and (images.min() < 0 or images.max() > 255):
+    raise ValueError(f'normalise expects pixel values in 0..255, got {images.min()}..{images.max()} '
+                     f'({images.dtype})')
+  x = images.astype(np.float32) / 255.0
   return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
 
 
@@ -61,18 +73,27 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
   """Every example of a source, resized to `size` (None: as read; all must then share one size).
 
   Returns {'images' uint8 [N, H, W, 3], 'labels' int32 [N], 'boxes' list of [M, 4],
-  'box_labels' list of [M], 'ids' list, 'masks' bool [N, H, W] when every example has one,
-  'indices' int64 [N] (each example's record index in the source), 'bad' list of (index, error message)}. A record that fails to load raises an error naming it,
-  or with skip_bad is left out and listed in 'bad'.
+  'box_labels' list of [M], 'difficult' list of bool [M] (all False for sources without the flag),
+  'ids' list, 'masks' bool [N, H, W] when every example has one,
+  'indices' int64 [N] (each example's record index in the source), 'bad' [{'index', 'record', 'reason',
+  'message'}]}. A record that fails to load, or has no label (< 0: no object), raises an error naming
+  it, or with skip_bad is left out and listed in 'bad' (`records.BadRecord`; reason 'unreadable' for
+  other errors, whose record is the index).
   """
   items, kept, bad = [], [], []
   for i in tqdm(range(len(source)), desc=desc, disable=not progress, mininterval=2.0):
     try:
       example = source[i]
+      if int(example['label']) < 0:  # cross-entropy would read -1 as the last class
+        raise BadRecord(example['id'], 'no_object', f'{example["id"]} has no object, so no label')
     except (OSError, ValueError) as e:
       if not skip_bad:
-        raise ValueError(f'record {i} of {type(source).__name__}: {e}') from e
-      bad.append((i, str(e)))
+        message = f'record {i} of {type(source).__name__}: {e}'
+        if isinstance(e, BadRecord):
+          raise BadRecord(e.record, e.reason, f'{message} (skip_bad=True leaves such records out)') from e
+        raise ValueError(message) from e
+      found = e if isinstance(e, BadRecord) else BadRecord(i, 'unreadable', str(e))
+      bad.append({'index': i, **found.as_dict()})
       continue
     items.append(resize(example, size) if size else example)
     kept.append(i)
@@ -85,6 +106,7 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
          'labels': np.asarray([e['label'] for e in items], np.int32),
          'boxes': [np.asarray(e['boxes'], np.float32).reshape(-1, 4) for e in items],
          'box_labels': [np.asarray(e['box_labels'], np.int32) for e in items],
+         'difficult': [np.asarray(e.get('difficult', np.zeros(len(e['box_labels']))), bool) for e in items],
          'ids': [e['id'] for e in items], 'indices': np.asarray(kept, np.int64), 'bad': bad}
   if all('mask' in e for e in items):
     out['masks'] = np.stack([e['mask'] for e in items])

@@ -1,0 +1,111 @@
+"""Localisation settings chosen on a selection part of the evaluation set, reported on a separate part.
+
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py --workdir runs/quickstart
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:imagenet \
+      --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
+      --workdir runs/voc_raccoon_kangaroo
+
+`saliency_jax.jobs.sweep`: the net as the main job gets it (in the main job's workdir it reuses the
+trained net), the maps of each evaluation image's top-k classes and true class on both parts,
+every setting of `sweep.grid` localised on both, the pick by `sweep.criterion` on the selection part
+alone, and sweep.json / sweep.md with every setting on both parts and the paper's beside the pick.
+Variants:
+  synthetic (the default; `:cpu`, `:gpu`, `:tpu` pick the quickstart's variant): the quickstart's
+    set and net; selection part: 500 images of the synthetic set's separate validation split; report
+    part: the 500 test images.
+  imagenet: MobileNet v1 on the ILSVRC-2012 val sample (configs/ilsvrc_mobilenet_sample.py); the
+    images split half / half by a seeded hash of their file stem; a smaller grid (each setting runs
+    six cuts per image on 227 px photos).
+  voc: the raccoon / kangaroo net (configs/voc_raccoon_kangaroo.py); its test split halved by the
+    same hash of 'folder/stem'; top-1 only (two classes).
+`--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
+results: see the README.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def _sibling(name: str):
+  """Another config file of this folder, as a module (config files are loaded by path, not imported)."""
+  path = pathlib.Path(__file__).with_name(f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def one_at_a_time() -> dict:
+  """The paper's setting and single changes to it (each a `localise.Settings` field)."""
+  return {
+      'paper': {'method': 'graphcut'},
+      'pairwise_5': {'method': 'graphcut', 'pairwise_weight': 5.0},
+      'pairwise_25': {'method': 'graphcut', 'pairwise_weight': 25.0},
+      'pairwise_50': {'method': 'graphcut', 'pairwise_weight': 50.0},
+      'fg_quantile_90': {'method': 'graphcut', 'fg_quantile': 0.90},
+      'fg_quantile_80': {'method': 'graphcut', 'fg_quantile': 0.80},
+      'bg_quantile_50': {'method': 'graphcut', 'bg_quantile': 0.50},
+      'smoothing_5': {'method': 'graphcut', 'smoothing': 0.05},
+      'component_all': {'method': 'graphcut', 'component': 'all'},
+      'soft_seeds': {'method': 'graphcut', 'seeds': 'soft'},
+      'grabcut_3': {'method': 'graphcut', 'iterations': 3},
+      'fg_floor_30': {'method': 'graphcut', 'fg_floor': 0.3},
+      'fg_floor_50': {'method': 'graphcut', 'fg_floor': 0.5},
+  }
+
+
+def combinations() -> dict:
+  """A few changes together: those that helped on some set (README) paired up."""
+  smoothed_all = {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all'}
+  return {
+      'smoothed_all': smoothed_all,
+      'smoothed_all_soft': {**smoothed_all, 'seeds': 'soft'},
+      'smoothed_all_pairwise_25': {**smoothed_all, 'pairwise_weight': 25.0},
+      'fg_floor_50_soft': {'method': 'graphcut', 'fg_floor': 0.5, 'seeds': 'soft'},
+      'fg_floor_50_smoothed_all': {**smoothed_all, 'fg_floor': 0.5},
+  }
+
+
+# The grid of each set. One setting costs 6 localisations per image of both parts (the true class
+# and the top 5), most of it the two colour models of each: minutes on 2 CPU cores (GrabCut rounds:
+# 4x). The synthetic and ImageNet grids keep the settings that mattered on some set (README) and
+# their neighbours; the VOC set is small enough for every setting.
+SYNTHETIC = ('paper', 'pairwise_25', 'fg_quantile_80', 'smoothing_5', 'component_all', 'soft_seeds',
+             'fg_floor_30', 'fg_floor_50', 'smoothed_all', 'fg_floor_50_soft')
+IMAGENET = ('paper', 'pairwise_25', 'smoothing_5', 'component_all', 'soft_seeds', 'smoothed_all',
+            'smoothed_all_soft', 'smoothed_all_pairwise_25')
+
+
+def get_config(arg: str = 'synthetic'):
+  """arg: 'synthetic', 'imagenet' or 'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base config's
+  variant); a variant alone means the synthetic set."""
+  data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
+  variant = variant or 'cpu'
+  every = {**one_at_a_time(), **combinations()}
+  criterion = (('top5_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))
+  if data == 'synthetic':
+    # data and net as the quickstart's (its workdir's data and checkpoints are reused); the selection
+    # part: data.num_validation validation images (absent: num_test), the report part: the test split
+    config = _sibling('quickstart').get_config(variant)
+    grid = {name: every[name] for name in SYNTHETIC}
+  elif data == 'imagenet':
+    config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
+    grid = {name: every[name] for name in IMAGENET}
+  elif data == 'voc':
+    config = _sibling('voc_raccoon_kangaroo').get_config(variant)
+    grid = every
+    criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
+  else:
+    raise ValueError(f"variant must be 'synthetic', 'imagenet' or 'voc' (optionally :cpu, :gpu, :tpu), "
+                     f'got {arg!r}')
+  config.name = f'localisation_sweep ({data})'
+  config.sweep = ml_collections.ConfigDict({
+      'grid': grid,
+      # the pick: lowest top-k localisation error on the selection part, ties by GT-known box accuracy
+      'criterion': criterion,
+      'num_images': 0,  # records of each part (0: all)
+  })
+  return config

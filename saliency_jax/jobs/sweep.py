@@ -1,0 +1,314 @@
+"""The localisation sweep: settings are chosen on images they are not reported on.
+
+`run(config, workdir)` is what `experiments/sweep_localisation.py` calls (configs/localisation_sweep.py
+documents the fields):
+  1. the net as the main job gets it (`pipeline.prepare`: trained or resumed in the workdir, or a
+     pretrained checkpoint);
+  2. the two parts of the evaluation set (`data.splits`, `config.data.part`): 'selection' and
+     'report'. For VOC / ILSVRC folders a seeded hash of each record id decides, so the split does not
+     depend on the folder; for the synthetic set, selection is its separate 'validation' split and
+     report its test split. The parts never share a record (checked);
+  3. per part, the maps of each image's top-k classes and of its true class (10-crop when
+     `crop_size`), computed once and kept in workdir/sweep under a key of everything that determines
+     them: the part's record ids, the data settings, the normalisation, crop size, k, a digest of
+     the net's weights and of the saliency code (another config or another net never reuses them);
+  4. every setting of `config.sweep.grid` localised on both parts (`pipeline.localise_images`) and
+     scored (`pipeline.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
+     localisation error, fallback boxes (status not 'ok'); each result is kept in workdir/sweep (keyed
+     by the maps, the setting and the localisation code), so an interrupted sweep resumes;
+  5. the pick: the best setting by `config.sweep.criterion` on the selection part alone (the report
+     numbers never enter it); a tie goes to the setting closest to the paper's (fewest changed fields);
+  6. sweep.json and sweep.md: every setting on both parts, the pick and the paper's setting beside it.
+To use the pick in a main-job config: add its settings to `config.localise` and name it in
+`config.selected_method`; the main job evaluates one part with `config.data.part`.
+"""
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import pathlib
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from saliency_jax import gmm, graphcut, layers, localise, metrics, models, pipeline, report, saliency
+from saliency_jax.data import Subset, make_source, splits, transforms
+
+PARTS = ('selection', 'report')
+DIRECTIONS = ('min', 'max')
+
+
+def _digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_digest(*modules) -> str:
+  """A digest of the modules' source: kept results made by other code are not reused."""
+  return _digest([inspect.getsource(m) for m in modules])
+
+
+def weights_digest(model) -> str:
+  """A digest of every array of the model's state (parameters, batch statistics): the net itself."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(nnx.state(model)):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    leaf = np.ascontiguousarray(jax.device_get(leaf))
+    h.update(f'{leaf.dtype}{leaf.shape}'.encode())
+    h.update(leaf.tobytes())
+  return h.hexdigest()[:16]
+
+
+def changes(settings) -> dict:
+  """The fields of a localise setting (dict, ConfigDict or Settings) that differ from the paper's
+  (`localise.Settings()` defaults)."""
+  mine, paper = dataclasses.asdict(localise.settings(settings)), dataclasses.asdict(localise.Settings())
+  return {k: v for k, v in mine.items() if v != paper[k]}
+
+
+def metric_names(top_k: int) -> tuple[str, ...]:
+  """The metrics a criterion may name."""
+  names = ('gt_known_box_accuracy', 'top1_loc_error', f'top{top_k}_loc_error')
+  return tuple(dict.fromkeys(names))  # top-1 once when k is 1
+
+
+def choose(table: dict, criterion, grid: dict | None = None) -> str:
+  """The name of the best row of `table` ({name: {metric: value}}) by `criterion`.
+
+  criterion: ((metric, 'min' | 'max'), ...), compared in order. A tie on every metric goes to the
+  setting with the fewest changes from the paper's (`grid`: {name: settings}), then to the first name.
+  """
+  def rank(name):
+    values = tuple(table[name][m] if d == 'min' else -table[name][m] for m, d in criterion)
+    return values + (len(changes(grid[name])) if grid else 0, name)
+  return min(table, key=rank)
+
+
+def check(config) -> None:
+  """Errors for a sweep config that cannot run: named settings, criterion, one host."""
+  s = config.sweep
+  if not s.grid:
+    raise ValueError("config.sweep.grid is empty: name at least the paper's setting ({'method': 'graphcut'})")
+  for name, settings in s.grid.items():
+    try:
+      localise.settings(settings)
+    except ValueError as e:
+      raise ValueError(f'config.sweep.grid.{name}: {e}') from None
+  if all(changes(v) for v in s.grid.values()):
+    raise ValueError("config.sweep.grid has no entry with the paper's settings (the localise.Settings() "
+                     "defaults, e.g. {'method': 'graphcut'}): the report shows it beside the pick")
+  if not s.criterion:
+    raise ValueError("config.sweep.criterion is empty: give (metric, 'min' | 'max') pairs")
+  known = metric_names(config.top_k)
+  for item in s.criterion:
+    if len(item) != 2 or item[0] not in known or item[1] not in DIRECTIONS:
+      raise ValueError(f"config.sweep.criterion: each entry is (metric, 'min' | 'max') with a metric of "
+                       f'{known}, got {tuple(item)}')
+  if config.distributed.num_processes > 1:
+    raise ValueError('the localisation sweep runs on one host: set config.distributed.num_processes to 1')
+
+
+def part_data(config, part: str) -> ml_collections.ConfigDict:
+  """A copy of config.data that selects `part` of the test split (`make_source`)."""
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  data.part = splits.check_part(part)
+  return data
+
+
+def load_part(config, part: str, log=print) -> dict:
+  """The records of one part: {'ids' [n], 'images' uint8 [n, S, S, 3] (S = data.image_size: the net's
+  input), 'photos' uint8 [n, P, P, 3] (the images localised on: at localise_size, else the same),
+  'labels' int32 [n], 'boxes' and 'box_labels' (lists, in the photos' pixels), 'data' (the data config)}.
+  The first config.sweep.num_images records (0: all)."""
+  data = part_data(config, part)
+  source = make_source(data, 'test')
+  if config.sweep.num_images:
+    source = Subset(source, range(min(config.sweep.num_images, len(source))))
+  skip = bool(config.data.get('skip_bad', False))
+  test = transforms.load(source, config.data.image_size, skip_bad=skip, progress=True, desc=f'{part} images')
+  if test['bad']:
+    log(f'{part}: skipped {len(test["bad"])} bad records, first: {test["bad"][0]}')
+  photos = test
+  if config.get('localise_size'):
+    photos = transforms.load(source, config.localise_size, skip_bad=skip, progress=True,
+                             desc=f'{part} photos')
+    if not np.array_equal(photos['indices'], test['indices']):
+      raise ValueError(f'{part}: the records read at {config.localise_size} px differ from those at '
+                       f'{config.data.image_size} px (bad records?)')
+  return {'ids': [str(i) for i in test['ids']], 'images': test['images'], 'photos': photos['images'],
+          'labels': test['labels'], 'boxes': photos['boxes'], 'box_labels': test['box_labels'],
+          'data': data.to_dict()}
+
+
+def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathlib.Path, log=print):
+  """(maps, key, cached): {'top_classes' int [n, k], 'top_maps' [n, k, S, S], 'true_maps' [n, S, S]}
+  of `load_part`'s records, read from workdir/sweep/maps-<part>-<key>.npz when there."""
+  key = _digest({'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
+                 'std': np.asarray(std).tolist(), 'crop_size': config.crop_size, 'top_k': config.top_k,
+                 'weights': weights_digest(model), 'code': code_digest(saliency, models, layers)})
+  path = workdir / 'sweep' / f'maps-{part}-{key}.npz'
+  if path.exists():
+    with np.load(path, allow_pickle=False) as f:
+      return dict(f), key, True
+  t = time.perf_counter()
+  x = transforms.normalise(records['images'], mean, std)
+  crop = config.crop_size or None
+  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
+                                                     chunk_size=config.chunk_size)
+  _, true_maps = saliency.class_saliency(model, x, records['labels'][:, None], crop_size=crop,
+                                         chunk_size=config.chunk_size)
+  maps = {'top_classes': np.asarray(top_classes), 'top_maps': np.asarray(jax.device_get(top_maps)),
+          'true_maps': np.asarray(jax.device_get(true_maps))[:, 0]}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'.{path.stem}.tmp.npz')
+  np.savez(tmp, **maps)
+  tmp.replace(path)
+  log(f'{part}: maps of {len(x)} images in {time.perf_counter() - t:.0f} s')
+  return maps, key, False
+
+
+def localise_part(config, name: str, part: str, records: dict, maps: dict, key: str, workdir: pathlib.Path,
+                  log=print) -> dict:
+  """One setting of the grid on one part: `pipeline.localisation_metrics`' entry (with the fallback
+  boxes, status not 'ok'); kept in workdir/sweep."""
+  settings = dataclasses.asdict(localise.settings(config.sweep.grid[name]))
+  key = _digest([key, settings, config.get('localise_size'), code_digest(localise, graphcut, gmm, metrics)])
+  path = workdir / 'sweep' / f'loc-{part}-{name}-{key}.json'
+  if path.exists():
+    return json.loads(path.read_text())
+  local = ml_collections.ConfigDict(config.to_dict())
+  local.localise = ml_collections.ConfigDict({name: settings})
+  n = len(records['photos'])
+  found, _ = pipeline.localise_images(local, records['photos'], maps['true_maps'], maps['top_maps'],
+                                      np.arange(n), n)
+  out = pipeline.localisation_metrics(local, found, records['labels'], records['box_labels'],
+                                      records['boxes'], maps['top_classes'],
+                                      log=lambda line: log(f'{part}: {line}'))[name]
+  report.write_json(path, out)
+  return out
+
+
+def _on_photos(maps: dict, size) -> dict:
+  """The maps resized onto the photos localised on (`localise.resize_map`)."""
+  return {**maps, 'true_maps': np.stack([localise.resize_map(m, size) for m in maps['true_maps']]),
+          'top_maps': np.stack([[localise.resize_map(m, size) for m in row] for row in maps['top_maps']])}
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """The sweep; returns what it writes to workdir/sweep.json."""
+  check(config)
+  workdir = pathlib.Path(workdir)
+  (workdir / 'sweep').mkdir(parents=True, exist_ok=True)
+  prepared = pipeline.prepare(config, workdir, log)
+  model, mean, std = prepared['model'], prepared['mean'], prepared['std']
+  seconds = dict(prepared['seconds'])
+
+  records, maps, parts = {}, {}, {}
+  for part in PARTS:
+    t = time.perf_counter()
+    records[part] = load_part(config, part, log)
+    part_maps_, key, cached = part_maps(config, model, mean, std, part, records[part], workdir, log)
+    if config.get('localise_size'):
+      part_maps_ = _on_photos(part_maps_, records[part]['photos'].shape[1:3])
+    maps[part] = (part_maps_, key)
+    parts[part] = {'num_images': len(records[part]['ids']), 'maps_key': key, 'maps_cached': cached,
+                   'ids': records[part]['ids']}
+    seconds[f'maps_{part}'] = time.perf_counter() - t
+  shared = set(records['selection']['ids']) & set(records['report']['ids'])
+  if shared:
+    raise RuntimeError(f'the selection and report parts share {len(shared)} records, '
+                       f'e.g. {sorted(shared)[:3]}')
+
+  grid = {name: localise.settings(s) for name, s in config.sweep.grid.items()}
+  paper = next(name for name, s in grid.items() if not changes(s))
+  names = [paper] + [name for name in grid if name != paper]
+  table = {part: {} for part in PARTS}
+  t = time.perf_counter()
+  for i, name in enumerate(names):
+    log(f'setting {i + 1} of {len(names)}: {name} {changes(grid[name])}')
+    for part in PARTS:
+      table[part][name] = localise_part(config, name, part, records[part], *maps[part], workdir, log)
+  seconds['localisation'] = time.perf_counter() - t
+  criterion = [tuple(c) for c in config.sweep.criterion]
+  selected = choose(table['selection'], criterion, grid)  # the selection part alone
+
+  results = {
+      'name': config.name, 'selected': selected, 'paper': paper, 'criterion': criterion,
+      'selected_settings': changes(grid[selected]),
+      'split': {'kind': 'validation split' if config.data.name == 'synthetic' else 'record id hash',
+                'seed': config.data.get('part_seed', splits.SEED),
+                'selection_fraction': config.data.get('selection_fraction', splits.FRACTION)},
+      'parts': parts, 'test_accuracy': prepared['trained']['test_accuracy'],
+      'settings': {name: {'changes': changes(grid[name]), **{part: table[part][name] for part in PARTS}}
+                   for name in names},
+      'seconds': seconds, 'config': config.to_dict(),
+  }
+  report.write_json(workdir / 'sweep.json', results)
+  report.write_atomic(workdir / 'sweep.md', markdown(results))
+  log(f"picked on the selection part: {selected}; sweep.json and sweep.md in {workdir}")
+  return results
+
+
+def _changes_text(c: dict) -> str:
+  return ', '.join(f'{k} {v}' for k, v in c.items()) or "the paper's"
+
+
+def _fallbacks_text(f: dict) -> str:
+  return f"{f['true']} / {f['top']}"
+
+
+def table(results: dict) -> str:
+  """Every setting on both parts (markdown): the pick in bold, the paper's setting marked."""
+  k = results['config']['top_k']
+  metrics = [('gt_known_box_accuracy', 'GT-known', '{:.3f}'), ('top1_loc_error', 'top-1 err.', '{:.3f}')]
+  if k > 1:
+    metrics.append((f'top{k}_loc_error', f'top-{k} err.', '{:.3f}'))
+  metrics.append(('fallbacks', 'fallbacks', ''))
+  head = ['setting', 'changes from the paper']
+  head += [f'{p[:3]}. {label}' for p in PARTS for _, label, _ in metrics]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+  for name, row in results['settings'].items():
+    label = name + (' (default)' if name == results['paper'] else '')
+    label = f'**{label}**' if name == results['selected'] else label
+    cells = [label, _changes_text(row['changes'])]
+    cells += [fmt.format(row[p][m]) if m != 'fallbacks' else _fallbacks_text(row[p][m])
+              for p in PARTS for m, _, fmt in metrics]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def markdown(r: dict) -> str:
+  k = r['config']['top_k']
+  sel, paper = r['settings'][r['selected']]['report'], r['settings'][r['paper']]['report']
+  main = f'top{k}_loc_error'
+  split = r['split']
+  how = ("the synthetic set's separate validation split; report part: its test split" if split['kind'] ==
+         'validation split' else f"records whose sha256(f'{split['seed']}:{{id}}') falls below "
+         f"{split['selection_fraction']}; report part: the others")
+  criterion = ', then '.join(f'{m} ({d})' for m, d in r['criterion'])
+  return '\n'.join([
+      f"# {r['name']}: localisation settings chosen on the selection part, reported on the report part",
+      '',
+      f"Selection part: {r['parts']['selection']['num_images']} images ({how}, "
+      f"{r['parts']['report']['num_images']} images). No record is in both.",
+      f'The pick is the best setting on the selection part by {criterion}; a tie goes to the setting '
+      "closest to the paper's. The report numbers play no part in it.",
+      '',
+      f"**Picked: `{r['selected']}`** ({_changes_text(r['selected_settings'])}). On the report part: "
+      f"{main.replace('_', ' ')} {sel[main]:.3f} against the paper's setting's {paper[main]:.3f}, GT-known "
+      f"{sel['gt_known_box_accuracy']:.3f} against {paper['gt_known_box_accuracy']:.3f}.",
+      '',
+      table(r),
+      '',
+      'GT-known: the true class\'s box has IoU >= 0.5 with a ground-truth box of that class. ILSVRC error: '
+      f'top-1 / top-{k} classes each with its map\'s box; right when one guess has the right class and '
+      'IoU >= 0.5. Fallbacks: full-image boxes (status not ok: flat or invalid map, empty cut), of the '
+      f'true-class boxes / of the top-{k} boxes.',
+      '',
+      'Seconds: ' + ', '.join(f'{name} {v:.0f}' for name, v in r['seconds'].items()),
+      '',
+  ])

@@ -1,0 +1,150 @@
+"""The localisation sweep on a tiny config: the pick is made on the selection part alone, maps are
+cached under a key of what determines them, and the report numbers are the main job's on that part."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import load_config, tiny_synthetic
+
+from saliency_jax import pipeline
+from saliency_jax.jobs import sweep
+
+pytestmark = pytest.mark.xdist_group('test_sweep')
+QUIET = lambda *_: None  # noqa: E731
+
+
+def _tiny():
+  config = tiny_synthetic(load_config('localisation_sweep'))
+  config.data.num_validation = 8  # the selection part: 8 validation images; the report part: 6 test images
+  config.data.part = 'report'  # the main job on the report part shares the sweep's data and net (below)
+  config.crop_size = 28
+  config.top_k = 2
+  config.workers = 0
+  config.sweep.grid = {'paper': {'method': 'graphcut'},
+                       'fg_floor_50': {'method': 'graphcut', 'fg_floor': 0.5},
+                       'threshold_15': {'method': 'threshold', 'threshold': 0.15}}
+  config.sweep.criterion = (('top2_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))
+  return config
+
+
+@pytest.fixture(scope='module')
+def swept(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('sweep')
+  return _tiny(), workdir, sweep.run(_tiny(), workdir, log=QUIET)
+
+
+def _copy(workdir, tmp_path):
+  shutil.copytree(workdir, tmp_path / 'w')
+  return tmp_path / 'w'
+
+
+def test_choose_follows_the_criterion_in_order_and_a_tie_goes_to_the_paper():
+  grid = {'paper': {'method': 'graphcut'}, 'a': {'method': 'graphcut', 'fg_floor': 0.5},
+          'b': {'method': 'graphcut', 'fg_floor': 0.5, 'seeds': 'soft'}}
+  table = {'paper': {'top5_loc_error': 0.4, 'gt_known_box_accuracy': 0.5},
+           'a': {'top5_loc_error': 0.3, 'gt_known_box_accuracy': 0.4},
+           'b': {'top5_loc_error': 0.3, 'gt_known_box_accuracy': 0.6}}
+  criterion = (('top5_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))
+  assert sweep.choose(table, criterion, grid) == 'b'  # a and b tie on the error, b has the better GT-known
+  assert sweep.choose(table, (('gt_known_box_accuracy', 'max'),), grid) == 'b'
+  assert sweep.choose(table, (('top5_loc_error', 'max'),), grid) == 'paper'
+  tied = {name: {'top5_loc_error': 0.3} for name in grid}
+  assert sweep.choose(tied, (('top5_loc_error', 'min'),), grid) == 'paper'  # fewest changes
+
+
+def test_sweep_reports_every_setting_on_both_parts(swept):
+  config, workdir, r = swept
+  saved = json.loads((workdir / 'sweep.json').read_text())
+  assert saved['selected'] == r['selected'] and saved['paper'] == 'paper'
+  assert list(saved['settings']) == ['paper', 'fg_floor_50', 'threshold_15']  # the paper's first
+  sel, rep = saved['parts']['selection'], saved['parts']['report']
+  assert sel['num_images'] == 8 and rep['num_images'] == 6
+  assert all(i.startswith('validation-') for i in sel['ids'])
+  assert all(i.startswith('test-') for i in rep['ids'])
+  for row in saved['settings'].values():
+    for part in ('selection', 'report'):
+      m = row[part]
+      assert {'gt_known_box_accuracy', 'top1_loc_error', 'top2_loc_error', 'fallbacks'} <= set(m)
+      assert m['top2_loc_error'] <= m['top1_loc_error']
+      assert m['fallbacks']['total'] == sum(v for s, v in m['status'].items() if s != 'ok')
+  assert saved['settings']['fg_floor_50']['changes'] == {'fg_floor': 0.5}
+  selection = {name: row['selection'] for name, row in saved['settings'].items()}
+  assert saved['selected'] == sweep.choose(selection, config.sweep.criterion, config.sweep.grid.to_dict())
+  text = (workdir / 'sweep.md').read_text()
+  assert f"**Picked: `{saved['selected']}`**" in text and 'fg_floor 0.5' in text
+
+
+def test_the_pick_reads_the_selection_part_only(swept, tmp_path):
+  config, workdir, r = swept
+  workdir = _copy(workdir, tmp_path)
+  other = next(name for name in config.sweep.grid if name != r['selected'])
+
+  def rig(part, winner):  # the kept results of one part, rewritten so that `winner` is far ahead there
+    for path in (workdir / 'sweep').glob(f'loc-{part}-*.json'):
+      m = json.loads(path.read_text())
+      best = path.name.startswith(f'loc-{part}-{winner}-')
+      m.update({'top1_loc_error': 0.0 if best else 1.0, 'top2_loc_error': 0.0 if best else 1.0})
+      path.write_text(json.dumps(m))
+
+  rig('report', other)
+  again = sweep.run(config, workdir, log=QUIET)  # resumes from the kept results
+  assert again['selected'] == r['selected']
+  assert again['settings'][other]['report']['top2_loc_error'] == 0.0
+  rig('selection', other)
+  assert sweep.run(config, workdir, log=QUIET)['selected'] == other
+
+
+def test_maps_are_kept_under_a_key_of_what_determines_them(swept, tmp_path):
+  config, workdir, r = swept
+  assert not r['parts']['selection']['maps_cached'] and not r['parts']['report']['maps_cached']
+  config, workdir = _tiny(), _copy(workdir, tmp_path)  # tests change their own copies
+  again = sweep.run(config, workdir, log=QUIET)
+  assert again['parts']['selection']['maps_cached'] and again['parts']['report']['maps_cached']
+  assert again['settings'] == r['settings']
+  config.crop_size = 0  # whole-image maps: other maps, never the 10-crop ones
+  other = sweep.run(config, workdir, log=QUIET)
+  for part in ('selection', 'report'):
+    assert not other['parts'][part]['maps_cached']
+    assert other['parts'][part]['maps_key'] != r['parts'][part]['maps_key']
+  assert len(list((workdir / 'sweep').glob('maps-*.npz'))) == 4
+
+
+def test_report_numbers_are_the_main_jobs_on_the_report_part(swept, tmp_path):
+  _, workdir, r = swept
+  config, workdir = _tiny(), _copy(workdir, tmp_path)
+  config.localise = config.sweep.grid.to_dict()
+  config.figure_method = 'paper'
+  config.selected_method = r['selected']
+  config.num_deconvnet = config.num_figure = 2
+  config.class_models.steps = 0
+  results = pipeline.run(config, workdir, log=QUIET)
+  assert results['num_eval'] == 6
+  assert json.loads((workdir / 'metrics.json').read_text())['selected_method'] == r['selected']
+  for name, row in r['settings'].items():
+    for metric in ('gt_known_box_accuracy', 'top1_loc_error', 'top2_loc_error'):
+      np.testing.assert_equal(results['localisation'][name][metric], row['report'][metric])
+
+
+def test_a_selected_method_outside_config_localise_is_named(tmp_path):
+  config = _tiny()
+  config.selected_method = 'graphcut_tuned'
+  with pytest.raises(ValueError, match="selected_method 'graphcut_tuned' is not one of config.localise"):
+    pipeline.run(config, tmp_path, log=QUIET)
+  assert pipeline.default_config().selected_method == ''
+
+
+def test_bad_sweep_configs_are_named(tmp_path):
+  config = _tiny()
+  config.sweep.grid = {'floor': {'method': 'graphcut', 'fg_floor': 0.5}}
+  with pytest.raises(ValueError, match="no entry with the paper's settings"):
+    sweep.run(config, tmp_path, log=QUIET)
+  config = _tiny()
+  config.sweep.criterion = (('top5_loc_error', 'min'),)
+  with pytest.raises(ValueError, match='criterion'):
+    sweep.run(config, tmp_path, log=QUIET)
+  config = _tiny()
+  config.sweep.grid.paper.pairwise_weight = -1.0
+  with pytest.raises(ValueError, match='grid.paper: .*pairwise_weight'):
+    sweep.run(config, tmp_path, log=QUIET)
