@@ -29,7 +29,8 @@ def get_config(arg: str = 'resnet20'):
   config = pipeline.default_config()
   config.name = f'cifar_resnet_imagenet_sample ({net})'
   config.num_classes = 10
-  config.class_names = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+  config.class_names = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                        'truck')
   config.data = ml_collections.ConfigDict({
       'name': 'ilsvrc', 'data_dir': '../shared/data', 'folder': 'imagenet-val-sample', 'label_map': 'cifar10',
       'image_size': 32, 'skip_bad': False,

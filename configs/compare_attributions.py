@@ -6,9 +6,9 @@
       --workdir runs/compare_cifar_resnet
 
 `synthetic` (the default) is the quickstart's set and net: with the quickstart's workdir it resumes
-from the trained net (otherwise it trains it first); 200 test images at 64 px. `cifar_resnet`: the pretrained ResNet-20 of
-../shared/data on the 150 CIFAR-mapped images of the ImageNet val sample, maps of the 32 px input
-resized onto the 227 px photos for localisation and pointing. Writes
+from the trained net (otherwise it trains it first); 200 test images at 64 px. `cifar_resnet`: the
+pretrained ResNet-20 of ../shared/data on the 150 CIFAR-mapped images of the ImageNet val sample, maps
+of the 32 px input resized onto the 227 px photos for localisation and pointing. Writes
 comparison.json / .md, comparison.png (methods x images), sanity.png and deletion_insertion.png.
 Measured results: the README's "Attribution methods compared".
 """
@@ -21,7 +21,8 @@ from saliency_jax import comparison
 
 def _sibling(name: str):
   """Another config file of this folder, as a module (config files are loaded by path, not imported)."""
-  spec = importlib.util.spec_from_file_location(f'_config_{name}', pathlib.Path(__file__).with_name(f'{name}.py'))
+  spec = importlib.util.spec_from_file_location(f'_config_{name}',
+                                                pathlib.Path(__file__).with_name(f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -42,6 +43,7 @@ def get_config(arg: str = 'synthetic'):
     config.compare.methods.occlusion = {'patch': 6, 'stride': 2}  # 14 x 14 patch positions on 32 px
     config.compare.insertion_blur = 2.5
   else:
-    raise ValueError(f"variant must be 'synthetic' or 'cifar_resnet' (optionally :cpu, :gpu, :tpu), got {arg!r}")
+    raise ValueError(f"variant must be 'synthetic' or 'cifar_resnet' (optionally :cpu, :gpu, :tpu), "
+                     f"got {arg!r}")
   config.name = f'compare_attributions ({data})'
   return config

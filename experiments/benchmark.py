@@ -35,7 +35,8 @@ def setup(config):
   """(model, normalised images [N, H, W, 3], uint8 images, labels): synthetic test images, SmallConvNet."""
   data = ml_collections.ConfigDict({
       'name': 'synthetic', 'seed': config.seed, 'image_size': config.image_size, 'num_train': 0,
-      'num_test': config.num_images, 'num_classes': 10, 'scale': (0.2, 0.6), 'occlusion': 0.3, 'skip_bad': False})
+      'num_test': config.num_images, 'num_classes': 10, 'scale': (0.2, 0.6), 'occlusion': 0.3,
+      'skip_bad': False})
   loaded = transforms.load(make_source(data, 'test'), config.image_size, skip_bad=False, progress=False)
   images = loaded['images']
   x = transforms.normalise(images, images.reshape(-1, 3).mean(0) / 255.0, np.ones(3, np.float32))
@@ -60,11 +61,13 @@ def device_stages(config, model, x, labels) -> dict:
   n, c, crop = len(x), config.chunk_size, config.crop_size
   return {
       'forward': images_per_second(lambda: saliency.scores(model, x, chunk_size=c), n, config.repeats),
-      'saliency': images_per_second(lambda: saliency.saliency_maps(model, x, labels, chunk_size=c), n, config.repeats),
+      'saliency': images_per_second(lambda: saliency.saliency_maps(model, x, labels, chunk_size=c), n,
+                                    config.repeats),
       'ten_crop': images_per_second(lambda: saliency.class_saliency(model, x, labels[:, None], crop_size=crop,
                                                                     chunk_size=c), n, config.repeats),
       f'top{config.top_k}_ten_crop': images_per_second(
-          lambda: saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop, chunk_size=c), n, config.repeats),
+          lambda: saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop, chunk_size=c), n,
+          config.repeats),
   }
 
 
@@ -74,14 +77,16 @@ def host_stages(config, model, x, images, labels) -> dict:
   out = {}
   for w in config.workers:
     out[f'localisation_workers_{w}'] = images_per_second(
-        lambda w=w: localise.localise_batch(list(images), list(maps), config.localise, workers=w), len(images),
-        config.repeats)
+        lambda w=w: localise.localise_batch(list(images), list(maps), config.localise, workers=w),
+        len(images), config.repeats)
   w, k = max(config.workers), config.top_k
 
   def pipeline():
-    _, _, top = saliency.top_k_saliency(model, x, k=k, crop_size=config.crop_size, chunk_size=config.chunk_size)
+    _, _, top = saliency.top_k_saliency(model, x, k=k, crop_size=config.crop_size,
+                                        chunk_size=config.chunk_size)
     top = np.asarray(top).reshape(-1, *images.shape[1:3])
-    return localise.localise_batch([im for im in images for _ in range(k)], list(top), config.localise, workers=w)
+    return localise.localise_batch([im for im in images for _ in range(k)], list(top), config.localise,
+                                   workers=w)
 
   out[f'pipeline_top{k}_workers_{w}'] = images_per_second(pipeline, len(images), config.repeats)
   return out
@@ -94,7 +99,8 @@ def memory_vs_chunk(config, model, x) -> list[dict]:
   for c in config.chunk_sizes:
     c = min(c, len(x))
     row = {'chunk_size': c, f'top{config.top_k}_ten_crop_images_per_s': images_per_second(
-        lambda: saliency.top_k_saliency(model, x, k=config.top_k, crop_size=config.crop_size, chunk_size=c),
+        lambda c=c: saliency.top_k_saliency(model, x, k=config.top_k, crop_size=config.crop_size,
+                                            chunk_size=c),
         len(x), config.repeats)}
     try:
       compiled = saliency._class_maps.lower(model, x[:c], None, relu=jax.nn.relu, crop_hw=crop,
@@ -156,11 +162,13 @@ def markdown(r: dict) -> str:
   lines = [f"# Benchmark ({r['platform']}, {r['devices']} device(s), {r['num_images']} images at "
            f"{r['image_size']} px, SmallConvNet)", '', '| stage | images/s |', '|---|---|']
   lines += [f'| {k} | {v:.1f} |' for k, v in {**r['device_stages'], **r['host_stages']}.items()]
-  lines += ['', '| chunk size | top-5 10-crop images/s | XLA temp MiB | arguments + outputs MiB |', '|---|---|---|---|']
+  lines += ['', '| chunk size | top-5 10-crop images/s | XLA temp MiB | arguments + outputs MiB |',
+            '|---|---|---|---|']
   key = f"top{r['top_k']}_ten_crop_images_per_s"
   for row in r['memory_vs_chunk']:
     lines.append(f"| {row['chunk_size']} | {row[key]:.1f} | "
-                 f"{row.get('temp_mib', float('nan')):.1f} | {row.get('arguments_and_outputs_mib', float('nan')):.1f} |")
+                 f"{row.get('temp_mib', float('nan')):.1f} | "
+                 f"{row.get('arguments_and_outputs_mib', float('nan')):.1f} |")
   if r.get('device_scaling'):
     keys = [k for k in r['device_scaling'][0] if k != 'host_devices']
     lines += ['', '| host devices | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
@@ -176,7 +184,8 @@ def main(argv):
   model, x, images, labels = setup(config)
   if _CHILD.value:
     stages = device_stages(config, model, x, labels)
-    print(json.dumps({'saliency': stages['saliency'], f'top{config.top_k}_ten_crop': stages[f'top{config.top_k}_ten_crop']}))
+    print(json.dumps({'saliency': stages['saliency'],
+                      f'top{config.top_k}_ten_crop': stages[f'top{config.top_k}_ten_crop']}))
     return
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)

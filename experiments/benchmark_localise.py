@@ -76,14 +76,15 @@ def run(config, workdir: str) -> dict:
   localise.localise(photos[0], maps[0], s)
   r = config.repeats
   ms = {
-      'seeds': median_ms(lambda it: localise.seeds(it['map'], s.fg_quantile, s.bg_quantile, s.fg_floor), items, r),
+      'seeds': median_ms(lambda it: localise.seeds(it['map'], s.fg_quantile, s.bg_quantile, s.fg_floor),
+                         items, r),
       'colour_models_and_unaries': median_ms(colour, items, r),
       'pairwise': median_ms(lambda it: graphcut.pairwise_weights(
           it['image'], pairwise_weight=s.pairwise_weight, connectivity=s.connectivity), items, r),
       'cut': median_ms(lambda it: graphcut.segment(it['costs'][0], it['costs'][1], edges=it['edges'],
                                                    fg_seeds=it['fg'], bg_seeds=it['bg']), items, r),
-      'component_and_box': median_ms(lambda it: metrics.boxes_from_mask(graphcut.largest_component(it['cut'])),
-                                     items, r),
+      'component_and_box': median_ms(
+          lambda it: metrics.boxes_from_mask(graphcut.largest_component(it['cut'])), items, r),
       'whole_localise': median_ms(lambda it: localise.localise(it['image'], it['map'], s), items, r),
   }
   rounds = dataclasses.replace(s, iterations=3)  # 3 GrabCut re-estimation rounds

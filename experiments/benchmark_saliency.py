@@ -54,7 +54,8 @@ def build_models(name: str, cfg, seed: int):
   file exists) and the NNX model gets its state dict; without torch, the NNX model's own init.
   """
   cifar = name.startswith('cifar_resnet')
-  if name == 'mobilenet':  # the real ImageNet MobileNet v1 (TF.js layers model); the twin reads the same files
+  if name == 'mobilenet':
+    # the real ImageNet MobileNet v1 (TF.js layers model); the twin reads the same files
     model = weights.load_tfjs_layers_model(cfg.path)
     if torch is None:
       return model, None, cfg.path

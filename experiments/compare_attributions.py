@@ -1,6 +1,7 @@
 """Attribution methods compared on the same images with the same metrics.
 
-  python experiments/compare_attributions.py --config configs/compare_attributions.py --workdir runs/quickstart
+  python experiments/compare_attributions.py --config configs/compare_attributions.py \
+      --workdir runs/quickstart
 """
 
 from absl import app, flags, logging

@@ -20,27 +20,30 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / 'results'
 
-# name: (entry point in experiments/, config in configs/, workdir in runs/, the JSON file it writes there)
+# name: (entry point in experiments/, config in configs/, workdir in runs/, the JSON file it writes there,
+# extra flags)
 RESULTS = {
-    'quickstart': ('reproduce', 'quickstart.py', 'quickstart', 'metrics.json'),
+    'quickstart': ('reproduce', 'quickstart.py', 'quickstart', 'metrics.json', ''),
     'cifar_resnets': ('evaluate_cifar_resnets', 'cifar_resnet_import_check.py', 'cifar_resnets',
-                      'cifar_resnets.json'),
+                      'cifar_resnets.json', ''),
     'deconvnet_vs_gradient': ('deconvnet_vs_gradient', 'deconvnet_vs_gradient.py', 'deconvnet_vs_gradient',
-                              'equivalence.json'),
+                              'equivalence.json', ''),
     'localisation_sweep_synthetic': ('sweep_localisation', 'localisation_sweep.py',
-                                     'localisation_sweep_synthetic', 'sweep.json'),
+                                     'localisation_sweep_synthetic', 'sweep.json', ''),
     'localisation_sweep_imagenet': ('sweep_localisation', 'localisation_sweep.py:imagenet',
-                                    'ilsvrc_mobilenet_sample', 'sweep.json'),
+                                    'ilsvrc_mobilenet_sample', 'sweep.json', ''),
+    'ilsvrc_mobilenet_report': ('reproduce', 'ilsvrc_mobilenet_sample.py', 'ilsvrc_mobilenet_report',
+                                'metrics.json', '--config.data.part=report'),
 }
 
 
 def command(name: str) -> str:
-  script, config, workdir, _ = RESULTS[name]
-  return f'python experiments/{script}.py --config configs/{config} --workdir runs/{workdir}'
+  script, config, workdir, _, flags = RESULTS[name]
+  return f'python experiments/{script}.py --config configs/{config} --workdir runs/{workdir} {flags}'.strip()
 
 
 def made_by(name: str) -> pathlib.Path:
-  _, _, workdir, file = RESULTS[name]
+  _, _, workdir, file, _ = RESULTS[name]
   return ROOT / 'runs' / workdir / file
 
 
@@ -76,16 +79,17 @@ def sweep_table(r: dict) -> str:
 
 
 def main_job_summary(m: dict) -> str:
-  """Test accuracy, evaluated images, pointing game of a main-job metrics.json."""
+  """Test accuracy, evaluated images, pointing game and seconds per stage of a main-job metrics.json."""
   k = m['config']['top_k']
   out = (f"Test accuracy {_f(m['test_accuracy'])} on {m['num_test']} images; {m['num_eval']} images "
-         f"mapped and localised (top-{k} accuracy {_f(m[f'top{k}_accuracy_eval'])}).")
+         f"mapped and localised (top-1 / top-{k} accuracy {_f(m['top1_accuracy_eval'])} / "
+         f"{_f(m[f'top{k}_accuracy_eval'])}).")
   if 'pointing_game' in m:
     out += (f" Pointing game (true class, tolerance {m['config']['pointing_tolerance']} px): "
-            f"{_f(m['pointing_game'])} per image")
-    if 'pointing_game_class_mean' in m:
-      out += f", {_f(m['pointing_game_class_mean'])} per-class mean"
-    out += '.'
+            f"{_f(m['pointing_game'])} per image, {_f(m['pointing_game_class_mean'])} per-class mean.")
+  if m.get('bad_records'):
+    out += f" {len(m['bad_records'])} bad records skipped (listed in the JSON)."
+  out += ' Seconds: ' + ', '.join(f'{stage} {s:.0f}' for stage, s in m['seconds'].items()) + '.'
   return out
 
 

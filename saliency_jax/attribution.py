@@ -81,7 +81,8 @@ def deconvnet_attribution(model, images, labels, *, chunk_size: int | None = Non
 @functools.partial(jax.jit, static_argnames=('samples',))
 def _smoothgrad(model, images, labels, index, key, noise, *, samples):
   b = images.shape[0]
-  span = jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3))  # noise relative to each image's range
+  # noise relative to each image's range
+  span = jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3))
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
   eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *images.shape[1:]), images.dtype))(keys)
   noisy = images[:, None] + (noise * span)[:, None, None, None, None] * eps  # [B, S, H, W, C]
@@ -112,7 +113,8 @@ def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
   if rule not in IG_RULES:
     raise ValueError(f'rule must be one of {IG_RULES}, got {rule!r}')
   if steps < (2 if rule == 'trapezoid' else 1):
-    raise ValueError(f'integrated_gradients needs steps >= {2 if rule == "trapezoid" else 1} for {rule}, got {steps}')
+    raise ValueError(f'integrated_gradients needs steps >= {2 if rule == "trapezoid" else 1} for {rule}, '
+                     f'got {steps}')
   if rule == 'midpoint':
     return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
   if rule == 'trapezoid':
@@ -133,8 +135,8 @@ def _integrated_gradients(model, images, labels, baselines, alphas, weights):
   return delta * mean_grad
 
 
-def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 32, rule: str = 'gauss_legendre',
-                         chunk_size: int | None = None) -> jax.Array:
+def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 32,
+                         rule: str = 'gauss_legendre', chunk_size: int | None = None) -> jax.Array:
   """Integrated Gradients (Sundararajan et al. 2017) [B, H, W, C].
 
   (x - x') * integral_0^1 dS_c/dI(x' + a (x - x')) da, the integral by `rule` ('gauss_legendre',
@@ -259,7 +261,8 @@ def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
   """[P, H, W] float masks of the square patches (the last row / column of patches flush with the edge)."""
   h, w = hw
   if not 1 <= patch <= min(h, w) or stride < 1:
-    raise ValueError(f'occlusion needs 1 <= patch <= {min(h, w)} and stride >= 1, got patch {patch}, stride {stride}')
+    raise ValueError(f'occlusion needs 1 <= patch <= {min(h, w)} and stride >= 1, got patch {patch}, '
+                     f'stride {stride}')
   starts = lambda n: sorted(set(range(0, n - patch + 1, stride)) | {n - patch})
   masks = []
   for r in starts(h):

@@ -10,13 +10,11 @@ rise by pushing the other classes down. All classes are optimised at once (vmap)
 
 The paper leaves open lambda, the step size, the number of steps and the optimiser: they are
 keyword settings here. The defaults (Adam, learning rate 0.1, lambda 0.3, 300 steps) were chosen
-on the quickstart net (64 px, zero-centred inputs of L2 norm ~20, class scores up to ~170): there
-every class model ends above the best real test image of its class, with norms 8-52. Plain SGD
-with momentum leaves some classes at the zero image, a stationary point where their score's
-gradient is tiny against 2 lambda I; a much smaller lambda lets the norm grow by orders of
-magnitude (a ReLU net's scores grow about linearly with the image's scale). For other nets,
-lambda ~ S / (2 ||I||^2), with S a typical class score and ||I|| a typical input norm, keeps the
-class models near the scale of real inputs.
+on the quickstart net (64 px, zero-centred inputs). lambda sets the scale of the result: a ReLU
+net's scores grow about linearly with the image's scale, so a smaller lambda lets the norm grow.
+For other nets, lambda ~ S / (2 ||I||^2), with S a typical class score and ||I|| a typical input
+norm, keeps the class models near the scale of real inputs. What the defaults give on the
+quickstart net: see the README.
 
 Extras beyond the paper, all off by default: random jitter (a roll of up to `jitter` px before
 each step), Gaussian blur every `blur_every` steps, a total-variation penalty `tv_weight`.
@@ -72,7 +70,8 @@ def _ascend(model, x0, classes, key, learning_rate, momentum, l2_weight, tv_weig
   def step(carry, i):
     x, opt_state = carry
     keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, i), j))(jnp.arange(x.shape[0]))
-    shifts = jax.vmap(lambda k: jax.random.randint(k, (2,), -jitter, jitter + 1))(keys)  # per class: any padding
+    # per class: any padding
+    shifts = jax.vmap(lambda k: jax.random.randint(k, (2,), -jitter, jitter + 1))(keys)
     roll = jax.vmap(lambda im, s: jnp.roll(im, (s[0], s[1]), axis=(0, 1)))
     (obj, target), g = jax.vmap(jax.value_and_grad(value, has_aux=True))(roll(x, shifts), classes)
     g = roll(g, -shifts)
@@ -88,7 +87,8 @@ def _ascend(model, x0, classes, key, learning_rate, momentum, l2_weight, tv_weig
 
 
 def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int = 300,
-              learning_rate: float = 0.1, optimizer: str = 'adam', momentum: float = 0.9, objective: str = 'score', jitter: int = 0,
+              learning_rate: float = 0.1, optimizer: str = 'adam', momentum: float = 0.9,
+              objective: str = 'score', jitter: int = 0,
               blur_every: int = 0, blur_sigma: float = 0.5, tv_weight: float = 0.0, init_scale: float = 0.0,
               seed: int = 0,
               return_history: bool = False):
@@ -97,28 +97,31 @@ def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int
   image_shape: (H, W, C). optimizer 'sgd' (with `momentum`) or 'adam'. init_scale 0 starts from
   the zero image (the paper); > 0 from Gaussian noise of that scale (a net with zero biases, e.g.
   freshly initialised, has every ReLU at exactly 0 on the zero image and so a zero gradient; and
-  on the zero image every max-pool window is a tie, so the first step follows arbitrary switches). With return_history, a
-  `Result(images, objective [K, steps], scores [K, steps])`.
+  on the zero image every max-pool window is a tie, so the first step follows arbitrary switches).
+  With return_history, a `Result(images, objective [K, steps], scores [K, steps])`.
   """
   if objective not in OBJECTIVES:
     raise ValueError(f'objective must be one of {OBJECTIVES}, got {objective!r}')
   if optimizer not in OPTIMIZERS:
     raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {optimizer!r}')
   if steps < 1 or jitter < 0 or blur_every < 0 or l2_weight < 0 or tv_weight < 0:
-    raise ValueError(f'need steps >= 1 and jitter, blur_every, l2_weight, tv_weight >= 0; got steps {steps}, '
-                     f'jitter {jitter}, blur_every {blur_every}, l2_weight {l2_weight}, tv_weight {tv_weight}')
+    raise ValueError(f'need steps >= 1 and jitter, blur_every, l2_weight, tv_weight >= 0; '
+                     f'got steps {steps}, jitter {jitter}, blur_every {blur_every}, l2_weight {l2_weight}, '
+                     f'tv_weight {tv_weight}')
   if len(image_shape) != 3:
     raise ValueError(f'image_shape must be (H, W, C), got {image_shape}')
   classes = jnp.asarray(classes, jnp.int32).reshape(-1)
   model.eval()
-  num_classes = jax.eval_shape(lambda x: model(x), jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)).shape[-1]
+  num_classes = jax.eval_shape(lambda x: model(x),
+                               jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)).shape[-1]
   if classes.size == 0 or int(classes.min()) < 0 or int(classes.max()) >= num_classes:
     raise ValueError(f'classes must be in [0, {num_classes}), got {classes.tolist()}')
   x0 = init_scale * jax.random.normal(jax.random.key(seed + 1), (classes.shape[0], *image_shape), jnp.float32)
   (x0, classes), k = parallel.shard((x0, classes))  # the classes over the devices
   result = _ascend(model, x0, classes, jax.random.key(seed), learning_rate, momentum, l2_weight, tv_weight,
                    blur_sigma=float(blur_sigma),
-                   steps=steps, optimizer=optimizer, objective=objective, jitter=jitter, blur_every=blur_every)
+                   steps=steps, optimizer=optimizer, objective=objective, jitter=jitter,
+                   blur_every=blur_every)
   if x0.shape[0] != k:
     result = Result(*parallel.unshard(tuple(result), k))
   return result if return_history else result.images

@@ -9,11 +9,10 @@ shapes. `fit` checks its input and calls it; `log_prob` evaluates a fitted mixtu
 Initialisation. Greedy k-means++ on the weighted points: the first centre is drawn with probability
 proportional to w; for each next one, 2 + ln K candidates are drawn with probability proportional to
 w times the squared distance to the nearest centre so far, and the one that leaves the smallest
-weighted k-means cost is kept (scikit-learn's variant: single draws more often start EM in a poor
-local optimum). Each draw is one uniform number through an inverse CDF, so points of weight 0 take
-no part and a masked fit draws the same centres as a fit on the masked points alone. `kmeans_iters`
-(20) weighted Lloyd steps follow (5 left some image-colour fits in an optimum 0.3 nats per point
-worse); every point's nearest centre then gives the first M-step.
+weighted k-means cost is kept (scikit-learn's variant). Each draw is one uniform number through an
+inverse CDF, so points of weight 0 take no part and a masked fit draws the same centres as a fit on
+the masked points alone. `kmeans_iters` (20) weighted Lloyd steps follow; every point's nearest
+centre then gives the first M-step.
 
 EM. `num_iters` iterations (one compiled loop), each an E-step (responsibilities in the log domain,
 normalised with logsumexp; Gaussian log densities through the Cholesky factor L of every covariance,

@@ -4,8 +4,8 @@ Max-pooling here records, for every output, which element of its window won (the
 "switch" of Zeiler & Fergus' DeconvNet). Its derivative routes the incoming signal to that
 element only, which is exactly the gradient of max-pooling on inputs without ties (paper
 Sect. 4: the switch IS the argmax of the gradient). It is written with strided slices and
-interior padding instead of `lax.reduce_window`, whose backward pass on XLA:CPU costs tens of
-forward passes; this formulation costs about one.
+interior padding instead of `lax.reduce_window`, for the cost of the backward pass on XLA:CPU
+(what each costs: see the README).
 """
 
 import functools
@@ -189,7 +189,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Pad
     x = jnp.repeat(x, m, axis=-1)
   (sh, sw), (dh, dw) = _pair(strides), _pair(dilation)
   eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1  # the dilated kernel's extent
-  pads = padding if not isinstance(padding, str) else lax.padtype_to_pads(x.shape[1:3], (eh, ew), (sh, sw), padding)
+  pads = (padding if not isinstance(padding, str)
+          else lax.padtype_to_pads(x.shape[1:3], (eh, ew), (sh, sw), padding))
   x = jnp.pad(x, ((0, 0), *[tuple(p) for p in pads], (0, 0)))
   ho, wo = (x.shape[1] - eh) // sh + 1, (x.shape[2] - ew) // sw + 1
   out = 0.0

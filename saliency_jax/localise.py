@@ -10,22 +10,15 @@ The paper's pipeline, for an image and its class saliency map:
 The paper leaves open every setting below; each is a field of `Settings`, with its default:
   num_components 5 (GrabCut's), gmm_iters 10, covariance_floor 1e-4 (colours scaled to [0, 1]), gmm_samples
   2048 (each model is fitted to that many pixels drawn from its seeds: the fit's cost no longer grows with
-  the image; 0 fits all seed pixels), pairwise_weight 10 (GrabCut uses 50; with seeds from saliency maps, 10
-  localised better on every set tried: the ImageNet sample with the CIFAR ResNet's maps, and the raccoon and
-  kangaroo sets from surrogate maps; see the README), connectivity 8, seeds 'hard' (seed pixels keep their
-  label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (the paper's single cut;
-  n > 0 adds n GrabCut-style rounds: refit both models on the cut's labels, hard seeds still clamped, and cut
-  again), fg_floor 0 (foreground seeds must also reach this fraction of the map's maximum; not in the
-  paper). Measured on real saliency maps (README): hard seeds beat soft ones on the raccoon / kangaroo set
-  and lose on the ImageNet sample and the synthetic set; 3 GrabCut rounds (4x the cost) help on the ImageNet
-  sample and the VOC surrogates but not on the synthetic set; fg_floor 0.5 rescues objects smaller than 5%
-  of the image (synthetic set) and costs on the ImageNet sample's large objects. None held everywhere, so
-  the defaults stay the paper's.
+  the image; 0 fits all seed pixels), pairwise_weight 10 (GrabCut uses 50), connectivity 8, seeds 'hard'
+  (seed pixels keep their label in the cut) or 'soft' (seeds only fit the colour models), iterations 0 (the
+  paper's single cut; n > 0 adds n GrabCut-style rounds: refit both models on the cut's labels, hard seeds
+  still clamped, and cut again), fg_floor 0 (foreground seeds must also reach this fraction of the map's
+  maximum; not in the paper).
   Two more: smoothing 0 (blur the map by a Gaussian of that fraction of the shorter side before
   seeding: a region of evidence then outweighs isolated strong pixels) and component 'largest'
-  (the paper's; 'all' boxes every foreground region, for objects the cut splits). Both together
-  were what helped on real ImageNet images with MobileNet maps (configs/ilsvrc_mobilenet_sample.py,
-  README); they were not tried on the other sets, so they are settings, not defaults.
+  (the paper's; 'all' boxes every foreground region, for objects the cut splits).
+  What each setting gives on each set: see the README.
 Baselines in the same API (`method`): 'threshold' (pixels >= `threshold` x the map's maximum,
 largest component's box: the CAM / Grad-CAM protocol, 0.2 and 0.15), 'full' (the whole image),
 'centre' (a centred box, `centre_fraction` of each side).
@@ -34,8 +27,7 @@ A map that is NaN / infinite somewhere, or flat (constant: a sparse map, mostly 
 flat and is localised from its non-zero pixels, see `seeds`), and a segmentation that comes out empty,
 give the full-image box, flagged by the returned `status` ('invalid_saliency', 'flat_saliency',
 'empty_segment'; else 'ok'): never a crash, never a silent box. Such a fallback box is a guess like
-any other (on ImageNet the full image is a strong baseline), so every table of results counts them
-per method (`fallbacks`).
+any other, so every table of results counts them per method (`fallbacks`).
 """
 
 import atexit

@@ -491,10 +491,12 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
   counts = jnp.asarray(np.round(np.linspace(0, hw, steps + 1)), jnp.int32)
   fn = functools.partial(_curves, model, counts=counts, output=output)
   deleted = jnp.full_like(images, deletion_value)
-  deletion = saliency._chunked(lambda x, y, r, c: fn(x, y, r, c), (images, labels, ranks, deleted), chunk_size)
+  deletion = saliency._chunked(lambda x, y, r, c: fn(x, y, r, c), (images, labels, ranks, deleted),
+                               chunk_size)
   # insertion: from the blurred image, pixels of rank < count come back: the same path with the roles swapped
   blurred = _blur(images, insertion_blur)
-  insertion = saliency._chunked(lambda x, y, r, c: fn(c, y, r, x), (images, labels, ranks, blurred), chunk_size)
+  insertion = saliency._chunked(lambda x, y, r, c: fn(c, y, r, x), (images, labels, ranks, blurred),
+                                chunk_size)
   deletion, insertion = np.asarray(deletion, np.float64), np.asarray(insertion, np.float64)
   fractions = np.asarray(counts) / hw
   auc = lambda curves: np.sum((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions), axis=1)
@@ -513,7 +515,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     raise ValueError(f'spearman needs two maps of one shape, got {a.shape} and {b.shape}')
   for name, m in (('first', a), ('second', b)):
     if not np.all(np.isfinite(m)):
-      raise ValueError(f'spearman: the {name} map holds {int(np.sum(~np.isfinite(m)))} NaN or infinite values')
+      raise ValueError(f'spearman: the {name} map holds {int(np.sum(~np.isfinite(m)))} NaN or infinite '
+                       'values')
   if np.ptp(a) == 0 or np.ptp(b) == 0:
     return 0.0
   rho = stats.spearmanr(np.ravel(a), np.ravel(b)).statistic

@@ -237,8 +237,9 @@ class CifarResNet(nnx.Module):
 
 # ----------------------------------------------------------------------------- Keras layer chains
 
-KERAS_LAYERS = ('Activation', 'BatchNormalization', 'Conv2D', 'Dense', 'DepthwiseConv2D', 'Dropout', 'Flatten',
-                'GlobalAveragePooling2D', 'InputLayer', 'MaxPooling2D', 'ReLU', 'Reshape', 'ZeroPadding2D')
+KERAS_LAYERS = ('Activation', 'BatchNormalization', 'Conv2D', 'Dense', 'DepthwiseConv2D', 'Dropout',
+                'Flatten', 'GlobalAveragePooling2D', 'InputLayer', 'MaxPooling2D', 'ReLU', 'Reshape',
+                'ZeroPadding2D')
 _SHAPE_ONLY = ('Dropout', 'Flatten', 'Reshape')  # may follow the final softmax
 
 
@@ -257,10 +258,10 @@ class KerasNet(nnx.Module):
 
   Built by `weights.load_tfjs_layers_model`; `keras_layers` is the model config's layer list in order
   (each {'class_name', 'config', ...}), `shapes` {weight name: shape} the arrays it will receive
-  (they give every layer's input and output widths), `input_shape` (H, W, C). Supported: the classes of `KERAS_LAYERS` with
-  activations linear, relu, relu6 and a final softmax, which is dropped (the model returns the
-  pre-softmax scores S_c, like every model here). Any other layer, activation or setting is refused
-  with an error that names it.
+  (they give every layer's input and output widths), `input_shape` (H, W, C). Supported: the
+  classes of `KERAS_LAYERS` with activations linear, relu, relu6 and a final softmax, which is
+  dropped (the model returns the pre-softmax scores S_c, like every model here). Any other layer,
+  activation or setting is refused with an error that names it.
 
   relu6 is `min(relu(x), 6)` with `relu` the injected rule: a backward rule (DeconvNet, guided)
   replaces the derivative of the rectification at 0, while the clip at 6 keeps its ordinary
@@ -268,8 +269,8 @@ class KerasNet(nnx.Module):
   after, at stride 2).
   """
 
-  def __init__(self, keras_layers: Sequence[dict], shapes: dict[str, tuple[int, ...]], input_shape: Sequence[int], *,
-               rngs: nnx.Rngs):
+  def __init__(self, keras_layers: Sequence[dict], shapes: dict[str, tuple[int, ...]],
+               input_shape: Sequence[int], *, rngs: nnx.Rngs):
     ops, mods = [], []
     keras_layers = [e for e in keras_layers if e['class_name'] != 'InputLayer']
     if not any(e['class_name'] in ('Conv2D', 'DepthwiseConv2D', 'Dense') for e in keras_layers):
@@ -283,8 +284,10 @@ class KerasNet(nnx.Module):
       if c.get('data_format', 'channels_last') != 'channels_last':
         raise ValueError(f'{where}: data_format {c["data_format"]!r}; only channels_last is supported')
       if softmax_at is not None and kind not in _SHAPE_ONLY:
-        raise ValueError(f'{where} follows the softmax of layer {softmax_at!r}: only a final softmax is supported')
-      act = c.get('activation', 'linear') if kind in ('Activation', 'Conv2D', 'DepthwiseConv2D', 'Dense') else 'linear'
+        raise ValueError(f'{where} follows the softmax of layer {softmax_at!r}: '
+                         'only a final softmax is supported')
+      act = (c.get('activation', 'linear') if kind in ('Activation', 'Conv2D', 'DepthwiseConv2D', 'Dense')
+             else 'linear')
       if act == 'softmax':
         softmax_at, act = name, 'linear'  # dropped: the model returns the pre-softmax scores
       elif act not in ('linear', 'relu', 'relu6'):
@@ -295,8 +298,10 @@ class KerasNet(nnx.Module):
           raise ValueError(f'{where}: padding {c.get("padding")!r}')
         depthwise = kind == 'DepthwiseConv2D'
         kh, kw, cin, cout = shapes[f'{name}/depthwise_kernel' if depthwise else f'{name}/kernel']
-        module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw), strides=layers._pair(c.get('strides', 1)),
-                          padding=c.get('padding', 'valid').upper(), kernel_dilation=layers._pair(c.get('dilation_rate', 1)),
+        module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw),
+                          strides=layers._pair(c.get('strides', 1)),
+                          padding=c.get('padding', 'valid').upper(),
+                          kernel_dilation=layers._pair(c.get('dilation_rate', 1)),
                           feature_group_count=cin if depthwise else 1, use_bias=bool(c.get('use_bias', True)),
                           rngs=rngs)
         ops.append(('depthwise' if depthwise else 'conv', act))
@@ -308,8 +313,9 @@ class KerasNet(nnx.Module):
         if c.get('axis', -1) not in (-1, 3, [3], [-1]):
           raise ValueError(f'{where}: axis {c.get("axis")}; only the channel axis (-1) is supported')
         width = shapes[f'{name}/moving_mean'][0]
-        module = nnx.BatchNorm(width, epsilon=float(c.get('epsilon', 1e-3)), use_scale=bool(c.get('scale', True)),
-                               use_bias=bool(c.get('center', True)), use_running_average=True, rngs=rngs)
+        module = nnx.BatchNorm(width, epsilon=float(c.get('epsilon', 1e-3)),
+                               use_scale=bool(c.get('scale', True)), use_bias=bool(c.get('center', True)),
+                               use_running_average=True, rngs=rngs)
         ops.append(('batch_norm', None))
       elif kind == 'Activation':
         ops.append(('activation', act))
@@ -323,7 +329,8 @@ class KerasNet(nnx.Module):
         ops.append(('pad', p))
       elif kind == 'MaxPooling2D':
         window = layers._pair(c.get('pool_size', 2))
-        ops.append(('max_pool', (window, layers._pair(c.get('strides') or window), c.get('padding', 'valid').upper())))
+        ops.append(('max_pool', (window, layers._pair(c.get('strides') or window),
+                                 c.get('padding', 'valid').upper())))
       elif kind == 'GlobalAveragePooling2D':
         ops.append(('global_average', None))
       elif kind == 'Reshape':
@@ -351,8 +358,8 @@ class KerasNet(nnx.Module):
         width = module.num_features if isinstance(module, nnx.BatchNorm) else module.in_features
         got = x.shape[-1]
         if got != width:
-          raise ValueError(f'layer {name!r}: its weights expect {width} input features, the layers before it give '
-                           f'{got} (shape {x.shape[1:]})')
+          raise ValueError(f'layer {name!r}: its weights expect {width} input features, the layers before '
+                           f'it give {got} (shape {x.shape[1:]})')
       try:
         x = jax.eval_shape(lambda v, o=op, m=module: self._apply(o, m, v, jax.nn.relu), x)
       except (TypeError, ValueError) as e:

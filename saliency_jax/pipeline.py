@@ -26,7 +26,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import class_models, deconvnet, equivalence, localise, metrics, parallel, report, saliency, train
+from saliency_jax import (
+  class_models,
+  deconvnet,
+  equivalence,
+  localise,
+  metrics,
+  parallel,
+  report,
+  saliency,
+  train,
+)
 from saliency_jax.data import Subset, make_source, records, transforms
 
 
@@ -53,12 +63,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.class_names = ()
   # several hosts (`parallel.initialize`): each process maps and localises its share of the test
   # images; process 0 merges the shares (files in workdir/hosts) and writes the metrics and report
-  config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1, 'process_id': 0,
-                                                  'timeout_s': 3600})
+  config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1,
+                                                  'process_id': 0, 'timeout_s': 3600})
   # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage
   config.class_models = ml_collections.ConfigDict({
       'classes': (), 'steps': 300, 'l2_weight': 0.3, 'learning_rate': 0.1, 'optimizer': 'adam',
-      'momentum': 0.9, 'objective': 'score', 'jitter': 0, 'blur_every': 0, 'blur_sigma': 0.5, 'tv_weight': 0.0,
+      'momentum': 0.9, 'objective': 'score', 'jitter': 0, 'blur_every': 0, 'blur_sigma': 0.5,
+      'tv_weight': 0.0,
   })
   return config
 
@@ -76,7 +87,8 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
   On several hosts each process reads only its share of the test records (records i, i + P, ...:
   `parallel.host_shard`) and caches it in its own file.
   """
-  key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+  key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True,
+                                  default=str).encode()).hexdigest()[:12]
   wanted = [('test', 'test', config.data.image_size)]
   if not config.get('checkpoint') and not config.data.get('stream'):
     wanted.insert(0, ('train', 'train', config.data.image_size))
@@ -96,7 +108,8 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
                    'box_labels': _split_ragged(arrays['box_labels'], arrays['box_counts']),
                    'difficult': _split_ragged(arrays['difficult'], arrays['box_counts']),
                    'bad': json.loads(str(arrays['bad'])),
-                   'indices': arrays.get('indices', np.arange(len(arrays['labels']))),  # older caches: no indices
+                   # older caches: no indices
+                   'indices': arrays.get('indices', np.arange(len(arrays['labels']))),
                    'num_records': int(arrays.get('num_records', len(arrays['labels'])))}
       continue
     source = make_source(config.data, split)
@@ -246,7 +259,8 @@ def _merge_hosts(config, workdir: pathlib.Path, mine: dict, since: float) -> tup
   while not all(p.exists() and p.stat().st_mtime >= since for p in paths):
     if time.time() > deadline:
       missing = [str(p) for p in paths if not (p.exists() and p.stat().st_mtime >= since)]
-      raise TimeoutError(f'no result from the other processes after {config.distributed.timeout_s} s: {missing}')
+      raise TimeoutError(f'no result from the other processes after {config.distributed.timeout_s} s: '
+                         f'{missing}')
     time.sleep(1.0)
   parts = [mine]
   for p in paths:
@@ -290,7 +304,8 @@ def deconvnet_summary(model, x, labels) -> dict:
   """Sect. 4 on the trained net: explicit DeconvNet vs VJP (for the model families `deconvnet.steps`
   knows), and the three rules' maps compared (any model)."""
   maps = equivalence.method_maps(model, x, labels)
-  rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b) for a, b in zip(maps['gradient'], maps[m])]))
+  rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b)
+                                            for a, b in zip(maps['gradient'], maps[m])]))
          for m in maps if m != 'gradient'}
   out = {'num_images': int(len(x)), 'spearman': rho}
   try:
@@ -321,9 +336,11 @@ def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Pa
   report.objective_figure(workdir / 'class_models_objective.png', np.asarray(result.objective),
                           np.asarray(result.scores), names, real_max)
   has_real = np.isfinite(real_max)
-  out = {'classes': classes.tolist(), 'names': names, 'score': final.tolist(), 'best_real_score': real_max.tolist(),
+  out = {'classes': classes.tolist(), 'names': names, 'score': final.tolist(),
+         'best_real_score': real_max.tolist(),
          'above_every_real_image': bool((final[has_real] > real_max[has_real]).all()),
-         'image_l2_norm': np.linalg.norm(np.asarray(result.images).reshape(len(classes), -1), axis=1).tolist(),
+         'image_l2_norm': np.linalg.norm(np.asarray(result.images).reshape(len(classes), -1),
+                                         axis=1).tolist(),
          'real_l2_norm_median': float(np.median(np.linalg.norm(x.reshape(len(x), -1), axis=1))),
          'settings': settings}
   log(f"class models: score above every real test image of the class for "
@@ -395,7 +412,8 @@ def run(config, workdir: str, log=print) -> dict:
   crop = config.crop_size or None
   top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
                                                      chunk_size=config.chunk_size)
-  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop, chunk_size=config.chunk_size)
+  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop,
+                                         chunk_size=config.chunk_size)
   top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
   true_maps = np.asarray(jax.device_get(true_maps))[:, 0]
   seconds['saliency'] = time.perf_counter() - t0
@@ -419,7 +437,8 @@ def run(config, workdir: str, log=print) -> dict:
                      metrics.mass_inside(true_maps, masks), masks.mean(axis=(1, 2))], axis=1)
   flat = {'indices': index, 'labels': labels, **_flatten_found(found, top_classes, hits)}
   ragged = {'boxes': gt_boxes, 'box_labels': pick(test['box_labels'])}
-  totals = {'test_correct': round(trained['test_accuracy'] * len(test['labels'])), 'test_count': len(test['labels'])}
+  totals = {'test_correct': round(trained['test_accuracy'] * len(test['labels'])),
+            'test_count': len(test['labels'])}
   if d.num_processes > 1:
     if jax.process_index() != 0:
       path = workdir / 'hosts' / f'part-{jax.process_index()}-of-{d.num_processes}.npz'
@@ -445,7 +464,8 @@ def run(config, workdir: str, log=print) -> dict:
   if config.class_models.steps:
     t0 = time.perf_counter()
     test_x, test_y = splits['test']['images'], splits['test']['labels']
-    class_model = class_model_summary(config, model, test_x, test_y, prepared['mean'], prepared['std'], workdir, log)
+    class_model = class_model_summary(config, model, test_x, test_y, prepared['mean'], prepared['std'],
+                                      workdir, log)
     seconds['class_models'] = time.perf_counter() - t0
 
   all_top = flat['top_classes']
@@ -542,8 +562,8 @@ def markdown(r: dict) -> str:
               f"px from it): {r['pointing_game']:.3f} of the images"
               f"{class_mean}; map mass on the object {r['saliency_mass_on_object']:.3f} "
               f"(object area {r['object_area_fraction']:.3f}).", '']
-  explicit = (f"explicit DeconvNet reconstruction vs the VJP with the DeconvNet ReLU rule, relative max difference "
-              f"{d['deconvnet_explicit_vs_vjp_relative']:.1e}; explicit backprop vs jax.grad "
+  explicit = (f"explicit DeconvNet reconstruction vs the VJP with the DeconvNet ReLU rule, relative max "
+              f"difference {d['deconvnet_explicit_vs_vjp_relative']:.1e}; explicit backprop vs jax.grad "
               f"{d['gradient_explicit_vs_grad_relative']:.1e}; gradient vs DeconvNet "
               f"{d['gradient_vs_deconvnet_relative']:.2f} (they differ at the ReLUs). "
               if 'deconvnet_explicit_vs_vjp_relative' in d else '')
@@ -564,7 +584,8 @@ def markdown(r: dict) -> str:
         '## Class models (paper Sect. 2)',
         '',
         f"Gradient ascent on S_c(I) - {c['settings']['l2_weight']} ||I||^2 from the zero image, "
-        f"{c['settings']['steps']} steps ({c['settings']['optimizer']}, learning rate {c['settings']['learning_rate']}); "
+        f"{c['settings']['steps']} steps ({c['settings']['optimizer']}, "
+        f"learning rate {c['settings']['learning_rate']}); "
         'shown with the training mean added back. Score of each class model against the best real test image '
         'of its class:',
         '',

@@ -111,7 +111,8 @@ def class_model_figure(path: str | os.PathLike, images, titles, *, columns: int 
   _save(fig, path, dpi)
 
 
-def objective_figure(path: str | os.PathLike, objective, scores, names, real_max=None, *, dpi: int = 100) -> None:
+def objective_figure(path: str | os.PathLike, objective, scores, names, real_max=None, *,
+                     dpi: int = 100) -> None:
   """Class model ascent: the objective S_c - lambda ||I||^2 and the score S_c per step and class
   ([K, steps] each); `real_max` [K], the best score of a real test image of the class, dashed."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
@@ -129,7 +130,8 @@ def objective_figure(path: str | os.PathLike, objective, scores, names, real_max
   _save(fig, path, dpi)
 
 
-def methods_figure(path: str | os.PathLike, images, maps: dict, titles=None, masks=None, *, dpi: int = 100) -> None:
+def methods_figure(path: str | os.PathLike, images, maps: dict, titles=None, masks=None, *,
+                   dpi: int = 100) -> None:
   """Methods x images: one row per image (the image, then each method's map scaled to its own
   maximum); maps {method: [N, H, W]}; optional masks drawn as a contour on the image."""
   n, names = len(images), list(maps)

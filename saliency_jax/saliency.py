@@ -269,7 +269,8 @@ def _chunked(fn: Callable, arrays, chunk_size: int | None):
     part = [None if a is None else a[start:start + step] for a in arrays]
     keep = next(p.shape[0] for p in part if p is not None)
     if step > keep:
-      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], step - keep, axis=0)]) for p in part]
+      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], step - keep, axis=0)])
+              for p in part]
     part, _ = parallel.shard(tuple(part))
     out = fn(*part)
     outs.append(out if keep == step else parallel.unshard(out, keep))

@@ -205,9 +205,11 @@ class TorchKerasChain(nn.Module):
       if kind == 'Conv2D':
         x = self._activation(c.get('activation', 'linear'), self._conv(x, c, p[f'{name}:w'], b, 1), relu)
       elif kind == 'DepthwiseConv2D':
-        x = self._activation(c.get('activation', 'linear'), self._conv(x, c, p[f'{name}:w'], b, x.shape[1]), relu)
+        x = self._activation(c.get('activation', 'linear'), self._conv(x, c, p[f'{name}:w'], b, x.shape[1]),
+                             relu)
       elif kind == 'Dense':
-        x = self._activation(c.get('activation', 'linear'), x @ p[f'{name}:w'] + (0 if b is None else b), relu)
+        x = self._activation(c.get('activation', 'linear'), x @ p[f'{name}:w'] + (0 if b is None else b),
+                             relu)
       elif kind == 'BatchNormalization':
         mean, var, gamma, beta = (p[f'{name}:{key}'] if f'{name}:{key}' in p else None
                                   for key in ('moving_mean', 'moving_variance', 'gamma', 'beta'))

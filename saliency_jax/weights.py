@@ -323,7 +323,8 @@ def read_tfjs_layers_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.
       arrays[name] = np.frombuffer(data, '<f4', count=size // 4, offset=offset).reshape(shape).copy()
       offset += size
     if offset != len(data):
-      raise ValueError(f'{path}: {len(data) - offset} bytes left over after the weights of group {group["paths"]}')
+      raise ValueError(f'{path}: {len(data) - offset} bytes left over after the weights of group '
+                       f'{group["paths"]}')
   return model_config, arrays
 
 
@@ -344,10 +345,11 @@ def load_tfjs_layers_model(path: str | os.PathLike) -> models.KerasNet:
     if inbound:  # functional models: each layer must read the one before it
       sources = [node[0] for nodes in inbound for node in nodes]
       if len(sources) != 1 or sources[0] != previous:
-        raise ValueError(f'layer {layer["config"]["name"]!r} reads {sources}: only chains of layers are supported')
+        raise ValueError(f'layer {layer["config"]["name"]!r} reads {sources}: '
+                         'only chains of layers are supported')
     previous = layer.get('name', layer['config'].get('name'))
-  input_shape = next((e['config'].get('batch_input_shape') for e in layer_list if 'batch_input_shape' in e['config']),
-                     None)
+  input_shape = next((e['config'].get('batch_input_shape') for e in layer_list
+                      if 'batch_input_shape' in e['config']), None)
   if not input_shape or len(input_shape) != 4 or input_shape[3] is None:
     raise ValueError(f'{path}: no [None, H, W, C] batch_input_shape in the first layer')
   shapes = {name: a.shape for name, a in arrays.items()}

@@ -1,4 +1,5 @@
-"""Attribution baselines: known answers on linear and hand-built nets, completeness, SmoothGrad at zero noise."""
+"""Attribution baselines: known answers on linear and hand-built nets, completeness, SmoothGrad at zero
+noise."""
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,9 @@ def _with_biases(model, seed):
   params = nnx.state(model, nnx.Param)
   keys = iter(jax.random.split(jax.random.key(seed), 200))
   params = jax.tree_util.tree_map_with_path(
-      lambda path, x: 0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(path) else x, params)
+      lambda path, x: (0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(path)
+                       else x),
+      params)
   nnx.update(model, params)
   return model
 
@@ -53,9 +56,11 @@ def test_linear_model_closed_forms():
   labels = jnp.array([2, 0])
   w = np.stack([model.weights(2), model.weights(0)])
   np.testing.assert_allclose(attribution.gradient(model, x, labels), w, rtol=1e-6)
-  np.testing.assert_allclose(attribution.gradient_x_input(model, x, labels), w * np.asarray(x), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(attribution.gradient_x_input(model, x, labels), w * np.asarray(x), rtol=1e-5,
+                             atol=1e-7)
   for rule in attribution.IG_RULES:  # linear: every rule is exact, IG = (x - x') w
-    ig = attribution.integrated_gradients(model, x, labels, steps=3, rule=rule, baseline=np.ones(shape, np.float32))
+    ig = attribution.integrated_gradients(model, x, labels, steps=3, rule=rule,
+                                          baseline=np.ones(shape, np.float32))
     np.testing.assert_allclose(ig, (np.asarray(x) - 1) * w, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(attribution.smoothgrad(model, x, labels, noise=0.5, samples=4), w, rtol=1e-5)
   # occlusion with value 0: the drop for a patch is the sum of w * x over it; each pixel averages its patches
@@ -83,7 +88,8 @@ def test_integrated_gradients_completeness(net, batch):
 def test_smoothgrad_zero_noise_is_the_gradient_and_chunking_changes_nothing(net, batch):
   x, labels = batch
   g = attribution.gradient(net, x, labels)
-  np.testing.assert_allclose(attribution.smoothgrad(net, x, labels, noise=0.0, samples=3), g, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(attribution.smoothgrad(net, x, labels, noise=0.0, samples=3), g, rtol=1e-5,
+                             atol=1e-6)
   key = jax.random.key(7)
   whole = attribution.smoothgrad(net, x, labels, key=key, samples=6)
   parts = attribution.smoothgrad(net, x, labels, key=key, samples=6, chunk_size=2)

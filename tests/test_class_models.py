@@ -22,8 +22,8 @@ class Linear(nnx.Module):
 def test_linear_model_reaches_the_closed_form_optimum():
   shape, lam = (4, 5, 3), 0.5
   model = Linear(shape, 6, nnx.Rngs(0))
-  images = class_models.visualise(model, [1, 4], image_shape=shape, l2_weight=lam, steps=300, learning_rate=0.1,
-                                  optimizer='sgd', momentum=0.0)
+  images = class_models.visualise(model, [1, 4], image_shape=shape, l2_weight=lam, steps=300,
+                                  learning_rate=0.1, optimizer='sgd', momentum=0.0)
   w = np.asarray(model.dense.kernel[...])  # [in, classes]
   for image, c in zip(images, [1, 4]):
     np.testing.assert_allclose(np.asarray(image).ravel(), w[:, c] / (2 * lam), rtol=1e-5, atol=1e-6)
@@ -34,7 +34,9 @@ def _with_biases(model, seed):
   params = nnx.state(model, nnx.Param)
   keys = iter(jax.random.split(jax.random.key(seed), 100))
   params = jax.tree_util.tree_map_with_path(
-      lambda path, x: 0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(path) else x, params)
+      lambda path, x: (0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(path)
+                       else x),
+      params)
   nnx.update(model, params)
   return model
 

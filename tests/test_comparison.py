@@ -28,7 +28,7 @@ def _tiny():
 
 def test_comparison_end_to_end(tmp_path):
   config = _tiny()
-  results = comparison.run(config, tmp_path, log=lambda *_: None)
+  comparison.run(config, tmp_path, log=lambda *_: None)
   for name in ('comparison.json', 'comparison.md', 'comparison.png', 'sanity.png', 'deletion_insertion.png'):
     assert (tmp_path / name).stat().st_size > 0, name
   saved = json.loads((tmp_path / 'comparison.json').read_text())
@@ -36,28 +36,33 @@ def test_comparison_end_to_end(tmp_path):
   table = comparison.table(saved)
   assert len(table.splitlines()) == 2 + len(config.compare.methods)
   for r in saved['methods'].values():
-    for key in ('gt_known_graphcut', 'gt_known_threshold_15', 'pointing_game', 'deletion_auc', 'insertion_auc'):
+    for key in ('gt_known_graphcut', 'gt_known_threshold_15', 'pointing_game', 'deletion_auc',
+                'insertion_auc'):
       assert 0 <= r[key] <= 1, key
     assert r['ms_per_image'] > 0
 
   # The gradient row recomputed from the saliency module and the metrics directly.
   model, x, labels, images, masks, boxes, box_labels = _data(config, tmp_path)
   for r in saved['methods'].values():
-    assert len(r['sanity']['absolute']) == len(r['sanity']['layers']) == len(metrics.randomisation_groups(model))
+    assert (len(r['sanity']['absolute']) == len(r['sanity']['layers'])
+            == len(metrics.randomisation_groups(model)))
   maps = np.asarray(saliency.saliency_maps(model, x, labels))
   g = saved['methods']['gradient']
   found = localise.localise_batch(list(images), list(maps), config.compare.localise.graphcut)
-  assert g['gt_known_graphcut'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes, labels)
+  assert g['gt_known_graphcut'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes,
+                                                              labels)
   assert g['fallbacks_graphcut'] == sum(r.status != 'ok' for r in found)
   found = localise.localise_batch(list(images), list(maps), config.compare.localise.threshold_15)
-  assert g['gt_known_threshold_15'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes, labels)
+  assert g['gt_known_threshold_15'] == metrics.gt_known_accuracy([r.box for r in found], box_labels, boxes,
+                                                                  labels)
   assert g['fallbacks_threshold_15'] == sum(r.status != 'ok' for r in found)
   hits = metrics.pointing_hits(maps, masks, tolerance=config.pointing_tolerance)
   assert g['pointing_game'] == float(hits.mean()) and g['pointing_played'] == len(hits)
   per_class = [hits[labels == c].mean() for c in np.unique(labels)]
   assert g['pointing_game_class_mean'] == pytest.approx(np.mean(per_class))
   assert 'fallback boxes GraphCut' in table and 'pointing, class mean' in table
-  curves = metrics.deletion_insertion(model, x, labels, maps, steps=8, insertion_blur=config.compare.insertion_blur)
+  curves = metrics.deletion_insertion(model, x, labels, maps, steps=8,
+                                      insertion_blur=config.compare.insertion_blur)
   np.testing.assert_allclose([g['deletion_auc'], g['insertion_auc']],
                              [curves['deletion'].mean(), curves['insertion'].mean()], rtol=1e-5)
 
@@ -83,8 +88,8 @@ def test_pointing_on_boxes_leaves_out_all_difficult_classes():
 def _data(config, workdir):
   p = pipeline.prepare(config, workdir, log=lambda *_: None)
   n, test = config.compare.num_images, p['data']['test']
-  return (p['model'], p['splits']['test']['images'][:n], test['labels'][:n], test['images'][:n], test['masks'][:n],
-          test['boxes'][:n], test['box_labels'][:n])
+  return (p['model'], p['splits']['test']['images'][:n], test['labels'][:n], test['images'][:n],
+          test['masks'][:n], test['boxes'][:n], test['box_labels'][:n])
 
 
 def test_compute_maps_matches_the_paper_map_and_times_every_method():
@@ -94,7 +99,8 @@ def test_compute_maps_matches_the_paper_map_and_times_every_method():
   labels = np.array([0, 1, 2, 0, 1])
   maps, seconds = comparison.compute_maps(model, x, labels, {'gradient': {}, 'grad_cam': {}}, chunk_size=2,
                                           log=lambda *_: None)
-  np.testing.assert_allclose(maps['gradient'][0], np.asarray(saliency.saliency_maps(model, x, labels)), rtol=1e-5)
+  np.testing.assert_allclose(maps['gradient'][0], np.asarray(saliency.saliency_maps(model, x, labels)),
+                             rtol=1e-5)
   assert maps['grad_cam'][0].shape == (5, 16, 16) and (maps['grad_cam'][0] >= 0).all()
   assert set(seconds) == {'gradient', 'grad_cam'} and min(seconds.values()) > 0
 

@@ -4,7 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip('tensorflow_datasets', reason="needs the tfds extra: pip install 'saliency-jax[tfds]'")
+tfds = pytest.importorskip('tensorflow_datasets',
+                           reason="needs the tfds extra: pip install 'saliency-jax[tfds]'")
 
 from saliency_jax import data as sources  # noqa: E402
 from saliency_jax.data import tfds as tfds_source  # noqa: E402

@@ -440,7 +440,8 @@ def test_deletion_and_insertion_known_answers_on_a_linear_model():
   labels = np.array([2, 0])
   kernel, bias = np.asarray(model.dense.kernel[...]), np.asarray(model.dense.bias[...])
   sigma = 1.0
-  blurred = np.stack([ndimage.gaussian_filter(im, (sigma, sigma, 0), mode='nearest', truncate=2.0) for im in x])
+  blurred = np.stack([ndimage.gaussian_filter(im, (sigma, sigma, 0), mode='nearest', truncate=2.0)
+                      for im in x])
   rng = np.random.default_rng(0)
   for i, c in enumerate(labels):
     contrib = (kernel[:, c].reshape(shape) * x[i]).sum(-1)  # S_c = bias + sum of per-pixel contributions
@@ -457,7 +458,8 @@ def test_deletion_and_insertion_known_answers_on_a_linear_model():
       np.testing.assert_allclose(out['deletion'][0], np.mean((np.array(deletion[1:]) + deletion[:-1]) / 2),
                                  rtol=1e-5, atol=1e-5)
     # removing the largest contributions first gives the lowest deletion curve of any order
-    best = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], contrib[None], steps=20, output='score')
+    best = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], contrib[None], steps=20,
+                                      output='score')
     for _ in range(5):
       other = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], rng.normal(size=(1, *shape[:2])),
                                          steps=20, output='score')
@@ -468,7 +470,8 @@ def test_deletion_probabilities_and_errors():
   model = _Linear((4, 4, 3), 3, nnx.Rngs(1))
   x = np.asarray(jax.random.normal(jax.random.key(2), (3, 4, 4, 3)))
   out = metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.abs(x).sum(-1), steps=4, chunk_size=2)
-  assert out['deletion_curve'].shape == (3, 5) and ((out['deletion_curve'] >= 0) & (out['deletion_curve'] <= 1)).all()
+  assert (out['deletion_curve'].shape == (3, 5)
+          and ((out['deletion_curve'] >= 0) & (out['deletion_curve'] <= 1)).all())
   np.testing.assert_allclose(out['fractions'], [0, 0.25, 0.5, 0.75, 1])
   p = np.asarray(jax.nn.softmax(model(x)))[np.arange(3), [0, 1, 2]]
   np.testing.assert_allclose(out['deletion_curve'][:, 0], p, rtol=1e-5)  # nothing removed yet
@@ -510,4 +513,5 @@ def test_cascading_randomisation():
   assert out['signed'][-1] < 0.9 and out['absolute'][-1] < 0.9  # fully random weights: a different map
   image_only = metrics.cascading_randomisation(model, fresh, lambda m: {'absolute': np.abs(x).max(-1),
                                                                          'signed': x.sum(-1)})
-  np.testing.assert_allclose(image_only['absolute'] + image_only['signed'], 1.0, rtol=1e-12)  # fails the check
+  # fails the check
+  np.testing.assert_allclose(image_only['absolute'] + image_only['signed'], 1.0, rtol=1e-12)

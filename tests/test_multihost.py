@@ -30,7 +30,8 @@ def get_config():
   config.num_figure = 1
   config.workers = 0
   config.class_models.steps = 0
-  config.localise = {{'graphcut': {{'method': 'graphcut', 'iterations': 1}}, 'full_image': {{'method': 'full'}},
+  config.localise = {{'graphcut': {{'method': 'graphcut', 'iterations': 1}},
+                      'full_image': {{'method': 'full'}},
                       'threshold_15': {{'method': 'threshold', 'threshold': 0.15}}}}
   return config
 '''
@@ -46,11 +47,13 @@ def _two_processes(config_file, workdir):
   port = _free_port()
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   env.pop('XLA_FLAGS', None)
-  procs = [subprocess.Popen([sys.executable, str(ROOT / 'experiments' / 'reproduce.py'), f'--config={config_file}',
+  procs = [subprocess.Popen([sys.executable, str(ROOT / 'experiments' / 'reproduce.py'),
+                             f'--config={config_file}',
                              f'--workdir={workdir}', '--config.distributed.num_processes=2',
                              f'--config.distributed.process_id={i}', '--config.distributed.timeout_s=300',
                              f'--config.distributed.coordinator_address=127.0.0.1:{port}'],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
   return [(p.wait(timeout=600), p.stderr.read()) for p in procs]
 
 
@@ -83,8 +86,8 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
       assert f['indices'].tolist() == expected and len(f['images']) == len(expected) and f['num_records'] == 7
   assert not list((tmp_path / 'two' / 'data').glob('test-32-*[!f]2.npz'))  # nobody read the whole split
   assert (tmp_path / 'two' / 'hosts' / 'part-1-of-2.npz').is_file()
-  for key in ('num_eval', 'num_test', 'test_accuracy', 'top1_accuracy_eval', 'top2_accuracy_eval', 'pointing_game',
-              'saliency_mass_on_object', 'object_area_fraction'):
+  for key in ('num_eval', 'num_test', 'test_accuracy', 'top1_accuracy_eval', 'top2_accuracy_eval',
+              'pointing_game', 'saliency_mass_on_object', 'object_area_fraction'):
     assert merged[key] == single[key], key
   drop = lambda loc: {m: {k: v for k, v in r.items() if k != 'seconds'} for m, r in loc.items()}
   assert drop(merged['localisation']) == drop(single['localisation'])

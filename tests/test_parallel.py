@@ -27,7 +27,8 @@ def biased(model, seed):  # random biases: a trained net's ReLUs are not all at 
   params = nnx.state(model, nnx.Param)
   keys = iter(jax.random.split(jax.random.key(seed), 100))
   nnx.update(model, jax.tree_util.tree_map_with_path(
-      lambda p, x: 0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(p) else x, params))
+      lambda p, x: 0.1 * jax.random.normal(next(keys), x.shape) if 'bias' in jax.tree_util.keystr(p) else x,
+      params))
   return model
 
 model = biased(models.SmallConvNet(5, stages=((4,), (8,)), hidden=(), rngs=nnx.Rngs(0)), 0)
@@ -66,7 +67,8 @@ print(json.dumps(spread))
 
 def _run(tmp_path: pathlib.Path, devices: int):
   path = tmp_path / f'out{devices}.npz'
-  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}', 'JAX_PLATFORMS': 'cpu'}
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+         'JAX_PLATFORMS': 'cpu'}
   env.pop('SALIENCY_JAX_DEVICES', None)
   done = subprocess.run([sys.executable, '-c', SCRIPT, str(path)], env=env, capture_output=True, text=True,
                         timeout=600)
@@ -117,7 +119,8 @@ def test_one_and_eight_devices_agree_on_every_batched_function(runs):
 
 def test_padding_helpers():
   from saliency_jax import parallel
-  assert parallel.padded_size(13, 8) == 16 and parallel.padded_size(16, 8) == 16 and parallel.padded_size(1, 8) == 8
+  assert (parallel.padded_size(13, 8) == 16 and parallel.padded_size(16, 8) == 16
+          and parallel.padded_size(1, 8) == 8)
   (a, none), n = parallel.shard((np.arange(5.0), None))
   assert n == 5 and none is None and a.shape[0] == parallel.padded_size(5)
   assert parallel.unshard({'x': a}, n)['x'].shape == (5,)

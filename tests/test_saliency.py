@@ -65,7 +65,8 @@ def test_batched_gradients_equal_one_by_one(make, shape):
   grad_one = jax.jit(jax.grad(lambda xi, m, c: m(xi[None])[0, c]))
   for i, c in enumerate(labels):
     one = grad_one(x[i], model, c)
-    np.testing.assert_allclose(grads[i], one, rtol=1e-5, atol=1e-5 * float(jnp.abs(one).max()))  # float32 round-off at the scale of the map
+    # float32 round-off at the scale of the map
+    np.testing.assert_allclose(grads[i], one, rtol=1e-5, atol=1e-5 * float(jnp.abs(one).max()))
 
 
 def test_gradient_matches_central_differences_along_random_directions():

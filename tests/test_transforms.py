@@ -43,7 +43,8 @@ def test_batches_visit_every_example_once_per_epoch_and_are_pure():
   assert len(set(epoch.tolist())) == 9
   np.testing.assert_array_equal(transforms.batch_indices(num, bs, 4, seed=5),
                                 transforms.batch_indices(num, bs, 4, seed=5))
-  assert not np.array_equal(np.concatenate([transforms.batch_indices(num, bs, s, 5) for s in range(3, 6)]), epoch)
+  assert not np.array_equal(np.concatenate([transforms.batch_indices(num, bs, s, 5) for s in range(3, 6)]),
+                            epoch)
   arrays = {'x': np.arange(num) * 10, 'y': np.arange(num)}
   got = list(transforms.batches(arrays, bs, seed=5, start_step=2, num_steps=2))
   assert [s for s, _ in got] == [2, 3]
@@ -79,7 +80,8 @@ def test_voc_make_source_splits_a_folder_pair_and_loads_resized(tmp_path):
   for label, boxes, i in zip(loaded['labels'], loaded['boxes'], loaded['ids']):
     k = int(i[3:])
     assert label == ('cat', 'dog').index(i[:3])
-    np.testing.assert_allclose(boxes, [[(2 + k) * 24 / 48, 3 * 24 / 40, 20 * 24 / 48, 30 * 24 / 40]], rtol=1e-6)
+    np.testing.assert_allclose(boxes, [[(2 + k) * 24 / 48, 3 * 24 / 40, 20 * 24 / 48, 30 * 24 / 40]],
+                               rtol=1e-6)
 
 
 def test_bad_records_raise_naming_the_file_or_are_skipped_and_counted(tmp_path):
@@ -116,7 +118,8 @@ def test_ilsvrc_layout_reads_the_real_sample_with_boxes_rescaled():
 
 def test_synthetic_make_source_matches_the_source():
   config = ml_collections.ConfigDict({'name': 'synthetic', 'num_train': 5, 'num_test': 3, 'seed': 2,
-                                      'image_size': 32, 'num_classes': 4, 'scale': (0.3, 0.5), 'occlusion': 0.0})
+                                      'image_size': 32, 'num_classes': 4, 'scale': (0.3, 0.5),
+                                      'occlusion': 0.0})
   test = sources.make_source(config, 'test')
   assert len(test) == 3
   np.testing.assert_array_equal(test[1]['image'], synthetic.example(1, split='test', seed=2, image_size=32,

@@ -22,11 +22,13 @@ def _layer(kind, name, inbound, **config):
 
 def _chain(spec, input_shape):
   """[(kind, name, config)] -> a Keras functional model config whose layers form a chain."""
-  layers, previous = [_layer('InputLayer', 'input_1', None, batch_input_shape=[None, *input_shape])], 'input_1'
+  layers, previous = ([_layer('InputLayer', 'input_1', None, batch_input_shape=[None, *input_shape])],
+                      'input_1')
   for kind, name, config in spec:
     layers.append(_layer(kind, name, previous, **config))
     previous = name
-  return {'class_name': 'Model', 'config': {'name': 'tiny', 'layers': layers, 'input_layers': [['input_1', 0, 0]],
+  return {'class_name': 'Model', 'config': {'name': 'tiny', 'layers': layers,
+                                            'input_layers': [['input_1', 0, 0]],
                                             'output_layers': [[previous, 0, 0]]}}
 
 
@@ -39,9 +41,10 @@ def write_tfjs(folder, model_config, arrays: dict, *, groups: int = 2, extra_wei
     data = b''.join(np.asarray(arrays[names[i]], '<f4').tobytes() for i in part)
     (folder / f'group{g + 1}-shard1of1').write_bytes(data)
     manifest.append({'paths': [f'group{g + 1}-shard1of1'],
-                     'weights': [{'name': names[i], 'shape': list(np.shape(arrays[names[i]])), 'dtype': 'float32',
-                                  **(extra_weight or {})} for i in part]})
-  (folder / 'model.json').write_text(json.dumps({'modelTopology': {'keras_version': '2.1.4', 'backend': 'tensorflow',
+                     'weights': [{'name': names[i], 'shape': list(np.shape(arrays[names[i]])),
+                                  'dtype': 'float32', **(extra_weight or {})} for i in part]})
+  (folder / 'model.json').write_text(json.dumps({'modelTopology': {'keras_version': '2.1.4',
+                                                                   'backend': 'tensorflow',
                                                                    'model_config': model_config},
                                                  'weightsManifest': manifest}))
   return folder
@@ -49,7 +52,8 @@ def write_tfjs(folder, model_config, arrays: dict, *, groups: int = 2, extra_wei
 
 def _bn(rng, name, c):
   return {f'{name}/gamma': rng.uniform(0.5, 1.5, c), f'{name}/beta': rng.normal(size=c) * 0.1,
-          f'{name}/moving_mean': rng.normal(size=c) * 0.1, f'{name}/moving_variance': rng.uniform(0.5, 1.5, c)}
+          f'{name}/moving_mean': rng.normal(size=c) * 0.1,
+          f'{name}/moving_variance': rng.uniform(0.5, 1.5, c)}
 
 
 def mobilenet_like(rng):
@@ -121,7 +125,8 @@ def test_tiny_models_match_pytorch_scores_and_rule_maps(tmp_path, build, hw):
   assert model.num_classes == got.shape[1]
   # the same maps under the three backward rules (DeconvNet / guided through relu6 too)
   labels = np.argmax(got, axis=1)
-  for rule, twin in ((None, torch.nn.functional.relu), (deconvnet.deconvnet_relu, torch_reference.DeconvNetReLU.apply),
+  for rule, twin in ((None, torch.nn.functional.relu),
+                     (deconvnet.deconvnet_relu, torch_reference.DeconvNetReLU.apply),
                      (deconvnet.guided_relu, torch_reference.GuidedReLU.apply)):
     xt.grad = None
     scores = net(xt, relu=twin)
@@ -169,7 +174,8 @@ def test_unsupported_layers_and_bad_files_are_clear_errors(tmp_path):
 
   model_config, arrays = dense_head(rng)
   arrays['fc1/kernel'] = arrays['fc1/kernel'][:20]
-  with pytest.raises(ValueError, match="'fc1': its weights expect 20 input features, the layers before it give 27"):
+  with pytest.raises(ValueError,
+                     match="'fc1': its weights expect 20 input features, the layers before it give 27"):
     weights.load_tfjs_layers_model(write_tfjs(tmp_path / 'f', model_config, arrays))
 
   model_config, arrays = dense_head(rng)
@@ -229,7 +235,8 @@ def mobilenet():
 
 def _photo(image, size=224):
   from PIL import Image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), np.float32) / 127.5 - 1
+  return (np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), np.float32)
+          / 127.5 - 1)
 
 
 def _cat_and_espresso():
@@ -248,7 +255,8 @@ def test_mobilenet_scores_equal_pytorch(mobilenet):
   x = _cat_and_espresso()
   net, xt = _torch_scores(shared_data('imagenet-mobilenet'), x)
   expected = net(xt).detach().numpy()
-  np.testing.assert_allclose(np.asarray(mobilenet(jnp.asarray(x))), expected, atol=1e-5 * np.abs(expected).max())
+  np.testing.assert_allclose(np.asarray(mobilenet(jnp.asarray(x))), expected,
+                             atol=1e-5 * np.abs(expected).max())
 
 
 def test_mobilenet_top5_on_real_imagenet_val_images(mobilenet):

@@ -157,6 +157,7 @@ def make_source(config, split: str):
     from saliency_jax.data import tfds
     if part != 'all':
       raise ValueError(f"config.data.part {part!r}: tfds sources have no selection / report part (use 'all')")
-    return tfds.TfdsSource(config.dataset, split=config.train_split if split == 'train' else config.test_split,
+    return tfds.TfdsSource(config.dataset,
+                           split=config.train_split if split == 'train' else config.test_split,
                            data_dir=config.get('data_dir'), boxes_dir=config.get('boxes_dir'))
   raise ValueError(f"unknown data source {config.name!r}: 'synthetic', 'voc' or 'tfds'")
