@@ -9,7 +9,10 @@ imported by `weights.load_tfjs_layers_model`) on the 650 ILSVRC-2012 val images 
 Per image: the top-5 classes by 10-crop averaged scores, the 10-crop saliency map of each (one forward
 pass, five backward passes), the map of the true class; every localisation method of `config.localise`
 on the 227 px photos; ILSVRC top-1 / top-5 localisation error, GT-known box accuracy, classification
-top-1 / top-5. `num_eval` limits the images (e.g. `--config.num_eval=50` for a quick look).
+top-1 / top-5. `num_eval` limits the images (e.g. `--config.num_eval=50` for a quick look);
+`--config.data.part=report` keeps the half of the images that no setting was chosen on (the
+README's numbers), `selection` the other half. `selected_method` names the setting that the sweep
+picked on the selection half.
 Measured result and cost: see the README. `:gpu` / `:tpu` raise the chunk size and the workers.
 """
 
@@ -26,7 +29,8 @@ def get_config(variant: str = 'cpu'):
   config.num_classes = 1000
   config.data_dir = '../shared/data'  # holds imagenet-val-sample/ and imagenet-mobilenet/
   config.data = ml_collections.ConfigDict({
-      'name': 'ilsvrc', 'data_dir': config.get_ref('data_dir'), 'folder': 'imagenet-val-sample', 'label_map': '',
+      'name': 'ilsvrc', 'data_dir': config.get_ref('data_dir'), 'folder': 'imagenet-val-sample',
+      'label_map': '',
       # The 227 px photos upscaled to 256 (the paper's image side), then 10 crops of 224 (the net's input).
       'image_size': 256, 'skip_bad': False,
       'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),  # x / 127.5 - 1, MobileNet's preprocessing
@@ -35,25 +39,26 @@ def get_config(variant: str = 'cpu'):
   config.checkpoint = ml_collections.ConfigDict({'kind': 'tfjs_layers',
                                                  'path': config.get_ref('data_dir') + '/imagenet-mobilenet'})
   config.crop_size = 224
-  config.eval_crop = 224  # test accuracy on the centre crop (the 10-crop top-k accuracies are in metrics.json)
+  config.eval_crop = 224  # test accuracy on the centre crop (10-crop top-k accuracies: metrics.json)
   config.localise_size = 227  # localise on the photos as stored, maps resized onto them
   config.top_k = 5
   config.chunk_size = 8 if variant == 'cpu' else 64
   config.workers = 2 if variant == 'cpu' else 8
   config.num_deconvnet = 8
   config.num_figure = 8
-  # The paper's GraphCut, the same cut on a smoothed map keeping every foreground component (the open
-  # choices that mattered on ImageNet's large objects, see the README), and the baselines.
+  # The paper's GraphCut, the setting that `configs/localisation_sweep.py:imagenet` picked on the
+  # selection half of the sample (README), and the baselines.
   standard = localise.standard_methods()
   config.localise = {
       'graphcut': standard['graphcut'],
-      'graphcut_smoothed_all': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all'},
+      'graphcut_smoothed_all_soft': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all',
+                                     'seeds': 'soft'},
       'threshold_15': standard['threshold_15'],
       'threshold_20': standard['threshold_20'],
-      'threshold_15_smoothed_all': {'method': 'threshold', 'threshold': 0.15, 'smoothing': 0.05, 'component': 'all'},
       'full_image': standard['full_image'],
       'centre': standard['centre'],
   }
-  config.figure_method = 'graphcut_smoothed_all'
+  config.selected_method = 'graphcut_smoothed_all_soft'
+  config.figure_method = 'graphcut_smoothed_all_soft'
   config.class_models.steps = 0
   return config

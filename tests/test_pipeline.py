@@ -118,9 +118,11 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   config.num_deconvnet = 1
   config.num_figure = 1
   config.workers = 0
-  config.localise = {'graphcut_smoothed_all': config.localise.graphcut_smoothed_all.to_dict(),
-                     'full_image': {'method': 'full'}}
+  selected = config.selected_method  # the config's figure method too
+  assert config.figure_method == selected
+  config.localise = {selected: config.localise[selected].to_dict(), 'full_image': {'method': 'full'}}
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
+  assert results['selected_method'] == selected
   assert results['num_test'] == 650 and results['num_eval'] == 3
   assert config.checkpoint.path == f'{SHARED_DATA}/imagenet-mobilenet'
   for r in results['localisation'].values():
@@ -130,5 +132,5 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   assert 0.4 <= results['test_accuracy'] <= 0.9  # centre crops of all 650 images (published top-1: 68.4%)
   assert set(results['deconvnet_vs_gradient']['spearman']) == {'gradient_vs_deconvnet', 'gradient_vs_guided'}
   report = (tmp_path / 'report.md').read_text()
-  assert '| graphcut_smoothed_all |' in report and (tmp_path / 'localisation.png').stat().st_size > 0
+  assert f'| **{selected}** (selected) |' in report and (tmp_path / 'localisation.png').stat().st_size > 0
   assert len(list((tmp_path / 'data').glob('photos-227-*.npz'))) == 1
