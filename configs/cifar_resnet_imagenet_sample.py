@@ -33,7 +33,7 @@ def get_config(arg: str = 'resnet20'):
                         'truck')
   config.data = ml_collections.ConfigDict({
       'name': 'ilsvrc', 'data_dir': '../shared/data', 'folder': 'imagenet-val-sample', 'label_map': 'cifar10',
-      'image_size': 32, 'skip_bad': False,
+      'image_size': 32, 'skip_bad': False, 'part': 'all',
       'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225),  # akamaster's normalisation
   })
   config.model = ml_collections.ConfigDict({'name': 'CifarResNet', 'depth': depth})

@@ -28,7 +28,7 @@ def get_config(arg: str = 'gpu'):
   config.num_classes = 1000
   config.data = ml_collections.ConfigDict({
       'name': 'ilsvrc', 'data_dir': '../shared/data', 'folder': 'imagenet-val-sample', 'label_map': '',
-      'image_size': 256, 'skip_bad': True,
+      'image_size': 256, 'skip_bad': True, 'part': 'all',
       'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225),  # torchvision's normalisation
       # tfds alternative: name 'tfds', dataset 'imagenet2012', test_split 'validation', boxes_dir
   })

@@ -32,7 +32,7 @@ def get_config(variant: str = 'cpu'):
       'name': 'ilsvrc', 'data_dir': config.get_ref('data_dir'), 'folder': 'imagenet-val-sample',
       'label_map': '',
       # The 227 px photos upscaled to 256 (the paper's image side), then 10 crops of 224 (the net's input).
-      'image_size': 256, 'skip_bad': False,
+      'image_size': 256, 'skip_bad': False, 'part': 'all',
       'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),  # x / 127.5 - 1, MobileNet's preprocessing
   })
   # no config.model: the checkpoint's layer list is the architecture (`models.KerasNet`)

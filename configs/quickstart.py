@@ -24,7 +24,7 @@ def get_config(arg: str = 'cpu'):
                         'diamond')
   config.data = ml_collections.ConfigDict({
       'name': 'synthetic', 'seed': 0, 'image_size': 64, 'num_train': 5000, 'num_test': 500,
-      'num_classes': 10, 'scale': (0.2, 0.6), 'occlusion': 0.3, 'skip_bad': False,
+      'num_classes': 10, 'scale': (0.2, 0.6), 'occlusion': 0.3, 'skip_bad': False, 'part': 'all',
       'mean': None, 'std': None,  # None: the training set's mean colour, std 1
   })
   config.model = ml_collections.ConfigDict({'name': 'SmallConvNet', 'stages': ((16,), (32,), (64,), (128,)),

@@ -25,7 +25,7 @@ def get_config(arg: str = 'cpu'):
   config.data = ml_collections.ConfigDict({
       'name': 'voc', 'data_dir': '../shared/data', 'folders': ('voc-raccoon', 'voc-kangaroo'),
       'classes': ('kangaroo', 'raccoon'), 'test_fraction': 0.25, 'seed': 0, 'image_size': 96,
-      'skip_bad': False, 'mean': None, 'std': None,
+      'skip_bad': False, 'part': 'all', 'mean': None, 'std': None,
   })
   config.model = ml_collections.ConfigDict({'name': 'SmallConvNet', 'stages': ((32,), (64,), (128,), (128,)),
                                             'hidden': (), 'batch_norm': True, 'dropout': 0.3})

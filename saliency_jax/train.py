@@ -161,8 +161,11 @@ def _load_state(model, optimizer, pure: dict) -> None:
 
 FINGERPRINT = 'fingerprint.json'  # in workdir/checkpoints, beside the orbax steps
 # Settings that do not change the weights: where the data lies, whether it is read on demand
-# (streamed batches equal loaded ones), how often to log and checkpoint.
-_NOT_WEIGHTS = {'data': ('data_dir', 'boxes_dir', 'stream'), 'train': ('log_every', 'checkpoint_every')}
+# (streamed batches equal loaded ones), which test records are evaluated (`data.splits`), how often
+# to log and checkpoint.
+_NOT_WEIGHTS = {'data': ('data_dir', 'boxes_dir', 'stream', 'part', 'part_seed', 'selection_fraction',
+                         'num_validation'),
+                'train': ('log_every', 'checkpoint_every')}
 
 
 def _as_dict(section) -> dict:

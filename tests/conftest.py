@@ -30,6 +30,19 @@ def tiny_synthetic(config):
   return config
 
 
+def tiny_main_job(config):
+  """`tiny_synthetic` plus the main job's cheapest settings: 10 crops of 28 px, top-2 classes, one image
+  for the Sect. 4 summary and the figures, no worker processes, no class models."""
+  config = tiny_synthetic(config)
+  config.crop_size = 28
+  config.top_k = 2
+  config.num_deconvnet = 1
+  config.num_figure = 1
+  config.workers = 0
+  config.class_models.steps = 0
+  return config
+
+
 def shared_data(*parts: str) -> pathlib.Path:
   """A path under ../shared/data, or a skip naming what is missing."""
   path = SHARED_DATA.joinpath(*parts)

@@ -25,18 +25,12 @@ _CONFIG = f'''
 import sys
 
 sys.path.insert(0, {str(ROOT / "tests")!r})
-from conftest import load_config, tiny_synthetic
+from conftest import load_config, tiny_main_job
 
 
 def get_config():
-  config = tiny_synthetic(load_config('quickstart'))
+  config = tiny_main_job(load_config('quickstart'))
   config.train.update({{'steps': {STEPS}, 'log_every': 1, 'checkpoint_every': 100}})
-  config.crop_size = 28
-  config.top_k = 2
-  config.num_deconvnet = 1
-  config.num_figure = 1
-  config.workers = 0
-  config.class_models.steps = 0
   config.localise = {{'graphcut': {{'method': 'graphcut'}}, 'full_image': {{'method': 'full'}}}}
   return config
 '''

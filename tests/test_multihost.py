@@ -18,18 +18,12 @@ _CONFIG = f'''
 import sys
 
 sys.path.insert(0, {str(ROOT / "tests")!r})
-from conftest import load_config, tiny_synthetic
+from conftest import load_config, tiny_main_job
 
 
 def get_config():
-  config = tiny_synthetic(load_config('quickstart'))
+  config = tiny_main_job(load_config('quickstart'))
   config.data.num_test = 7  # uneven: process 0 takes 4 images, process 1 three
-  config.crop_size = 28
-  config.top_k = 2
-  config.num_deconvnet = 1
-  config.num_figure = 1
-  config.workers = 0
-  config.class_models.steps = 0
   config.localise = {{'graphcut': {{'method': 'graphcut', 'iterations': 1}},
                       'full_image': {{'method': 'full'}},
                       'threshold_15': {{'method': 'threshold', 'threshold': 0.15}}}}

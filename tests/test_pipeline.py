@@ -4,18 +4,15 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, load_config, shared_data, tiny_synthetic
+from conftest import SHARED_DATA, load_config, shared_data, tiny_main_job
 
 from saliency_jax import pipeline
 
 
 def _tiny():
-  config = tiny_synthetic(load_config('quickstart'))
-  config.crop_size = 28
-  config.top_k = 2
+  config = tiny_main_job(load_config('quickstart'))
   config.num_deconvnet = 2
   config.num_figure = 2
-  config.workers = 0
   config.localise = {'graphcut': {'method': 'graphcut', 'iterations': 1}, 'full_image': {'method': 'full'}}
   config.class_models.steps = 20
   return config

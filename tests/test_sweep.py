@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import load_config, tiny_synthetic
+from conftest import load_config, tiny_main_job
 
 from saliency_jax import pipeline
 from saliency_jax.jobs import sweep
@@ -16,12 +16,9 @@ QUIET = lambda *_: None  # noqa: E731
 
 
 def _tiny():
-  config = tiny_synthetic(load_config('localisation_sweep'))
+  config = tiny_main_job(load_config('localisation_sweep'))
   config.data.num_validation = 8  # the selection part: 8 validation images; the report part: 6 test images
   config.data.part = 'report'  # the main job on the report part shares the sweep's data and net (below)
-  config.crop_size = 28
-  config.top_k = 2
-  config.workers = 0
   config.sweep.grid = {'paper': {'method': 'graphcut'},
                        'fg_floor_50': {'method': 'graphcut', 'fg_floor': 0.5},
                        'threshold_15': {'method': 'threshold', 'threshold': 0.15}}

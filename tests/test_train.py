@@ -171,12 +171,12 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 
 def test_fingerprint_holds_what_determines_the_weights():
   config = _config()
-  config.data = {'name': 'synthetic', 'num_train': 64, 'data_dir': '/here', 'stream': False}
+  config.data = {'name': 'synthetic', 'num_train': 64, 'data_dir': '/here', 'stream': False, 'part': 'all'}
   config.workers, config.num_eval = 2, 0
   base = train.fingerprint(config)
   assert base['train.learning_rate'] == 1e-2 and base['model.stages'] == [[4], [8]] and base['seed'] == 0
   for key, value in (('workers', 8), ('num_eval', 5), ('train.log_every', 7), ('train.checkpoint_every', 3),
-                     ('data.data_dir', '/there'), ('data.stream', True)):
+                     ('data.data_dir', '/there'), ('data.stream', True), ('data.part', 'report')):
     changed = config.copy_and_resolve_references()
     section, _, name = key.rpartition('.')
     (changed[section] if section else changed)[name] = value
