@@ -13,7 +13,7 @@ error. Measured result: see the README. `:cpu` / `:gpu` / `:tpu` change nothing 
 
 import ml_collections
 
-from saliency_jax import pipeline
+from saliency_jax import defaults
 
 CHECKPOINTS = {'resnet20': ('resnet20-12fca82f.th', 20), 'resnet32': ('resnet32-d509ac18.th', 32)}
 
@@ -26,7 +26,7 @@ def get_config(arg: str = 'resnet20'):
   if variant not in ('cpu', 'gpu', 'tpu'):
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {variant!r}")
   file, depth = CHECKPOINTS[net]
-  config = pipeline.default_config()
+  config = defaults.main_job()
   config.name = f'cifar_resnet_imagenet_sample ({net})'
   config.num_classes = 10
   config.class_names = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',

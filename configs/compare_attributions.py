@@ -16,7 +16,7 @@ Measured results: the README's "Attribution methods compared".
 import importlib.util
 import pathlib
 
-from saliency_jax import comparison
+from saliency_jax import defaults
 
 
 def _sibling(name: str):
@@ -35,10 +35,10 @@ def get_config(arg: str = 'synthetic'):
   variant = variant or 'cpu'
   if data == 'synthetic':
     config = _sibling('quickstart').get_config(variant)
-    config.compare = comparison.default_settings()
+    config.compare = defaults.comparison()
   elif data == 'cifar_resnet':
     config = _sibling('cifar_resnet_imagenet_sample').get_config(f'resnet20:{variant}')
-    config.compare = comparison.default_settings()
+    config.compare = defaults.comparison()
     config.compare.num_images = 0  # all 150
     config.compare.methods.occlusion = {'patch': 6, 'stride': 2}  # 14 x 14 patch positions on 32 px
     config.compare.insertion_blur = 2.5

@@ -17,13 +17,13 @@ Not run here (no VGG16 weights in ../shared/data).
 
 import ml_collections
 
-from saliency_jax import pipeline
+from saliency_jax import defaults
 
 
 def get_config(arg: str = 'gpu'):
   if arg not in ('cpu', 'gpu', 'tpu'):
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {arg!r}")
-  config = pipeline.default_config()
+  config = defaults.main_job()
   config.name = 'ilsvrc2012_vgg16'
   config.num_classes = 1000
   config.data = ml_collections.ConfigDict({

@@ -15,13 +15,13 @@ here (no ImageNet and no accelerator).
 
 import ml_collections
 
-from saliency_jax import pipeline
+from saliency_jax import defaults
 
 
 def get_config(arg: str = 'gpu'):
   if arg not in ('cpu', 'gpu', 'tpu'):
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {arg!r}")
-  config = pipeline.default_config()
+  config = defaults.main_job()
   config.name = 'ilsvrc2013_paper_net'
   config.num_classes = 1000
   config.data = ml_collections.ConfigDict({

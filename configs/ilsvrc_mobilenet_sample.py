@@ -18,13 +18,13 @@ Measured result and cost: see the README. `:gpu` / `:tpu` raise the chunk size a
 
 import ml_collections
 
-from saliency_jax import localise, pipeline
+from saliency_jax import defaults
 
 
 def get_config(variant: str = 'cpu'):
   if variant not in ('cpu', 'gpu', 'tpu'):
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {variant!r}")
-  config = pipeline.default_config()
+  config = defaults.main_job()
   config.name = 'ilsvrc_mobilenet_sample'
   config.num_classes = 1000
   config.data_dir = '../shared/data'  # holds imagenet-val-sample/ and imagenet-mobilenet/
@@ -48,7 +48,7 @@ def get_config(variant: str = 'cpu'):
   config.num_figure = 8
   # The paper's GraphCut, the setting that `configs/localisation_sweep.py:imagenet` picked on the
   # selection half of the sample (README), and the baselines.
-  standard = localise.standard_methods()
+  standard = defaults.localise_methods()
   config.localise = {
       'graphcut': standard['graphcut'],
       'graphcut_smoothed_all_soft': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all',

@@ -13,11 +13,11 @@ default), `:gpu` / `:tpu` (96 px, 10x the data, 5x the steps, bigger batches; sa
 
 import ml_collections
 
-from saliency_jax import pipeline
+from saliency_jax import defaults
 
 
 def get_config(arg: str = 'cpu'):
-  config = pipeline.default_config()
+  config = defaults.main_job()
   config.name = 'quickstart'
   config.num_classes = 10
   config.class_names = ('disc', 'square', 'triangle', 'ring', 'cross', 'star', 'crescent', 'hexagon', 'arrow',

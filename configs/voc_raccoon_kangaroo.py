@@ -12,13 +12,13 @@ is also reported; top-k is the top 1). Measured result: see the README.
 
 import ml_collections
 
-from saliency_jax import pipeline
+from saliency_jax import defaults
 
 
 def get_config(arg: str = 'cpu'):
   if arg not in ('cpu', 'gpu', 'tpu'):
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {arg!r}")
-  config = pipeline.default_config()
+  config = defaults.main_job()
   config.name = 'voc_raccoon_kangaroo'
   config.num_classes = 2
   config.class_names = ('kangaroo', 'raccoon')

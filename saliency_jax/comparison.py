@@ -29,27 +29,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import attribution, localise, metrics, pipeline, report, saliency
+from saliency_jax import attribution, defaults, localise, metrics, pipeline, report, saliency
 
 
 def default_settings() -> ml_collections.ConfigDict:
-  """config.compare: which methods with which settings, and how many images for each metric."""
-  return ml_collections.ConfigDict({
-      'methods': {
-          'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25, 'noise': 0.15},
-          'integrated_gradients': {'steps': 32}, 'guided_backprop': {}, 'deconvnet': {}, 'grad_cam': {},
-          'cam': {}, 'occlusion': {'patch': 8, 'stride': 4},
-      },
-      'num_images': 200,  # test images every metric sees
-      'localise': {'graphcut': {'method': 'graphcut'},
-                   'threshold_15': {'method': 'threshold', 'threshold': 0.15}},
-      'deletion_steps': 64,
-      'insertion_blur': 5.0,  # px, at the net's input size
-      'num_sanity': 16,  # images for the randomisation check (one map per layer group and method)
-      'num_figure': 6,
-      'timing_repeats': 3,  # seconds per image: the median of this many runs over all images
-      'seed': 0,
-  })
+  """config.compare: which methods with which settings, and how many images for each metric
+  (`defaults.comparison`)."""
+  return defaults.comparison()
 
 
 def _settings(method: str, settings: dict, seed: int) -> dict:

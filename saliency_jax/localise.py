@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import gmm, graphcut, metrics
+from saliency_jax import defaults, gmm, graphcut, metrics
 
 METHODS = ('graphcut', 'threshold', 'full', 'centre')
 
@@ -95,18 +95,8 @@ class Settings:
 
 
 def standard_methods() -> dict[str, dict]:
-  """The methods an experiment compares: the pipeline (the paper's, the defaults), two variants
-  (soft seeds; foreground seeds also >= 50% of the maximum), and the baselines (thresholds at 15%
-  and 20% of the maximum, the full image, a centred half box)."""
-  return {
-      'graphcut': {'method': 'graphcut'},
-      'graphcut_soft_seeds': {'method': 'graphcut', 'seeds': 'soft'},
-      'graphcut_fg_floor_50': {'method': 'graphcut', 'fg_floor': 0.5},
-      'threshold_15': {'method': 'threshold', 'threshold': 0.15},
-      'threshold_20': {'method': 'threshold', 'threshold': 0.2},
-      'full_image': {'method': 'full'},
-      'centre': {'method': 'centre', 'centre_fraction': 0.5},
-  }
+  """The methods an experiment compares: `defaults.localise_methods`."""
+  return defaults.localise_methods()
 
 
 def settings(config=None, **overrides) -> Settings:

@@ -29,6 +29,7 @@ import numpy as np
 from saliency_jax import (
   class_models,
   deconvnet,
+  defaults,
   equivalence,
   localise,
   metrics,
@@ -41,37 +42,8 @@ from saliency_jax.data import Subset, make_source, records, transforms
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The settings every main-job config shares, with their defaults; configs add data, model,
-  train (or checkpoint) and change what they need."""
-  config = ml_collections.ConfigDict()
-  config.name = 'experiment'
-  config.seed = 0
-  config.num_eval = 0  # test images to map and localise (0: all)
-  config.top_k = 5  # classes per image for the ILSVRC localisation error
-  config.crop_size = 0  # 10-crop maps from crops of this size (0: the whole image, one map)
-  config.localise_size = 0  # localise on the test images at this size (0: data.image_size)
-  config.chunk_size = 100  # images per saliency call
-  config.localise = localise.standard_methods()
-  config.figure_method = 'graphcut'  # the method drawn in localisation.png
-  # the key of config.localise that a localisation sweep chose on the selection part
-  # (jobs/sweep.py; '' none), named in metrics.json as 'selected_method'
-  config.selected_method = ''
-  config.workers = 2  # processes for the graph cuts
-  config.num_deconvnet = 16  # test images for the Sect. 4 summary
-  config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
-  config.num_figure = 8
-  config.class_names = ()
-  # several hosts (`parallel.initialize`): each process maps and localises its share of the test
-  # images; process 0 merges the shares (files in workdir/hosts) and writes the metrics and report
-  config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1,
-                                                  'process_id': 0, 'timeout_s': 3600})
-  # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage
-  config.class_models = ml_collections.ConfigDict({
-      'classes': (), 'steps': 300, 'l2_weight': 0.3, 'learning_rate': 0.1, 'optimizer': 'adam',
-      'momentum': 0.9, 'objective': 'score', 'jitter': 0, 'blur_every': 0, 'blur_sigma': 0.5,
-      'tv_weight': 0.0,
-  })
-  return config
+  """The settings every main-job config shares (`defaults.main_job`)."""
+  return defaults.main_job()
 
 
 def load_data(config, workdir: pathlib.Path, log=print) -> dict:

@@ -47,3 +47,18 @@ def test_experiment_configs_exist():
   assert {'quickstart', 'voc_raccoon_kangaroo', 'ilsvrc2012_vgg16', 'ilsvrc2013_paper_net',
           'cifar_resnet_imagenet_sample', 'ilsvrc_mobilenet_sample'} <= set(CONFIGS)
   assert pathlib.Path(ROOT / 'experiments' / 'reproduce.py').is_file()
+
+
+def test_loading_a_config_imports_no_jax_flax_optax_or_orbax():
+  """Configs start from `saliency_jax.defaults` (ml_collections only): loading one is cheap."""
+  import subprocess
+  import sys
+  code = ('import importlib.util, pathlib, sys\n'
+          f'for path in sorted(pathlib.Path({str(ROOT / "configs")!r}).glob("*.py")):\n'
+          '  spec = importlib.util.spec_from_file_location(path.stem, path)\n'
+          '  module = importlib.util.module_from_spec(spec)\n'
+          '  spec.loader.exec_module(module)\n'
+          '  module.get_config()\n'
+          'print(sorted(m for m in ("jax", "flax", "optax", "orbax") if m in sys.modules))\n')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT)
+  assert out.stdout.strip() == '[]', out.stdout + out.stderr

@@ -1,0 +1,78 @@
+"""Default settings of the experiments, importing nothing but ml_collections.
+
+Configs (configs/*.py) start from these, so loading a config does not import JAX, Flax, optax or
+orbax. The modules that use the settings refer here: `pipeline.default_config` is `main_job`,
+`localise.standard_methods` is `localise_methods`, `comparison.default_settings` is `comparison`.
+"""
+
+import ml_collections
+
+
+def localise_methods() -> dict[str, dict]:
+  """The localisation methods an experiment compares (`localise.settings` fields): the pipeline
+  (the paper's, the defaults), two variants (soft seeds; foreground seeds also >= 50% of the maximum),
+  and the baselines (thresholds at 15% and 20% of the maximum, the full image, a centred half box)."""
+  return {
+      'graphcut': {'method': 'graphcut'},
+      'graphcut_soft_seeds': {'method': 'graphcut', 'seeds': 'soft'},
+      'graphcut_fg_floor_50': {'method': 'graphcut', 'fg_floor': 0.5},
+      'threshold_15': {'method': 'threshold', 'threshold': 0.15},
+      'threshold_20': {'method': 'threshold', 'threshold': 0.2},
+      'full_image': {'method': 'full'},
+      'centre': {'method': 'centre', 'centre_fraction': 0.5},
+  }
+
+
+def main_job() -> ml_collections.ConfigDict:
+  """The settings every main-job config shares, with their defaults; configs add data, model,
+  train (or checkpoint) and change what they need."""
+  config = ml_collections.ConfigDict()
+  config.name = 'experiment'
+  config.seed = 0
+  config.num_eval = 0  # test images to map and localise (0: all)
+  config.top_k = 5  # classes per image for the ILSVRC localisation error
+  config.crop_size = 0  # 10-crop maps from crops of this size (0: the whole image, one map)
+  config.localise_size = 0  # localise on the test images at this size (0: data.image_size)
+  config.chunk_size = 100  # images per saliency call
+  config.localise = localise_methods()
+  config.figure_method = 'graphcut'  # the method drawn in localisation.png
+  # the key of config.localise that a localisation sweep chose on the selection part
+  # (jobs/sweep.py; '' none), named in metrics.json as 'selected_method'
+  config.selected_method = ''
+  config.workers = 2  # processes for the graph cuts
+  config.num_deconvnet = 16  # test images for the Sect. 4 summary
+  config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
+  config.num_figure = 8
+  config.class_names = ()
+  # several hosts (`parallel.initialize`): each process maps and localises its share of the test
+  # images; process 0 merges the shares (files in workdir/hosts) and writes the metrics and report
+  config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1,
+                                                  'process_id': 0, 'timeout_s': 3600})
+  # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage
+  config.class_models = ml_collections.ConfigDict({
+      'classes': (), 'steps': 300, 'l2_weight': 0.3, 'learning_rate': 0.1, 'optimizer': 'adam',
+      'momentum': 0.9, 'objective': 'score', 'jitter': 0, 'blur_every': 0, 'blur_sigma': 0.5,
+      'tv_weight': 0.0,
+  })
+  return config
+
+
+def comparison() -> ml_collections.ConfigDict:
+  """config.compare of the attribution comparison: which methods with which settings, and how many
+  images for each metric."""
+  return ml_collections.ConfigDict({
+      'methods': {
+          'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25, 'noise': 0.15},
+          'integrated_gradients': {'steps': 32}, 'guided_backprop': {}, 'deconvnet': {}, 'grad_cam': {},
+          'cam': {}, 'occlusion': {'patch': 8, 'stride': 4},
+      },
+      'num_images': 200,  # test images every metric sees
+      'localise': {'graphcut': {'method': 'graphcut'},
+                   'threshold_15': {'method': 'threshold', 'threshold': 0.15}},
+      'deletion_steps': 64,
+      'insertion_blur': 5.0,  # px, at the net's input size
+      'num_sanity': 16,  # images for the randomisation check (one map per layer group and method)
+      'num_figure': 6,
+      'timing_repeats': 3,  # seconds per image: the median of this many runs over all images
+      'seed': 0,
+  })
