@@ -157,6 +157,20 @@ def input_statistics(config, images: np.ndarray | None) -> tuple[np.ndarray, np.
   return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
 
 
+def class_maps(config, model, x, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The maps the job localises (paper Sect. 3.1; config.crop_size > 0: 10-crop maps): of each image's
+  config.top_k classes, in one call per chunk (one forward, k backward passes), and of its true class.
+  x: normalised [n, H, W, C], labels [n] -> (top classes int [n, k], their maps [n, k, H, W], the true
+  class's maps [n, H, W]), on the host."""
+  crop = config.crop_size or None
+  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
+                                                     chunk_size=config.chunk_size)
+  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop,
+                                         chunk_size=config.chunk_size)
+  return (np.asarray(top_classes), np.asarray(jax.device_get(top_maps)),
+          np.asarray(jax.device_get(true_maps))[:, 0])
+
+
 def localise_images(config, images, true_maps, top_maps, indices, total: int) -> tuple[dict, dict]:
   """Every method of config.localise on each image's true-class map and its top-k maps.
 
@@ -381,13 +395,7 @@ def run(config, workdir: str, log=print) -> dict:
   pick = lambda seq: [seq[i] for i in mine]
   images, labels, x = test['images'][mine], test['labels'][mine], splits['test']['images'][mine]
   t0 = time.perf_counter()
-  crop = config.crop_size or None
-  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
-                                                     chunk_size=config.chunk_size)
-  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop,
-                                         chunk_size=config.chunk_size)
-  top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
-  true_maps = np.asarray(jax.device_get(true_maps))[:, 0]
+  top_classes, top_maps, true_maps = class_maps(config, model, x, labels)
   seconds['saliency'] = time.perf_counter() - t0
   truth = data['photos'] if 'photos' in data else test  # the boxes of the images localised on
   gt_boxes = pick(truth['boxes'])

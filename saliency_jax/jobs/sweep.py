@@ -156,13 +156,8 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
       return dict(f), key, True
   t = time.perf_counter()
   x = transforms.normalise(records['images'], mean, std)
-  crop = config.crop_size or None
-  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
-                                                     chunk_size=config.chunk_size)
-  _, true_maps = saliency.class_saliency(model, x, records['labels'][:, None], crop_size=crop,
-                                         chunk_size=config.chunk_size)
-  maps = {'top_classes': np.asarray(top_classes), 'top_maps': np.asarray(jax.device_get(top_maps)),
-          'true_maps': np.asarray(jax.device_get(true_maps))[:, 0]}
+  top_classes, top_maps, true_maps = pipeline.class_maps(config, model, x, records['labels'])
+  maps = {'top_classes': top_classes, 'top_maps': top_maps, 'true_maps': true_maps}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'.{path.stem}.tmp.npz')
   np.savez(tmp, **maps)
