@@ -103,7 +103,7 @@ def memory_vs_chunk(config, model, x) -> list[dict]:
                                             chunk_size=c),
         len(x), config.repeats)}
     try:
-      compiled = saliency._class_maps.lower(model, x[:c], None, relu=jax.nn.relu, crop_hw=crop,
+      compiled = saliency.class_maps_kernel.lower(model, x[:c], None, relu=jax.nn.relu, crop_hw=crop,
                                              k=config.top_k).compile()
       stats = compiled.memory_analysis()
       row['temp_mib'] = stats.temp_size_in_bytes / 2 ** 20

@@ -63,9 +63,11 @@ def run(config, workdir: str) -> dict:
   for i, (image, m) in enumerate(zip(photos, maps)):
     fg, bg, _ = localise.seeds(m, s.fg_quantile, s.bg_quantile, s.fg_floor)
     items.append({'i': i, 'image': image, 'map': m, 'fg': fg, 'bg': bg})
-  key = lambda it: jax.random.fold_in(jax.random.key(s.seed), it['i'])[None]
-  colour = lambda it: localise.colour_costs(it['image'][None], it['fg'][None], it['bg'][None], key(it), s,
-                                            chunk_size=1)[0]
+  def key(it):
+    return jax.random.fold_in(jax.random.key(s.seed), it['i'])[None]
+  def colour(it):
+    return localise.colour_costs(it['image'][None], it['fg'][None], it['bg'][None], key(it), s,
+                                              chunk_size=1)[0]
   for it in items:  # compile, and the inputs of the later stages
     it['costs'] = colour(it)
     it['edges'] = graphcut.pairwise_weights(it['image'], pairwise_weight=s.pairwise_weight,
@@ -115,7 +117,8 @@ def run(config, workdir: str) -> dict:
   except ImportError:
     pass
 
-  iou = lambda box, b: float(metrics.box_iou(np.asarray(box, np.float64)[None], b).max())
+  def iou(box, b):
+    return float(metrics.box_iou(np.asarray(box, np.float64)[None], b).max())
   quality = {'ours_mean_box_iou': float(np.mean([iou(o.box, b) for o, b in zip(ours, boxes)]))}
   ours_rounds = localise.localise_batch(photos, maps, rounds, workers=config.workers)
   quality['ours_grabcut_3_mean_box_iou'] = float(np.mean([iou(o.box, b) for o, b in zip(ours_rounds, boxes)]))

@@ -302,8 +302,10 @@ def markdown_table(results: dict) -> str:
           'torch fwd', 'torch sal', 'Captum sal', 'Captum top-5', 'JAX img/s', 'Captum img/s',
           'x Captum sal', 'x Captum top-5', 'map diff f32 / f64']
   lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-  ms = lambda s: '-' if s is None else f'{1e3 * s:.1f}'
-  num = lambda v, f='.2f': '-' if v is None else format(v, f)
+  def ms(s):
+    return '-' if s is None else f'{1e3 * s:.1f}'
+  def num(v, f='.2f'):
+    return '-' if v is None else format(v, f)
   for name, r in results.items():
     s, d, c = r['median_s'], r['derived'], r['compile_s']
     row = [name, r['image_size'], ms(s['jax_forward']), ms(s['jax_saliency']),

@@ -142,7 +142,8 @@ def compare_with_torch(model, twin, images: np.ndarray, labels: np.ndarray, ids:
   flagged = np.flatnonzero(per_image > outlier_atol)
   out['float32']['grads_max_abs_diff_excluding_outliers'] = float(np.delete(per_image, flagged).max())
   min_z = min_abs_preactivation(model, images[flagged]) if len(flagged) else np.zeros(0)
-  image_max = lambda a, i: float(np.abs(a[i]).max())
+  def image_max(a, i):
+    return float(np.abs(a[i]).max())
   out['float32']['grads_outliers'] = [
       {'id': ids[i], 'label': int(labels[i]), 'jax_vs_torch': float(per_image[i]),
        'jax32_vs_float64': image_max(jg32 - jg64, i), 'torch32_vs_float64': image_max(tg32 - tg64, i),
@@ -193,7 +194,8 @@ def _finished_models(path: pathlib.Path, results: dict) -> dict:
     previous = json.loads(path.read_text())
   except json.JSONDecodeError:
     return {}
-  same = lambda key: json.loads(json.dumps(results[key])) == previous.get(key)
+  def same(key):
+    return json.loads(json.dumps(results[key])) == previous.get(key)
   return previous.get('models', {}) if same('config') and same('data') else {}
 
 

@@ -18,10 +18,12 @@ Integrated Gradients' path points are one batch of forward passes and one VJP, o
 patches one batch of forward passes. Randomness comes from an explicit key, folded with each
 image's index, so chunking does not change the result.
 
-Layer activations for Grad-CAM and CAM come from the model's step list (`deconvnet.steps`, the
-same layers the DeconvNet reconstruction walks), which splits the network at a named layer into
-`features` and `head` without editing or hooking the model; they equal what `nnx.capture` records
-for that layer (tested).
+Layer activations for Grad-CAM and CAM come from the model's layer graph (`saliency_jax.graph`,
+the same steps its `__call__` runs and the DeconvNet reconstruction walks), split at a named layer
+into `features` and `head` without editing or hooking the model; they equal what `nnx.capture`
+records for that layer (tested).
+
+No function here changes the caller's model; one in training mode is refused.
 """
 
 import functools
@@ -30,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import deconvnet, saliency
+from saliency_jax import deconvnet, graph, parallel, saliency
 
 INPUT_SPACE = ('gradient', 'gradient_x_input', 'smoothgrad', 'integrated_gradients', 'guided_backprop',
                'deconvnet')
@@ -40,10 +42,10 @@ IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
 
 
 def _prepare(model, images, labels):
-  model.eval()
-  images = saliency._check_images(model, images)
-  saliency._check_input_size(model, images.shape[1:3])
-  labels = saliency._check_labels(labels, images.shape[0], saliency._num_classes(model, images.shape[1:]))
+  saliency.check_eval_mode(model)
+  images = saliency.check_images(model, images)
+  saliency.check_input_size(model, images.shape[1:3])
+  labels = saliency.check_labels(labels, images.shape[0], saliency.num_classes(model, images.shape[1:]))
   return images, labels
 
 
@@ -63,7 +65,7 @@ def gradient(model, images, labels, *, chunk_size: int | None = None) -> jax.Arr
 
 def gradient_x_input(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
   """I * dS_c/dI [B, H, W, C] (Shrikumar et al. 2016); 'input' is the model-space image."""
-  images = saliency._check_images(model, images)
+  images = saliency.check_images(model, images)
   return images * saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
 
 
@@ -105,7 +107,7 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
   key = jax.random.key(0) if key is None else key
   fn = functools.partial(_smoothgrad, model, key=key, noise=jnp.float32(noise), samples=samples)
   index = jnp.arange(images.shape[0])
-  return saliency._chunked(lambda x, y, i: fn(x, y, i), (images, labels, index), chunk_size)
+  return parallel.chunked(lambda x, y, i: fn(x, y, i), (images, labels, index), chunk_size)
 
 
 def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +162,7 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
                        f'got {baselines.shape}')
   fn = functools.partial(_integrated_gradients, model, alphas=jnp.asarray(alphas, images.dtype),
                          weights=jnp.asarray(weights, images.dtype))
-  return saliency._chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
+  return parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
 
 
 # ----------------------------------------------------------------------------- region methods
@@ -169,31 +171,28 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
 def default_layer(model) -> str:
   """The last convolutional layer's output, before the network pools it away: the layer Grad-CAM
   and CAM use (SmallConvNet its last ReLU, CifarResNet its last block, VGG16 'features.29',
-  PaperConvNet 'relu5')."""
-  model_steps = deconvnet.steps(model)
+  PaperConvNet 'relu5', MobileNet 'conv_pw_13_relu')."""
+  model_steps = graph.steps_of(model)
   kinds = [s.kind for s in model_steps]
-  end = min(i for i, k in enumerate(kinds) if k in ('mean', 'flatten', 'adaptive_avg_pool'))
-  return next(s.name for s in reversed(model_steps[:end]) if s.kind in ('relu', 'block'))
+  end = min((i for i, k in enumerate(kinds) if k in ('mean', 'flatten', 'adaptive_avg_pool')), default=None)
+  found = [s.name for s in model_steps[:end] if s.kind in ('relu', 'clip', 'block')]
+  if end is None or not found:
+    raise ValueError(f'{type(model).__name__} has no rectified convolutional layer before its pooling; '
+                     'name the layer')
+  return found[-1]
 
 
 def split(model, layer: str):
   """The network as (features, head): features(x) [B, h, w, C'] is `layer`'s output and
   head(a) the scores computed from it, head(features(x)) == model(x)."""
-  model_steps = deconvnet.steps(model)
-  last = deconvnet._layer_index(model_steps, layer)
+  model_steps = graph.steps_of(model)
+  last = graph.index(model_steps, layer)
   if layer == 'scores' or last == len(model_steps) - 1:
     raise ValueError(f'layer must be inside the network, not its output; got {layer!r}')
-
   def features(x):
-    for step in model_steps[:last + 1]:
-      x = deconvnet._forward_step(step, x, jax.nn.relu, None)
-    return x
-
+    return graph.run(model_steps, x, stop=last)
   def head(a):
-    for step in model_steps[last + 1:]:
-      a = deconvnet._forward_step(step, a, jax.nn.relu, None)
-    return a
-
+    return graph.run(model_steps, a, start=last + 1)
   return features, head
 
 
@@ -224,25 +223,33 @@ def grad_cam(model, images, labels, *, layer: str | None = None, upsample: bool 
   images, labels = _prepare(model, images, labels)
   layer = default_layer(model) if layer is None else layer
   fn = functools.partial(_grad_cam, model, layer=layer, upsample=upsample)
-  return saliency._chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
 
 
-def _cam_layer(model) -> tuple[str, object]:
-  """CAM's layer (the input of the global average pooling) and the linear classifier after it."""
-  model_steps = deconvnet.steps(model)
+def classifier(model) -> tuple[str, jax.Array]:
+  """CAM's layer (the input of the global average pooling) and the classifier weights W [C', K]
+  after it: one dense layer or 1x1 convolution, with only reshapes and inference-mode dropout
+  around it (MobileNet's `conv_preds` is such a convolution)."""
+  model_steps = graph.steps_of(model)
   kinds = [s.kind for s in model_steps]
-  if len(kinds) < 3 or kinds[-2:] != ['mean', 'dense']:
+  pools = [i for i, k in enumerate(kinds) if k == 'mean']
+  head = model_steps[pools[-1] + 1:] if pools else []
+  linear = [s for s in head if s.kind in ('dense', 'conv')]
+  passive = ('dense', 'conv', 'reshape', 'flatten', 'dropout', 'identity')
+  rest = [s.kind for s in head if s.kind not in passive]
+  if (not pools or pools[-1] == 0 or len(linear) != 1 or rest
+      or (linear[0].kind == 'conv' and tuple(linear[0].module.kernel_size) != (1, 1))):
     raise ValueError(f'CAM needs global average pooling followed by one linear layer; {type(model).__name__} '
-                     'ends with ' + ', '.join(kinds[-3:]) + ' (use grad_cam)')
-  return model_steps[-3].name, model_steps[-1].module
+                     'ends with ' + ', '.join(kinds[-4:]) + ' (use grad_cam)')
+  kernel = linear[0].module.kernel[...]
+  return model_steps[pools[-1] - 1].name, kernel.reshape(-1, kernel.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnames=('layer', 'upsample'))
 def _cam(model, images, labels, *, layer, upsample):
   features, _ = split(model, layer)
   a = features(images)
-  dense = deconvnet.steps(model)[-1].module
-  w = dense.kernel[...][:, labels].T  # [B, C']
+  w = classifier(model)[1][:, labels].T  # [B, C']
   cam = jnp.einsum('bhwc,bc->bhw', a, w)
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 
@@ -250,11 +257,12 @@ def _cam(model, images, labels, *, layer, upsample):
 def cam(model, images, labels, *, upsample: bool = True, chunk_size: int | None = None) -> jax.Array:
   """Class activation maps (Zhou et al. 2016): sum_k w_kc A_k [B, H, W] (or [B, h, w]), for nets
   whose scores are a linear layer on globally average-pooled maps A (SmallConvNet without hidden
-  layers, CifarResNet). The mean of the un-upsampled map plus the class bias is the score."""
+  layers, CifarResNet, MobileNet; see `classifier`). The mean of the un-upsampled map plus the class
+  bias is the score."""
   images, labels = _prepare(model, images, labels)
-  layer, _ = _cam_layer(model)
+  layer, _ = classifier(model)
   fn = functools.partial(_cam, model, layer=layer, upsample=upsample)
-  return saliency._chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
 
 
 def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
@@ -263,7 +271,8 @@ def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
   if not 1 <= patch <= min(h, w) or stride < 1:
     raise ValueError(f'occlusion needs 1 <= patch <= {min(h, w)} and stride >= 1, got patch {patch}, '
                      f'stride {stride}')
-  starts = lambda n: sorted(set(range(0, n - patch + 1, stride)) | {n - patch})
+  def starts(n):
+    return sorted(set(range(0, n - patch + 1, stride)) | {n - patch})
   masks = []
   for r in starts(h):
     for c in starts(w):
@@ -293,7 +302,7 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
   images, labels = _prepare(model, images, labels)
   masks = jnp.asarray(occlusion_masks(images.shape[1:3], patch, stride), images.dtype)
   fn = functools.partial(_occlusion, model, masks=masks, value=jnp.asarray(value, images.dtype))
-  return saliency._chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
 
 
 # ----------------------------------------------------------------------------- one API

@@ -29,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import attribution, defaults, localise, metrics, pipeline, report, saliency
+from saliency_jax import attribution, defaults, faithfulness, localise, metrics, pipeline, report, saliency
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -75,14 +75,14 @@ def class_boxes(gt_labels, gt_boxes, labels) -> list[np.ndarray]:
 
 
 def sanity(model, x, labels, method: str, settings: dict, *, seed: int, chunk_size: int | None) -> dict:
-  """The cascading randomisation check of one method on images x (`metrics.cascading_randomisation`)."""
+  """The cascading randomisation check of one method on images x (`faithfulness.cascading_randomisation`)."""
   settings = _settings(method, settings, seed)
 
   def attribute(m):
     a = attribution.attribute(method, m, x, labels, chunk_size=chunk_size, **settings)
     return {'absolute': attribution.to_map(a), 'signed': attribution.to_map(a, signed=True)}
 
-  return metrics.cascading_randomisation(model, metrics.fresh_like(model, seed + 1), attribute)
+  return faithfulness.cascading_randomisation(model, faithfulness.fresh_like(model, seed + 1), attribute)
 
 
 def pointing(maps, labels, *, masks=None, boxes=None, difficult=None, tolerance: float) -> dict:
@@ -125,7 +125,7 @@ def evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks=None, 
     game = pointing(on_photos, labels, masks=masks, boxes=boxes, difficult=flags, tolerance=tolerance)
     r['pointing_game'], r['pointing_game_class_mean'] = game['per_image'], game['class_mean']
     r['pointing_played'] = game['played']
-    curves = metrics.deletion_insertion(model, x, labels, absolute, steps=c.deletion_steps,
+    curves = faithfulness.deletion_insertion(model, x, labels, absolute, steps=c.deletion_steps,
                                         insertion_blur=c.insertion_blur, chunk_size=config.chunk_size)
     r['deletion_auc'] = float(curves['deletion'].mean())
     r['insertion_auc'] = float(curves['insertion'].mean())

@@ -38,14 +38,14 @@ VGG16; 'scores' is the class-score layer of every model).
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from saliency_jax import layers, models, saliency
+from saliency_jax import graph, layers, saliency
+from saliency_jax.graph import Step
 
 # ----------------------------------------------------------------------------- backward rules
 
@@ -103,119 +103,26 @@ def _check_rules(rules) -> None:
 # ----------------------------------------------------------------------------- the network as steps
 
 
-class Step(NamedTuple):
-  """One layer of a model, in forward order.
-
-  kind: 'conv', 'batch_norm', 'relu', 'max_pool', 'adaptive_avg_pool', 'mean' (global average
-  pooling), 'flatten', 'dense' or 'block' (a residual block: `inner` steps plus its shortcut).
-  options: the pooling geometry ('window', 'strides', 'padding') or the adaptive pool's 'size'.
-  """
-  name: str
-  kind: str
-  module: Any = None
-  options: dict | None = None
-  inner: tuple['Step', ...] = ()
-
-
-def _pool(name, window, strides, padding='VALID') -> Step:
-  return Step(name, 'max_pool', options={'window': window, 'strides': strides, 'padding': padding})
-
-
-def _paper_steps(m: models.PaperConvNet) -> list[Step]:
-  out = []
-  for i in range(1, 6):
-    out += [Step(f'conv{i}', 'conv', getattr(m, f'conv{i}')), Step(f'relu{i}', 'relu')]
-    if i in (1, 2, 5):
-      out.append(_pool(f'pool{i}', 3, 2, 'SAME'))
-  out += [Step('flatten', 'flatten'), Step('full6', 'dense', m.full6), Step('relu6', 'relu'),
-          Step('full7', 'dense', m.full7), Step('relu7', 'relu'), Step('full8', 'dense', m.full8)]
-  return out
-
-
-def _small_steps(m: models.SmallConvNet) -> list[Step]:
-  out, i = [], 0
-  for s, n in enumerate(m.stage_sizes):
-    if s > 0:
-      out.append(_pool(f'pool{s}', 2, 2, 'SAME'))
-    for _ in range(n):
-      out.append(Step(f'conv{i + 1}', 'conv', m.convs[i]))
-      if m.norms[i] is not None:
-        out.append(Step(f'bn{i + 1}', 'batch_norm', m.norms[i]))
-      out.append(Step(f'relu{i + 1}', 'relu'))
-      i += 1
-  out += [_pool(f'pool{len(m.stage_sizes)}', 2, 2, 'SAME'), Step('mean', 'mean')]
-  for j, dense in enumerate(m.hidden):
-    out += [Step(f'hidden{j + 1}', 'dense', dense), Step(f'hidden{j + 1}_relu', 'relu')]
-  return out + [Step('classifier', 'dense', m.classifier)]
-
-
-def _vgg_steps(m: models.VGG16) -> list[Step]:
-  out, i = [], 0
-  for v in models.VGG16_LAYOUT:
-    if v == 'M':
-      out.append(_pool(f'features.{i}', 2, 2))
-      i += 1
-    else:
-      out += [Step(f'features.{i}', 'conv', m.features[i]), Step(f'features.{i + 1}', 'relu')]
-      i += 2
-  out += [Step('avgpool', 'adaptive_avg_pool', options={'size': (7, 7)}), Step('flatten', 'flatten'),
-          Step('classifier.0', 'dense', m.classifier[0]), Step('classifier.1', 'relu'),
-          Step('classifier.3', 'dense', m.classifier[3]), Step('classifier.4', 'relu'),
-          Step('classifier.6', 'dense', m.classifier[6])]
-  return out
-
-
-def _resnet_steps(m: models.CifarResNet) -> list[Step]:
-  out = [Step('conv1', 'conv', m.conv1), Step('bn1', 'batch_norm', m.bn1), Step('relu1', 'relu')]
-  for s in (1, 2, 3):
-    for b, block in enumerate(getattr(m, f'layer{s}')):
-      p = f'layer{s}.{b}'
-      inner = (Step(f'{p}.conv1', 'conv', block.conv1), Step(f'{p}.bn1', 'batch_norm', block.bn1),
-               Step(f'{p}.relu1', 'relu'), Step(f'{p}.conv2', 'conv', block.conv2),
-               Step(f'{p}.bn2', 'batch_norm', block.bn2))
-      # The block's last step: its output ReLU, after the residual sum (named `{p}.relu`).
-      out.append(Step(p, 'block', block, inner=inner + (Step(f'{p}.relu', 'relu'),)))
-  return out + [Step('mean', 'mean'), Step('linear', 'dense', m.linear)]
-
-
 def steps(model) -> list[Step]:
-  """The model as a list of steps in forward order (see `Step`); the last one gives the scores."""
-  builders = {models.PaperConvNet: _paper_steps, models.SmallConvNet: _small_steps,
-              models.VGG16: _vgg_steps, models.CifarResNet: _resnet_steps}
-  for cls, build in builders.items():
-    if isinstance(model, cls):
-      return build(model)
-  raise TypeError(f'no explicit DeconvNet for {type(model).__name__}; supported: '
-                  f'{", ".join(c.__name__ for c in builders)}')
+  """The model's layer graph (`model.steps()`, see `saliency_jax.graph`); the last step gives the scores."""
+  return graph.steps_of(model)
 
 
 def layer_names(model) -> list[str]:
   """Names a reconstruction can start from, in forward order; 'scores' is an alias of the last."""
-  return [s.name for s in steps(model)] + ['scores']
-
-
-def _layer_index(model_steps: list[Step], layer: str) -> int:
-  names = [s.name for s in model_steps]
-  if layer == 'scores':
-    return len(names) - 1
-  if layer not in names:
-    raise ValueError(f'unknown layer {layer!r}; expected one of {names + ["scores"]}')
-  return names.index(layer)
-
-
-# ----------------------------------------------------------------------------- forward
+  return graph.names(model)
 
 
 def _conv_padding(conv: nnx.Conv, in_hw) -> tuple[tuple[int, int], tuple[int, int]]:
   for attr in ('input_dilation', 'kernel_dilation'):
-    if layers._pair(getattr(conv, attr) or 1) != (1, 1):
+    if layers.pair(getattr(conv, attr) or 1) != (1, 1):
       raise ValueError(f'the explicit DeconvNet supports undilated convolutions only ({attr} is set)')
-  if conv.feature_group_count != 1:
-    raise ValueError('the explicit DeconvNet supports ungrouped convolutions only')
+  if conv.feature_group_count not in (1, conv.in_features):
+    raise ValueError('the explicit DeconvNet supports ungrouped and depthwise convolutions only')
   padding = conv.padding
   if isinstance(padding, str) and padding.upper() not in ('SAME', 'VALID'):
     raise ValueError(f'unsupported convolution padding {padding!r}')
-  return layers.pool_padding(in_hw, conv.kernel_size, layers._pair(conv.strides or 1), padding)
+  return layers.pool_padding(in_hw, conv.kernel_size, layers.pair(conv.strides or 1), padding)
 
 
 def _batch_norm_scale(bn: nnx.BatchNorm) -> jax.Array:
@@ -224,42 +131,6 @@ def _batch_norm_scale(bn: nnx.BatchNorm) -> jax.Array:
     raise ValueError(f'BatchNorm must be in inference mode (call model.eval()); got {bn}')
   scale = bn.scale[...] if bn.scale is not None else 1.0
   return scale * lax.rsqrt(bn.var[...] + bn.epsilon)
-
-
-def _shortcut(block: models.BasicBlock, x: jax.Array) -> jax.Array:
-  if not block.pad_channels:
-    return x
-  p = block.pad_channels
-  return jnp.pad(x[:, ::block.stride, ::block.stride], ((0, 0), (0, 0), (0, 0), (p, p)))
-
-
-def _forward_step(step: Step, x: jax.Array, relu: Callable, record: dict | None) -> jax.Array:
-  """One step forward. `record`, when given, receives what the reconstruction needs, by name."""
-  if record is not None:
-    record[step.name] = {'input': x}
-  if step.kind in ('conv', 'batch_norm', 'dense'):
-    return step.module(x)
-  if step.kind == 'relu':
-    return relu(x)
-  if step.kind == 'max_pool':
-    o = step.options
-    if record is not None:
-      y, switches = layers.max_pool_switches(x, o['window'], o['strides'], o['padding'])
-      record[step.name]['switches'] = switches
-      return y
-    return layers.max_pool(x, o['window'], o['strides'], o['padding'])
-  if step.kind == 'adaptive_avg_pool':
-    return layers.adaptive_avg_pool(x, step.options['size'])
-  if step.kind == 'mean':
-    return jnp.mean(x, axis=(1, 2))
-  if step.kind == 'flatten':
-    return x.reshape(x.shape[0], -1)
-  if step.kind == 'block':
-    h = x
-    for inner in step.inner[:-1]:
-      h = _forward_step(inner, h, relu, record)
-    return _forward_step(step.inner[-1], h + _shortcut(step.module, x), relu, record)
-  raise ValueError(f'unknown step kind {step.kind!r}')
 
 
 def forward(model, images: jax.Array, *, layer: str = 'scores', relu: Callable = jax.nn.relu,
@@ -271,11 +142,7 @@ def forward(model, images: jax.Array, *, layer: str = 'scores', relu: Callable =
   `layers.max_pool`, or, when `record` is a dict, record their switches in it.
   """
   model_steps = steps(model)
-  last = _layer_index(model_steps, layer)
-  x = images
-  for step in model_steps[:last + 1]:
-    x = _forward_step(step, x, relu, record)
-  return x
+  return graph.run(model_steps, images, relu=relu, stop=graph.index(model_steps, layer), record=record)
 
 
 # ----------------------------------------------------------------------------- the explicit reconstruction
@@ -300,21 +167,28 @@ def transposed_conv(conv: nnx.Conv, g: jax.Array, in_hw) -> jax.Array:
 
   The signal is dilated by the stride (zeros between its pixels) and convolved with the filters
   flipped in both spatial directions and with their input and output channels swapped; the
-  padding puts every output pixel back over the input pixels that fed it. No bias.
+  padding puts every output pixel back over the input pixels that fed it. No bias. A depthwise
+  convolution (one group per input channel, m outputs each) is transposed group by group: each
+  input channel gathers back from its own m output channels.
   """
-  (kh, kw), (sh, sw) = conv.kernel_size, layers._pair(conv.strides or 1)
+  (kh, kw), (sh, sw) = conv.kernel_size, layers.pair(conv.strides or 1)
   (plo_h, _), (plo_w, _) = _conv_padding(conv, in_hw)
   ho, wo = g.shape[1:3]
-  flipped = jnp.swapaxes(conv.kernel[...][::-1, ::-1], 2, 3)  # [kh, kw, O, I]
+  kernel = conv.kernel[...][::-1, ::-1]
+  groups = conv.feature_group_count
+  if groups == 1:
+    flipped = jnp.swapaxes(kernel, 2, 3)  # [kh, kw, O, I]
+  else:  # [kh, kw, 1, C * m], output channel c * m + j reads input c -> [kh, kw, m, C]
+    flipped = jnp.swapaxes(kernel.reshape(kh, kw, groups, -1), 2, 3)
   pads = ((kh - 1 - plo_h, in_hw[0] + plo_h - (ho - 1) * sh - 1),
           (kw - 1 - plo_w, in_hw[1] + plo_w - (wo - 1) * sw - 1))
   return lax.conv_general_dilated(g, flipped.astype(g.dtype), (1, 1), pads, lhs_dilation=(sh, sw),
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
 
 
 def _transposed_adaptive_avg_pool(g: jax.Array, in_hw, size) -> jax.Array:
   """Each output bin's signal, divided by the bin's area, spread over the bin (bins may overlap)."""
-  (h, w), (oh, ow) = in_hw, layers._pair(size)
+  (h, w), (oh, ow) = in_hw, layers.pair(size)
   out = jnp.zeros((g.shape[0], h, w, g.shape[3]), g.dtype)
   for i in range(oh):
     r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
@@ -325,11 +199,17 @@ def _transposed_adaptive_avg_pool(g: jax.Array, in_hw, size) -> jax.Array:
   return out
 
 
-def _transposed_shortcut(block: models.BasicBlock, g: jax.Array, in_shape) -> jax.Array:
-  if not block.pad_channels:
+def _transposed_shortcut(step: Step, g: jax.Array, in_shape) -> jax.Array:
+  p, s = step.options['pad_channels'], step.options['stride']
+  if not p:
     return g
-  p, s = block.pad_channels, block.stride
   return jnp.zeros(in_shape, g.dtype).at[:, ::s, ::s].set(g[..., p:g.shape[3] - p])
+
+
+def _transposed_clip(x: jax.Array, g: jax.Array, top: float) -> jax.Array:
+  """min(x, top) passes the signal where x < top; at x == top each side of the tie gets half (as
+  `lax.min`'s derivative)."""
+  return jnp.where(x < top, g, jnp.where(x == top, g / 2, jnp.zeros_like(g)))
 
 
 def _backward_step(step: Step, g: jax.Array, record: dict, rule: str, signals: dict | None) -> jax.Array:
@@ -337,7 +217,7 @@ def _backward_step(step: Step, g: jax.Array, record: dict, rule: str, signals: d
   x = record[step.name]['input']
   if signals is not None:
     signals[step.name] = g
-  if step.kind == 'conv':
+  if step.kind in ('conv', 'depthwise_conv'):
     return transposed_conv(step.module, g, x.shape[1:3])
   if step.kind == 'batch_norm':
     return g * _batch_norm_scale(step.module).astype(g.dtype)
@@ -345,6 +225,8 @@ def _backward_step(step: Step, g: jax.Array, record: dict, rule: str, signals: d
     return g @ step.module.kernel[...].T.astype(g.dtype)
   if step.kind == 'relu':
     return _rectification(rule)(x, g)
+  if step.kind == 'clip':
+    return _transposed_clip(x, g, step.options['max'])
   if step.kind == 'max_pool':
     o = step.options
     return layers.unpool(g, record[step.name]['switches'], x.shape, o['window'], o['strides'], o['padding'])
@@ -352,15 +234,20 @@ def _backward_step(step: Step, g: jax.Array, record: dict, rule: str, signals: d
     return _transposed_adaptive_avg_pool(g, x.shape[1:3], step.options['size'])
   if step.kind == 'mean':
     return jnp.broadcast_to(g[:, None, None, :] / (x.shape[1] * x.shape[2]), x.shape)
-  if step.kind == 'flatten':
+  if step.kind in ('flatten', 'reshape'):
     return g.reshape(x.shape)
+  if step.kind == 'pad':
+    (top, _), (left, _) = step.options['padding']
+    return g[:, top:top + x.shape[1], left:left + x.shape[2]]
+  if step.kind in ('dropout', 'identity'):  # inference mode: the identity
+    return g
   if step.kind == 'block':
     g = _backward_step(step.inner[-1], g, record, rule, signals)  # the output ReLU, after the sum
     branch = g
     for inner in reversed(step.inner[:-1]):
       branch = _backward_step(inner, branch, record, rule, signals)
-    return branch + _transposed_shortcut(step.module, g, x.shape)
-  raise ValueError(f'unknown step kind {step.kind!r}')
+    return branch + _transposed_shortcut(step, g, x.shape)
+  raise ValueError(f'step {step.name!r}: unknown kind {step.kind!r}')
 
 
 def _one_hot_signal(out: jax.Array, neurons) -> jax.Array:
@@ -371,11 +258,10 @@ def _one_hot_signal(out: jax.Array, neurons) -> jax.Array:
 
 
 def _check(model, images, layer, neurons, signal):
-  images = saliency._check_images(model, images)
-  saliency._check_input_size(model, images.shape[1:3])
-  model_steps = steps(model)
-  _layer_index(model_steps, layer)
-  saliency._check_eval_mode(model)
+  images = saliency.check_images(model, images)
+  saliency.check_input_size(model, images.shape[1:3])
+  graph.index(steps(model), layer)
+  saliency.check_eval_mode(model)
   if (neurons is None) == (signal is None):
     raise ValueError('give exactly one of neurons (a flat index per image) and signal '
                      '([B, ...] at the layer)')
@@ -399,7 +285,7 @@ def _check(model, images, layer, neurons, signal):
 @functools.partial(jax.jit, static_argnames=('layer', 'rule'))
 def _reconstruct(model, images, neurons, signal, *, layer, rule):
   model_steps = steps(model)
-  last = _layer_index(model_steps, layer)
+  last = graph.index(model_steps, layer)
   record = {}
   out = forward(model, images, layer=layer, record=record)
   g = _one_hot_signal(out, neurons) if signal is None else signal.astype(out.dtype)
@@ -445,7 +331,7 @@ def vjp_reconstruction(model, images, *, layer: str = 'scores', neurons=None, si
 
 @functools.partial(jax.jit, static_argnames=('layer', 'relu'))
 def _vjp(model, images, neurons, signal, *, layer, relu):
-  saliency._check_relu(model, images, relu)
+  saliency.check_relu(model, images, relu)
   out, vjp = jax.vjp(lambda x: forward(model, x, layer=layer, relu=relu), images)
   g = _one_hot_signal(out, neurons) if signal is None else signal.astype(out.dtype)
   return vjp(g)[0]
@@ -455,7 +341,7 @@ def _vjp(model, images, neurons, signal, *, layer, relu):
 
 
 def _step_vjp(step: Step, x: jax.Array, g: jax.Array, relu: Callable) -> jax.Array:
-  return jax.vjp(lambda h: _forward_step(step, h, relu, None), x)[1](g)[0]
+  return jax.vjp(lambda h: graph.apply(step, h, relu), x)[1](g)[0]
 
 
 def _gate_counts(x: jax.Array, g: jax.Array, gradient_out: jax.Array, deconvnet_out: jax.Array) -> dict:
@@ -480,7 +366,7 @@ def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
   on the same incoming signal; and the final reconstruction.
   """
   model_steps = steps(model)
-  last = _layer_index(model_steps, layer)
+  last = graph.index(model_steps, layer)
   record = {}
   out = forward(model, images, layer=layer, record=record)
   g = _one_hot_signal(out, neurons)
@@ -488,7 +374,7 @@ def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
   for step in reversed(model_steps[:last + 1]):
     g = _backward_step(step, g, record, 'deconvnet', signals)
   report = {}
-  for step in _flat_steps(model_steps[:last + 1]):
+  for step in graph.flat(model_steps[:last + 1]):
     x, sig = record[step.name]['input'], signals[step.name]
     if step.kind == 'relu':
       report[step.name] = _gate_counts(x, sig, _step_vjp(step, x, sig, gradient_rule),
@@ -499,11 +385,6 @@ def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
       report[step.name] = {'max_abs_diff': jnp.max(jnp.abs(explicit - auto)),
                            'max_abs': jnp.max(jnp.abs(auto))}
   return report, g
-
-
-def _flat_steps(model_steps: list[Step]) -> list[Step]:
-  """The steps with every residual block replaced by its inner steps (the block's ReLU last)."""
-  return [s for step in model_steps for s in (step.inner if step.kind == 'block' else (step,))]
 
 
 def gate_statistics(x: jax.Array, g: jax.Array, *, rules=RULES) -> dict:
@@ -565,7 +446,7 @@ def compare(model, images, *, layer: str = 'scores', neurons, rules=RULES) -> di
       'steps': {}, 'relus': {},
   }
   model_steps = steps(model)
-  for step in _flat_steps(model_steps[:_layer_index(model_steps, layer) + 1]):
+  for step in graph.flat(model_steps[:graph.index(model_steps, layer) + 1]):
     r = report[step.name]
     if step.kind == 'relu':
       out['relus'][step.name] = _to_python(r)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import deconvnet, layers, metrics, models, report, saliency, train, weights
+from saliency_jax import deconvnet, faithfulness, layers, metrics, models, report, saliency, train, weights
 from saliency_jax.data import imagenet, synthetic, transforms
 
 METHODS = ('gradient', 'deconvnet', 'guided')
@@ -51,11 +51,13 @@ def _conv_pair(conv, x, g):
 def _pool_triple(x, g, *, window, stride, padding):
   """(unpooling of g through x's switches, VJP of lax.reduce_window max, VJP of layers.max_pool)."""
   pads = layers.pool_padding(x.shape[1:3], (window, window), (stride, stride), padding)
-  reference = lambda h: jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                                              (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
+  def reference(h):
+    return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                                (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
   _, switches = layers.max_pool_switches(x, window, stride, padding)
   explicit = layers.unpool(g, switches, x.shape, window, stride, padding)
-  ours = lambda h: layers.max_pool(h, window, stride, padding)
+  def ours(h):
+    return layers.max_pool(h, window, stride, padding)
   return explicit, jax.vjp(reference, x)[1](g)[0], jax.vjp(ours, x)[1](g)[0]
 
 
@@ -66,7 +68,8 @@ def layer_rows(seed: int, dtype, tol: float, *, rules=deconvnet.RULES) -> list[d
   rule}) against the gate prediction and against independent references (see `relu_row`).
   """
   rows, rng, rngs = [], np.random.default_rng(seed), nnx.Rngs(seed)
-  normal = lambda shape: jnp.asarray(rng.normal(size=shape), dtype)  # no compilation per shape
+  def normal(shape):
+    return jnp.asarray(rng.normal(size=shape), dtype)  # no compilation per shape
 
   worst = 0.0
   for kernel, stride, padding, size in [(7, 2, 'SAME', 33), (5, 2, 'SAME', 17), (3, 1, 'SAME', 16),
@@ -115,7 +118,8 @@ def relu_row(x: jax.Array, g: jax.Array, *, rules=deconvnet.RULES) -> dict:
   """
   x, g = jnp.asarray(x).at[:, ::8].set(0), jnp.asarray(g).at[:, 4::8].set(0)
   stats = deconvnet.gate_statistics(x, g, rules=rules)
-  vjp_of = lambda f: np.asarray(jax.vjp(f, x)[1](g)[0])
+  def vjp_of(f):
+    return np.asarray(jax.vjp(f, x)[1](g)[0])
   grad_exact = float(np.max(np.abs(vjp_of(jax.nn.relu) - vjp_of(rules['gradient']))))
   deconv_exact = float(np.max(np.abs(np.maximum(np.asarray(g), 0) - vjp_of(rules['deconvnet']))))
   return _row('ReLU: the two differ exactly where 1(x > 0) != 1(g > 0)',
@@ -211,7 +215,8 @@ def trained_small_convnet(config, log=print):
   test = transforms.load(synthetic.SyntheticSource(c.num_test, split='test', seed=config.seed,
                                                    image_size=c.image_size))
   mean = train_data['images'].reshape(-1, 3).mean(0) / 255.0
-  prep = lambda images: (images.astype(np.float32) / 255.0 - mean).astype(np.float32)
+  def prep(images):
+    return (images.astype(np.float32) / 255.0 - mean).astype(np.float32)
   model = models.SmallConvNet(len(synthetic.CLASSES), stages=c.stages, rngs=nnx.Rngs(config.seed))
   start = time.perf_counter()
   train.fit(model, prep(train_data['images']), train_data['labels'], steps=c.steps, batch_size=c.batch_size,
@@ -307,10 +312,10 @@ def sanity_check(model, fresh, x, labels) -> dict:
   Returns {'layers': [names randomised so far, top-down], method: [mean rho per stage]}.
   """
   original = method_maps(model, x, labels)
-  groups = [name for name, _ in metrics.randomisation_groups(model)]
+  groups = [name for name, _ in faithfulness.randomisation_groups(model)]
   out = {'layers': groups, **{m: [] for m in METHODS}, **{f'{m}_std': [] for m in METHODS}}
   for k in range(1, len(groups) + 1):
-    maps = method_maps(metrics.randomise(model, fresh, set(groups[:k])), x, labels)
+    maps = method_maps(faithfulness.randomise(model, fresh, set(groups[:k])), x, labels)
     for m in METHODS:
       rhos = [metrics.spearman(a, b) for a, b in zip(maps[m], original[m])]
       out[m].append(float(np.mean(rhos)))
@@ -420,7 +425,7 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
     for i in range(n):
       figure_rows.append((f'{key_name}: {data["names"][i]}', data['images'][i],
                           {m: maps[m][i] for m in METHODS}))
-    fresh = metrics.fresh_like(model, config.seed + 1)  # the same architecture, other random weights
+    fresh = faithfulness.fresh_like(model, config.seed + 1)  # the same architecture, other random weights
     checks[key_name] = sanity_check(model, fresh, x[:config.num_sanity], labels[:config.num_sanity])
     final = ', '.join(f'{m} {checks[key_name][m][-1]:.2f}' for m in METHODS)
     log(f'sanity check {key_name}: rho after randomising every layer: {final}')

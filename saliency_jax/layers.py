@@ -18,7 +18,8 @@ from jax import lax
 Padding = str | Sequence[tuple[int, int]]
 
 
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+def pair(v: int | Sequence[int]) -> tuple[int, int]:
+  """(v, v) for an int, the two ints of a pair; anything else is a ValueError."""
   if isinstance(v, int):
     return (v, v)
   v = tuple(int(a) for a in v)
@@ -42,14 +43,14 @@ def pool_padding(
         pads.append((total // 2, total - total // 2))  # the extra pixel goes after, as in TF
       return tuple(pads)
     raise ValueError(f"padding must be 'VALID', 'SAME' or ((lo, hi), (lo, hi)), got {padding!r}")
-  pads = tuple(_pair(p) for p in padding)
+  pads = tuple(pair(p) for p in padding)
   if len(pads) != 2:
     raise ValueError(f'padding needs two (lo, hi) pairs (H and W), got {padding!r}')
   return pads
 
 
 def _geometry(shape, window, strides, padding):
-  window, strides = _pair(window), _pair(strides)
+  window, strides = pair(window), pair(strides)
   pads = pool_padding(shape[1:3], window, strides, padding)
   padded = [n + lo + hi for n, (lo, hi) in zip(shape[1:3], pads)]
   out = [(p - k) // s + 1 for p, k, s in zip(padded, window, strides)]
@@ -152,14 +153,14 @@ def max_pool(x: jax.Array, window=(2, 2), strides=None, padding: Padding = 'VALI
   (the first maximum on ties, where `reduce_window` would too). Strides default to the window.
   """
   strides = window if strides is None else strides
-  padding = padding.upper() if isinstance(padding, str) else tuple(_pair(p) for p in padding)
+  padding = padding.upper() if isinstance(padding, str) else tuple(pair(p) for p in padding)
   _geometry(x.shape, window, strides, padding)  # checks the window fits, before tracing
-  return _max_pool(x, _pair(window), _pair(strides), padding)
+  return _max_pool(x, pair(window), pair(strides), padding)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size) -> jax.Array:
   """PyTorch's AdaptiveAvgPool2d on [B, H, W, C]: bin i spans [floor(i H / n), ceil((i + 1) H / n))."""
-  oh, ow = _pair(output_size)
+  oh, ow = pair(output_size)
   h, w = x.shape[1:3]
   if h % oh == 0 and w % ow == 0:
     return jnp.mean(x.reshape(x.shape[0], oh, h // oh, ow, w // ow, x.shape[3]), axis=(2, 4))
@@ -187,7 +188,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Pad
   m = cm // x.shape[-1]
   if m > 1:
     x = jnp.repeat(x, m, axis=-1)
-  (sh, sw), (dh, dw) = _pair(strides), _pair(dilation)
+  (sh, sw), (dh, dw) = pair(strides), pair(dilation)
   eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1  # the dilated kernel's extent
   pads = (padding if not isinstance(padding, str)
           else lax.padtype_to_pads(x.shape[1:3], (eh, ew), (sh, sw), padding))

@@ -12,22 +12,16 @@ Host-side numpy, one image at a time. Conventions shared by every function:
 Protocols: the ILSVRC localisation rule (Russakovsky et al. 2015), used by Simonyan et al. 2013
 Sect. 3.2 (`localisation_correct`, `localisation_error`); the "GT-known" box accuracy of CAM / Grad-CAM
 style evaluations (`gt_known_hits`, `gt_known_accuracy`); the pointing game of Zhang et al. 2016 as run
-by TorchRay (Fong et al. 2019) (`pointing_game` on boxes, `pointing_hits` on masks). Faithfulness:
-deletion / insertion AUC of Petsiuk et al. 2018 (`deletion_insertion`, which runs the model); sanity:
-the cascading model randomisation of Adebayo et al. 2018 (`cascading_randomisation`).
+by TorchRay (Fong et al. 2019) (`pointing_game` on boxes, `pointing_hits` on masks); the pixel ranks of
+deletion / insertion (`pixel_ranks`) and the Spearman similarity of two maps (`spearman`). Scoring only:
+nothing here runs a model (the metrics that do are in `faithfulness`).
 """
 
-import functools
 import operator
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from scipy import ndimage, stats
-
-from saliency_jax import class_models, deconvnet, models, saliency
 
 Box = tuple[int, int, int, int]
 
@@ -145,7 +139,8 @@ def box_iou(a, b) -> np.ndarray:
   iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
   ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
   inter = iw * ih
-  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  def area(x):
+    return (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
   union = area(a) + area(b) - inter
   iou = np.divide(inter, union, out=np.zeros(shape), where=union > 0)
   return iou[()]
@@ -427,7 +422,7 @@ def mass_inside(maps, masks) -> np.ndarray:
   return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
 
 
-# ------------------------------------------------------------------------- faithfulness: deletion / insertion
+# ------------------------------------------------------------------------- pixel ranks (deletion / insertion)
 
 
 def pixel_ranks(maps) -> np.ndarray:
@@ -443,68 +438,7 @@ def pixel_ranks(maps) -> np.ndarray:
   return ranks.reshape(maps.shape).astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=('output',))
-def _curves(model, images, labels, ranks, canvases, counts, *, output):
-  """Scores of `labels` along the path that moves pixels of rank < count from image to canvas."""
-  b, n = images.shape[0], counts.shape[0]
-  take = (ranks[:, None] < counts[None, :, None, None])[..., None]  # [B, n, H, W, 1]
-  x = jnp.where(take, canvases[:, None], images[:, None]).reshape(b * n, *images.shape[1:])
-  scores = model(x)
-  if output == 'probability':
-    scores = jax.nn.softmax(scores, axis=-1)
-  return jnp.take_along_axis(scores.reshape(b, n, -1), labels[:, None, None], axis=2)[..., 0]
-
-
-def _blur(images, sigma):
-  return jax.vmap(lambda im: class_models.gaussian_blur(im, sigma))(images)
-
-
-def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion_value: float = 0.0,
-                       insertion_blur: float = 5.0, output: str = 'probability',
-                       chunk_size: int | None = None) -> dict:
-  """Deletion and insertion AUC (Petsiuk et al. 2018, RISE protocol) of saliency maps.
-
-  images [B, H, W, C] (model space), labels [B], maps [B, H, W]. Deletion: the pixels, most salient
-  first, are set to `deletion_value` (0: the training mean in model space) in `steps` equal steps,
-  and the class's `output` ('probability', softmax as in RISE, or 'score') is read at each of the
-  steps + 1 points; insertion starts from the image blurred with a Gaussian of std `insertion_blur`
-  px and puts the original pixels back in the same order. AUC: the trapezoid area under each curve
-  over the fraction of pixels [0, 1]. Lower deletion / higher insertion AUC = a more faithful map.
-  Returns {'deletion': [B], 'insertion': [B], 'deletion_curve': [B, steps + 1],
-  'insertion_curve': [B, steps + 1], 'fractions': [steps + 1]}. Cost: 2 (steps + 1) forward passes
-  per image, batched per chunk of `chunk_size` images.
-  """
-  if output not in ('probability', 'score'):
-    raise ValueError(f"output must be 'probability' or 'score', got {output!r}")
-  if steps < 1:
-    raise ValueError(f'steps must be >= 1, got {steps}')
-  model.eval()
-  images = saliency._check_images(model, images)
-  labels = saliency._check_labels(labels, images.shape[0], saliency._num_classes(model, images.shape[1:]))
-  maps = np.asarray(maps)
-  if maps.shape != images.shape[:3]:
-    raise ValueError(f'maps must be [B, H, W] {images.shape[:3]}, got {maps.shape}')
-  if not np.all(np.isfinite(maps)):  # NaN would rank arbitrarily: the curves would mean nothing
-    raise ValueError(f'maps hold {int(np.sum(~np.isfinite(maps)))} NaN or infinite values')
-  ranks = jnp.asarray(pixel_ranks(maps))
-  hw = images.shape[1] * images.shape[2]
-  counts = jnp.asarray(np.round(np.linspace(0, hw, steps + 1)), jnp.int32)
-  fn = functools.partial(_curves, model, counts=counts, output=output)
-  deleted = jnp.full_like(images, deletion_value)
-  deletion = saliency._chunked(lambda x, y, r, c: fn(x, y, r, c), (images, labels, ranks, deleted),
-                               chunk_size)
-  # insertion: from the blurred image, pixels of rank < count come back: the same path with the roles swapped
-  blurred = _blur(images, insertion_blur)
-  insertion = saliency._chunked(lambda x, y, r, c: fn(c, y, r, x), (images, labels, ranks, blurred),
-                                chunk_size)
-  deletion, insertion = np.asarray(deletion, np.float64), np.asarray(insertion, np.float64)
-  fractions = np.asarray(counts) / hw
-  auc = lambda curves: np.sum((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions), axis=1)
-  return {'deletion': auc(deletion), 'insertion': auc(insertion), 'deletion_curve': deletion,
-          'insertion_curve': insertion, 'fractions': fractions}
-
-
-# ------------------------------------------------------------------------- sanity: model randomisation
+# ------------------------------------------------------------------------- sanity: map similarity
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -521,72 +455,3 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0
   rho = stats.spearmanr(np.ravel(a), np.ravel(b)).statistic
   return float(rho) if np.isfinite(rho) else 0.0
-
-
-def randomisation_groups(model) -> list[tuple[str, list]]:
-  """The model's layers with weights, top-down: (name, [modules]); BatchNorm goes with its conv."""
-  groups = []
-  for step in deconvnet.steps(model):
-    if step.kind in ('conv', 'dense', 'block'):
-      groups.append((step.name, [step.module]))
-    elif step.kind == 'batch_norm':
-      groups[-1][1].append(step.module)
-  return groups[::-1]
-
-
-def randomise(model, fresh, names: set[str]):
-  """A copy of `model` whose layers in `names` hold `fresh`'s parameters (BatchNorm statistics kept)."""
-  model = nnx.clone(model)
-  fresh_by_path = dict(nnx.iter_modules(fresh))
-  path_of = {id(m): p for p, m in nnx.iter_modules(model)}
-  for name, modules in randomisation_groups(model):
-    if name not in names:
-      continue
-    for module in modules:
-      for path, sub in nnx.iter_modules(module):
-        target = fresh_by_path[path_of[id(module)] + path]
-        for attr, var in vars(sub).items():
-          if isinstance(var, nnx.Param):
-            var[...] = getattr(target, attr)[...]
-  return model
-
-
-def fresh_like(model, seed: int):
-  """The same architecture as `model` (SmallConvNet or CifarResNet), freshly initialised with `seed`."""
-  rngs = nnx.Rngs(seed)
-  if isinstance(model, models.CifarResNet):
-    fresh = models.CifarResNet(model.depth, model.num_classes, rngs=rngs)
-  elif isinstance(model, models.SmallConvNet):
-    widths, stages, i = [conv.out_features for conv in model.convs], [], 0
-    for n in model.stage_sizes:
-      stages.append(tuple(widths[i:i + n]))
-      i += n
-    fresh = models.SmallConvNet(model.num_classes, stages=tuple(stages), rngs=rngs,
-                                hidden=[d.out_features for d in model.hidden],
-                                batch_norm=model.norms[0] is not None)
-  else:
-    raise TypeError(f'no fresh initialisation for {type(model).__name__}')
-  fresh.eval()
-  return fresh
-
-
-def cascading_randomisation(model, fresh, attribute) -> dict:
-  """Model-randomisation sanity check (Adebayo et al. 2018), cascading from the top layer down.
-
-  attribute(model) -> {'absolute': [B, H, W], 'signed': [B, H, W]} maps of fixed images and labels.
-  The layers of `randomisation_groups` are replaced by `fresh`'s one more at a time, top-down, and
-  each map is compared with the original map by Spearman rank correlation, with and without absolute
-  values. A map that stays similar while the weights it explains are destroyed fails the check.
-  Returns {'layers': [names, top-down], 'absolute': [mean rho per stage], 'signed': [...],
-  'absolute_std': [...], 'signed_std': [...]}.
-  """
-  original = attribute(model)
-  groups = [name for name, _ in randomisation_groups(model)]
-  out = {'layers': groups, 'absolute': [], 'signed': [], 'absolute_std': [], 'signed_std': []}
-  for k in range(1, len(groups) + 1):
-    maps = attribute(randomise(model, fresh, set(groups[:k])))
-    for kind in ('absolute', 'signed'):
-      rhos = [spearman(a, b) for a, b in zip(maps[kind], original[kind])]
-      out[kind].append(float(np.mean(rhos)))
-      out[f'{kind}_std'].append(float(np.std(rhos)))
-  return out

@@ -18,15 +18,32 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from saliency_jax import layers
+from saliency_jax import graph, layers
+from saliency_jax.graph import Step
 
 Relu = Callable[[jax.Array], jax.Array]
 
 
 def cast(model, dtype):
   """A copy of `model` with its floating-point arrays in `dtype` (e.g. float64 for exact checks)."""
-  as_dtype = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+  def as_dtype(a):
+    return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
   return jax.tree.map(as_dtype, model)
+
+
+def reinitialised(model, seed: int):
+  """A copy of `model` with fresh weights from `seed`: every convolution and dense kernel drawn anew
+  (LeCun normal, Flax's default), biases 0, BatchNorm scales 1 and offsets 0 (running statistics kept)."""
+  model, rngs = nnx.clone(model), nnx.Rngs(seed)
+  init = nnx.initializers.lecun_normal()
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, (nnx.Conv, nnx.Linear)):
+      module.kernel[...] = init(rngs.params(), module.kernel.shape, module.kernel.dtype)
+    if isinstance(module, (nnx.Conv, nnx.Linear, nnx.BatchNorm)) and module.bias is not None:
+      module.bias[...] = jnp.zeros_like(module.bias[...])
+    if isinstance(module, nnx.BatchNorm) and module.scale is not None:
+      module.scale[...] = jnp.ones_like(module.scale[...])
+  return model
 
 
 def _torch_padding(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -62,17 +79,25 @@ class PaperConvNet(nnx.Module):
     self.full8 = nnx.Linear(4096, num_classes, rngs=rngs)
     self.dropout = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
 
+  def steps(self) -> list[Step]:
+    out = []
+    for i in range(1, 6):
+      out += [Step(f'conv{i}', 'conv', getattr(self, f'conv{i}')), Step(f'relu{i}', 'relu')]
+      if i in (1, 2, 5):
+        out.append(graph.max_pool(f'pool{i}', 3, 2, 'SAME'))
+    drop = self.dropout
+    return out + [Step('flatten', 'flatten'),
+                  Step('full6', 'dense', self.full6), Step('relu6', 'relu'), Step('drop6', 'dropout', drop),
+                  Step('full7', 'dense', self.full7), Step('relu7', 'relu'), Step('drop7', 'dropout', drop),
+                  Step('full8', 'dense', self.full8)]
+
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    pool = lambda h: layers.max_pool(h, 3, 2, 'SAME')
-    x = pool(relu(self.conv1(x)))
-    x = pool(relu(self.conv2(x)))
-    x = relu(self.conv3(x))
-    x = relu(self.conv4(x))
-    x = pool(relu(self.conv5(x)))
-    x = x.reshape(x.shape[0], -1)
-    x = self.dropout(relu(self.full6(x)))
-    x = self.dropout(relu(self.full7(x)))
-    return self.full8(x)
+    return graph.run(self.steps(), x, relu=relu)
+
+  def fresh(self, seed: int) -> 'PaperConvNet':
+    """The same architecture, initialised from `seed`, in inference mode."""
+    return PaperConvNet(self.num_classes, input_size=self.input_size[0], in_channels=self.in_channels,
+                        dropout=self.dropout.rate, rngs=nnx.Rngs(seed))
 
 
 class SmallConvNet(nnx.Module):
@@ -106,26 +131,35 @@ class SmallConvNet(nnx.Module):
     self.dropout = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
     self.classifier = nnx.Linear(c, num_classes, rngs=rngs)
 
-  def features(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    """The last conv stage's ReLU output before its pool [B, h, w, C] (for CAM / Grad-CAM)."""
-    i = 0
+  def steps(self) -> list[Step]:
+    out, i = [], 0
     for s, n in enumerate(self.stage_sizes):
       if s > 0:
-        x = layers.max_pool(x, 2, 2, 'SAME')
+        out.append(graph.max_pool(f'pool{s}', 2, 2, 'SAME'))
       for _ in range(n):
-        x = self.convs[i](x)
+        out.append(Step(f'conv{i + 1}', 'conv', self.convs[i]))
         if self.norms[i] is not None:
-          x = self.norms[i](x)
-        x = relu(x)
+          out.append(Step(f'bn{i + 1}', 'batch_norm', self.norms[i]))
+        out.append(Step(f'relu{i + 1}', 'relu'))
         i += 1
-    return x
+    out += [graph.max_pool(f'pool{len(self.stage_sizes)}', 2, 2, 'SAME'), Step('mean', 'mean')]
+    for j, dense in enumerate(self.hidden):
+      out += [Step(f'hidden{j + 1}', 'dense', dense), Step(f'hidden{j + 1}_relu', 'relu'),
+              Step(f'hidden{j + 1}_dropout', 'dropout', self.dropout)]
+    return out + [Step('dropout', 'dropout', self.dropout), Step('classifier', 'dense', self.classifier)]
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    x = layers.max_pool(self.features(x, relu=relu), 2, 2, 'SAME')
-    x = jnp.mean(x, axis=(1, 2))
-    for dense in self.hidden:
-      x = self.dropout(relu(dense(x)))
-    return self.classifier(self.dropout(x))
+    return graph.run(self.steps(), x, relu=relu)
+
+  def fresh(self, seed: int) -> 'SmallConvNet':
+    """The same architecture, initialised from `seed`, in inference mode."""
+    widths, stages, i = [conv.out_features for conv in self.convs], [], 0
+    for n in self.stage_sizes:
+      stages.append(tuple(widths[i:i + n]))
+      i += n
+    return SmallConvNet(self.num_classes, stages=tuple(stages), hidden=[d.out_features for d in self.hidden],
+                        in_channels=self.in_channels, batch_norm=self.norms[0] is not None,
+                        dropout=self.dropout.rate, rngs=nnx.Rngs(seed))
 
 
 # torchvision's VGG16 `cfg 'D'`: output channels of each conv, 'M' a 2x2 max-pool.
@@ -159,19 +193,30 @@ class VGG16(nnx.Module):
         nnx.Linear(4096, num_classes, rngs=rngs)])
     self.dropout = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
 
-  def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    i = 0
+  def steps(self) -> list[Step]:
+    out, i = [], 0
     for v in VGG16_LAYOUT:
       if v == 'M':
-        x = layers.max_pool(x, 2, 2)
+        out.append(graph.max_pool(f'features.{i}', 2, 2))
         i += 1
       else:
-        x = relu(self.features[i](x))
+        out += [Step(f'features.{i}', 'conv', self.features[i]), Step(f'features.{i + 1}', 'relu')]
         i += 2
-    x = layers.adaptive_avg_pool(x, 7).reshape(x.shape[0], -1)
-    x = self.dropout(relu(self.classifier[0](x)))
-    x = self.dropout(relu(self.classifier[3](x)))
-    return self.classifier[6](x)
+    c = self.classifier
+    return out + [Step('avgpool', 'adaptive_avg_pool', options={'size': (7, 7)}), Step('flatten', 'flatten'),
+                  Step('classifier.0', 'dense', c[0]), Step('classifier.1', 'relu'),
+                  Step('classifier.2', 'dropout', self.dropout),
+                  Step('classifier.3', 'dense', c[3]), Step('classifier.4', 'relu'),
+                  Step('classifier.5', 'dropout', self.dropout),
+                  Step('classifier.6', 'dense', c[6])]
+
+  def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    return graph.run(self.steps(), x, relu=relu)
+
+  def fresh(self, seed: int) -> 'VGG16':
+    """The same architecture, initialised from `seed`, in inference mode."""
+    return VGG16(self.num_classes, in_channels=self.in_channels, dropout=self.dropout.rate,
+                 rngs=nnx.Rngs(seed))
 
 
 class BasicBlock(nnx.Module):
@@ -189,14 +234,15 @@ class BasicBlock(nnx.Module):
     self.conv2 = nnx.Conv(planes, planes, (3, 3), padding=_torch_padding(3), use_bias=False, rngs=rngs)
     self.bn2 = nnx.BatchNorm(planes, use_running_average=True, momentum=0.9, epsilon=1e-5, rngs=rngs)
 
+  def step(self, name: str) -> Step:
+    """The block as one 'block' step; its last inner step, the ReLU after the sum, is `{name}.relu`."""
+    inner = (Step(f'{name}.conv1', 'conv', self.conv1), Step(f'{name}.bn1', 'batch_norm', self.bn1),
+             Step(f'{name}.relu1', 'relu'), Step(f'{name}.conv2', 'conv', self.conv2),
+             Step(f'{name}.bn2', 'batch_norm', self.bn2), Step(f'{name}.relu', 'relu'))
+    return Step(name, 'block', self, {'stride': self.stride, 'pad_channels': self.pad_channels}, inner)
+
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    out = relu(self.bn1(self.conv1(x)))
-    out = self.bn2(self.conv2(out))
-    shortcut = x
-    if self.pad_channels:
-      p = self.pad_channels
-      shortcut = jnp.pad(x[:, ::self.stride, ::self.stride], ((0, 0), (0, 0), (0, 0), (p, p)))
-    return relu(out + shortcut)
+    return graph.residual(self.step('block'), x, relu)
 
 
 class CifarResNet(nnx.Module):
@@ -223,16 +269,18 @@ class CifarResNet(nnx.Module):
       setattr(self, f'layer{s + 1}', nnx.List(blocks))
     self.linear = nnx.Linear(64, num_classes, rngs=rngs)
 
-  def features(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    """The last stage's output [B, h, w, 64] (for CAM / Grad-CAM)."""
-    x = relu(self.bn1(self.conv1(x)))
-    for stage in (self.layer1, self.layer2, self.layer3):
-      for block in stage:
-        x = block(x, relu=relu)
-    return x
+  def steps(self) -> list[Step]:
+    out = [Step('conv1', 'conv', self.conv1), Step('bn1', 'batch_norm', self.bn1), Step('relu1', 'relu')]
+    for s in (1, 2, 3):
+      out += [block.step(f'layer{s}.{b}') for b, block in enumerate(getattr(self, f'layer{s}'))]
+    return out + [Step('mean', 'mean'), Step('linear', 'dense', self.linear)]
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    return self.linear(jnp.mean(self.features(x, relu=relu), axis=(1, 2)))
+    return graph.run(self.steps(), x, relu=relu)
+
+  def fresh(self, seed: int) -> 'CifarResNet':
+    """The same architecture, initialised from `seed`, in inference mode."""
+    return CifarResNet(self.depth, self.num_classes, in_channels=self.in_channels, rngs=nnx.Rngs(seed))
 
 
 # ----------------------------------------------------------------------------- Keras layer chains
@@ -243,14 +291,9 @@ KERAS_LAYERS = ('Activation', 'BatchNormalization', 'Conv2D', 'Dense', 'Depthwis
 _SHAPE_ONLY = ('Dropout', 'Flatten', 'Reshape')  # may follow the final softmax
 
 
-def _activation(name: str, relu: Relu, x: jax.Array) -> jax.Array:
-  if name == 'linear':
-    return x
-  if name == 'relu':
-    return relu(x)
-  if name == 'relu6':  # the rule replaces the rectification at 0; the clip at 6 keeps its own derivative
-    return jnp.minimum(relu(x), 6.0)
-  raise ValueError(f'activation {name!r}')  # the constructor lets no other one through
+def _activation_steps(act: str) -> list[tuple[str, dict | None]]:
+  """The steps of a Keras activation: linear none, relu a rectification, relu6 one and a clip at 6."""
+  return {'linear': [], 'relu': [('relu', None)], 'relu6': [('relu', None), ('clip', {'max': 6.0})]}[act]
 
 
 class KerasNet(nnx.Module):
@@ -263,15 +306,17 @@ class KerasNet(nnx.Module):
   dropped (the model returns the pre-softmax scores S_c, like every model here). Any other layer,
   activation or setting is refused with an error that names it.
 
-  relu6 is `min(relu(x), 6)` with `relu` the injected rule: a backward rule (DeconvNet, guided)
-  replaces the derivative of the rectification at 0, while the clip at 6 keeps its ordinary
-  derivative (0 above 6) under every rule. Keras 'same' padding is XLA's 'SAME' (the extra pixel
-  after, at stride 2).
+  Its layer graph (`steps`) has one step per Keras layer, named as in Keras, except that a layer
+  with an activation becomes its linear part (`{name}/linear`) and the activation, and relu6 is a
+  rectification (`{name}/relu`) followed by a clip at 6 (`{name}`): the Keras name is always the
+  layer's output. A backward rule (DeconvNet, guided) replaces the derivative of the rectification
+  at 0, while the clip at 6 keeps its ordinary derivative (0 above 6) under every rule. Keras
+  'same' padding is XLA's 'SAME' (the extra pixel after, at stride 2).
   """
 
   def __init__(self, keras_layers: Sequence[dict], shapes: dict[str, tuple[int, ...]],
                input_shape: Sequence[int], *, rngs: nnx.Rngs):
-    ops, mods = [], []
+    layout, mods = [], []
     keras_layers = [e for e in keras_layers if e['class_name'] != 'InputLayer']
     if not any(e['class_name'] in ('Conv2D', 'DepthwiseConv2D', 'Dense') for e in keras_layers):
       raise ValueError('the model has no Conv2D, DepthwiseConv2D or Dense layer: no class scores')
@@ -292,23 +337,23 @@ class KerasNet(nnx.Module):
         softmax_at, act = name, 'linear'  # dropped: the model returns the pre-softmax scores
       elif act not in ('linear', 'relu', 'relu6'):
         raise ValueError(f'{where}: unsupported activation {act!r} (linear, relu, relu6, or a final softmax)')
-      module = None
+      module, parts = None, []  # parts: (kind, options) of the layer's steps, in order
       if kind in ('Conv2D', 'DepthwiseConv2D'):
         if c.get('padding', 'valid') not in ('same', 'valid'):
           raise ValueError(f'{where}: padding {c.get("padding")!r}')
         depthwise = kind == 'DepthwiseConv2D'
         kh, kw, cin, cout = shapes[f'{name}/depthwise_kernel' if depthwise else f'{name}/kernel']
         module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw),
-                          strides=layers._pair(c.get('strides', 1)),
+                          strides=layers.pair(c.get('strides', 1)),
                           padding=c.get('padding', 'valid').upper(),
-                          kernel_dilation=layers._pair(c.get('dilation_rate', 1)),
+                          kernel_dilation=layers.pair(c.get('dilation_rate', 1)),
                           feature_group_count=cin if depthwise else 1, use_bias=bool(c.get('use_bias', True)),
                           rngs=rngs)
-        ops.append(('depthwise' if depthwise else 'conv', act))
+        parts = [('depthwise_conv' if depthwise else 'conv', None), *_activation_steps(act)]
       elif kind == 'Dense':
         cin, cout = shapes[f'{name}/kernel']
         module = nnx.Linear(cin, cout, use_bias=bool(c.get('use_bias', True)), rngs=rngs)
-        ops.append(('dense', act))
+        parts = [('dense', None), *_activation_steps(act)]
       elif kind == 'BatchNormalization':
         if c.get('axis', -1) not in (-1, 3, [3], [-1]):
           raise ValueError(f'{where}: axis {c.get("axis")}; only the channel axis (-1) is supported')
@@ -316,44 +361,60 @@ class KerasNet(nnx.Module):
         module = nnx.BatchNorm(width, epsilon=float(c.get('epsilon', 1e-3)),
                                use_scale=bool(c.get('scale', True)), use_bias=bool(c.get('center', True)),
                                use_running_average=True, rngs=rngs)
-        ops.append(('batch_norm', None))
+        parts = [('batch_norm', None)]
       elif kind == 'Activation':
-        ops.append(('activation', act))
+        parts = _activation_steps(act) or [('identity', None)]
       elif kind == 'ReLU':
         if float(c.get('negative_slope') or 0) != 0 or float(c.get('threshold') or 0) != 0:
           raise ValueError(f'{where}: negative_slope / threshold other than 0 are not supported')
-        ops.append(('relu', None if c.get('max_value') is None else float(c['max_value'])))
+        top = c.get('max_value')
+        parts = [('relu', None)] + ([] if top is None else [('clip', {'max': float(top)})])
       elif kind == 'ZeroPadding2D':
         p = c.get('padding', 1)
-        p = ((p, p), (p, p)) if isinstance(p, int) else tuple(layers._pair(q) for q in p)
-        ops.append(('pad', p))
+        p = ((p, p), (p, p)) if isinstance(p, int) else tuple(layers.pair(q) for q in p)
+        parts = [('pad', {'padding': p})]
       elif kind == 'MaxPooling2D':
-        window = layers._pair(c.get('pool_size', 2))
-        ops.append(('max_pool', (window, layers._pair(c.get('strides') or window),
-                                 c.get('padding', 'valid').upper())))
+        window = layers.pair(c.get('pool_size', 2))
+        parts = [('max_pool', {'window': window, 'strides': layers.pair(c.get('strides') or window),
+                               'padding': c.get('padding', 'valid').upper()})]
       elif kind == 'GlobalAveragePooling2D':
-        ops.append(('global_average', None))
+        parts = [('mean', None)]
       elif kind == 'Reshape':
-        ops.append(('reshape', tuple(int(d) for d in c['target_shape'])))
+        parts = [('reshape', {'shape': tuple(int(d) for d in c['target_shape'])})]
       elif kind == 'Flatten':
-        ops.append(('flatten', None))
+        parts = [('flatten', None)]
       elif kind == 'Dropout':  # inference: the identity
-        ops.append(('identity', None))
+        parts = [('identity', None)]
+      index = len(mods)
       mods.append(module)
-    self.ops = tuple(ops)
-    self.names = tuple(layer.get('config', {}).get('name', '?') for layer in keras_layers)
+      for j, (step_kind, options) in enumerate(parts):
+        last = j == len(parts) - 1
+        step_name = name if last else f'{name}/{"relu" if step_kind == "relu" else "linear"}'
+        # options as sorted items: static, hashable attributes of the module
+        layout.append((name, step_name, step_kind, tuple(sorted((options or {}).items())),
+                       index if step_kind in ('conv', 'depthwise_conv', 'dense', 'batch_norm') else -1))
+    self.layout = tuple(layout)
     self.blocks = nnx.List(mods)
     h, w, self.in_channels = (int(d) for d in input_shape)
     # Global pooling makes any input size work; a Flatten ties the net to the size it was built for.
-    self.input_size = (h, w) if any(op[0] == 'flatten' for op in ops) else None
+    self.input_size = (h, w) if any(entry[2] == 'flatten' for entry in layout) else None
     last = [m for m in mods if isinstance(m, (nnx.Conv, nnx.Linear))][-1]
     self.num_classes = int(last.out_features)
+
+  def steps(self) -> list[Step]:
+    return [Step(step_name, kind, self.blocks[i] if i >= 0 else None, dict(options) or None)
+            for _, step_name, kind, options, i in self.layout]
+
+  def fresh(self, seed: int) -> 'KerasNet':
+    """The same layers with fresh weights from `seed` (`reinitialised`)."""
+    return reinitialised(self, seed)
 
   def check(self, image_shape: Sequence[int]) -> None:
     """Traces one [H, W, C] image through the layers (shapes only); a layer whose weights do not fit
     what reaches it is a ValueError naming it."""
     x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    for name, op, module in zip(self.names, self.ops, self.blocks):
+    for (name, *_), step in zip(self.layout, self.steps()):
+      module = step.module
       if module is not None:
         width = module.num_features if isinstance(module, nnx.BatchNorm) else module.in_features
         got = x.shape[-1]
@@ -361,45 +422,14 @@ class KerasNet(nnx.Module):
           raise ValueError(f'layer {name!r}: its weights expect {width} input features, the layers before '
                            f'it give {got} (shape {x.shape[1:]})')
       try:
-        x = jax.eval_shape(lambda v, o=op, m=module: self._apply(o, m, v, jax.nn.relu), x)
+        x = jax.eval_shape(lambda v, s=step: graph.apply(s, v, jax.nn.relu), x)
       except (TypeError, ValueError) as e:
         raise ValueError(f'layer {name!r} cannot take an input of shape {x.shape[1:]}: {e}') from e
     if len(x.shape) != 2:
       raise ValueError(f'the layers end in shape {x.shape[1:]} per image; class scores need one axis')
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
-    for op, module in zip(self.ops, self.blocks):
-      x = self._apply(op, module, x, relu)
+    x = graph.run(self.steps(), x, relu=relu)
     if x.ndim != 2:
       raise ValueError(f'the layers end in shape {x.shape[1:]} per image; class scores need one axis')
-    return x
-
-  @staticmethod
-  def _apply(op, module, x: jax.Array, relu: Relu) -> jax.Array:
-    kind, arg = op
-    if kind == 'conv' and module.kernel_size == (1, 1) and layers._pair(module.strides) == (1, 1):
-      # a 1x1 convolution is a matrix product over channels: as einsum, faster on XLA:CPU
-      y = jnp.einsum('bhwc,cd->bhwd', x, module.kernel[0, 0])
-      x = _activation(arg, relu, y if module.bias is None else y + module.bias[...])
-    elif kind in ('conv', 'dense'):
-      x = _activation(arg, relu, module(x))
-    elif kind == 'depthwise':  # the same function as module(x), faster (`layers.depthwise_conv`)
-      y = layers.depthwise_conv(x, module.kernel[...], module.strides, module.padding, module.kernel_dilation)
-      x = _activation(arg, relu, y if module.bias is None else y + module.bias[...])
-    elif kind == 'batch_norm':
-      x = module(x)
-    elif kind == 'activation':
-      x = _activation(arg, relu, x)
-    elif kind == 'relu':
-      x = relu(x) if arg is None else jnp.minimum(relu(x), arg)
-    elif kind == 'pad':
-      x = jnp.pad(x, ((0, 0), *arg, (0, 0)))
-    elif kind == 'max_pool':
-      x = layers.max_pool(x, *arg)
-    elif kind == 'global_average':
-      x = jnp.mean(x, axis=(1, 2))
-    elif kind == 'reshape':
-      x = x.reshape(x.shape[0], *arg)
-    elif kind == 'flatten':
-      x = x.reshape(x.shape[0], -1)
     return x

@@ -13,6 +13,7 @@ Set `SALIENCY_JAX_DEVICES=1` to keep everything on the first device. Several hos
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -105,3 +106,29 @@ def initialize(coordinator_address: str | None = None, num_processes: int = 1, p
 def host_shard(n: int) -> np.ndarray:
   """The indices of an n-item data set this process handles (process i takes items i, i + P, ...)."""
   return np.arange(jax.process_index(), n, jax.process_count())
+
+
+def chunked(fn: Callable, arrays, chunk_size: int | None):
+  """Applies fn to leading-axis chunks of `arrays` (a tuple, None entries passed through).
+
+  The last chunk is padded to full size by repeating its first row, so that one compiled
+  program serves every chunk; padded rows are dropped. Outputs are pytrees of arrays. With
+  several devices (`saliency_jax.parallel`) each chunk is rounded up to a multiple of the device
+  count and sharded over them (batch axis), so `chunk_size` bounds the images per call on all
+  devices together.
+  """
+  n = next(a.shape[0] for a in arrays if a is not None)
+  if chunk_size is not None and chunk_size < 1:
+    raise ValueError(f'chunk_size must be a positive number of images, got {chunk_size}')
+  step = padded_size(n if chunk_size is None else min(chunk_size, n))
+  outs = []
+  for start in range(0, n, step):
+    part = [None if a is None else a[start:start + step] for a in arrays]
+    keep = next(p.shape[0] for p in part if p is not None)
+    if step > keep:
+      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], step - keep, axis=0)])
+              for p in part]
+    part, _ = shard(tuple(part))
+    out = fn(*part)
+    outs.append(out if keep == step else unshard(out, keep))
+  return outs[0] if len(outs) == 1 else jax.tree.map(lambda *o: jnp.concatenate(o), *outs)

@@ -280,7 +280,8 @@ def _status_per_image(status, k):
 
 def _unflatten_found(flat: dict, names) -> dict:
   """`_flatten_found`'s inverse: `localise_images`' layout (status: the n true-class ones, then the n x k)."""
-  status = lambda per_image: np.concatenate([per_image[:, 0], per_image[:, 1:].ravel()])
+  def status(per_image):
+    return np.concatenate([per_image[:, 0], per_image[:, 1:].ravel()])
   return {name: {'true_boxes': flat[f'{name}/true_boxes'], 'top_boxes': flat[f'{name}/top_boxes'],
                  'status': status(flat[f'{name}/status']), 'seconds': float(flat[f'{name}/seconds'].sum())}
           for name in names}
@@ -345,7 +346,8 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
   data = load_data(config, workdir, log)
   seconds['data'] = time.perf_counter() - t0
   mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None)
-  prep = lambda images: transforms.normalise(images, mean, std)
+  def prep(images):
+    return transforms.normalise(images, mean, std)
   splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')
             if s in data}
   if config.data.get('stream') and not config.get('checkpoint'):  # read on demand: ImageNet-sized sets
@@ -392,7 +394,8 @@ def run(config, workdir: str, log=print) -> dict:
   n = test['num_records'] if not config.num_eval else min(config.num_eval, test['num_records'])
   mine = np.flatnonzero(test['indices'] < n)  # this process's evaluation images (all of them on one host)
   index = test['indices'][mine]  # their record indices: the same image on one host and on several
-  pick = lambda seq: [seq[i] for i in mine]
+  def pick(seq):
+    return [seq[i] for i in mine]
   images, labels, x = test['images'][mine], test['labels'][mine], splits['test']['images'][mine]
   t0 = time.perf_counter()
   top_classes, top_maps, true_maps = class_maps(config, model, x, labels)

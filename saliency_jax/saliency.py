@@ -16,7 +16,6 @@ refuse a model in training mode (BatchNorm on batch statistics or active dropout
 """
 
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.extend as jex
@@ -32,7 +31,7 @@ NUM_CROPS = 10
 # ----------------------------------------------------------------------------- input checks
 
 
-def _check_eval_mode(model) -> None:
+def check_eval_mode(model) -> None:
   """Raises if a module is in training mode. Called while tracing: the modes are static
   attributes of the model's pytree, so a mode change retraces and is checked again, and a
   call with a traced model pays nothing for the check."""
@@ -55,7 +54,7 @@ def _stray_rectifications(jaxpr) -> int:
   return count + sum(_stray_rectifications(sub) for sub in jex.core.subjaxprs(jaxpr))
 
 
-def _check_relu(model, images, relu) -> None:
+def check_relu(model, images, relu) -> None:
   """Raises unless every rectification of the model goes through `relu`.
 
   A backward rule the model never calls, or that some of its ReLUs bypass (a hard-wired
@@ -84,7 +83,8 @@ def _check_relu(model, images, relu) -> None:
                      'the relu argument')
 
 
-def _num_classes(model, image_shape) -> int:
+def num_classes(model, image_shape) -> int:
+  """`model.num_classes`, or the width of its scores for one image of `image_shape` (traced, not run)."""
   k = getattr(model, 'num_classes', None)
   if k is None:
     spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
@@ -92,7 +92,9 @@ def _num_classes(model, image_shape) -> int:
   return int(k)
 
 
-def _check_images(model, images, rank: int = 4) -> jax.Array:
+def check_images(model, images, rank: int = 4) -> jax.Array:
+  """images as a JAX array, or a ValueError naming what is wrong: rank, dtype (floats only: preprocessed),
+  channels (`model.in_channels`), emptiness, NaN or inf."""
   what = 'images [B, H, W, C]' if rank == 4 else 'image [H, W, C]'
   shape, dtype = np.shape(images), getattr(images, 'dtype', np.asarray(images).dtype)
   if len(shape) != rank:
@@ -112,7 +114,8 @@ def _check_images(model, images, rank: int = 4) -> jax.Array:
   return images
 
 
-def _check_labels(labels, batch: int, num_classes: int, name: str = 'labels') -> jax.Array:
+def check_labels(labels, batch: int, num_classes: int, name: str = 'labels') -> jax.Array:
+  """labels as int32 [B], or a ValueError: one integer class in [0, num_classes) per image."""
   labels_np = np.asarray(labels)
   if labels_np.ndim == 0:
     labels_np = labels_np[None]
@@ -128,7 +131,8 @@ def _check_labels(labels, batch: int, num_classes: int, name: str = 'labels') ->
   return jnp.asarray(labels_np, jnp.int32)
 
 
-def _check_input_size(model, hw) -> None:
+def check_input_size(model, hw) -> None:
+  """A ValueError when the model was built for another (H, W) (`model.input_size`, None: any size)."""
   expected = getattr(model, 'input_size', None)
   if expected is not None and tuple(hw) != tuple(expected):
     raise ValueError(f'{type(model).__name__} was built for {tuple(expected)} inputs; got {tuple(hw)} '
@@ -201,23 +205,24 @@ COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 
 @functools.partial(jax.jit, static_argnames=('relu',), compiler_options=COMPILER_OPTIONS)
 def _forward(model, images, *, relu):
-  _check_eval_mode(model)
-  _check_relu(model, images, relu)
+  check_eval_mode(model)
+  check_relu(model, images, relu)
   return model(images, relu=relu)
 
 
 @functools.partial(jax.jit, static_argnames=('relu',), compiler_options=COMPILER_OPTIONS)
 def _input_gradients(model, images, labels, *, relu):
-  _check_eval_mode(model)
-  _check_relu(model, images, relu)
+  check_eval_mode(model)
+  check_relu(model, images, relu)
   scores, vjp = jax.vjp(lambda x: model(x, relu=relu), images)
   (grads,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
   return grads
 
 
 @functools.partial(jax.jit, static_argnames=('relu', 'crop_hw', 'k'), compiler_options=COMPILER_OPTIONS)
-def _class_maps(model, images, classes, *, relu, crop_hw, k):
-  """Maps for k classes per image, one forward pass and k (vmapped) backward passes.
+def class_maps_kernel(model, images, classes, *, relu, crop_hw, k):
+  """The jitted kernel of `class_saliency` and `top_k_saliency` (no input checks; one chunk): maps for
+  k classes per image, one forward pass and k (vmapped) backward passes.
 
   images [B, H, W, C]; classes [B, k] int32, or None for each image's top-k classes by
   crop-averaged score. crop_hw None: the whole image; else the 10 crops.
@@ -227,10 +232,10 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k):
   every convolution, forward and backward (the k backward passes of an image sit inside it): sharded
   over several devices, each device then computes the maps of its own images only.
   """
-  _check_eval_mode(model)
+  check_eval_mode(model)
   b, h, w, c = images.shape
   n = 1 if crop_hw is None else NUM_CROPS
-  _check_relu(model, jax.ShapeDtypeStruct((n, *(crop_hw or (h, w)), c), images.dtype), relu)
+  check_relu(model, jax.ShapeDtypeStruct((n, *(crop_hw or (h, w)), c), images.dtype), relu)
 
   def one(image, chosen):
     crops = image[None] if crop_hw is None else ten_crops(image, crop_hw)
@@ -251,32 +256,6 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k):
   return jax.vmap(one)(images, classes)
 
 
-def _chunked(fn: Callable, arrays, chunk_size: int | None):
-  """Applies fn to leading-axis chunks of `arrays` (a tuple, None entries passed through).
-
-  The last chunk is padded to full size by repeating its first row, so that one compiled
-  program serves every chunk; padded rows are dropped. Outputs are pytrees of arrays. With
-  several devices (`saliency_jax.parallel`) each chunk is rounded up to a multiple of the device
-  count and sharded over them (batch axis), so `chunk_size` bounds the images per call on all
-  devices together.
-  """
-  n = next(a.shape[0] for a in arrays if a is not None)
-  if chunk_size is not None and chunk_size < 1:
-    raise ValueError(f'chunk_size must be a positive number of images, got {chunk_size}')
-  step = parallel.padded_size(n if chunk_size is None else min(chunk_size, n))
-  outs = []
-  for start in range(0, n, step):
-    part = [None if a is None else a[start:start + step] for a in arrays]
-    keep = next(p.shape[0] for p in part if p is not None)
-    if step > keep:
-      part = [None if p is None else jnp.concatenate([p, jnp.repeat(p[:1], step - keep, axis=0)])
-              for p in part]
-    part, _ = parallel.shard(tuple(part))
-    out = fn(*part)
-    outs.append(out if keep == step else parallel.unshard(out, keep))
-  return outs[0] if len(outs) == 1 else jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
-
-
 def _relu(relu):
   return jax.nn.relu if relu is None else relu
 
@@ -286,9 +265,9 @@ def _relu(relu):
 
 def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Array:
   """Unnormalised class scores [B, K] for images [B, H, W, C] (one jitted forward per chunk)."""
-  images = _check_images(model, images)
-  _check_input_size(model, images.shape[1:3])
-  return _chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
+  images = check_images(model, images)
+  check_input_size(model, images.shape[1:3])
+  return parallel.chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
 
 
 def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
@@ -297,11 +276,11 @@ def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None 
   One forward and one backward pass per chunk of `chunk_size` images (default: all at once).
   `relu`: the ReLU to run the model with (e.g. a custom backward rule); default `jax.nn.relu`.
   """
-  images = _check_images(model, images)
-  _check_input_size(model, images.shape[1:3])
-  labels = _check_labels(labels, images.shape[0], _num_classes(model, images.shape[1:]))
+  images = check_images(model, images)
+  check_input_size(model, images.shape[1:3])
+  labels = check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
   fn = functools.partial(_input_gradients, model, relu=_relu(relu))
-  return _chunked(fn, (images, labels), chunk_size)
+  return parallel.chunked(fn, (images, labels), chunk_size)
 
 
 def saliency_maps(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
@@ -317,17 +296,17 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None,
   their reflections, one vmapped batch) placed back in image coordinates, and each score the
   10-crop average score. Per chunk: one forward pass and k backward passes.
   """
-  images = _check_images(model, images)
+  images = check_images(model, images)
   crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
-  _check_input_size(model, crop_hw or images.shape[1:3])
+  check_input_size(model, crop_hw or images.shape[1:3])
   classes = np.asarray(classes)
   if classes.ndim != 2:
     raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
-  num_classes = _num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
-  classes = jnp.stack([_check_labels(classes[:, j], images.shape[0], num_classes, 'classes')
+  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  classes = jnp.stack([check_labels(classes[:, j], images.shape[0], k_all, 'classes')
                        for j in range(classes.shape[1])], axis=1)
-  fn = functools.partial(_class_maps, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1])
-  _, top_scores, maps = _chunked(fn, (images, classes), chunk_size)
+  fn = functools.partial(class_maps_kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1])
+  _, top_scores, maps = parallel.chunked(fn, (images, classes), chunk_size)
   return top_scores, maps
 
 
@@ -338,19 +317,19 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
   Classes are ranked by score (10-crop averaged when `crop_size` is given). Returns
   (classes [B, k] int32, scores [B, k], maps [B, k, H, W]); maps as in `class_saliency`.
   """
-  images = _check_images(model, images)
+  images = check_images(model, images)
   crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
-  _check_input_size(model, crop_hw or images.shape[1:3])
-  num_classes = _num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
-  if not _is_int(k) or not 1 <= k <= num_classes:
-    raise ValueError(f'k must be an integer in [1, {num_classes}], got {k!r}')
-  fn = functools.partial(_class_maps, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
-  return _chunked(lambda x: fn(x, None), (images,), chunk_size)
+  check_input_size(model, crop_hw or images.shape[1:3])
+  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  if not _is_int(k) or not 1 <= k <= k_all:
+    raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
+  fn = functools.partial(class_maps_kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
+  return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
 
 
 def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array:
   """One image [H, W, C] -> its 10-crop averaged saliency map [H, W] for class `label`."""
-  image = _check_images(model, image, rank=3)
+  image = check_images(model, image, rank=3)
   return ten_crop_saliency_batch(model, image[None], jnp.asarray([label]), crop_size=crop_size,
                                  relu=relu)[0]
 

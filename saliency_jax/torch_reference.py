@@ -106,7 +106,8 @@ class TorchVGG16(nn.Module):
         nn.Linear(4096, num_classes))
 
   def forward(self, x, relu=F.relu):
-    run = lambda layer, h: relu(h) if isinstance(layer, nn.ReLU) else layer(h)
+    def run(layer, h):
+      return relu(h) if isinstance(layer, nn.ReLU) else layer(h)
     for layer in self.features:
       x = run(layer, x)
     x = torch.flatten(self.avgpool(x), 1)
@@ -154,13 +155,16 @@ class TorchKerasChain(nn.Module):
 
   Written from Keras' definitions of the layers (TensorFlow 'same' padding, depthwise kernels
   [kh, kw, C, m], channels-last Reshape / Flatten), independently of `models.KerasNet`.
-  `forward(x, relu=F.relu)` takes NCHW input and returns pre-softmax scores.
+  `forward(x, relu=F.relu)` takes NCHW input and returns pre-softmax scores; with `stop` (a Keras
+  layer name) it returns that layer's output instead, and with `start` it takes the output of that
+  layer and runs the layers after it (for layer methods such as Grad-CAM).
   """
 
   def __init__(self, keras_layers, arrays):
     super().__init__()
     self.layers = [(e['class_name'], e['config']) for e in keras_layers if e['class_name'] != 'InputLayer']
-    t = lambda a: torch.from_numpy(a.copy())
+    def t(a):
+      return torch.from_numpy(a.copy())
     self.params = nn.ParameterDict()
     for kind, c in self.layers:
       name = c['name']
@@ -198,9 +202,12 @@ class TorchKerasChain(nn.Module):
       x = F.pad(x, (left, right, top, bottom))
     return F.conv2d(x, weight, bias, stride=(sh, sw), dilation=(dh, dw), groups=groups)
 
-  def forward(self, x, relu=F.relu):
+  def forward(self, x, relu=F.relu, *, start=None, stop=None):
     p = self.params
-    for kind, c in self.layers:
+    names = [c['name'] for _, c in self.layers]
+    first = 0 if start is None else names.index(start) + 1
+    last = len(names) if stop is None else names.index(stop) + 1
+    for kind, c in self.layers[first:last]:
       name, b = c['name'], self.params[f'{c["name"]}:b'] if f'{c["name"]}:b' in self.params else None
       if kind == 'Conv2D':
         x = self._activation(c.get('activation', 'linear'), self._conv(x, c, p[f'{name}:w'], b, 1), relu)

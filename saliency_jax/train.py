@@ -49,7 +49,8 @@ def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0, crop: int 
   if crop:
     b, h, w, c = images.shape
     corners = jax.random.randint(k_crop, (b, 2), 0, jnp.array([h - crop + 1, w - crop + 1]))
-    cut = lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (crop, crop, c))
+    def cut(x, s):
+      return jax.lax.dynamic_slice(x, (s[0], s[1], 0), (crop, crop, c))
     images = jax.vmap(cut)(images, corners)
   b, h, w, _ = images.shape
   flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
@@ -57,7 +58,8 @@ def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0, crop: int 
   if max_shift:
     padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode='edge')
     shifts = jax.random.randint(k_shift, (b, 2), 0, 2 * max_shift + 1)
-    shift = lambda x, s: jax.lax.dynamic_slice(x, (s[0], s[1], 0), (h, w, x.shape[-1]))
+    def shift(x, s):
+      return jax.lax.dynamic_slice(x, (s[0], s[1], 0), (h, w, x.shape[-1]))
     images = jax.vmap(shift)(padded, shifts)
   gain = jax.random.uniform(k_gain, (b, 1, 1, 1), minval=0.8, maxval=1.2)
   bias = jax.random.uniform(k_bias, (b, 1, 1, 1), minval=-0.2, maxval=0.2)
@@ -231,7 +233,8 @@ def _write_fingerprint(config, directory: pathlib.Path) -> None:
 
 def _shapes(tree) -> dict:
   """{'model/convs/0/kernel': shape, ...} of the arrays of a pytree (or of orbax's metadata of one)."""
-  name = lambda k: str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k))))
+  def name(k):
+    return str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k))))
   return {'/'.join(map(name, path)): tuple(getattr(x, 'shape', ())) for path, x in
           jax.tree_util.tree_flatten_with_path(tree)[0]}
 
@@ -241,7 +244,8 @@ def _check_architecture(saved, target: dict, where: pathlib.Path) -> None:
   fit the model and optimizer of this config (orbax's own error would only suggest `strict=False`)."""
   have = {k: v for k, v in _shapes(saved).items() if k.startswith(('model/', 'optimizer/'))}
   want = _shapes(target)
-  show = lambda shapes, k: f'shape {shapes[k]}' if k in shapes else 'absent'
+  def show(shapes, k):
+    return f'shape {shapes[k]}' if k in shapes else 'absent'
   diff = [k for k in sorted(have.keys() | want.keys()) if have.get(k) != want.get(k)]
   if not diff:
     return
@@ -348,7 +352,8 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
     model.train()
     done = start  # steps applied to the model and the optimizer
     bar = tqdm(total=t.steps, initial=start, desc='train', disable=not progress, mininterval=2.0)
-    saveable = lambda: {**_saveable(_state(model, optimizer)), 'losses': np.asarray(losses[-50:], np.float32)}
+    def saveable():
+      return {**_saveable(_state(model, optimizer)), 'losses': np.asarray(losses[-50:], np.float32)}
     with _deferred_signals() as received:
       try:
         with log_path.open('a') as log:

@@ -199,7 +199,8 @@ def segmentation_vs_opencv(config, log=print) -> dict:
     t = time.perf_counter()
     ours = localise.localise_batch([it['image'] for it in items], maps, s, workers=config.workers)
     seconds = {'ours': (time.perf_counter() - t) / n}
-    best_iou = lambda box, it: float(metrics.box_iou(np.asarray(box, np.float64)[None], it['boxes']).max())
+    def best_iou(box, it):
+      return float(metrics.box_iou(np.asarray(box, np.float64)[None], it['boxes']).max())
     rows = {'ours': [best_iou(r.box, it) for r, it in zip(ours, items)]}
     agreement = {}
     for iterations in (1, 5):

@@ -122,9 +122,12 @@ def empty(make: Callable[[], nnx.Module]) -> nnx.Module:
 
 
 Convert = Callable[[np.ndarray], np.ndarray]
-conv_weight: Convert = lambda w: w.transpose(2, 3, 1, 0)
-linear_weight: Convert = lambda w: w.T
-identity: Convert = lambda w: w
+def conv_weight(w):
+  return w.transpose(2, 3, 1, 0)
+def linear_weight(w):
+  return w.T
+def identity(w):
+  return w
 
 
 def _conv_entries(prefix: str, conv: nnx.Conv) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from conftest import load_config, tiny_synthetic
 from flax import nnx
 
-from saliency_jax import comparison, localise, metrics, models, pipeline, saliency
+from saliency_jax import comparison, faithfulness, localise, metrics, models, pipeline, saliency
 
 
 def _tiny():
@@ -45,7 +45,7 @@ def test_comparison_end_to_end(tmp_path):
   model, x, labels, images, masks, boxes, box_labels = _data(config, tmp_path)
   for r in saved['methods'].values():
     assert (len(r['sanity']['absolute']) == len(r['sanity']['layers'])
-            == len(metrics.randomisation_groups(model)))
+            == len(faithfulness.randomisation_groups(model)))
   maps = np.asarray(saliency.saliency_maps(model, x, labels))
   g = saved['methods']['gradient']
   found = localise.localise_batch(list(images), list(maps), config.compare.localise.graphcut)
@@ -61,7 +61,7 @@ def test_comparison_end_to_end(tmp_path):
   per_class = [hits[labels == c].mean() for c in np.unique(labels)]
   assert g['pointing_game_class_mean'] == pytest.approx(np.mean(per_class))
   assert 'fallback boxes GraphCut' in table and 'pointing, class mean' in table
-  curves = metrics.deletion_insertion(model, x, labels, maps, steps=8,
+  curves = faithfulness.deletion_insertion(model, x, labels, maps, steps=8,
                                       insertion_blur=config.compare.insertion_blur)
   np.testing.assert_allclose([g['deletion_auc'], g['insertion_auc']],
                              [curves['deletion'].mean(), curves['insertion'].mean()], rtol=1e-5)

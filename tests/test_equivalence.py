@@ -8,7 +8,7 @@ import numpy as np
 from conftest import load_config
 from flax import nnx
 
-from saliency_jax import deconvnet, equivalence, metrics, models
+from saliency_jax import deconvnet, equivalence, faithfulness, metrics, models
 
 
 def _tiny_config(tmp_path):
@@ -85,9 +85,9 @@ def test_wrong_deconvnet_rule_fails_the_network_rows():
 def test_randomise_replaces_only_the_named_layers():
   model = models.SmallConvNet(3, stages=((4,), (8,)), batch_norm=True, rngs=nnx.Rngs(0))
   fresh = models.SmallConvNet(3, stages=((4,), (8,)), batch_norm=True, rngs=nnx.Rngs(1))
-  groups = [name for name, _ in metrics.randomisation_groups(model)]
+  groups = [name for name, _ in faithfulness.randomisation_groups(model)]
   assert groups == ['classifier', 'conv2', 'conv1']
-  out = metrics.randomise(model, fresh, {'classifier', 'conv2'})
+  out = faithfulness.randomise(model, fresh, {'classifier', 'conv2'})
   np.testing.assert_array_equal(out.classifier.kernel[...], fresh.classifier.kernel[...])
   np.testing.assert_array_equal(out.convs[1].kernel[...], fresh.convs[1].kernel[...])
   np.testing.assert_array_equal(out.convs[0].kernel[...], model.convs[0].kernel[...])

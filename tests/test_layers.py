@@ -23,7 +23,7 @@ def _tie_free(shape, seed=0):
 
 
 def _reference(x, window, strides, padding):
-  window, strides = layers._pair(window), layers._pair(strides)
+  window, strides = layers.pair(window), layers.pair(strides)
   pads = layers.pool_padding(x.shape[1:3], window, strides, padding)
   return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
@@ -83,7 +83,7 @@ def test_max_pool_rejects_bad_padding():
 def test_adaptive_avg_pool_matches_pytorch_bins(size, out):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, *size, 3)).astype(np.float32)
-  oh, ow = layers._pair(out)
+  oh, ow = layers.pair(out)
   expected = np.zeros((2, oh, ow, 3), np.float32)
   for i in range(oh):  # PyTorch's rule: bin i spans [floor(i * H / n), ceil((i + 1) * H / n))
     for j in range(ow):

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
-from saliency_jax import metrics, models, saliency
+from saliency_jax import faithfulness, metrics, models, saliency
 
 # ------------------------------------------------------------------------------------------- box_iou
 
@@ -447,7 +447,8 @@ def test_deletion_and_insertion_known_answers_on_a_linear_model():
     contrib = (kernel[:, c].reshape(shape) * x[i]).sum(-1)  # S_c = bias + sum of per-pixel contributions
     blur_contrib = (kernel[:, c].reshape(shape) * blurred[i]).sum(-1)
     for m in (contrib, rng.normal(size=shape[:2])):
-      out = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], m[None], steps=20, output='score',
+      out = faithfulness.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], m[None], steps=20,
+                                            output='score',
                                        insertion_blur=sigma)
       order = np.argsort(-m.ravel(), kind='stable')
       deletion = [bias[c] + contrib.ravel()[order[k:]].sum() for k in range(21)]
@@ -458,10 +459,11 @@ def test_deletion_and_insertion_known_answers_on_a_linear_model():
       np.testing.assert_allclose(out['deletion'][0], np.mean((np.array(deletion[1:]) + deletion[:-1]) / 2),
                                  rtol=1e-5, atol=1e-5)
     # removing the largest contributions first gives the lowest deletion curve of any order
-    best = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], contrib[None], steps=20,
+    best = faithfulness.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], contrib[None], steps=20,
                                       output='score')
     for _ in range(5):
-      other = metrics.deletion_insertion(model, x[i:i + 1], labels[i:i + 1], rng.normal(size=(1, *shape[:2])),
+      other = faithfulness.deletion_insertion(model, x[i:i + 1], labels[i:i + 1],
+                                              rng.normal(size=(1, *shape[:2])),
                                          steps=20, output='score')
       assert best['deletion'][0] <= other['deletion'][0] + 1e-6
 
@@ -469,7 +471,8 @@ def test_deletion_and_insertion_known_answers_on_a_linear_model():
 def test_deletion_probabilities_and_errors():
   model = _Linear((4, 4, 3), 3, nnx.Rngs(1))
   x = np.asarray(jax.random.normal(jax.random.key(2), (3, 4, 4, 3)))
-  out = metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.abs(x).sum(-1), steps=4, chunk_size=2)
+  out = faithfulness.deletion_insertion(model, x, np.array([0, 1, 2]), np.abs(x).sum(-1), steps=4,
+                                        chunk_size=2)
   assert (out['deletion_curve'].shape == (3, 5)
           and ((out['deletion_curve'] >= 0) & (out['deletion_curve'] <= 1)).all())
   np.testing.assert_allclose(out['fractions'], [0, 0.25, 0.5, 0.75, 1])
@@ -477,13 +480,13 @@ def test_deletion_probabilities_and_errors():
   np.testing.assert_allclose(out['deletion_curve'][:, 0], p, rtol=1e-5)  # nothing removed yet
   np.testing.assert_allclose(out['insertion_curve'][:, -1], p, rtol=1e-5)  # everything put back
   with pytest.raises(ValueError, match=r'maps must be \[B, H, W\]'):
-    metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 5, 5)))
+    faithfulness.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 5, 5)))
   with pytest.raises(ValueError, match='output'):
-    metrics.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 4, 4)), output='logit')
+    faithfulness.deletion_insertion(model, x, np.array([0, 1, 2]), np.zeros((3, 4, 4)), output='logit')
   maps = np.ones((3, 4, 4))
   maps[0, 0, 0], maps[1, 2, 3] = np.nan, np.inf
   with pytest.raises(ValueError, match='maps hold 2 NaN or infinite values'):
-    metrics.deletion_insertion(model, x, np.array([0, 1, 2]), maps)
+    faithfulness.deletion_insertion(model, x, np.array([0, 1, 2]), maps)
 
 
 def test_spearman_refuses_maps_with_nan_or_inf_or_of_two_shapes():
@@ -499,7 +502,7 @@ def test_spearman_refuses_maps_with_nan_or_inf_or_of_two_shapes():
 
 def test_cascading_randomisation():
   model = models.SmallConvNet(3, stages=((4,), (8,)), rngs=nnx.Rngs(0))
-  fresh = metrics.fresh_like(model, 1)
+  fresh = faithfulness.fresh_like(model, 1)
   x = np.asarray(jax.random.normal(jax.random.key(3), (4, 16, 16, 3)))
   labels = np.array([0, 1, 2, 0])
 
@@ -507,11 +510,11 @@ def test_cascading_randomisation():
     g = np.asarray(saliency.input_gradients(m, x, labels))
     return {'absolute': np.abs(g).max(-1), 'signed': g.sum(-1)}
 
-  out = metrics.cascading_randomisation(model, fresh, gradient_maps)
+  out = faithfulness.cascading_randomisation(model, fresh, gradient_maps)
   assert out['layers'] == ['classifier', 'conv2', 'conv1']
   assert len(out['absolute']) == len(out['signed']) == 3
   assert out['signed'][-1] < 0.9 and out['absolute'][-1] < 0.9  # fully random weights: a different map
-  image_only = metrics.cascading_randomisation(model, fresh, lambda m: {'absolute': np.abs(x).max(-1),
+  image_only = faithfulness.cascading_randomisation(model, fresh, lambda m: {'absolute': np.abs(x).max(-1),
                                                                          'signed': x.sum(-1)})
   # fails the check
   np.testing.assert_allclose(image_only['absolute'] + image_only['signed'], 1.0, rtol=1e-12)

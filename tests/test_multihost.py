@@ -83,7 +83,8 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
   for key in ('num_eval', 'num_test', 'test_accuracy', 'top1_accuracy_eval', 'top2_accuracy_eval',
               'pointing_game', 'saliency_mass_on_object', 'object_area_fraction'):
     assert merged[key] == single[key], key
-  drop = lambda loc: {m: {k: v for k, v in r.items() if k != 'seconds'} for m, r in loc.items()}
+  def drop(loc):
+    return {m: {k: v for k, v in r.items() if k != 'seconds'} for m, r in loc.items()}
   assert drop(merged['localisation']) == drop(single['localisation'])
 
 

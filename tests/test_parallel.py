@@ -21,7 +21,7 @@ SCRIPT = r'''
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
 from flax import nnx
-from saliency_jax import attribution, class_models, metrics, models, parallel, saliency, train
+from saliency_jax import attribution, class_models, faithfulness, metrics, models, parallel, saliency, train
 
 def biased(model, seed):  # random biases: a trained net's ReLUs are not all at 0 on the zero image
   params = nnx.state(model, nnx.Param)
@@ -44,7 +44,7 @@ out['ig'] = attribution.integrated_gradients(model, x, y, steps=4, chunk_size=5)
 out['smoothgrad'] = attribution.smoothgrad(model, x, y, samples=3)
 out['grad_cam'] = attribution.grad_cam(model, x, y)
 out['occlusion'] = attribution.occlusion(model, x, y, patch=8, stride=8)
-out['deletion'] = metrics.deletion_insertion(model, x, y, np.asarray(out['maps']), steps=4)['deletion']
+out['deletion'] = faithfulness.deletion_insertion(model, x, y, np.asarray(out['maps']), steps=4)['deletion']
 out['class_models'] = class_models.visualise(model, [0, 1, 2], image_shape=(16, 16, 3), steps=5, jitter=1)
 out['accuracy'] = np.array(train.accuracy(model, np.asarray(x), y, batch_size=5))
 

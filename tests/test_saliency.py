@@ -79,7 +79,8 @@ def test_gradient_matches_central_differences_along_random_directions():
   for seed in range(3):
     v = jax.random.normal(jax.random.key(seed + 10), x.shape, jnp.float64)
     eps = 1e-6
-    s = lambda t, v=v: model(x + t * v)[jnp.arange(2), labels]
+    def s(t, v=v):
+      return model(x + t * v)[jnp.arange(2), labels]
     fd = (s(eps) - s(-eps)) / (2 * eps)
     np.testing.assert_allclose(jnp.sum(grads * v, axis=(1, 2, 3)), fd, rtol=1e-6)
 

@@ -66,8 +66,9 @@ def _ids(source):
 def test_ilsvrc_parts_follow_the_ids_not_the_folder(tmp_path):
   _ilsvrc_folder(tmp_path / 'a' / 'sample', IDS[:40])
   _ilsvrc_folder(tmp_path / 'b' / 'sample', IDS[20:60])  # another folder sharing 20 images
-  config = lambda root, part: ml_collections.ConfigDict({'name': 'ilsvrc', 'data_dir': str(root),
-                                                         'folder': 'sample', 'skip_bad': False, 'part': part})
+  def config(root, part):
+    return ml_collections.ConfigDict({'name': 'ilsvrc', 'data_dir': str(root), 'folder': 'sample',
+                                      'skip_bad': False, 'part': part})
   parts = {(root, part): _ids(make_source(config(tmp_path / root, part), 'test'))
            for root in 'ab' for part in ('all', 'selection', 'report')}
   for root in 'ab':

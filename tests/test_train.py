@@ -149,7 +149,8 @@ def test_a_signal_checkpoints_exactly_the_steps_applied_and_the_resumed_run_is_e
     np.testing.assert_array_equal(a, b)
   resumed, again = train.train_and_evaluate(config, tmp_path / 'b', data, progress=False)
   assert again['resumed_from'] == 3
-  drop = lambda result: {k: v for k, v in result.items() if k != 'resumed_from'}
+  def drop(result):
+    return {k: v for k, v in result.items() if k != 'resumed_from'}
   assert drop(again) == drop(done)  # final_loss too: the recent losses are part of the checkpoint
   for a, b in zip(_params(straight), _params(resumed)):
     np.testing.assert_array_equal(a, b)

@@ -171,7 +171,8 @@ def test_real_resnet_input_gradients_match_torch_float32(real_pair, real_images)
     model64, x64 = models.cast(model, jnp.float64), jnp.asarray(x[flipped], jnp.float64)
     assert np.all(np.asarray(_min_abs_relu_input(model64, x64)) < 1e-5)
     exact = np.asarray(saliency.input_gradients(model64, x64, labels[flipped]))
-    error = lambda g: np.abs(g[flipped] - exact).reshape(len(flipped), -1).max(axis=1)
+    def error(g):
+      return np.abs(g[flipped] - exact).reshape(len(flipped), -1).max(axis=1)
     assert np.all(np.minimum(error(grads), error(expected)) < GRADS_ATOL_32)
 
 

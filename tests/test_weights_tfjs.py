@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from saliency_jax import deconvnet, saliency, weights
+from saliency_jax import deconvnet, models, saliency, weights
 
 # a module-scoped fixture (the MobileNet): keep this file's tests on one worker
 pytestmark = pytest.mark.xdist_group('test_weights_tfjs')
@@ -134,6 +134,27 @@ def test_tiny_models_match_pytorch_scores_and_rule_maps(tmp_path, build, hw):
     reference = xt.grad.permute(0, 2, 3, 1).abs().amax(dim=-1).numpy()
     maps = np.asarray(saliency.saliency_maps(model, x, labels, relu=rule))
     np.testing.assert_allclose(maps, reference, rtol=1e-4, atol=1e-5 * reference.max())
+
+
+@pytest.mark.parametrize('build,hw', [(mobilenet_like, (13, 11)), (dense_head, (8, 8))])
+def test_tiny_models_explicit_deconvnet_equals_the_vjp_in_float64(tmp_path, build, hw):
+  # every Keras layer kind transposed by hand (padding, depthwise with multiplier 2, the relu6 clip,
+  # max-pool switches, reshape, flatten, a 1x1 conv classifier) against autodiff
+  rng = np.random.default_rng(1)
+  model = weights.load_tfjs_layers_model(write_tfjs(tmp_path / 'm', *build(rng)) / 'model.json')
+  with jax.enable_x64(True):
+    model = models.cast(model, jnp.float64)
+    x = jnp.asarray(rng.normal(size=(3, *hw, 3)) * 2)  # large enough to reach the relu6 clip
+    for layer in deconvnet.layer_names(model):
+      result = deconvnet.compare(model, x, layer=layer, neurons=jnp.array([0, 1, 1]))
+      assert result['deconvnet_explicit_vs_vjp']['relative'] < 1e-10, layer
+      assert result['gradient_explicit_vs_grad']['relative'] < 1e-10, layer
+      for name, r in result['steps'].items():
+        assert r['max_abs_diff'] <= 1e-10 * max(r['max_abs'], 1e-300), (layer, name)
+      assert all(r['same_set'] for r in result['relus'].values()), layer
+  kinds = {s.kind for s in deconvnet.steps(model)}
+  assert kinds >= ({'pad', 'depthwise_conv', 'clip', 'reshape', 'max_pool'} if build is mobilenet_like
+                   else {'flatten', 'dense', 'max_pool'})
 
 
 def test_relu6_clip_keeps_its_derivative_under_every_rule():

@@ -159,7 +159,8 @@ def read_annotation(path: str | os.PathLike, *, image_size: tuple[int, int] | No
     if not (w > 0 and h > 0):
       raise ValueError(f'image_size must be a positive (width, height), got {image_size}')
     boxes = boxes * np.array([w / width, h / height, w / width, h / height])
-  as_stored = lambda v: int(v) if v == int(v) else v
+  def as_stored(v):
+    return int(v) if v == int(v) else v
   return {'size': (as_stored(width), as_stored(height)), 'names': names, 'boxes': boxes.astype(np.float32),
           'difficult': np.asarray(difficult, bool)}
 
