@@ -9,6 +9,10 @@ for ResNet-32) on the 150 images of `data_dir/imagenet-val-sample` whose class m
 CIFAR-10 accuracies); 10-crop maps (28 px crops) of the top-5 and the true class, resized onto the
 227 px photos and localised there; GT-known box accuracy and ILSVRC top-1 / top-5 localisation
 error. Measured result: see the README. `:cpu` / `:gpu` / `:tpu` change nothing but workers here.
+
+`:variants` (e.g. `resnet20:variants`) localises the maps of the whole 32 px image (no crops) with
+every GraphCut variant the paper leaves open (GrabCut rounds, soft seeds, a seed floor,
+4-connectivity, another pairwise weight, another foreground quantile) beside the baselines.
 """
 
 import ml_collections
@@ -19,12 +23,17 @@ CHECKPOINTS = {'resnet20': ('resnet20-12fca82f.th', 20), 'resnet32': ('resnet32-
 
 
 def get_config(arg: str = 'resnet20'):
-  net, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('resnet20', '', arg)
-  variant = variant or 'cpu'
-  if net not in CHECKPOINTS:
-    raise ValueError(f'net must be one of {sorted(CHECKPOINTS)}, got {net!r}')
-  if variant not in ('cpu', 'gpu', 'tpu'):
-    raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {variant!r}")
+  net, variant, variants = 'resnet20', 'cpu', False
+  for token in arg.split(':'):
+    if token in CHECKPOINTS:
+      net = token
+    elif token in ('cpu', 'gpu', 'tpu'):
+      variant = token
+    elif token == 'variants':
+      variants = True
+    else:
+      raise ValueError(f"unknown option {token!r}: a net of {sorted(CHECKPOINTS)}, 'cpu', 'gpu', 'tpu' or "
+                       "'variants'")
   file, depth = CHECKPOINTS[net]
   config = defaults.main_job()
   config.name = f'cifar_resnet_imagenet_sample ({net})'
@@ -43,4 +52,21 @@ def get_config(arg: str = 'resnet20'):
   config.localise_size = 227  # the sample's photos
   config.chunk_size = 50
   config.workers = 8 if variant != 'cpu' else 2
+  if variants:
+    config.crop_size = 0  # the whole 32 px image
+    graphcut = {'method': 'graphcut'}  # the localise.Settings defaults: the paper's pipeline
+    config.localise = ml_collections.ConfigDict({
+        'graphcut': graphcut,
+        'graphcut_grabcut_3': {**graphcut, 'iterations': 3},  # 3 GrabCut re-estimation rounds
+        'graphcut_soft_seeds': {**graphcut, 'seeds': 'soft'},
+        'graphcut_soft_seeds_grabcut_3': {**graphcut, 'seeds': 'soft', 'iterations': 3},
+        'graphcut_fg_floor_50': {**graphcut, 'fg_floor': 0.5},
+        'graphcut_4_connected': {**graphcut, 'connectivity': 4},
+        'graphcut_gamma_50': {**graphcut, 'pairwise_weight': 50.0},  # GrabCut's gamma
+        'graphcut_fg_quantile_80': {**graphcut, 'fg_quantile': 0.8},  # not the paper's 95%
+        'threshold_15': {'method': 'threshold', 'threshold': 0.15},
+        'threshold_20': {'method': 'threshold', 'threshold': 0.2},
+        'full_image': {'method': 'full'},
+        'centre': {'method': 'centre', 'centre_fraction': 0.5},
+    })
   return config

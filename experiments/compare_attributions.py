@@ -7,7 +7,7 @@
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from saliency_jax import comparison
+from saliency_jax.jobs import comparison
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs.')

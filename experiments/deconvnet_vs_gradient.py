@@ -7,7 +7,7 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from saliency_jax import equivalence
+from saliency_jax.jobs import equivalence
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs.')

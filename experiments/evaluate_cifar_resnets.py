@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from saliency_jax import models, report, saliency, weights
-from saliency_jax.data import imagenet
+from saliency_jax.data import imagenet, transforms
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for cifar_resnets.json.')
@@ -207,7 +207,7 @@ def evaluate(config, workdir: str) -> dict:
   start = time.perf_counter()
   data = imagenet.cifar10_mapped(data_dir / config.sample, image_size=config.image_size,
                                  resample=config.resample)
-  x = np.asarray(weights.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD))
+  x = np.asarray(transforms.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD))
   labels = data['labels']
   logging.info('%d of %d sample images map onto CIFAR-10 (%.1f s)', len(labels), data['num_images'],
                time.perf_counter() - start)

@@ -11,8 +11,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from saliency_jax import pipeline
 from saliency_jax.data.records import BadRecord
+from saliency_jax.jobs import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs.')

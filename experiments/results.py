@@ -68,7 +68,7 @@ def _f(x, digits: int = 3) -> str:
 
 def localisation_table(m: dict) -> str:
   """A main-job metrics.json: one row per localisation method (`pipeline.table`)."""
-  from saliency_jax import pipeline
+  from saliency_jax.jobs import pipeline
   return pipeline.table(m)
 
 

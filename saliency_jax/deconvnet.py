@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -385,6 +386,12 @@ def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
       report[step.name] = {'max_abs_diff': jnp.max(jnp.abs(explicit - auto)),
                            'max_abs': jnp.max(jnp.abs(auto))}
   return report, g
+
+
+def rule_maps(model, images, labels) -> dict[str, np.ndarray]:
+  """{'gradient', 'deconvnet', 'guided'}: each rule's [B, H, W] map max_c |VJP| of the labels' scores."""
+  return {name: np.asarray(saliency.saliency_maps(model, images, labels, relu=rule))
+          for name, rule in RULES.items()}
 
 
 def gate_statistics(x: jax.Array, g: jax.Array, *, rules=RULES) -> dict:

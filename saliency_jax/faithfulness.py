@@ -131,19 +131,19 @@ def fresh_like(model, seed: int):
 def cascading_randomisation(model, fresh, attribute) -> dict:
   """Model-randomisation sanity check (Adebayo et al. 2018), cascading from the top layer down.
 
-  attribute(model) -> {'absolute': [B, H, W], 'signed': [B, H, W]} maps of fixed images and labels.
-  The layers of `randomisation_groups` are replaced by `fresh`'s one more at a time, top-down, and
-  each map is compared with the original map by Spearman rank correlation, with and without absolute
-  values. A map that stays similar while the weights it explains are destroyed fails the check.
-  Returns {'layers': [names, top-down], 'absolute': [mean rho per stage], 'signed': [...],
-  'absolute_std': [...], 'signed_std': [...]}.
+  attribute(model) -> {kind: [B, H, W]} maps of fixed images and labels, e.g. {'absolute', 'signed'}
+  (a map with and without absolute values) or one kind per method. The layers of
+  `randomisation_groups` are replaced by `fresh`'s one more at a time, top-down, and each map is
+  compared with the original map by Spearman rank correlation. A map that stays similar while the
+  weights it explains are destroyed fails the check.
+  Returns {'layers': [names, top-down], kind: [mean rho per stage], f'{kind}_std': [...]} per kind.
   """
   original = attribute(model)
   groups = [name for name, _ in randomisation_groups(model)]
-  out = {'layers': groups, 'absolute': [], 'signed': [], 'absolute_std': [], 'signed_std': []}
+  out = {'layers': groups, **{kind: [] for kind in original}, **{f'{kind}_std': [] for kind in original}}
   for k in range(1, len(groups) + 1):
     maps = attribute(randomise(model, fresh, set(groups[:k])))
-    for kind in ('absolute', 'signed'):
+    for kind in original:
       rhos = [metrics.spearman(a, b) for a, b in zip(maps[kind], original[kind])]
       out[kind].append(float(np.mean(rhos)))
       out[f'{kind}_std'].append(float(np.std(rhos)))

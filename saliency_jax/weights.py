@@ -36,31 +36,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCH_EXTRA = "pip install 'saliency-jax[torch]'  (or: pip install torch==2.13.0, the CPU build)"
 
 
-def normalise(images, mean, std) -> jnp.ndarray:
-  """8-bit or [0, 1] float images [..., H, W, 3] -> (x - mean) / std, float32, x in [0, 1].
-
-  Integer images (uint8, or 8-bit pixels stored in a wider integer type) must hold 0..255 and are
-  divided by 255; float images must already lie in [0, 1]. Anything else (0..255 floats, NaN) is an
-  error: it would be normalised as if it were in [0, 1].
-  """
-  images = np.asarray(images)
-  if np.issubdtype(images.dtype, np.integer):
-    if images.size and (images.min() < 0 or images.max() > 255):
-      raise ValueError(f'integer images must hold 8-bit pixels 0..255, got {images.min()}..{images.max()} '
-                       f'({images.dtype})')
-    x = images.astype(np.float32) / 255.0
-  elif np.issubdtype(images.dtype, np.floating):
-    x = images.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-      raise ValueError(f'images hold {int(np.sum(~np.isfinite(x)))} NaN or infinite values')
-    if x.size and (x.min() < 0 or x.max() > 1):
-      raise ValueError(f'float images must lie in [0, 1], got {x.min():g}..{x.max():g}: pass 8-bit pixels as '
-                       'an integer type, or divide by 255')
-  else:
-    raise ValueError(f'images must be 8-bit integers or [0, 1] floats, got {images.dtype}')
-  return jnp.asarray((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
-
-
 def _torch_error(error: Exception) -> str:
   """torch.load's error in one line, without its advice to retry with weights_only=False: that
   unpickles arbitrary objects, i.e. runs code from the file."""

@@ -8,7 +8,8 @@ import pytest
 from conftest import load_config, tiny_synthetic
 from flax import nnx
 
-from saliency_jax import comparison, faithfulness, localise, metrics, models, pipeline, saliency
+from saliency_jax import faithfulness, localise, metrics, models, saliency
+from saliency_jax.jobs import comparison, stages
 
 
 def _tiny():
@@ -86,7 +87,7 @@ def test_pointing_on_boxes_leaves_out_all_difficult_classes():
 
 
 def _data(config, workdir):
-  p = pipeline.prepare(config, workdir, log=lambda *_: None)
+  p = stages.prepare(config, workdir, log=lambda *_: None)
   n, test = config.compare.num_images, p['data']['test']
   return (p['model'], p['splits']['test']['images'][:n], test['labels'][:n], test['images'][:n],
           test['masks'][:n], test['boxes'][:n], test['box_labels'][:n])

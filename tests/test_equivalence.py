@@ -8,7 +8,8 @@ import numpy as np
 from conftest import load_config
 from flax import nnx
 
-from saliency_jax import deconvnet, equivalence, faithfulness, metrics, models
+from saliency_jax import deconvnet, faithfulness, metrics, models
+from saliency_jax.jobs import equivalence
 
 
 def _tiny_config(tmp_path):

@@ -9,9 +9,10 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import ROOT, load_config
+import pytest
+from conftest import ROOT
 
-from saliency_jax import pipeline
+from saliency_jax.jobs import hosts, pipeline
 
 # The tiny synthetic main job as a config file, so that the subprocesses run the real entry point.
 _CONFIG = f'''
@@ -90,19 +91,21 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
 
 def test_merging_shares_with_ragged_boxes_restores_the_index_order(tmp_path):
   def share(indices, boxes):
-    flat = {'indices': np.array(indices), 'labels': np.array(indices) * 10}
-    ragged = {'boxes': [np.full((b, 4), i, np.float32) for i, b in zip(indices, boxes)],
-              'box_labels': [np.full(b, i, np.int32) for i, b in zip(indices, boxes)]}
-    return pipeline._part_arrays(flat, ragged, {'test_correct': len(indices), 'test_count': 5})
+    return {'indices': np.array(indices), 'labels': np.array(indices) * 10,
+            'found': {'m': {'status': np.array([[str(i)] * 3 for i in indices]), 'seconds': 1.5}},
+            'gt_boxes': [np.full((b, 4), i, np.float32) for i, b in zip(indices, boxes)],
+            'gt_labels': [np.full(b, i, np.int32) for i, b in zip(indices, boxes)],
+            'test_correct': len(indices), 'test_count': 5}
 
   mine, other = share([0, 2, 4], [1, 3, 2]), share([1, 3], [2, 1])
-  config = load_config('quickstart')
-  config.distributed.num_processes = 2
-  (tmp_path / 'hosts').mkdir()
-  np.savez(tmp_path / 'hosts' / 'part-1-of-2.npz', **other)
-  flat, ragged, totals = pipeline._merge_hosts(config, tmp_path, mine, since=0.0)
-  assert flat['indices'].tolist() == [0, 1, 2, 3, 4] and flat['labels'].tolist() == [0, 10, 20, 30, 40]
-  assert [len(b) for b in ragged['boxes']] == [1, 2, 3, 1, 2]
-  assert all((b == i).all() for i, b in enumerate(ragged['boxes']))
-  assert all((b == i).all() for i, b in enumerate(ragged['box_labels']))
-  assert totals == {'test_correct': 5, 'test_count': 10}
+  hosts.write(hosts.path(tmp_path, 1, 2), other)
+  assert set(hosts.read(hosts.path(tmp_path, 1, 2))) == set(other)  # the npz round trip keeps the tree
+  merged = hosts.gather(tmp_path, mine, 2, since=0.0, timeout_s=5)
+  assert merged['indices'].tolist() == [0, 1, 2, 3, 4] and merged['labels'].tolist() == [0, 10, 20, 30, 40]
+  assert merged['found']['m']['status'][:, 0].tolist() == ['0', '1', '2', '3', '4']
+  assert [len(b) for b in merged['gt_boxes']] == [1, 2, 3, 1, 2]
+  assert all((b == i).all() for i, b in enumerate(merged['gt_boxes']))
+  assert all((b == i).all() for i, b in enumerate(merged['gt_labels']))
+  assert (merged['test_correct'], merged['test_count'], merged['found']['m']['seconds']) == (5, 10, 3.0)
+  with pytest.raises(TimeoutError, match='part-2-of-3'):
+    hosts.gather(tmp_path, mine, 3, since=0.0, timeout_s=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, load_config, shared_data, tiny_main_job
 
-from saliency_jax import pipeline
+from saliency_jax.jobs import pipeline, stages
 
 
 def _tiny():
@@ -44,7 +44,7 @@ def test_main_job_end_to_end_and_resume(tmp_path):
   assert 'graphcut' in report and 'fallback boxes (true / top-2)' in report and 'mean over classes' in report
   c = saved['class_models']
   assert c['classes'] == [0, 1, 2] and c['names'] == list(config.class_names)
-  cached = pipeline.load_data(config, tmp_path)['test']
+  cached = stages.load_data(config, tmp_path)['test']
   labels = np.array([int(y) for y in cached['labels']])
   # VOC's difficult flags travel with the boxes through the cache (the synthetic set has none)
   assert [d.tolist() for d in cached['difficult']] == [[False] * len(b) for b in cached['boxes']]
@@ -62,15 +62,15 @@ def test_main_job_end_to_end_and_resume(tmp_path):
 
 
 def test_localisation_metrics_count_fallback_boxes_per_method():
-  """Two images, top-2: statuses as `localise_images` lays them out (2 true-class, then 2 x 2 top-k)."""
+  """Two images, top-2: statuses as `localise_images` lays them out (per image: true class, then top-k)."""
   config = _tiny()
   boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
-  status = ['ok', 'flat_saliency', 'empty_segment', 'ok', 'ok', 'invalid_saliency']
+  status = [['ok', 'empty_segment', 'ok'], ['flat_saliency', 'ok', 'invalid_saliency']]
   found = {'graphcut': {'true_boxes': boxes, 'top_boxes': np.stack([boxes, boxes], 1), 'seconds': 1.0,
                         'status': np.array(status)},
            'full_image': {'true_boxes': boxes, 'top_boxes': np.stack([boxes, boxes], 1), 'seconds': 1.0,
-                          'status': np.array(['ok'] * 6)}}
-  out = pipeline.localisation_metrics(config, found, np.array([0, 1]), [[0], [1]], [boxes[:1], boxes[1:]],
+                          'status': np.full((2, 3), 'ok')}}
+  out = stages.localisation_metrics(config, found, np.array([0, 1]), [[0], [1]], [boxes[:1], boxes[1:]],
                                       np.array([[0, 1], [1, 0]]), log=lambda *_: None)
   assert out['graphcut']['fallbacks'] == {'true': 1, 'top': 2, 'total': 3}
   assert out['full_image']['fallbacks'] == {'true': 0, 'top': 0, 'total': 0}
@@ -80,7 +80,7 @@ def test_localisation_metrics_count_fallback_boxes_per_method():
 
 
 def _test_scores(config, workdir):
-  p = pipeline.prepare(config, workdir, log=lambda *_: None)
+  p = stages.prepare(config, workdir, log=lambda *_: None)
   return np.asarray(p['model'](p['splits']['test']['images']))
 
 
@@ -98,6 +98,10 @@ def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path)
   config.class_models.steps = 10
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
   assert results['num_test'] == 150 and results['num_eval'] == 4
+  variants = load_config('cifar_resnet_imagenet_sample', 'resnet20:variants')  # Sect. 3.2's open choices
+  assert variants.crop_size == 0 and {'graphcut', 'graphcut_grabcut_3', 'graphcut_soft_seeds',
+                                      'threshold_15', 'full_image', 'centre'} <= set(variants.localise)
+  assert variants.figure_method in variants.localise
   assert results['training']['steps'] == 0 and 'train' not in results['config']
   # Measured with experiments/evaluate_cifar_resnets.py: 102 of the 150 right (68.0%).
   assert abs(results['test_accuracy'] - 102 / 150) < 1e-9

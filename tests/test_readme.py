@@ -62,7 +62,7 @@ def test_readme_tables_with_numbers_are_generated():
 
 def test_localisation_table_known_answer():
   """The localisation table of a made-up metrics.json, checked by hand (the selected method in bold)."""
-  from saliency_jax import pipeline
+  from saliency_jax.jobs import pipeline
   m = {'config': {'top_k': 2}, 'num_eval': 3, 'selected_method': 'b',
        'localisation': {'a': {'gt_known_box_accuracy': 0.5, 'top1_loc_error': 0.25, 'top2_loc_error': 0.125,
                               'fallbacks': {'true': 1, 'top': 2, 'total': 3}},

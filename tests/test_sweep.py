@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from conftest import load_config, tiny_main_job
 
-from saliency_jax import pipeline
-from saliency_jax.jobs import sweep
+from saliency_jax.jobs import pipeline, sweep
 
 pytestmark = pytest.mark.xdist_group('test_sweep')
 QUIET = lambda *_: None  # noqa: E731

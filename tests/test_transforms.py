@@ -129,14 +129,18 @@ def test_synthetic_make_source_matches_the_source():
     sources.make_source(ml_collections.ConfigDict({'name': 'x'}), 'train')
 
 
-def test_normalise_takes_8_bit_pixels_only():
-  pixels = np.array([[[0, 51, 255]]], np.uint8)
-  np.testing.assert_allclose(transforms.normalise(pixels.astype(np.int64), 0.2, 0.5), [[[-0.4, 0.0, 1.6]]],
-                             atol=1e-6)  # uint8 data held in int64: the same answer
-  with pytest.raises(ValueError, match=r'pixel values in 0\.\.255, got 0\.\.1136 \(int64\)'):
-    transforms.normalise(np.array([[[0, 5, 1136]]]), 0.2, 0.5)
-  with pytest.raises(ValueError, match=r'8-bit pixel values .* got float32; \[0, 1\] floats go through'):
-    transforms.normalise(pixels.astype(np.float32) / 255, 0.2, 0.5)
+def test_normalise_takes_8_bit_pixels_or_unit_floats_and_refuses_the_rest():
+  pixels = np.array([[[0, 128, 255]]], np.uint8)
+  expected = (pixels / 255.0 - 0.5) / 0.25
+  np.testing.assert_allclose(transforms.normalise(pixels, 0.5, 0.25), expected, atol=1e-6)
+  np.testing.assert_allclose(transforms.normalise(pixels.astype(np.int64), 0.5, 0.25), expected, atol=1e-6)
+  np.testing.assert_allclose(transforms.normalise(pixels / 255.0, 0.5, 0.25), expected, atol=1e-6)
+  with pytest.raises(ValueError, match=r'integer images must hold 8-bit pixels 0\.\.255, got 0\.\.300'):
+    transforms.normalise(np.array([[[0, 300, 5]]]), 0.5, 0.25)
+  with pytest.raises(ValueError, match=r'float images must lie in \[0, 1\], got 0\.\.255'):
+    transforms.normalise(pixels.astype(np.float32), 0.5, 0.25)
+  with pytest.raises(ValueError, match='1 NaN or infinite'):
+    transforms.normalise(np.array([[[0.1, np.nan, 0.2]]]), 0.5, 0.25)
 
 
 class _Labels:

@@ -25,7 +25,7 @@ from flax import nnx
 from PIL import Image
 
 from saliency_jax import models, saliency, weights
-from saliency_jax.data import imagenet
+from saliency_jax.data import imagenet, transforms
 
 # module-scoped fixtures: keep this file's tests on one worker (pytest -n 2 --dist loadgroup)
 pytestmark = pytest.mark.xdist_group('test_weights')
@@ -100,7 +100,7 @@ def real_images():
   records = imagenet.sample_records(shared_data('imagenet-val-sample'))[:64]
   small = [np.asarray(Image.fromarray(imagenet.load_image(r['image_path'])).resize((32, 32), Image.BILINEAR))
            for r in records]
-  return np.asarray(weights.normalise(np.stack(small), weights.CIFAR10_MEAN, weights.CIFAR10_STD))
+  return np.asarray(transforms.normalise(np.stack(small), weights.CIFAR10_MEAN, weights.CIFAR10_STD))
 
 
 @pytest.fixture(scope='module', params=sorted(CHECKPOINTS))
@@ -303,20 +303,6 @@ def test_a_checkpoint_holding_objects_is_refused_without_advice_to_unpickle_it(t
     weights.load_cifar_resnet(path)
   assert 'weights_only=False' not in str(e.value) and 'weights_only` set to `False' not in str(e.value)
   assert '\n' not in str(e.value)
-
-
-def test_normalise_refuses_values_outside_its_range():
-  pixels = np.array([[[0, 128, 255]]], np.uint8)
-  expected = (pixels / 255.0 - 0.5) / 0.25
-  np.testing.assert_allclose(weights.normalise(pixels, 0.5, 0.25), expected, atol=1e-6)
-  np.testing.assert_allclose(weights.normalise(pixels.astype(np.int64), 0.5, 0.25), expected, atol=1e-6)
-  np.testing.assert_allclose(weights.normalise(pixels / 255.0, 0.5, 0.25), expected, atol=1e-6)
-  with pytest.raises(ValueError, match=r'integer images must hold 8-bit pixels 0\.\.255, got 0\.\.300'):
-    weights.normalise(np.array([[[0, 300, 5]]]), 0.5, 0.25)
-  with pytest.raises(ValueError, match=r'float images must lie in \[0, 1\], got 0\.\.255'):
-    weights.normalise(pixels.astype(np.float32), 0.5, 0.25)
-  with pytest.raises(ValueError, match='1 NaN or infinite'):
-    weights.normalise(np.array([[[0.1, np.nan, 0.2]]]), 0.5, 0.25)
 
 
 def test_without_torch_the_import_error_names_the_extra(tmp_path, monkeypatch):

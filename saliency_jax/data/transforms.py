@@ -29,18 +29,27 @@ def resize(example: dict, size: int | tuple[int, int]) -> dict:
 
 
 def normalise(images, mean, std=(1.0, 1.0, 1.0)) -> np.ndarray:
-  """8-bit pixels [..., 3] (uint8, or another integer dtype holding 0..255) -> float32 (x / 255 - mean) / std.
+  """8-bit or [0, 1] float images [..., 3] -> float32 (x - mean) / std, with x in [0, 1].
 
-  Floats are refused: [0, 1] floats would come out near-constant (`weights.normalise` takes those).
+  Integer images (uint8, or 8-bit pixels stored in a wider integer type) must hold 0..255 and are
+  divided by 255; float images must already lie in [0, 1]. Anything else (0..255 floats, NaN) is an
+  error: it would be normalised as if it were in [0, 1].
   """
   images = np.asarray(images)
-  if not np.issubdtype(images.dtype, np.integer):
-    raise ValueError(f'normalise expects 8-bit pixel values (an integer dtype, 0..255), got {images.dtype}; '
-                     '[0, 1] floats go through weights.normalise')
-  if images.size and (images.min() < 0 or images.max() > 255):
-    raise ValueError(f'normalise expects pixel values in 0..255, got {images.min()}..{images.max()} '
-                     f'({images.dtype})')
-  x = images.astype(np.float32) / 255.0
+  if np.issubdtype(images.dtype, np.integer):
+    if images.size and (images.min() < 0 or images.max() > 255):
+      raise ValueError(f'integer images must hold 8-bit pixels 0..255, got {images.min()}..{images.max()} '
+                       f'({images.dtype})')
+    x = images.astype(np.float32) / 255.0
+  elif np.issubdtype(images.dtype, np.floating):
+    x = images.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+      raise ValueError(f'images hold {int(np.sum(~np.isfinite(x)))} NaN or infinite values')
+    if x.size and (x.min() < 0 or x.max() > 1):
+      raise ValueError(f'float images must lie in [0, 1], got {x.min():g}..{x.max():g}: pass 8-bit pixels as '
+                       'an integer type, or divide by 255')
+  else:
+    raise ValueError(f'images must be 8-bit integers or [0, 1] floats, got {images.dtype}')
   return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
 
 

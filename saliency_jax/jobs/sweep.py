@@ -2,7 +2,7 @@
 
 `run(config, workdir)` is what `experiments/sweep_localisation.py` calls (configs/localisation_sweep.py
 documents the fields):
-  1. the net as the main job gets it (`pipeline.prepare`: trained or resumed in the workdir, or a
+  1. the net as the main job gets it (`stages.prepare`: trained or resumed in the workdir, or a
      pretrained checkpoint);
   2. the two parts of the evaluation set (`data.splits`, `config.data.part`): 'selection' and
      'report'. For VOC / ILSVRC folders a seeded hash of each record id decides, so the split does not
@@ -12,8 +12,8 @@ documents the fields):
      `crop_size`), computed once and kept in workdir/sweep under a key of everything that determines
      them: the part's record ids, the data settings, the normalisation, crop size, k, a digest of
      the net's weights and of the saliency code (another config or another net never reuses them);
-  4. every setting of `config.sweep.grid` localised on both parts (`pipeline.localise_images`) and
-     scored (`pipeline.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
+  4. every setting of `config.sweep.grid` localised on both parts (`stages.localise_images`) and
+     scored (`stages.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
      localisation error, fallback boxes (status not 'ok'); each result is kept in workdir/sweep (keyed
      by the maps, the setting and the localisation code), so an interrupted sweep resumes;
   5. the pick: the best setting by `config.sweep.criterion` on the selection part alone (the report
@@ -35,8 +35,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from saliency_jax import gmm, graphcut, layers, localise, metrics, models, pipeline, report, saliency
+from saliency_jax import gmm, graphcut, layers, localise, metrics, models, report, saliency
 from saliency_jax.data import Subset, make_source, splits, transforms
+from saliency_jax.jobs import stages
 
 PARTS = ('selection', 'report')
 DIRECTIONS = ('min', 'max')
@@ -156,7 +157,7 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
       return dict(f), key, True
   t = time.perf_counter()
   x = transforms.normalise(records['images'], mean, std)
-  top_classes, top_maps, true_maps = pipeline.class_maps(config, model, x, records['labels'])
+  top_classes, top_maps, true_maps = stages.class_maps(config, model, x, records['labels'])
   maps = {'top_classes': top_classes, 'top_maps': top_maps, 'true_maps': true_maps}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'.{path.stem}.tmp.npz')
@@ -168,7 +169,7 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
 
 def localise_part(config, name: str, part: str, records: dict, maps: dict, key: str, workdir: pathlib.Path,
                   log=print) -> dict:
-  """One setting of the grid on one part: `pipeline.localisation_metrics`' entry (with the fallback
+  """One setting of the grid on one part: `stages.localisation_metrics`' entry (with the fallback
   boxes, status not 'ok'); kept in workdir/sweep."""
   settings = dataclasses.asdict(localise.settings(config.sweep.grid[name]))
   key = _digest([key, settings, config.get('localise_size'), code_digest(localise, graphcut, gmm, metrics)])
@@ -178,9 +179,9 @@ def localise_part(config, name: str, part: str, records: dict, maps: dict, key: 
   local = ml_collections.ConfigDict(config.to_dict())
   local.localise = ml_collections.ConfigDict({name: settings})
   n = len(records['photos'])
-  found, _ = pipeline.localise_images(local, records['photos'], maps['true_maps'], maps['top_maps'],
+  found, _ = stages.localise_images(local, records['photos'], maps['true_maps'], maps['top_maps'],
                                       np.arange(n), n)
-  out = pipeline.localisation_metrics(local, found, records['labels'], records['box_labels'],
+  out = stages.localisation_metrics(local, found, records['labels'], records['box_labels'],
                                       records['boxes'], maps['top_classes'],
                                       log=lambda line: log(f'{part}: {line}'))[name]
   report.write_json(path, out)
@@ -198,7 +199,7 @@ def run(config, workdir: str, log=print) -> dict:
   check(config)
   workdir = pathlib.Path(workdir)
   (workdir / 'sweep').mkdir(parents=True, exist_ok=True)
-  prepared = pipeline.prepare(config, workdir, log)
+  prepared = stages.prepare(config, workdir, log)
   model, mean, std = prepared['model'], prepared['mean'], prepared['std']
   seconds = dict(prepared['seconds'])
 

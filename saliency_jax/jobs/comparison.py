@@ -1,7 +1,7 @@
 """Attribution methods compared on the same images with the same metrics.
 
 `run(config, workdir)` (what `experiments/compare_attributions.py` calls) takes the config's data
-and trained (or pretrained) net through `pipeline.prepare`, computes every method of
+and trained (or pretrained) net through `stages.prepare`, computes every method of
 `config.compare.methods` (`attribution.METHODS` with their settings) for the true class of the
 same test images, and measures each map by
   * localisation: GT-known box accuracy of the paper's GraphCut pipeline fed with the map, and of
@@ -29,7 +29,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from saliency_jax import attribution, defaults, faithfulness, localise, metrics, pipeline, report, saliency
+from saliency_jax import attribution, defaults, faithfulness, localise, metrics, report, saliency
+from saliency_jax.jobs import stages
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -151,7 +152,7 @@ def run(config, workdir: str, log=print) -> dict:
   """The comparison experiment; returns what it writes to workdir/comparison.json."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  prepared = pipeline.prepare(config, workdir, log)
+  prepared = stages.prepare(config, workdir, log)
   data, model = prepared['data'], prepared['model']
   test = data['test']
   n = len(test['images'])
@@ -172,7 +173,7 @@ def run(config, workdir: str, log=print) -> dict:
   report.write_json(workdir / 'comparison.json', results)
 
   num = min(config.compare.num_figure, n)
-  names = config.class_names if config.get('class_names') else [str(k) for k in range(config.num_classes)]
+  names = stages.class_names(config)
   report.methods_figure(workdir / 'comparison.png', photos[:num],
                         {name: m[:num] for name, m in maps.items()}, [names[y] for y in labels[:num]],
                         None if masks is None else masks[:num])

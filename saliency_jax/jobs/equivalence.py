@@ -25,7 +25,7 @@ from flax import nnx
 from saliency_jax import deconvnet, faithfulness, layers, metrics, models, report, saliency, train, weights
 from saliency_jax.data import imagenet, synthetic, transforms
 
-METHODS = ('gradient', 'deconvnet', 'guided')
+METHODS = tuple(deconvnet.RULES)  # the three backward rules
 NETWORKS = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained', 'resnet_random')
 
 
@@ -244,7 +244,7 @@ def pretrained_resnet(config, log=print):
     log(f'skipped the pretrained ResNet: {e}')
     return None, None
   data = imagenet.cifar10_mapped(sample, image_size=32)
-  x = weights.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD)
+  x = transforms.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD)
   predicted = np.asarray(jnp.argmax(saliency.scores(model, x), axis=1))
   acc = float(np.mean(predicted == data['labels']))
   log(f'{path.name}: top-1 {acc:.3f} on {len(x)} CIFAR-mapped ImageNet sample images')
@@ -301,26 +301,12 @@ def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]
 # ----------------------------------------------------------------------------- maps and the sanity check
 
 
-def method_maps(model, x, labels) -> dict[str, np.ndarray]:
-  """{method: [B, H, W] max_c |.|} for the gradient, DeconvNet and guided-backprop rules."""
-  return {m: np.asarray(saliency.saliency_maps(model, x, labels, relu=deconvnet.RULES[m])) for m in METHODS}
-
-
 def sanity_check(model, fresh, x, labels) -> dict:
   """Cascading randomisation (Adebayo et al. 2018): Spearman of each method's map with its original.
 
   Returns {'layers': [names randomised so far, top-down], method: [mean rho per stage]}.
   """
-  original = method_maps(model, x, labels)
-  groups = [name for name, _ in faithfulness.randomisation_groups(model)]
-  out = {'layers': groups, **{m: [] for m in METHODS}, **{f'{m}_std': [] for m in METHODS}}
-  for k in range(1, len(groups) + 1):
-    maps = method_maps(faithfulness.randomise(model, fresh, set(groups[:k])), x, labels)
-    for m in METHODS:
-      rhos = [metrics.spearman(a, b) for a, b in zip(maps[m], original[m])]
-      out[m].append(float(np.mean(rhos)))
-      out[f'{m}_std'].append(float(np.std(rhos)))
-  return out
+  return faithfulness.cascading_randomisation(model, fresh, lambda m: deconvnet.rule_maps(m, x, labels))
 
 
 # ----------------------------------------------------------------------------- figures and tables
@@ -418,7 +404,7 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   n = config.num_figure
   for key_name, (model, data) in trained.items():
     x, labels = jnp.asarray(data['x'][:config.num_maps]), jnp.asarray(data['labels'][:config.num_maps])
-    maps = method_maps(model, x, labels)
+    maps = deconvnet.rule_maps(model, x, labels)
     pairs = {f'{a} vs {b}': float(np.mean([metrics.spearman(p, q) for p, q in zip(maps[a], maps[b])]))
              for a, b in (('gradient', 'deconvnet'), ('gradient', 'guided'), ('deconvnet', 'guided'))}
     similarity[key_name] = {'num_images': int(len(x)), 'mean_spearman': pairs}

@@ -1,0 +1,245 @@
+"""The stages the jobs share: the config's data and trained net, the maps, their localisation.
+
+`prepare` (data, then the trained or imported net), `class_maps` (Sect. 3.1 maps of the top-k and
+true classes), `localise_images` (every method of config.localise) and `localisation_metrics` (GT-known,
+ILSVRC top-1 / top-k error, fallback counts). The main job (`pipeline`), the localisation sweep and the
+attribution comparison are built from them; they import these stages, never each other.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from saliency_jax import localise, metrics, parallel, saliency, train, weights
+from saliency_jax.data import Subset, make_source, records, transforms
+
+
+def pack(pieces) -> tuple[np.ndarray, np.ndarray]:
+  """A ragged list of arrays (e.g. each image's boxes) -> (counts [n], values: the pieces concatenated).
+  The one encoding of ragged per-image data on disk (the data cache, the hosts' shares)."""
+  pieces = [np.asarray(p) for p in pieces]
+  return np.array([len(p) for p in pieces], np.int64), np.concatenate(pieces) if pieces else np.zeros(0)
+
+
+def unpack(counts: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+  """`pack`'s inverse."""
+  return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
+
+
+def load_data(config, workdir: pathlib.Path, log=print) -> dict:
+  """The splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config.
+
+  'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
+  data.stream, where training reads the source on demand), and 'photos':
+  the test split at `localise_size` when set (localisation on larger images than the net sees).
+  Each split holds `transforms.load`'s images, labels, boxes, box_labels, difficult (VOC's flags) and
+  masks (or None), and also 'indices' (the record index of every example), 'num_records' and 'bad': the
+  records left out with data.skip_bad ([{'record', 'reason', 'message'}], `data.records`; those the
+  source dropped when built, which are in no split, are listed with every split), cached with the arrays.
+  On several hosts each process reads only its share of the test records (records i, i + P, ...:
+  `parallel.host_shard`) and caches it in its own file.
+  """
+  key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True,
+                                  default=str).encode()).hexdigest()[:12]
+  wanted = [('test', 'test', config.data.image_size)]
+  if not config.get('checkpoint') and not config.data.get('stream'):
+    wanted.insert(0, ('train', 'train', config.data.image_size))
+  if config.get('localise_size'):
+    wanted.append(('photos', 'test', config.localise_size))
+  hosts = jax.process_count()
+  out = {}
+  for name, split, size in wanted:
+    part = f'-part{jax.process_index()}of{hosts}' if split == 'test' and hosts > 1 else ''
+    path = workdir / 'data' / f'{name}-{size}-{key}{part}.npz'
+    if path.exists():
+      with np.load(path, allow_pickle=False) as f:
+        arrays = dict(f)
+    if path.exists() and 'bad' in arrays and 'difficult' in arrays:  # older caches are read again
+      out[name] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
+                   'boxes': unpack(arrays['box_counts'], arrays['boxes']),
+                   'box_labels': unpack(arrays['box_counts'], arrays['box_labels']),
+                   'difficult': unpack(arrays['box_counts'], arrays['difficult']),
+                   'bad': json.loads(str(arrays['bad'])),
+                   # older caches: no indices
+                   'indices': arrays.get('indices', np.arange(len(arrays['labels']))),
+                   'num_records': int(arrays.get('num_records', len(arrays['labels'])))}
+      continue
+    source = make_source(config.data, split)
+    num_records = len(source)
+    kept = parallel.host_shard(num_records) if part else np.arange(num_records)
+    if part:
+      source = Subset(source, kept)
+    loaded = transforms.load(source, size, skip_bad=config.data.skip_bad, progress=True, desc=f'data {name}')
+    loaded['bad'] = records.unique(getattr(source, 'bad', []) + loaded['bad'])
+    if loaded['bad']:
+      reasons = sorted({b['reason'] for b in loaded['bad']})
+      log(f"{name}: skipped {len(loaded['bad'])} bad records ({', '.join(reasons)}), first: "
+          f"{loaded['bad'][0]['record']}: {loaded['bad'][0]['message']}")
+    loaded['indices'], loaded['num_records'] = kept[loaded['indices']], num_records
+    counts, boxes = pack(loaded['boxes'])
+    arrays = {'images': loaded['images'], 'labels': loaded['labels'], 'box_counts': counts, 'boxes': boxes,
+              'box_labels': pack(loaded['box_labels'])[1], 'difficult': pack(loaded['difficult'])[1],
+              'indices': loaded['indices'], 'num_records': num_records,
+              'bad': np.asarray(json.dumps(loaded['bad']))}  # a str array: no pickle needed to read it back
+    if 'masks' in loaded:
+      arrays['masks'] = loaded['masks']
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp.npz')  # several processes may write it at once
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    out[name] = {**loaded, 'masks': loaded.get('masks')}
+  return out
+
+
+def skipped_records(data: dict) -> list[dict]:
+  """Every record `load_data` left out, once: [{'record', 'reason', 'message'}] (metrics.json
+  'bad_records'). On several hosts: the records this process read (its share of the test split)."""
+  return records.unique(b for split in data.values() for b in split['bad'])
+
+
+def pretrained(config):
+  """The model of `config.checkpoint` (kind 'cifar_resnet', 'torchvision_vgg16' or 'tfjs_layers', path),
+  in inference mode."""
+  kind, path = config.checkpoint.kind, pathlib.Path(config.checkpoint.path).expanduser()
+  if not (path.is_file() or (kind == 'tfjs_layers' and (path / 'model.json').is_file())):
+    raise FileNotFoundError(f'config.checkpoint.path: no checkpoint at {path}')
+  loaders = {'cifar_resnet': weights.load_cifar_resnet, 'torchvision_vgg16': weights.load_torchvision_vgg16,
+             'tfjs_layers': weights.load_tfjs_layers_model}
+  if kind not in loaders:
+    raise ValueError(f'config.checkpoint.kind must be one of {sorted(loaders)}, got {kind!r}')
+  model = loaders[kind](path)
+  model.eval()
+  return model
+
+
+def class_names(config) -> list[str]:
+  """config.class_names, or the ILSVRC synset names of the data folder (first synonym), or the indices."""
+  if config.get('class_names'):
+    return list(config.class_names)
+  d = config.data
+  path = pathlib.Path(d.get('data_dir', '')) / d.get('folder', '') / 'synset_words.txt'
+  if d.name == 'ilsvrc' and not d.get('label_map') and path.is_file():
+    from saliency_jax.data import imagenet
+    return [name.split(',')[0] for _, name in imagenet.read_synsets(path)]
+  return [str(c) for c in range(config.num_classes)]
+
+
+def input_statistics(config, images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+  """The normalisation: config.data.mean / std, or the training set's mean colour and std 1 (the
+  paper's zero-centring)."""
+  if config.data.get('mean') is not None:
+    return np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
+  return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
+
+
+def prepare(config, workdir: pathlib.Path, log=print) -> dict:
+  """Stages 1-2 of the main job, for every experiment that needs the config's data and trained net:
+  {'data', 'splits' (normalised arrays), 'mean', 'std', 'model', 'trained', 'seconds'}.
+  Raises ValueError before any work when workdir holds checkpoints trained under another config."""
+  if not config.get('checkpoint'):
+    train.check_fingerprint(config, workdir)
+  seconds = {}
+  t0 = time.perf_counter()
+  data = load_data(config, workdir, log)
+  seconds['data'] = time.perf_counter() - t0
+  mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None)
+  def prep(images):
+    return transforms.normalise(images, mean, std)
+  splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')
+            if s in data}
+  if config.data.get('stream') and not config.get('checkpoint'):  # read on demand: ImageNet-sized sets
+    if config.data.get('mean') is None:
+      raise ValueError('config.data.stream needs config.data.mean and std (no pass over the data to compute '
+                       'them)')
+    source = make_source(config.data, 'train')
+    splits['train'] = transforms.Streamed(source, config.data.image_size, mean, std)
+
+  t0 = time.perf_counter()
+  if config.get('checkpoint'):
+    model = pretrained(config)
+    trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0,
+               'test_accuracy': train.accuracy(model, splits['test']['images'], splits['test']['labels'],
+                                               crop=config.get('eval_crop', 0))}
+  else:
+    model, trained = train.train_and_evaluate(config, workdir, splits)
+  seconds['train'] = time.perf_counter() - t0
+  log(f"test accuracy {trained['test_accuracy']:.3f} ({trained['steps']} steps, resumed from "
+      f"{trained['resumed_from']})")
+  return {'data': data, 'splits': splits, 'mean': mean, 'std': std, 'model': model, 'trained': trained,
+          'seconds': seconds}
+
+
+def class_maps(config, model, x, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The maps the job localises (paper Sect. 3.1; config.crop_size > 0: 10-crop maps): of each image's
+  config.top_k classes, in one call per chunk (one forward, k backward passes), and of its true class.
+  x: normalised [n, H, W, C], labels [n] -> (top classes int [n, k], their maps [n, k, H, W], the true
+  class's maps [n, H, W]), on the host."""
+  crop = config.crop_size or None
+  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
+                                                     chunk_size=config.chunk_size)
+  _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop,
+                                         chunk_size=config.chunk_size)
+  return (np.asarray(top_classes), np.asarray(jax.device_get(top_maps)),
+          np.asarray(jax.device_get(true_maps))[:, 0])
+
+
+def localise_images(config, images, true_maps, top_maps, indices, total: int) -> tuple[dict, dict]:
+  """Every method of config.localise on each image's true-class map and its top-k maps.
+
+  indices: the images' positions in the evaluation set of `total` images (they seed the GraphCut's
+  colour model sampling, so a share of the images gives the same boxes as the whole set). Returns
+  ({method: {'true_boxes' [n, 4], 'top_boxes' [n, k, 4], 'status' [n, k + 1] str (column 0: the true
+  class, then the top-k), 'seconds'}}, {method: true-class `localise.Result`s}).
+  """
+  n, k = top_maps.shape[:2]
+  out, kept = {}, {}
+  for name, settings in config.localise.items():
+    t = time.perf_counter()
+    true = localise.localise_batch(list(images), list(true_maps), settings, workers=config.workers,
+                                   indices=[int(i) for i in indices])
+    top = localise.localise_batch([im for im in images for _ in range(k)],
+                                  list(top_maps.reshape(n * k, *top_maps.shape[2:])), settings,
+                                  workers=config.workers,
+                                  indices=[total + int(i) * k + j for i in indices for j in range(k)])
+    out[name] = {'true_boxes': np.array([r.box for r in true], np.int64).reshape(n, 4),
+                 'top_boxes': np.array([r.box for r in top], np.int64).reshape(n, k, 4),
+                 'status': np.array([[a.status] + [b.status for b in top[i * k:(i + 1) * k]]
+                                     for i, a in enumerate(true)]).reshape(n, k + 1),
+                 'seconds': time.perf_counter() - t}
+    kept[name] = true
+  return out, kept
+
+
+def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:
+  """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes.
+
+  Also per method the status counts and 'fallbacks': how many boxes were the full-image fallback
+  (status other than 'ok': flat or invalid map, empty cut), {'true': of the n true-class boxes, 'top':
+  of the n x k top-k boxes, 'total'}: a fallback box is a guess like any other and can flatter a method.
+  """
+  n, k = top_classes.shape
+  out = {}
+  for name, r in found.items():
+    guesses = [[(int(top_classes[i, j]), tuple(r['top_boxes'][i, j])) for j in range(k)] for i in range(n)]
+    names, counts = np.unique(np.ravel(r['status']), return_counts=True)
+    true_boxes = [tuple(b) for b in r['true_boxes']]
+    fallbacks = {'true': localise.fallbacks(r['status'][:, 0]),
+                 'top': localise.fallbacks(r['status'][:, 1:].ravel())}
+    out[name] = {
+        'gt_known_box_accuracy': metrics.gt_known_accuracy(true_boxes, gt_labels, gt_boxes, labels),
+        'top1_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=1),
+        f'top{k}_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=k),
+        'status': {str(a): int(b) for a, b in zip(names, counts)},
+        'fallbacks': {**fallbacks, 'total': fallbacks['true'] + fallbacks['top']},
+        'seconds': float(r['seconds']),
+    }
+    top_k = f", top-{k} error {out[name][f'top{k}_loc_error']:.3f}" if k > 1 else ''
+    log(f"localise {name}: GT-known {out[name]['gt_known_box_accuracy']:.3f}, "
+        f"top-1 error {out[name]['top1_loc_error']:.3f}{top_k}, fallback boxes {fallbacks['true']} "
+        f"true-class, {fallbacks['top']} top-{k} ({out[name]['seconds']:.1f} s)")
+  return out
