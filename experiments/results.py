@@ -141,10 +141,14 @@ def proof_table(r: dict) -> str:
                   f"every other step max rel diff {_worst(rows, 'other_steps_max_rel_diff', 'float64'):.1e} "
                   f"({_worst(rows, 'other_steps_max_rel_diff', 'float32'):.1e})")
     elif 'has_max_pool' in keys:
-      pooled = [x for x in rows if not x['has_max_pool']]
+      pooled = [x for x in rows if not x['has_max_pool'] and not x.get('has_clip')]
       measured = ('without max-pooling, DeconvNet maps of one class differ between images by '
                   f"{max(x['max_rel_diff_between_images'] for x in pooled):.1e} (gradient maps: at least "
                   f"{min(x['gradient_max_rel_diff_between_images'] for x in pooled):.1e})" if pooled else '-')
+      clipped = [x for x in rows if x.get('has_clip') and not x['has_max_pool']]
+      if clipped:
+        measured += ('; with relu6 clips and no max-pooling (MobileNet), by at least '
+                     f"{min(x['max_rel_diff_between_images'] for x in clipped):.1e}")
     else:
       key = 'max_rel_diff' if 'max_rel_diff' in keys else 'max_abs_diff'
       measured = (f"{key.replace('_', ' ')} {_worst(rows, key, 'float64'):.1e} "
@@ -169,6 +173,19 @@ def similarity_table(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def clips_table(r: dict) -> str:
+  """deconvnet_vs_gradient.py: per network with relu6 clips, the units whose input reaches the clip."""
+  lines = ['| network | clip layers | units | units at or above 6 (no signal back under any rule) | '
+           'most clipped layer |', '|---|---|---|---|---|']
+  for name, clips in r.get('relu6_clips', {}).items():
+    units = sum(c['units'] for c in clips.values())
+    clipped = sum(c['clipped'] for c in clips.values())
+    worst = max(clips, key=lambda k: clips[k]['clipped'] / clips[k]['units'])
+    lines.append(f"| {name} | {len(clips)} | {units} | {clipped} ({_f(clipped / units, 4)}) | {worst} "
+                 f"({_f(clips[worst]['clipped'] / clips[worst]['units'], 4)}) |")
+  return '\n'.join(lines)
+
+
 RENDER = {
     'localisation': localisation_table,
     'sweep': sweep_table,
@@ -177,6 +194,7 @@ RENDER = {
     'import': cifar_import_table,
     'proof': proof_table,
     'similarity': similarity_table,
+    'clips': clips_table,
 }
 
 

@@ -80,7 +80,8 @@ def test_wrong_deconvnet_rule_fails_the_network_rows():
                        'VJP with gradient_relu = jax.grad (exactly)': True,
                        'explicit backprop (gradient gates) = jax.grad': True,
                        'gradient and DeconvNet differ only at ReLU gate disagreements': False,
-                       'DeconvNet depends on the image only through max-pool switches': False}
+                       'DeconvNet depends on the image only through max-pool switches (and relu6 clips)':
+                           False}
 
 
 def test_randomise_replaces_only_the_named_layers():

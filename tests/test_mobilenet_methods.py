@@ -138,3 +138,17 @@ def test_randomisation_check_and_class_models_run_on_the_layer_graph(mobilenet, 
                                   return_history=True)
   assert result.scores[0, -1] > result.scores[0, 0] + 1.0
   assert np.argmax(np.asarray(saliency.scores(mobilenet, result.images))[0]) == 281
+
+
+def test_sect4_job_counts_the_relu6_clips_and_their_image_dependence(mobilenet, photos):
+  from saliency_jax.jobs import equivalence
+  x = jnp.asarray(photos)
+  clips = equivalence.clip_statistics(mobilenet, x)
+  assert len(clips) == 27 and sum(c['clipped'] for c in clips.values()) > 0
+  for name in ('conv1_relu', 'conv_pw_13_relu'):  # the clip's input is the rectified output before it
+    before = deconvnet.forward(mobilenet, x, layer=f'{name}/relu')
+    assert clips[name] == {'units': before.size, 'clipped': int(jnp.sum(before >= 6.0))}
+  row = equivalence.image_dependence_row('MobileNet', mobilenet, x, 1e-4)
+  # no max-pooling, but the clips gate by the forward value: the DeconvNet maps vary between images
+  assert row['has_clip'] and not row['has_max_pool'] and row['confirmed']
+  assert row['max_rel_diff_between_images'] > 1e-3

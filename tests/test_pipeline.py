@@ -122,7 +122,12 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   selected = config.selected_method  # the config's figure method too
   assert config.figure_method == selected
   config.localise = {selected: config.localise[selected].to_dict(), 'full_image': {'method': 'full'}}
+  assert len(config.class_models.classes) == 10 and config.class_models.steps > 0  # the stage is on
+  config.class_models.classes = config.class_models.classes[:2]
+  config.class_models.steps = 5
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
+  assert results['class_models']['classes'] == [897, 508]  # washing machine, computer keyboard
+  assert (tmp_path / 'class_models.png').stat().st_size > 0
   assert results['selected_method'] == selected
   assert results['num_test'] == 650 and results['num_eval'] == 3
   assert config.checkpoint.path == f'{SHARED_DATA}/imagenet-mobilenet'
@@ -135,3 +140,4 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   report = (tmp_path / 'report.md').read_text()
   assert f'| **{selected}** (selected) |' in report and (tmp_path / 'localisation.png').stat().st_size > 0
   assert len(list((tmp_path / 'data').glob('photos-227-*.npz'))) == 1
+

@@ -23,10 +23,11 @@ import numpy as np
 from flax import nnx
 
 from saliency_jax import deconvnet, faithfulness, layers, metrics, models, report, saliency, train, weights
-from saliency_jax.data import imagenet, synthetic, transforms
+from saliency_jax.data import imagenet, synthetic, transforms, voc
 
 METHODS = tuple(deconvnet.RULES)  # the three backward rules
-NETWORKS = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained', 'resnet_random')
+NETWORKS = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained', 'resnet_random',
+            'mobilenet')
 
 
 def _rel(a, b) -> float:
@@ -190,18 +191,22 @@ def image_dependence_row(name: str, model, images, tol: float, *, rules=deconvne
   Measured on the VJP of the model under `rules['deconvnet']`, with the gradient on the same images
   as the control: it must vary between them, or the images could not show a dependence.
   """
-  has_pool = any(s.kind == 'max_pool' for s in deconvnet.steps(model))
+  kinds = {s.kind for s in deconvnet.steps(model)}
+  has_pool, has_clip = 'max_pool' in kinds, 'clip' in kinds
   spreads = {}
   for method, relu in (('deconvnet', rules['deconvnet']), ('gradient', jax.nn.relu)):
     r = deconvnet.vjp_reconstruction(model, images, neurons=0, relu=relu)
     spreads[method] = _rel(r, jnp.broadcast_to(r[:1], r.shape))
   spread, control = spreads['deconvnet'], spreads['gradient']
-  confirmed = (spread > 1e-3 if has_pool else spread < tol) and control > 1e-3
-  return _row('DeconvNet depends on the image only through max-pool switches', f'{name}, class 0, '
-              f'{len(images)} images ({"with" if has_pool else "no"} max-pooling)',
+  # A relu6 clip keeps its derivative under every rule: a gate by the forward value, like a switch.
+  gated = has_pool or has_clip
+  confirmed = (spread > 1e-3 if gated else spread < tol) and control > 1e-3
+  what = ' and '.join(w for w, present in (('max-pooling', has_pool), ('relu6 clips', has_clip)) if present)
+  return _row('DeconvNet depends on the image only through max-pool switches (and relu6 clips)',
+              f'{name}, class 0, {len(images)} images ({what or "no max-pooling, no clip"})',
               f'max rel diff between images {spread:.1e} (gradient: {control:.1e})', confirmed,
               max_rel_diff_between_images=spread, gradient_max_rel_diff_between_images=control,
-              has_max_pool=has_pool)
+              has_max_pool=has_pool, has_clip=has_clip)
 
 
 # ----------------------------------------------------------------------------- the networks of the report
@@ -252,6 +257,38 @@ def pretrained_resnet(config, log=print):
                  'names': [weights.CIFAR10_CLASSES[i] for i in data['labels']]}
 
 
+def pretrained_mobilenet(config, log=print):
+  """The imported MobileNet v1 0.75 and the first `config.mobilenet.num_images` images of the ImageNet
+  val sample (the centre 224 px of the 227 px photos, `x / 127.5 - 1`); None without the data."""
+  c = config.mobilenet
+  path, sample = pathlib.Path(config.data_dir) / c.checkpoint, pathlib.Path(config.data_dir) / c.sample
+  if not ((path / 'model.json').is_file() and sample.is_dir()):
+    log(f'skipped MobileNet: {path} or {sample} not found')
+    return None, None
+  model = weights.load_tfjs_layers_model(path)
+  wnids = [w for w, _ in imagenet.read_synsets(sample / 'synset_words.txt')]
+  names = [name.split(',')[0] for _, name in imagenet.read_synsets(sample / 'synset_words.txt')]
+  source = voc.VOCSource(sample, wnids, layout='ilsvrc', squashed=True)
+  items = [source[i] for i in range(min(c.num_images, len(source)))]
+  images = np.stack([it['image'][1:-2, 1:-2] for it in items])  # the centre 224 of 227
+  x = (images.astype(np.float32) / 127.5 - 1).astype(np.float32)
+  labels = np.array([it['label'] for it in items])
+  acc = float(np.mean(np.argmax(np.asarray(saliency.scores(model, x, chunk_size=16)), 1) == labels))
+  log(f'MobileNet: top-1 {acc:.3f} on {len(x)} ImageNet sample images')
+  return model, {'images': images, 'x': x, 'labels': labels, 'accuracy': acc,
+                 'names': [names[i] for i in labels]}
+
+
+def clip_statistics(model, images) -> dict:
+  """At every relu6 clip (a 'clip' step): the units whose forward input reaches the clip (x >= max),
+  where every rule, the DeconvNet's included, passes no signal back: {clip: {'units', 'clipped'}}."""
+  record = {}
+  deconvnet.forward(model, images, record=record)
+  return {s.name: {'units': int(record[s.name]['input'].size),
+                   'clipped': int(jnp.sum(record[s.name]['input'] >= s.options['max']))}
+          for s in deconvnet.steps(model) if s.kind == 'clip'}
+
+
 def start_layers(model) -> tuple[str, ...]:
   """Where the proof starts reconstructions: a middle ReLU (or residual block), the last max-pool,
   the last ReLU before the scores, and the class scores."""
@@ -292,6 +329,10 @@ def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]
   if 'resnet_pretrained' in names and 'resnet' in trained:
     model, data = trained['resnet']
     nets.append(('CifarResNet-20 (pretrained, ImageNet sample)', model, data['x'][:c.num_images]))
+  if 'mobilenet' in names and 'mobilenet' in trained:
+    model, data = trained['mobilenet']
+    nets.append(('MobileNet v1 0.75 (pretrained, ImageNet sample, 224 px)', model,
+                 data['x'][:c.mobilenet_images]))
   if 'resnet_random' in names:
     nets.append(('CifarResNet-20 (random)', models.CifarResNet(20, rngs=nnx.Rngs(config.seed)),
                  np.asarray(jax.random.normal(jax.random.fold_in(key, 2), (c.num_images, 32, 32, 3)))))
@@ -382,6 +423,11 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   model, data = pretrained_resnet(config, log)
   if model is not None:
     trained['resnet'] = (model, data)
+  wanted = {n for entry in config.proof.networks for n in entry.split(',') if n}
+  if 'mobilenet' in wanted:
+    model, data = pretrained_mobilenet(config, log)
+    if model is not None:
+      trained['mobilenet'] = (model, data)
 
   rows, gate_tables = [], []
   for precision, dtype, tol in (('float64', jnp.float64, config.tolerance_float64),
@@ -391,7 +437,8 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
         rows.append({'precision': precision, **r})
       for name, model, x in proof_networks(config, trained):
         t = time.perf_counter()
-        starts = ('scores',) if config.proof.scores_only else start_layers(model)
+        only_scores = config.proof.scores_only or name.startswith('MobileNet')  # 224 px in float64: costly
+        starts = ('scores',) if only_scores else start_layers(model)
         net_rows, results = network_rows(name, models.cast(model, dtype), jnp.asarray(x, dtype), starts, tol,
                                          rules=rules)
         rows += [{'precision': precision, **r} for r in net_rows]
@@ -418,8 +465,11 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   reconstructions_figure(workdir / 'reconstructions.png', figure_rows)
   sanity_figure(workdir / 'sanity.png', checks)
 
+  clips = {k: clip_statistics(model, jnp.asarray(data['x'][:config.num_sanity])) for k, (model, data) in
+           trained.items() if any(s.kind == 'clip' for s in deconvnet.steps(model))}
   confirmed = all(r['confirmed'] for r in rows)
   result = {'rows': rows, 'all_confirmed': confirmed, 'similarity': similarity, 'sanity_check': checks,
+            'relu6_clips': clips,
             'accuracy': {k: v[1]['accuracy'] for k, v in trained.items()},
             'seconds': time.perf_counter() - start, 'config': config.to_dict()}
   report.write_json(workdir / 'equivalence.json', result)
