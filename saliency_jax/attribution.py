@@ -13,10 +13,11 @@ input-space attributions (the paper's Sect. 3.1 reduction), max(m, 0) for region
 `signed=True`, sum_c a_c and m (the sanity check measures both).
 
 Each call jits once per chunk of `chunk_size` images (default: all at once) with the model as an
-argument; the per-image work is batched, never a Python loop: SmoothGrad's noisy copies and
-Integrated Gradients' path points are one batch of forward passes and one VJP, occlusion's
-patches one batch of forward passes. Randomness comes from an explicit key, folded with each
-image's index, so chunking does not change the result.
+argument and the saliency programs' compiler options (`saliency.COMPILER_OPTIONS`); the per-image
+work is batched, never a Python loop: SmoothGrad's noisy copies and Integrated Gradients' path points
+are one batch of forward passes and one VJP, occlusion's patches one batch of forward passes.
+Randomness comes from an explicit key, folded with each image's index, so chunking does not change
+the result.
 
 Layer activations for Grad-CAM and CAM come from the model's layer graph (`saliency_jax.graph`,
 the same steps its `__call__` runs and the DeconvNet reconstruction walks), split at a named layer
@@ -81,15 +82,26 @@ def deconvnet_attribution(model, images, labels, *, chunk_size: int | None = Non
 
 
 @functools.partial(jax.jit, static_argnames=('samples',))
-def _smoothgrad(model, images, labels, index, key, noise, *, samples):
-  b = images.shape[0]
-  # noise relative to each image's range
+def _noisy_copies(images, index, key, noise, *, samples):
+  """[B, S, H, W, C]: each image plus Gaussian noise of std noise x its range, from key folded with its
+  index. Compiled apart from the gradients (default compiler options): the noise is the same bits
+  whichever options the model's program takes."""
   span = jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3))
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
   eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *images.shape[1:]), images.dtype))(keys)
-  noisy = images[:, None] + (noise * span)[:, None, None, None, None] * eps  # [B, S, H, W, C]
-  grads = _one_hot_vjp(model, noisy.reshape(b * samples, *images.shape[1:]), jnp.repeat(labels, samples))
-  return grads.reshape(b, samples, *images.shape[1:]).mean(axis=1)
+  return images[:, None] + (noise * span)[:, None, None, None, None] * eps
+
+
+@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
+def _mean_gradient(model, noisy, labels):
+  """The mean over the S copies of dS_label/dx: noisy [B, S, H, W, C], labels [B] -> [B, H, W, C]."""
+  b, samples = noisy.shape[:2]
+  grads = _one_hot_vjp(model, noisy.reshape(b * samples, *noisy.shape[2:]), jnp.repeat(labels, samples))
+  return grads.reshape(noisy.shape).mean(axis=1)
+
+
+def _smoothgrad(model, images, labels, index, key, noise, *, samples):
+  return _mean_gradient(model, _noisy_copies(images, index, key, noise, samples=samples), labels)
 
 
 def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: float = 0.15,
@@ -127,7 +139,7 @@ def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
   return (nodes + 1) / 2, weights / 2
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
 def _integrated_gradients(model, images, labels, baselines, alphas, weights):
   b, n = images.shape[0], alphas.shape[0]
   delta = images - baselines
@@ -200,7 +212,7 @@ def _upsample(maps, hw):
   return jax.image.resize(maps, (maps.shape[0], *hw), 'bilinear')
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'upsample'))
+@functools.partial(jax.jit, static_argnames=('layer', 'upsample'), compiler_options=saliency.COMPILER_OPTIONS)
 def _grad_cam(model, images, labels, *, layer, upsample):
   features, head = split(model, layer)
   a = features(images)
@@ -245,7 +257,7 @@ def classifier(model) -> tuple[str, jax.Array]:
   return model_steps[pools[-1] - 1].name, kernel.reshape(-1, kernel.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'upsample'))
+@functools.partial(jax.jit, static_argnames=('layer', 'upsample'), compiler_options=saliency.COMPILER_OPTIONS)
 def _cam(model, images, labels, *, layer, upsample):
   features, _ = split(model, layer)
   a = features(images)
@@ -282,7 +294,7 @@ def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
   return np.stack(masks)
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
 def _occlusion(model, images, labels, masks, value):
   b, p = images.shape[0], masks.shape[0]
   m = masks[None, :, :, :, None]
