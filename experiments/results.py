@@ -72,6 +72,12 @@ def localisation_table(m: dict) -> str:
   return pipeline.table(m)
 
 
+def failures_table(r: dict) -> str:
+  """A main-job metrics.json with failure_analysis: why the guesses fail (`pipeline.failures_table`)."""
+  from saliency_jax.jobs import pipeline
+  return pipeline.failures_table(r)
+
+
 def sweep_table(r: dict) -> str:
   """A localisation sweep's sweep.json: every setting on both parts (`jobs.sweep.table`)."""
   from saliency_jax.jobs import sweep
@@ -195,6 +201,7 @@ RENDER = {
     'proof': proof_table,
     'similarity': similarity_table,
     'clips': clips_table,
+    'failures': failures_table,
 }
 
 

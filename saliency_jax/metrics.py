@@ -260,6 +260,54 @@ def localisation_error(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: int =
   return 1.0 - float(np.mean(correct))
 
 
+FAILURES = ('correct', 'wrong_classes', 'too_small', 'too_large', 'displaced')
+
+
+def localisation_failure(guesses, gt_labels, gt_boxes, *, iou_threshold: float = 0.5,
+                         area_ratio: float = 2.0) -> str:
+  """Why ONE image's guesses pass or fail the ILSVRC rule (`localisation_correct`), one of `FAILURES`.
+
+  'correct'; 'wrong_classes': no guess has a class of the image's objects; otherwise a guess has a right
+  class but no such box reaches the IoU. Among those guesses, the box with the best IoU against a
+  ground-truth box of its class is compared with that ground-truth box: area below 1 / area_ratio of it
+  'too_small', above area_ratio times it 'too_large', else 'displaced'.
+  """
+  threshold = _check_threshold(iou_threshold)
+  if not area_ratio > 1:
+    raise ValueError(f'area_ratio must be > 1, got {area_ratio!r}')
+  labels, boxes = _ground_truth(gt_labels, gt_boxes, 'gt')
+  parsed = _parse_guesses(guesses, 'guesses')
+  if any(box is not None and _class_match(labels, boxes, cls, box, threshold) for cls, box in parsed):
+    return 'correct'
+  best = None  # (iou, guessed box, ground-truth box)
+  for cls, box in parsed:
+    same = np.array([label == cls for label in labels.tolist()], bool).reshape(len(labels))
+    if box is None or not same.any():
+      continue
+    ious = box_iou(box, boxes[same])
+    j = int(np.argmax(ious))
+    if best is None or ious[j] > best[0]:
+      best = (float(ious[j]), box, boxes[same][j])
+  if best is None:
+    return 'wrong_classes'
+  def area(b):
+    return max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
+  ratio = area(best[1]) / max(area(best[2]), 1e-12)
+  return 'too_small' if ratio < 1 / area_ratio else 'too_large' if ratio > area_ratio else 'displaced'
+
+
+def localisation_failures(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: int = 5,
+                          iou_threshold: float = 0.5, area_ratio: float = 2.0) -> dict:
+  """`localisation_failure` of every image's first `top_k` guesses: {'counts': {category: n} over
+  `FAILURES`, 'per_image': [category]}; the share not 'correct' is `localisation_error`."""
+  _same_length('all_guesses', all_guesses, 'all_gt_labels', all_gt_labels)
+  _same_length('all_guesses', all_guesses, 'all_gt_boxes', all_gt_boxes)
+  per_image = [localisation_failure(list(g)[:top_k], lab, box, iou_threshold=iou_threshold,
+                                    area_ratio=area_ratio)
+               for g, lab, box in zip(all_guesses, all_gt_labels, all_gt_boxes)]
+  return {'counts': {c: per_image.count(c) for c in FAILURES}, 'per_image': per_image}
+
+
 def gt_known_hits(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *,
                   iou_threshold: float = 0.5) -> np.ndarray:
   """Per-image "GT-known" box hits, bool [N]: the class is given, only the box is judged.

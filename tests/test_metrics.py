@@ -518,3 +518,29 @@ def test_cascading_randomisation():
                                                                          'signed': x.sum(-1)})
   # fails the check
   np.testing.assert_allclose(image_only['absolute'] + image_only['signed'], 1.0, rtol=1e-12)
+
+
+def test_localisation_failures_name_why_each_image_fails():
+  gt_labels, gt_boxes = [3], [[10, 10, 30, 30]]  # one object of class 3, area 400
+  cases = {
+      'correct': [(1, (0, 0, 5, 5)), (3, (11, 10, 30, 31))],
+      'wrong_classes': [(1, (10, 10, 30, 30)), (2, (10, 10, 30, 30))],  # perfect boxes, wrong classes
+      'too_small': [(3, (12, 12, 18, 18))],  # area 36 < 400 / 2, inside the object
+      'too_large': [(3, (0, 0, 60, 60))],  # area 3600 > 2 x 400
+      'displaced': [(3, (25, 25, 45, 45))],  # the object's size, a quarter of it overlapping
+  }
+  for expected, guesses in cases.items():
+    assert metrics.localisation_failure(guesses, gt_labels, gt_boxes) == expected, expected
+  # the right class's best box decides: a too-small box of the class beats a wrong-class perfect box
+  assert metrics.localisation_failure([(1, (10, 10, 30, 30)), (3, (12, 12, 18, 18))], gt_labels,
+                                      gt_boxes) == 'too_small'
+  out = metrics.localisation_failures(list(cases.values()), [gt_labels] * 5, [gt_boxes] * 5, top_k=5)
+  assert out['per_image'] == list(cases)
+  assert out['counts'] == {name: 1 for name in metrics.FAILURES}
+  error = metrics.localisation_error(list(cases.values()), [gt_labels] * 5, [gt_boxes] * 5, top_k=5)
+  assert error == 1 - out['counts']['correct'] / 5
+  # top_k cuts the guesses first: the right guess in second place does not count at top-1
+  assert metrics.localisation_failures([cases['correct']], [gt_labels], [gt_boxes], top_k=1)['per_image'] == [
+      'wrong_classes']
+  with pytest.raises(ValueError, match='area_ratio'):
+    metrics.localisation_failure(cases['correct'], gt_labels, gt_boxes, area_ratio=1.0)

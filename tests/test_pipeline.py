@@ -127,6 +127,12 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   config.class_models.steps = 5
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
   assert results['class_models']['classes'] == [897, 508]  # washing machine, computer keyboard
+  failures = results['failures']  # config.failure_analysis: why the top-5 guesses fail, per method
+  for name, counts in failures['per_method'].items():
+    assert sum(counts.values()) == 3
+    assert 1 - counts['correct'] / 3 == pytest.approx(results['localisation'][name]['top5_loc_error'])
+  best = min(r['top5_loc_error'] for r in results['localisation'].values())
+  assert failures['oracle_top5_loc_error'] <= best
   assert (tmp_path / 'class_models.png').stat().st_size > 0
   assert results['selected_method'] == selected
   assert results['num_test'] == 650 and results['num_eval'] == 3

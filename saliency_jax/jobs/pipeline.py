@@ -142,6 +142,10 @@ def run(config, workdir: str, log=print) -> dict:
   all_labels = share['labels']
   loc = stages.localisation_metrics(config, share['found'], all_labels, share['gt_labels'], share['gt_boxes'],
                                     share['top_classes'], log)
+  failures = None
+  if config.get('failure_analysis'):
+    failures = stages.localisation_failures(share['found'], share['gt_labels'], share['gt_boxes'],
+                                            share['top_classes'])
   seconds['localisation'] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
@@ -167,6 +171,7 @@ def run(config, workdir: str, log=print) -> dict:
       'bad_records': stages.skipped_records(data),  # every record left out (data.skip_bad), with its reason
       'localisation': loc,
       'selected_method': config.get('selected_method'),
+      **({'failures': failures} if failures else {}),
       'deconvnet_vs_gradient': sect4,
       **({'class_models': class_model} if config.class_models.steps else {}),
       'training': trained,
@@ -222,6 +227,20 @@ def bad_record_lines(bad: list[dict]) -> list[str]:
   return lines + ['']
 
 
+def failures_table(r: dict) -> str:
+  """Why the top-k guesses fail, per method (`stages.localisation_failures`), and the oracle."""
+  f = r['failures']
+  k, n = f['top_k'], r['num_eval']
+  lines = [f'| method | correct | no right class in the top-{k} | right class, box too small | too large | '
+           'displaced |', '| --- | --- | --- | --- | --- | --- |']
+  for name, c in sorted(f['per_method'].items()):
+    lines.append(f'| {name} | ' + ' | '.join(f'{c[key] / n:.3f}' for key in metrics.FAILURES) + ' |')
+  lines += ['', f"Oracle (each image localised right by any method): top-{k} localisation error "
+            f"{f[f'oracle_top{k}_loc_error']:.3f}. Too small / too large: the best box of a right class "
+            'under half / over twice the area of the object it overlaps most; displaced: otherwise.']
+  return '\n'.join(lines)
+
+
 def markdown(r: dict) -> str:
   k = r['config']['top_k']
   d = r['deconvnet_vs_gradient']
@@ -242,6 +261,8 @@ def markdown(r: dict) -> str:
       table(r),
       '',
   ]
+  if 'failures' in r:
+    lines += ['Why the guesses fail (shares of the evaluated images):', '', failures_table(r), '']
   if 'pointing_game' in r:
     class_mean = (f", mean over classes {r['pointing_game_class_mean']:.3f}"
                   if 'pointing_game_class_mean' in r else '')

@@ -215,6 +215,23 @@ def localise_images(config, images, true_maps, top_maps, indices, total: int) ->
   return out, kept
 
 
+def top_guesses(found: dict, top_classes) -> list[list[tuple]]:
+  """One method's `localise_images` result as ILSVRC guesses: per image, (class, box) for its top-k."""
+  n, k = top_classes.shape
+  return [[(int(top_classes[i, j]), tuple(found['top_boxes'][i, j])) for j in range(k)] for i in range(n)]
+
+
+def localisation_failures(found: dict, gt_labels, gt_boxes, top_classes) -> dict:
+  """Why the top-k guesses fail, per method (`metrics.localisation_failures` counts), and the oracle: the
+  top-k error if each image took whichever method localised it right (an upper bound on any choice)."""
+  k = top_classes.shape[1]
+  per_image = {name: metrics.localisation_failures(top_guesses(r, top_classes), gt_labels, gt_boxes, top_k=k)
+               for name, r in found.items()}
+  right = np.array([[c == 'correct' for c in f['per_image']] for f in per_image.values()])
+  return {'top_k': k, 'per_method': {name: f['counts'] for name, f in per_image.items()},
+          f'oracle_top{k}_loc_error': float(1 - right.any(axis=0).mean())}
+
+
 def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:
   """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes.
 
@@ -225,7 +242,7 @@ def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_c
   n, k = top_classes.shape
   out = {}
   for name, r in found.items():
-    guesses = [[(int(top_classes[i, j]), tuple(r['top_boxes'][i, j])) for j in range(k)] for i in range(n)]
+    guesses = top_guesses(r, top_classes)
     names, counts = np.unique(np.ravel(r['status']), return_counts=True)
     true_boxes = [tuple(b) for b in r['true_boxes']]
     fallbacks = {'true': localise.fallbacks(r['status'][:, 0]),
