@@ -44,10 +44,7 @@ IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
 
 def _prepare(model, images, labels):
   saliency.check_eval_mode(model)
-  images = saliency.check_images(model, images)
-  saliency.check_input_size(model, images.shape[1:3])
-  labels = saliency.check_labels(labels, images.shape[0], saliency.num_classes(model, images.shape[1:]))
-  return images, labels
+  return saliency.check_batch(model, images, labels)
 
 
 def _one_hot_vjp(model, x, labels, relu=jax.nn.relu):

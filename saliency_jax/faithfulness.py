@@ -57,8 +57,7 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
   saliency.check_eval_mode(model)
-  images = saliency.check_images(model, images)
-  labels = saliency.check_labels(labels, images.shape[0], saliency.num_classes(model, images.shape[1:]))
+  images, labels = saliency.check_batch(model, images, labels)
   maps = np.asarray(maps)
   if maps.shape != images.shape[:3]:
     raise ValueError(f'maps must be [B, H, W] {images.shape[:3]}, got {maps.shape}')

@@ -218,10 +218,21 @@ def _parse_guesses(guesses, name: str) -> list[tuple[object, np.ndarray | None]]
   return out
 
 
+def _same_class(labels: np.ndarray, cls) -> np.ndarray:
+  """bool [M]: which ground-truth objects have class `cls`."""
+  return np.array([label == cls for label in labels.tolist()], bool).reshape(len(labels))
+
+
 def _class_match(labels: np.ndarray, boxes: np.ndarray, cls, box: np.ndarray, threshold: float) -> bool:
   """Does `box` reach IoU >= threshold with some ground-truth box of class `cls`?"""
-  same = np.array([label == cls for label in labels.tolist()], bool).reshape(len(labels))
+  same = _same_class(labels, cls)
   return bool(same.any() and (box_iou(box, boxes[same]) >= threshold).any())
+
+
+def _check_top_k(top_k) -> int:
+  if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+    raise ValueError(f'top_k must be an integer >= 1, got {top_k!r}')
+  return int(top_k)
 
 
 def localisation_correct(guesses, gt_labels, gt_boxes, *, iou_threshold: float = 0.5) -> bool:
@@ -249,8 +260,7 @@ def localisation_error(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: int =
   (top_k=5: the ILSVRC top-5 localisation error of Simonyan et al. 2013 Sect. 3.2; top_k=1: top-1).
   all_gt_labels / all_gt_boxes: per image, labels [M_i] and boxes [M_i, 4]. Returns a float in [0, 1].
   """
-  if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-    raise ValueError(f'top_k must be an integer >= 1, got {top_k!r}')
+  _check_top_k(top_k)
   _same_length('all_guesses', all_guesses, 'all_gt_labels', all_gt_labels)
   _same_length('all_guesses', all_guesses, 'all_gt_boxes', all_gt_boxes)
   if len(all_guesses) == 0:
@@ -276,12 +286,9 @@ def localisation_failure(guesses, gt_labels, gt_boxes, *, iou_threshold: float =
   if not area_ratio > 1:
     raise ValueError(f'area_ratio must be > 1, got {area_ratio!r}')
   labels, boxes = _ground_truth(gt_labels, gt_boxes, 'gt')
-  parsed = _parse_guesses(guesses, 'guesses')
-  if any(box is not None and _class_match(labels, boxes, cls, box, threshold) for cls, box in parsed):
-    return 'correct'
-  best = None  # (iou, guessed box, ground-truth box)
-  for cls, box in parsed:
-    same = np.array([label == cls for label in labels.tolist()], bool).reshape(len(labels))
+  best = None  # over the guesses of a right class: (IoU, guessed box, the ground-truth box it overlaps most)
+  for cls, box in _parse_guesses(guesses, 'guesses'):
+    same = _same_class(labels, cls)
     if box is None or not same.any():
       continue
     ious = box_iou(box, boxes[same])
@@ -290,6 +297,8 @@ def localisation_failure(guesses, gt_labels, gt_boxes, *, iou_threshold: float =
       best = (float(ious[j]), box, boxes[same][j])
   if best is None:
     return 'wrong_classes'
+  if best[0] >= threshold:  # the ILSVRC rule: some guess of a right class reaches the IoU
+    return 'correct'
   def area(b):
     return max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
   ratio = area(best[1]) / max(area(best[2]), 1e-12)
@@ -300,6 +309,7 @@ def localisation_failures(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: in
                           iou_threshold: float = 0.5, area_ratio: float = 2.0) -> dict:
   """`localisation_failure` of every image's first `top_k` guesses: {'counts': {category: n} over
   `FAILURES`, 'per_image': [category]}; the share not 'correct' is `localisation_error`."""
+  _check_top_k(top_k)
   _same_length('all_guesses', all_guesses, 'all_gt_labels', all_gt_labels)
   _same_length('all_guesses', all_guesses, 'all_gt_boxes', all_gt_boxes)
   per_image = [localisation_failure(list(g)[:top_k], lab, box, iou_threshold=iou_threshold,

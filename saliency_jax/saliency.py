@@ -139,6 +139,14 @@ def check_input_size(model, hw) -> None:
                      '(images, or crops when crop_size is given)')
 
 
+def check_batch(model, images, labels) -> tuple[jax.Array, jax.Array]:
+  """(images, labels) checked for a model that scores each image's label: `check_images`,
+  `check_input_size` and `check_labels` (one class of the model per image)."""
+  images = check_images(model, images)
+  check_input_size(model, images.shape[1:3])
+  return images, check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
+
+
 def _is_int(x) -> bool:
   return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
@@ -276,9 +284,7 @@ def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None 
   One forward and one backward pass per chunk of `chunk_size` images (default: all at once).
   `relu`: the ReLU to run the model with (e.g. a custom backward rule); default `jax.nn.relu`.
   """
-  images = check_images(model, images)
-  check_input_size(model, images.shape[1:3])
-  labels = check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
+  images, labels = check_batch(model, images, labels)
   fn = functools.partial(_input_gradients, model, relu=_relu(relu))
   return parallel.chunked(fn, (images, labels), chunk_size)
 

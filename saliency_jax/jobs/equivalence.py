@@ -266,8 +266,8 @@ def pretrained_mobilenet(config, log=print):
     log(f'skipped MobileNet: {path} or {sample} not found')
     return None, None
   model = weights.load_tfjs_layers_model(path)
-  wnids = [w for w, _ in imagenet.read_synsets(sample / 'synset_words.txt')]
-  names = [name.split(',')[0] for _, name in imagenet.read_synsets(sample / 'synset_words.txt')]
+  synsets = imagenet.read_synsets(sample / 'synset_words.txt')
+  wnids, names = [w for w, _ in synsets], [name.split(',')[0] for _, name in synsets]
   source = voc.VOCSource(sample, wnids, layout='ilsvrc', squashed=True)
   items = [source[i] for i in range(min(c.num_images, len(source)))]
   images = np.stack([it['image'][1:-2, 1:-2] for it in items])  # the centre 224 of 227
@@ -298,6 +298,11 @@ def start_layers(model) -> tuple[str, ...]:
   return tuple(dict.fromkeys([relus[len(relus) // 2], *pools[-1:], relus[-1], 'scores']))
 
 
+def networks(config) -> set[str]:
+  """The names of config.proof.networks (also accepts 'a,b' from a flag)."""
+  return {n for entry in config.proof.networks for n in entry.split(',') if n}
+
+
 def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]]:
   """(name, model, float images) for every network of the proof."""
   c = config.proof
@@ -305,7 +310,7 @@ def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]
   size = config.synthetic.image_size
   synth = transforms.load(synthetic.SyntheticSource(c.num_images, split='test', seed=config.seed,
                                                     image_size=size))['images']
-  names = {n for entry in c.networks for n in entry.split(',') if n}  # also accepts 'a,b' from a flag
+  names = networks(config)
   if names - set(NETWORKS):
     raise ValueError(f'unknown networks {sorted(names - set(NETWORKS))}; expected some of {NETWORKS}')
   nets = []
@@ -423,8 +428,7 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   model, data = pretrained_resnet(config, log)
   if model is not None:
     trained['resnet'] = (model, data)
-  wanted = {n for entry in config.proof.networks for n in entry.split(',') if n}
-  if 'mobilenet' in wanted:
+  if 'mobilenet' in networks(config):
     model, data = pretrained_mobilenet(config, log)
     if model is not None:
       trained['mobilenet'] = (model, data)
