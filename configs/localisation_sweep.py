@@ -3,6 +3,8 @@
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py --workdir runs/quickstart
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:imagenet \
       --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:study \
+      --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
       --workdir runs/voc_raccoon_kangaroo
 
@@ -19,6 +21,12 @@ Variants:
     six cuts per image on 227 px photos).
   voc: the raccoon / kangaroo net (configs/voc_raccoon_kangaroo.py); its test split halved by the
     same hash of 'folder/stem'; top-1 only (two classes).
+  study: the imagenet variant's images and net, and every attribution method's maps (`config.maps`)
+    crossed with the cuts (`STUDY_CUTS`): settings named 'map/cut'. Each map of the top-5 classes
+    and the true class as the paper takes them (10 crops) where that is cheap enough on 2 CPU cores;
+    the methods that cost many passes per class (SmoothGrad, Integrated Gradients, occlusion) and the
+    ReLU-rule maps on the centre crop alone (`STUDY_MAPS`: what each takes). GraphCut cuts every map
+    with the paper's settings; its tuned variant only the paper's gradient and Grad-CAM maps.
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: see the README.
 """
@@ -79,8 +87,49 @@ IMAGENET = ('paper', 'pairwise_25', 'smoothing_5', 'component_all', 'soft_seeds'
             'smoothed_all_soft', 'smoothed_all_pairwise_25')
 
 
+# The study's maps (config.maps entries, `stages.check_map`): 'ten' = the paper's 10 crops of each
+# image for the top-5 classes and the true class; 'centre' = the centre crop alone (one crop instead of
+# ten: the methods whose cost per class is many passes, and the two ReLU rules, each a full backward
+# pass per class and crop like the gradient's).
+STUDY_MAPS = {
+    'gradient_x_input': {'method': 'gradient_x_input', 'crops': 'centre'},
+    'smoothgrad': {'method': 'smoothgrad', 'crops': 'centre', 'samples': 5, 'noise': 0.15},
+    'integrated_gradients': {'method': 'integrated_gradients', 'crops': 'centre', 'steps': 5,
+                             'rule': 'gauss_legendre'},
+    'guided_backprop': {'method': 'guided_backprop', 'crops': 'centre'},
+    'deconvnet': {'method': 'deconvnet', 'crops': 'centre'},
+    'grad_cam': {'method': 'grad_cam'},  # the last convolutional layer (conv_pw_13_relu, 7 x 7)
+    'grad_cam_pw12': {'method': 'grad_cam', 'layer': 'conv_pw_12_relu'},  # 7 x 7, one block earlier
+    'grad_cam_pw11': {'method': 'grad_cam', 'layer': 'conv_pw_11_relu'},  # 14 x 14
+    'cam': {'method': 'cam'},
+    'occlusion': {'method': 'occlusion', 'crops': 'centre', 'patch': 48, 'stride': 24},
+}
+# The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
+# (pixels >= t x max, the largest connected component) and the map-free baselines (once).
+STUDY_CUTS = {
+    'graphcut': {'method': 'graphcut'},
+    'graphcut_smoothed_all_soft': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all',
+                                   'seeds': 'soft'},
+    **{f'threshold_{t}': {'method': 'threshold', 'threshold': t / 100} for t in (15, 20, 25, 30, 35, 40)},
+}
+TUNED_GRAPHCUT_MAPS = ('gradient', 'grad_cam', 'grad_cam_pw12', 'grad_cam_pw11')
+
+
+def study_grid() -> dict:
+  """Every study map crossed with every cut ('map/cut'), and the full-image and centre boxes."""
+  grid = {}
+  for name in ('gradient', *STUDY_MAPS):
+    for cut, settings in STUDY_CUTS.items():
+      if cut == 'graphcut_smoothed_all_soft' and name not in TUNED_GRAPHCUT_MAPS:
+        continue
+      grid[f'{name}/{cut}'] = {**settings, **({'map': name} if name != 'gradient' else {})}
+  grid['full_image'] = {'method': 'full'}
+  grid['centre'] = {'method': 'centre', 'centre_fraction': 0.5}
+  return grid
+
+
 def get_config(arg: str = 'synthetic'):
-  """arg: 'synthetic', 'imagenet' or 'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base config's
+  """arg: 'synthetic', 'imagenet', 'study' or 'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base config's
   variant); a variant alone means the synthetic set."""
   data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
   variant = variant or 'cpu'
@@ -94,13 +143,17 @@ def get_config(arg: str = 'synthetic'):
   elif data == 'imagenet':
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
     grid = {name: every[name] for name in IMAGENET}
+  elif data == 'study':
+    config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
+    config.maps = STUDY_MAPS
+    grid = study_grid()
   elif data == 'voc':
     config = _sibling('voc_raccoon_kangaroo').get_config(variant)
     grid = every
     criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
   else:
-    raise ValueError(f"variant must be 'synthetic', 'imagenet' or 'voc' (optionally :cpu, :gpu, :tpu), "
-                     f'got {arg!r}')
+    raise ValueError("variant must be 'synthetic', 'imagenet', 'study' or 'voc' (optionally :cpu, :gpu, "
+                     f':tpu), got {arg!r}')
   config.name = f'localisation_sweep ({data})'
   config.sweep = ml_collections.ConfigDict({
       'grid': grid,

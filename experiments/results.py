@@ -34,6 +34,8 @@ RESULTS = {
                                     'ilsvrc_mobilenet_sample', 'sweep.json', ''),
     'ilsvrc_mobilenet_report': ('reproduce', 'ilsvrc_mobilenet_sample.py', 'ilsvrc_mobilenet_report',
                                 'metrics.json', '--config.data.part=report'),
+    'localisation_study': ('sweep_localisation', 'localisation_sweep.py:study', 'ilsvrc_mobilenet_study',
+                           'sweep.json', ''),
 }
 
 
@@ -82,6 +84,53 @@ def sweep_table(r: dict) -> str:
   """A localisation sweep's sweep.json: every setting on both parts (`jobs.sweep.table`)."""
   from saliency_jax.jobs import sweep
   return sweep.table(r)
+
+
+def _study_matrix(r: dict, part: str) -> str:
+  k = r['config']['top_k']
+  metric = f'top{k}_loc_error'
+  maps = list(dict.fromkeys(name.split('/')[0] for name in r['settings'] if '/' in name))
+  cuts = list(dict.fromkeys(name.split('/')[1] for name in r['settings'] if '/' in name))
+  lines = ['| map \\ cut | ' + ' | '.join(c.replace('_', ' ') for c in cuts) + ' |',
+           '| --- |' + ' --- |' * len(cuts)]
+  for m in maps:
+    cells = []
+    for c in cuts:
+      name = f'{m}/{c}'
+      if name not in r['settings']:
+        cells.append('')
+        continue
+      v = f"{r['settings'][name][part][metric]:.3f}"
+      cells.append(f'**{v}**' if name == r['selected'] else f'*{v}*' if name == r['paper'] else v)
+    lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+  rest = [name for name in r['settings'] if '/' not in name]
+  lines.append('')
+  lines.append('Without a map: ' + ', '.join(f"{n.replace('_', ' ')} {r['settings'][n][part][metric]:.3f}"
+                                             for n in rest) + '.')
+  return '\n'.join(lines)
+
+
+def study_report(r: dict) -> str:
+  """The study's sweep.json: top-k localisation error of every map x cut on the report part (the pick
+  in bold, the paper's pair in italics), and the pick against the paper's."""
+  k = r['config']['top_k']
+  sel, paper = r['settings'][r['selected']], r['settings'][r['paper']]
+  metric = f'top{k}_loc_error'
+  head = (f"Report part ({r['parts']['report']['num_images']} images), top-{k} localisation error. Picked on "
+          f"the selection part ({r['parts']['selection']['num_images']} images): **{r['selected']}**, "
+          f"{_f(sel['selection'][metric])} there; on the report part {_f(sel['report'][metric])} "
+          f"(GT-known {_f(sel['report']['gt_known_box_accuracy'])}, top-1 "
+          f"{_f(sel['report']['top1_loc_error'])}) "
+          f"against the paper's *{r['paper']}* {_f(paper['report'][metric])} (GT-known "
+          f"{_f(paper['report']['gt_known_box_accuracy'])}, top-1 {_f(paper['report']['top1_loc_error'])}).")
+  return head + '\n\n' + _study_matrix(r, 'report')
+
+
+def study_selection(r: dict) -> str:
+  """The study's sweep.json: the same matrix on the selection part, where the pick was made."""
+  k = r['config']['top_k']
+  return (f"Selection part ({r['parts']['selection']['num_images']} images), top-{k} localisation error:\n\n"
+          + _study_matrix(r, 'selection'))
 
 
 def main_job_summary(m: dict) -> str:
@@ -202,6 +251,8 @@ RENDER = {
     'similarity': similarity_table,
     'clips': clips_table,
     'failures': failures_table,
+    'study': study_report,
+    'study_selection': study_selection,
 }
 
 

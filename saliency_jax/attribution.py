@@ -274,6 +274,76 @@ def cam(model, images, labels, *, upsample: bool = True, chunk_size: int | None 
   return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
 
 
+CLASS_MAP_METHODS = ('grad_cam', 'cam', 'occlusion')
+
+
+@functools.partial(jax.jit, static_argnames=('method', 'layer', 'crop_hw'),
+                   compiler_options=saliency.COMPILER_OPTIONS)
+def _class_region_maps(model, images, classes, *, method, layer, crop_hw):
+  features, head = split(model, layer)
+  h, w = images.shape[1:3]
+  size = crop_hw or (h, w)
+
+  def one(image, chosen):
+    crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
+    a = features(crops)  # [n, h', w', C']
+    if method == 'cam':
+      maps = jnp.einsum('nhwc,ck->knhw', a, classifier(model)[1][:, chosen])
+    else:  # Grad-CAM: one forward pass of the head, a vmapped backward pass per class
+      scores, vjp = jax.vjp(head, a)
+      cotangents = jnp.broadcast_to(jax.nn.one_hot(chosen, scores.shape[-1], dtype=scores.dtype)[:, None],
+                                    (chosen.shape[0], *scores.shape))
+      (g,) = jax.vmap(vjp)(cotangents)  # [k, n, h', w', C']
+      maps = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
+    maps = jax.image.resize(maps, (*maps.shape[:2], *size), 'bilinear')
+    return maps[:, 0] if crop_hw is None else jax.vmap(saliency.uncrop, in_axes=(0, None))(maps, (h, w))
+
+  return jax.vmap(one)(images, classes)
+
+
+def class_region_maps(method: str, model, images, classes, *, layer: str | None = None, crop_size=None,
+                      chunk_size: int | None = None, **settings) -> jax.Array:
+  """Grad-CAM, CAM or occlusion maps of k classes per image, taken as the paper takes its saliency maps
+  (`saliency.class_saliency`): classes [B, k] -> maps [B, k, H, W]; one forward pass per image (or per
+  its 10 crops) and, for Grad-CAM, k vmapped backward passes of the head; occlusion's k maps come from
+  one batch of occluded forward passes.
+
+  Each class's map equals `grad_cam` / `cam` / `occlusion` of that class (upsampled to the input, or to
+  the crop and then, with `crop_size`, averaged over the 10 crops placed back in image coordinates, as
+  `saliency.uncrop` does; occlusion takes no crops: 10x its forward passes). CAM's and occlusion's maps
+  are signed (`to_map` takes their positive part); `layer` is Grad-CAM's (default `default_layer`), CAM's
+  is fixed by its classifier; `settings`: occlusion's patch, stride and value.
+  """
+  if method not in CLASS_MAP_METHODS:
+    raise ValueError(f'method must be one of {CLASS_MAP_METHODS}, got {method!r}')
+  saliency.check_eval_mode(model)
+  images = saliency.check_images(model, images)
+  crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
+  saliency.check_input_size(model, crop_hw or images.shape[1:3])
+  classes = np.asarray(classes)
+  if classes.ndim != 2:
+    raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
+  k_all = saliency.num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  classes = jnp.stack([saliency.check_labels(classes[:, j], images.shape[0], k_all, 'classes')
+                       for j in range(classes.shape[1])], axis=1)
+  if method == 'occlusion':
+    if crop_size is not None or layer is not None:
+      raise ValueError('occlusion takes no crop_size (10x its forward passes: occlude the crops as images) '
+                       'and no layer')
+    return _occlusion_maps(model, images, classes, chunk_size=chunk_size,
+                           **{'patch': 8, 'stride': 4, 'value': 0.0, **settings})
+  if settings:
+    raise ValueError(f'{method} takes no settings {sorted(settings)}')
+  if method == 'cam':
+    if layer is not None:
+      raise ValueError("CAM's layer is the input of the classifier's pooling; give no layer")
+    layer = classifier(model)[0]
+  elif layer is None:
+    layer = default_layer(model)
+  fn = functools.partial(_class_region_maps, model, method=method, layer=layer, crop_hw=crop_hw)
+  return parallel.chunked(fn, (images, classes), chunk_size)
+
+
 def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
   """[P, H, W] float masks of the square patches (the last row / column of patches flush with the edge)."""
   h, w = hw
@@ -292,15 +362,22 @@ def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
-def _occlusion(model, images, labels, masks, value):
+def _occlusion(model, images, classes, masks, value):
+  """classes [B, k] -> maps [B, k, H, W]: the k classes' score drops come from the same forward passes."""
   b, p = images.shape[0], masks.shape[0]
   m = masks[None, :, :, :, None]
   occluded = images[:, None] * (1 - m) + value * m  # [B, P, H, W, C]
   scores = model(jnp.concatenate([images, occluded.reshape(b * p, *images.shape[1:])]))
-  full = jnp.take_along_axis(scores[:b], labels[:, None], axis=1)  # [B, 1]
-  part = jnp.take_along_axis(scores[b:].reshape(b, p, -1), labels[:, None, None], axis=2)[..., 0]
-  drop = full - part  # [B, P]
-  return jnp.einsum('bp,phw->bhw', drop, masks) / jnp.maximum(masks.sum(0), 1)
+  full = jnp.take_along_axis(scores[:b], classes, axis=1)  # [B, k]
+  part = jnp.take_along_axis(scores[b:].reshape(b, p, -1), classes[:, None], axis=2)  # [B, P, k]
+  drop = full[:, None] - part
+  return jnp.einsum('bpk,phw->bkhw', drop, masks) / jnp.maximum(masks.sum(0), 1)
+
+
+def _occlusion_maps(model, images, classes, *, patch, stride, value, chunk_size):
+  masks = jnp.asarray(occlusion_masks(images.shape[1:3], patch, stride), images.dtype)
+  fn = functools.partial(_occlusion, model, masks=masks, value=jnp.asarray(value, images.dtype))
+  return parallel.chunked(lambda x, y: fn(x, y), (images, classes), chunk_size)
 
 
 def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: float = 0.0,
@@ -309,9 +386,8 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
   is set to `value` (0: the training mean in model space), averaged over the patches covering each
   pixel. All patches of a chunk are one batch of forward passes (memory: chunk_size x patches)."""
   images, labels = _prepare(model, images, labels)
-  masks = jnp.asarray(occlusion_masks(images.shape[1:3], patch, stride), images.dtype)
-  fn = functools.partial(_occlusion, model, masks=masks, value=jnp.asarray(value, images.dtype))
-  return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return _occlusion_maps(model, images, labels[:, None], patch=patch, stride=stride, value=value,
+                         chunk_size=chunk_size)[:, 0]
 
 
 # ----------------------------------------------------------------------------- one API

@@ -90,6 +90,33 @@ def localisation_figure(path: str | os.PathLike, images, maps, seeds, results, g
   _save(fig, path, dpi)
 
 
+def failure_figure(path: str | os.PathLike, rows: dict, *, dpi: int = 100) -> None:
+  """Typical localisation failures, one row per method: {method: [(image uint8 [H, W, 3], map [H, W],
+  guessed box or None, ground-truth boxes [M, 4], title)]}. Each example: the photo with the guessed
+  box of a right class (yellow; none when no guess had a right class) and the truth (green), and the
+  map that box was cut from."""
+  names = list(rows)
+  cols = max(len(v) for v in rows.values())
+  fig, axes = plt.subplots(len(names), 2 * cols, figsize=(2.2 * cols * 2, 2.4 * len(names)), squeeze=False)
+  for r, name in enumerate(names):
+    for c in range(cols):
+      photo_ax, map_ax = axes[r, 2 * c], axes[r, 2 * c + 1]
+      photo_ax.axis('off')
+      map_ax.axis('off')
+      if c >= len(rows[name]):
+        continue
+      image, m, box, gt, title = rows[name][c]
+      m = np.asarray(m, np.float32)
+      photo_ax.imshow(image)
+      map_ax.imshow(m / m.max() if m.max() > 0 else m, cmap='jet')
+      boxes = [(b, 'lime') for b in np.asarray(gt)] + ([(box, 'yellow')] if box is not None else [])
+      for (x0, y0, x1, y1), colour in boxes:
+        photo_ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                         edgecolor=colour, linewidth=1.2))
+      photo_ax.set_title(f'{name}: {title}' if c == 0 else title, fontsize=7)
+  _save(fig, path, dpi)
+
+
 def _save(fig, path, dpi: int) -> None:
   fig.tight_layout()
   path = pathlib.Path(path)

@@ -151,7 +151,8 @@ def _is_int(x) -> bool:
   return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
-def _crop_hw(crop_size, image_hw) -> tuple[int, int]:
+def crop_shape(crop_size, image_hw) -> tuple[int, int]:
+  """`crop_size` (an int or an (h, w) pair) as (h, w), checked against the images' (h, w)."""
   size = (crop_size, crop_size) if _is_int(crop_size) else tuple(np.atleast_1d(np.asarray(crop_size, object)))
   if len(size) != 2 or not all(_is_int(s) for s in size):
     raise ValueError(f'crop_size must be an int or an (h, w) pair of ints, got {crop_size!r}')
@@ -303,7 +304,7 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None,
   10-crop average score. Per chunk: one forward pass and k backward passes.
   """
   images = check_images(model, images)
-  crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
+  crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
   classes = np.asarray(classes)
   if classes.ndim != 2:
@@ -324,7 +325,7 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
   (classes [B, k] int32, scores [B, k], maps [B, k, H, W]); maps as in `class_saliency`.
   """
   images = check_images(model, images)
-  crop_hw = None if crop_size is None else _crop_hw(crop_size, images.shape[1:3])
+  crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
   k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
   if not _is_int(k) or not 1 <= k <= k_all:

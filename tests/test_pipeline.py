@@ -2,10 +2,12 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 from conftest import SHARED_DATA, load_config, shared_data, tiny_main_job
 
+from saliency_jax import attribution, deconvnet, saliency
 from saliency_jax.jobs import pipeline, stages
 
 
@@ -147,3 +149,67 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   assert f'| **{selected}** (selected) |' in report and (tmp_path / 'localisation.png').stat().st_size > 0
   assert len(list((tmp_path / 'data').glob('photos-227-*.npz'))) == 1
 
+
+
+def test_other_maps_and_shared_true_class_maps(tmp_path):
+  """config.maps: a localisation method may cut another map than the paper's; config.share_true_maps: a
+  true class among the top-k takes that class's map and box instead of its own pass and cut."""
+  config = _tiny()
+  config.class_models.steps = 0
+  config.maps = {'grad_cam': {'method': 'grad_cam'},
+                 'guided': {'method': 'guided_backprop', 'crops': 'centre'}}
+  config.localise = {'graphcut': {'method': 'graphcut', 'iterations': 1},
+                     'grad_cam_20': {'method': 'threshold', 'threshold': 0.2, 'map': 'grad_cam'},
+                     'guided_15': {'method': 'threshold', 'threshold': 0.15, 'map': 'guided'}}
+  config.figure_method = 'grad_cam_20'
+  plain = pipeline.run(config, tmp_path, log=lambda *_: None)
+  assert {'maps_grad_cam', 'maps_guided'} <= set(plain['seconds'])
+  config.share_true_maps = True
+  shared = pipeline.run(config, tmp_path, log=lambda *_: None)
+  for name in config.localise:  # the top-k maps and boxes are the same maps and boxes
+    for metric in ('top1_loc_error', 'top2_loc_error'):
+      assert shared['localisation'][name][metric] == plain['localisation'][name][metric], (name, metric)
+
+  p = stages.prepare(config, tmp_path, log=lambda *_: None)
+  model, x, labels = p['model'], p['splits']['test']['images'], p['data']['test']['labels']
+  top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
+  top2, top_maps2, true_maps2, position = stages.shared_class_maps(config, model, x, labels)
+  np.testing.assert_array_equal(top2, top_classes)
+  np.testing.assert_array_equal(top_maps2, top_maps)
+  hit = position >= 0
+  assert hit.any() and ((top_classes == labels[:, None]).any(1) == hit).all()
+  np.testing.assert_array_equal(true_maps2[hit], top_maps[hit, position[hit]])
+  np.testing.assert_allclose(true_maps2, true_maps, rtol=1e-4, atol=1e-6)  # the same maps, other batches
+  # the shared boxes are the top-k boxes; the others are cut as without sharing
+  images = p['data']['test']['images']
+  maps = {'gradient': (true_maps2, top_maps2)}
+  index = np.arange(len(x))
+  only = ml_collections.ConfigDict({'localise': {'graphcut': config.localise.graphcut.to_dict()},
+                                    'workers': 0})
+  a = stages.localise_images(only, images, maps, index, len(x))[0]['graphcut']
+  b = stages.localise_images(only, images, maps, index, len(x), position)[0]['graphcut']
+  np.testing.assert_array_equal(b['top_boxes'], a['top_boxes'])
+  np.testing.assert_array_equal(b['true_boxes'][~hit], a['true_boxes'][~hit])
+  np.testing.assert_array_equal(b['true_boxes'][hit], a['top_boxes'][hit, position[hit]])
+
+  # the other maps: each method's maps of the top-k and true classes, as the library computes them
+  def maps_of(spec):
+    return stages.method_maps(config, model, x, labels, top_classes, stages.check_map('m', spec))
+  centre = maps_of(config.maps.guided)
+  c = config.crop_size
+  h = x.shape[1]
+  o = (h - c) // 2
+  assert not centre[0][:, :, :o].any() and not centre[1][:, :, -o:].any()  # zero outside the centre crop
+  g = attribution.to_map(attribution.guided_backprop(model, x[:, o:o + c, o:o + c], top_classes[:, 1]))
+  np.testing.assert_allclose(centre[0][:, 1, o:o + c, o:o + c], g, rtol=1e-5, atol=1e-7)
+  ten = maps_of({'method': 'deconvnet'})
+  _, d = saliency.class_saliency(model, x, labels[:, None], crop_size=c, relu=deconvnet.deconvnet_relu)
+  np.testing.assert_allclose(ten[1], np.asarray(d)[:, 0], rtol=1e-5, atol=1e-7)
+
+  config.localise.grad_cam_20.map = 'gradcam'
+  with pytest.raises(ValueError, match="localises map 'gradcam', which config.maps does not name"):
+    pipeline.run(config, tmp_path, log=lambda *_: None)
+  config.localise.grad_cam_20.map = 'grad_cam'
+  config.maps.grad_cam.crops = 'all'
+  with pytest.raises(ValueError, match="config.maps.grad_cam: crops must be one of"):
+    pipeline.run(config, tmp_path, log=lambda *_: None)

@@ -20,7 +20,9 @@ def _tiny():
   config.data.part = 'report'  # the main job on the report part shares the sweep's data and net (below)
   config.sweep.grid = {'paper': {'method': 'graphcut'},
                        'fg_floor_50': {'method': 'graphcut', 'fg_floor': 0.5},
-                       'threshold_15': {'method': 'threshold', 'threshold': 0.15}}
+                       'threshold_15': {'method': 'threshold', 'threshold': 0.15},
+                       'grad_cam_threshold_15': {'method': 'threshold', 'threshold': 0.15, 'map': 'grad_cam'}}
+  config.maps = {'grad_cam': {'method': 'grad_cam'}}  # another map than the paper's, chosen like a cut
   config.sweep.criterion = (('top2_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))
   return config
 
@@ -54,7 +56,7 @@ def test_sweep_reports_every_setting_on_both_parts(swept):
   config, workdir, r = swept
   saved = json.loads((workdir / 'sweep.json').read_text())
   assert saved['selected'] == r['selected'] and saved['paper'] == 'paper'
-  assert list(saved['settings']) == ['paper', 'fg_floor_50', 'threshold_15']  # the paper's first
+  assert list(saved['settings']) == ['paper', 'fg_floor_50', 'threshold_15', 'grad_cam_threshold_15']
   sel, rep = saved['parts']['selection'], saved['parts']['report']
   assert sel['num_images'] == 8 and rep['num_images'] == 6
   assert all(i.startswith('validation-') for i in sel['ids'])
@@ -66,6 +68,8 @@ def test_sweep_reports_every_setting_on_both_parts(swept):
       assert m['top2_loc_error'] <= m['top1_loc_error']
       assert m['fallbacks']['total'] == sum(v for s, v in m['status'].items() if s != 'ok')
   assert saved['settings']['fg_floor_50']['changes'] == {'fg_floor': 0.5}
+  assert saved['settings']['grad_cam_threshold_15']['changes'] == {'map': 'grad_cam', 'method': 'threshold',
+                                                                   'threshold': 0.15}
   selection = {name: row['selection'] for name, row in saved['settings'].items()}
   assert saved['selected'] == sweep.choose(selection, config.sweep.criterion, config.sweep.grid.to_dict())
   text = (workdir / 'sweep.md').read_text()
@@ -104,7 +108,8 @@ def test_maps_are_kept_under_a_key_of_what_determines_them(swept, tmp_path):
   for part in ('selection', 'report'):
     assert not other['parts'][part]['maps_cached']
     assert other['parts'][part]['maps_key'] != r['parts'][part]['maps_key']
-  assert len(list((workdir / 'sweep').glob('maps-*.npz'))) == 4
+  assert len(list((workdir / 'sweep').glob('maps-*-grad_cam-*.npz'))) == 4  # kept beside the gradient maps
+  assert len(list((workdir / 'sweep').glob('maps-*.npz'))) == 8
 
 
 def test_report_numbers_are_the_main_jobs_on_the_report_part(swept, tmp_path):

@@ -89,6 +89,7 @@ def run(config, workdir: str, log=print) -> dict:
   if config.get('selected_method') and config.selected_method not in config.localise:
     raise ValueError(f'config.selected_method {config.selected_method!r} is not one of config.localise: '
                      f'{sorted(config.localise)}')
+  stages.check_localise(config)
   d = config.distributed
   parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
   since = time.time()
@@ -106,8 +107,22 @@ def run(config, workdir: str, log=print) -> dict:
     return [seq[i] for i in mine]
   images, labels, x = test['images'][mine], test['labels'][mine], splits['test']['images'][mine]
   t0 = time.perf_counter()
-  top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
+  shared = None
+  if config.get('share_true_maps'):  # the true class's gradient map, when among the top-k, is that map
+    top_classes, top_maps, true_maps, shared = stages.shared_class_maps(config, model, x, labels)
+  else:
+    top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
   seconds['saliency'] = time.perf_counter() - t0
+  other_maps = {}  # the other maps config.localise's methods localise (config.maps)
+  for name in stages.used_maps(config):
+    if name != 'gradient':
+      t0 = time.perf_counter()
+      spec = stages.check_map(name, config.maps[name])
+      top, true = stages.method_maps(config, model, x, labels, top_classes, spec)
+      if shared is not None:
+        true = np.where((shared >= 0)[:, None, None], top[np.arange(len(top)), np.maximum(shared, 0)], true)
+      other_maps[name] = (true, top)
+      seconds[f'maps_{name}'] = time.perf_counter() - t0
   truth = data['photos'] if 'photos' in data else test  # the boxes of the images localised on
   gt_boxes = pick(truth['boxes'])
   masks = None if test['masks'] is None else test['masks'][mine]
@@ -119,9 +134,13 @@ def run(config, workdir: str, log=print) -> dict:
     size = images.shape[1:3]
     true_maps = np.stack([localise.resize_map(mp, size) for mp in true_maps])
     top_maps = np.stack([[localise.resize_map(mp, size) for mp in row] for row in top_maps])
+    other_maps = {name: (np.stack([localise.resize_map(mp, size) for mp in true]),
+                         np.stack([[localise.resize_map(mp, size) for mp in row] for row in top]))
+                  for name, (true, top) in other_maps.items()}
 
   t0 = time.perf_counter()
-  found, kept = stages.localise_images(config, images, true_maps, top_maps, index, n)
+  all_maps = {'gradient': (true_maps, top_maps), **other_maps}
+  found, kept = stages.localise_images(config, images, all_maps, index, n, shared)
   hits = np.zeros((len(mine), 3))  # pointing hit, saliency mass on the object, object area fraction
   if masks is not None:
     hits = np.stack([metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance),
@@ -142,10 +161,11 @@ def run(config, workdir: str, log=print) -> dict:
   all_labels = share['labels']
   loc = stages.localisation_metrics(config, share['found'], all_labels, share['gt_labels'], share['gt_boxes'],
                                     share['top_classes'], log)
-  failures = None
+  failures = per_image = None
   if config.get('failure_analysis'):
     failures = stages.localisation_failures(share['found'], share['gt_labels'], share['gt_boxes'],
                                             share['top_classes'])
+    per_image = failures.pop('per_image')
   seconds['localisation'] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
@@ -192,13 +212,47 @@ def run(config, workdir: str, log=print) -> dict:
   titles = [f'{classes[t]} (top-1 {classes[p]})' for t, p in zip(labels[:num], top_classes[:num, 0])]
   report.saliency_figure(workdir / 'saliency.png', images[:num], true_maps[:num], titles,
                          None if masks is None else masks[:num])
-  graphcut = config.figure_method
-  s = localise.settings(config.localise[graphcut])
-  seeds = [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in true_maps[:num]]
-  report.localisation_figure(workdir / 'localisation.png', images[:num], true_maps[:num], seeds,
-                             kept[graphcut][:num], gt_boxes[:num], titles)
+  shown = config.figure_method
+  shown_maps = all_maps[stages.map_of(shown, config.localise[shown])][0][:num]
+  s = localise.settings(stages.cut_settings(config.localise[shown]))
+  seeds = [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in shown_maps]
+  report.localisation_figure(workdir / 'localisation.png', images[:num], shown_maps, seeds,
+                             kept[shown][:num], gt_boxes[:num], titles)
+  if per_image:
+    drawn = [name for name in ('graphcut', config.get('selected_method')) if name in per_image]
+    rows = {name: failure_examples(share, per_image[name], name, index, images,
+                                   all_maps[stages.map_of(name, config.localise[name])][1], classes)
+            for name in dict.fromkeys(drawn)}
+    if any(rows.values()):
+      report.failure_figure(workdir / 'failures.png', {k: v for k, v in rows.items() if v})
   report.write_atomic(workdir / 'report.md', markdown(results))
   return results
+
+
+FAILURE_KINDS = ('too_small', 'too_large', 'displaced', 'wrong_classes')
+
+
+def failure_examples(share: dict, categories, name: str, index, images, top_maps, classes,
+                     per_kind: int = 2) -> list[tuple]:
+  """`report.failure_figure`'s examples of one method: the first `per_kind` images of each failure kind
+  among this process's images. For a box that missed, the guess of a right class with the best IoU and
+  the map it was cut from; for no right class, the top-1 class's map and no box."""
+  local = {int(i): p for p, i in enumerate(index)}
+  found = share['found'][name]
+  out = []
+  for kind in FAILURE_KINDS:
+    rows = [r for r, c in enumerate(categories) if c == kind and int(share['indices'][r]) in local][:per_kind]
+    for r in rows:
+      p = local[int(share['indices'][r])]
+      gt_labels, gt = np.asarray(share['gt_labels'][r]), np.asarray(share['gt_boxes'][r])
+      top = share['top_classes'][r]
+      right = [j for j in range(len(top)) if (gt_labels == top[j]).any()]
+      j = max(right, key=lambda j: metrics.box_iou(found['top_boxes'][r, j], gt[gt_labels == top[j]]).max(),
+              default=0)
+      box = tuple(found['top_boxes'][r, j]) if right else None
+      title = f"{kind.replace('_', ' ')}: {classes[int(top[j])]}"
+      out.append((images[p], top_maps[p, j], box, gt, title))
+  return out
 
 
 def table(results: dict) -> str:

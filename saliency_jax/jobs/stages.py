@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from saliency_jax import localise, metrics, parallel, saliency, train, weights
+from saliency_jax import attribution, deconvnet, localise, metrics, parallel, saliency, train, weights
 from saliency_jax.data import Subset, make_source, records, transforms
 
 
@@ -188,24 +188,144 @@ def class_maps(config, model, x, labels) -> tuple[np.ndarray, np.ndarray, np.nda
           np.asarray(jax.device_get(true_maps))[:, 0])
 
 
-def localise_images(config, images, true_maps, top_maps, indices, total: int) -> tuple[dict, dict]:
+RELU_RULES = {'gradient': None, 'guided_backprop': deconvnet.guided_relu,
+              'deconvnet': deconvnet.deconvnet_relu}
+CROPS = ('ten', 'centre')
+
+
+def check_map(name: str, spec) -> dict:
+  """One entry of config.maps: {'method': an `attribution.METHODS` name, 'crops': 'ten' (the paper's
+  10-crop maps with config.crop_size, else the whole image) or 'centre' (the centre crop alone, the map
+  placed back, zero outside: for methods too slow for 10 crops), and the method's settings}."""
+  spec = dict(spec)
+  method, crops = spec.pop('method', None), spec.pop('crops', 'ten')
+  if method not in attribution.METHODS:
+    raise ValueError(f'config.maps.{name}: method must be one of {attribution.METHODS}, got {method!r}')
+  if crops not in CROPS:
+    raise ValueError(f'config.maps.{name}: crops must be one of {CROPS}, got {crops!r}')
+  if method in RELU_RULES and spec:
+    raise ValueError(f'config.maps.{name}: {method} takes no settings, got {sorted(spec)}')
+  return {'method': method, 'crops': crops, 'settings': spec}
+
+
+def map_of(name: str, settings) -> str:
+  """The config.maps entry a config.localise method localises ('map'; default 'gradient', the paper's)."""
+  return dict(settings).get('map', 'gradient')
+
+
+def cut_settings(settings) -> dict:
+  """A config.localise method without its 'map': the `localise.settings` fields."""
+  return {k: v for k, v in dict(settings).items() if k != 'map'}
+
+
+def used_maps(config) -> list[str]:
+  """The config.maps names that config.localise's methods localise, in order."""
+  return list(dict.fromkeys(map_of(name, s) for name, s in config.localise.items()))
+
+
+def check_localise(config) -> None:
+  """Errors for config.localise / config.maps that cannot run, before any map is computed."""
+  maps = dict(config.get('maps') or {})
+  for name, settings in config.localise.items():
+    used = map_of(name, settings)
+    if used != 'gradient' and used not in maps:
+      raise ValueError(f'config.localise.{name} localises map {used!r}, which config.maps does not name '
+                       f'(it names {sorted(maps)})')
+    try:
+      localise.settings(cut_settings(settings))
+    except ValueError as e:
+      raise ValueError(f'config.localise.{name}: {e}') from None
+  for name, spec in maps.items():
+    check_map(name, spec)
+
+
+def shared_class_maps(config, model, x, labels):
+  """`class_maps` computing a true class's map only where it is not among the top-k: where it is,
+  its map is that class's top-k map. Returns (top classes, top maps, true maps, shared [n]: the top-k
+  position of the true class, -1 where it is not among them)."""
+  crop = config.crop_size or None
+  top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
+                                                     chunk_size=config.chunk_size)
+  top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
+  hit = top_classes == np.asarray(labels)[:, None]
+  shared = np.where(hit.any(1), hit.argmax(1), -1)
+  true_maps = top_maps[np.arange(len(x)), np.maximum(shared, 0)].copy()
+  alone = np.flatnonzero(shared < 0)
+  if len(alone):
+    _, own = saliency.class_saliency(model, x[alone], np.asarray(labels)[alone, None], crop_size=crop,
+                                     chunk_size=config.chunk_size)
+    true_maps[alone] = np.asarray(jax.device_get(own))[:, 0]
+  return top_classes, top_maps, true_maps, shared
+
+
+def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray, np.ndarray]:
+  """The maps of one config.maps entry (`check_map`) for each image's top-k classes and true class,
+  at the net's input size: (top maps [n, k, H, W], true-class maps [n, H, W]) on the host.
+
+  Gradient, guided backprop and DeconvNet: `saliency.class_saliency` with the ReLU rule (one forward,
+  k + 1 backward passes); Grad-CAM, CAM, occlusion: `attribution.class_region_maps`; crops 'centre':
+  every method by `attribution.attribute`, one class at a time, on the centre crop. Region maps and
+  signed maps are reduced by `attribution.to_map` (their positive part; input space max_c |a_c|).
+  """
+  method, crops, settings = spec['method'], spec['crops'], spec['settings']
+  classes = np.concatenate([np.asarray(top_classes), np.asarray(labels)[:, None]], axis=1)
+  k = classes.shape[1] - 1
+  crop = config.crop_size or None
+  chunk = config.chunk_size
+  if crops == 'ten' and method in RELU_RULES:
+    _, maps = saliency.class_saliency(model, x, classes, crop_size=crop, relu=RELU_RULES[method],
+                                      chunk_size=chunk)
+    maps = np.asarray(jax.device_get(maps))
+  elif crops == 'ten' and method in attribution.CLASS_MAP_METHODS and not (method == 'occlusion' and crop):
+    maps = np.maximum(np.asarray(jax.device_get(attribution.class_region_maps(
+        method, model, x, classes, crop_size=crop, chunk_size=chunk, **settings))), 0)
+  elif crops == 'ten':
+    raise ValueError(f"{method} on 10 crops x {k + 1} classes is not supported: use crops 'centre'")
+  else:
+    h, w = x.shape[1:3]
+    ch, cw = saliency.crop_shape(crop or (h, w), (h, w))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    centre = x[:, top:top + ch, left:left + cw]
+    maps = np.zeros((len(x), k + 1, h, w), np.float32)
+    if method in attribution.CLASS_MAP_METHODS:
+      region = attribution.class_region_maps(method, model, centre, classes, chunk_size=chunk, **settings)
+      maps[:, :, top:top + ch, left:left + cw] = np.maximum(np.asarray(jax.device_get(region)), 0)
+    else:
+      for j in range(k + 1):
+        a = attribution.attribute(method, model, centre, classes[:, j], chunk_size=chunk, **settings)
+        maps[:, j, top:top + ch, left:left + cw] = attribution.to_map(a)
+  return maps[:, :k], maps[:, k]
+
+
+def localise_images(config, images, maps: dict, indices, total: int, shared=None) -> tuple[dict, dict]:
   """Every method of config.localise on each image's true-class map and its top-k maps.
 
-  indices: the images' positions in the evaluation set of `total` images (they seed the GraphCut's
-  colour model sampling, so a share of the images gives the same boxes as the whole set). Returns
-  ({method: {'true_boxes' [n, 4], 'top_boxes' [n, k, 4], 'status' [n, k + 1] str (column 0: the true
-  class, then the top-k), 'seconds'}}, {method: true-class `localise.Result`s}).
+  maps: {config.maps name: (true-class maps [n, H, W], top-k maps [n, k, H, W])}, each method taking
+  its `map_of`. indices: the images' positions in the evaluation set of `total` images (they seed the
+  GraphCut's colour model sampling, so a share of the images gives the same boxes as the whole set).
+  shared [n] int (optional): where the true class is top-k class j (else -1) and its map that class's
+  map: its box is then that map's box, localised once. Returns ({method: {'true_boxes' [n, 4],
+  'top_boxes' [n, k, 4], 'status' [n, k + 1] str (column 0: the true class, then the top-k), 'seconds'}},
+  {method: true-class `localise.Result`s}).
   """
-  n, k = top_maps.shape[:2]
+  n = len(images)
+  shared = np.full(n, -1) if shared is None else np.asarray(shared)
+  alone = np.flatnonzero(shared < 0)  # the true-class maps localised on their own
   out, kept = {}, {}
   for name, settings in config.localise.items():
     t = time.perf_counter()
-    true = localise.localise_batch(list(images), list(true_maps), settings, workers=config.workers,
-                                   indices=[int(i) for i in indices])
+    true_maps, top_maps = maps[map_of(name, settings)]
+    cut = cut_settings(settings)
+    k = top_maps.shape[1]
     top = localise.localise_batch([im for im in images for _ in range(k)],
-                                  list(top_maps.reshape(n * k, *top_maps.shape[2:])), settings,
+                                  list(top_maps.reshape(n * k, *top_maps.shape[2:])), cut,
                                   workers=config.workers,
                                   indices=[total + int(i) * k + j for i in indices for j in range(k)])
+    own = localise.localise_batch([images[i] for i in alone], [true_maps[i] for i in alone], cut,
+                                  workers=config.workers, indices=[int(indices[i]) for i in alone])
+    true = [top[i * k + shared[i]] for i in range(n)]
+    for i, r in zip(alone, own):
+      true[i] = r
     out[name] = {'true_boxes': np.array([r.box for r in true], np.int64).reshape(n, 4),
                  'top_boxes': np.array([r.box for r in top], np.int64).reshape(n, k, 4),
                  'status': np.array([[a.status] + [b.status for b in top[i * k:(i + 1) * k]]
@@ -222,14 +342,16 @@ def top_guesses(found: dict, top_classes) -> list[list[tuple]]:
 
 
 def localisation_failures(found: dict, gt_labels, gt_boxes, top_classes) -> dict:
-  """Why the top-k guesses fail, per method (`metrics.localisation_failures` counts), and the oracle: the
-  top-k error if each image took whichever method localised it right (an upper bound on any choice)."""
+  """Why the top-k guesses fail, per method (`metrics.localisation_failures` counts; 'per_image': each
+  image's category), and the oracle: the top-k error if each image took whichever method localised it
+  right (an upper bound on any choice)."""
   k = top_classes.shape[1]
   per_image = {name: metrics.localisation_failures(top_guesses(r, top_classes), gt_labels, gt_boxes, top_k=k)
                for name, r in found.items()}
   right = np.array([[c == 'correct' for c in f['per_image']] for f in per_image.values()])
   return {'top_k': k, 'per_method': {name: f['counts'] for name, f in per_image.items()},
-          f'oracle_top{k}_loc_error': float(1 - right.any(axis=0).mean())}
+          f'oracle_top{k}_loc_error': float(1 - right.any(axis=0).mean()),
+          'per_image': {name: f['per_image'] for name, f in per_image.items()}}
 
 
 def localisation_metrics(config, found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:

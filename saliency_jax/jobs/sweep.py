@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from saliency_jax import gmm, graphcut, layers, localise, metrics, models, report, saliency
+from saliency_jax import attribution, gmm, graphcut, layers, localise, metrics, models, report, saliency
 from saliency_jax.data import Subset, make_source, splits, transforms
 from saliency_jax.jobs import stages
 
@@ -65,10 +65,14 @@ def weights_digest(model) -> str:
 
 
 def changes(settings) -> dict:
-  """The fields of a localise setting (dict, ConfigDict or Settings) that differ from the paper's
-  (`localise.Settings()` defaults)."""
+  """The fields of a localise setting (dict, ConfigDict or Settings; with its 'map', `stages.map_of`)
+  that differ from the paper's (the gradient map, `localise.Settings()` defaults)."""
+  if isinstance(settings, localise.Settings):
+    settings, used = dataclasses.asdict(settings), 'gradient'
+  else:
+    used, settings = stages.map_of('', settings), stages.cut_settings(settings)
   mine, paper = dataclasses.asdict(localise.settings(settings)), dataclasses.asdict(localise.Settings())
-  return {k: v for k, v in mine.items() if v != paper[k]}
+  return {**({'map': used} if used != 'gradient' else {}), **{k: v for k, v in mine.items() if v != paper[k]}}
 
 
 def metric_names(top_k: int) -> tuple[str, ...]:
@@ -94,11 +98,18 @@ def check(config) -> None:
   s = config.sweep
   if not s.grid:
     raise ValueError("config.sweep.grid is empty: name at least the paper's setting ({'method': 'graphcut'})")
+  maps = dict(config.get('maps') or {})
   for name, settings in s.grid.items():
     try:
-      localise.settings(settings)
+      localise.settings(stages.cut_settings(settings))
     except ValueError as e:
       raise ValueError(f'config.sweep.grid.{name}: {e}') from None
+    used = stages.map_of(name, settings)
+    if used != 'gradient' and used not in maps:
+      raise ValueError(f'config.sweep.grid.{name} localises map {used!r}, which config.maps does not name '
+                       f'(it names {sorted(maps)})')
+  for name, spec in maps.items():
+    stages.check_map(name, spec)
   if all(changes(v) for v in s.grid.values()):
     raise ValueError("config.sweep.grid has no entry with the paper's settings (the localise.Settings() "
                      "defaults, e.g. {'method': 'graphcut'}): the report shows it beside the pick")
@@ -145,25 +156,37 @@ def load_part(config, part: str, log=print) -> dict:
           'data': data.to_dict()}
 
 
-def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathlib.Path, log=print):
+def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathlib.Path, name='gradient',
+              top_classes=None, log=print):
   """(maps, key, cached): {'top_classes' int [n, k], 'top_maps' [n, k, S, S], 'true_maps' [n, S, S]}
-  of `load_part`'s records, read from workdir/sweep/maps-<part>-<key>.npz when there."""
-  key = _digest({'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
-                 'std': np.asarray(std).tolist(), 'crop_size': config.crop_size, 'top_k': config.top_k,
-                 'weights': weights_digest(model), 'code': code_digest(saliency, models, layers)})
-  path = workdir / 'sweep' / f'maps-{part}-{key}.npz'
+  of `load_part`'s records, read from workdir/sweep/maps-<part>-<key>.npz when there.
+
+  name: 'gradient' (the paper's maps, `stages.class_maps`, which also rank the top-k classes) or an entry
+  of config.maps (`stages.method_maps`, for the gradient maps' `top_classes`)."""
+  inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
+            'std': np.asarray(std).tolist(), 'crop_size': config.crop_size, 'top_k': config.top_k,
+            'weights': weights_digest(model), 'code': code_digest(saliency, models, layers)}
+  if name != 'gradient':
+    inputs.update(map=stages.check_map(name, config.maps[name]), map_code=code_digest(attribution, stages))
+  key = _digest(inputs)
+  stem = f'maps-{part}' if name == 'gradient' else f'maps-{part}-{name}'
+  path = workdir / 'sweep' / f'{stem}-{key}.npz'
   if path.exists():
     with np.load(path, allow_pickle=False) as f:
       return dict(f), key, True
   t = time.perf_counter()
   x = transforms.normalise(records['images'], mean, std)
-  top_classes, top_maps, true_maps = stages.class_maps(config, model, x, records['labels'])
-  maps = {'top_classes': top_classes, 'top_maps': top_maps, 'true_maps': true_maps}
+  if name == 'gradient':
+    top_classes, top_maps, true_maps = stages.class_maps(config, model, x, records['labels'])
+  else:
+    top_maps, true_maps = stages.method_maps(config, model, x, records['labels'], top_classes,
+                                             stages.check_map(name, config.maps[name]))
+  maps = {'top_classes': np.asarray(top_classes), 'top_maps': top_maps, 'true_maps': true_maps}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'.{path.stem}.tmp.npz')
   np.savez(tmp, **maps)
   tmp.replace(path)
-  log(f'{part}: maps of {len(x)} images in {time.perf_counter() - t:.0f} s')
+  log(f'{part}: {name} maps of {len(x)} images in {time.perf_counter() - t:.0f} s')
   return maps, key, False
 
 
@@ -171,16 +194,16 @@ def localise_part(config, name: str, part: str, records: dict, maps: dict, key: 
                   log=print) -> dict:
   """One setting of the grid on one part: `stages.localisation_metrics`' entry (with the fallback
   boxes, status not 'ok'); kept in workdir/sweep."""
-  settings = dataclasses.asdict(localise.settings(config.sweep.grid[name]))
+  settings = dataclasses.asdict(localise.settings(stages.cut_settings(config.sweep.grid[name])))
   key = _digest([key, settings, config.get('localise_size'), code_digest(localise, graphcut, gmm, metrics)])
-  path = workdir / 'sweep' / f'loc-{part}-{name}-{key}.json'
+  path = workdir / 'sweep' / f"loc-{part}-{name.replace('/', '-')}-{key}.json"
   if path.exists():
     return json.loads(path.read_text())
   local = ml_collections.ConfigDict(config.to_dict())
   local.localise = ml_collections.ConfigDict({name: settings})
   n = len(records['photos'])
-  found, _ = stages.localise_images(local, records['photos'], maps['true_maps'], maps['top_maps'],
-                                      np.arange(n), n)
+  found, _ = stages.localise_images(local, records['photos'],
+                                    {'gradient': (maps['true_maps'], maps['top_maps'])}, np.arange(n), n)
   out = stages.localisation_metrics(local, found, records['labels'], records['box_labels'],
                                       records['boxes'], maps['top_classes'],
                                       log=lambda line: log(f'{part}: {line}'))[name]
@@ -203,32 +226,42 @@ def run(config, workdir: str, log=print) -> dict:
   model, mean, std = prepared['model'], prepared['mean'], prepared['std']
   seconds = dict(prepared['seconds'])
 
-  records, maps, parts = {}, {}, {}
+  records, parts, gradient = {}, {}, {}
   for part in PARTS:
     t = time.perf_counter()
     records[part] = load_part(config, part, log)
-    part_maps_, key, cached = part_maps(config, model, mean, std, part, records[part], workdir, log)
-    if config.get('localise_size'):
-      part_maps_ = _on_photos(part_maps_, records[part]['photos'].shape[1:3])
-    maps[part] = (part_maps_, key)
-    parts[part] = {'num_images': len(records[part]['ids']), 'maps_key': key, 'maps_cached': cached,
-                   'ids': records[part]['ids']}
+    gradient[part] = part_maps(config, model, mean, std, part, records[part], workdir, log=log)
+    parts[part] = {'num_images': len(records[part]['ids']), 'maps_key': gradient[part][1],
+                   'maps_cached': gradient[part][2], 'ids': records[part]['ids']}
     seconds[f'maps_{part}'] = time.perf_counter() - t
   shared = set(records['selection']['ids']) & set(records['report']['ids'])
   if shared:
     raise RuntimeError(f'the selection and report parts share {len(shared)} records, '
                        f'e.g. {sorted(shared)[:3]}')
 
-  grid = {name: localise.settings(s) for name, s in config.sweep.grid.items()}
+  grid = {name: dict(s) for name, s in config.sweep.grid.items()}
   paper = next(name for name, s in grid.items() if not changes(s))
   names = [paper] + [name for name in grid if name != paper]
   table = {part: {} for part in PARTS}
-  t = time.perf_counter()
-  for i, name in enumerate(names):
-    log(f'setting {i + 1} of {len(names)}: {name} {changes(grid[name])}')
+  t, mapping = time.perf_counter(), 0.0
+  for used in dict.fromkeys(stages.map_of(name, grid[name]) for name in names):  # one kind of map at a time
     for part in PARTS:
-      table[part][name] = localise_part(config, name, part, records[part], *maps[part], workdir, log)
-  seconds['localisation'] = time.perf_counter() - t
+      tm = time.perf_counter()
+      if used == 'gradient':
+        part_maps_, key = gradient[part][:2]
+      else:
+        part_maps_, key, _ = part_maps(config, model, mean, std, part, records[part], workdir, used,
+                                       gradient[part][0]['top_classes'], log)
+        seconds[f'maps_{used}_{part}'] = time.perf_counter() - tm
+        mapping += seconds[f'maps_{used}_{part}']
+      if config.get('localise_size'):
+        part_maps_ = _on_photos(part_maps_, records[part]['photos'].shape[1:3])
+      for name in names:
+        if stages.map_of(name, grid[name]) == used:
+          log(f'{part}: {name} {changes(grid[name])}')
+          table[part][name] = localise_part(config, name, part, records[part], part_maps_, key, workdir, log)
+  table = {part: {name: table[part][name] for name in names} for part in PARTS}
+  seconds['localisation'] = time.perf_counter() - t - mapping
   criterion = [tuple(c) for c in config.sweep.criterion]
   selected = choose(table['selection'], criterion, grid)  # the selection part alone
 

@@ -1,0 +1,34 @@
+"""The ILSVRC protocol's cost, before and after, in one run on the same images.
+
+  python experiments/benchmark_protocol.py --config configs/benchmark_protocol.py --workdir runs/benchmark
+
+The main job of configs/ilsvrc_mobilenet_sample.py (maps of the top-5 classes and the true class,
+then every localisation method of the config) on the first `num_images` images of the ImageNet val
+sample, run `repeats` times for each of two configs, alternating:
+  before: the config as shipped before the protocol was sped up: the six localisation methods of that
+    config (the paper's GraphCut, the tuned GraphCut it then selected, thresholds 15% / 20%, full
+    image, centre), every true-class map computed and cut on its own;
+  after: the config as shipped (`configs/ilsvrc_mobilenet_sample.py`).
+Each run's seconds of maps + localisation (the stages the protocol times; data, class models and the
+Sect. 4 summary are off), images/s, and the median ratio after / before, to benchmark_protocol.json.
+Minutes on 2 CPU cores.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.data_dir = '../shared/data'
+  config.num_images = 96
+  config.repeats = 2
+  config.before_localise = {
+      'graphcut': {'method': 'graphcut'},
+      'graphcut_smoothed_all_soft': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all',
+                                     'seeds': 'soft'},
+      'threshold_15': {'method': 'threshold', 'threshold': 0.15},
+      'threshold_20': {'method': 'threshold', 'threshold': 0.2},
+      'full_image': {'method': 'full'},
+      'centre': {'method': 'centre', 'centre_fraction': 0.5},
+  }
+  return config
