@@ -25,8 +25,9 @@ Variants:
     crossed with the cuts (`STUDY_CUTS`): settings named 'map/cut'. Each map of the top-5 classes
     and the true class as the paper takes them (10 crops) where that is cheap enough on 2 CPU cores;
     the methods that cost many passes per class (SmoothGrad, Integrated Gradients, occlusion) and the
-    ReLU-rule maps on the centre crop alone (`STUDY_MAPS`: what each takes). GraphCut cuts every map
-    with the paper's settings; its tuned variant only the paper's gradient and Grad-CAM maps.
+    ReLU-rule maps on the centre crop alone, with few samples / steps / patches (`STUDY_MAPS`). The
+    thresholds cut every map; GraphCut (seconds per map, most of the study's time) the maps of
+    `GRAPHCUT_MAPS`: the paper's gradient and the Grad-CAM maps.
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: see the README.
 """
@@ -93,8 +94,8 @@ IMAGENET = ('paper', 'pairwise_25', 'smoothing_5', 'component_all', 'soft_seeds'
 # pass per class and crop like the gradient's).
 STUDY_MAPS = {
     'gradient_x_input': {'method': 'gradient_x_input', 'crops': 'centre'},
-    'smoothgrad': {'method': 'smoothgrad', 'crops': 'centre', 'samples': 5, 'noise': 0.15},
-    'integrated_gradients': {'method': 'integrated_gradients', 'crops': 'centre', 'steps': 5,
+    'smoothgrad': {'method': 'smoothgrad', 'crops': 'centre', 'samples': 3, 'noise': 0.15},
+    'integrated_gradients': {'method': 'integrated_gradients', 'crops': 'centre', 'steps': 3,
                              'rule': 'gauss_legendre'},
     'guided_backprop': {'method': 'guided_backprop', 'crops': 'centre'},
     'deconvnet': {'method': 'deconvnet', 'crops': 'centre'},
@@ -102,7 +103,7 @@ STUDY_MAPS = {
     'grad_cam_pw12': {'method': 'grad_cam', 'layer': 'conv_pw_12_relu'},  # 7 x 7, one block earlier
     'grad_cam_pw11': {'method': 'grad_cam', 'layer': 'conv_pw_11_relu'},  # 14 x 14
     'cam': {'method': 'cam'},
-    'occlusion': {'method': 'occlusion', 'crops': 'centre', 'patch': 48, 'stride': 24},
+    'occlusion': {'method': 'occlusion', 'crops': 'centre', 'patch': 64, 'stride': 40},
 }
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
@@ -112,15 +113,18 @@ STUDY_CUTS = {
                                    'seeds': 'soft'},
     **{f'threshold_{t}': {'method': 'threshold', 'threshold': t / 100} for t in (15, 20, 25, 30, 35, 40)},
 }
-TUNED_GRAPHCUT_MAPS = ('gradient', 'grad_cam', 'grad_cam_pw12', 'grad_cam_pw11')
+# The maps GraphCut cuts in the study (the paper's GraphCut; its tuned variant the first two only).
+GRAPHCUT_MAPS = ('gradient', 'grad_cam', 'grad_cam_pw12')
 
 
 def study_grid() -> dict:
-  """Every study map crossed with every cut ('map/cut'), and the full-image and centre boxes."""
+  """Every study map crossed with every cut ('map/cut'; GraphCut on `GRAPHCUT_MAPS`), and the
+  full-image and centre boxes."""
   grid = {}
   for name in ('gradient', *STUDY_MAPS):
     for cut, settings in STUDY_CUTS.items():
-      if cut == 'graphcut_smoothed_all_soft' and name not in TUNED_GRAPHCUT_MAPS:
+      if cut.startswith('graphcut') and (name not in GRAPHCUT_MAPS or (
+          cut != 'graphcut' and name not in GRAPHCUT_MAPS[:2])):
         continue
       grid[f'{name}/{cut}'] = {**settings, **({'map': name} if name != 'gradient' else {})}
   grid['full_image'] = {'method': 'full'}

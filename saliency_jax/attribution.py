@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import deconvnet, graph, parallel, saliency
+from saliency_jax import deconvnet, graph, parallel, rules, saliency
 
 INPUT_SPACE = ('gradient', 'gradient_x_input', 'smoothgrad', 'integrated_gradients', 'guided_backprop',
                'deconvnet')
@@ -43,8 +43,10 @@ IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
 
 
 def _prepare(model, images, labels):
+  """(model as `rules.as_model` gives it, images, labels), checked."""
+  model = rules.as_model(model, images)
   saliency.check_eval_mode(model)
-  return saliency.check_batch(model, images, labels)
+  return (model, *saliency.check_batch(model, images, labels))
 
 
 def _one_hot_vjp(model, x, labels, relu=jax.nn.relu):
@@ -63,6 +65,7 @@ def gradient(model, images, labels, *, chunk_size: int | None = None) -> jax.Arr
 
 def gradient_x_input(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
   """I * dS_c/dI [B, H, W, C] (Shrikumar et al. 2016); 'input' is the model-space image."""
+  model = rules.as_model(model, images)
   images = saliency.check_images(model, images)
   return images * saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
 
@@ -110,7 +113,7 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
   chunk go through one forward and one backward pass (memory: chunk_size x samples images).
   noise = 0 gives the plain gradient.
   """
-  images, labels = _prepare(model, images, labels)
+  model, images, labels = _prepare(model, images, labels)
   if samples < 1 or noise < 0:
     raise ValueError(f'smoothgrad needs samples >= 1 and noise >= 0, got samples {samples}, noise {noise}')
   key = jax.random.key(0) if key is None else key
@@ -156,7 +159,7 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
   points of a chunk are one forward and one backward pass (memory: chunk_size x steps images).
   Completeness: the attributions sum to S_c(x) - S_c(x') up to the quadrature error.
   """
-  images, labels = _prepare(model, images, labels)
+  model, images, labels = _prepare(model, images, labels)
   alphas, weights = path_points(steps, rule)
   if baseline is None:
     baselines = jnp.zeros_like(images)
@@ -209,29 +212,72 @@ def _upsample(maps, hw):
   return jax.image.resize(maps, (maps.shape[0], *hw), 'bilinear')
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'upsample'), compiler_options=saliency.COMPILER_OPTIONS)
-def _grad_cam(model, images, labels, *, layer, upsample):
-  features, head = split(model, layer)
-  a = features(images)
+@jax.tree_util.register_pytree_node_class
+class Parts:
+  """A network cut at a layer, for the layer methods: `features(x)` [B, h, w, C'] is the layer's output
+  and `head(a)` the scores computed from it. Either a model with a layer graph and the layer's name
+  (`split`), or two callables given by the user (`rules.Function`s: their weights are leaves)."""
+
+  def __init__(self, model=None, layer=None, feature_fn=None, head_fn=None):
+    self.model, self.layer, self.feature_fn, self.head_fn = model, layer, feature_fn, head_fn
+
+  def features(self, x):
+    return split(self.model, self.layer)[0](x) if self.model is not None else self.feature_fn(x)
+
+  def head(self, a):
+    return split(self.model, self.layer)[1](a) if self.model is not None else self.head_fn(a)
+
+  def tree_flatten(self):
+    return (self.model, self.feature_fn, self.head_fn), self.layer
+
+  @classmethod
+  def tree_unflatten(cls, layer, children):
+    return cls(children[0], layer, children[1], children[2])
+
+
+def parts(model, layer, images, method: str = 'Grad-CAM') -> Parts:
+  """`Parts` of `model` at `layer`: a layer name of its graph (None: `default_layer`), or, for any
+  model, a pair (features, head) of callables with head(features(x)) the scores."""
+  if isinstance(layer, tuple | list):
+    if len(layer) != 2 or not all(callable(f) for f in layer):
+      raise ValueError(f'{method}: layer must be a layer name or a pair (features, head) of callables, got '
+                       f'{layer!r}')
+    features = rules.as_model(layer[0], images)
+    a = jax.eval_shape(lambda f, x: f(x), features, images)
+    return Parts(feature_fn=features, head_fn=rules.as_model(layer[1], a))
+  if isinstance(model, rules.Function):
+    raise ValueError(f'{method} on a model without a layer graph (any JAX callable) needs the layer it '
+                     f'reads: layer=(features, head), two callables with head(features(x)) == model(x) and '
+                     f'features(x) [B, h, w, C]' + (', or for CAM layer=(features, weights [C, K])'
+                                                     if method == 'CAM' else ''))
+  return Parts(model=model, layer=default_layer(model) if layer is None else layer)
+
+
+def _grad_cam_maps(p: Parts, images, labels, upsample):
+  a = p.features(images)
   if a.ndim != 4:
-    raise ValueError(f'Grad-CAM needs a spatial layer [B, h, w, C]; {layer!r} gives shape {a.shape}')
-  scores, vjp = jax.vjp(head, a)
+    raise ValueError(f'Grad-CAM needs a spatial layer [B, h, w, C]; {p.layer or "features"!r} gives shape '
+                     f'{a.shape}')
+  scores, vjp = jax.vjp(p.head, a)
   (g,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
   alpha = g.mean(axis=(1, 2))  # [B, C']: the channel weights
   cam = jax.nn.relu(jnp.einsum('bhwc,bc->bhw', a, alpha))
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 
 
-def grad_cam(model, images, labels, *, layer: str | None = None, upsample: bool = True,
+_grad_cam = jax.jit(_grad_cam_maps, static_argnames=('upsample',), compiler_options=saliency.COMPILER_OPTIONS)
+
+
+def grad_cam(model, images, labels, *, layer=None, upsample: bool = True,
              chunk_size: int | None = None) -> jax.Array:
   """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A_k), alpha_k = mean_ij dS_c/dA_kij.
 
-  A: the activations of `layer` (a name of `deconvnet.layer_names(model)`; default `default_layer`).
-  Returns [B, H, W] (bilinearly upsampled) or, with upsample=False, [B, h, w].
+  A: the activations of `layer`: a name of `deconvnet.layer_names(model)` (default `default_layer`), or,
+  on any model, a pair (features, head) of callables (`parts`). Returns [B, H, W] (bilinearly
+  upsampled) or, with upsample=False, [B, h, w].
   """
-  images, labels = _prepare(model, images, labels)
-  layer = default_layer(model) if layer is None else layer
-  fn = functools.partial(_grad_cam, model, layer=layer, upsample=upsample)
+  model, images, labels = _prepare(model, images, labels)
+  fn = functools.partial(_grad_cam, parts(model, layer, images), upsample=upsample)
   return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
 
 
@@ -254,54 +300,71 @@ def classifier(model) -> tuple[str, jax.Array]:
   return model_steps[pools[-1] - 1].name, kernel.reshape(-1, kernel.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'upsample'), compiler_options=saliency.COMPILER_OPTIONS)
-def _cam(model, images, labels, *, layer, upsample):
-  features, _ = split(model, layer)
-  a = features(images)
-  w = classifier(model)[1][:, labels].T  # [B, C']
-  cam = jnp.einsum('bhwc,bc->bhw', a, w)
+def cam_parts(model, layer, images) -> tuple[Parts, jax.Array]:
+  """CAM's (`Parts` ending at the pooled layer, W [C', K]): from the layer graph (`classifier`), or, on
+  any model, layer=(features, W)."""
+  if isinstance(layer, tuple | list) and len(layer) == 2 and callable(layer[0]) and not callable(layer[1]):
+    w = jnp.asarray(layer[1])
+    if w.ndim != 2:
+      raise ValueError(f'CAM: the weights of layer=(features, weights) must be [C, K], got shape {w.shape}')
+    return parts(model, (layer[0], lambda a: a.mean(axis=(1, 2)) @ w), images, 'CAM'), w
+  if isinstance(model, rules.Function):
+    raise ValueError('CAM on a model without a layer graph (any JAX callable) needs layer=(features, '
+                     'weights): features(x) [B, h, w, C] the input of the global average pooling, '
+                     'weights [C, K] the linear classifier after it')
+  if layer is not None:
+    raise ValueError("CAM's layer is the input of the classifier's pooling; give no layer")
+  name, w = classifier(model)
+  return Parts(model=model, layer=name), w
+
+
+def _cam_maps(p: Parts, w, images, labels, upsample):
+  a = p.features(images)
+  cam = jnp.einsum('bhwc,bc->bhw', a, w[:, labels].T)
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 
 
-def cam(model, images, labels, *, upsample: bool = True, chunk_size: int | None = None) -> jax.Array:
+_cam = jax.jit(_cam_maps, static_argnames=('upsample',), compiler_options=saliency.COMPILER_OPTIONS)
+
+
+def cam(model, images, labels, *, layer=None, upsample: bool = True,
+        chunk_size: int | None = None) -> jax.Array:
   """Class activation maps (Zhou et al. 2016): sum_k w_kc A_k [B, H, W] (or [B, h, w]), for nets
   whose scores are a linear layer on globally average-pooled maps A (SmallConvNet without hidden
-  layers, CifarResNet, MobileNet; see `classifier`). The mean of the un-upsampled map plus the class
-  bias is the score."""
-  images, labels = _prepare(model, images, labels)
-  layer, _ = classifier(model)
-  fn = functools.partial(_cam, model, layer=layer, upsample=upsample)
+  layers, CifarResNet, MobileNet; see `classifier`); on any model, layer=(features, W [C', K]). The
+  mean of the un-upsampled map plus the class bias is the score."""
+  model, images, labels = _prepare(model, images, labels)
+  p, w = cam_parts(model, layer, images)
+  fn = functools.partial(_cam, p, w, upsample=upsample)
   return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
 
 
 CLASS_MAP_METHODS = ('grad_cam', 'cam', 'occlusion')
 
 
-@functools.partial(jax.jit, static_argnames=('method', 'layer', 'crop_hw'),
-                   compiler_options=saliency.COMPILER_OPTIONS)
-def _class_region_maps(model, images, classes, *, method, layer, crop_hw):
-  features, head = split(model, layer)
-  h, w = images.shape[1:3]
-  size = crop_hw or (h, w)
+@functools.partial(jax.jit, static_argnames=('method', 'crop_hw'), compiler_options=saliency.COMPILER_OPTIONS)
+def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
+  h, wd = images.shape[1:3]
+  size = crop_hw or (h, wd)
 
   def one(image, chosen):
     crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
-    a = features(crops)  # [n, h', w', C']
+    a = p.features(crops)  # [n, h', w', C']
     if method == 'cam':
-      maps = jnp.einsum('nhwc,ck->knhw', a, classifier(model)[1][:, chosen])
+      maps = jnp.einsum('nhwc,ck->knhw', a, w[:, chosen])
     else:  # Grad-CAM: one forward pass of the head, a vmapped backward pass per class
-      scores, vjp = jax.vjp(head, a)
+      scores, vjp = jax.vjp(p.head, a)
       cotangents = jnp.broadcast_to(jax.nn.one_hot(chosen, scores.shape[-1], dtype=scores.dtype)[:, None],
                                     (chosen.shape[0], *scores.shape))
       (g,) = jax.vmap(vjp)(cotangents)  # [k, n, h', w', C']
       maps = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
     maps = jax.image.resize(maps, (*maps.shape[:2], *size), 'bilinear')
-    return maps[:, 0] if crop_hw is None else jax.vmap(saliency.uncrop, in_axes=(0, None))(maps, (h, w))
+    return maps[:, 0] if crop_hw is None else jax.vmap(saliency.uncrop, in_axes=(0, None))(maps, (h, wd))
 
   return jax.vmap(one)(images, classes)
 
 
-def class_region_maps(method: str, model, images, classes, *, layer: str | None = None, crop_size=None,
+def class_region_maps(method: str, model, images, classes, *, layer=None, crop_size=None,
                       chunk_size: int | None = None, **settings) -> jax.Array:
   """Grad-CAM, CAM or occlusion maps of k classes per image, taken as the paper takes its saliency maps
   (`saliency.class_saliency`): classes [B, k] -> maps [B, k, H, W]; one forward pass per image (or per
@@ -311,11 +374,12 @@ def class_region_maps(method: str, model, images, classes, *, layer: str | None 
   Each class's map equals `grad_cam` / `cam` / `occlusion` of that class (upsampled to the input, or to
   the crop and then, with `crop_size`, averaged over the 10 crops placed back in image coordinates, as
   `saliency.uncrop` does; occlusion takes no crops: 10x its forward passes). CAM's and occlusion's maps
-  are signed (`to_map` takes their positive part); `layer` is Grad-CAM's (default `default_layer`), CAM's
-  is fixed by its classifier; `settings`: occlusion's patch, stride and value.
+  are signed (`to_map` takes their positive part); `layer` as `grad_cam` / `cam` take it; `settings`:
+  occlusion's patch, stride and value.
   """
   if method not in CLASS_MAP_METHODS:
     raise ValueError(f'method must be one of {CLASS_MAP_METHODS}, got {method!r}')
+  model = rules.as_model(model, images)
   saliency.check_eval_mode(model)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
@@ -334,13 +398,12 @@ def class_region_maps(method: str, model, images, classes, *, layer: str | None 
                            **{'patch': 8, 'stride': 4, 'value': 0.0, **settings})
   if settings:
     raise ValueError(f'{method} takes no settings {sorted(settings)}')
+  example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
   if method == 'cam':
-    if layer is not None:
-      raise ValueError("CAM's layer is the input of the classifier's pooling; give no layer")
-    layer = classifier(model)[0]
-  elif layer is None:
-    layer = default_layer(model)
-  fn = functools.partial(_class_region_maps, model, method=method, layer=layer, crop_hw=crop_hw)
+    p, w = cam_parts(model, layer, example)
+  else:
+    p, w = parts(model, layer, example), None
+  fn = functools.partial(_class_region_maps, p, w, method=method, crop_hw=crop_hw)
   return parallel.chunked(fn, (images, classes), chunk_size)
 
 
@@ -385,7 +448,7 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
   """Occlusion sensitivity (Zeiler & Fergus 2014) [B, H, W]: the drop of S_c when a `patch` square
   is set to `value` (0: the training mean in model space), averaged over the patches covering each
   pixel. All patches of a chunk are one batch of forward passes (memory: chunk_size x patches)."""
-  images, labels = _prepare(model, images, labels)
+  model, images, labels = _prepare(model, images, labels)
   return _occlusion_maps(model, images, labels[:, None], patch=patch, stride=stride, value=value,
                          chunk_size=chunk_size)[:, 0]
 

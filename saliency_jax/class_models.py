@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from saliency_jax import parallel, saliency
+from saliency_jax import parallel, rules, saliency
 
 OBJECTIVES = ('score', 'softmax')
 OPTIMIZERS = ('sgd', 'adam')
@@ -111,6 +111,7 @@ def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int
   if len(image_shape) != 3:
     raise ValueError(f'image_shape must be (H, W, C), got {image_shape}')
   classes = jnp.asarray(classes, jnp.int32).reshape(-1)
+  model = rules.as_model(model, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
   saliency.check_eval_mode(model)
   num_classes = jax.eval_shape(lambda x: model(x),
                                jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)).shape[-1]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import class_models, graph, metrics, models, parallel, saliency
+from saliency_jax import class_models, graph, metrics, models, parallel, rules, saliency
 
 # ------------------------------------------------------------------------- deletion / insertion
 
@@ -56,6 +56,7 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
     raise ValueError(f"output must be 'probability' or 'score', got {output!r}")
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
+  model = rules.as_model(model, images)
   saliency.check_eval_mode(model)
   images, labels = saliency.check_batch(model, images, labels)
   maps = np.asarray(maps)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import parallel
+from saliency_jax import parallel, rules
 
 NUM_CROPS = 10
 
@@ -35,6 +35,11 @@ def check_eval_mode(model) -> None:
   """Raises if a module is in training mode. Called while tracing: the modes are static
   attributes of the model's pytree, so a mode change retraces and is checked again, and a
   call with a traced model pays nothing for the check."""
+  if isinstance(model, rules.Function):  # any JAX callable: the NNX modules it holds
+    for inner in model.consts:
+      if isinstance(inner, nnx.Module):
+        check_eval_mode(inner)
+    return
   for path, module in nnx.iter_modules(model):
     training = (isinstance(module, nnx.BatchNorm) and not module.use_running_average) or (
         isinstance(module, nnx.Dropout) and not module.deterministic and module.rate > 0)
@@ -274,6 +279,7 @@ def _relu(relu):
 
 def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Array:
   """Unnormalised class scores [B, K] for images [B, H, W, C] (one jitted forward per chunk)."""
+  model = rules.as_model(model, images)
   images = check_images(model, images)
   check_input_size(model, images.shape[1:3])
   return parallel.chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
@@ -285,6 +291,7 @@ def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None 
   One forward and one backward pass per chunk of `chunk_size` images (default: all at once).
   `relu`: the ReLU to run the model with (e.g. a custom backward rule); default `jax.nn.relu`.
   """
+  model = rules.as_model(model, images)
   images, labels = check_batch(model, images, labels)
   fn = functools.partial(_input_gradients, model, relu=_relu(relu))
   return parallel.chunked(fn, (images, labels), chunk_size)
@@ -303,6 +310,7 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None,
   their reflections, one vmapped batch) placed back in image coordinates, and each score the
   10-crop average score. Per chunk: one forward pass and k backward passes.
   """
+  model = rules.as_model(model, images)
   images = check_images(model, images)
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
@@ -324,6 +332,7 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
   Classes are ranked by score (10-crop averaged when `crop_size` is given). Returns
   (classes [B, k] int32, scores [B, k], maps [B, k, H, W]); maps as in `class_saliency`.
   """
+  model = rules.as_model(model, images)
   images = check_images(model, images)
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
@@ -336,6 +345,7 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
 
 def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array:
   """One image [H, W, C] -> its 10-crop averaged saliency map [H, W] for class `label`."""
+  model = rules.as_model(model, image[None] if np.ndim(image) == 3 else image)
   image = check_images(model, image, rank=3)
   return ten_crop_saliency_batch(model, image[None], jnp.asarray([label]), crop_size=crop_size,
                                  relu=relu)[0]
@@ -344,6 +354,7 @@ def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array
 def ten_crop_saliency_batch(model, images, labels, *, crop_size, relu=None,
                             chunk_size: int | None = None) -> jax.Array:
   """Images [B, H, W, C] -> 10-crop averaged saliency maps [B, H, W] for `labels` [B]."""
+  model = rules.as_model(model, images)
   labels = np.asarray(labels)
   if labels.ndim != 1:
     raise ValueError(f'labels must be [B] class indices, got shape {labels.shape}')

@@ -1,0 +1,327 @@
+"""ReLU backward rules on any JAX model, by transforming its program: no hooks, no model edits.
+
+The package's own networks take the rule as an argument (`model(x, relu=rule)`). Any other model, a
+plain function `f(x [B, H, W, C]) -> scores [B, K]`, a `functools.partial(linen_module.apply, params)`
+or an NNX module whose `__call__` takes no `relu`, is traced to a jaxpr, and every rectification
+found in it is replaced by the rule (`with_relu`). `as_model` wraps such a callable so that every
+function of the package can call it as `model(x, relu=rule)`.
+
+Recognised rectifications (counted by `count`):
+  * `jax.nn.relu` (flax's `nn.relu` / `nnx.relu`): its custom-JVP call;
+  * `max(x, 0)` in either order (`jnp.maximum(x, 0.)`, against a zero literal or broadcast zeros);
+  * `jax.nn.relu6`: a clipped ReLU, min(rule(x), 6);
+inside nested jit, custom_jvp / custom_vjp functions, remat, scan, while and cond. Leaky ReLU, ELU,
+GELU, SiLU, softplus, tanh and sigmoid are not rectifiers and are left alone; a rule other than the
+gradient's on a program with no rectification is an error that names the nonlinearities it has.
+Forms not recognised: a ReLU written as x * (x > 0) or with `jnp.where`.
+"""
+
+import functools
+import inspect
+
+import jax
+import jax.extend as jex
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+RECTIFIERS = ('relu', 'relu6')
+CALLS = ('pjit', 'jit', 'closed_call', 'core_call', 'remat', 'remat2', 'checkpoint', 'custom_jvp_call',
+         'custom_vjp_call', 'custom_vjp_call_jaxpr', 'custom_lin')
+OTHER_NONLINEARITIES = ('tanh', 'logistic', 'erf', 'exp', 'log1p', 'leaky_relu', 'elu', 'gelu', 'silu',
+                        'softplus', 'celu', 'selu')
+
+
+def _is_literal_zero(v) -> bool:
+  return isinstance(v, jex.core.Literal) and np.ndim(v.val) == 0 and float(v.val) == 0.0
+
+
+def _inner(eqn):
+  """The (jaxpr, consts) a call-like equation runs, or None."""
+  for key in ('jaxpr', 'call_jaxpr', 'fun_jaxpr'):
+    sub = eqn.params.get(key)
+    if isinstance(sub, jex.core.ClosedJaxpr):
+      return sub.jaxpr, sub.consts
+    if isinstance(sub, jex.core.Jaxpr):
+      return sub, ()
+  return None
+
+
+def _rectifier(eqn, zeros) -> str | None:
+  """'relu' / 'relu6' when the equation is a rectification (see the module docstring), else None."""
+  name = eqn.primitive.name
+  if name == 'custom_jvp_call':  # jax.nn.relu / relu6: a custom-JVP call of one jit named so
+    inner = eqn.params['call_jaxpr'].jaxpr.eqns
+    one_jit = len(inner) == 1 and inner[0].primitive.name in ('pjit', 'jit')
+    called = inner[0].params.get('name') if one_jit else None
+    return called if called in RECTIFIERS else None
+  if name == 'max' and len(eqn.invars) == 2:
+    a, b = eqn.invars
+    if not jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating):
+      return None
+    if (_is_literal_zero(a) or a in zeros) != (_is_literal_zero(b) or b in zeros):
+      return 'relu'
+  return None
+
+
+def _zero_broadcast(eqn) -> bool:
+  return eqn.primitive.name == 'broadcast_in_dim' and _is_literal_zero(eqn.invars[0])
+
+
+def _scan_jaxpr(jaxpr, found: dict) -> None:
+  """Counts rectifications by kind and other nonlinearities in a jaxpr and all its sub-jaxprs."""
+  zeros = set()
+  for eqn in jaxpr.eqns:
+    if _zero_broadcast(eqn):
+      zeros.add(eqn.outvars[0])
+    kind = _rectifier(eqn, zeros)
+    if kind:
+      found[kind] = found.get(kind, 0) + 1
+      continue
+    name = eqn.params.get('name') if eqn.primitive.name in ('pjit', 'jit') else eqn.primitive.name
+    if name in OTHER_NONLINEARITIES:
+      found.setdefault('other', set()).add(name)
+    for sub in _subjaxprs(eqn):
+      _scan_jaxpr(sub, found)
+
+
+def _subjaxprs(eqn):
+  for value in eqn.params.values():
+    for v in value if isinstance(value, tuple | list) else (value,):
+      if isinstance(v, jex.core.ClosedJaxpr):
+        yield v.jaxpr
+      elif isinstance(v, jex.core.Jaxpr):
+        yield v
+
+
+def _has_rectifier(jaxpr) -> bool:
+  found = {}
+  _scan_jaxpr(jaxpr, found)
+  return any(found.get(k) for k in RECTIFIERS)
+
+
+def _closed_parts(closed):
+  return (closed.jaxpr, closed.consts) if isinstance(closed, jex.core.ClosedJaxpr) else (closed, ())
+
+
+def evaluate(jaxpr, consts, args, relu, counter=None) -> list:
+  """Runs a jaxpr with every rectification replaced by `relu` (relu6 by min(relu(x), 6)); `counter`
+  (a list) gets one entry per replaced site, in program order (a site inside a loop counts once)."""
+  env = {}
+  zeros = set()
+
+  def read(v):
+    return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+  def write(v, x):
+    if type(v).__name__ != 'DropVar':
+      env[v] = x
+
+  for v, x in zip(jaxpr.constvars, consts):
+    write(v, x)
+  for v, x in zip(jaxpr.invars, args):
+    write(v, x)
+  for eqn in jaxpr.eqns:
+    if _zero_broadcast(eqn):
+      zeros.add(eqn.outvars[0])
+    invals = [read(v) for v in eqn.invars]
+    kind = _rectifier(eqn, zeros)
+    name = eqn.primitive.name
+    if kind:
+      if counter is not None:
+        counter.append(kind)
+      if name == 'max':
+        x = invals[1] if (_is_literal_zero(eqn.invars[0]) or eqn.invars[0] in zeros) else invals[0]
+        x = jnp.broadcast_to(x, eqn.outvars[0].aval.shape).astype(eqn.outvars[0].aval.dtype)
+      else:
+        x = invals[0]
+      out = relu(x)
+      outs = [jnp.minimum(out, 6.0).astype(out.dtype) if kind == 'relu6' else out]
+    elif name in CALLS and _inner(eqn) is not None and _has_rectifier(_inner(eqn)[0]):
+      sub, sub_consts = _inner(eqn)
+      n = len(sub.invars)
+      outs = evaluate(sub, sub_consts, invals[len(invals) - n:], relu, counter)
+    elif name == 'scan' and _has_rectifier(eqn.params['jaxpr'].jaxpr):
+      outs = _scan(eqn, invals, relu, counter)
+    elif name == 'while' and (_has_rectifier(eqn.params['body_jaxpr'].jaxpr)
+                              or _has_rectifier(eqn.params['cond_jaxpr'].jaxpr)):
+      outs = _while(eqn, invals, relu, counter)
+    elif name == 'cond' and any(_has_rectifier(b.jaxpr) for b in eqn.params['branches']):
+      outs = _cond(eqn, invals, relu, counter)
+    else:
+      params = eqn.primitive.get_bind_params(eqn.params)
+      subfuns, params = params if isinstance(params, tuple) else ((), params)
+      with eqn.ctx.manager:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+      outs = out if eqn.primitive.multiple_results else [out]
+    for v, x in zip(eqn.outvars, outs):
+      write(v, x)
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _scan(eqn, invals, relu, counter):
+  p = eqn.params
+  body, body_consts = _closed_parts(p['jaxpr'])
+  nc, ncarry = p['num_consts'], p['num_carry']
+  consts, carry, xs = invals[:nc], invals[nc:nc + ncarry], invals[nc + ncarry:]
+  sites = []
+
+  def step(c, x):
+    outs = evaluate(body, body_consts, [*consts, *c, *x], relu, sites)
+    return outs[:ncarry], outs[ncarry:]
+
+  carry, ys = jax.lax.scan(step, carry, xs, length=p['length'], reverse=p['reverse'], unroll=p['unroll'])
+  if counter is not None:
+    counter.extend(sites)
+  return [*carry, *ys]
+
+
+def _while(eqn, invals, relu, counter):
+  p = eqn.params
+  cond, cond_consts = _closed_parts(p['cond_jaxpr'])
+  body, body_consts = _closed_parts(p['body_jaxpr'])
+  nc, nb = p['cond_nconsts'], p['body_nconsts']
+  cc, bc, init = invals[:nc], invals[nc:nc + nb], invals[nc + nb:]
+  sites = []
+
+  def cond_fn(c):
+    return evaluate(cond, cond_consts, [*cc, *c], relu, sites)[0]
+
+  def body_fn(c):
+    return evaluate(body, body_consts, [*bc, *c], relu, sites)
+
+  out = jax.lax.while_loop(cond_fn, body_fn, list(init))
+  if counter is not None:
+    counter.extend(sites)
+  return out
+
+
+def _cond(eqn, invals, relu, counter):
+  index, ops = invals[0], invals[1:]
+  sites = []
+
+  def branch(closed, *args):
+    return evaluate(*_closed_parts(closed), list(args), relu, sites)
+
+  out = jax.lax.switch(index, [functools.partial(branch, b) for b in eqn.params['branches']], *ops)
+  if counter is not None:
+    counter.extend(sites)
+  return out
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def count(fn, x) -> dict:
+  """The rectifications of fn's program at input x (traced, not run): {'relu': n, 'relu6': n, 'other':
+  sorted names of the other nonlinearities found (tanh, gelu, ...)}."""
+  closed = jax.make_jaxpr(fn)(x)
+  found = {}
+  _scan_jaxpr(closed.jaxpr, found)
+  return {'relu': found.get('relu', 0), 'relu6': found.get('relu6', 0),
+          'other': sorted(found.get('other', ()))}
+
+
+def with_relu(fn, relu):
+  """fn(x) with every rectification of its program replaced by `relu` (a ReLU with a custom backward
+  rule, e.g. `deconvnet.deconvnet_relu`); fn itself for `jax.nn.relu`. The program is traced at each
+  call (under jit: once per input shape). A rule other than jax.nn.relu on a program with no
+  rectification is a ValueError naming the nonlinearities the program has."""
+  if relu is jax.nn.relu:
+    return fn
+
+  @functools.wraps(fn)
+  def transformed(x):
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(x)
+    sites = []
+    out = evaluate(closed.jaxpr, closed.consts, [x], relu, sites)
+    if not sites:
+      found = {}
+      _scan_jaxpr(closed.jaxpr, found)
+      other = ', '.join(sorted(found.get('other', ()))) or 'none recognised'
+      name = getattr(relu, '__name__', repr(relu))
+      raise ValueError(f'relu={name} asks for a ReLU backward rule, but the model has no ReLUs: its program '
+                       f'has no rectification (jax.nn.relu, max(x, 0), relu6); its nonlinearities: {other}. '
+                       'The rule would change nothing (leaky ReLU, GELU, SiLU, tanh are not rectifiers)')
+    return jax.tree.unflatten(jax.tree.structure(shape), out)
+
+  return transformed
+
+
+def accepts_relu(model) -> bool:
+  """Whether `model(x, relu=...)` is the model's own way to take a ReLU rule (an explicit `relu`
+  parameter, as every network of this package has)."""
+  try:
+    parameters = inspect.signature(model).parameters
+  except (TypeError, ValueError):
+    return False
+  return 'relu' in parameters and parameters['relu'].kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                               inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _call(x, fn):
+  return fn(x)
+
+
+@jax.tree_util.register_pytree_node_class
+class Function:
+  """Any JAX callable as a model of this package; `Function(...)(x, relu=rule)` applies the rule by
+  `with_relu`. A pytree whose leaves are the callable's weights, so that jitted functions take them as
+  arguments, never as constants: `consts`, passed to `fn(x, *consts)`, and `hoisted`, the arrays a
+  closure closes over, matched by identity in each trace of `fn(x)` and replaced by the leaves. Build
+  it with `as_model`."""
+
+  def __init__(self, fn, consts=(), hoisted=(), ids=()):
+    self.fn, self.consts, self.hoisted, self.ids = fn, tuple(consts), tuple(hoisted), tuple(ids)
+
+  def __call__(self, x, *, relu=jax.nn.relu):
+    return with_relu(self.apply, relu)(x)
+
+  def apply(self, x):
+    """The callable itself: fn(x, *consts), its closed-over weights read from the leaves."""
+    if not self.ids:
+      return self.fn(x, *self.consts)
+    closed, shape = jax.make_jaxpr(self.fn, return_shape=True)(x)
+    where = {i: n for n, i in enumerate(self.ids)}
+    consts = [self.hoisted[where[id(c)]] if id(c) in where else c for c in closed.consts]
+    out = jex.core.jaxpr_as_fun(jex.core.ClosedJaxpr(closed.jaxpr, consts))(x)
+    return jax.tree.unflatten(jax.tree.structure(shape), out)
+
+  def tree_flatten(self):
+    return (self.consts, self.hoisted), (self.fn, self.ids)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    return cls(aux[0], children[0], children[1], aux[1])
+
+  def __repr__(self):
+    inner = self.consts[0] if self.fn is _call else self.fn
+    return f'Function({getattr(inner, "__name__", type(inner).__name__)})'
+
+
+def _is_array(x) -> bool:
+  return isinstance(x, jax.Array | np.ndarray | np.generic)
+
+
+def as_model(model, example=None):
+  """`model` as this package calls models, `model(x, *, relu=...)`:
+  * a model that takes `relu` (this package's networks), or a `Function`: itself;
+  * a pytree whose leaves are all arrays (an NNX module, `functools.partial(linen_module.apply, params)`):
+    a `Function` holding it as its argument;
+  * any other callable (a lambda or function closing over its weights): traced once at `example` (an
+    input array, or a jax.ShapeDtypeStruct); the arrays its program closes over become the `Function`'s
+    leaves (each later trace, at any batch size, finds them again by identity).
+  """
+  if isinstance(model, Function) or accepts_relu(model):
+    return model
+  if not callable(model):
+    raise TypeError(f'a model must be callable as model(x) -> scores [B, K], got {type(model).__name__}')
+  leaves = jax.tree.leaves(model)
+  if isinstance(model, nnx.Module) or (leaves and all(_is_array(x) for x in leaves)):
+    return Function(_call, (model,))
+  if example is None:
+    raise ValueError('a model that closes over its weights needs an example input to find them: '
+                     'as_model(model, images)')
+  spec = jax.ShapeDtypeStruct(np.shape(example), getattr(example, 'dtype', np.float32))
+  consts = [c for c in jax.make_jaxpr(model)(spec).consts if _is_array(c) and np.size(c) > 1]
+  return Function(model, hoisted=consts, ids=[id(c) for c in consts])
