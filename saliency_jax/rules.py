@@ -277,6 +277,13 @@ class Function:
   def __call__(self, x, *, relu=jax.nn.relu):
     return with_relu(self.apply, relu)(x)
 
+  def eval(self):
+    """Inference mode for the NNX modules it holds (as `nnx.Module.eval`); returns self."""
+    for inner in self.consts:
+      if isinstance(inner, nnx.Module):
+        inner.eval()
+    return self
+
   def apply(self, x):
     """The callable itself: fn(x, *consts), its closed-over weights read from the leaves."""
     if not self.ids:

@@ -1,6 +1,7 @@
 """The main job end to end on a tiny config: outputs, metrics against the localisation module, resume."""
 
 import json
+import pathlib
 
 import ml_collections
 import numpy as np
@@ -213,3 +214,25 @@ def test_other_maps_and_shared_true_class_maps(tmp_path):
   config.maps.grad_cam.crops = 'all'
   with pytest.raises(ValueError, match="config.maps.grad_cam: crops must be one of"):
     pipeline.run(config, tmp_path, log=lambda *_: None)
+
+
+def test_main_job_with_any_jax_model_from_the_config(tmp_path):
+  """config.checkpoint kind 'python': a function returning a linen net as a plain callable and its
+  preprocessing; the job maps, localises and compares the rules (by program transformation)."""
+  config = _tiny()
+  config.class_models.steps = 3
+  path = f'{pathlib.Path(__file__).parent}/foreign_model.py:build'
+  config.checkpoint = ml_collections.ConfigDict({'kind': 'python', 'path': path})
+  results = pipeline.run(config, tmp_path, log=lambda *_: None)
+  assert results['training']['steps'] == 0 and results['num_eval'] == 6
+  assert set(results['localisation']) == {'graphcut', 'full_image'}
+  sect4 = results['deconvnet_vs_gradient']
+  assert set(sect4['spearman']) == {'gradient_vs_deconvnet', 'gradient_vs_guided'}
+  assert 'deconvnet_explicit_vs_vjp_relative' not in sect4  # no layer graph: the maps only
+  assert len(results['class_models']['score']) == 3
+  config.data.mean, config.data.std = (0.4, 0.4, 0.4), (0.2, 0.2, 0.2)
+  with pytest.raises(ValueError, match='brings its preprocessing'):
+    pipeline.run(config, tmp_path / 'other', log=lambda *_: None)
+  config.checkpoint.path = 'foreign_model.py'
+  with pytest.raises(ValueError, match="must be 'module:function'"):
+    pipeline.run(config, tmp_path / 'third', log=lambda *_: None)

@@ -28,6 +28,18 @@ def test_readme_attribution_example_runs():
   assert scope['auc']['deletion'].shape == (4,) and scope['dreams'].shape == (10, 64, 64, 3)
 
 
+def test_readme_your_own_model_examples_run():
+  text = (ROOT / 'README.md').read_text()
+  blocks = re.findall(r'```python\n(.*?)```', text, re.S)
+  linen = next(b for b in blocks if 'class CNN(nn.Module)' in b)
+  nnx_example = next(b for b in blocks if 'class Net(nnx.Module)' in b)
+  scope = {}
+  exec(compile(linen, 'README.md', 'exec'), scope)
+  exec(compile(nnx_example, 'README.md', 'exec'), scope)
+  assert scope['maps'].shape == scope['guided'].shape == scope['cam'].shape == (4, 32, 32)
+  assert scope['ig'].shape == (4, 32, 32, 3) and scope['nnx_maps'].shape == (4, 32, 32)
+
+
 def _results_module():
   import importlib.util
   spec = importlib.util.spec_from_file_location('results', ROOT / 'experiments' / 'results.py')

@@ -7,6 +7,8 @@ attribution comparison are built from them; they import these stages, never each
 """
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -15,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from saliency_jax import attribution, deconvnet, localise, metrics, parallel, saliency, train, weights
+from saliency_jax import attribution, deconvnet, localise, metrics, parallel, rules, saliency, train, weights
 from saliency_jax.data import Subset, make_source, records, transforms
 
 
@@ -102,6 +104,30 @@ def skipped_records(data: dict) -> list[dict]:
   return records.unique(b for split in data.values() for b in split['bad'])
 
 
+def python_model(config) -> tuple:
+  """config.checkpoint kind 'python': `path` names a function, 'package.module:function' or
+  'path/to/file.py:function', that returns the model, any JAX callable f(x [B, H, W, C]) -> scores [B, K]
+  (`rules.as_model`), or (model, {'mean': (r, g, b), 'std': (r, g, b)}): its preprocessing, x = (image
+  in [0, 1] - mean) / std. Returns (model as `rules.as_model` gives it, preprocessing or None)."""
+  where, _, name = str(config.checkpoint.path).rpartition(':')
+  if not where or not name:
+    raise ValueError("config.checkpoint.path of kind 'python' must be 'module:function' or "
+                     f"'file.py:function', got {config.checkpoint.path!r}")
+  if where.endswith('.py'):
+    spec = importlib.util.spec_from_file_location(pathlib.Path(where).stem, pathlib.Path(where).expanduser())
+    if spec is None or not pathlib.Path(where).expanduser().is_file():
+      raise FileNotFoundError(f'config.checkpoint.path: no file {where}')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  else:
+    module = importlib.import_module(where)
+  built = getattr(module, name)()
+  model, preprocessing = built if isinstance(built, tuple) else (built, None)
+  size = config.get('crop_size') or config.data.image_size
+  model = rules.as_model(model, jax.ShapeDtypeStruct((1, size, size, 3), np.float32))
+  return model.eval(), preprocessing
+
+
 def pretrained(config):
   """The model of `config.checkpoint` (kind 'cifar_resnet', 'torchvision_vgg16' or 'tfjs_layers', path),
   in inference mode."""
@@ -111,7 +137,7 @@ def pretrained(config):
   loaders = {'cifar_resnet': weights.load_cifar_resnet, 'torchvision_vgg16': weights.load_torchvision_vgg16,
              'tfjs_layers': weights.load_tfjs_layers_model}
   if kind not in loaders:
-    raise ValueError(f'config.checkpoint.kind must be one of {sorted(loaders)}, got {kind!r}')
+    raise ValueError(f"config.checkpoint.kind must be one of {sorted(loaders) + ['python']}, got {kind!r}")
   model = loaders[kind](path)
   model.eval()
   return model
@@ -129,9 +155,17 @@ def class_names(config) -> list[str]:
   return [str(c) for c in range(config.num_classes)]
 
 
-def input_statistics(config, images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-  """The normalisation: config.data.mean / std, or the training set's mean colour and std 1 (the
-  paper's zero-centring)."""
+def input_statistics(config, images: np.ndarray | None, preprocessing=None) -> tuple[np.ndarray, np.ndarray]:
+  """The normalisation: config.data.mean / std, or a Python model's own (`python_model`), or the training
+  set's mean colour and std 1 (the paper's zero-centring)."""
+  if preprocessing is not None:
+    given = (np.asarray(preprocessing['mean'], np.float32), np.asarray(preprocessing['std'], np.float32))
+    if config.data.get('mean') is not None and not (np.allclose(given[0], config.data.mean)
+                                                    and np.allclose(given[1], config.data.std)):
+      raise ValueError(f'the model brings its preprocessing (mean {given[0].tolist()}, std '
+                       f'{given[1].tolist()}) and config.data sets another (mean {config.data.mean}, '
+                       f'std {config.data.std})')
+    return given
   if config.data.get('mean') is not None:
     return np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
   return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
@@ -147,7 +181,9 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
   t0 = time.perf_counter()
   data = load_data(config, workdir, log)
   seconds['data'] = time.perf_counter() - t0
-  mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None)
+  python = bool(config.get('checkpoint')) and config.checkpoint.kind == 'python'
+  model, preprocessing = python_model(config) if python else (None, None)
+  mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None, preprocessing)
   def prep(images):
     return transforms.normalise(images, mean, std)
   splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')
@@ -161,7 +197,7 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
 
   t0 = time.perf_counter()
   if config.get('checkpoint'):
-    model = pretrained(config)
+    model = model if python else pretrained(config)
     trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0,
                'test_accuracy': train.accuracy(model, splits['test']['images'], splits['test']['labels'],
                                                crop=config.get('eval_crop', 0))}
