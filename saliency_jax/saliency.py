@@ -1,9 +1,10 @@
 """Image-specific class saliency (paper Sect. 3.1): input gradients of unnormalised class scores.
 
 The score S_c is linearised around the image, S_c(I) ~ w^T I + b with w = dS_c/dI; the map is
-M_ij = max_c |w_ijc| (|w_ij| for a grey image). All functions here take an NNX model (any
-module called as `model(x, *, relu=...)` returning scores [B, K]) and pass it to `jax.jit` as an
-argument, never closed over, so that XLA does not constant-fold the weights.
+M_ij = max_c |w_ijc| (|w_ij| for a grey image). All functions here take a model called as
+`model(x, *, relu=...)` returning scores [B, K] (the package's networks), or any JAX callable
+`f(x) -> scores`, whose ReLUs take the rule by program transformation (`rules.as_model`); the model
+goes to `jax.jit` as an argument, never closed over, so that XLA does not constant-fold the weights.
 
 Cost: a batch of images needs ONE forward pass and, per class asked for, one backward pass
 (a VJP whose cotangent is the one-hot of that class; several classes are a vmap over
