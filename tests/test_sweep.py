@@ -149,3 +149,18 @@ def test_bad_sweep_configs_are_named(tmp_path):
   config.sweep.grid.paper.pairwise_weight = -1.0
   with pytest.raises(ValueError, match='grid.paper: .*pairwise_weight'):
     sweep.run(config, tmp_path, log=QUIET)
+
+
+def test_the_study_crosses_every_attribution_method_with_the_cuts():
+  from saliency_jax import attribution
+  config = load_config('localisation_sweep', 'study')
+  sweep.check(config)
+  grid = config.sweep.grid.to_dict()
+  used = {config.maps[m].method if m in config.maps else m for m in (name.split('/')[0] for name in grid
+                                                                        if '/' in name)}
+  assert used == set(attribution.METHODS)  # every method's maps
+  for name in ('gradient/graphcut', 'gradient/threshold_15', 'grad_cam/graphcut_smoothed_all_soft',
+               'occlusion/threshold_20', 'full_image', 'centre'):
+    assert name in grid, name
+  assert not sweep.changes(grid['gradient/graphcut'])  # the paper's pair
+  assert sweep.changes(grid['cam/threshold_30']) == {'map': 'cam', 'method': 'threshold', 'threshold': 0.3}
