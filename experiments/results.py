@@ -34,6 +34,10 @@ RESULTS = {
                                     'ilsvrc_mobilenet_sample', 'sweep.json', ''),
     'ilsvrc_mobilenet_report': ('reproduce', 'ilsvrc_mobilenet_sample.py', 'ilsvrc_mobilenet_report',
                                 'metrics.json', '--config.data.part=report'),
+    'benchmark_any_model': ('benchmark_any_model', 'benchmark_any_model.py', 'benchmark',
+                            'benchmark_any_model.json', ''),
+    'benchmark_protocol': ('benchmark_protocol', 'benchmark_protocol.py', 'benchmark',
+                           'benchmark_protocol.json', ''),
     'localisation_study': ('sweep_localisation', 'localisation_sweep.py:study', 'ilsvrc_mobilenet_study',
                            'sweep.json', ''),
 }
@@ -131,6 +135,31 @@ def study_selection(r: dict) -> str:
   k = r['config']['top_k']
   return (f"Selection part ({r['parts']['selection']['num_images']} images), top-{k} localisation error:\n\n"
           + _study_matrix(r, 'selection'))
+
+
+def rules_speed(r: dict) -> str:
+  """benchmark_any_model.json: seconds per call with the rule injected (`relu=`) and found by program
+  transformation, per rule, and their ratio."""
+  lines = ['| rule | injected `relu=` (s) | by transformation (s) | ratio |', '| --- | --- | --- | --- |']
+  for name, row in r['rules'].items():
+    m = row['median_seconds']
+    ratio = row['transformed_over_injected']
+    lines.append(f"| {name} | {m['injected']:.3f} | {m['transformed']:.3f} | {ratio:.3f} |")
+  found = r['rectifications_found']
+  return '\n'.join(lines) + (f"\n\nMedians of {r['config']['repeats']} alternating runs; "
+                             f"{r['num_images']} images, top-5 maps of 10 crops each; rectifications found "
+                             f"in the traced program: {found['relu']} ReLU, {found['relu6']} relu6.")
+
+
+def protocol_speed(r: dict) -> str:
+  """benchmark_protocol.json: the ILSVRC protocol's images/s before and after, and the stages."""
+  lines = ['| config | images/s (median) | seconds per run |', '| --- | --- | --- |']
+  for name in ('before', 'after'):
+    runs = r['runs'][name]
+    lines.append(f"| {name} | {r['median_images_per_s'][name]:.3f} | "
+                 + ', '.join(f"{x['seconds']:.0f}" for x in runs) + ' |')
+  return '\n'.join(lines) + (f"\n\nSpeed-up after / before: {r['speedup']:.2f}x on {r['num_images']} images, "
+                             f"{r['repeats']} alternating runs of each.")
 
 
 def main_job_summary(m: dict) -> str:
@@ -252,6 +281,8 @@ RENDER = {
     'clips': clips_table,
     'failures': failures_table,
     'study': study_report,
+    'rules_speed': rules_speed,
+    'protocol_speed': protocol_speed,
     'study_selection': study_selection,
 }
 
