@@ -56,7 +56,8 @@ def test_sweep_reports_every_setting_on_both_parts(swept):
   config, workdir, r = swept
   saved = json.loads((workdir / 'sweep.json').read_text())
   assert saved['selected'] == r['selected'] and saved['paper'] == 'paper'
-  assert list(saved['settings']) == ['paper', 'fg_floor_50', 'threshold_15', 'grad_cam_threshold_15']
+  assert list(saved['settings']) == ['paper'] + [n for n in config.sweep.grid if n != 'paper']  # paper first
+  assert set(saved['settings']) == {'paper', 'fg_floor_50', 'threshold_15', 'grad_cam_threshold_15'}
   sel, rep = saved['parts']['selection'], saved['parts']['report']
   assert sel['num_images'] == 8 and rep['num_images'] == 6
   assert all(i.startswith('validation-') for i in sel['ids'])
