@@ -7,14 +7,15 @@ No training: MobileNet v1 0.75 (224 px, TensorFlow.js layers model of `data_dir/
 imported by `weights.load_tfjs_layers_model`) on the 650 ILSVRC-2012 val images of
 `data_dir/imagenet-val-sample` (227 x 227, squashed by their redistributor) with their real boxes.
 Per image: the top-5 classes by 10-crop averaged scores, the 10-crop saliency map of each (one forward
-pass, five backward passes), the map of the true class; every localisation method of `config.localise`
-on the 227 px photos; ILSVRC top-1 / top-5 localisation error, GT-known box accuracy, classification
-top-1 / top-5; then the class models of Sect. 2 (ten classes of the paper's Fig. 1) on the same net,
-through the layer graph read from its Keras layers. `num_eval` limits the images (e.g.
-`--config.num_eval=50` for a quick look);
+pass, five backward passes; the true class's map is that top-5 map when the true class is among them,
+else one more pass), the same classes' 10-crop Grad-CAM maps at conv_pw_12_relu (config.maps); every
+localisation method of `config.localise` on the 227 px photos, each on its map; ILSVRC top-1 / top-5
+localisation error, GT-known box accuracy, classification top-1 / top-5, why the guesses fail; then the
+class models of Sect. 2 (ten classes of the paper's Fig. 1) on the same net, through the layer graph
+read from its Keras layers. `num_eval` limits the images (e.g. `--config.num_eval=50` for a quick look);
 `--config.data.part=report` keeps the half of the images that no setting was chosen on (the
-README's numbers), `selection` the other half. `selected_method` names the setting that the sweep
-picked on the selection half.
+README's numbers), `selection` the other half. `selected_method` names the pair (map, cut) that the
+study picked on the selection half.
 Measured result and cost: see the README. `:gpu` / `:tpu` raise the chunk size and the workers.
 """
 
@@ -48,23 +49,27 @@ def get_config(variant: str = 'cpu'):
   config.workers = 2 if variant == 'cpu' else 8
   config.num_deconvnet = 8
   config.num_figure = 8
-  # The paper's GraphCut, the setting that `configs/localisation_sweep.py:imagenet` picked on the
-  # selection half of the sample (README), and the baselines.
+  # The paper's pair (its gradient maps, its GraphCut), the pair that the study
+  # (`configs/localisation_sweep.py:study`: every attribution method's maps x every cut) picked on the
+  # selection half of the sample (README), and the baselines: thresholds on the paper's maps, the full
+  # image, a centred box.
   standard = defaults.localise_methods()
+  config.maps = {'grad_cam_pw12': {'method': 'grad_cam', 'layer': 'conv_pw_12_relu'}}
   config.localise = {
       'graphcut': standard['graphcut'],
-      'graphcut_smoothed_all_soft': {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all',
-                                     'seeds': 'soft'},
+      'grad_cam_pw12_threshold_25': {'method': 'threshold', 'threshold': 0.25, 'map': 'grad_cam_pw12'},
       'threshold_15': standard['threshold_15'],
       'threshold_20': standard['threshold_20'],
       'full_image': standard['full_image'],
       'centre': standard['centre'],
   }
-  config.selected_method = 'graphcut_smoothed_all_soft'
+  config.selected_method = 'grad_cam_pw12_threshold_25'
+  # a true class among the top-5 takes that class's map and box (no second pass, no second cut)
+  config.share_true_maps = True
   # metrics.json 'failures': per method, why the top-5 guesses fail (no right class; a right class with
   # a box too small, too large or displaced), and the oracle over the methods
   config.failure_analysis = True
-  config.figure_method = 'graphcut_smoothed_all_soft'
+  config.figure_method = 'grad_cam_pw12_threshold_25'
   # Sect. 2 class models on the imported net, of the ten classes of the paper's Fig. 1 (washing machine,
   # computer keyboard, kit fox, goose, ostrich, limousine, dalmatian, bell pepper, lemon, husky),
   # at the test images' size (300 steps and a pass over the test images: minutes on 2 cores).

@@ -136,6 +136,10 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
     assert 1 - counts['correct'] / 3 == pytest.approx(results['localisation'][name]['top5_loc_error'])
   best = min(r['top5_loc_error'] for r in results['localisation'].values())
   assert failures['oracle_top5_loc_error'] <= best
+  # failures.png: typical failures of the selected pair (and the paper's), drawn when it has any
+  missed = failures['per_method'][selected]['correct'] < 3
+  assert (tmp_path / 'failures.png').is_file() == missed
+  assert config.maps[config.localise[selected]['map']].method == 'grad_cam'  # the study's pick
   assert (tmp_path / 'class_models.png').stat().st_size > 0
   assert results['selected_method'] == selected
   assert results['num_test'] == 650 and results['num_eval'] == 3
