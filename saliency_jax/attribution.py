@@ -384,12 +384,7 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
   saliency.check_input_size(model, crop_hw or images.shape[1:3])
-  classes = np.asarray(classes)
-  if classes.ndim != 2:
-    raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
-  k_all = saliency.num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
-  classes = jnp.stack([saliency.check_labels(classes[:, j], images.shape[0], k_all, 'classes')
-                       for j in range(classes.shape[1])], axis=1)
+  classes = saliency.check_classes(model, images, classes, crop_hw)
   if method == 'occlusion':
     if crop_size is not None or layer is not None:
       raise ValueError('occlusion takes no crop_size (10x its forward passes: occlude the crops as images) '

@@ -153,6 +153,17 @@ def check_batch(model, images, labels) -> tuple[jax.Array, jax.Array]:
   return images, check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
 
 
+def check_classes(model, images, classes, crop_hw=None) -> jax.Array:
+  """classes as int32 [B, k], or a ValueError: k class indices per image, each in [0, K) of the model's
+  scores for the images (or their crops of crop_hw)."""
+  classes = np.asarray(classes)
+  if classes.ndim != 2:
+    raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
+  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  return jnp.stack([check_labels(classes[:, j], images.shape[0], k_all, 'classes')
+                    for j in range(classes.shape[1])], axis=1)
+
+
 def _is_int(x) -> bool:
   return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
@@ -315,12 +326,7 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None,
   images = check_images(model, images)
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
-  classes = np.asarray(classes)
-  if classes.ndim != 2:
-    raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
-  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
-  classes = jnp.stack([check_labels(classes[:, j], images.shape[0], k_all, 'classes')
-                       for j in range(classes.shape[1])], axis=1)
+  classes = check_classes(model, images, classes, crop_hw)
   fn = functools.partial(class_maps_kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1])
   _, top_scores, maps = parallel.chunked(fn, (images, classes), chunk_size)
   return top_scores, maps

@@ -132,11 +132,8 @@ def run(config, workdir: str, log=print) -> dict:
                        f'{config.data.image_size} px (bad records?): clear {workdir / "data"} and rerun')
     images, masks = data['photos']['images'][mine], None
     size = images.shape[1:3]
-    true_maps = np.stack([localise.resize_map(mp, size) for mp in true_maps])
-    top_maps = np.stack([[localise.resize_map(mp, size) for mp in row] for row in top_maps])
-    other_maps = {name: (np.stack([localise.resize_map(mp, size) for mp in true]),
-                         np.stack([[localise.resize_map(mp, size) for mp in row] for row in top]))
-                  for name, (true, top) in other_maps.items()}
+    true_maps, top_maps = stages.on_photos(true_maps, top_maps, size)
+    other_maps = {name: stages.on_photos(true, top, size) for name, (true, top) in other_maps.items()}
 
   t0 = time.perf_counter()
   all_maps = {'gradient': (true_maps, top_maps), **other_maps}

@@ -333,6 +333,13 @@ def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray
   return maps[:, :k], maps[:, k]
 
 
+def on_photos(true_maps, top_maps, size) -> tuple[np.ndarray, np.ndarray]:
+  """True-class maps [n, h, w] and top-k maps [n, k, h, w] resized onto the photos localised on, of
+  `size` (`localise.resize_map`)."""
+  return (np.stack([localise.resize_map(m, size) for m in true_maps]),
+          np.stack([[localise.resize_map(m, size) for m in row] for row in top_maps]))
+
+
 def localise_images(config, images, maps: dict, indices, total: int, shared=None) -> tuple[dict, dict]:
   """Every method of config.localise on each image's true-class map and its top-k maps.
 

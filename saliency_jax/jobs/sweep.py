@@ -213,8 +213,8 @@ def localise_part(config, name: str, part: str, records: dict, maps: dict, key: 
 
 def _on_photos(maps: dict, size) -> dict:
   """The maps resized onto the photos localised on (`localise.resize_map`)."""
-  return {**maps, 'true_maps': np.stack([localise.resize_map(m, size) for m in maps['true_maps']]),
-          'top_maps': np.stack([[localise.resize_map(m, size) for m in row] for row in maps['top_maps']])}
+  true_maps, top_maps = stages.on_photos(maps['true_maps'], maps['top_maps'], size)
+  return {**maps, 'true_maps': true_maps, 'top_maps': top_maps}
 
 
 def run(config, workdir: str, log=print) -> dict:
