@@ -31,6 +31,7 @@ import optax
 from saliency_jax import parallel, rules, saliency
 
 OBJECTIVES = ('score', 'softmax')
+BLOCK = 25  # steps per jitted call when `visualise` reports progress
 OPTIMIZERS = ('sgd', 'adam')
 
 
@@ -58,8 +59,9 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=('steps', 'optimizer', 'objective', 'jitter', 'blur_every',
                                              'blur_sigma'))
-def _ascend(model, x0, classes, key, learning_rate, momentum, l2_weight, tv_weight, *, blur_sigma, steps,
-            optimizer, objective, jitter, blur_every):
+def _ascend(model, x0, opt_state, first, classes, key, learning_rate, momentum, l2_weight, tv_weight, *,
+            blur_sigma, steps, optimizer, objective, jitter, blur_every):
+  """Steps first .. first + steps - 1 of the ascent from x0 (and opt_state; None: a fresh optimizer)."""
   tx = optax.sgd(learning_rate, momentum=momentum) if optimizer == 'sgd' else optax.adam(learning_rate)
 
   def value(x, c):
@@ -82,8 +84,9 @@ def _ascend(model, x0, classes, key, learning_rate, momentum, l2_weight, tv_weig
                        lambda im: im, x)
     return (x, opt_state), (obj, target)
 
-  (x, _), (objectives, targets) = jax.lax.scan(step, (x0, tx.init(x0)), jnp.arange(steps))
-  return Result(x, objectives.T, targets.T)
+  start = tx.init(x0) if opt_state is None else opt_state
+  (x, opt_state), (objectives, targets) = jax.lax.scan(step, (x0, start), first + jnp.arange(steps))
+  return Result(x, objectives.T, targets.T), opt_state
 
 
 def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int = 300,
@@ -91,14 +94,16 @@ def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int
               objective: str = 'score', jitter: int = 0,
               blur_every: int = 0, blur_sigma: float = 0.5, tv_weight: float = 0.0, init_scale: float = 0.0,
               seed: int = 0,
-              return_history: bool = False):
+              return_history: bool = False, progress=None):
   """Class model images [K, H, W, C] (model input space) for classes [K]; see the module docstring.
 
   image_shape: (H, W, C). optimizer 'sgd' (with `momentum`) or 'adam'. init_scale 0 starts from
   the zero image (the paper); > 0 from Gaussian noise of that scale (a net with zero biases, e.g.
   freshly initialised, has every ReLU at exactly 0 on the zero image and so a zero gradient; and
   on the zero image every max-pool window is a tie, so the first step follows arbitrary switches).
-  With return_history, a `Result(images, objective [K, steps], scores [K, steps])`.
+  With return_history, a `Result(images, objective [K, steps], scores [K, steps])`. progress: a callable
+  given the number of steps done after each block of `BLOCK` steps (e.g. a tqdm bar's update); the
+  ascent is then one jitted scan per block, with the same result.
   """
   if objective not in OBJECTIVES:
     raise ValueError(f'objective must be one of {OBJECTIVES}, got {objective!r}')
@@ -119,10 +124,19 @@ def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int
     raise ValueError(f'classes must be in [0, {num_classes}), got {classes.tolist()}')
   x0 = init_scale * jax.random.normal(jax.random.key(seed + 1), (classes.shape[0], *image_shape), jnp.float32)
   (x0, classes), k = parallel.shard((x0, classes))  # the classes over the devices
-  result = _ascend(model, x0, classes, jax.random.key(seed), learning_rate, momentum, l2_weight, tv_weight,
-                   blur_sigma=float(blur_sigma),
-                   steps=steps, optimizer=optimizer, objective=objective, jitter=jitter,
-                   blur_every=blur_every)
+  settings = dict(blur_sigma=float(blur_sigma), optimizer=optimizer, objective=objective, jitter=jitter,
+                  blur_every=blur_every)
+  args = (classes, jax.random.key(seed), learning_rate, momentum, l2_weight, tv_weight)
+  blocks = [(0, steps)] if progress is None else [(a, min(BLOCK, steps - a)) for a in range(0, steps, BLOCK)]
+  x, opt_state, parts = x0, None, []
+  for first, size in blocks:
+    part, opt_state = _ascend(model, x, opt_state, first, *args, steps=size, **settings)
+    x = part.images
+    parts.append(part)
+    if progress is not None:
+      progress(size)
+  result = parts[0] if len(parts) == 1 else Result(
+      x, *(jnp.concatenate([getattr(p, f) for p in parts], axis=1) for f in ('objective', 'scores')))
   if x0.shape[0] != k:
     result = Result(*parallel.unshard(tuple(result), k))
   return result if return_history else result.images

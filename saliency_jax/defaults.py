@@ -34,8 +34,12 @@ def main_job() -> ml_collections.ConfigDict:
   config.crop_size = 0  # 10-crop maps from crops of this size (0: the whole image, one map)
   config.localise_size = 0  # localise on the test images at this size (0: data.image_size)
   config.chunk_size = 100  # images per saliency call
+  # test records per evaluation chunk (read, mapped, localised, written to disk, then dropped): what
+  # bounds the main job's memory; a multiple of chunk_size keeps every saliency call full
+  config.eval_chunk = 500
   config.localise = localise_methods()
-  config.figure_method = 'graphcut'  # the method drawn in localisation.png
+  # the method drawn in localisation.png ('': the selected method, else 'graphcut', else the first)
+  config.figure_method = ''
   # the key of config.localise that a localisation sweep chose on the selection part
   # (jobs/sweep.py; '' none), named in metrics.json as 'selected_method'
   config.selected_method = ''
@@ -44,8 +48,9 @@ def main_job() -> ml_collections.ConfigDict:
   config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
   config.num_figure = 8
   config.class_names = ()
-  # several hosts (`parallel.initialize`): each process maps and localises its share of the test
-  # images; process 0 merges the shares (files in workdir/hosts) and writes the metrics and report
+  # several processes (`parallel.initialize`, jax.distributed): training runs on the global mesh of all
+  # their devices; in the evaluation process p takes chunks p, p + P, ... and process 0 waits for all
+  # chunks (workdir/evaluation), merges them and writes the metrics and report
   config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1,
                                                   'process_id': 0, 'timeout_s': 3600})
   # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage

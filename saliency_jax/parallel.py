@@ -7,8 +7,14 @@ step shard their batch over all devices: `shard` pads the batch to a multiple of
 trimmed from the outputs. `jax.jit` partitions the computation from the input shardings (no pmap);
 parameters are replicated (`replicate`). With one device nothing moves and nothing is padded.
 
-Set `SALIENCY_JAX_DEVICES=1` to keep everything on the first device. Several hosts: see
-`initialize` (each process then shards over its own local devices).
+Set `SALIENCY_JAX_DEVICES=1` to keep everything on the first device (of each process).
+
+Several processes (`initialize`: `jax.distributed`, one per host of a pod slice or GPU cluster): the
+batched functions above still shard over each process's own local devices (evaluation splits the
+images between processes), while training runs on one global mesh over every process's devices
+(`global_mesh`): each process puts its rows of the global batch there (`global_batch`, with
+`jax.make_array_from_process_local_data`) and every process holds the replicated parameters
+(`replicate_global`); `local` brings a replicated global array back to this process alone.
 """
 
 import functools
@@ -85,11 +91,11 @@ def unshard(outputs, n: int):
 
 
 def replicate(model):
-  """Places `model`'s state (an NNX module, or any pytree of arrays) on every device of the mesh,
-  in place for a module; returns it. A no-op on one device."""
+  """Places `model`'s state (an NNX module or optimizer, or any pytree of arrays) on every device
+  of the mesh, in place for a module or optimizer; returns it. A no-op on one device."""
   if size() == 1:
     return model
-  if isinstance(model, nnx.Module):
+  if isinstance(model, nnx.Pytree):  # a module or an optimizer: updated in place
     state = nnx.state(model)
     nnx.update(model, jax.device_put(state, replicated()))
     return model
@@ -101,6 +107,85 @@ def initialize(coordinator_address: str | None = None, num_processes: int = 1, p
   if num_processes > 1:
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)
+
+
+def global_devices() -> list:
+  """Every process's devices (the first of each process with SALIENCY_JAX_DEVICES=1), grouped by
+  process: the rows of a global batch are laid out process by process."""
+  every = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  if os.environ.get('SALIENCY_JAX_DEVICES') == '1':
+    every = [d for d in every if d == min((e for e in every if e.process_index == d.process_index),
+                                          key=lambda e: e.id)]
+  return every
+
+
+@functools.cache
+def _global_mesh(ids: tuple[int, ...]) -> Mesh:
+  by_id = {d.id: d for d in jax.devices()}
+  return Mesh(np.array([by_id[i] for i in ids]), (AXIS,))
+
+
+def global_mesh() -> Mesh:
+  """The 1-D ('data',) mesh over `global_devices()`; with one process, `mesh()`."""
+  return _global_mesh(tuple(d.id for d in global_devices()))
+
+
+def global_size() -> int:
+  return len(global_devices())
+
+
+def global_batch(arrays, global_rows: int):
+  """This process's rows of a global batch of `global_rows` rows (a tuple of arrays, [rows / P, ...]
+  each, P processes: process p holds rows p * rows / P ...) -> global arrays sharded over
+  `global_mesh`'s 'data' axis (`jax.make_array_from_process_local_data`). One process: `shard`."""
+  if jax.process_count() == 1:
+    return shard(arrays)[0]
+  sharding = NamedSharding(global_mesh(), PartitionSpec(AXIS))
+  return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a), (global_rows, *a.shape[1:]))
+               for a in arrays)
+
+
+def process_rows(rows: int) -> slice:
+  """The rows of a global batch of `rows` this process provides (`global_batch`)."""
+  if rows % jax.process_count():
+    raise ValueError(f'a global batch of {rows} rows does not split over {jax.process_count()} processes')
+  per = rows // jax.process_count()
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def replicate_global(model):
+  """`replicate` on `global_mesh` (every process must hold the same values, e.g. the same seed's
+  initialisation or the same checkpoint); one process: `replicate`."""
+  if jax.process_count() == 1:
+    return replicate(model)
+  sharding = NamedSharding(global_mesh(), PartitionSpec())
+
+  def place(x):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # dropout streams: their raw key data
+      return jax.random.wrap_key_data(place(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    x = np.asarray(local(x))
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  if isinstance(model, nnx.Pytree):  # a module or an optimizer: updated in place
+    nnx.update(model, jax.tree.map(place, nnx.state(model)))
+    return model
+  return jax.tree.map(place, model)
+
+
+def local(x):
+  """A (replicated) global array as this process's copy on its first local device; other values pass."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return x.addressable_data(0)
+  return x
+
+
+def to_local(model):
+  """Every array of `model` (an NNX module, in place, or a pytree) as this process's copy (`local`),
+  then `replicate`d over the local devices: after training on `global_mesh`, evaluation is per process."""
+  if isinstance(model, nnx.Pytree):  # a module or an optimizer: updated in place
+    nnx.update(model, jax.tree.map(local, nnx.state(model)))
+    return replicate(model)
+  return replicate(jax.tree.map(local, model))
 
 
 def host_shard(n: int) -> np.ndarray:

@@ -13,6 +13,18 @@ before it does anything, naming each difference (`check_fingerprint`). SIGINT an
 training stop the loop at a step boundary: the checkpoint then holds exactly the steps applied, and
 the job exits (KeyboardInterrupt, or exit status 143 for SIGTERM) saying how to resume.
 
+Several processes (`parallel.initialize`, i.e. `jax.distributed`: the hosts of a pod slice or a GPU
+cluster, or processes on one machine): one global mesh over all their devices; every global batch is
+the one `transforms.batch_indices` gives for the step, each process reading only its rows of it and
+putting them on the mesh with `jax.make_array_from_process_local_data`; parameters and optimizer state
+are replicated on every device; every process saves and restores the orbax checkpoints together. So P
+processes train on exactly the batches one process would, and reach its weights to float round-off
+(the gradient's sum over devices is ordered differently). The batcher is this package's and not
+grain's: its whole iterator state is the step (already in the checkpoint), and the global batch is
+the same for any process count, whereas grain's samplers give each process its own shard of the
+records to sample from (a different global batch for every process count). Streamed sets
+(`transforms.Streamed`) read on a thread pool, where grain would use worker processes.
+
 `fit` is the small in-memory loop over arrays (no checkpoints) for notebooks and tests.
 """
 
@@ -85,17 +97,22 @@ def _predict(model, images):
   return jnp.argmax(model(images), -1)
 
 
-def accuracy(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> float:
-  """Top-1 accuracy of `model` (inference mode) on normalised images [N, H, W, C] (their centred
-  crop x crop px when crop > 0)."""
+def hits(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> int:
+  """How many of normalised images [N, H, W, C] `model` (inference mode) classifies right (top-1; their
+  centred crop x crop px when crop > 0)."""
   model.eval()
-  hits = 0
+  count = 0
   for start in range(0, len(images), batch_size):
     batch = images[start:start + batch_size]
     (batch,), n = parallel.shard((jnp.asarray(transforms.centre_crop(batch, crop) if crop else batch),))
     pred = np.asarray(_predict(model, batch))[:n]
-    hits += int(np.sum(pred == labels[start:start + batch_size]))
-  return hits / len(images)
+    count += int(np.sum(pred == labels[start:start + batch_size]))
+  return count
+
+
+def accuracy(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> float:
+  """Top-1 accuracy (`hits` / N)."""
+  return hits(model, images, labels, batch_size=batch_size, crop=crop) / len(images)
 
 
 # ----------------------------------------------------------------------------- from a config
@@ -293,16 +310,34 @@ def _deferred_signals():
       signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
+def _stop(received: list) -> bool:
+  """Whether to stop before the next step: a signal reached this process (`_deferred_signals`), or, with
+  several processes, any of them (they agree, so that all stop at the same step and save together)."""
+  if jax.process_count() == 1:
+    return bool(received)
+  from jax.experimental import multihost_utils
+  anyone = bool(np.asarray(multihost_utils.process_allgather(np.int32(len(received)))).any())
+  if anyone and not received:
+    received.append(signal.SIGTERM)
+  return anyone
+
+
 def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, stop_at: int | None = None):
-  """Trains (or resumes) the config's model on data['train'], evaluates on data['test'].
+  """Trains (or resumes) the config's model on data['train'], evaluates on data['test'] (when given).
 
   data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]} or a
-  `transforms.Streamed` (read on demand), 'test': arrays as for train}.
+  `transforms.Streamed` (read on demand), 'test' (optional): arrays as for train}.
+  Several processes (`parallel.initialize`): every process runs this with the same config and workdir;
+  the steps run on `parallel.global_mesh` (all processes' devices), each process reading only its rows
+  of every global batch (the rows of `transforms.batch_indices`, so that any number of processes
+  trains on the batches one process would), and every process saves and restores the orbax
+  checkpoints. The model comes back on this process's local devices.
   config: seed, model (name + arguments), train (optimizer, learning_rate, momentum, weight_decay,
   schedule, warmup_steps, steps, batch_size, max_shift, crop (random crops of that size in training,
   the centred one for evaluation; 0: whole images), checkpoint_every, log_every), num_classes.
   stop_at: end after that step, checkpointed, as an interruption would (tests; chunked runs).
-  Returns (model in inference mode, {'test_accuracy', 'steps', 'resumed_from', 'final_loss'}).
+  Returns (model in inference mode, {'test_accuracy' (with data['test']), 'steps', 'resumed_from',
+  'final_loss'}).
   Raises ValueError when workdir's checkpoints were trained under another config (`check_fingerprint`)
   or hold another architecture; KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM) once the steps
   done before the signal are checkpointed.
@@ -330,17 +365,14 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
       start = latest
     end = t.steps if stop_at is None else min(stop_at, t.steps)
-    if jax.process_count() > 1 and start < end:
-      raise ValueError(f'training is not distributed over processes: train with one process first (the same '
-                       f'workdir; {workdir / "checkpoints"} holds step {start} of {end}), then every process '
-                       f'restores the finished checkpoint')
-    if t.batch_size % parallel.size():
+    if t.batch_size % parallel.global_size():
       raise ValueError(f'train.batch_size {t.batch_size} must be a multiple of the number of devices, '
-                       f'{parallel.size()} (the batch is sharded over them)')
-    if jax.process_index() == 0:
+                       f'{parallel.global_size()} (the batch is sharded over them)')
+    lead = jax.process_index() == 0
+    if lead:
       _write_fingerprint(config, directory)
-    parallel.replicate(model)
-    parallel.replicate(optimizer)
+    parallel.replicate_global(model)
+    parallel.replicate_global(optimizer)
     train = data['train']
     if isinstance(train, dict):
       num, fetch = len(train['labels']), lambda idx: (train['images'][idx], train['labels'][idx])
@@ -348,34 +380,42 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       num, fetch = len(train), train.__getitem__
     key = jax.random.key(config.seed)
     log_path = workdir / 'train_log.jsonl'
-    _keep_log(log_path, start)
+    if lead:
+      _keep_log(log_path, start)
     model.train()
     done = start  # steps applied to the model and the optimizer
-    bar = tqdm(total=t.steps, initial=start, desc='train', disable=not progress, mininterval=2.0)
+    bar = tqdm(total=t.steps, initial=start, desc='train', disable=not (progress and lead), mininterval=2.0)
+    mine = parallel.process_rows(t.batch_size)  # this process's rows of every global batch
     def saveable():
       return {**_saveable(_state(model, optimizer)), 'losses': np.asarray(losses[-50:], np.float32)}
-    with _deferred_signals() as received:
+    failed = False
+    with _deferred_signals() as received, (log_path.open('a') if lead else contextlib.nullcontext()) as log:
       try:
-        with log_path.open('a') as log:
-          for step in range(start, end):
-            if received:
-              break
-            images, labels = fetch(transforms.batch_indices(num, t.batch_size, step, config.seed))
-            (images, labels), _ = parallel.shard((jnp.asarray(images), jnp.asarray(labels)))
-            loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), images, labels,
-                                   max_shift=t.max_shift, crop=t.get('crop', 0))
-            done = step + 1
-            losses.append(float(loss))
-            bar.update()
-            if done % t.log_every == 0 or done == end:
-              log.write(json.dumps({'step': done, 'loss': float(loss), 'batch_accuracy': float(acc)}) + '\n')
+        for step in range(start, end):
+          if _stop(received):
+            break
+          images, labels = fetch(transforms.batch_indices(num, t.batch_size, step, config.seed)[mine])
+          images, labels = parallel.global_batch((jnp.asarray(images), jnp.asarray(labels)), t.batch_size)
+          loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), images, labels,
+                                 max_shift=t.max_shift, crop=t.get('crop', 0))
+          done = step + 1
+          losses.append(float(parallel.local(loss)))
+          bar.update()
+          if done % t.log_every == 0 or done == end:
+            if lead:
+              log.write(json.dumps({'step': done, 'loss': losses[-1],
+                                    'batch_accuracy': float(parallel.local(acc))}) + '\n')
               log.flush()
-              bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}')
-            if done % t.checkpoint_every == 0 and done < end:
-              manager.save(done, args=ocp.args.StandardSave(saveable()))
-      finally:  # an interruption (or an error) keeps the finished steps
+            bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}')
+          if done % t.checkpoint_every == 0 and done < end:
+            manager.save(done, args=ocp.args.StandardSave(saveable()))
+      except BaseException:
+        failed = True
+        raise
+      finally:  # an interruption (or, with one process, an error) keeps the finished steps
         bar.close()
-        if done > (manager.latest_step() or 0):
+        # several processes save together: after an error in one of them the others never join
+        if done > (manager.latest_step() or 0) and not (failed and jax.process_count() > 1):
           manager.save(done, args=ocp.args.StandardSave(saveable()), force=True)
         manager.wait_until_finished()
   if received:
@@ -385,10 +425,12 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       raise KeyboardInterrupt(message)
     print(message, file=sys.stderr)
     raise SystemExit(128 + signal.SIGTERM)
+  if jax.process_count() > 1:  # evaluation is per process, on its local devices
+    parallel.to_local(model)
   model.eval()
   result = {'steps': int(done), 'resumed_from': int(start),
             'final_loss': float(np.mean(losses[-50:])) if losses else None}
-  if done == t.steps:
+  if done == t.steps and 'test' in data:
     test = data['test']
     result['test_accuracy'] = accuracy(model, test['images'], test['labels'], crop=t.get('crop', 0))
   return model, result

@@ -1,6 +1,7 @@
-"""Interrupting the main job (SIGINT in training, SIGTERM in the maps / localisation) and rerunning the
-same command gives exactly the numbers of an uninterrupted run; another learning rate is refused;
-GraphCut workers end with their parent."""
+"""Interrupting the main job (SIGINT in training, SIGKILL in the evaluation once a chunk of it is on
+disk) and rerunning the same command gives exactly the numbers of an uninterrupted run, the evaluation
+resuming at the first unfinished chunk; another learning rate is refused; GraphCut workers end with
+their parent."""
 
 import json
 import os
@@ -31,6 +32,7 @@ from conftest import load_config, tiny_main_job
 def get_config():
   config = tiny_main_job(load_config('quickstart'))
   config.train.update({{'steps': {STEPS}, 'log_every': 1, 'checkpoint_every': 100}})
+  config.eval_chunk = 2  # 3 chunks of the 6 test images
   config.localise = {{'graphcut': {{'method': 'graphcut'}}, 'full_image': {{'method': 'full'}}}}
   return config
 '''
@@ -74,7 +76,7 @@ def reference(tmp_path_factory):
   return config_file, root / 'straight'
 
 
-def test_sigint_in_training_then_sigterm_in_localisation_then_the_same_numbers(reference, tmp_path):
+def test_sigint_in_training_then_sigkill_in_evaluation_then_the_same_numbers(reference, tmp_path):
   config_file, straight = reference
   # Ctrl-C in training: the checkpoint holds exactly the steps applied, and the job says how to resume.
   proc = _start(config_file, tmp_path)
@@ -87,18 +89,19 @@ def test_sigint_in_training_then_sigterm_in_localisation_then_the_same_numbers(r
   saved = [int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
   assert 0 < max(saved) < STEPS and _logged_steps(tmp_path) == list(range(1, max(saved) + 1))
 
-  # SIGTERM once training is done (saliency maps, localisation): nothing half-written is left behind.
+  # SIGKILL once the evaluation's first chunk is on disk: the rerun resumes at the next chunk.
   proc = _start(config_file, tmp_path)
-  for line in proc.stdout:
-    if line.startswith('test accuracy'):
-      break
-  proc.send_signal(signal.SIGTERM)
-  code, _, err = _finish(proc)
-  assert code == -signal.SIGTERM, err[-3000:]
+  while proc.poll() is None and not list(tmp_path.glob('evaluation/*/chunk-000000.npz')):
+    time.sleep(0.01)
+  proc.kill()
+  _finish(proc)
   assert not (tmp_path / 'metrics.json').exists()  # it came before the end
+  done = len(list(tmp_path.glob('evaluation/*/chunk-*.npz')))
+  assert 1 <= done < 3
 
-  code, _, err = _finish(_start(config_file, tmp_path))
+  code, out, err = _finish(_start(config_file, tmp_path))
   assert code == 0, err[-3000:]
+  assert f'resuming the evaluation: {done} of 3 chunks already in' in out
   ours, theirs = (json.loads((w / 'metrics.json').read_text()) for w in (tmp_path, straight))
   assert ours['training']['resumed_from'] == STEPS and ours['training']['steps'] == STEPS
   assert _numbers(ours) == _numbers(theirs)

@@ -78,7 +78,7 @@ def random_crop_and_flip(rng: np.random.Generator, images: np.ndarray, size: int
 
 
 def load(source, size: int | None = None, *, skip_bad: bool = False, progress: bool = False,
-         desc: str = 'load') -> dict:
+         desc: str = 'load', allow_empty: bool = False) -> dict:
   """Every example of a source, resized to `size` (None: as read; all must then share one size).
 
   Returns {'images' uint8 [N, H, W, 3], 'labels' int32 [N], 'boxes' list of [M, 4],
@@ -87,7 +87,8 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
   'indices' int64 [N] (each example's record index in the source), 'bad' [{'index', 'record', 'reason',
   'message'}]}. A record that fails to load, or has no label (< 0: no object), raises an error naming
   it, or with skip_bad is left out and listed in 'bad' (`records.BadRecord`; reason 'unreadable' for
-  other errors, whose record is the index).
+  other errors, whose record is the index). No usable record is an error, unless `allow_empty` (and
+  `size` is given: the arrays then have 0 rows).
   """
   items, kept, bad = [], [], []
   for i in tqdm(range(len(source)), desc=desc, disable=not progress, mininterval=2.0):
@@ -106,6 +107,10 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
       continue
     items.append(resize(example, size) if size else example)
     kept.append(i)
+  if not items and allow_empty and size:
+    h, w = (size, size) if isinstance(size, int) else size
+    return {'images': np.zeros((0, h, w, 3), np.uint8), 'labels': np.zeros(0, np.int32), 'boxes': [],
+            'box_labels': [], 'difficult': [], 'ids': [], 'indices': np.zeros(0, np.int64), 'bad': bad}
   if not items:
     raise ValueError(f'no usable records in {type(source).__name__} ({len(bad)} bad)')
   shapes = {e['image'].shape for e in items}

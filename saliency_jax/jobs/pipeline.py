@@ -2,14 +2,16 @@
 
 `run(config, workdir)` is what `experiments/reproduce.py` calls; every number comes from the
 config (configs/quickstart.py documents the fields). Each stage keeps what it made in the workdir
-(the loaded data, orbax checkpoints of the training), so an interrupted run resumes.
-  1. data: the config's source (`saliency_jax.data.make_source`), resized, both splits;
-  2. training (or resuming) with `train.train_and_evaluate`; test accuracy;
-  3. 10-crop saliency maps (paper Sect. 3.1) of each test image's top-k classes, in one call per
-     chunk (one forward, k backward passes), and of its true class;
-  4. localisation (Sect. 3.2) of every map by each method of `config.localise` (the GraphCut
-     pipeline and the baselines); ILSVRC top-1 / top-k localisation error and GT-known box
-     accuracy;
+(the loaded training data, orbax checkpoints of the training, the evaluation's chunks), so an
+interrupted run resumes.
+  1. data: the config's source (`saliency_jax.data.make_source`): the training split, resized;
+  2. training (or resuming) with `train.train_and_evaluate`, on one or several processes;
+  3-4. the test split chunk by chunk (`evaluate_chunk`, config.eval_chunk records each, results on
+     disk by `chunks`: memory bounded whatever the number of test images): test accuracy; 10-crop
+     saliency maps (paper Sect. 3.1) of each test image's top-k classes, in one call per batch (one
+     forward, k backward passes), and of its true class; localisation (Sect. 3.2) of every map by each
+     method of `config.localise` (the GraphCut pipeline and the baselines); then from all chunks ILSVRC
+     top-1 / top-k localisation error and GT-known box accuracy;
   5. the Sect. 4 summary on the trained net: DeconvNet reconstruction == VJP with the DeconvNet
      ReLU rule, and how far gradient, DeconvNet and guided maps agree;
   6. metrics.json, report.md, saliency.png (like the paper's Fig. 2) and localisation.png
@@ -22,9 +24,21 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
-from saliency_jax import class_models, deconvnet, defaults, localise, metrics, parallel, report, saliency
-from saliency_jax.jobs import hosts, stages
+from saliency_jax import (
+  class_models,
+  deconvnet,
+  defaults,
+  localise,
+  metrics,
+  parallel,
+  report,
+  saliency,
+  train,
+)
+from saliency_jax.data import Subset, make_source, records, transforms
+from saliency_jax.jobs import chunks, stages
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,32 +49,43 @@ def default_config() -> ml_collections.ConfigDict:
 def deconvnet_summary(model, x, labels) -> dict:
   """Sect. 4 on the trained net: explicit DeconvNet vs VJP (for the model families `deconvnet.steps`
   knows), and the three rules' maps compared (any model)."""
-  maps = deconvnet.rule_maps(model, x, labels)
-  rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b)
-                                            for a, b in zip(maps['gradient'], maps[m])]))
-         for m in maps if m != 'gradient'}
-  out = {'num_images': int(len(x)), 'spearman': rho}
-  try:
-    deconvnet.steps(model)
-  except TypeError:
-    return out  # no explicit DeconvNet for this architecture: the maps only
-  compared = deconvnet.compare(model, x, neurons=labels)
+  bar = tqdm(total=len(deconvnet.RULES) + 1, desc='Sect. 4 summary', unit='part', mininterval=2.0,
+             disable=jax.process_index() != 0)
+  with bar:
+    maps = {}
+    for name, rule in deconvnet.RULES.items():  # `deconvnet.rule_maps`, one rule at a time
+      maps[name] = np.asarray(saliency.saliency_maps(model, x, labels, relu=rule))
+      bar.update()
+    rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b)
+                                              for a, b in zip(maps['gradient'], maps[m])]))
+           for m in maps if m != 'gradient'}
+    out = {'num_images': int(len(x)), 'spearman': rho}
+    try:
+      deconvnet.steps(model)
+    except TypeError:
+      return out  # no explicit DeconvNet for this architecture: the maps only
+    compared = deconvnet.compare(model, x, neurons=labels)
+    bar.update()
   return {**out, 'deconvnet_explicit_vs_vjp_relative': compared['deconvnet_explicit_vs_vjp']['relative'],
           'gradient_explicit_vs_grad_relative': compared['gradient_explicit_vs_grad']['relative'],
           'gradient_vs_deconvnet_relative': compared['gradient_vs_deconvnet']['relative']}
 
 
-def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Path, log=print) -> dict:
+def class_model_summary(config, model, tested: dict, image_shape, mean, std, workdir: pathlib.Path,
+                        log=print) -> dict:
   """Sect. 2: class model images of `config.class_models.classes` (empty: the first 10 classes);
   writes class_models.png (the training mean added back) and class_models_objective.png; returns per
-  class the final score and the best score of a real test image of that class (x, labels)."""
+  class the final score and the best score of a real test image of that class (tested: every test
+  image's 'labels', 'own_score' (the score of its class) and 'l2' (the norm of the normalised image))."""
   c = config.class_models
   classes = np.asarray(c.classes if c.classes else range(min(10, config.num_classes)), np.int32)
   settings = {k: v for k, v in c.to_dict().items() if k != 'classes'}
-  result = class_models.visualise(model, classes, image_shape=x.shape[1:], return_history=True, **settings)
+  with tqdm(total=c.steps, desc='class models', unit='step', mininterval=2.0) as bar:
+    result = class_models.visualise(model, classes, image_shape=image_shape, return_history=True,
+                                    progress=bar.update, **settings)
   final = np.asarray(saliency.scores(model, result.images))[np.arange(len(classes)), classes]
-  real = np.asarray(saliency.scores(model, x, chunk_size=config.chunk_size))
-  real_max = np.array([real[labels == k, k].max() if (labels == k).any() else np.nan for k in classes])
+  labels, own = tested['labels'], tested['own_score']
+  real_max = np.array([own[labels == k].max() if (labels == k).any() else np.nan for k in classes])
   every_name = stages.class_names(config)  # read once: for ILSVRC it comes from synset_words.txt
   names = [every_name[k] for k in classes]
   report.class_model_figure(workdir / 'class_models.png', class_models.for_display(result.images, mean, std),
@@ -73,119 +98,232 @@ def class_model_summary(config, model, x, labels, mean, std, workdir: pathlib.Pa
          'above_every_real_image': bool((final[has_real] > real_max[has_real]).all()),
          'image_l2_norm': np.linalg.norm(np.asarray(result.images).reshape(len(classes), -1),
                                          axis=1).tolist(),
-         'real_l2_norm_median': float(np.median(np.linalg.norm(x.reshape(len(x), -1), axis=1))),
+         'real_l2_norm_median': float(np.median(tested['l2'])),
          'settings': settings}
   log(f"class models: score above every real test image of the class for "
       f"{int((final[has_real] > real_max[has_real]).sum())} of {int(has_real.sum())} classes")
   return out
 
 
-def run(config, workdir: str, log=print) -> dict:
-  """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
-  the others return {'process_index', 'num_images'} once their share is written)."""
-  if config.figure_method not in config.localise:
-    raise ValueError(f'config.figure_method {config.figure_method!r} is not one of config.localise: '
-                     f'{sorted(config.localise)}')
-  if config.get('selected_method') and config.selected_method not in config.localise:
-    raise ValueError(f'config.selected_method {config.selected_method!r} is not one of config.localise: '
-                     f'{sorted(config.localise)}')
-  stages.check_localise(config)
-  d = config.distributed
-  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
-  since = time.time()
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  prepared = stages.prepare(config, workdir, log)
-  data, splits, model, trained = prepared['data'], prepared['splits'], prepared['model'], prepared['trained']
-  seconds = prepared['seconds']
+# Settings that change no chunk's results (figures, report, the process layout): a rerun that changes
+# only these reuses the chunks on disk.
+NOT_IN_CHUNKS = ('distributed', 'workers', 'num_figure', 'figure_method', 'selected_method',
+                 'failure_analysis', 'num_deconvnet', 'name', 'class_names', 'class_models')
 
-  test = data['test']
-  n = test['num_records'] if not config.num_eval else min(config.num_eval, test['num_records'])
-  mine = np.flatnonzero(test['indices'] < n)  # this process's evaluation images (all of them on one host)
-  index = test['indices'][mine]  # their record indices: the same image on one host and on several
-  def pick(seq):
-    return [seq[i] for i in mine]
-  images, labels, x = test['images'][mine], test['labels'][mine], splits['test']['images'][mine]
+
+def chunk_settings(config) -> dict:
+  """What the chunks' results depend on besides the weights: the config less `NOT_IN_CHUNKS`, and
+  whether the class models need the test images' scores."""
+  settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
+  return {**settings, 'class_scores': bool(config.class_models.steps)}
+
+
+def maps_of(config, model, x, labels, names, size=None, seconds=None) -> tuple:
+  """The maps the localisation methods cut: the gradient maps of each image's top-k classes and true class
+  (Sect. 3.1, with config.share_true_maps the true class's top-k map where it is among them), and those
+  of the other config.maps entries `names` for the same classes. Resized onto the photos of `size` when
+  given. Returns (top classes [n, k], {name: (true-class maps, top-k maps)}, shared [n] or None); adds
+  each stage's seconds to `seconds`."""
+  seconds = {} if seconds is None else seconds
   t0 = time.perf_counter()
   shared = None
   if config.get('share_true_maps'):  # the true class's gradient map, when among the top-k, is that map
     top_classes, top_maps, true_maps, shared = stages.shared_class_maps(config, model, x, labels)
   else:
     top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
-  seconds['saliency'] = time.perf_counter() - t0
-  other_maps = {}  # the other maps config.localise's methods localise (config.maps)
-  for name in stages.used_maps(config):
+  seconds['saliency'] = seconds.get('saliency', 0.0) + time.perf_counter() - t0
+  maps = {'gradient': (true_maps, top_maps)}
+  for name in names:
     if name != 'gradient':
       t0 = time.perf_counter()
       spec = stages.check_map(name, config.maps[name])
       top, true = stages.method_maps(config, model, x, labels, top_classes, spec)
       if shared is not None:
         true = np.where((shared >= 0)[:, None, None], top[np.arange(len(top)), np.maximum(shared, 0)], true)
-      other_maps[name] = (true, top)
-      seconds[f'maps_{name}'] = time.perf_counter() - t0
-  truth = data['photos'] if 'photos' in data else test  # the boxes of the images localised on
-  gt_boxes = pick(truth['boxes'])
-  masks = None if test['masks'] is None else test['masks'][mine]
-  if 'photos' in data:  # localise on the larger images, maps resized onto them
-    if not np.array_equal(data['photos']['indices'], test['indices']):
-      raise ValueError(f'the test split read at {config.localise_size} px kept other records than at '
-                       f'{config.data.image_size} px (bad records?): clear {workdir / "data"} and rerun')
-    images, masks = data['photos']['images'][mine], None
-    size = images.shape[1:3]
-    true_maps, top_maps = stages.on_photos(true_maps, top_maps, size)
-    other_maps = {name: stages.on_photos(true, top, size) for name, (true, top) in other_maps.items()}
+      maps[name] = (true, top)
+      seconds[f'maps_{name}'] = seconds.get(f'maps_{name}', 0.0) + time.perf_counter() - t0
+  if size is not None:  # localise on the larger images, maps resized onto them
+    maps = {name: stages.on_photos(true, top, size) for name, (true, top) in maps.items()}
+  return top_classes, maps, shared
+
+
+def read_photos(config, source, index) -> tuple[np.ndarray, list]:
+  """The good records `index` at config.localise_size: (images, boxes)."""
+  photos = transforms.load(Subset(source, index), config.localise_size, skip_bad=True, allow_empty=True)
+  if len(photos['indices']) != len(index):
+    raise ValueError(f'the test split read at {config.localise_size} px left out other records than at '
+                     f'{config.data.image_size} px: {photos["bad"][:3]}')
+  return photos['images'], photos['boxes']
+
+
+def read_records(config, source, index, mean, std, *, skip_bad: bool = False, photos: bool = True) -> dict:
+  """Test records `index` as the job reads them: {'indices', 'labels', 'x' (normalised, at
+  data.image_size), 'images' (the images localised on: the photos at config.localise_size, else the test
+  images), 'masks' (or None), 'boxes', 'box_labels' (of the images localised on), 'bad' (records left out
+  with skip_bad, by record index)}. Without `photos`, 'images' are the test images even with
+  config.localise_size (`read_photos` reads the photos)."""
+  index = np.asarray(index, np.int64)
+  test = transforms.load(Subset(source, index), config.data.image_size, skip_bad=skip_bad, allow_empty=True)
+  kept = index[test['indices']]
+  bad = [{**b, 'index': int(index[b['index']])} for b in test['bad']]
+  out = {'indices': kept, 'labels': test['labels'], 'x': transforms.normalise(test['images'], mean, std),
+         'images': test['images'], 'masks': test.get('masks'), 'boxes': test['boxes'],
+         'box_labels': test['box_labels'], 'bad': bad}
+  if config.localise_size and len(kept) and photos:
+    images, boxes = read_photos(config, source, kept)
+    out.update(images=images, masks=None, boxes=boxes)
+  return out
+
+
+def evaluate_chunk(config, model, source, span: tuple[int, int], n: int, mean, std, progress=None) -> dict:
+  """One chunk of test records [start, stop): read (bad records left out with data.skip_bad), test
+  accuracy, and for the records among the first n (those evaluated) the maps, every localisation
+  method's boxes and the pointing hits; with class models, each test image's score of its class.
+  Returns the results `chunks.write` keeps: rows 'tested' (every test image) and 'evaluated'."""
+  start, stop = span
+  seconds = {}
+  t0 = time.perf_counter()
+  r = read_records(config, source, range(start, stop), mean, std, skip_bad=config.data.skip_bad, photos=False)
+  keep = np.flatnonzero(r['indices'] < n)
+  seconds['data_test'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  x, labels = r['x'], r['labels']
+  correct = train.hits(model, x, labels, crop=stages.eval_crop(config)) if len(x) else 0
+  seconds['test_accuracy'] = time.perf_counter() - t0
+  tested = {'indices': r['indices'], 'labels': labels}
+  if config.class_models.steps:  # the best real image of each class (`class_model_summary`)
+    t0 = time.perf_counter()
+    scores = (np.asarray(saliency.scores(model, x, chunk_size=config.chunk_size)) if len(x)
+              else np.zeros((0, config.num_classes)))
+    tested['own_score'] = scores[np.arange(len(x)), labels].astype(np.float32)
+    tested['l2'] = np.linalg.norm(x.reshape(len(x), -1), axis=1)
+    seconds['class_scores'] = time.perf_counter() - t0
+  evaluated, localise_seconds, with_masks = {}, {}, 0
+  if len(keep):
+    x, labels = x[keep], labels[keep]
+    images, masks, boxes = r['images'][keep], r['masks'], [r['boxes'][i] for i in keep]
+    masks = None if masks is None else masks[keep]
+    if config.localise_size:  # localise on the photos
+      t0 = time.perf_counter()
+      (images, boxes), masks = read_photos(config, source, r['indices'][keep]), None
+      seconds['data_test'] += time.perf_counter() - t0
+    size = images.shape[1:3] if config.localise_size else None
+    top_classes, maps, shared = maps_of(config, model, x, labels, stages.used_maps(config), size, seconds)
+    if progress is not None:
+      progress('maps', len(keep))
+    t0 = time.perf_counter()
+    found, _ = stages.localise_images(config, images, maps, r['indices'][keep], n, shared, progress=progress)
+    localise_seconds = {name: f.pop('seconds') for name, f in found.items()}
+    hits = np.zeros((len(keep), 3))  # pointing hit, saliency mass on the object, object area fraction
+    if masks is not None:
+      true_maps = maps['gradient'][0]
+      hits = np.stack([metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance),
+                       metrics.mass_inside(true_maps, masks), masks.mean(axis=(1, 2))], axis=1)
+      with_masks = len(keep)
+    seconds['localisation'] = time.perf_counter() - t0
+    evaluated = {'indices': r['indices'][keep], 'labels': labels, 'top_classes': top_classes, 'hits': hits,
+                 'found': found, 'gt_boxes': boxes, 'gt_labels': [r['box_labels'][i] for i in keep]}
+  totals = {'test_correct': correct, 'test_count': len(r['labels']), 'with_masks': with_masks,
+            'seconds': seconds, 'localise_seconds': localise_seconds}
+  return {'rows': {'tested': tested, 'evaluated': evaluated}, 'totals': totals, 'bad': r['bad']}
+
+
+def progress_bars(config, total: int, enabled: bool) -> dict:
+  """tqdm bars (images/s) of the maps and of each localisation method, process 0 only."""
+  names = ['maps'] + [f'localise {m}' for m in config.localise]
+  return {name: tqdm(total=total, desc=name, unit='img', position=i, disable=not enabled, mininterval=2.0,
+                     leave=True) for i, name in enumerate(names)}
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
+  the others return {'process_index', 'num_chunks'} once their chunks are written).
+
+  The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk
+  records each), each chunk's results written to workdir/evaluation/<settings digest>/ (`chunks`):
+  memory does not grow with the number of test images, a rerun resumes at the first chunk not on disk,
+  and with several processes each takes every P-th chunk."""
+  stages.check_localise(config)
+  figure_method(config)
+  if config.get('selected_method') and config.selected_method not in config.localise:
+    raise ValueError(f'config.selected_method {config.selected_method!r} is not one of config.localise: '
+                     f'{sorted(config.localise)}')
+  d = config.distributed
+  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  prepared = stages.prepare(config, workdir, log, test=False)
+  data, model, trained = prepared['data'], prepared['model'], prepared['trained']
+  mean, std, seconds = prepared['mean'], prepared['std'], prepared['seconds']
+
+  source = make_source(config.data, 'test')
+  num_records = len(source)
+  if not num_records:
+    raise ValueError(f'the test split of config.data ({config.data.name}) has no records')
+  n = num_records if not config.num_eval else min(config.num_eval, num_records)
+  spans = chunks.plan(num_records, config.eval_chunk)
+  where = chunks.folder(workdir / 'evaluation', chunk_settings(config), stages.digest(model))
+  process, count = jax.process_index(), jax.process_count()
+  mine = list(range(process, len(spans), count))
+  todo = [c for c in mine if not chunks.path(where, c).exists()]
+  if len(todo) < len(mine):
+    log(f'resuming the evaluation: {len(mine) - len(todo)} of {len(mine)} chunks already in {where}')
+  t0 = time.perf_counter()
+  bars = progress_bars(config, sum(max(0, min(spans[c][1], n) - spans[c][0]) for c in todo), process == 0)
+  def progress(name, k):
+    bars['maps' if name == 'maps' else f'localise {name}'].update(k)
+  try:
+    for c in todo:
+      result = evaluate_chunk(config, model, source, spans[c], n, mean, std, progress)
+      chunks.write(chunks.path(where, c), result)
+  finally:
+    for bar in bars.values():
+      bar.close()
+  seconds['evaluation'] = time.perf_counter() - t0
+  if process != 0:
+    log(f'process {process}: {len(mine)} chunks evaluated, in {where}')
+    return {'process_index': process, 'num_chunks': len(mine)}
+  merged = chunks.wait(where, len(spans), d.timeout_s)
+  ev, tested, totals = merged['rows']['evaluated'], merged['rows']['tested'], merged['totals']
+  for key, value in totals['seconds'].items():
+    seconds[key] = seconds.get(key, 0.0) + value
+  trained = {**trained, 'test_accuracy': totals['test_correct'] / totals['test_count']}
+  log(f"test accuracy {trained['test_accuracy']:.3f} on {totals['test_count']} images")
 
   t0 = time.perf_counter()
-  all_maps = {'gradient': (true_maps, top_maps), **other_maps}
-  found, kept = stages.localise_images(config, images, all_maps, index, n, shared)
-  hits = np.zeros((len(mine), 3))  # pointing hit, saliency mass on the object, object area fraction
-  if masks is not None:
-    hits = np.stack([metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance),
-                     metrics.mass_inside(true_maps, masks), masks.mean(axis=(1, 2))], axis=1)
-  # this process's results, per image (and two totals)
-  share = {'indices': index, 'labels': labels, 'top_classes': top_classes, 'hits': hits, 'found': found,
-           'gt_boxes': gt_boxes, 'gt_labels': pick(test['box_labels']),
-           'test_correct': round(trained['test_accuracy'] * len(test['labels'])),
-           'test_count': len(test['labels'])}
-  if d.num_processes > 1:
-    if jax.process_index() != 0:
-      target = hosts.path(workdir, jax.process_index(), d.num_processes)
-      hosts.write(target, share)
-      log(f'process {jax.process_index()}: {len(mine)} images mapped and localised, written to {target}')
-      return {'process_index': jax.process_index(), 'num_images': len(mine)}
-    share = hosts.gather(workdir, share, d.num_processes, since, d.timeout_s)
-    trained = {**trained, 'test_accuracy': share['test_correct'] / share['test_count']}
-  all_labels = share['labels']
-  loc = stages.localisation_metrics(config, share['found'], all_labels, share['gt_labels'], share['gt_boxes'],
-                                    share['top_classes'], log)
+  found = {name: {**f, 'seconds': totals['localise_seconds'][name]} for name, f in ev['found'].items()}
+  all_labels, all_top = ev['labels'], ev['top_classes']
+  loc = stages.localisation_metrics(config, found, all_labels, ev['gt_labels'], ev['gt_boxes'], all_top, log)
   failures = per_image = None
   if config.get('failure_analysis'):
-    failures = stages.localisation_failures(share['found'], share['gt_labels'], share['gt_boxes'],
-                                            share['top_classes'])
+    failures = stages.localisation_failures(found, ev['gt_labels'], ev['gt_boxes'], all_top)
     per_image = failures.pop('per_image')
-  seconds['localisation'] = time.perf_counter() - t0
+  seconds['localisation'] = seconds.get('localisation', 0.0) + time.perf_counter() - t0
 
+  # the first evaluated images, read again: the Sect. 4 summary and the figures
+  first = read_records(config, source, ev['indices'][:max(config.num_figure, config.num_deconvnet)], mean,
+                       std)
   t0 = time.perf_counter()
-  m = min(config.num_deconvnet, len(mine))
-  sect4 = deconvnet_summary(model, x[:m], labels[:m])
+  m = min(config.num_deconvnet, len(first['x']))
+  sect4 = deconvnet_summary(model, first['x'][:m], first['labels'][:m])
   seconds['deconvnet'] = time.perf_counter() - t0
 
   if config.class_models.steps:
     t0 = time.perf_counter()
-    test_x, test_y = splits['test']['images'], splits['test']['labels']
-    class_model = class_model_summary(config, model, test_x, test_y, prepared['mean'], prepared['std'],
-                                      workdir, log)
+    shape = (config.data.image_size, config.data.image_size, 3)
+    class_model = class_model_summary(config, model, tested, shape, mean, std, workdir, log)
     seconds['class_models'] = time.perf_counter() - t0
 
-  all_top = share['top_classes']
   results = {
       'test_accuracy': trained['test_accuracy'],
       'top1_accuracy_eval': float(np.mean(all_top[:, 0] == all_labels)),
       f'top{config.top_k}_accuracy_eval': float(np.mean((all_top == all_labels[:, None]).any(1))),
       'num_train': int(len(data['train']['images'])) if 'train' in data else 0,
-      'num_test': int(share['test_count']), 'num_eval': len(all_labels),
+      'num_test': int(totals['test_count']), 'num_eval': len(all_labels),
       'num_processes': d.num_processes,
-      'bad_records': stages.skipped_records(data),  # every record left out (data.skip_bad), with its reason
+      # every record left out (data.skip_bad), with its reason
+      'bad_records': records.unique(stages.skipped_records(data) + list(getattr(source, 'bad', []))
+                                    + merged['bad']),
       'localisation': loc,
       'selected_method': config.get('selected_method'),
       **({'failures': failures} if failures else {}),
@@ -195,60 +333,87 @@ def run(config, workdir: str, log=print) -> dict:
       'seconds': seconds,
       'config': config.to_dict(),
   }
-  if masks is not None:
-    pointing = metrics.pointing_accuracy(share['hits'][:, 0] > 0, all_labels)
+  if totals['with_masks'] and totals['with_masks'] == len(all_labels):
+    pointing = metrics.pointing_accuracy(ev['hits'][:, 0] > 0, all_labels)
     results['pointing_game'] = pointing['per_image']
     results['pointing_game_class_mean'] = pointing['class_mean']  # TorchRay's summary: the mean over classes
-    results['saliency_mass_on_object'] = float(share['hits'][:, 1].mean())
-    results['object_area_fraction'] = float(share['hits'][:, 2].mean())
+    results['saliency_mass_on_object'] = float(ev['hits'][:, 1].mean())
+    results['object_area_fraction'] = float(ev['hits'][:, 2].mean())
   report.write_json(workdir / 'metrics.json', results)
+  figures(config, model, workdir, first, ev, n, per_image, source, mean, std)
+  report.write_atomic(workdir / 'report.md', markdown(results))
+  return results
 
-  # figures: this process's first images (on one host: the first images of the set)
+
+def figure_method(config) -> str:
+  """The method localisation.png shows: config.figure_method, or ('' ) the selected method, else 'graphcut',
+  else the first of config.localise."""
+  name = config.get('figure_method') or config.get('selected_method') or (
+      'graphcut' if 'graphcut' in config.localise else next(iter(config.localise)))
+  if name not in config.localise:
+    raise ValueError(f'config.figure_method {name!r} is not one of config.localise: '
+                     f'{sorted(config.localise)}')
+  return name
+
+
+def figures(config, model, workdir: pathlib.Path, first: dict, ev: dict, n: int, per_image, source, mean,
+            std) -> None:
+  """saliency.png and localisation.png of the first evaluated images (`first`: `read_records`; their maps
+  computed again; n: the number of evaluated records), and with failure analysis failures.png."""
   classes = stages.class_names(config)
-  num = min(config.num_figure, len(mine))
-  titles = [f'{classes[t]} (top-1 {classes[p]})' for t, p in zip(labels[:num], top_classes[:num, 0])]
-  report.saliency_figure(workdir / 'saliency.png', images[:num], true_maps[:num], titles,
-                         None if masks is None else masks[:num])
-  shown = config.figure_method
-  shown_maps = all_maps[stages.map_of(shown, config.localise[shown])][0][:num]
+  num = min(config.num_figure, len(first['x']))
+  shown = figure_method(config)
+  used = stages.map_of(shown, config.localise[shown])
+  size = first['images'].shape[1:3] if config.localise_size else None
+  _, maps, shared = maps_of(config, model, first['x'][:num], first['labels'][:num], [used], size)
+  _, kept = stages.localise_images(config, first['images'][:num], maps, first['indices'][:num], n, shared,
+                                   methods={shown: config.localise[shown]})
+  titles = [f'{classes[t]} (top-1 {classes[p]})'
+            for t, p in zip(first['labels'][:num], ev['top_classes'][:num, 0])]
+  masks = None if first['masks'] is None else first['masks'][:num]
+  report.saliency_figure(workdir / 'saliency.png', first['images'][:num], maps['gradient'][0], titles, masks)
+  shown_maps = maps[used][0]
   s = localise.settings(stages.cut_settings(config.localise[shown]))
   seeds = [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in shown_maps]
-  report.localisation_figure(workdir / 'localisation.png', images[:num], shown_maps, seeds,
-                             kept[shown][:num], gt_boxes[:num], titles)
+  report.localisation_figure(workdir / 'localisation.png', first['images'][:num], shown_maps, seeds,
+                             kept[shown], first['boxes'][:num], titles)
   if per_image:
     drawn = [name for name in ('graphcut', config.get('selected_method')) if name in per_image]
-    rows = {name: failure_examples(share, per_image[name], name, index, images,
-                                   all_maps[stages.map_of(name, config.localise[name])][1], classes)
+    rows = {name: failure_examples(config, model, ev, per_image[name], name, classes, source, mean, std)
             for name in dict.fromkeys(drawn)}
     if any(rows.values()):
       report.failure_figure(workdir / 'failures.png', {k: v for k, v in rows.items() if v})
-  report.write_atomic(workdir / 'report.md', markdown(results))
-  return results
 
 
 FAILURE_KINDS = ('too_small', 'too_large', 'displaced', 'wrong_classes')
 
 
-def failure_examples(share: dict, categories, name: str, index, images, top_maps, classes,
+def failure_examples(config, model, ev: dict, categories, name: str, classes, source, mean, std,
                      per_kind: int = 2) -> list[tuple]:
-  """`report.failure_figure`'s examples of one method: the first `per_kind` images of each failure kind
-  among this process's images. For a box that missed, the guess of a right class with the best IoU and
-  the map it was cut from; for no right class, the top-1 class's map and no box."""
-  local = {int(i): p for p, i in enumerate(index)}
-  found = share['found'][name]
+  """`report.failure_figure`'s examples of one method: the first `per_kind` evaluated images of each
+  failure kind (read again and mapped). For a box that missed, the guess of a right class with the best
+  IoU and the map it was cut from; for no right class, the top-1 class's map and no box."""
+  found = ev['found'][name]
+  picked = [(kind, r) for kind in FAILURE_KINDS
+            for r in [r for r, c in enumerate(categories) if c == kind][:per_kind]]
+  if not picked:
+    return []
+  rows = [r for _, r in picked]
+  sample = read_records(config, source, ev['indices'][rows], mean, std)
+  size = sample['images'].shape[1:3] if config.localise_size else None
+  used = stages.map_of(name, config.localise[name])
+  _, maps, _ = maps_of(config, model, sample['x'], sample['labels'], [used], size)
+  top_maps = maps[used][1]
   out = []
-  for kind in FAILURE_KINDS:
-    rows = [r for r, c in enumerate(categories) if c == kind and int(share['indices'][r]) in local][:per_kind]
-    for r in rows:
-      p = local[int(share['indices'][r])]
-      gt_labels, gt = np.asarray(share['gt_labels'][r]), np.asarray(share['gt_boxes'][r])
-      top = share['top_classes'][r]
-      right = [j for j in range(len(top)) if (gt_labels == top[j]).any()]
-      j = max(right, key=lambda j: metrics.box_iou(found['top_boxes'][r, j], gt[gt_labels == top[j]]).max(),
-              default=0)
-      box = tuple(found['top_boxes'][r, j]) if right else None
-      title = f"{kind.replace('_', ' ')}: {classes[int(top[j])]}"
-      out.append((images[p], top_maps[p, j], box, gt, title))
+  for p, (kind, r) in enumerate(picked):
+    gt_labels, gt = np.asarray(ev['gt_labels'][r]), np.asarray(ev['gt_boxes'][r])
+    top = ev['top_classes'][r]
+    right = [j for j in range(len(top)) if (gt_labels == top[j]).any()]
+    j = max(right, key=lambda j: metrics.box_iou(found['top_boxes'][r, j], gt[gt_labels == top[j]]).max(),
+            default=0)
+    box = tuple(found['top_boxes'][r, j]) if right else None
+    title = f"{kind.replace('_', ' ')}: {classes[int(top[j])]}"
+    out.append((sample['images'][p], top_maps[p, j], box, gt, title))
   return out
 
 

@@ -15,6 +15,7 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import attribution, deconvnet, localise, metrics, parallel, rules, saliency, train, weights
@@ -33,10 +34,10 @@ def unpack(counts: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
   return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
 
 
-def load_data(config, workdir: pathlib.Path, log=print) -> dict:
+def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict:
   """The splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config.
 
-  'train' and 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
+  'train' and (with `test`) 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
   data.stream, where training reads the source on demand), and 'photos':
   the test split at `localise_size` when set (localisation on larger images than the net sees).
   Each split holds `transforms.load`'s images, labels, boxes, box_labels, difficult (VOC's flags) and
@@ -48,10 +49,10 @@ def load_data(config, workdir: pathlib.Path, log=print) -> dict:
   """
   key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True,
                                   default=str).encode()).hexdigest()[:12]
-  wanted = [('test', 'test', config.data.image_size)]
+  wanted = [('test', 'test', config.data.image_size)] if test else []
   if not config.get('checkpoint') and not config.data.get('stream'):
     wanted.insert(0, ('train', 'train', config.data.image_size))
-  if config.get('localise_size'):
+  if config.get('localise_size') and test:
     wanted.append(('photos', 'test', config.localise_size))
   hosts = jax.process_count()
   out = {}
@@ -171,15 +172,40 @@ def input_statistics(config, images: np.ndarray | None, preprocessing=None) -> t
   return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
 
 
-def prepare(config, workdir: pathlib.Path, log=print) -> dict:
+def eval_crop(config) -> int:
+  """The centred crop test accuracy is measured on: a pretrained net's config.eval_crop, or the size of
+  the random crops it was trained on (config.train.crop; 0: the whole image)."""
+  return config.get('eval_crop', 0) if config.get('checkpoint') else config.train.get('crop', 0)
+
+
+def digest(model) -> str:
+  """A digest of a model's arrays (an NNX module's state, or a pytree such as `rules.Function`): results
+  computed with other weights are never taken for this model's."""
+  from flax import nnx
+  state = nnx.state(model) if isinstance(model, nnx.Module) else model
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    if not hasattr(leaf, 'shape'):
+      continue
+    value = np.asarray(jax.device_get(parallel.local(leaf)))
+    h.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape}'.encode())
+    h.update(np.ascontiguousarray(value).tobytes())
+  return h.hexdigest()[:16]
+
+
+def prepare(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict:
   """Stages 1-2 of the main job, for every experiment that needs the config's data and trained net:
   {'data', 'splits' (normalised arrays), 'mean', 'std', 'model', 'trained', 'seconds'}.
+  Without `test` the test split is not read and trained has no 'test_accuracy' (the main job reads
+  the test split chunk by chunk).
   Raises ValueError before any work when workdir holds checkpoints trained under another config."""
   if not config.get('checkpoint'):
     train.check_fingerprint(config, workdir)
   seconds = {}
   t0 = time.perf_counter()
-  data = load_data(config, workdir, log)
+  data = load_data(config, workdir, log, test)
   seconds['data'] = time.perf_counter() - t0
   python = bool(config.get('checkpoint')) and config.checkpoint.kind == 'python'
   model, preprocessing = python_model(config) if python else (None, None)
@@ -198,14 +224,19 @@ def prepare(config, workdir: pathlib.Path, log=print) -> dict:
   t0 = time.perf_counter()
   if config.get('checkpoint'):
     model = model if python else pretrained(config)
-    trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0,
-               'test_accuracy': train.accuracy(model, splits['test']['images'], splits['test']['labels'],
-                                               crop=config.get('eval_crop', 0))}
+    trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0}
+    if test:
+      trained['test_accuracy'] = train.accuracy(model, splits['test']['images'], splits['test']['labels'],
+                                                crop=eval_crop(config))
   else:
-    model, trained = train.train_and_evaluate(config, workdir, splits)
+    model, trained = train.train_and_evaluate(config, workdir, splits,
+                                              progress=jax.process_index() == 0)
   seconds['train'] = time.perf_counter() - t0
-  log(f"test accuracy {trained['test_accuracy']:.3f} ({trained['steps']} steps, resumed from "
-      f"{trained['resumed_from']})")
+  if test:
+    log(f"test accuracy {trained['test_accuracy']:.3f} ({trained['steps']} steps, resumed from "
+        f"{trained['resumed_from']})")
+  else:
+    log(f"trained: {trained['steps']} steps, resumed from {trained['resumed_from']}")
   return {'data': data, 'splits': splits, 'mean': mean, 'std': std, 'model': model, 'trained': trained,
           'seconds': seconds}
 
@@ -340,8 +371,10 @@ def on_photos(true_maps, top_maps, size) -> tuple[np.ndarray, np.ndarray]:
           np.stack([[localise.resize_map(m, size) for m in row] for row in top_maps]))
 
 
-def localise_images(config, images, maps: dict, indices, total: int, shared=None) -> tuple[dict, dict]:
-  """Every method of config.localise on each image's true-class map and its top-k maps.
+def localise_images(config, images, maps: dict, indices, total: int, shared=None, *, methods=None,
+                    progress=None) -> tuple[dict, dict]:
+  """Every method of config.localise (or of `methods`, {name: settings}) on each image's true-class map
+  and its top-k maps; `progress(name, n)` (optional) is called as each method is done.
 
   maps: {config.maps name: (true-class maps [n, H, W], top-k maps [n, k, H, W])}, each method taking
   its `map_of`. indices: the images' positions in the evaluation set of `total` images (they seed the
@@ -355,7 +388,7 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
   shared = np.full(n, -1) if shared is None else np.asarray(shared)
   alone = np.flatnonzero(shared < 0)  # the true-class maps localised on their own
   out, kept = {}, {}
-  for name, settings in config.localise.items():
+  for name, settings in (config.localise if methods is None else methods).items():
     t = time.perf_counter()
     true_maps, top_maps = maps[map_of(name, settings)]
     cut = cut_settings(settings)
@@ -375,6 +408,8 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
                                      for i, a in enumerate(true)]).reshape(n, k + 1),
                  'seconds': time.perf_counter() - t}
     kept[name] = true
+    if progress is not None:
+      progress(name, n)
   return out, kept
 
 

@@ -1,0 +1,136 @@
+"""The main job's evaluation on disk, chunk by chunk: what makes it bounded in memory, resumable and
+shared between processes.
+
+The test records are cut into chunks of consecutive records (`plan`). A chunk's results are one npz,
+written atomically (`write`: a temporary file renamed), in a folder named by everything the results
+depend on (`folder`: the config's settings and a digest of the weights), so that a rerun under
+another config or another net never reads them. A run skips the chunks already on disk (a killed
+evaluation resumes at the first unfinished chunk); with several processes, process p takes chunks
+p, p + P, ... and process 0 waits for all of them (`wait`) and merges them (`merge`).
+
+A chunk's results: {'rows': per-image results (arrays with one row per image, ragged lists with one
+array per image, nested dicts of those), 'totals': numbers summed over chunks, 'bad': the records the
+chunk left out}. On disk nested keys are joined by '/', ragged lists in `stages.pack`'s encoding
+(counts and values), 'bad' a JSON string.
+"""
+
+import hashlib
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from saliency_jax.jobs import stages
+
+_RAGGED = '#ragged'
+
+
+def flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
+  """A share -> flat {'a/b': array} for npz; a ragged list becomes 'key#ragged/counts' and '.../values'."""
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      out.update(flatten(value, f'{name}/'))
+    elif isinstance(value, list):
+      out[f'{name}{_RAGGED}/counts'], out[f'{name}{_RAGGED}/values'] = stages.pack(value)
+    else:
+      out[name] = np.asarray(value)
+  return out
+
+
+def unflatten(arrays: dict[str, np.ndarray]) -> dict:
+  """`flatten`'s inverse."""
+  tree = {}
+  for name, value in arrays.items():
+    if name.endswith(f'{_RAGGED}/values'):
+      continue
+    if name.endswith(f'{_RAGGED}/counts'):
+      base = name[:-len(f'{_RAGGED}/counts')]
+      value = stages.unpack(value, arrays[f'{base}{_RAGGED}/values'])
+      name = base
+    *path, leaf = name.split('/')
+    node = tree
+    for part in path:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
+def plan(num_records: int, size: int) -> list[tuple[int, int]]:
+  """The chunks [(start, stop)] of `size` consecutive records covering range(num_records)."""
+  if size < 1:
+    raise ValueError(f'config.eval_chunk must be a positive number of records, got {size}')
+  return [(a, min(a + size, num_records)) for a in range(0, num_records, size)]
+
+
+def folder(root: pathlib.Path, settings: dict, weights: str) -> pathlib.Path:
+  """root/<digest of settings and the weights' digest>, with settings.json beside the chunks."""
+  text = json.dumps({'settings': settings, 'weights': weights}, sort_keys=True, default=str)
+  where = pathlib.Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
+  where.mkdir(parents=True, exist_ok=True)
+  if not (where / 'settings.json').is_file():
+    tmp = where / f'.settings.{time.time_ns()}.tmp'
+    tmp.write_text(text + '\n')
+    tmp.replace(where / 'settings.json')
+  return where
+
+
+def path(where: pathlib.Path, chunk: int) -> pathlib.Path:
+  return where / f'chunk-{chunk:06d}.npz'
+
+
+def write(target: pathlib.Path, result: dict) -> None:
+  """A chunk's results to `target`, atomically: a reader sees the whole file or none."""
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.with_name(f'.{target.stem}.{time.time_ns()}.tmp.npz')
+  arrays = flatten({'rows': result['rows'], 'totals': result['totals']})
+  np.savez(tmp, **arrays, bad=np.asarray(json.dumps(result['bad'])))
+  tmp.replace(target)
+
+
+def read(source: pathlib.Path) -> dict:
+  with np.load(source, allow_pickle=False) as f:
+    arrays = dict(f)
+  bad = json.loads(str(arrays.pop('bad')))
+  return {**unflatten(arrays), 'bad': bad}
+
+
+def merge(results: list[dict]) -> dict:
+  """Chunks' results, in chunk order, as one: each group of rows concatenated (a chunk may have none of a
+  group), totals summed, bad records listed."""
+  def join(values):
+    first = values[0]
+    if isinstance(first, dict):
+      return {key: join([v[key] for v in values]) for key in first}
+    if isinstance(first, list):
+      return [p for v in values for p in v]
+    return np.concatenate([np.asarray(v) for v in values])
+
+  def add(values):  # a key some chunks lack (a stage they had no image for) counts 0 there
+    if isinstance(values[0], dict):
+      keys = dict.fromkeys(key for v in values for key in v)
+      return {key: add([v[key] for v in values if key in v]) for key in keys}
+    return sum(np.asarray(v).item() for v in values)
+
+  groups = dict.fromkeys(g for r in results for g in r['rows'])
+  rows = {}
+  for group in groups:  # a group's rows of the chunks that have any
+    parts = [r['rows'][group] for r in results if r['rows'].get(group)]
+    rows[group] = join(parts) if parts else {}
+  return {'rows': rows, 'totals': add([r['totals'] for r in results]),
+          'bad': [b for r in results for b in r['bad']]}
+
+
+def wait(where: pathlib.Path, count: int, timeout_s: float) -> dict:
+  """Every chunk of `where`, merged, once all `count` are written (by any process)."""
+  paths = [path(where, c) for c in range(count)]
+  deadline = time.time() + timeout_s
+  while not all(p.exists() for p in paths):
+    if time.time() > deadline:
+      missing = [p.name for p in paths if not p.exists()]
+      raise TimeoutError(f'{len(missing)} chunks not written after {timeout_s} s (the other processes?): '
+                         f'{missing[:5]} in {where}')
+    time.sleep(1.0)
+  return merge([read(p) for p in paths])
