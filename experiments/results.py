@@ -38,6 +38,8 @@ RESULTS = {
                             'benchmark_any_model.json', ''),
     'benchmark_protocol': ('benchmark_protocol', 'benchmark_protocol.py', 'benchmark',
                            'benchmark_protocol.json', ''),
+    'benchmark_memory': ('benchmark_memory', 'benchmark_memory.py', 'benchmark_memory',
+                         'benchmark_memory.json', ''),
     'localisation_study': ('sweep_localisation', 'localisation_sweep.py:study', 'ilsvrc_mobilenet_study',
                            'sweep.json', ''),
 }
@@ -162,6 +164,17 @@ def protocol_speed(r: dict) -> str:
                              f"{r['repeats']} alternating runs of each.")
 
 
+def memory(r: dict) -> str:
+  """benchmark_memory.json: the main job's peak RSS against the number of test images."""
+  lines = ['| test images | peak RSS (MiB) | ratio to the smallest | seconds | evaluation chunk |',
+           '| --- | --- | --- | --- | --- |']
+  for x in r['runs']:
+    ratio = r['peak_rss_ratio'][str(x['num_test'])]
+    lines.append(f"| {x['num_test']} | {x['peak_rss_mib']:.0f} | {ratio:.2f} | {x['seconds']:.0f} | "
+                 f"{x['eval_chunk']} |")
+  return '\n'.join(lines)
+
+
 def main_job_summary(m: dict) -> str:
   """Test accuracy, evaluated images, pointing game and seconds per stage of a main-job metrics.json."""
   k = m['config']['top_k']
@@ -283,6 +296,7 @@ RENDER = {
     'study': study_report,
     'rules_speed': rules_speed,
     'protocol_speed': protocol_speed,
+    'memory': memory,
     'study_selection': study_selection,
 }
 

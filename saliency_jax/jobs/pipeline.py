@@ -244,10 +244,10 @@ def run(config, workdir: str, log=print) -> dict:
   memory does not grow with the number of test images, a rerun resumes at the first chunk not on disk,
   and with several processes each takes every P-th chunk."""
   stages.check_localise(config)
-  figure_method(config)
   if config.get('selected_method') and config.selected_method not in config.localise:
     raise ValueError(f'config.selected_method {config.selected_method!r} is not one of config.localise: '
                      f'{sorted(config.localise)}')
+  figure_method(config)
   d = config.distributed
   parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
   workdir = pathlib.Path(workdir)
