@@ -38,6 +38,7 @@ def get_config(arg: str = 'gpu'):
   config.eval_crop = 224  # accuracy on the centred 224 px crop
   config.top_k = 5
   config.chunk_size = 32 if arg != 'cpu' else 4
+  config.eval_chunk = 640  # a multiple of chunk_size
   config.workers = 16 if arg != 'cpu' else 2
   config.num_deconvnet = 4
   return config

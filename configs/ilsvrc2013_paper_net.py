@@ -37,6 +37,7 @@ def get_config(arg: str = 'gpu'):
   })
   config.crop_size = 224
   config.chunk_size = 64
+  config.eval_chunk = 640  # a multiple of every variant's chunk_size
   config.workers = 16
   config.num_deconvnet = 4
   if arg == 'cpu':  # a smoke test of the wiring at 2 CPU cores

@@ -45,6 +45,7 @@ def get_config(arg: str = 'cpu'):
     config.train.steps = 10_000
     config.train.batch_size = 256
     config.chunk_size = 500
+    config.eval_chunk = 2000
     config.workers = 8
   elif arg != 'cpu':
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {arg!r}")

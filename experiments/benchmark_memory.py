@@ -47,6 +47,7 @@ def main(argv):
   del argv
   bench = _CONFIG.value
   workdir = pathlib.Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
   config_file = str(pathlib.Path(flags.FLAGS['config'].config_filename).resolve())
   trained = workdir / 'trained'
   if not (trained / 'metrics.json').is_file():  # the net, trained once

@@ -36,7 +36,7 @@ def main_job() -> ml_collections.ConfigDict:
   config.chunk_size = 100  # images per saliency call
   # test records per evaluation chunk (read, mapped, localised, written to disk, then dropped): what
   # bounds the main job's memory; a multiple of chunk_size keeps every saliency call full
-  config.eval_chunk = 500
+  config.eval_chunk = 200
   config.localise = localise_methods()
   # the method drawn in localisation.png ('': the selected method, else 'graphcut', else the first)
   config.figure_method = ''

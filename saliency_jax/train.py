@@ -180,10 +180,11 @@ def _load_state(model, optimizer, pure: dict) -> None:
 
 FINGERPRINT = 'fingerprint.json'  # in workdir/checkpoints, beside the orbax steps
 # Settings that do not change the weights: where the data lies, whether it is read on demand
-# (streamed batches equal loaded ones), which test records are evaluated (`data.splits`), how often
-# to log and checkpoint.
+# (streamed batches equal loaded ones), which test records are evaluated (`data.splits`; the synthetic
+# set's test and validation images are drawn apart from its training images), how often to log and
+# checkpoint.
 _NOT_WEIGHTS = {'data': ('data_dir', 'boxes_dir', 'stream', 'part', 'part_seed', 'selection_fraction',
-                         'num_validation'),
+                         'num_validation', 'num_test'),
                 'train': ('log_every', 'checkpoint_every')}
 
 
@@ -225,7 +226,10 @@ def check_fingerprint(config, workdir) -> None:
   path = directory / FINGERPRINT
   if not (path.is_file() and _has_steps(directory)):
     return
-  old, new = json.loads(path.read_text()), fingerprint(config)
+  ignored = {f'{part}.{key}' for part, keys in _NOT_WEIGHTS.items() for key in keys}
+  # older versions kept more settings
+  old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignored}
+  new = fingerprint(config)
   absent = '(absent)'
   changed = [f'{k}: {old.get(k, absent)!r} -> {new.get(k, absent)!r}' for k in sorted(old.keys() | new.keys())
              if old.get(k, absent) != new.get(k, absent)]
@@ -406,7 +410,7 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
               log.write(json.dumps({'step': done, 'loss': losses[-1],
                                     'batch_accuracy': float(parallel.local(acc))}) + '\n')
               log.flush()
-            bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}')
+            bar.set_postfix(loss=f'{np.mean(losses[-t.log_every:]):.3f}', refresh=False)
           if done % t.checkpoint_every == 0 and done < end:
             manager.save(done, args=ocp.args.StandardSave(saveable()))
       except BaseException:

@@ -48,20 +48,31 @@ def _free_port() -> int:
 
 
 def _start(config_file, workdir, port, process):
+  """One of two processes of the main job; its output goes to the file `_output` reads (not a pipe,
+  which could fill up while the test waits)."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
   env.pop('XLA_FLAGS', None)
+  out = (workdir.parent / f'{workdir.name}-{process}.out').open('a')
   return subprocess.Popen([sys.executable, str(ROOT / 'experiments' / 'reproduce.py'),
                            f'--config={config_file}', f'--workdir={workdir}',
                            '--config.distributed.num_processes=2',
                            f'--config.distributed.process_id={process}', '--config.distributed.timeout_s=300',
                            f'--config.distributed.coordinator_address=127.0.0.1:{port}'],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def _output(workdir, process: int) -> str:
+  return (workdir.parent / f'{workdir.name}-{process}.out').read_text()
 
 
 def _two_processes(config_file, workdir):
+  """Both processes run to the end: [(exit status, output of this run)]."""
   port = _free_port()
+  before = [len(_output(workdir, i)) if (workdir.parent / f'{workdir.name}-{i}.out').exists() else 0
+            for i in range(2)]
   procs = [_start(config_file, workdir, port, i) for i in range(2)]
-  return [(p.returncode, out + err) for p in procs for out, err in [p.communicate(timeout=600)]]
+  codes = [p.wait(timeout=600) for p in procs]
+  return [(code, _output(workdir, i)[before[i]:]) for i, code in enumerate(codes)]
 
 
 def _config(config_file):
@@ -95,23 +106,38 @@ def one(tmp_path_factory):
   return config_file, root / 'one'
 
 
-def test_two_processes_train_as_one_and_resume_after_one_is_killed(one, tmp_path):
+def _wait_for_steps(procs, log, steps: int) -> None:
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in procs) and not (
+      log.is_file() and len(log.read_text().splitlines()) > steps):
+    time.sleep(0.05)
+
+
+def test_two_processes_train_as_one_and_resume_after_one_is_stopped_or_killed(one, tmp_path):
   config_file, single = one
-  # Two processes from an empty workdir; process 1 killed (SIGKILL) mid-training, then process 0.
+  log = tmp_path / 'train_log.jsonl'
+  # Two processes from an empty workdir; SIGTERM to process 1 alone: both stop at the same step, saved.
   port = _free_port()
   procs = [_start(config_file, tmp_path, port, i) for i in range(2)]
-  log = tmp_path / 'train_log.jsonl'
-  deadline = time.time() + 300
-  while time.time() < deadline and procs[1].poll() is None and not (
-      log.is_file() and len(log.read_text().splitlines()) > 120):
-    time.sleep(0.05)
+  _wait_for_steps(procs, log, 60)
+  procs[1].send_signal(signal.SIGTERM)
+  for i, p in enumerate(procs):
+    code, out = p.wait(timeout=300), _output(tmp_path, i)
+    assert code == 128 + signal.SIGTERM and 'rerun the same command to resume' in out, out[-3000:]
+  stopped = [int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
+  assert max(_log(tmp_path)) == max(stopped) < STEPS
+
+  # Resumed, then process 1 killed (SIGKILL) mid-training, then process 0, blocked with a dead peer.
+  port = _free_port()
+  procs = [_start(config_file, tmp_path, port, i) for i in range(2)]
+  _wait_for_steps(procs, log, max(stopped) + 70)
   procs[1].send_signal(signal.SIGKILL)
-  procs[1].communicate()
+  procs[1].wait()
   before = _log(tmp_path)
-  procs[0].send_signal(signal.SIGKILL)  # blocked in a collective with a dead peer
-  procs[0].communicate()
+  procs[0].send_signal(signal.SIGKILL)
+  procs[0].wait()
   saved = [int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
-  assert 0 < max(saved) < STEPS and max(before) > max(saved), (saved, max(before))
+  assert max(stopped) < max(saved) < STEPS and max(before) > max(saved), (stopped, saved, max(before))
   assert not (tmp_path / 'metrics.json').exists()
 
   for code, out in _two_processes(config_file, tmp_path):

@@ -109,7 +109,7 @@ def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path)
   # Measured with experiments/evaluate_cifar_resnets.py: 102 of the 150 right (68.0%).
   assert abs(results['test_accuracy'] - 102 / 150) < 1e-9
   assert (tmp_path / 'localisation.png').is_file()
-  # the test split streamed: no copy of it in the workdir, its results in one chunk of 500 records
+  # the test split streamed: no copy of it in the workdir, its results in one chunk of 150 records
   assert not list((tmp_path / 'data').glob('test-*')) and not list((tmp_path / 'data').glob('photos-*'))
   assert len(list(tmp_path.glob('evaluation/*/chunk-*.npz'))) == 1
 
@@ -153,7 +153,7 @@ def test_ilsvrc_protocol_with_the_imported_mobilenet_on_real_val_images(tmp_path
   assert set(results['deconvnet_vs_gradient']['spearman']) == {'gradient_vs_deconvnet', 'gradient_vs_guided'}
   report = (tmp_path / 'report.md').read_text()
   assert f'| **{selected}** (selected) |' in report and (tmp_path / 'localisation.png').stat().st_size > 0
-  assert len(list(tmp_path.glob('evaluation/*/chunk-*.npz'))) == 2  # 650 records in chunks of 500
+  assert len(list(tmp_path.glob('evaluation/*/chunk-*.npz'))) == 4  # 650 records in chunks of 200
 
 
 

@@ -172,12 +172,14 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 
 def test_fingerprint_holds_what_determines_the_weights():
   config = _config()
-  config.data = {'name': 'synthetic', 'num_train': 64, 'data_dir': '/here', 'stream': False, 'part': 'all'}
+  config.data = {'name': 'synthetic', 'num_train': 64, 'num_test': 8, 'data_dir': '/here', 'stream': False,
+                 'part': 'all'}
   config.workers, config.num_eval = 2, 0
   base = train.fingerprint(config)
   assert base['train.learning_rate'] == 1e-2 and base['model.stages'] == [[4], [8]] and base['seed'] == 0
   for key, value in (('workers', 8), ('num_eval', 5), ('train.log_every', 7), ('train.checkpoint_every', 3),
-                     ('data.data_dir', '/there'), ('data.stream', True), ('data.part', 'report')):
+                     ('data.data_dir', '/there'), ('data.stream', True), ('data.part', 'report'),
+                     ('data.num_test', 3200)):
     changed = config.copy_and_resolve_references()
     section, _, name = key.rpartition('.')
     (changed[section] if section else changed)[name] = value
@@ -201,6 +203,13 @@ def test_a_workdir_is_not_reused_under_another_config(tmp_path):
   assert (tmp_path / 'checkpoints' / 'fingerprint.json').read_text() == saved and _latest(tmp_path) == 2
   _, result = train.train_and_evaluate(_config(steps=2, log_every=2), tmp_path, data, progress=False)
   assert result['resumed_from'] == 2
+  # a fingerprint of an older version, with settings now known not to touch the weights: accepted
+  older = {**json.loads(saved), 'data.num_test': 500}
+  (tmp_path / 'checkpoints' / 'fingerprint.json').write_text(json.dumps(older))
+  train.check_fingerprint(_config(steps=2), tmp_path)
+  (tmp_path / 'checkpoints' / 'fingerprint.json').write_text(json.dumps({**older, 'train.steps': 9}))
+  with pytest.raises(ValueError, match=r'train.steps: 9 -> 2\)'):
+    train.check_fingerprint(_config(steps=2), tmp_path)
 
 
 def test_another_architecture_is_named_not_orbax_advice(tmp_path):

@@ -18,6 +18,8 @@ interrupted run resumes.
      (Fig. 3: image, map, seeds, mask, box against the ground truth).
 """
 
+import ctypes
+import gc
 import pathlib
 import time
 
@@ -228,6 +230,16 @@ def evaluate_chunk(config, model, source, span: tuple[int, int], n: int, mean, s
   return {'rows': {'tested': tested, 'evaluated': evaluated}, 'totals': totals, 'bad': r['bad']}
 
 
+def release_memory() -> None:
+  """Hands what a chunk freed back to the system (a garbage collection, then glibc's malloc_trim where
+  there is one), so that the peak memory does not creep up with the number of chunks."""
+  gc.collect()
+  try:
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+
+
 def progress_bars(config, total: int, enabled: bool) -> dict:
   """tqdm bars (images/s) of the maps and of each localisation method, process 0 only."""
   names = ['maps'] + [f'localise {m}' for m in config.localise]
@@ -276,6 +288,8 @@ def run(config, workdir: str, log=print) -> dict:
     for c in todo:
       result = evaluate_chunk(config, model, source, spans[c], n, mean, std, progress)
       chunks.write(chunks.path(where, c), result)
+      del result
+      release_memory()
   finally:
     for bar in bars.values():
       bar.close()
