@@ -188,11 +188,6 @@ def to_local(model):
   return replicate(jax.tree.map(local, model))
 
 
-def host_shard(n: int) -> np.ndarray:
-  """The indices of an n-item data set this process handles (process i takes items i, i + P, ...)."""
-  return np.arange(jax.process_index(), n, jax.process_count())
-
-
 def chunked(fn: Callable, arrays, chunk_size: int | None):
   """Applies fn to leading-axis chunks of `arrays` (a tuple, None entries passed through).
 

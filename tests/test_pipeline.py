@@ -64,6 +64,40 @@ def test_main_job_end_to_end_and_resume(tmp_path):
                           results['localisation']['graphcut']['gt_known_box_accuracy'])
 
 
+def _numbers(metrics):
+  if isinstance(metrics, dict):
+    return {k: _numbers(v) for k, v in metrics.items() if k not in ('seconds', 'config', 'resumed_from')}
+  return metrics
+
+
+def test_the_test_split_is_read_chunk_by_chunk_into_the_numbers_of_one_chunk(tmp_path, monkeypatch):
+  config = _tiny()
+  config.data.num_test = 7
+  config.chunk_size = 2  # saliency batches that chunks of 2 and of 6 records share
+  config.eval_chunk = 6
+  whole = pipeline.run(config, tmp_path / 'a', log=lambda *_: None)
+  read = []  # the records each read of the test split asked for
+  def load(source, size=None, **kwargs):
+    read.append(len(source))
+    return original(source, size, **kwargs)
+  original = pipeline.transforms.load
+  monkeypatch.setattr(pipeline.transforms, 'load', load)
+  config.eval_chunk = 2
+  logged = []
+  chunked = pipeline.run(config, tmp_path / 'a', log=logged.append)  # the trained net, other chunks
+  # 4 chunks of at most 2 records, then the first images again for the figures and the Sect. 4 summary
+  assert read == [2, 2, 2, 1, max(config.num_figure, config.num_deconvnet)]
+  assert len(list((tmp_path / 'a' / 'evaluation').glob('*/chunk-*.npz'))) == 2 + 4  # each its own folder
+  assert _numbers(chunked) == _numbers(whole)
+  assert {'data_test', 'test_accuracy', 'saliency', 'localisation', 'evaluation', 'class_scores',
+          'class_models', 'deconvnet'} <= set(chunked['seconds'])
+  # a rerun finds every chunk on disk: nothing of the test split is read but the figures' images
+  assert not any('resuming the evaluation' in line for line in logged)
+  read.clear()
+  pipeline.run(config, tmp_path / 'a', log=logged.append)
+  assert read == [2] and any('resuming the evaluation: 4 of 4 chunks already in' in line for line in logged)
+
+
 def test_localisation_metrics_count_fallback_boxes_per_method():
   """Two images, top-2: statuses as `localise_images` lays them out (per image: true class, then top-k)."""
   config = _tiny()

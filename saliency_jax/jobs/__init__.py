@@ -8,5 +8,6 @@ writes its JSON and markdown to the workdir. Jobs never import one another.
   sweep              localisation settings chosen on a selection part, reported on a report part
   comparison         every attribution method: localisation, pointing, faithfulness, sanity
   equivalence        Sect. 4: gradient vs DeconvNet, layer by layer and on whole networks
-  stages, hosts      shared machinery: the stages above, and the merge of several processes' results
+  stages, chunks     shared machinery: the stages above, and the main job's evaluation on disk chunk by
+                     chunk (atomic, resumable, shared between processes)
 """

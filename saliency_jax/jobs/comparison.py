@@ -28,6 +28,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from saliency_jax import attribution, defaults, faithfulness, localise, metrics, report, saliency
 from saliency_jax.jobs import stages
@@ -54,6 +55,8 @@ def compute_maps(model, x, labels, methods: dict, *, chunk_size: int | None, see
   time is the median of those runs."""
   maps, seconds = {}, {}
   warm = len(x) if not chunk_size else min(chunk_size, len(x))
+  bar = tqdm(total=len(methods) * len(x), desc='comparison maps', unit='img', mininterval=2.0,
+             disable=jax.process_index() != 0)
   for name, settings in methods.items():
     settings = _settings(name, settings, seed)
     jax.block_until_ready(attribution.attribute(name, model, x[:warm], labels[:warm], chunk_size=chunk_size,
@@ -66,7 +69,9 @@ def compute_maps(model, x, labels, methods: dict, *, chunk_size: int | None, see
       times.append(time.perf_counter() - t)
     seconds[name] = float(np.median(times)) / len(x)
     maps[name] = (attribution.to_map(a), attribution.to_map(a, signed=True))
+    bar.update(len(x))
     log(f'{name}: {1e3 * seconds[name]:.2f} ms per image')
+  bar.close()
   return maps, seconds
 
 
@@ -113,6 +118,8 @@ def evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks=None, 
   maps, seconds = compute_maps(model, x, labels, c.methods.to_dict(), chunk_size=config.chunk_size,
                                seed=c.seed, repeats=c.timing_repeats, log=log)
   out = {}
+  bar = tqdm(total=len(maps) * n, desc='comparison metrics', unit='img', mininterval=2.0,
+             disable=jax.process_index() != 0)
   for name, (absolute, _) in maps.items():
     t = time.perf_counter()
     on_photos = (absolute if absolute.shape[1:] == size
@@ -145,6 +152,8 @@ def evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks=None, 
         f"pointing {r['pointing_game']:.3f}, "
         f"deletion {r['deletion_auc']:.3f}, insertion {r['insertion_auc']:.3f}, randomised top layer rho "
         f"{r['sanity_top_layer_absolute']:.2f} ({time.perf_counter() - t:.0f} s)")
+    bar.update(n)
+  bar.close()
   return out, maps
 
 

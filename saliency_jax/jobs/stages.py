@@ -19,12 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import attribution, deconvnet, localise, metrics, parallel, rules, saliency, train, weights
-from saliency_jax.data import Subset, make_source, records, transforms
+from saliency_jax.data import make_source, records, transforms
 
 
 def pack(pieces) -> tuple[np.ndarray, np.ndarray]:
   """A ragged list of arrays (e.g. each image's boxes) -> (counts [n], values: the pieces concatenated).
-  The one encoding of ragged per-image data on disk (the data cache, the hosts' shares)."""
+  The one encoding of ragged per-image data on disk (the data cache, the evaluation's chunks)."""
   pieces = [np.asarray(p) for p in pieces]
   return np.array([len(p) for p in pieces], np.int64), np.concatenate(pieces) if pieces else np.zeros(0)
 
@@ -44,8 +44,7 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
   masks (or None), and also 'indices' (the record index of every example), 'num_records' and 'bad': the
   records left out with data.skip_bad ([{'record', 'reason', 'message'}], `data.records`; those the
   source dropped when built, which are in no split, are listed with every split), cached with the arrays.
-  On several hosts each process reads only its share of the test records (records i, i + P, ...:
-  `parallel.host_shard`) and caches it in its own file.
+  (The main job reads the test split chunk by chunk instead: `pipeline.evaluate_chunk`.)
   """
   key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True,
                                   default=str).encode()).hexdigest()[:12]
@@ -54,11 +53,9 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
     wanted.insert(0, ('train', 'train', config.data.image_size))
   if config.get('localise_size') and test:
     wanted.append(('photos', 'test', config.localise_size))
-  hosts = jax.process_count()
   out = {}
   for name, split, size in wanted:
-    part = f'-part{jax.process_index()}of{hosts}' if split == 'test' and hosts > 1 else ''
-    path = workdir / 'data' / f'{name}-{size}-{key}{part}.npz'
+    path = workdir / 'data' / f'{name}-{size}-{key}.npz'
     if path.exists():
       with np.load(path, allow_pickle=False) as f:
         arrays = dict(f)
@@ -74,9 +71,7 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
       continue
     source = make_source(config.data, split)
     num_records = len(source)
-    kept = parallel.host_shard(num_records) if part else np.arange(num_records)
-    if part:
-      source = Subset(source, kept)
+    kept = np.arange(num_records)
     loaded = transforms.load(source, size, skip_bad=config.data.skip_bad, progress=True, desc=f'data {name}')
     loaded['bad'] = records.unique(getattr(source, 'bad', []) + loaded['bad'])
     if loaded['bad']:
@@ -101,7 +96,7 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
 
 def skipped_records(data: dict) -> list[dict]:
   """Every record `load_data` left out, once: [{'record', 'reason', 'message'}] (metrics.json
-  'bad_records'). On several hosts: the records this process read (its share of the test split)."""
+  'bad_records')."""
   return records.unique(b for split in data.values() for b in split['bad'])
 
 
