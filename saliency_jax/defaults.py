@@ -50,7 +50,8 @@ def main_job() -> ml_collections.ConfigDict:
   config.class_names = ()
   # several processes (`parallel.initialize`, jax.distributed): training runs on the global mesh of all
   # their devices; in the evaluation process p takes chunks p, p + P, ... and process 0 waits for all
-  # chunks (workdir/evaluation), merges them and writes the metrics and report
+  # chunks (workdir/evaluation), merges them and writes the metrics and report; timeout_s: how long
+  # process 0 waits for the others' chunks, and they for process 0 at exit
   config.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1,
                                                   'process_id': 0, 'timeout_s': 3600})
   # class model images (paper Sect. 2), `class_models.visualise` settings; steps 0 skips the stage

@@ -39,7 +39,7 @@ def devices() -> list:
 
 @functools.cache
 def _mesh(ids: tuple[int, ...]) -> Mesh:
-  by_id = {d.id: d for d in jax.local_devices()}
+  by_id = {d.id: d for d in jax.devices()}
   return Mesh(np.array([by_id[i] for i in ids]), (AXIS,))
 
 
@@ -102,11 +102,14 @@ def replicate(model):
   return jax.device_put(model, replicated())
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int = 1, process_id: int = 0) -> None:
-  """Joins a multi-host run (`jax.distributed.initialize`) when num_processes > 1; one process: nothing."""
+def initialize(coordinator_address: str | None = None, num_processes: int = 1, process_id: int = 0,
+               timeout_s: int = 300) -> None:
+  """Joins a multi-host run (`jax.distributed.initialize`) when num_processes > 1; one process: nothing.
+  timeout_s: how long a process that is done waits at exit for the others (process 0 still merging,
+  scoring and drawing after the others' last chunk)."""
   if num_processes > 1:
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, shutdown_timeout_seconds=int(timeout_s))
 
 
 def global_devices() -> list:
@@ -114,20 +117,16 @@ def global_devices() -> list:
   process: the rows of a global batch are laid out process by process."""
   every = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   if os.environ.get('SALIENCY_JAX_DEVICES') == '1':
-    every = [d for d in every if d == min((e for e in every if e.process_index == d.process_index),
-                                          key=lambda e: e.id)]
+    first = {}
+    for d in every:
+      first.setdefault(d.process_index, d)
+    every = list(first.values())
   return every
-
-
-@functools.cache
-def _global_mesh(ids: tuple[int, ...]) -> Mesh:
-  by_id = {d.id: d for d in jax.devices()}
-  return Mesh(np.array([by_id[i] for i in ids]), (AXIS,))
 
 
 def global_mesh() -> Mesh:
   """The 1-D ('data',) mesh over `global_devices()`; with one process, `mesh()`."""
-  return _global_mesh(tuple(d.id for d in global_devices()))
+  return _mesh(tuple(d.id for d in global_devices()))
 
 
 def global_size() -> int:

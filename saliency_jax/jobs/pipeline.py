@@ -261,7 +261,7 @@ def run(config, workdir: str, log=print) -> dict:
                      f'{sorted(config.localise)}')
   figure_method(config)
   d = config.distributed
-  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id)
+  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id, d.timeout_s)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   prepared = stages.prepare(config, workdir, log, test=False)
