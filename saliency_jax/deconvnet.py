@@ -388,10 +388,15 @@ def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
   return report, g
 
 
-def rule_maps(model, images, labels) -> dict[str, np.ndarray]:
-  """{'gradient', 'deconvnet', 'guided'}: each rule's [B, H, W] map max_c |VJP| of the labels' scores."""
-  return {name: np.asarray(saliency.saliency_maps(model, images, labels, relu=rule))
-          for name, rule in RULES.items()}
+def rule_maps(model, images, labels, progress=None) -> dict[str, np.ndarray]:
+  """{'gradient', 'deconvnet', 'guided'}: each rule's [B, H, W] map max_c |VJP| of the labels' scores;
+  `progress()` (optional) is called as each rule's maps are done."""
+  maps = {}
+  for name, rule in RULES.items():
+    maps[name] = np.asarray(saliency.saliency_maps(model, images, labels, relu=rule))
+    if progress is not None:
+      progress()
+  return maps
 
 
 def gate_statistics(x: jax.Array, g: jax.Array, *, rules=RULES) -> dict:

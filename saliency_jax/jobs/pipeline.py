@@ -54,10 +54,7 @@ def deconvnet_summary(model, x, labels) -> dict:
   bar = tqdm(total=len(deconvnet.RULES) + 1, desc='Sect. 4 summary', unit='part', mininterval=2.0,
              disable=jax.process_index() != 0)
   with bar:
-    maps = {}
-    for name, rule in deconvnet.RULES.items():  # `deconvnet.rule_maps`, one rule at a time
-      maps[name] = np.asarray(saliency.saliency_maps(model, x, labels, relu=rule))
-      bar.update()
+    maps = deconvnet.rule_maps(model, x, labels, progress=bar.update)
     rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b)
                                               for a, b in zip(maps['gradient'], maps[m])]))
            for m in maps if m != 'gradient'}
@@ -120,12 +117,12 @@ def chunk_settings(config) -> dict:
   return {**settings, 'class_scores': bool(config.class_models.steps)}
 
 
-def maps_of(config, model, x, labels, names, size=None, seconds=None) -> tuple:
+def maps_of(config, model, x, labels, names, images, seconds=None) -> tuple:
   """The maps the localisation methods cut: the gradient maps of each image's top-k classes and true class
   (Sect. 3.1, with config.share_true_maps the true class's top-k map where it is among them), and those
-  of the other config.maps entries `names` for the same classes. Resized onto the photos of `size` when
-  given. Returns (top classes [n, k], {name: (true-class maps, top-k maps)}, shared [n] or None); adds
-  each stage's seconds to `seconds`."""
+  of the other config.maps entries `names` for the same classes. With config.localise_size, resized onto
+  the `images` localised on (the photos). Returns (top classes [n, k], {name: (true-class maps, top-k
+  maps)}, shared [n] or None); adds each stage's seconds to `seconds`."""
   seconds = {} if seconds is None else seconds
   t0 = time.perf_counter()
   shared = None
@@ -144,8 +141,8 @@ def maps_of(config, model, x, labels, names, size=None, seconds=None) -> tuple:
         true = np.where((shared >= 0)[:, None, None], top[np.arange(len(top)), np.maximum(shared, 0)], true)
       maps[name] = (true, top)
       seconds[f'maps_{name}'] = seconds.get(f'maps_{name}', 0.0) + time.perf_counter() - t0
-  if size is not None:  # localise on the larger images, maps resized onto them
-    maps = {name: stages.on_photos(true, top, size) for name, (true, top) in maps.items()}
+  if config.localise_size:  # localise on the larger images, maps resized onto them
+    maps = {name: stages.on_photos(true, top, images.shape[1:3]) for name, (true, top) in maps.items()}
   return top_classes, maps, shared
 
 
@@ -209,8 +206,7 @@ def evaluate_chunk(config, model, source, span: tuple[int, int], n: int, mean, s
       t0 = time.perf_counter()
       (images, boxes), masks = read_photos(config, source, r['indices'][keep]), None
       seconds['data_test'] += time.perf_counter() - t0
-    size = images.shape[1:3] if config.localise_size else None
-    top_classes, maps, shared = maps_of(config, model, x, labels, stages.used_maps(config), size, seconds)
+    top_classes, maps, shared = maps_of(config, model, x, labels, stages.used_maps(config), images, seconds)
     if progress is not None:
       progress('maps', len(keep))
     t0 = time.perf_counter()
@@ -378,8 +374,7 @@ def figures(config, model, workdir: pathlib.Path, first: dict, ev: dict, n: int,
   num = min(config.num_figure, len(first['x']))
   shown = figure_method(config)
   used = stages.map_of(shown, config.localise[shown])
-  size = first['images'].shape[1:3] if config.localise_size else None
-  _, maps, shared = maps_of(config, model, first['x'][:num], first['labels'][:num], [used], size)
+  _, maps, shared = maps_of(config, model, first['x'][:num], first['labels'][:num], [used], first['images'])
   _, kept = stages.localise_images(config, first['images'][:num], maps, first['indices'][:num], n, shared,
                                    methods={shown: config.localise[shown]})
   titles = [f'{classes[t]} (top-1 {classes[p]})'
@@ -414,9 +409,8 @@ def failure_examples(config, model, ev: dict, categories, name: str, classes, so
     return []
   rows = [r for _, r in picked]
   sample = read_records(config, source, ev['indices'][rows], mean, std)
-  size = sample['images'].shape[1:3] if config.localise_size else None
   used = stages.map_of(name, config.localise[name])
-  _, maps, _ = maps_of(config, model, sample['x'], sample['labels'], [used], size)
+  _, maps, _ = maps_of(config, model, sample['x'], sample['labels'], [used], sample['images'])
   top_maps = maps[used][1]
   out = []
   for p, (kind, r) in enumerate(picked):

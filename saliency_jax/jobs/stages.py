@@ -71,14 +71,13 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
       continue
     source = make_source(config.data, split)
     num_records = len(source)
-    kept = np.arange(num_records)
     loaded = transforms.load(source, size, skip_bad=config.data.skip_bad, progress=True, desc=f'data {name}')
     loaded['bad'] = records.unique(getattr(source, 'bad', []) + loaded['bad'])
     if loaded['bad']:
       reasons = sorted({b['reason'] for b in loaded['bad']})
       log(f"{name}: skipped {len(loaded['bad'])} bad records ({', '.join(reasons)}), first: "
           f"{loaded['bad'][0]['record']}: {loaded['bad'][0]['message']}")
-    loaded['indices'], loaded['num_records'] = kept[loaded['indices']], num_records
+    loaded['num_records'] = num_records
     counts, boxes = pack(loaded['boxes'])
     arrays = {'images': loaded['images'], 'labels': loaded['labels'], 'box_counts': counts, 'boxes': boxes,
               'box_labels': pack(loaded['box_labels'])[1], 'difficult': pack(loaded['difficult'])[1],
