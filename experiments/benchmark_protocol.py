@@ -2,26 +2,33 @@
 
   python experiments/benchmark_protocol.py --config configs/benchmark_protocol.py --workdir runs/benchmark
 
-Writes benchmark_protocol.json to the workdir.
+Each run is a child process of this script (`--run`), so that each gets its own glibc malloc settings
+(`MALLOC`; glibc reads them at start-up). Writes benchmark_protocol.json to the workdir.
 """
 
 import importlib.util
+import json
+import os
 import pathlib
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from saliency_jax import report
-from saliency_jax.jobs import pipeline
+from saliency_jax import host
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Benchmark config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for benchmark_protocol.json.')
+_RUN = flags.DEFINE_string('run', None, 'Internal: run this one config in this process and write its JSON.')
 flags.mark_flags_as_required(['config', 'workdir'])
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# glibc's malloc settings of each run: '' is glibc's defaults, host.TUNABLES those that
+# SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job scripts
+MALLOC = {'before': '', 'after': '', 'after_keep_freed_memory': host.TUNABLES}
 
 
 def shipped_config():
@@ -32,10 +39,11 @@ def shipped_config():
 
 
 def configs(bench) -> dict:
-  """{'before': ..., 'after': ...}: the shipped ILSVRC config on `num_images` images, the stages
-  after the protocol's off; 'before' with the earlier localisation methods and no shared maps."""
+  """{'before': ..., 'after': ..., 'after_keep_freed_memory': ...}: the shipped ILSVRC config on
+  `num_images` images, the stages after the protocol's off; 'before' with the earlier localisation
+  methods and no shared maps."""
   out = {}
-  for name in ('before', 'after'):
+  for name in MALLOC:
     config = shipped_config()
     config.data_dir = bench.data_dir
     config.num_eval = bench.num_images
@@ -57,28 +65,41 @@ def protocol_seconds(metrics: dict) -> float:
   return s['saliency'] + s['localisation'] + sum(v for k, v in s.items() if k.startswith('maps_'))
 
 
+def run_one(bench, name: str, workdir: pathlib.Path) -> None:
+  """One run of one config, in this process: its seconds and errors to workdir/name/run.json."""
+  from saliency_jax.jobs import pipeline  # the child imports JAX, the parent never does
+  shutil.rmtree(workdir / name / 'evaluation', ignore_errors=True)  # every repeat maps and localises
+  m = pipeline.run(configs(bench)[name], workdir / name, log=lambda *_: None)
+  seconds = protocol_seconds(m)
+  out = {'seconds': seconds, 'images_per_s': m['num_eval'] / seconds, 'stages': m['seconds'],
+         'malloc': os.environ.get('GLIBC_TUNABLES', ''),
+         'top5_loc_error': {k: v['top5_loc_error'] for k, v in m['localisation'].items()}}
+  (workdir / name / 'run.json').write_text(json.dumps(out))
+
+
 def main(argv):
   del argv
   bench = _CONFIG.value
   workdir = pathlib.Path(_WORKDIR.value)
-  runs = {'before': [], 'after': []}
+  if _RUN.value:
+    return run_one(bench, _RUN.value, workdir)
+  runs = {name: [] for name in MALLOC}
   for r in range(bench.repeats):
-    for name, config in configs(bench).items():
-      shutil.rmtree(workdir / name / 'evaluation', ignore_errors=True)  # every repeat maps and localises
-      m = pipeline.run(config, workdir / name, log=lambda *_: None)
-      seconds = protocol_seconds(m)
-      runs[name].append({'seconds': seconds, 'images_per_s': m['num_eval'] / seconds,
-                         'stages': m['seconds'], 'top5_loc_error': {k: v['top5_loc_error']
-                                                                     for k, v in m['localisation'].items()}})
-      print(f'repeat {r}: {name} {seconds:.1f} s ({m["num_eval"] / seconds:.2f} images/s)', flush=True)
+    for name, malloc in MALLOC.items():  # a child process per run: glibc reads its settings at start-up
+      subprocess.run([sys.executable, __file__, *sys.argv[1:], f'--run={name}'], check=True,
+                     env={**os.environ, 'GLIBC_TUNABLES': malloc})
+      runs[name].append(json.loads((workdir / name / 'run.json').read_text()))
+      x = runs[name][-1]
+      print(f"repeat {r}: {name} {x['seconds']:.1f} s ({x['images_per_s']:.2f} images/s)", flush=True)
   median = {name: statistics.median(x['images_per_s'] for x in v) for name, v in runs.items()}
   out = {'num_images': bench.num_images, 'repeats': bench.repeats, 'runs': runs,
          'median_images_per_s': median, 'speedup': median['after'] / median['before'],
-         'machine': {'platform': platform.platform(), 'cpus': jax.local_device_count(),
-                     'backend': jax.default_backend()},
+         'speedup_keep_freed_memory': median['after_keep_freed_memory'] / median['before'],
+         'machine': {'platform': platform.platform(), 'cpus': os.cpu_count()},
          'config': bench.to_dict()}
-  report.write_json(workdir / 'benchmark_protocol.json', out)
-  print(f"images/s before {median['before']:.3f}, after {median['after']:.3f}: {out['speedup']:.2f}x")
+  (workdir / 'benchmark_protocol.json').write_text(json.dumps(out, indent=2) + '\n')
+  print(f"images/s before {median['before']:.3f}, after {median['after']:.3f}: {out['speedup']:.2f}x "
+        f"({out['speedup_keep_freed_memory']:.2f}x keeping freed memory)")
 
 
 if __name__ == '__main__':

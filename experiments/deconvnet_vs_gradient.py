@@ -4,6 +4,11 @@
       --workdir runs/deconvnet_vs_gradient
 """
 
+from saliency_jax import host
+
+if __name__ == '__main__':  # first, before JAX is imported: SALIENCY_JAX_KEEP_FREED_MEMORY=1 re-executes
+  host.keep_freed_memory()  # this process under malloc settings that reuse XLA:CPU's buffers (host.py)
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -3,6 +3,11 @@
   python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
 """
 
+from saliency_jax import host
+
+if __name__ == '__main__':  # first, before JAX is imported: SALIENCY_JAX_KEEP_FREED_MEMORY=1 re-executes
+  host.keep_freed_memory()  # this process under malloc settings that reuse XLA:CPU's buffers (host.py)
+
 import difflib
 import importlib.util
 import os

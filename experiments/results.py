@@ -156,12 +156,13 @@ def rules_speed(r: dict) -> str:
 def protocol_speed(r: dict) -> str:
   """benchmark_protocol.json: the ILSVRC protocol's images/s before and after, and the stages."""
   lines = ['| config | images/s (median) | seconds per run |', '| --- | --- | --- |']
-  for name in ('before', 'after'):
-    runs = r['runs'][name]
+  for name, runs in r['runs'].items():
     lines.append(f"| {name} | {r['median_images_per_s'][name]:.3f} | "
                  + ', '.join(f"{x['seconds']:.0f}" for x in runs) + ' |')
-  return '\n'.join(lines) + (f"\n\nSpeed-up after / before: {r['speedup']:.2f}x on {r['num_images']} images, "
-                             f"{r['repeats']} alternating runs of each.")
+  out = '\n'.join(lines) + f"\n\nSpeed-up after / before: {r['speedup']:.2f}x"
+  if 'speedup_keep_freed_memory' in r:
+    out += f" ({r['speedup_keep_freed_memory']:.2f}x with SALIENCY_JAX_KEEP_FREED_MEMORY=1)"
+  return out + f" on {r['num_images']} images, {r['repeats']} alternating runs of each."
 
 
 def memory(r: dict) -> str:

@@ -3,6 +3,11 @@
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py --workdir runs/quickstart
 """
 
+from saliency_jax import host
+
+if __name__ == '__main__':  # first, before JAX is imported: SALIENCY_JAX_KEEP_FREED_MEMORY=1 re-executes
+  host.keep_freed_memory()  # this process under malloc settings that reuse XLA:CPU's buffers (host.py)
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

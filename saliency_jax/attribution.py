@@ -402,6 +402,65 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   return parallel.chunked(fn, (images, classes), chunk_size)
 
 
+@functools.partial(jax.jit, static_argnames=('crop_hw', 'k'), compiler_options=saliency.COMPILER_OPTIONS)
+def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k):
+  h, w = images.shape[1:3]
+  size = crop_hw or (h, w)
+
+  def place(maps):  # [k, n, h', w'] -> [k, H, W]
+    return maps[:, 0] if crop_hw is None else jax.vmap(saliency.uncrop, in_axes=(0, None))(maps, (h, w))
+
+  def one(image, chosen):
+    crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
+    a, features_vjp = jax.vjp(p.features, crops)
+    scores, head_vjp = jax.vjp(p.head, a)
+    mean_scores = scores.mean(axis=0)
+    if chosen is None:
+      top_scores, chosen = jax.lax.top_k(mean_scores, k)
+    else:
+      top_scores = mean_scores[chosen]
+    cotangents = jnp.broadcast_to(jax.nn.one_hot(chosen, scores.shape[-1], dtype=scores.dtype)[:, None],
+                                  (chosen.shape[0], *scores.shape))
+    (g,) = jax.vmap(head_vjp)(cotangents)  # [k, n, h', w', C']: dS_c/dA, Grad-CAM's and the gradient's
+    cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
+    cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
+    (grads,) = jax.vmap(features_vjp)(g)  # [k, n, H, W, C]: the rest of the backward passes
+    return chosen, top_scores, place(saliency.channel_max(grads)), place(cams)
+
+  return jax.vmap(one)(images, classes)
+
+
+def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, layer=None, crop_size=None,
+                          chunk_size: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The paper's gradient maps (`saliency.class_saliency` / `top_k_saliency`) and the same classes'
+  Grad-CAM maps at `layer` (`class_region_maps('grad_cam', ...)`) out of the same passes: the forward
+  pass to `layer` and the head's k backward passes are shared, so Grad-CAM costs almost nothing more.
+
+  classes [B, k] int, or None for each image's `k` top-scoring classes (10-crop averaged with
+  `crop_size`). Returns (classes [B, k] int32, scores [B, k], gradient maps [B, k, H, W], Grad-CAM maps
+  [B, k, H, W]), each as the separate functions give it (to float round-off). `layer` as `grad_cam`
+  takes it; the gradient is the plain one (no ReLU rule).
+  """
+  model = rules.as_model(model, images)
+  saliency.check_eval_mode(model)
+  images = saliency.check_images(model, images)
+  crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
+  saliency.check_input_size(model, crop_hw or images.shape[1:3])
+  if (classes is None) == (k is None):
+    raise ValueError('give either classes [B, k] or k (the top-k classes), not both')
+  example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
+  p = parts(model, layer, example)
+  if classes is None:
+    k_all = saliency.num_classes(model, example.shape[1:])
+    if not isinstance(k, int) or not 1 <= k <= k_all:
+      raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
+    fn = functools.partial(_gradient_and_grad_cam, p, crop_hw=crop_hw, k=k)
+    return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
+  classes = saliency.check_classes(model, images, classes, crop_hw)
+  fn = functools.partial(_gradient_and_grad_cam, p, crop_hw=crop_hw, k=classes.shape[1])
+  return parallel.chunked(fn, (images, classes), chunk_size)
+
+
 def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
   """[P, H, W] float masks of the square patches (the last row / column of patches flush with the edge)."""
   h, w = hw

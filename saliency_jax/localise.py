@@ -320,13 +320,15 @@ def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int 
 # ----------------------------------------------------------------------------- the cut (host, pool)
 
 
-def _cut(task) -> np.ndarray:
-  """One image's graph cut (runs in a worker process): the raw foreground mask."""
-  costs, image, fg, bg, s = task
+def _cut(task) -> list[np.ndarray]:
+  """The graph cuts of one image's maps (runs in a worker process): their raw foreground masks. The
+  pairwise term depends on the image alone, so its maps (e.g. of its top-k classes) share it."""
+  image, s, cuts = task
   hard = s['seeds'] == 'hard'
-  return graphcut.segment(costs[0], costs[1], image, pairwise_weight=s['pairwise_weight'],
-                          connectivity=s['connectivity'], fg_seeds=fg if hard else None,
-                          bg_seeds=bg if hard else None)
+  edges = graphcut.pairwise_weights(image, pairwise_weight=s['pairwise_weight'],
+                                    connectivity=s['connectivity'])
+  return [graphcut.segment(costs[0], costs[1], edges=edges, fg_seeds=fg if hard else None,
+                           bg_seeds=bg if hard else None) for costs, fg, bg in cuts]
 
 
 def _exit_with(parent: int) -> None:
@@ -381,8 +383,10 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
 
   images: uint8 [H, W, 3] each (a list, or an array [B, H, W, 3]); maps: [H, W] each, same sizes.
   GraphCut: the colour models of up to 8 images are fitted in one device call; the cuts
-  run in `workers` processes (0 or 1: in this process). Results do not depend on `workers` or on
-  the batch: image i's random key is `fold_in(key(seed), indices[i])` (indices default 0..B-1).
+  run in `workers` processes (0 or 1: in this process), the maps of one image (the same array object,
+  e.g. its top-k classes' maps) in one task that computes the image's pairwise term once. Results do
+  not depend on `workers` or on the batch: image i's random key is `fold_in(key(seed), indices[i])`
+  (indices default 0..B-1).
   """
   s = settings(config)
   if len(images) != len(maps):
@@ -419,8 +423,15 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
   fit_fg, fit_bg = fg_t, bg_t
   for round_ in range(s.iterations + 1):
     costs = colour_costs(images_t, fit_fg, fit_bg, keys, s)
-    tasks = [(c, im, fg, bg, dataclasses.asdict(s)) for c, im, fg, bg in zip(costs, images_t, fg_t, bg_t)]
-    masks = _map(_cut, tasks, workers)
+    groups: dict[int, list[int]] = {}  # the maps of one image (the same array) go to one task
+    for j, im in enumerate(images_t):
+      groups.setdefault(id(im), []).append(j)
+    tasks = [(images_t[js[0]], dataclasses.asdict(s), [(costs[j], fg_t[j], bg_t[j]) for j in js])
+             for js in groups.values()]
+    masks = [None] * len(todo)
+    for js, cut in zip(groups.values(), _map(_cut, tasks, workers)):
+      for j, mask in zip(js, cut):
+        masks[j] = mask
     if round_ < s.iterations:  # GrabCut: refit both models on the current labelling
       fit_fg, fit_bg = masks, [~m for m in masks]
       keys = _fold_in(keys, round_ + 1)

@@ -220,3 +220,31 @@ def test_class_region_maps_are_each_class_s_map_taken_as_the_paper_takes_salienc
     attribution.class_region_maps('cam', model, x, classes[:, 0])
   with pytest.raises(ValueError, match="CAM's layer"):
     attribution.class_region_maps('cam', model, x, classes, layer='layer3.0')
+
+
+def test_gradient_and_grad_cam_from_the_same_passes_equal_each_computed_apart():
+  """One forward pass and k backward passes give the paper's gradient maps and the same classes' Grad-CAM
+  maps: each equal to `top_k_saliency` / `class_saliency` and `class_region_maps('grad_cam')`, for the
+  top-k classes and for given classes, on 10 crops and on whole images, at the default and another layer."""
+  model = _with_biases(models.CifarResNet(8, rngs=nnx.Rngs(4)), 2)
+  x = jax.random.normal(jax.random.key(7), (3, 36, 36, 3))
+  for crop, layer in ((32, None), (None, 'layer2.0')):
+    classes, scores, grads, cams = attribution.gradient_and_grad_cam(model, x, k=3, layer=layer,
+                                                                     crop_size=crop, chunk_size=2)
+    c, s, g = saliency.top_k_saliency(model, x, k=3, crop_size=crop)
+    np.testing.assert_array_equal(classes, c)
+    np.testing.assert_allclose(scores, s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads, g, rtol=1e-5, atol=1e-7)
+    apart = attribution.class_region_maps('grad_cam', model, x, c, layer=layer, crop_size=crop)
+    np.testing.assert_allclose(cams, apart, rtol=1e-5, atol=1e-6)
+    assert float(np.max(cams)) > 0 and grads.shape == cams.shape == (3, 3, 36, 36)
+    given = np.array([[4], [0], [c[2, 1]]])
+    _, _, grads1, cams1 = attribution.gradient_and_grad_cam(model, x, given, layer=layer, crop_size=crop)
+    _, g1 = saliency.class_saliency(model, x, given, crop_size=crop)
+    np.testing.assert_allclose(grads1, g1, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(cams1, attribution.class_region_maps('grad_cam', model, x, given, layer=layer,
+                                                                    crop_size=crop), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='either classes'):
+    attribution.gradient_and_grad_cam(model, x, given, k=1)
+  with pytest.raises(ValueError, match=r'k must be an integer in \[1, 10\]'):
+    attribution.gradient_and_grad_cam(model, x, k=11)

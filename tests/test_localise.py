@@ -123,6 +123,25 @@ def test_pool_equals_serial_and_batch_equals_single():
   assert alone.box == serial[1].box
 
 
+@pytest.mark.parametrize('workers', [0, 2])
+def test_maps_of_one_image_cut_together_equal_each_cut_alone(workers):
+  """Several maps of the same image array (a top-k) share one task and its pairwise term; each mask
+  equals that map localised on its own, with or without the GrabCut rounds."""
+  image, saliency, _ = _scene(4)
+  rng = np.random.default_rng(1)
+  yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+  corner = np.exp(-(((xx - 8) / 6.0) ** 2 + ((yy - 6) / 5.0) ** 2))  # evidence on the background
+  maps = [saliency, corner + 0.1 * rng.uniform(size=corner.shape), saliency ** 3, saliency + corner]
+  for overrides in ({}, {'iterations': 2, 'seeds': 'soft'}):
+    together = localise.localise_batch([image] * len(maps), maps, overrides, workers=workers)
+    masks = {r.mask.tobytes() for r in together}
+    assert len(masks) > 1, 'the maps should give different masks'
+    for i, m in enumerate(maps):
+      alone = localise.localise_batch([image.copy()], [m], overrides, indices=[i])[0]
+      assert alone.box == together[i].box and alone.status == together[i].status
+      np.testing.assert_array_equal(alone.mask, together[i].mask)
+
+
 def test_settings_and_input_errors():
   image, saliency, _ = _scene()
   with pytest.raises(ValueError, match='unknown localise settings'):

@@ -246,6 +246,22 @@ def test_other_maps_and_shared_true_class_maps(tmp_path):
   _, d = saliency.class_saliency(model, x, labels[:, None], crop_size=c, relu=deconvnet.deconvnet_relu)
   np.testing.assert_allclose(ten[1], np.asarray(d)[:, 0], rtol=1e-5, atol=1e-7)
 
+  # a 10-crop Grad-CAM map comes out of the gradient maps' own passes: the maps computed apart
+  assert stages.shares_gradient_passes(config, model, stages.check_map('grad_cam', config.maps.grad_cam))
+  assert not stages.shares_gradient_passes(config, model, stages.check_map('guided', config.maps.guided))
+  seconds = {}
+  fused_classes, fused, position2 = pipeline.maps_of(config, model, x, labels, ['grad_cam', 'guided'], images,
+                                                     seconds)
+  assert list(fused) == ['gradient', 'grad_cam', 'guided'] and seconds['maps_grad_cam'] == 0
+  np.testing.assert_array_equal(fused_classes, top_classes)
+  np.testing.assert_array_equal(position2, position)
+  np.testing.assert_allclose(fused['gradient'][1], top_maps, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(fused['gradient'][0], true_maps2, rtol=1e-5, atol=1e-7)
+  apart_top, apart_true = maps_of(config.maps.grad_cam)
+  np.testing.assert_allclose(fused['grad_cam'][1], apart_top, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(fused['grad_cam'][0][~hit], apart_true[~hit], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(fused['grad_cam'][0][hit], fused['grad_cam'][1][hit, position[hit]])
+
   config.localise.grad_cam_20.map = 'gradcam'
   with pytest.raises(ValueError, match="localises map 'gradcam', which config.maps does not name"):
     pipeline.run(config, tmp_path, log=lambda *_: None)

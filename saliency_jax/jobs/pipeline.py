@@ -18,8 +18,6 @@ interrupted run resumes.
      (Fig. 3: image, map, seeds, mask, box against the ground truth).
 """
 
-import ctypes
-import gc
 import pathlib
 import time
 
@@ -32,6 +30,7 @@ from saliency_jax import (
   class_models,
   deconvnet,
   defaults,
+  host,
   localise,
   metrics,
   parallel,
@@ -122,25 +121,38 @@ def maps_of(config, model, x, labels, names, images, seconds=None) -> tuple:
   (Sect. 3.1, with config.share_true_maps the true class's top-k map where it is among them), and those
   of the other config.maps entries `names` for the same classes. With config.localise_size, resized onto
   the `images` localised on (the photos). Returns (top classes [n, k], {name: (true-class maps, top-k
-  maps)}, shared [n] or None); adds each stage's seconds to `seconds`."""
+  maps)}, shared [n] or None); adds each stage's seconds to `seconds`.
+
+  The first 10-crop Grad-CAM entry at a layer of the net's graph comes out of the gradient maps' own
+  passes (`stages.gradient_and_grad_cam_maps`); its seconds are then in 'saliency' (its 'maps_' entry
+  is 0)."""
   seconds = {} if seconds is None else seconds
+  specs = {name: stages.check_map(name, config.maps[name]) for name in names if name != 'gradient'}
+  fused = next((name for name, spec in specs.items() if stages.shares_gradient_passes(config, model, spec)),
+               None)
   t0 = time.perf_counter()
   shared = None
-  if config.get('share_true_maps'):  # the true class's gradient map, when among the top-k, is that map
+  maps = {}
+  if fused is not None:
+    top_classes, maps['gradient'], maps[fused], shared = stages.gradient_and_grad_cam_maps(
+        config, model, x, labels, specs[fused]['settings'].get('layer'))
+    seconds[f'maps_{fused}'] = seconds.get(f'maps_{fused}', 0.0)
+  elif config.get('share_true_maps'):  # the true class's gradient map, when among the top-k, is that map
     top_classes, top_maps, true_maps, shared = stages.shared_class_maps(config, model, x, labels)
+    maps['gradient'] = (true_maps, top_maps)
   else:
     top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
+    maps['gradient'] = (true_maps, top_maps)
   seconds['saliency'] = seconds.get('saliency', 0.0) + time.perf_counter() - t0
-  maps = {'gradient': (true_maps, top_maps)}
-  for name in names:
-    if name != 'gradient':
+  for name, spec in specs.items():
+    if name != fused:
       t0 = time.perf_counter()
-      spec = stages.check_map(name, config.maps[name])
       top, true = stages.method_maps(config, model, x, labels, top_classes, spec)
       if shared is not None:
         true = np.where((shared >= 0)[:, None, None], top[np.arange(len(top)), np.maximum(shared, 0)], true)
       maps[name] = (true, top)
       seconds[f'maps_{name}'] = seconds.get(f'maps_{name}', 0.0) + time.perf_counter() - t0
+  maps = {name: maps[name] for name in ['gradient', *specs]}
   if config.localise_size:  # localise on the larger images, maps resized onto them
     maps = {name: stages.on_photos(true, top, images.shape[1:3]) for name, (true, top) in maps.items()}
   return top_classes, maps, shared
@@ -226,16 +238,6 @@ def evaluate_chunk(config, model, source, span: tuple[int, int], n: int, mean, s
   return {'rows': {'tested': tested, 'evaluated': evaluated}, 'totals': totals, 'bad': r['bad']}
 
 
-def release_memory() -> None:
-  """Hands what a chunk freed back to the system (a garbage collection, then glibc's malloc_trim where
-  there is one), so that the peak memory does not creep up with the number of chunks."""
-  gc.collect()
-  try:
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-  except (OSError, AttributeError):
-    pass
-
-
 def progress_bars(config, total: int, enabled: bool) -> dict:
   """tqdm bars (images/s) of the maps and of each localisation method, process 0 only."""
   names = ['maps'] + [f'localise {m}' for m in config.localise]
@@ -285,7 +287,7 @@ def run(config, workdir: str, log=print) -> dict:
       result = evaluate_chunk(config, model, source, spans[c], n, mean, std, progress)
       chunks.write(chunks.path(where, c), result)
       del result
-      release_memory()
+      host.release_memory()
   finally:
     for bar in bars.values():
       bar.close()

@@ -6,6 +6,7 @@ ILSVRC top-1 / top-k error, fallback counts). The main job (`pipeline`), the loc
 attribution comparison are built from them; they import these stages, never each other.
 """
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -317,6 +318,36 @@ def shared_class_maps(config, model, x, labels):
                                      chunk_size=config.chunk_size)
     true_maps[alone] = np.asarray(jax.device_get(own))[:, 0]
   return top_classes, top_maps, true_maps, shared
+
+
+def shares_gradient_passes(config, model, spec) -> bool:
+  """Whether a config.maps entry (`check_map`) comes out of the gradient maps' own passes
+  (`gradient_and_grad_cam_maps`): Grad-CAM on the 10 crops (or the whole image) at a named layer of the
+  net's graph, the gradient maps being the paper's (no ReLU rule)."""
+  return (spec['method'] == 'grad_cam' and spec['crops'] == 'ten' and set(spec['settings']) <= {'layer'}
+          and isinstance(spec['settings'].get('layer'), str | None) and not isinstance(model, rules.Function))
+
+
+def gradient_and_grad_cam_maps(config, model, x, labels, layer):
+  """`class_maps` (or, with config.share_true_maps, `shared_class_maps`) and the same classes' Grad-CAM
+  maps at `layer` (`attribution.gradient_and_grad_cam`: one forward pass, k backward passes, Grad-CAM
+  read off on the way). Returns (top classes [n, k], gradient maps (true [n, H, W], top [n, k, H, W]),
+  Grad-CAM maps (true, top), shared [n] (the top-k position of the true class, -1 where it is not among
+  them) or None without share_true_maps), on the host."""
+  maps = functools.partial(attribution.gradient_and_grad_cam, model, layer=layer,
+                           crop_size=config.crop_size or None, chunk_size=config.chunk_size)
+  labels = np.asarray(labels)
+  top_classes, _, top_maps, top_cams = (np.asarray(jax.device_get(a)) for a in maps(x, k=config.top_k))
+  hit = top_classes == labels[:, None]
+  shared = np.where(hit.any(1), hit.argmax(1), -1) if config.get('share_true_maps') else np.full(len(x), -1)
+  rows, column = np.arange(len(x)), np.maximum(shared, 0)
+  true_maps, true_cams = top_maps[rows, column].copy(), np.maximum(top_cams[rows, column], 0)
+  alone = np.flatnonzero(shared < 0)
+  if len(alone):
+    _, _, own_maps, own_cams = (np.asarray(jax.device_get(a)) for a in maps(x[alone], labels[alone, None]))
+    true_maps[alone], true_cams[alone] = own_maps[:, 0], np.maximum(own_cams[:, 0], 0)
+  return (top_classes, (true_maps, top_maps), (true_cams, np.maximum(top_cams, 0)),
+          shared if config.get('share_true_maps') else None)
 
 
 def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray, np.ndarray]:
