@@ -7,7 +7,8 @@ The main job (experiments/reproduce.py, one process each) on the synthetic set a
 copied into each run's workdir, then one map per image (no 10 crops, top-1 class, the true class's map
 shared with it when they agree) localised by a threshold, class models on. The peak resident memory
 of each run (the child's ru_maxrss) and its ratio to the smallest run's go to benchmark_memory.json.
-Minutes on 2 CPU cores.
+Each size runs under each `malloc` setting: 'default' (glibc's) and 'keep_freed_memory'
+(SALIENCY_JAX_KEEP_FREED_MEMORY=1, saliency_jax/host.py). Minutes on 2 CPU cores.
 """
 
 import importlib.util
@@ -44,4 +45,5 @@ def get_config(arg: str = ''):
     return main_job(int(arg[len('job:'):]))
   config = ml_collections.ConfigDict()
   config.sizes = (400, 3200)
+  config.malloc = ('default', 'keep_freed_memory')
   return config

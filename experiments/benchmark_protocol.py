@@ -2,8 +2,8 @@
 
   python experiments/benchmark_protocol.py --config configs/benchmark_protocol.py --workdir runs/benchmark
 
-Each run is a child process of this script (`--run`), so that each gets its own glibc malloc settings
-(`MALLOC`; glibc reads them at start-up). Writes benchmark_protocol.json to the workdir.
+Each run is a child process of this script (`--run`), so that each gets its own environment (`RUNS`:
+glibc's malloc settings and XLA's flags, read at start-up). Writes benchmark_protocol.json to the workdir.
 """
 
 import importlib.util
@@ -26,9 +26,14 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for benchmark_protoco
 _RUN = flags.DEFINE_string('run', None, 'Internal: run this one config in this process and write its JSON.')
 flags.mark_flags_as_required(['config', 'workdir'])
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# glibc's malloc settings of each run: '' is glibc's defaults, host.TUNABLES those that
-# SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job scripts
-MALLOC = {'before': '', 'after': '', 'after_keep_freed_memory': host.TUNABLES}
+# The environment of each run: glibc's malloc settings ('' its defaults; host.TUNABLES those that
+# SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job scripts) and XLA's flags (the last run without XLA:CPU's
+# YNNPACK fusions: other kernels for small dots, the numbers change at float round-off).
+NO_YNN = '--xla_cpu_experimental_ynn_fusion_type='
+RUNS = {'before': {'GLIBC_TUNABLES': '', 'XLA_FLAGS': ''},
+        'after': {'GLIBC_TUNABLES': '', 'XLA_FLAGS': ''},
+        'after_keep_freed_memory': {'GLIBC_TUNABLES': host.TUNABLES, 'XLA_FLAGS': ''},
+        'after_keep_freed_memory_no_ynn': {'GLIBC_TUNABLES': host.TUNABLES, 'XLA_FLAGS': NO_YNN}}
 
 
 def shipped_config():
@@ -39,11 +44,10 @@ def shipped_config():
 
 
 def configs(bench) -> dict:
-  """{'before': ..., 'after': ..., 'after_keep_freed_memory': ...}: the shipped ILSVRC config on
-  `num_images` images, the stages after the protocol's off; 'before' with the earlier localisation
-  methods and no shared maps."""
+  """{run name: config} (`RUNS`): the shipped ILSVRC config on `num_images` images, the stages after
+  the protocol's off; 'before' with the earlier localisation methods and no shared maps."""
   out = {}
-  for name in MALLOC:
+  for name in RUNS:
     config = shipped_config()
     config.data_dir = bench.data_dir
     config.num_eval = bench.num_images
@@ -72,7 +76,7 @@ def run_one(bench, name: str, workdir: pathlib.Path) -> None:
   m = pipeline.run(configs(bench)[name], workdir / name, log=lambda *_: None)
   seconds = protocol_seconds(m)
   out = {'seconds': seconds, 'images_per_s': m['num_eval'] / seconds, 'stages': m['seconds'],
-         'malloc': os.environ.get('GLIBC_TUNABLES', ''),
+         'environment': {k: os.environ.get(k, '') for k in ('GLIBC_TUNABLES', 'XLA_FLAGS')},
          'top5_loc_error': {k: v['top5_loc_error'] for k, v in m['localisation'].items()}}
   (workdir / name / 'run.json').write_text(json.dumps(out))
 
@@ -83,23 +87,23 @@ def main(argv):
   workdir = pathlib.Path(_WORKDIR.value)
   if _RUN.value:
     return run_one(bench, _RUN.value, workdir)
-  runs = {name: [] for name in MALLOC}
+  runs = {name: [] for name in RUNS}
   for r in range(bench.repeats):
-    for name, malloc in MALLOC.items():  # a child process per run: glibc reads its settings at start-up
+    for name, environment in RUNS.items():  # a child process per run: glibc and XLA read these at start-up
       subprocess.run([sys.executable, __file__, *sys.argv[1:], f'--run={name}'], check=True,
-                     env={**os.environ, 'GLIBC_TUNABLES': malloc})
+                     env={**os.environ, **environment})
       runs[name].append(json.loads((workdir / name / 'run.json').read_text()))
       x = runs[name][-1]
       print(f"repeat {r}: {name} {x['seconds']:.1f} s ({x['images_per_s']:.2f} images/s)", flush=True)
   median = {name: statistics.median(x['images_per_s'] for x in v) for name, v in runs.items()}
   out = {'num_images': bench.num_images, 'repeats': bench.repeats, 'runs': runs,
          'median_images_per_s': median, 'speedup': median['after'] / median['before'],
-         'speedup_keep_freed_memory': median['after_keep_freed_memory'] / median['before'],
+         'speedups': {name: median[name] / median['before'] for name in RUNS if name != 'before'},
          'machine': {'platform': platform.platform(), 'cpus': os.cpu_count()},
          'config': bench.to_dict()}
   (workdir / 'benchmark_protocol.json').write_text(json.dumps(out, indent=2) + '\n')
-  print(f"images/s before {median['before']:.3f}, after {median['after']:.3f}: {out['speedup']:.2f}x "
-        f"({out['speedup_keep_freed_memory']:.2f}x keeping freed memory)")
+  print(f"images/s before {median['before']:.3f}; after / before: "
+        + ', '.join(f'{name} {v:.2f}x' for name, v in out['speedups'].items()))
 
 
 if __name__ == '__main__':

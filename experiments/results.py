@@ -160,19 +160,21 @@ def protocol_speed(r: dict) -> str:
     lines.append(f"| {name} | {r['median_images_per_s'][name]:.3f} | "
                  + ', '.join(f"{x['seconds']:.0f}" for x in runs) + ' |')
   out = '\n'.join(lines) + f"\n\nSpeed-up after / before: {r['speedup']:.2f}x"
-  if 'speedup_keep_freed_memory' in r:
-    out += f" ({r['speedup_keep_freed_memory']:.2f}x with SALIENCY_JAX_KEEP_FREED_MEMORY=1)"
+  others = {name: v for name, v in r.get('speedups', {}).items() if name != 'after'}
+  if others:
+    out += ' (' + ', '.join(f'{name} {v:.2f}x' for name, v in others.items()) + ')'
   return out + f" on {r['num_images']} images, {r['repeats']} alternating runs of each."
 
 
 def memory(r: dict) -> str:
-  """benchmark_memory.json: the main job's peak RSS against the number of test images."""
-  lines = ['| test images | peak RSS (MiB) | ratio to the smallest | seconds | evaluation chunk |',
-           '| --- | --- | --- | --- | --- |']
+  """benchmark_memory.json: the main job's peak RSS against the number of test images, per malloc."""
+  lines = ['| malloc | test images | peak RSS (MiB) | ratio to the smallest | seconds | evaluation chunk |',
+           '| --- | --- | --- | --- | --- | --- |']
   for x in r['runs']:
-    ratio = r['peak_rss_ratio'][str(x['num_test'])]
-    lines.append(f"| {x['num_test']} | {x['peak_rss_mib']:.0f} | {ratio:.2f} | {x['seconds']:.0f} | "
-                 f"{x['eval_chunk']} |")
+    malloc = x.get('malloc', 'default')
+    ratios = r['peak_rss_ratio'].get(malloc, r['peak_rss_ratio'])  # older files: one malloc, no level
+    lines.append(f"| {malloc} | {x['num_test']} | {x['peak_rss_mib']:.0f} | {ratios[str(x['num_test'])]:.2f} "
+                 f"| {x['seconds']:.0f} | {x['eval_chunk']} |")
   return '\n'.join(lines)
 
 
