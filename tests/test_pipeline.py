@@ -247,8 +247,8 @@ def test_other_maps_and_shared_true_class_maps(tmp_path):
   np.testing.assert_allclose(ten[1], np.asarray(d)[:, 0], rtol=1e-5, atol=1e-7)
 
   # a 10-crop Grad-CAM map comes out of the gradient maps' own passes: the maps computed apart
-  assert stages.shares_gradient_passes(config, model, stages.check_map('grad_cam', config.maps.grad_cam))
-  assert not stages.shares_gradient_passes(config, model, stages.check_map('guided', config.maps.guided))
+  assert stages.shares_gradient_passes(model, stages.check_map('grad_cam', config.maps.grad_cam))
+  assert not stages.shares_gradient_passes(model, stages.check_map('guided', config.maps.guided))
   seconds = {}
   fused_classes, fused, position2 = pipeline.maps_of(config, model, x, labels, ['grad_cam', 'guided'], images,
                                                      seconds)

@@ -128,7 +128,7 @@ def maps_of(config, model, x, labels, names, images, seconds=None) -> tuple:
   is 0)."""
   seconds = {} if seconds is None else seconds
   specs = {name: stages.check_map(name, config.maps[name]) for name in names if name != 'gradient'}
-  fused = next((name for name, spec in specs.items() if stages.shares_gradient_passes(config, model, spec)),
+  fused = next((name for name, spec in specs.items() if stages.shares_gradient_passes(model, spec)),
                None)
   t0 = time.perf_counter()
   shared = None

@@ -320,7 +320,7 @@ def shared_class_maps(config, model, x, labels):
   return top_classes, top_maps, true_maps, shared
 
 
-def shares_gradient_passes(config, model, spec) -> bool:
+def shares_gradient_passes(model, spec) -> bool:
   """Whether a config.maps entry (`check_map`) comes out of the gradient maps' own passes
   (`gradient_and_grad_cam_maps`): Grad-CAM on the 10 crops (or the whole image) at a named layer of the
   net's graph, the gradient maps being the paper's (no ReLU rule)."""
