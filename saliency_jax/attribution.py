@@ -414,13 +414,7 @@ def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k):
     crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
     a, features_vjp = jax.vjp(p.features, crops)
     scores, head_vjp = jax.vjp(p.head, a)
-    mean_scores = scores.mean(axis=0)
-    if chosen is None:
-      top_scores, chosen = jax.lax.top_k(mean_scores, k)
-    else:
-      top_scores = mean_scores[chosen]
-    cotangents = jnp.broadcast_to(jax.nn.one_hot(chosen, scores.shape[-1], dtype=scores.dtype)[:, None],
-                                  (chosen.shape[0], *scores.shape))
+    chosen, top_scores, cotangents = saliency.class_cotangents(scores, chosen, k)
     (g,) = jax.vmap(head_vjp)(cotangents)  # [k, n, h', w', C']: dS_c/dA, Grad-CAM's and the gradient's
     cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
     cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')

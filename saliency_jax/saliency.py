@@ -245,6 +245,20 @@ def _input_gradients(model, images, labels, *, relu):
   return grads
 
 
+def class_cotangents(scores, chosen, k: int):
+  """One image's crops' scores [n, K] and its classes chosen [k] int, or None for its k top classes by
+  crop-averaged score -> (chosen [k], their crop-averaged scores [k], cotangents [k, n, K]: class j on
+  every crop), for k vmapped backward passes."""
+  mean_scores = scores.mean(axis=0)
+  if chosen is None:
+    top_scores, chosen = jax.lax.top_k(mean_scores, k)
+  else:
+    top_scores = mean_scores[chosen]
+  cotangents = jnp.broadcast_to(jax.nn.one_hot(chosen, scores.shape[-1], dtype=scores.dtype)[:, None],
+                                (k, *scores.shape))
+  return chosen, top_scores, cotangents
+
+
 @functools.partial(jax.jit, static_argnames=('relu', 'crop_hw', 'k'), compiler_options=COMPILER_OPTIONS)
 def class_maps_kernel(model, images, classes, *, relu, crop_hw, k):
   """The jitted kernel of `class_saliency` and `top_k_saliency` (no input checks; one chunk): maps for
@@ -266,14 +280,7 @@ def class_maps_kernel(model, images, classes, *, relu, crop_hw, k):
   def one(image, chosen):
     crops = image[None] if crop_hw is None else ten_crops(image, crop_hw)
     scores, vjp = jax.vjp(lambda x: model(x, relu=relu), crops)
-    mean_scores = scores.mean(axis=0)
-    if chosen is None:
-      top_scores, chosen = jax.lax.top_k(mean_scores, k)
-    else:
-      top_scores = mean_scores[chosen]
-    # cotangents [k, n, K]: class j on every crop of the image
-    cotangents = jnp.broadcast_to(jax.nn.one_hot(chosen, scores.shape[-1], dtype=scores.dtype)[:, None],
-                                  (k, n, scores.shape[-1]))
+    chosen, top_scores, cotangents = class_cotangents(scores, chosen, k)
     (grads,) = jax.vmap(vjp)(cotangents)
     maps = channel_max(grads)  # [k, n, h', w']
     maps = maps[:, 0] if crop_hw is None else jax.vmap(uncrop, in_axes=(0, None))(maps, (h, w))
