@@ -359,7 +359,7 @@ def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
       (g,) = jax.vmap(vjp)(cotangents)  # [k, n, h', w', C']
       maps = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
     maps = jax.image.resize(maps, (*maps.shape[:2], *size), 'bilinear')
-    return maps[:, 0] if crop_hw is None else jax.vmap(saliency.uncrop, in_axes=(0, None))(maps, (h, wd))
+    return saliency.place_crops(maps, crop_hw, (h, wd))
 
   return jax.vmap(one)(images, classes)
 
@@ -407,9 +407,6 @@ def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k):
   h, w = images.shape[1:3]
   size = crop_hw or (h, w)
 
-  def place(maps):  # [k, n, h', w'] -> [k, H, W]
-    return maps[:, 0] if crop_hw is None else jax.vmap(saliency.uncrop, in_axes=(0, None))(maps, (h, w))
-
   def one(image, chosen):
     crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
     a, features_vjp = jax.vjp(p.features, crops)
@@ -419,7 +416,8 @@ def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k):
     cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
     cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
     (grads,) = jax.vmap(features_vjp)(g)  # [k, n, H, W, C]: the rest of the backward passes
-    return chosen, top_scores, place(saliency.channel_max(grads)), place(cams)
+    return (chosen, top_scores, saliency.place_crops(saliency.channel_max(grads), crop_hw, (h, w)),
+            saliency.place_crops(cams, crop_hw, (h, w)))
 
   return jax.vmap(one)(images, classes)
 
@@ -445,9 +443,7 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
   p = parts(model, layer, example)
   if classes is None:
-    k_all = saliency.num_classes(model, example.shape[1:])
-    if not isinstance(k, int) or not 1 <= k <= k_all:
-      raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
+    saliency.check_top_k(model, example.shape[1:], k)
     fn = functools.partial(_gradient_and_grad_cam, p, crop_hw=crop_hw, k=k)
     return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
   classes = saliency.check_classes(model, images, classes, crop_hw)

@@ -168,6 +168,14 @@ def _is_int(x) -> bool:
   return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
+def check_top_k(model, image_shape, k) -> None:
+  """A ValueError unless k is an integer in [1, the model's number of classes] on inputs of
+  image_shape (h, w, c)."""
+  k_all = num_classes(model, image_shape)
+  if not _is_int(k) or not 1 <= k <= k_all:
+    raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
+
+
 def crop_shape(crop_size, image_hw) -> tuple[int, int]:
   """`crop_size` (an int or an (h, w) pair) as (h, w), checked against the images' (h, w)."""
   size = (crop_size, crop_size) if _is_int(crop_size) else tuple(np.atleast_1d(np.asarray(crop_size, object)))
@@ -213,6 +221,12 @@ def uncrop(maps: jax.Array, image_hw) -> jax.Array:
     total = total + jnp.pad(maps[i], pad)
     count = count + jnp.pad(jnp.ones((ch, cw), maps.dtype), pad)
   return jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
+
+
+def place_crops(maps: jax.Array, crop_hw, image_hw) -> jax.Array:
+  """[k, n, h, w] maps of one image (k classes; n = 1 whole image when crop_hw is None, else its 10
+  crops) -> [k, H, W]: the whole image's as they are, the crops' each `uncrop`ped."""
+  return maps[:, 0] if crop_hw is None else jax.vmap(uncrop, in_axes=(0, None))(maps, tuple(image_hw))
 
 
 # ----------------------------------------------------------------------------- jitted cores
@@ -282,9 +296,7 @@ def class_maps_kernel(model, images, classes, *, relu, crop_hw, k):
     scores, vjp = jax.vjp(lambda x: model(x, relu=relu), crops)
     chosen, top_scores, cotangents = class_cotangents(scores, chosen, k)
     (grads,) = jax.vmap(vjp)(cotangents)
-    maps = channel_max(grads)  # [k, n, h', w']
-    maps = maps[:, 0] if crop_hw is None else jax.vmap(uncrop, in_axes=(0, None))(maps, (h, w))
-    return chosen, top_scores, maps
+    return chosen, top_scores, place_crops(channel_max(grads), crop_hw, (h, w))
 
   return jax.vmap(one)(images, classes)
 
@@ -350,9 +362,7 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None,
   images = check_images(model, images)
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
-  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
-  if not _is_int(k) or not 1 <= k <= k_all:
-    raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
+  check_top_k(model, (*(crop_hw or images.shape[1:3]), images.shape[3]), k)
   fn = functools.partial(class_maps_kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
   return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
 

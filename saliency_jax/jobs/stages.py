@@ -301,6 +301,13 @@ def check_localise(config) -> None:
     check_map(name, spec)
 
 
+def true_class_positions(top_classes, labels) -> np.ndarray:
+  """[n] int: where each image's true class stands among its top-k classes [n, k], -1 where it is not
+  among them."""
+  hit = np.asarray(top_classes) == np.asarray(labels)[:, None]
+  return np.where(hit.any(1), hit.argmax(1), -1)
+
+
 def shared_class_maps(config, model, x, labels):
   """`class_maps` computing a true class's map only where it is not among the top-k: where it is,
   its map is that class's top-k map. Returns (top classes, top maps, true maps, shared [n]: the top-k
@@ -309,8 +316,7 @@ def shared_class_maps(config, model, x, labels):
   top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
                                                      chunk_size=config.chunk_size)
   top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
-  hit = top_classes == np.asarray(labels)[:, None]
-  shared = np.where(hit.any(1), hit.argmax(1), -1)
+  shared = true_class_positions(top_classes, labels)
   true_maps = top_maps[np.arange(len(x)), np.maximum(shared, 0)].copy()
   alone = np.flatnonzero(shared < 0)
   if len(alone):
@@ -338,8 +344,8 @@ def gradient_and_grad_cam_maps(config, model, x, labels, layer):
                            crop_size=config.crop_size or None, chunk_size=config.chunk_size)
   labels = np.asarray(labels)
   top_classes, _, top_maps, top_cams = (np.asarray(jax.device_get(a)) for a in maps(x, k=config.top_k))
-  hit = top_classes == labels[:, None]
-  shared = np.where(hit.any(1), hit.argmax(1), -1) if config.get('share_true_maps') else np.full(len(x), -1)
+  shared = (true_class_positions(top_classes, labels) if config.get('share_true_maps')
+            else np.full(len(x), -1))
   rows, column = np.arange(len(x)), np.maximum(shared, 0)
   true_maps, true_cams = top_maps[rows, column].copy(), np.maximum(top_cams[rows, column], 0)
   alone = np.flatnonzero(shared < 0)
