@@ -179,11 +179,17 @@ def test_chunks_merge_in_chunk_order_with_ragged_rows_and_empty_groups(tmp_path)
             'totals': {'test_correct': len(indices), 'seconds': {'maps': 1.5} if indices else {}},
             'bad': [{'record': f'r{indices}', 'reason': 'unreadable', 'message': 'x'}]}
 
-  where = chunks.folder(tmp_path, {'a': 1}, 'weights')
-  assert chunks.folder(tmp_path, {'a': 2}, 'weights') != where != chunks.folder(tmp_path, {'a': 1}, 'other')
+  where = chunks.folder(tmp_path, {'a': 1}, 'weights', 'code')
+  assert chunks.folder(tmp_path, {'a': 2}, 'weights', 'code') != where
+  assert chunks.folder(tmp_path, {'a': 1}, 'other', 'code') != where
+  assert chunks.folder(tmp_path, {'a': 1}, 'weights', 'other') != where
   for c, (indices, boxes) in enumerate([([0, 1, 2], [1, 3, 2]), ([], []), ([3, 4], [2, 1])]):
     chunks.write(chunks.path(where, c), chunk(indices, boxes))
   assert not list(where.glob('.*tmp*'))  # written atomically: no temporary file left
+  # chunks of the same settings and weights made by other code are found (and not reused)
+  other_code = chunks.folder(tmp_path, {'a': 1}, 'weights', 'other code')
+  assert chunks.made_by_other_code(other_code) == [where] and chunks.made_by_other_code(where) == []
+  assert chunks.made_by_other_code(chunks.folder(tmp_path, {'a': 2}, 'weights', 'other code')) == []
   merged = chunks.wait(where, 3, timeout_s=5)
   ev = merged['rows']['evaluated']
   assert ev['indices'].tolist() == [0, 1, 2, 3, 4] and ev['labels'].tolist() == [0, 10, 20, 30, 40]

@@ -96,6 +96,16 @@ def test_the_test_split_is_read_chunk_by_chunk_into_the_numbers_of_one_chunk(tmp
   read.clear()
   pipeline.run(config, tmp_path / 'a', log=logged.append)
   assert read == [2] and any('resuming the evaluation: 4 of 4 chunks already in' in line for line in logged)
+  # a rerun under other code (the package's source changed) evaluates again, into a folder of its own
+  monkeypatch.setattr(pipeline.stages, 'source_digest', lambda: 'other code')
+  read.clear()
+  logged.clear()
+  again = pipeline.run(config, tmp_path / 'a', log=logged.append)
+  assert read == [2, 2, 2, 1, max(config.num_figure, config.num_deconvnet)]
+  assert not any('resuming the evaluation' in line for line in logged)
+  assert sum('made by other code' in line for line in logged) == 1  # the 4 chunks of the run before
+  assert len(list((tmp_path / 'a' / 'evaluation').glob('*/chunk-*.npz'))) == 2 + 4 + 4
+  assert _numbers(again) == _numbers(whole)
 
 
 def test_localisation_metrics_count_fallback_boxes_per_method():

@@ -3,10 +3,11 @@ shared between processes.
 
 The test records are cut into chunks of consecutive records (`plan`). A chunk's results are one npz,
 written atomically (`write`: a temporary file renamed), in a folder named by everything the results
-depend on (`folder`: the config's settings and a digest of the weights), so that a rerun under
-another config or another net never reads them. A run skips the chunks already on disk (a killed
-evaluation resumes at the first unfinished chunk); with several processes, process p takes chunks
-p, p + P, ... and process 0 waits for all of them (`wait`) and merges them (`merge`).
+depend on (`folder`: the config's settings, a digest of the weights and one of the package's source),
+so that a rerun under another config, another net or other code never reads them (the main job says
+so when it finds chunks of other code: `made_by_other_code`). A run skips the chunks already on disk
+(a killed evaluation resumes at the first unfinished chunk); with several processes, process p takes
+chunks p, p + P, ... and process 0 waits for all of them (`wait`) and merges them (`merge`).
 
 A chunk's results: {'rows': per-image results (arrays with one row per image, ragged lists with one
 array per image, nested dicts of those), 'totals': numbers summed over chunks, 'bad': the records the
@@ -65,9 +66,9 @@ def plan(num_records: int, size: int) -> list[tuple[int, int]]:
   return [(a, min(a + size, num_records)) for a in range(0, num_records, size)]
 
 
-def folder(root: pathlib.Path, settings: dict, weights: str) -> pathlib.Path:
-  """root/<digest of settings and the weights' digest>, with settings.json beside the chunks."""
-  text = json.dumps({'settings': settings, 'weights': weights}, sort_keys=True, default=str)
+def folder(root: pathlib.Path, settings: dict, weights: str, code: str) -> pathlib.Path:
+  """root/<digest of settings, the weights' digest and the code's>, with settings.json beside the chunks."""
+  text = json.dumps({'settings': settings, 'weights': weights, 'code': code}, sort_keys=True, default=str)
   where = pathlib.Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
   where.mkdir(parents=True, exist_ok=True)
   if not (where / 'settings.json').is_file():
@@ -75,6 +76,25 @@ def folder(root: pathlib.Path, settings: dict, weights: str) -> pathlib.Path:
     tmp.write_text(text + '\n')
     tmp.replace(where / 'settings.json')
   return where
+
+
+def made_by_other_code(where: pathlib.Path) -> list[pathlib.Path]:
+  """The folders beside `where` (`folder`) that hold chunks of the same settings and weights made by
+  other code: they are not reused (a rerun after a code change evaluates again)."""
+  def made_by(f):
+    try:
+      return json.loads((f / 'settings.json').read_text())
+    except (OSError, ValueError):
+      return {}
+
+  mine = made_by(where)
+  found = []
+  for f in sorted(where.parent.iterdir()):
+    other = made_by(f)
+    if (f != where and any(f.glob('chunk-*.npz')) and other.get('code') != mine['code']
+        and all(other.get(key) == mine[key] for key in ('settings', 'weights'))):
+      found.append(f)
+  return found
 
 
 def path(where: pathlib.Path, chunk: int) -> pathlib.Path:

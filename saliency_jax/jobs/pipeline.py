@@ -250,7 +250,8 @@ def run(config, workdir: str, log=print) -> dict:
   the others return {'process_index', 'num_chunks'} once their chunks are written).
 
   The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk
-  records each), each chunk's results written to workdir/evaluation/<settings digest>/ (`chunks`):
+  records each), each chunk's results written to workdir/evaluation/<digest>/ (`chunks`; the digest of
+  the settings, the weights and the code):
   memory does not grow with the number of test images, a rerun resumes at the first chunk not on disk,
   and with several processes each takes every P-th chunk."""
   stages.check_localise(config)
@@ -272,7 +273,10 @@ def run(config, workdir: str, log=print) -> dict:
     raise ValueError(f'the test split of config.data ({config.data.name}) has no records')
   n = num_records if not config.num_eval else min(config.num_eval, num_records)
   spans = chunks.plan(num_records, config.eval_chunk)
-  where = chunks.folder(workdir / 'evaluation', chunk_settings(config), stages.digest(model))
+  where = chunks.folder(workdir / 'evaluation', chunk_settings(config), stages.digest(model),
+                        stages.source_digest())
+  for other in chunks.made_by_other_code(where):
+    log(f'not reusing the evaluation chunks in {other}: made by other code (same config and weights)')
   process, count = jax.process_index(), jax.process_count()
   mine = list(range(process, len(spans), count))
   todo = [c for c in mine if not chunks.path(where, c).exists()]

@@ -173,6 +173,18 @@ def eval_crop(config) -> int:
   return config.get('eval_crop', 0) if config.get('checkpoint') else config.train.get('crop', 0)
 
 
+@functools.cache
+def source_digest() -> str:
+  """A digest of every source file of the saliency_jax package (read once per process): results kept
+  on disk by other code are never taken for this code's."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  h = hashlib.sha256()
+  for source in sorted(root.rglob('*.py')):
+    h.update(source.relative_to(root).as_posix().encode())
+    h.update(source.read_bytes())
+  return h.hexdigest()[:16]
+
+
 def digest(model) -> str:
   """A digest of a model's arrays (an NNX module's state, or a pytree such as `rules.Function`): results
   computed with other weights are never taken for this model's."""

@@ -30,10 +30,8 @@ import json
 import pathlib
 import time
 
-import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from saliency_jax import attribution, gmm, graphcut, layers, localise, metrics, models, report, saliency
 from saliency_jax.data import Subset, make_source, splits, transforms
@@ -50,18 +48,6 @@ def _digest(obj) -> str:
 def code_digest(*modules) -> str:
   """A digest of the modules' source: kept results made by other code are not reused."""
   return _digest([inspect.getsource(m) for m in modules])
-
-
-def weights_digest(model) -> str:
-  """A digest of every array of the model's state (parameters, batch statistics): the net itself."""
-  h = hashlib.sha256()
-  for leaf in jax.tree.leaves(nnx.state(model)):
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-      leaf = jax.random.key_data(leaf)
-    leaf = np.ascontiguousarray(jax.device_get(leaf))
-    h.update(f'{leaf.dtype}{leaf.shape}'.encode())
-    h.update(leaf.tobytes())
-  return h.hexdigest()[:16]
 
 
 def changes(settings) -> dict:
@@ -165,7 +151,7 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
   of config.maps (`stages.method_maps`, for the gradient maps' `top_classes`)."""
   inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
             'std': np.asarray(std).tolist(), 'crop_size': config.crop_size, 'top_k': config.top_k,
-            'weights': weights_digest(model), 'code': code_digest(saliency, models, layers)}
+            'weights': stages.digest(model), 'code': code_digest(saliency, models, layers)}
   if name != 'gradient':
     inputs.update(map=stages.check_map(name, config.maps[name]), map_code=code_digest(attribution, stages))
   key = _digest(inputs)
