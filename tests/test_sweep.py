@@ -113,6 +113,18 @@ def test_maps_are_kept_under_a_key_of_what_determines_them(swept, tmp_path):
   assert len(list((workdir / 'sweep').glob('maps-*.npz'))) == 8
 
 
+def test_kept_results_are_keyed_by_the_code_that_made_them_and_the_code_it_imports():
+  from saliency_jax import attribution, graph, layers, models, rules
+  from saliency_jax.jobs import stages
+  # a KerasNet (MobileNet) runs its layers through graph and layers: their source is in the maps' key
+  assert sweep.code_modules(models) == ['saliency_jax.graph', 'saliency_jax.layers', 'saliency_jax.models']
+  assert {'saliency_jax.rules', 'saliency_jax.deconvnet', 'saliency_jax.saliency'} <= set(
+      sweep.code_modules(attribution))
+  assert sweep.code_modules(stages) == ['saliency_jax.jobs.stages']  # a job's stages are taken alone
+  assert sweep.code_digest(models) == sweep.code_digest(graph, models) != sweep.code_digest(rules, models)
+  assert sweep.code_digest(layers) != sweep.code_digest(models)
+
+
 def test_report_numbers_are_the_main_jobs_on_the_report_part(swept, tmp_path):
   _, workdir, r = swept
   config, workdir = _tiny(), _copy(workdir, tmp_path)
