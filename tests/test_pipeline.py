@@ -21,7 +21,7 @@ def _tiny():
   return config
 
 
-def test_main_job_end_to_end_and_resume(tmp_path):
+def test_main_job_end_to_end_and_resume(tmp_path, monkeypatch):
   config = _tiny()
   results = pipeline.run(config, tmp_path, log=lambda *_: None)
   for name in ('metrics.json', 'report.md', 'saliency.png', 'localisation.png', 'train_log.jsonl',
@@ -62,6 +62,12 @@ def test_main_job_end_to_end_and_resume(tmp_path):
   assert again['test_accuracy'] == results['test_accuracy']
   np.testing.assert_equal(again['localisation']['graphcut']['gt_known_box_accuracy'],
                           results['localisation']['graphcut']['gt_known_box_accuracy'])
+  # the data cache is keyed by the data code too: other code reads the splits again, into its own files
+  cached_files = sorted((tmp_path / 'data').glob('*.npz'))
+  monkeypatch.setattr(stages, 'source_digest', lambda folder='': f'other {folder} code')
+  reread = stages.load_data(config, tmp_path, log=lambda *_: None)['test']
+  assert len(list((tmp_path / 'data').glob('*.npz'))) == 2 * len(cached_files) > 0
+  np.testing.assert_array_equal(reread['images'], cached['images'])
 
 
 def _numbers(metrics):

@@ -117,12 +117,12 @@ def test_kept_results_are_keyed_by_the_code_that_made_them_and_the_code_it_impor
   from saliency_jax import attribution, graph, layers, models, rules
   from saliency_jax.jobs import stages
   # a KerasNet (MobileNet) runs its layers through graph and layers: their source is in the maps' key
-  assert sweep.code_modules(models) == ['saliency_jax.graph', 'saliency_jax.layers', 'saliency_jax.models']
+  assert stages.code_modules(models) == ['saliency_jax.graph', 'saliency_jax.layers', 'saliency_jax.models']
   assert {'saliency_jax.rules', 'saliency_jax.deconvnet', 'saliency_jax.saliency'} <= set(
-      sweep.code_modules(attribution))
-  assert sweep.code_modules(stages) == ['saliency_jax.jobs.stages']  # a job's stages are taken alone
-  assert sweep.code_digest(models) == sweep.code_digest(graph, models) != sweep.code_digest(rules, models)
-  assert sweep.code_digest(layers) != sweep.code_digest(models)
+      stages.code_modules(attribution))
+  assert stages.code_modules(stages) == ['saliency_jax.jobs.stages']  # a job's stages are taken alone
+  assert stages.code_digest(models) == stages.code_digest(graph, models) != stages.code_digest(rules, models)
+  assert stages.code_digest(layers) != stages.code_digest(models)
 
 
 def test_report_numbers_are_the_main_jobs_on_the_report_part(swept, tmp_path):

@@ -10,9 +10,11 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -36,7 +38,8 @@ def unpack(counts: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
 
 
 def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict:
-  """The splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config.
+  """The splits as arrays (`transforms.load`), cached in workdir/data keyed by the data config and the
+  data code (`source_digest('data')`).
 
   'train' and (with `test`) 'test' at data.image_size (no 'train' for a pretrained `checkpoint` or with
   data.stream, where training reads the source on demand), and 'photos':
@@ -47,7 +50,7 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
   source dropped when built, which are in no split, are listed with every split), cached with the arrays.
   (The main job reads the test split chunk by chunk instead: `pipeline.evaluate_chunk`.)
   """
-  key = hashlib.sha256(json.dumps(config.data.to_dict(), sort_keys=True,
+  key = hashlib.sha256(json.dumps([config.data.to_dict(), source_digest('data')], sort_keys=True,
                                   default=str).encode()).hexdigest()[:12]
   wanted = [('test', 'test', config.data.image_size)] if test else []
   if not config.get('checkpoint') and not config.data.get('stream'):
@@ -174,15 +177,41 @@ def eval_crop(config) -> int:
 
 
 @functools.cache
-def source_digest() -> str:
-  """A digest of every source file of the saliency_jax package (read once per process): results kept
-  on disk by other code are never taken for this code's."""
+def source_digest(folder: str = '') -> str:
+  """A digest of every source file of the saliency_jax package (or of its `folder`, e.g. 'data'), read
+  once per process: results kept on disk by other code are never taken for this code's."""
   root = pathlib.Path(__file__).resolve().parents[1]
   h = hashlib.sha256()
-  for source in sorted(root.rglob('*.py')):
+  for source in sorted((root / folder).rglob('*.py')):
     h.update(source.relative_to(root).as_posix().encode())
     h.update(source.read_bytes())
   return h.hexdigest()[:16]
+
+
+def code_modules(*modules) -> list[str]:
+  """The names of `modules` and of every saliency_jax module they import (a module, or a function or
+  class of it), transitively, sorted; a module of `saliency_jax.jobs` is taken alone (the jobs' shared
+  stages import every core module)."""
+  found, todo = set(), list(modules)
+  while todo:
+    module = todo.pop()
+    if module.__name__ in found:
+      continue
+    found.add(module.__name__)
+    if module.__name__.startswith('saliency_jax.jobs'):
+      continue
+    for value in vars(module).values():
+      name = (value.__name__ if inspect.ismodule(value)
+              else value.__module__ if inspect.isclass(value) or inspect.isfunction(value) else '')
+      if name.startswith('saliency_jax.') and name not in found:
+        todo.append(sys.modules[name])
+  return sorted(found)
+
+
+def code_digest(*modules) -> str:
+  """A digest of the source of `code_modules(*modules)`: kept results made by other code are not reused."""
+  sources = [inspect.getsource(sys.modules[name]) for name in code_modules(*modules)]
+  return hashlib.sha256(json.dumps(sources).encode()).hexdigest()[:16]
 
 
 def digest(model) -> str:

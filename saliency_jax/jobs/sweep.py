@@ -11,7 +11,7 @@ documents the fields):
   3. per part, the maps of each image's top-k classes and of its true class (10-crop when
      `crop_size`), computed once and kept in workdir/sweep under a key of everything that determines
      them: the part's record ids, the data settings, the normalisation, crop size, k, a digest of
-     the net's weights and one of the code that makes them (`code_digest`: the modules and those they
+     the net's weights and one of the code that makes them (`stages.code_digest`: the modules and those they
      import; another config, another net or other code never reuses them);
   4. every setting of `config.sweep.grid` localised on both parts (`stages.localise_images`) and
      scored (`stages.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
@@ -26,10 +26,8 @@ To use the pick in a main-job config: add its settings to `config.localise` and 
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import pathlib
-import sys
 import time
 
 import ml_collections
@@ -45,31 +43,6 @@ DIRECTIONS = ('min', 'max')
 
 def _digest(obj) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def code_modules(*modules) -> list[str]:
-  """The names of `modules` and of every saliency_jax module they import (a module, or a function or
-  class of it), transitively, sorted; a module of `saliency_jax.jobs` is taken alone (the jobs' shared
-  stages import every core module)."""
-  found, todo = set(), list(modules)
-  while todo:
-    module = todo.pop()
-    if module.__name__ in found:
-      continue
-    found.add(module.__name__)
-    if module.__name__.startswith('saliency_jax.jobs'):
-      continue
-    for value in vars(module).values():
-      name = (value.__name__ if inspect.ismodule(value)
-              else value.__module__ if inspect.isclass(value) or inspect.isfunction(value) else '')
-      if name.startswith('saliency_jax.') and name not in found:
-        todo.append(sys.modules[name])
-  return sorted(found)
-
-
-def code_digest(*modules) -> str:
-  """A digest of the source of `code_modules(*modules)`: kept results made by other code are not reused."""
-  return _digest([inspect.getsource(sys.modules[name]) for name in code_modules(*modules)])
 
 
 def changes(settings) -> dict:
@@ -173,9 +146,9 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
   of config.maps (`stages.method_maps`, for the gradient maps' `top_classes`)."""
   inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
             'std': np.asarray(std).tolist(), 'crop_size': config.crop_size, 'top_k': config.top_k,
-            'weights': stages.digest(model), 'code': code_digest(stages, saliency, models, transforms)}
+            'weights': stages.digest(model), 'code': stages.code_digest(stages, saliency, models, transforms)}
   if name != 'gradient':
-    inputs.update(map=stages.check_map(name, config.maps[name]), map_code=code_digest(attribution))
+    inputs.update(map=stages.check_map(name, config.maps[name]), map_code=stages.code_digest(attribution))
   key = _digest(inputs)
   stem = f'maps-{part}' if name == 'gradient' else f'maps-{part}-{name}'
   path = workdir / 'sweep' / f'{stem}-{key}.npz'
@@ -203,7 +176,7 @@ def localise_part(config, name: str, part: str, records: dict, maps: dict, key: 
   """One setting of the grid on one part: `stages.localisation_metrics`' entry (with the fallback
   boxes, status not 'ok'); kept in workdir/sweep."""
   settings = dataclasses.asdict(localise.settings(stages.cut_settings(config.sweep.grid[name])))
-  key = _digest([key, settings, config.get('localise_size'), code_digest(stages, localise, metrics)])
+  key = _digest([key, settings, config.get('localise_size'), stages.code_digest(stages, localise, metrics)])
   path = workdir / 'sweep' / f"loc-{part}-{name.replace('/', '-')}-{key}.json"
   if path.exists():
     return json.loads(path.read_text())
