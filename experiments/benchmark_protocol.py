@@ -2,11 +2,12 @@
 
   python experiments/benchmark_protocol.py --config configs/benchmark_protocol.py --workdir runs/benchmark
 
-Each run is a child process of this script (`--run`), so that each gets its own environment (`RUNS`:
-glibc's malloc settings and XLA's flags, read at start-up). Writes benchmark_protocol.json to the workdir.
+Each run is a child process: the main job (`experiments/reproduce.py`) of the code it measures, this
+commit's or `before_commit`'s (extracted with `git archive`), with its own environment (`RUNS`: glibc's
+malloc settings are read at start-up). Writes benchmark_protocol.json to the workdir.
 """
 
-import importlib.util
+import io
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,44 +25,27 @@ from saliency_jax import host
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Benchmark config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for benchmark_protocol.json.')
-_RUN = flags.DEFINE_string('run', None, 'Internal: run this one config in this process and write its JSON.')
 flags.mark_flags_as_required(['config', 'workdir'])
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The environment of each run: glibc's malloc settings ('' its defaults; host.TUNABLES those that
-# SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job scripts) and XLA's flags (the last run without XLA:CPU's
-# YNNPACK fusions: other kernels for small dots, the numbers change at float round-off).
-NO_YNN = '--xla_cpu_experimental_ynn_fusion_type='
-RUNS = {'before': {'GLIBC_TUNABLES': '', 'XLA_FLAGS': ''},
-        'after': {'GLIBC_TUNABLES': '', 'XLA_FLAGS': ''},
-        'after_keep_freed_memory': {'GLIBC_TUNABLES': host.TUNABLES, 'XLA_FLAGS': ''},
-        'after_keep_freed_memory_no_ynn': {'GLIBC_TUNABLES': host.TUNABLES, 'XLA_FLAGS': NO_YNN}}
+# The environment of each run: SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job glibc's malloc settings
+# host.TUNABLES (this commit's code only).
+RUNS = {'before': {}, 'after': {}, 'after_keep_freed_memory': {host.SWITCH: '1'}}
 
 
-def shipped_config():
-  spec = importlib.util.spec_from_file_location('_ilsvrc', ROOT / 'configs' / 'ilsvrc_mobilenet_sample.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def configs(bench) -> dict:
-  """{run name: config} (`RUNS`): the shipped ILSVRC config on `num_images` images, the stages after
-  the protocol's off; 'before' with the earlier localisation methods and no shared maps."""
-  out = {}
-  for name in RUNS:
-    config = shipped_config()
-    config.data_dir = bench.data_dir
-    config.num_eval = bench.num_images
-    config.num_deconvnet = 1
-    config.num_figure = 1
-    config.class_models.steps = 0
-    if name == 'before':
-      config.localise = bench.before_localise.to_dict()
-      config.figure_method = config.selected_method = 'graphcut_smoothed_all_soft'
-      config.share_true_maps = False
-      config.maps = {}
-    out[name] = config
-  return out
+def code_of(commit: str, workdir: pathlib.Path) -> pathlib.Path:
+  """A folder holding the source tree of `commit` of this repository (`git archive`), made once."""
+  tree = workdir / f'code-{commit}'
+  if not (tree / 'experiments' / 'reproduce.py').is_file():
+    try:
+      archive = subprocess.run(['git', '-C', str(ROOT), 'archive', '--format=tar', commit], check=True,
+                               capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+      raise SystemExit(f'the before run needs commit {commit} of this repository (a clone with its '
+                       f'history): git archive failed: {getattr(e, "stderr", b"").decode() or e}') from e
+    shutil.rmtree(tree, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+      tar.extractall(tree, filter='data')
+  return tree
 
 
 def protocol_seconds(metrics: dict) -> float:
@@ -69,31 +54,33 @@ def protocol_seconds(metrics: dict) -> float:
   return s['saliency'] + s['localisation'] + sum(v for k, v in s.items() if k.startswith('maps_'))
 
 
-def run_one(bench, name: str, workdir: pathlib.Path) -> None:
-  """One run of one config, in this process: its seconds and errors to workdir/name/run.json."""
-  from saliency_jax.jobs import pipeline  # the child imports JAX, the parent never does
-  shutil.rmtree(workdir / name / 'evaluation', ignore_errors=True)  # every repeat maps and localises
-  m = pipeline.run(configs(bench)[name], workdir / name, log=lambda *_: None)
+def run_once(bench, name: str, tree: pathlib.Path, workdir: pathlib.Path) -> dict:
+  """One run: the main job of the code in `tree` on the benchmark's images, in a child process with
+  RUNS[name] in its environment; its seconds, images/s, stages and localisation errors."""
+  out = workdir / name
+  shutil.rmtree(out / 'evaluation', ignore_errors=True)  # every repeat maps and localises
+  subprocess.run([sys.executable, str(tree / 'experiments' / 'reproduce.py'),
+                  f"--config={tree / 'configs' / 'ilsvrc_mobilenet_sample.py'}", f'--workdir={out}',
+                  f'--config.data_dir={pathlib.Path(bench.data_dir).resolve()}',
+                  f'--config.num_eval={bench.num_images}', '--config.num_deconvnet=1',
+                  '--config.num_figure=1', '--config.class_models.steps=0'],
+                 check=True, env={**os.environ, 'PYTHONPATH': str(tree), **RUNS[name]})
+  m = json.loads((out / 'metrics.json').read_text())
   seconds = protocol_seconds(m)
-  out = {'seconds': seconds, 'images_per_s': m['num_eval'] / seconds, 'stages': m['seconds'],
-         'environment': {k: os.environ.get(k, '') for k in ('GLIBC_TUNABLES', 'XLA_FLAGS')},
-         'top5_loc_error': {k: v['top5_loc_error'] for k, v in m['localisation'].items()}}
-  (workdir / name / 'run.json').write_text(json.dumps(out))
+  return {'seconds': seconds, 'images_per_s': m['num_eval'] / seconds, 'stages': m['seconds'],
+          'environment': RUNS[name], 'code': bench.before_commit if name == 'before' else 'this commit',
+          'top5_loc_error': {k: v['top5_loc_error'] for k, v in m['localisation'].items()}}
 
 
 def main(argv):
   del argv
   bench = _CONFIG.value
-  workdir = pathlib.Path(_WORKDIR.value)
-  if _RUN.value:
-    return run_one(bench, _RUN.value, workdir)
+  workdir = pathlib.Path(_WORKDIR.value).resolve()
+  trees = {name: code_of(bench.before_commit, workdir) if name == 'before' else ROOT for name in RUNS}
   runs = {name: [] for name in RUNS}
   for r in range(bench.repeats):
-    for name, environment in RUNS.items():  # a child process per run: glibc and XLA read these at start-up
-      subprocess.run([sys.executable, __file__, *sys.argv[1:], f'--run={name}'], check=True,
-                     env={**os.environ, **environment})
-      runs[name].append(json.loads((workdir / name / 'run.json').read_text()))
-      x = runs[name][-1]
+    for name in RUNS:
+      runs[name].append(x := run_once(bench, name, trees[name], workdir))
       print(f"repeat {r}: {name} {x['seconds']:.1f} s ({x['images_per_s']:.2f} images/s)", flush=True)
   median = {name: statistics.median(x['images_per_s'] for x in v) for name, v in runs.items()}
   out = {'num_images': bench.num_images, 'repeats': bench.repeats, 'runs': runs,

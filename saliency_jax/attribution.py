@@ -402,8 +402,7 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   return parallel.chunked(fn, (images, classes), chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=('crop_hw', 'k'), compiler_options=saliency.COMPILER_OPTIONS)
-def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k):
+def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k, loop=0):
   h, w = images.shape[1:3]
   size = crop_hw or (h, w)
 
@@ -415,15 +414,24 @@ def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k):
     (g,) = jax.vmap(head_vjp)(cotangents)  # [k, n, h', w', C']: dS_c/dA, Grad-CAM's and the gradient's
     cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
     cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
-    (grads,) = jax.vmap(features_vjp)(g)  # [k, n, H, W, C]: the rest of the backward passes
-    return (chosen, top_scores, saliency.place_crops(saliency.channel_max(grads), crop_hw, (h, w)),
+    # the rest of the k backward passes: [k, n, H, W] maps
+    maps = saliency.each(lambda g: saliency.channel_max(features_vjp(g)[0]), (g,), loop and 1)
+    return (chosen, top_scores, saliency.place_crops(maps, crop_hw, (h, w)),
             saliency.place_crops(cams, crop_hw, (h, w)))
 
-  return jax.vmap(one)(images, classes)
+  return saliency.each(one, (images, classes), loop)
+
+
+_FUSED_STATIC = ('crop_hw', 'k', 'loop')
+_fused_kernel = jax.jit(_gradient_and_grad_cam, static_argnames=_FUSED_STATIC,
+                        compiler_options=saliency.COMPILER_OPTIONS)
+_sequential_fused_kernel = jax.jit(_gradient_and_grad_cam, static_argnames=_FUSED_STATIC,
+                                   compiler_options=saliency.SEQUENTIAL_OPTIONS)
 
 
 def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, layer=None, crop_size=None,
-                          chunk_size: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                          chunk_size: int | None = None, sequential: bool = False
+                          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The paper's gradient maps (`saliency.class_saliency` / `top_k_saliency`) and the same classes'
   Grad-CAM maps at `layer` (`class_region_maps('grad_cam', ...)`) out of the same passes: the forward
   pass to `layer` and the head's k backward passes are shared, so Grad-CAM costs almost nothing more.
@@ -431,7 +439,8 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
   classes [B, k] int, or None for each image's `k` top-scoring classes (10-crop averaged with
   `crop_size`). Returns (classes [B, k] int32, scores [B, k], gradient maps [B, k, H, W], Grad-CAM maps
   [B, k, H, W]), each as the separate functions give it (to float round-off). `layer` as `grad_cam`
-  takes it; the gradient is the plain one (no ReLU rule).
+  takes it; the gradient is the plain one (no ReLU rule). `sequential` as `saliency.class_saliency`
+  takes it.
   """
   model = rules.as_model(model, images)
   saliency.check_eval_mode(model)
@@ -442,13 +451,13 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
     raise ValueError('give either classes [B, k] or k (the top-k classes), not both')
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
   p = parts(model, layer, example)
+  kernel = functools.partial(_sequential_fused_kernel if sequential else _fused_kernel, p, crop_hw=crop_hw,
+                             loop=saliency.kernel_loop(sequential))
   if classes is None:
     saliency.check_top_k(model, example.shape[1:], k)
-    fn = functools.partial(_gradient_and_grad_cam, p, crop_hw=crop_hw, k=k)
-    return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
+    return parallel.chunked(lambda x: kernel(x, None, k=k), (images,), chunk_size)
   classes = saliency.check_classes(model, images, classes, crop_hw)
-  fn = functools.partial(_gradient_and_grad_cam, p, crop_hw=crop_hw, k=classes.shape[1])
-  return parallel.chunked(fn, (images, classes), chunk_size)
+  return parallel.chunked(functools.partial(kernel, k=classes.shape[1]), (images, classes), chunk_size)
 
 
 def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:

@@ -64,11 +64,14 @@ def component_log_prob(params: Params, x: jax.Array) -> jax.Array:
   """log N(x_n | means_k, covs_k) of every point under every component: [N, K]."""
   d = x.shape[-1]
   chol = jnp.linalg.cholesky(params.covs)  # [K, D, D]
-  # L^-1 once per component, then a matmul over the points: cheaper than N triangular solves.
+  # L^-1 once per component (cheaper than N triangular solves), then z = L^-1 (x - m) one coordinate
+  # at a time over [K, N] arrays: with the points on the minor axis XLA:CPU vectorises it (2.5x faster
+  # colour models than a batched matmul whose minor axes are D = 3 and K).
   chol_inv = solve_triangular(chol, jnp.broadcast_to(jnp.eye(d, dtype=chol.dtype), chol.shape), lower=True)
-  z = jnp.einsum('kde,nke->nkd', chol_inv, x[:, None, :] - params.means[None])  # [N, K, D]
+  diff = [x[None, :, e] - params.means[:, e, None] for e in range(d)]  # D x [K, N]
+  squares = sum(sum(chol_inv[:, i, e, None] * diff[e] for e in range(d)) ** 2 for i in range(d))  # [K, N]
   log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)  # [K]
-  return -0.5 * (jnp.sum(z**2, axis=-1) + log_det + d * jnp.log(2 * jnp.pi))
+  return (-0.5 * (squares + log_det[:, None] + d * jnp.log(2 * jnp.pi))).T
 
 
 @jax.jit

@@ -238,6 +238,11 @@ def test_gradient_and_grad_cam_from_the_same_passes_equal_each_computed_apart():
     apart = attribution.class_region_maps('grad_cam', model, x, c, layer=layer, crop_size=crop)
     np.testing.assert_allclose(cams, apart, rtol=1e-5, atol=1e-6)
     assert float(np.max(cams)) > 0 and grads.shape == cams.shape == (3, 3, 36, 36)
+    sequential = attribution.gradient_and_grad_cam(model, x, k=3, layer=layer, crop_size=crop, chunk_size=2,
+                                                   sequential=True)  # one image, one class at a time
+    np.testing.assert_array_equal(sequential[0], classes)
+    for u, v in zip(sequential[1:], (scores, grads, cams)):
+      np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
     given = np.array([[4], [0], [c[2, 1]]])
     _, _, grads1, cams1 = attribution.gradient_and_grad_cam(model, x, given, layer=layer, crop_size=crop)
     _, g1 = saliency.class_saliency(model, x, given, crop_size=crop)

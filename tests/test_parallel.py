@@ -40,6 +40,11 @@ out['maps'] = saliency.saliency_maps(model, x, y)
 out['maps_chunked'] = saliency.saliency_maps(model, x, y, chunk_size=4)
 out['top_classes'], out['top_scores'], out['top_maps'] = saliency.top_k_saliency(model, x, k=2, crop_size=12,
                                                                                  chunk_size=6)
+# the sequential kernels: each device takes its share of a chunk one image after another
+out['top_maps_sequential'] = saliency.top_k_saliency(model, x, k=2, crop_size=12, chunk_size=8,
+                                                     sequential=True)[2]
+out['fused_sequential'] = jnp.stack(attribution.gradient_and_grad_cam(
+    model, x, k=2, crop_size=12, chunk_size=8, sequential=True)[2:])
 out['ig'] = attribution.integrated_gradients(model, x, y, steps=4, chunk_size=5)
 out['smoothgrad'] = attribution.smoothgrad(model, x, y, samples=3)
 out['grad_cam'] = attribution.grad_cam(model, x, y)
@@ -58,8 +63,9 @@ out['train_loss'], _ = train.train_step(net, optimizer, jax.random.key(3), xb, y
 out['trained_kernel'] = net.classifier.kernel[...]
 
 even = saliency.saliency_maps(model, x[:8], y[:8])
+sequential = saliency.top_k_saliency(model, x[:8], k=2, crop_size=12, sequential=True)[2]
 spread = {'devices': jax.device_count(), 'mesh': parallel.size(), 'maps_on': len(even.sharding.device_set),
-          'batch_on': len(xb.sharding.device_set)}
+          'batch_on': len(xb.sharding.device_set), 'sequential_maps_on': len(sequential.sharding.device_set)}
 np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in out.items()})
 print(json.dumps(spread))
 '''
@@ -99,8 +105,8 @@ def runs(tmp_path_factory):
 
 def test_outputs_are_spread_over_all_devices(runs):
   (_, one), (_, eight) = runs
-  assert one == {'devices': 1, 'mesh': 1, 'maps_on': 1, 'batch_on': 1}
-  assert eight == {'devices': 8, 'mesh': 8, 'maps_on': 8, 'batch_on': 8}
+  assert one == {'devices': 1, 'mesh': 1, 'maps_on': 1, 'batch_on': 1, 'sequential_maps_on': 1}
+  assert eight == {'devices': 8, 'mesh': 8, 'maps_on': 8, 'batch_on': 8, 'sequential_maps_on': 8}
 
 
 def test_one_and_eight_devices_agree_on_every_batched_function(runs):
@@ -115,6 +121,9 @@ def test_one_and_eight_devices_agree_on_every_batched_function(runs):
   # chunked == unchunked, and the uneven batch of 13 kept all its rows
   np.testing.assert_allclose(eight['maps_chunked'], eight['maps'], rtol=1e-6, atol=1e-7)
   assert eight['maps'].shape == (13, 16, 16) and eight['top_maps'].shape == (13, 2, 16, 16)
+  # one image at a time on each device: the vmapped maps, to float round-off
+  np.testing.assert_allclose(eight['top_maps_sequential'], eight['top_maps'], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(eight['fused_sequential'][0], eight['top_maps'], rtol=1e-5, atol=1e-7)
 
 
 def test_padding_helpers():

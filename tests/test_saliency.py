@@ -147,6 +147,28 @@ def test_top_k_with_crops_matches_per_class_ten_crop_maps():
       np.testing.assert_allclose(maps[i, j], one, rtol=1e-5, atol=1e-9)
 
 
+def test_sequential_kernels_give_the_vmapped_maps():
+  """sequential=True: a chunk's images, and their k backward passes, one after another inside the call
+  (`saliency.each`); the same classes, scores and maps as vmapped, to float round-off, with a ReLU rule,
+  on 10 crops and on whole images, in a padded last chunk."""
+  from saliency_jax import deconvnet
+  model = models.CifarResNet(8, rngs=nnx.Rngs(1))
+  x = _images((5, 36, 36, 3), seed=6)
+  for crop in (28, None):
+    a = saliency.top_k_saliency(model, x, k=3, crop_size=crop, chunk_size=2, sequential=True)
+    b = saliency.top_k_saliency(model, x, k=3, crop_size=crop, chunk_size=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    for u, v in zip(a[1:], b[1:]):
+      np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+  classes = np.array([[0, 3], [9, 1], [2, 2], [5, 4], [7, 8]])
+  a = saliency.class_saliency(model, x, classes, crop_size=28, relu=deconvnet.guided_relu, chunk_size=3,
+                              sequential=True)
+  b = saliency.class_saliency(model, x, classes, crop_size=28, relu=deconvnet.guided_relu, chunk_size=3)
+  for u, v in zip(a, b):
+    np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+  assert float(np.max(a[1])) > 0
+
+
 def test_chunked_equals_unchunked():
   model = models.CifarResNet(20, rngs=nnx.Rngs(0))
   x = _images((7, 32, 32, 3), seed=5)

@@ -283,10 +283,11 @@ def class_maps(config, model, x, labels) -> tuple[np.ndarray, np.ndarray, np.nda
   x: normalised [n, H, W, C], labels [n] -> (top classes int [n, k], their maps [n, k, H, W], the true
   class's maps [n, H, W]), on the host."""
   crop = config.crop_size or None
+  sequential = config.get('sequential_maps', False)
   top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
-                                                     chunk_size=config.chunk_size)
+                                                     chunk_size=config.chunk_size, sequential=sequential)
   _, true_maps = saliency.class_saliency(model, x, labels[:, None], crop_size=crop,
-                                         chunk_size=config.chunk_size)
+                                         chunk_size=config.chunk_size, sequential=sequential)
   return (np.asarray(top_classes), np.asarray(jax.device_get(top_maps)),
           np.asarray(jax.device_get(true_maps))[:, 0])
 
@@ -354,15 +355,16 @@ def shared_class_maps(config, model, x, labels):
   its map is that class's top-k map. Returns (top classes, top maps, true maps, shared [n]: the top-k
   position of the true class, -1 where it is not among them)."""
   crop = config.crop_size or None
+  sequential = config.get('sequential_maps', False)
   top_classes, _, top_maps = saliency.top_k_saliency(model, x, k=config.top_k, crop_size=crop,
-                                                     chunk_size=config.chunk_size)
+                                                     chunk_size=config.chunk_size, sequential=sequential)
   top_classes, top_maps = np.asarray(top_classes), np.asarray(jax.device_get(top_maps))
   shared = true_class_positions(top_classes, labels)
   true_maps = top_maps[np.arange(len(x)), np.maximum(shared, 0)].copy()
   alone = np.flatnonzero(shared < 0)
   if len(alone):
     _, own = saliency.class_saliency(model, x[alone], np.asarray(labels)[alone, None], crop_size=crop,
-                                     chunk_size=config.chunk_size)
+                                     chunk_size=config.chunk_size, sequential=sequential)
     true_maps[alone] = np.asarray(jax.device_get(own))[:, 0]
   return top_classes, top_maps, true_maps, shared
 
@@ -382,7 +384,8 @@ def gradient_and_grad_cam_maps(config, model, x, labels, layer):
   Grad-CAM maps (true, top), shared [n] (the top-k position of the true class, -1 where it is not among
   them) or None without share_true_maps), on the host."""
   maps = functools.partial(attribution.gradient_and_grad_cam, model, layer=layer,
-                           crop_size=config.crop_size or None, chunk_size=config.chunk_size)
+                           crop_size=config.crop_size or None, chunk_size=config.chunk_size,
+                           sequential=config.get('sequential_maps', False))
   labels = np.asarray(labels)
   top_classes, _, top_maps, top_cams = (np.asarray(jax.device_get(a)) for a in maps(x, k=config.top_k))
   shared = (true_class_positions(top_classes, labels) if config.get('share_true_maps')
@@ -413,7 +416,7 @@ def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray
   chunk = config.chunk_size
   if crops == 'ten' and method in RELU_RULES:
     _, maps = saliency.class_saliency(model, x, classes, crop_size=crop, relu=RELU_RULES[method],
-                                      chunk_size=chunk)
+                                      chunk_size=chunk, sequential=config.get('sequential_maps', False))
     maps = np.asarray(jax.device_get(maps))
   elif crops == 'ten' and method in attribution.CLASS_MAP_METHODS and not (method == 'occlusion' and crop):
     maps = np.maximum(np.asarray(jax.device_get(attribution.class_region_maps(
