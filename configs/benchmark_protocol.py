@@ -14,7 +14,7 @@ sample, run `repeats` times for each of three runs, alternating, each in a child
     (`saliency_jax/host.py`).
 Each run's seconds of maps + localisation (the stages the protocol times; class models and the Sect. 4
 summary are off), images/s, its localisation errors, and the median ratio of each run's images/s to
-before's, to benchmark_protocol.json. About 15 minutes on 2 CPU cores.
+before's, to benchmark_protocol.json. About 22 minutes on 2 CPU cores.
 """
 
 import ml_collections
@@ -24,6 +24,6 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.data_dir = '../shared/data'
   config.num_images = 96
-  config.repeats = 2
+  config.repeats = 3
   config.before_commit = '9e90069'
   return config

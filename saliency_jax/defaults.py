@@ -36,7 +36,7 @@ def main_job() -> ml_collections.ConfigDict:
   config.chunk_size = 100  # images per saliency call
   # the gradient maps' kernels take a chunk's images and their k classes one after another inside the
   # call instead of vmapped (`saliency.each`): on CPU faster for big nets at 224 px (MobileNet: 1.5x),
-  # the same maps to float round-off; on accelerators vmapped is faster
+  # the same maps to float round-off (`saliency.SEQUENTIAL_OPTIONS`); on accelerators vmapped is faster
   config.sequential_maps = False
   # test records per evaluation chunk (read, mapped, localised, written to disk, then dropped): what
   # bounds the main job's memory; a multiple of chunk_size keeps every saliency call full

@@ -242,7 +242,9 @@ def channel_max(grads: jax.Array) -> jax.Array:
 # ones are as fast or slightly faster. A field of XLA's DebugOptions: other backends ignore it.
 COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 # The sequential kernels (`each`) also turn off XLA:CPU's YNNPACK fusions, which slow these one-image
-# programs down (a MobileNet's 10 crops x 5 classes at 224 px: 1.16x faster without them).
+# programs down (a MobileNet's 10 crops x 5 classes at 224 px: 1.16x faster without them). Other
+# kernels, other float round-off: where a ReLU's (or relu6's) input lies within round-off of its kink,
+# its gate, and so the map at the pixels behind it, can differ from the vmapped kernel's.
 SEQUENTIAL_OPTIONS = {**COMPILER_OPTIONS, 'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
@@ -254,7 +256,7 @@ def each(fn, arrays, loop: int):
   One row at a time keeps the working set of a big net's k backward passes small: on XLA:CPU a
   MobileNet's top-5 10-crop maps at 224 px are 1.3x faster than vmapped over 8 images (no fresh
   gigabytes of temporaries to fault in at every call, activations that stay in cache), and the same
-  maps to float round-off. On accelerators vmapped batches are faster."""
+  maps to float round-off (`SEQUENTIAL_OPTIONS`). On accelerators vmapped batches are faster."""
   if not loop:
     return jax.vmap(fn)(*arrays)
   grouped = jax.tree.map(lambda a: a.reshape(loop, a.shape[0] // loop, *a.shape[1:]), arrays)
@@ -371,7 +373,7 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None, chunk_s
   their reflections, one vmapped batch) placed back in image coordinates, and each score the
   10-crop average score. Per chunk: one forward pass and k backward passes. `sequential`: the
   chunk's images, and their k backward passes, one after another inside the compiled call (`each`:
-  faster for big nets on CPU; the same maps to float round-off).
+  faster for big nets on CPU; the same maps to float round-off, `SEQUENTIAL_OPTIONS`).
   """
   model = rules.as_model(model, images)
   images = check_images(model, images)
