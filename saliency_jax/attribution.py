@@ -415,7 +415,7 @@ def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k, loop=0):
     cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
     cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
     # the rest of the k backward passes: [k, n, H, W] maps
-    maps = saliency.each(lambda g: saliency.channel_max(features_vjp(g)[0]), (g,), loop and 1)
+    maps = saliency.each(lambda g: saliency.channel_max(features_vjp(g)[0]), (g,), min(loop, 1))
     return (chosen, top_scores, saliency.place_crops(maps, crop_hw, (h, w)),
             saliency.place_crops(cams, crop_hw, (h, w)))
 
@@ -451,8 +451,8 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
     raise ValueError('give either classes [B, k] or k (the top-k classes), not both')
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
   p = parts(model, layer, example)
-  kernel = functools.partial(_sequential_fused_kernel if sequential else _fused_kernel, p, crop_hw=crop_hw,
-                             loop=saliency.kernel_loop(sequential))
+  kernel = functools.partial(saliency.pick_kernel(_fused_kernel, _sequential_fused_kernel, sequential), p,
+                             crop_hw=crop_hw)
   if classes is None:
     saliency.check_top_k(model, example.shape[1:], k)
     return parallel.chunked(lambda x: kernel(x, None, k=k), (images,), chunk_size)

@@ -316,7 +316,7 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k, loop=0):
     crops = image[None] if crop_hw is None else ten_crops(image, crop_hw)
     scores, vjp = jax.vjp(lambda x: model(x, relu=relu), crops)
     chosen, top_scores, cotangents = class_cotangents(scores, chosen, k)
-    maps = each(lambda cotangent: channel_max(vjp(cotangent)[0]), (cotangents,), loop and 1)
+    maps = each(lambda cotangent: channel_max(vjp(cotangent)[0]), (cotangents,), min(loop, 1))
     return chosen, top_scores, place_crops(maps, crop_hw, (h, w))
 
   return each(one, (images, classes), loop)
@@ -328,9 +328,10 @@ sequential_class_maps_kernel = jax.jit(_class_maps, static_argnames=_KERNEL_STAT
                                        compiler_options=SEQUENTIAL_OPTIONS)
 
 
-def kernel_loop(sequential: bool) -> int:
-  """The `loop` static argument of the kernels: 0, or with `sequential` the devices' count."""
-  return parallel.size() if sequential else 0
+def pick_kernel(vmapped, sequential_kernel, sequential: bool):
+  """The vmapped kernel, or with `sequential` the sequential one with its `loop` bound to the devices'
+  count (`each`: each device takes its share of the chunk one image after another)."""
+  return functools.partial(sequential_kernel, loop=parallel.size()) if sequential else vmapped
 
 
 def _relu(relu):
@@ -380,9 +381,8 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None, chunk_s
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
   classes = check_classes(model, images, classes, crop_hw)
-  kernel = sequential_class_maps_kernel if sequential else class_maps_kernel
-  fn = functools.partial(kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1],
-                         loop=kernel_loop(sequential))
+  kernel = pick_kernel(class_maps_kernel, sequential_class_maps_kernel, sequential)
+  fn = functools.partial(kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1])
   _, top_scores, maps = parallel.chunked(fn, (images, classes), chunk_size)
   return top_scores, maps
 
@@ -399,8 +399,8 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None, chun
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
   check_input_size(model, crop_hw or images.shape[1:3])
   check_top_k(model, (*(crop_hw or images.shape[1:3]), images.shape[3]), k)
-  kernel = sequential_class_maps_kernel if sequential else class_maps_kernel
-  fn = functools.partial(kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=k, loop=kernel_loop(sequential))
+  kernel = pick_kernel(class_maps_kernel, sequential_class_maps_kernel, sequential)
+  fn = functools.partial(kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
   return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
 
 
