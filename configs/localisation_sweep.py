@@ -5,6 +5,8 @@
       --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:study \
       --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:cuts \
+      --workdir runs/ilsvrc_mobilenet_cuts [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
       --workdir runs/voc_raccoon_kangaroo
 
@@ -27,7 +29,10 @@ Variants:
     the methods that cost many passes per class (SmoothGrad, Integrated Gradients, occlusion) and the
     ReLU-rule maps on the centre crop alone, with few samples / steps / patches (`STUDY_MAPS`). The
     thresholds cut every map; GraphCut (seconds per map, most of the study's time) the maps of
-    `GRAPHCUT_MAPS`: the paper's gradient and the Grad-CAM maps.
+    `GRAPHCUT_MAPS`: the paper's gradient and the Grad-CAM maps, and on grad_cam_pw12 every GraphCut
+    setting of `PW12_GRAPHCUTS` too.
+  cuts: the study's part on the paper's pair and on grad_cam_pw12 (its thresholds and every GraphCut
+    setting): `cuts_grid`, half an hour on 2 CPU cores where the study takes well over an hour.
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: see the README.
 """
@@ -115,11 +120,26 @@ STUDY_CUTS = {
 }
 # The maps GraphCut cuts in the study (the paper's GraphCut; its tuned variant the first two only).
 GRAPHCUT_MAPS = ('gradient', 'grad_cam', 'grad_cam_pw12')
+# GraphCut settings on the Grad-CAM maps one block before the last (the study's best maps on the
+# selection part): the sweep's single changes and its tuned variant, and three neighbours of the
+# foreground quantile 90%, each tried on the selection part ('grad_cam_pw12/graphcut_<name>').
+PW12_GRAPHCUTS = ('soft_seeds', 'fg_floor_50', 'pairwise_25', 'grabcut_3', 'fg_quantile_90', 'fg_quantile_85',
+                  'fg_quantile_80', 'bg_quantile_50', 'smoothed_all_soft', 'fg_quantile_90_soft',
+                  'fg_quantile_90_bg_quantile_20')
+
+
+def graphcut_settings() -> dict:
+  """Every GraphCut setting the sweeps name: `one_at_a_time`, `combinations` and the foreground
+  quantile's neighbours."""
+  return {**one_at_a_time(), **combinations(),
+          'fg_quantile_85': {'method': 'graphcut', 'fg_quantile': 0.85},
+          'fg_quantile_90_soft': {'method': 'graphcut', 'fg_quantile': 0.90, 'seeds': 'soft'},
+          'fg_quantile_90_bg_quantile_20': {'method': 'graphcut', 'fg_quantile': 0.90, 'bg_quantile': 0.20}}
 
 
 def study_grid() -> dict:
-  """Every study map crossed with every cut ('map/cut'; GraphCut on `GRAPHCUT_MAPS`), and the
-  full-image and centre boxes."""
+  """Every study map crossed with every cut ('map/cut'; GraphCut on `GRAPHCUT_MAPS`, and
+  `PW12_GRAPHCUTS` on grad_cam_pw12), and the full-image and centre boxes."""
   grid = {}
   for name in ('gradient', *STUDY_MAPS):
     for cut, settings in STUDY_CUTS.items():
@@ -127,14 +147,24 @@ def study_grid() -> dict:
           cut != 'graphcut' and name not in GRAPHCUT_MAPS[:2])):
         continue
       grid[f'{name}/{cut}'] = {**settings, **({'map': name} if name != 'gradient' else {})}
+  every = graphcut_settings()
+  for cut in PW12_GRAPHCUTS:
+    grid[f'grad_cam_pw12/graphcut_{cut}'] = {**every[cut], 'map': 'grad_cam_pw12'}
   grid['full_image'] = {'method': 'full'}
   grid['centre'] = {'method': 'centre', 'centre_fraction': 0.5}
   return grid
 
 
+def cuts_grid() -> dict:
+  """The part of `study_grid` on the paper's maps cut by the paper's GraphCut and on grad_cam_pw12 (every
+  cut), and the full-image and centre boxes."""
+  return {name: s for name, s in study_grid().items()
+          if name in ('gradient/graphcut', 'full_image', 'centre') or name.startswith('grad_cam_pw12/')}
+
+
 def get_config(arg: str = 'synthetic'):
-  """arg: 'synthetic', 'imagenet', 'study' or 'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base config's
-  variant); a variant alone means the synthetic set."""
+  """arg: 'synthetic', 'imagenet', 'study', 'cuts' or 'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base
+  config's variant); a variant alone means the synthetic set."""
   data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
   variant = variant or 'cpu'
   every = {**one_at_a_time(), **combinations()}
@@ -151,13 +181,17 @@ def get_config(arg: str = 'synthetic'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
     config.maps = STUDY_MAPS
     grid = study_grid()
+  elif data == 'cuts':
+    config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
+    config.maps = {'grad_cam_pw12': STUDY_MAPS['grad_cam_pw12']}
+    grid = cuts_grid()
   elif data == 'voc':
     config = _sibling('voc_raccoon_kangaroo').get_config(variant)
     grid = every
     criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
   else:
-    raise ValueError("variant must be 'synthetic', 'imagenet', 'study' or 'voc' (optionally :cpu, :gpu, "
-                     f':tpu), got {arg!r}')
+    raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts' or 'voc' (optionally :cpu, "
+                     f':gpu, :tpu), got {arg!r}')
   config.name = f'localisation_sweep ({data})'
   config.sweep = ml_collections.ConfigDict({
       'grid': grid,
