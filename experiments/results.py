@@ -42,6 +42,8 @@ RESULTS = {
                          'benchmark_memory.json', ''),
     'localisation_study': ('sweep_localisation', 'localisation_sweep.py:study', 'ilsvrc_mobilenet_study',
                            'sweep.json', ''),
+    'localisation_cuts': ('sweep_localisation', 'localisation_sweep.py:cuts', 'ilsvrc_mobilenet_cuts',
+                          'sweep.json', ''),
 }
 
 

@@ -177,3 +177,18 @@ def test_the_study_crosses_every_attribution_method_with_the_cuts():
     assert name in grid, name
   assert not sweep.changes(grid['gradient/graphcut'])  # the paper's pair
   assert sweep.changes(grid['cam/threshold_30']) == {'map': 'cam', 'method': 'threshold', 'threshold': 0.3}
+  assert sweep.changes(grid['grad_cam_pw12/graphcut_fg_quantile_90']) == {
+      'map': 'grad_cam_pw12', 'fg_quantile': 0.9}
+
+
+def test_the_cuts_variant_is_the_study_on_the_papers_pair_and_one_map():
+  study = load_config('localisation_sweep', 'study')
+  cuts = load_config('localisation_sweep', 'cuts')
+  sweep.check(cuts)
+  grid, whole = cuts.sweep.grid.to_dict(), study.sweep.grid.to_dict()
+  assert all(whole[name] == s for name, s in grid.items())  # the same settings under the same names
+  assert set(grid) == {'gradient/graphcut', 'full_image', 'centre'} | {
+      name for name in whole if name.startswith('grad_cam_pw12/')}
+  assert sum(name.startswith('grad_cam_pw12/graphcut') for name in grid) == 12
+  assert cuts.maps.to_dict() == {'grad_cam_pw12': study.maps.grad_cam_pw12.to_dict()}
+  assert cuts.data.to_dict() == study.data.to_dict() and cuts.sweep.criterion == study.sweep.criterion
