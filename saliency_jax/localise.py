@@ -287,6 +287,38 @@ def _flatten(arrays, which, padded: int) -> np.ndarray:
   return np.stack([np.pad(f, ((0, padded - len(f)),) + ((0, 0),) * (f.ndim - 1)) for f in flat])
 
 
+def colour_cost_chunks(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8):
+  """`colour_costs` one device call at a time: yields {image index: costs [2, H, W]} per call. Each call
+  is dispatched before the previous one's costs are read back, so the host can use them (e.g. start
+  their cuts) while the device computes the next."""
+  sizes = [im.shape[0] * im.shape[1] for im in images]
+  buckets: dict[int, list[int]] = {}
+  for i, n in enumerate(sizes):
+    buckets.setdefault(_padded_size(n), []).append(i)
+  calls = []
+  for padded, members in buckets.items():
+    for start in range(0, len(members), chunk_size):
+      part = members[start:start + chunk_size]
+      batch = chunk_size if len(members) > chunk_size else 1 << (len(part) - 1).bit_length()
+      calls.append((padded, part, part + [part[0]] * (batch - len(part))))  # batch sizes: 1, 2, 4, ..., chunk
+
+  def dispatch(padded, part, full):
+    pixels = jnp.asarray(_flatten(images, full, padded), jnp.float32) / 255.0
+    fg = jnp.asarray(_flatten(fg_masks, full, padded), jnp.float32)
+    bg = jnp.asarray(_flatten(bg_masks, full, padded), jnp.float32)
+    return part, _colour_costs(keys[np.asarray(full)], pixels, fg, bg, num_components=s.num_components,
+                               num_iters=s.gmm_iters, covariance_floor=s.covariance_floor,
+                               samples=s.gmm_samples)
+
+  pending = dispatch(*calls[0]) if calls else None
+  for c in range(len(calls)):
+    part, costs = pending
+    if c + 1 < len(calls):
+      pending = dispatch(*calls[c + 1])
+    costs = np.asarray(jax.device_get(costs))
+    yield {i: costs[j, :, :sizes[i]].reshape(2, *images[i].shape[:2]) for j, i in enumerate(part)}
+
+
 def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8) -> list[np.ndarray]:
   """Host wrapper: lists of images uint8 [H, W, 3] and masks bool [H, W] (any sizes) and keys [B]
   -> a list of costs [2, H, W] (numpy): each pixel's -log p under the fg and the bg model.
@@ -296,24 +328,10 @@ def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int 
   time to the device (memory ~ chunk x pixels x components), and a short last chunk repeats its
   first image: images of many sizes (VOC) share a few compiled programs.
   """
-  sizes = [im.shape[0] * im.shape[1] for im in images]
-  buckets: dict[int, list[int]] = {}
-  for i, n in enumerate(sizes):
-    buckets.setdefault(_padded_size(n), []).append(i)
   out: list[np.ndarray | None] = [None] * len(images)
-  for padded, members in buckets.items():
-    for start in range(0, len(members), chunk_size):
-      part = members[start:start + chunk_size]
-      batch = chunk_size if len(members) > chunk_size else 1 << (len(part) - 1).bit_length()
-      full = part + [part[0]] * (batch - len(part))  # batch sizes: 1, 2, 4, ..., chunk_size
-      pixels = jnp.asarray(_flatten(images, full, padded), jnp.float32) / 255.0
-      fg = jnp.asarray(_flatten(fg_masks, full, padded), jnp.float32)
-      bg = jnp.asarray(_flatten(bg_masks, full, padded), jnp.float32)
-      costs = _colour_costs(keys[np.asarray(full)], pixels, fg, bg, num_components=s.num_components,
-                            num_iters=s.gmm_iters, covariance_floor=s.covariance_floor, samples=s.gmm_samples)
-      costs = np.asarray(jax.device_get(costs))
-      for j, i in enumerate(part):
-        out[i] = costs[j, :, :sizes[i]].reshape(2, *images[i].shape[:2])
+  for done in colour_cost_chunks(images, fg_masks, bg_masks, keys, s, chunk_size):
+    for i, costs in done.items():
+      out[i] = costs
   return out
 
 
@@ -359,10 +377,13 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
   return pool
 
 
-def _map(fn, tasks, workers: int):
-  if workers <= 1 or len(tasks) <= 1:
-    return [fn(t) for t in tasks]
-  return list(_pool(workers).map(fn, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+def _start(fn, task, workers: int):
+  """fn(task) in the pool (a future) with workers > 1, else here and now (its result)."""
+  return _pool(workers).submit(fn, task) if workers > 1 else fn(task)
+
+
+def _result(started):
+  return started.result() if isinstance(started, concurrent.futures.Future) else started
 
 
 @jax.jit
@@ -421,16 +442,26 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
   fg_t, bg_t = [seed_masks[i][0] for i in todo], [seed_masks[i][1] for i in todo]
   keys = _image_keys(s.seed, jnp.asarray([indices[i] for i in todo]))
   fit_fg, fit_bg = fg_t, bg_t
+  groups: dict[int, list[int]] = {}  # the maps of one image (the same array) go to one task
+  for j, im in enumerate(images_t):
+    groups.setdefault(id(im), []).append(j)
+  order = list(groups.values())
+  group_of = {j: g for g, js in enumerate(order) for j in js}
   for round_ in range(s.iterations + 1):
-    costs = colour_costs(images_t, fit_fg, fit_bg, keys, s)
-    groups: dict[int, list[int]] = {}  # the maps of one image (the same array) go to one task
-    for j, im in enumerate(images_t):
-      groups.setdefault(id(im), []).append(j)
-    tasks = [(images_t[js[0]], dataclasses.asdict(s), [(costs[j], fg_t[j], bg_t[j]) for j in js])
-             for js in groups.values()]
+    # an image's cuts start as soon as the colour costs of its maps are back, while the device fits
+    # the next images' colour models
+    costs, missing, cuts = {}, [len(js) for js in order], {}
+    for done in colour_cost_chunks(images_t, fit_fg, fit_bg, keys, s):
+      costs.update(done)
+      for j in done:
+        g = group_of[j]
+        missing[g] -= 1
+        if not missing[g]:
+          task = [(costs[i], fg_t[i], bg_t[i]) for i in order[g]]
+          cuts[g] = _start(_cut, (images_t[order[g][0]], dataclasses.asdict(s), task), workers)
     masks = [None] * len(todo)
-    for js, cut in zip(groups.values(), _map(_cut, tasks, workers)):
-      for j, mask in zip(js, cut):
+    for g, js in enumerate(order):
+      for j, mask in zip(js, _result(cuts[g])):
         masks[j] = mask
     if round_ < s.iterations:  # GrabCut: refit both models on the current labelling
       fit_fg, fit_bg = masks, [~m for m in masks]
