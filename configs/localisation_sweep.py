@@ -4,7 +4,7 @@
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:imagenet \
       --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:study \
-      --workdir runs/ilsvrc_mobilenet_sample [--config.data_dir=../shared/data]
+      --workdir runs/ilsvrc_mobilenet_study [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:cuts \
       --workdir runs/ilsvrc_mobilenet_cuts [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
