@@ -377,13 +377,13 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
   return pool
 
 
-def _start(fn, task, workers: int):
-  """fn(task) in the pool (a future) with workers > 1, else here and now (its result)."""
-  return _pool(workers).submit(fn, task) if workers > 1 else fn(task)
-
-
-def _result(started):
-  return started.result() if isinstance(started, concurrent.futures.Future) else started
+def _start(fn, task, workers: int) -> concurrent.futures.Future:
+  """fn(task) in the pool with workers > 1, else here and now; either way a future of its result."""
+  if workers > 1:
+    return _pool(workers).submit(fn, task)
+  done = concurrent.futures.Future()
+  done.set_result(fn(task))
+  return done
 
 
 @jax.jit
@@ -447,6 +447,7 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
     groups.setdefault(id(im), []).append(j)
   order = list(groups.values())
   group_of = {j: g for g, js in enumerate(order) for j in js}
+  cut_settings = dataclasses.asdict(s)
   for round_ in range(s.iterations + 1):
     # an image's cuts start as soon as the colour costs of its maps are back, while the device fits
     # the next images' colour models
@@ -458,10 +459,10 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
         missing[g] -= 1
         if not missing[g]:
           task = [(costs[i], fg_t[i], bg_t[i]) for i in order[g]]
-          cuts[g] = _start(_cut, (images_t[order[g][0]], dataclasses.asdict(s), task), workers)
+          cuts[g] = _start(_cut, (images_t[order[g][0]], cut_settings, task), workers)
     masks = [None] * len(todo)
     for g, js in enumerate(order):
-      for j, mask in zip(js, _result(cuts[g])):
+      for j, mask in zip(js, cuts[g].result()):
         masks[j] = mask
     if round_ < s.iterations:  # GrabCut: refit both models on the current labelling
       fit_fg, fit_bg = masks, [~m for m in masks]
