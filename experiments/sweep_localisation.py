@@ -11,8 +11,6 @@ if __name__ == '__main__':  # first, before JAX is imported: SALIENCY_JAX_KEEP_F
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from saliency_jax.jobs import sweep
-
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -20,6 +18,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  # Imported here: the worker processes that run the graph cuts import this script (Python's 'spawn'),
+  # and start in a fraction of the time without JAX and the job's modules.
+  from saliency_jax.jobs import sweep
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   results = sweep.run(_CONFIG.value, _WORKDIR.value)
   print(f"\npicked on the selection part: {results['selected']}\n")

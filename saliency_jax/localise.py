@@ -30,15 +30,10 @@ give the full-image box, flagged by the returned `status` ('invalid_saliency', '
 any other, so every table of results counts them per method (`fallbacks`).
 """
 
-import atexit
 import concurrent.futures
 import dataclasses
 import functools
-import multiprocessing
-import os
-import signal
-import threading
-import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -335,57 +330,6 @@ def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int 
   return out
 
 
-# ----------------------------------------------------------------------------- the cut (host, pool)
-
-
-def _cut(task) -> list[np.ndarray]:
-  """The graph cuts of one image's maps (runs in a worker process): their raw foreground masks. The
-  pairwise term depends on the image alone, so its maps (e.g. of its top-k classes) share it."""
-  image, s, cuts = task
-  hard = s['seeds'] == 'hard'
-  edges = graphcut.pairwise_weights(image, pairwise_weight=s['pairwise_weight'],
-                                    connectivity=s['connectivity'])
-  return [graphcut.segment(costs[0], costs[1], edges=edges, fg_seeds=fg if hard else None,
-                           bg_seeds=bg if hard else None) for costs, fg, bg in cuts]
-
-
-def _exit_with(parent: int) -> None:
-  """Ends this process once `parent` is gone (this process then has another parent)."""
-  while os.getppid() == parent:
-    time.sleep(0.5)
-  os._exit(1)
-
-
-def _worker_init(parent: int) -> None:
-  """Runs first in each worker process. Ctrl-C goes to the whole process group: the parent stops the
-  pool, so the workers ignore it. A parent that dies without shutting the pool down (SIGKILL, the
-  out-of-memory killer) leaves its workers waiting for tasks: a watchdog thread ends them. (Linux's
-  PR_SET_PDEATHSIG would fire when the parent *thread* that started a worker ends, and the pool
-  starts workers from whichever thread submits.)"""
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  threading.Thread(target=_exit_with, args=(parent,), daemon=True, name='exit-with-parent').start()
-
-
-@functools.cache
-def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-  """A process pool kept for the life of the program (starting one costs about a second); its
-  workers end with this process, however it ends."""
-  # 'spawn': the parent runs JAX threads, which a fork would copy in an undefined state.
-  pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
-                                                initializer=_worker_init, initargs=(os.getpid(),))
-  atexit.register(pool.shutdown, cancel_futures=True)
-  return pool
-
-
-def _start(fn, task, workers: int) -> concurrent.futures.Future:
-  """fn(task) in the pool with workers > 1, else here and now; either way a future of its result."""
-  if workers > 1:
-    return _pool(workers).submit(fn, task)
-  done = concurrent.futures.Future()
-  done.set_result(fn(task))
-  return done
-
-
 @jax.jit
 def _fold_in(keys, data):
   return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
@@ -409,6 +353,16 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
   not depend on `workers` or on the batch: image i's random key is `fold_in(key(seed), indices[i])`
   (indices default 0..B-1).
   """
+  return start_batch(images, maps, config, workers=workers, indices=indices)()
+
+
+def start_batch(images, maps, config=None, *, workers: int = 0,
+                indices=None) -> Callable[[], list[Result]]:
+  """`localise_batch` in two halves: this call does this process's share (seeds, colour models) and
+  queues the cuts in the worker pool; the function it returns waits for the cuts and returns the
+  results. Batches started one after another (e.g. several methods) keep the workers busy from one
+  batch's cuts to the next's. Arguments and results as `localise_batch`'s; with GrabCut rounds
+  (`iterations`) this call waits for every round's cuts but the last."""
   s = settings(config)
   if len(images) != len(maps):
     raise ValueError(f'{len(images)} images but {len(maps)} maps')
@@ -426,7 +380,7 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
         results[i] = centre_box(m.shape, s.centre_fraction)
       else:
         results[i] = threshold_box(m, s.threshold, connectivity=s.connectivity, component=s.component)
-    return results
+    return lambda: results
 
   todo, seed_masks = [], {}
   for i, (_, m) in enumerate(pairs):
@@ -437,21 +391,20 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
       todo.append(i)
       seed_masks[i] = (fg, bg)
   if not todo:
-    return results
+    return lambda: results
   images_t = [pairs[i][0] for i in todo]
   fg_t, bg_t = [seed_masks[i][0] for i in todo], [seed_masks[i][1] for i in todo]
-  keys = _image_keys(s.seed, jnp.asarray([indices[i] for i in todo]))
-  fit_fg, fit_bg = fg_t, bg_t
   groups: dict[int, list[int]] = {}  # the maps of one image (the same array) go to one task
   for j, im in enumerate(images_t):
     groups.setdefault(id(im), []).append(j)
   order = list(groups.values())
   group_of = {j: g for g, js in enumerate(order) for j in js}
   cut_settings = dataclasses.asdict(s)
-  for round_ in range(s.iterations + 1):
-    # an image's cuts start as soon as the colour costs of its maps are back, while the device fits
-    # the next images' colour models
-    costs, missing, cuts = {}, [len(js) for js in order], {}
+
+  def cut(fit_fg, fit_bg, keys) -> list[concurrent.futures.Future]:
+    """One round: per image (`order`), a future of its maps' cut masks. An image's cuts start as soon as
+    the colour costs of its maps are back, while the device fits the next images' colour models."""
+    costs, missing, cuts = {}, [len(js) for js in order], [None] * len(order)
     for done in colour_cost_chunks(images_t, fit_fg, fit_bg, keys, s):
       costs.update(done)
       for j in done:
@@ -459,18 +412,29 @@ def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None)
         missing[g] -= 1
         if not missing[g]:
           task = [(costs[i], fg_t[i], bg_t[i]) for i in order[g]]
-          cuts[g] = _start(_cut, (images_t[order[g][0]], cut_settings, task), workers)
+          cuts[g] = graphcut.start(graphcut.cut_image, (images_t[order[g][0]], cut_settings, task), workers)
+    return cuts
+
+  def masks_of(cuts) -> list[np.ndarray]:
     masks = [None] * len(todo)
-    for g, js in enumerate(order):
-      for j, mask in zip(js, cuts[g].result()):
+    for js, future in zip(order, cuts):
+      for j, mask in zip(js, future.result()):
         masks[j] = mask
-    if round_ < s.iterations:  # GrabCut: refit both models on the current labelling
-      fit_fg, fit_bg = masks, [~m for m in masks]
-      keys = _fold_in(keys, round_ + 1)
-  raw = dict(zip(todo, masks))
-  for i in todo:
-    results[i] = _from_mask(raw[i], s.connectivity, s.component)
-  return results
+    return masks
+
+  keys = _image_keys(s.seed, jnp.asarray([indices[i] for i in todo]))
+  cuts = cut(fg_t, bg_t, keys)
+  for round_ in range(s.iterations):  # GrabCut: refit both models on the current labelling
+    masks = masks_of(cuts)
+    keys = _fold_in(keys, round_ + 1)
+    cuts = cut(masks, [~m for m in masks], keys)
+
+  def finish() -> list[Result]:
+    for i, mask in zip(todo, masks_of(cuts)):
+      results[i] = _from_mask(mask, s.connectivity, s.component)
+    return results
+
+  return finish
 
 
 def localise(image, saliency, config=None, *, return_status: bool = False):

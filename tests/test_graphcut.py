@@ -34,6 +34,61 @@ def test_cut_is_the_exact_minimum_by_brute_force(connectivity):
     assert _energy(mask, fg_cost, bg_cost, edges) == pytest.approx(best, rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize('connectivity', [4, 8])
+def test_seeded_cut_is_the_exact_minimum_over_the_free_pixels(connectivity):
+  rng = np.random.default_rng(10 + connectivity)
+  for _ in range(3):
+    image = rng.uniform(0, 255, (4, 5, 3))
+    fg_cost, bg_cost = rng.normal(0, 30, (4, 5)), rng.normal(0, 30, (4, 5))
+    fg_seeds, bg_seeds = rng.random((4, 5)) < 0.25, rng.random((4, 5)) < 0.25  # some pixels in both
+    edges = graphcut.pairwise_weights(image, pairwise_weight=40.0, connectivity=connectivity)
+    mask = graphcut.segment(fg_cost, bg_cost, image, pairwise_weight=40.0, connectivity=connectivity,
+                            fg_seeds=fg_seeds, bg_seeds=bg_seeds)
+    fixed_fg, free = fg_seeds & ~bg_seeds, ~(fg_seeds | bg_seeds)  # a pixel seeded both ways: background
+    assert mask[fixed_fg].all() and not mask[bg_seeds].any()
+    best = np.inf
+    for bits in itertools.product([0, 1], repeat=int(free.sum())):
+      labels = fixed_fg.copy()
+      labels[free] = np.array(bits, bool)
+      best = min(best, _energy(labels, fg_cost, bg_cost, edges))
+    assert _energy(mask, fg_cost, bg_cost, edges) == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+def _infinite_seed_cut(fg_cost, bg_cost, edges, fg_seeds, bg_seeds, hard=1e9):
+  """The seeded cut as the whole grid with a prohibitive terminal cost on each seed's other label: an
+  independent construction of the same minimum."""
+  import maxflow
+  low = np.minimum(fg_cost, bg_cost)
+  fg_cost, bg_cost = fg_cost - low, bg_cost - low
+  fg_cost, bg_cost = np.where(fg_seeds, 0.0, fg_cost), np.where(fg_seeds, hard, bg_cost)
+  fg_cost, bg_cost = np.where(bg_seeds, hard, fg_cost), np.where(bg_seeds, 0.0, bg_cost)
+  graph = maxflow.Graph[float]()
+  nodes = graph.add_grid_nodes(fg_cost.shape)
+  for (dy, dx), w in edges:
+    structure = np.zeros((3, 3))
+    structure[1 + dy, 1 + dx] = 1
+    graph.add_grid_edges(nodes, weights=w, structure=structure, symmetric=True)
+  graph.add_grid_tedges(nodes, bg_cost, fg_cost)
+  graph.maxflow()
+  return ~graph.get_grid_segments(nodes)
+
+
+def test_seeded_cut_matches_the_whole_grid_with_prohibitive_seed_costs():
+  rng = np.random.default_rng(3)
+  truth = np.zeros((60, 70), bool)
+  truth[15:45, 20:55] = True
+  for _ in range(4):
+    image = np.where(truth[..., None], 170.0, 80.0) + rng.normal(0, 25, (60, 70, 3))
+    margin = np.where(truth, -1.0, 1.0) + rng.normal(0, 3, truth.shape)
+    evidence = truth + rng.normal(0, 0.5, truth.shape)  # a noisy map: quantile seeds as the paper's
+    lo, hi = np.quantile(evidence, [0.3, 0.95])
+    fg_seeds, bg_seeds = evidence >= hi, evidence <= lo
+    edges = graphcut.pairwise_weights(image, pairwise_weight=10.0)
+    mask = graphcut.segment(margin, -margin, edges=edges, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
+    np.testing.assert_array_equal(mask, _infinite_seed_cut(margin, -margin, edges, fg_seeds, bg_seeds))
+    assert 0 < (mask & ~fg_seeds).sum() and (mask != truth).mean() < 0.05
+
+
 def test_two_region_image_is_recovered_and_smoothing_removes_noise():
   rng = np.random.default_rng(0)
   truth = np.zeros((40, 50), bool)

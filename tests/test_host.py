@@ -55,3 +55,28 @@ def test_without_the_switch_or_with_the_users_own_tunables_nothing_changes(tmp_p
   assert tunables == repr(preset) and starts == 1
   # glibc's defaults: the block is a fresh mmap, every one of its 4 KiB pages faulted in again
   assert int(faults) > 40_000, faults
+
+
+REUSE = textwrap.dedent('''
+    import resource, sys
+    from saliency_jax import host
+    took = host.reuse_freed_blocks() if sys.argv[1] == '1' else None
+    a = bytearray(20_000_000)  # above glibc's first mmap threshold (128 KiB), below the limit (64 MiB)
+    del a
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = bytearray(20_000_000)
+    print(took, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+''')
+
+
+@pytest.mark.parametrize('switch', ['1', '0'])
+def test_reuse_freed_blocks_keeps_a_freed_block_for_the_next_one(tmp_path, switch):
+  script = tmp_path / 'reuse.py'
+  script.write_text(REUSE)
+  env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', host.SWITCH)}
+  took, faults = subprocess.run([sys.executable, str(script), switch], env=env, capture_output=True,
+                                text=True, check=True).stdout.split()
+  if switch == '1':  # the second 20 MB block is the first one's pages
+    assert took == 'True' and int(faults) < 500, faults
+  else:  # glibc's defaults: a fresh mmap, each of its ~4900 pages faulted in
+    assert took == 'None' and int(faults) > 4000, faults

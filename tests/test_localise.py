@@ -142,6 +142,21 @@ def test_maps_of_one_image_cut_together_equal_each_cut_alone(workers):
       np.testing.assert_array_equal(alone.mask, together[i].mask)
 
 
+@pytest.mark.parametrize('workers', [0, 2])
+def test_batches_started_together_equal_each_batch_run_alone(workers):
+  """start_batch: several batches (methods) queued before any is collected, collected in any order,
+  give what localise_batch gives for each on its own; a GrabCut batch waits for its earlier rounds."""
+  scenes = [_scene(seed) for seed in range(3)]
+  images, maps = [s[0] for s in scenes], [s[1] for s in scenes]
+  methods = [{}, {'fg_quantile': 0.9, 'seeds': 'soft'}, {'iterations': 2}, {'method': 'threshold'}]
+  finishes = [localise.start_batch(images, maps, m, workers=workers, indices=[5, 6, 7]) for m in methods]
+  for m, finish in reversed(list(zip(methods, finishes))):
+    alone = localise.localise_batch(images, maps, m, indices=[5, 6, 7])
+    for a, b in zip(alone, finish()):
+      assert a.box == b.box and a.status == b.status
+      np.testing.assert_array_equal(a.mask, b.mask)
+
+
 def test_settings_and_input_errors():
   image, saliency, _ = _scene()
   with pytest.raises(ValueError, match='unknown localise settings'):
