@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import defaults, gmm, graphcut, metrics
+from saliency_jax import defaults, gmm, graphcut, metrics, saliency
 
 METHODS = ('graphcut', 'threshold', 'full', 'centre')
 
@@ -236,7 +236,10 @@ def centre_box(shape, fraction: float) -> Result:
 # ----------------------------------------------------------------------------- colour models (device)
 
 
-@functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'samples'))
+# XLA:CPU's older fusion emitters (`saliency.COMPILER_OPTIONS`): the same costs, bit for bit on the ILSVRC
+# config's maps, compiled in 2.3 s instead of 3.9 and computed 8% faster.
+@functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'samples'),
+                   compiler_options=saliency.COMPILER_OPTIONS)
 def _colour_costs(keys, pixels, fg_weights, bg_weights, *, num_components, num_iters, covariance_floor,
                   samples):
   """Negative log-likelihoods [B, 2, N] of every pixel under its image's fg and bg colour models.
