@@ -402,24 +402,40 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   return parallel.chunked(fn, (images, classes), chunk_size)
 
 
-def _gradient_and_grad_cam(p: Parts, images, classes, *, crop_hw, k, loop=0):
+def _gradient_and_grad_cam(p: Parts, images, classes, labels=None, *, crop_hw, k, loop=0):
   h, w = images.shape[1:3]
   size = crop_hw or (h, w)
 
-  def one(image, chosen):
+  def one(image, chosen, label):
     crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
     a, features_vjp = jax.vjp(p.features, crops)
     scores, head_vjp = jax.vjp(p.head, a)
     chosen, top_scores, cotangents = saliency.class_cotangents(scores, chosen, k)
-    (g,) = jax.vmap(head_vjp)(cotangents)  # [k, n, h', w', C']: dS_c/dA, Grad-CAM's and the gradient's
-    cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
-    cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
-    # the rest of the k backward passes: [k, n, H, W] maps
-    maps = saliency.each(lambda g: saliency.channel_max(features_vjp(g)[0]), (g,), min(loop, 1))
-    return (chosen, top_scores, saliency.place_crops(maps, crop_hw, (h, w)),
-            saliency.place_crops(cams, crop_hw, (h, w)))
 
-  return saliency.each(one, (images, classes), loop)
+    def maps_of(cotangents):  # [j, n, K] -> gradient maps and Grad-CAM maps [j, H, W]
+      (g,) = jax.vmap(head_vjp)(cotangents)  # [j, n, h', w', C']: dS_c/dA, Grad-CAM's and the gradient's
+      cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
+      cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
+      # the rest of the backward passes: [j, n, H, W] maps
+      maps = saliency.each(lambda g: saliency.channel_max(features_vjp(g)[0]), (g,), min(loop, 1))
+      return saliency.place_crops(maps, crop_hw, (h, w)), saliency.place_crops(cams, crop_hw, (h, w))
+
+    maps, cams = maps_of(cotangents)
+    if label is None:
+      return chosen, top_scores, maps, cams
+    # the label's maps: its top-k maps where it is among them, else one more backward pass (a branch)
+    hit = chosen == label
+
+    def shared():
+      return maps[jnp.argmax(hit)], cams[jnp.argmax(hit)]
+
+    def own():
+      return jax.tree.map(lambda m: m[0], maps_of(saliency.class_cotangents(scores, label[None], 1)[2]))
+
+    label_maps, label_cams = jax.lax.cond(jnp.any(hit), shared, own)
+    return chosen, top_scores, maps, cams, label_maps, label_cams
+
+  return saliency.each(one, (images, classes, labels), loop)
 
 
 _FUSED_STATIC = ('crop_hw', 'k', 'loop')
@@ -430,8 +446,8 @@ _sequential_fused_kernel = jax.jit(_gradient_and_grad_cam, static_argnames=_FUSE
 
 
 def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, layer=None, crop_size=None,
-                          chunk_size: int | None = None, sequential: bool = False
-                          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                          chunk_size: int | None = None, sequential: bool = False, labels=None
+                          ) -> tuple[jax.Array, ...]:
   """The paper's gradient maps (`saliency.class_saliency` / `top_k_saliency`) and the same classes'
   Grad-CAM maps at `layer` (`class_region_maps('grad_cam', ...)`) out of the same passes: the forward
   pass to `layer` and the head's k backward passes are shared, so Grad-CAM costs almost nothing more.
@@ -441,6 +457,12 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
   [B, k, H, W]), each as the separate functions give it (to float round-off). `layer` as `grad_cam`
   takes it; the gradient is the plain one (no ReLU rule). `sequential` as `saliency.class_saliency`
   takes it.
+
+  labels [B] int (with k): also each image's two maps of its label class [B, H, W] (two more outputs):
+  where the label is among the top-k, that class's maps; elsewhere one more backward pass, in a branch
+  of the same call (`lax.cond`). The branch runs for those images alone where the images go one after
+  another (`sequential` on one device); vmapped, it runs for every image: then a second call for the
+  images whose label is not among their top-k costs less.
   """
   model = rules.as_model(model, images)
   saliency.check_eval_mode(model)
@@ -455,7 +477,12 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
                              crop_hw=crop_hw)
   if classes is None:
     saliency.check_top_k(model, example.shape[1:], k)
-    return parallel.chunked(lambda x: kernel(x, None, k=k), (images,), chunk_size)
+    if labels is None:
+      return parallel.chunked(lambda x: kernel(x, None, k=k), (images,), chunk_size)
+    labels = saliency.check_labels(labels, images.shape[0], saliency.num_classes(model, example.shape))
+    return parallel.chunked(lambda x, y: kernel(x, None, y, k=k), (images, labels), chunk_size)
+  if labels is not None:
+    raise ValueError('labels go with k (the top-k classes), not with classes')
   classes = saliency.check_classes(model, images, classes, crop_hw)
   return parallel.chunked(functools.partial(kernel, k=classes.shape[1]), (images, classes), chunk_size)
 

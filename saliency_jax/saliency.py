@@ -259,6 +259,8 @@ def each(fn, arrays, loop: int):
   maps to float round-off (`SEQUENTIAL_OPTIONS`). On accelerators vmapped batches are faster."""
   if not loop:
     return jax.vmap(fn)(*arrays)
+  if loop == 1:  # no vmap around the loop: a `lax.cond` in fn stays a branch, taken row by row
+    return jax.lax.map(lambda row: fn(*row), arrays)
   grouped = jax.tree.map(lambda a: a.reshape(loop, a.shape[0] // loop, *a.shape[1:]), arrays)
   out = jax.vmap(lambda group: jax.lax.map(lambda row: fn(*row), group))(grouped)
   return jax.tree.map(lambda o: o.reshape(-1, *o.shape[2:]), out)

@@ -251,5 +251,31 @@ def test_gradient_and_grad_cam_from_the_same_passes_equal_each_computed_apart():
                                                                     crop_size=crop), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match='either classes'):
     attribution.gradient_and_grad_cam(model, x, given, k=1)
+  with pytest.raises(ValueError, match='labels go with k'):
+    attribution.gradient_and_grad_cam(model, x, given, labels=np.zeros(3, int))
+
+
+@pytest.mark.parametrize('sequential', [True, False])
+def test_gradient_and_grad_cam_with_labels_adds_each_label_s_maps(sequential):
+  """labels: the label's maps out of the same call, the top-k's own where the label is among them (the
+  same arrays), else one more backward pass (a branch) equal to the label's maps computed apart."""
+  model = _with_biases(models.CifarResNet(8, rngs=nnx.Rngs(4)), 2)
+  x = jax.random.normal(jax.random.key(7), (3, 36, 36, 3))
+  c, _, g, cams = attribution.gradient_and_grad_cam(model, x, k=3, crop_size=32, sequential=sequential)
+  outside = next(j for j in range(10) if j not in np.asarray(c[1]))
+  labels = np.array([c[0, 1], outside, c[2, 0]])
+  out = attribution.gradient_and_grad_cam(model, x, k=3, crop_size=32, sequential=sequential, labels=labels)
+  assert len(out) == 6
+  for u, v in zip(out[:4], (c, None, g, cams)):
+    if v is not None:
+      np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+  grads, label_grads, label_cams = out[2], out[4], out[5]
+  np.testing.assert_array_equal(label_grads[0], grads[0, 1])
+  np.testing.assert_array_equal(label_cams[2], out[3][2, 0])
+  _, apart = saliency.class_saliency(model, x[1:2], labels[1:2, None], crop_size=32)
+  np.testing.assert_allclose(label_grads[1], apart[0, 0], rtol=1e-5, atol=1e-7)
+  apart_cam = attribution.class_region_maps('grad_cam', model, x[1:2], labels[1:2, None], crop_size=32)
+  np.testing.assert_allclose(label_cams[1], apart_cam[0, 0], rtol=1e-5, atol=1e-6)
+  assert float(np.abs(label_grads[1]).max()) > 0
   with pytest.raises(ValueError, match=r'k must be an integer in \[1, 10\]'):
     attribution.gradient_and_grad_cam(model, x, k=11)

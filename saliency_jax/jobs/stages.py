@@ -383,10 +383,17 @@ def gradient_and_grad_cam_maps(config, model, x, labels, layer):
   read off on the way). Returns (top classes [n, k], gradient maps (true [n, H, W], top [n, k, H, W]),
   Grad-CAM maps (true, top), shared [n] (the top-k position of the true class, -1 where it is not among
   them) or None without share_true_maps), on the host."""
+  sequential = config.get('sequential_maps', False)
   maps = functools.partial(attribution.gradient_and_grad_cam, model, layer=layer,
                            crop_size=config.crop_size or None, chunk_size=config.chunk_size,
-                           sequential=config.get('sequential_maps', False))
+                           sequential=sequential)
   labels = np.asarray(labels)
+  if config.get('share_true_maps') and sequential and parallel.size() == 1:
+    # the true class's maps in the same call: one more backward pass where it is not among the top-k
+    top_classes, _, top_maps, top_cams, true_maps, true_cams = (
+        np.asarray(jax.device_get(a)) for a in maps(x, k=config.top_k, labels=labels))
+    return (top_classes, (true_maps, top_maps), (np.maximum(true_cams, 0), np.maximum(top_cams, 0)),
+            true_class_positions(top_classes, labels))
   top_classes, _, top_maps, top_cams = (np.asarray(jax.device_get(a)) for a in maps(x, k=config.top_k))
   shared = (true_class_positions(top_classes, labels) if config.get('share_true_maps')
             else np.full(len(x), -1))
