@@ -33,6 +33,7 @@ any other, so every table of results counts them per method (`fallbacks`).
 import concurrent.futures
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -285,11 +286,9 @@ def _flatten(arrays, which, padded: int) -> np.ndarray:
   return np.stack([np.pad(f, ((0, padded - len(f)),) + ((0, 0),) * (f.ndim - 1)) for f in flat])
 
 
-def colour_cost_chunks(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8):
-  """`colour_costs` one device call at a time: yields {image index: costs [2, H, W]} per call. Each call
-  is dispatched before the previous one's costs are read back, so the host can use them (e.g. start
-  their cuts) while the device computes the next."""
-  sizes = [im.shape[0] * im.shape[1] for im in images]
+def _colour_calls(sizes, chunk_size: int) -> list[tuple[int, list[int], list[int]]]:
+  """The device calls of `colour_cost_chunks` for images of `sizes` pixels: (padded pixels, the images,
+  the images with the batch padded: sizes 1, 2, 4, ..., chunk_size, by repeating its first image)."""
   buckets: dict[int, list[int]] = {}
   for i, n in enumerate(sizes):
     buckets.setdefault(_padded_size(n), []).append(i)
@@ -298,7 +297,38 @@ def colour_cost_chunks(images, fg_masks, bg_masks, keys, s: Settings, chunk_size
     for start in range(0, len(members), chunk_size):
       part = members[start:start + chunk_size]
       batch = chunk_size if len(members) > chunk_size else 1 << (len(part) - 1).bit_length()
-      calls.append((padded, part, part + [part[0]] * (batch - len(part))))  # batch sizes: 1, 2, 4, ..., chunk
+      calls.append((padded, part, part + [part[0]] * (batch - len(part))))
+  return calls
+
+
+def compile_colour_models(sizes, configs, chunk_size: int = 8) -> threading.Thread:
+  """Compiles, in a background thread (ahead of time: nothing runs), the colour-model programs that
+  GraphCut batches of maps of `sizes` ((H, W) each, one batch's worth) will call under each of `configs`
+  (localise settings; other methods are skipped). Returns the thread: join it before those batches,
+  having done other work meanwhile (XLA compiles on one core)."""
+  cuts = {(s.num_components, s.gmm_iters, s.gmm_samples, s.covariance_floor): s
+          for s in map(settings, configs) if s.method == 'graphcut'}
+  shapes = {(padded, len(full)) for padded, _, full in _colour_calls([h * w for h, w in sizes], chunk_size)}
+
+  def run():
+    for s in cuts.values():
+      for padded, batch in sorted(shapes):
+        keys = _image_keys(s.seed, jnp.arange(batch))
+        pixels, mask = jnp.zeros((batch, padded, 3), jnp.float32), jnp.zeros((batch, padded), jnp.float32)
+        _colour_costs.lower(keys, pixels, mask, mask, num_components=s.num_components, num_iters=s.gmm_iters,
+                            covariance_floor=s.covariance_floor, samples=s.gmm_samples).compile()
+
+  thread = threading.Thread(target=run, daemon=True, name='compile-colour-models')
+  thread.start()
+  return thread
+
+
+def colour_cost_chunks(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8):
+  """`colour_costs` one device call at a time: yields {image index: costs [2, H, W]} per call. Each call
+  is dispatched before the previous one's costs are read back, so the host can use them (e.g. start
+  their cuts) while the device computes the next."""
+  sizes = [im.shape[0] * im.shape[1] for im in images]
+  calls = _colour_calls(sizes, chunk_size)
 
   def dispatch(padded, part, full):
     pixels = jnp.asarray(_flatten(images, full, padded), jnp.float32) / 255.0

@@ -157,6 +157,22 @@ def test_batches_started_together_equal_each_batch_run_alone(workers):
       np.testing.assert_array_equal(a.mask, b.mask)
 
 
+def test_compile_colour_models_compiles_what_the_batch_then_calls(caplog):
+  import jax
+  scenes = [_scene(seed, h=40, w=52) for seed in range(3)]
+  images, maps = [s[0] for s in scenes], [s[1] for s in scenes]
+  settings = {'num_components': 3, 'gmm_iters': 4}  # a program no other test compiles
+  localise.compile_colour_models([m.shape for m in maps], [settings, {'method': 'threshold'}]).join()
+  with caplog.at_level('WARNING'), jax.log_compiles():
+    ahead = localise.localise_batch(images, maps, settings, workers=2)
+  compiled = [r.getMessage() for r in caplog.records if 'compil' in r.getMessage().lower()]
+  assert not any('_colour_costs' in m for m in compiled), compiled
+  with caplog.at_level('WARNING'), jax.log_compiles():  # a batch of another size: compiled then
+    localise.localise_batch(images[:1], maps[:1], settings)
+  assert any('_colour_costs' in r.getMessage() for r in caplog.records)
+  assert [r.box for r in ahead] == [r.box for r in localise.localise_batch(images, maps, settings)]
+
+
 def test_settings_and_input_errors():
   image, saliency, _ = _scene()
   with pytest.raises(ValueError, match='unknown localise settings'):

@@ -468,26 +468,37 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
 
   Every method is started (`localise.start_batch`: seeds and colour models here, cuts queued in the
   worker pool) before the first one's results are collected, so the workers go from one method's cuts
-  to the next's without waiting. A method's 'seconds': its start plus the wait for its results (they
-  add up to the whole call).
+  to the next's without waiting; those without colour models first, while the colour models' program
+  compiles (`localise.compile_colour_models`). A method's 'seconds': its start plus the wait for its
+  results (they add up to the whole call, less the compile's wait).
   """
   n = len(images)
   shared = np.full(n, -1) if shared is None else np.asarray(shared)
   alone = np.flatnonzero(shared < 0)  # the true-class maps localised on their own
   views = list(images)  # one array object per image: its maps share one cut task
+  methods = dict(config.localise if methods is None else methods)
+  cuts = {name: cut_settings(s) for name, s in methods.items()}
+  k = next(iter(maps.values()))[1].shape[1] if maps else 0
+  compiling = localise.compile_colour_models(
+      [im.shape[:2] for im in views for _ in range(k)] + [views[i].shape[:2] for i in alone], cuts.values())
+  # the methods without colour models first, while their program compiles, then the GraphCuts
   started = {}
-  for name, settings in (config.localise if methods is None else methods).items():
+  for name in sorted(methods, key=lambda name: localise.settings(cuts[name]).method == 'graphcut'):
+    if localise.settings(cuts[name]).method == 'graphcut':
+      compiling.join()
     t = time.perf_counter()
-    true_maps, top_maps = maps[map_of(name, settings)]
+    true_maps, top_maps = maps[map_of(name, methods[name])]
     k = top_maps.shape[1]
     # the top-k maps, then the true-class maps localised on their own, in one batch
     positions = [total + int(i) * k + j for i in indices for j in range(k)] + [int(indices[i]) for i in alone]
     finish = localise.start_batch([im for im in views for _ in range(k)] + [views[i] for i in alone],
                                   list(top_maps.reshape(n * k, *top_maps.shape[2:])) + list(true_maps[alone]),
-                                  cut_settings(settings), workers=config.workers, indices=positions)
+                                  cuts[name], workers=config.workers, indices=positions)
     started[name] = (finish, k, time.perf_counter() - t)
+  compiling.join()
   out, kept = {}, {}
-  for name, (finish, k, seconds) in started.items():
+  for name in methods:
+    finish, k, seconds = started[name]
     t = time.perf_counter()
     results = finish()
     top, own = results[:n * k], results[n * k:]
