@@ -200,6 +200,14 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
   return pool
 
 
+def start_pool(workers: int) -> None:
+  """Starts the pool's `workers` processes now, without waiting for them (they otherwise start with the
+  first tasks, which then wait for them)."""
+  pool = _pool(workers)
+  for _ in range(workers):
+    pool.submit(int)
+
+
 def start(fn, task, workers: int) -> concurrent.futures.Future:
   """fn(task) in a pool of `workers` processes with workers > 1 (fn a module-level function of a
   module without JAX, e.g. `cut_image`), else here and now; either way a future of its result."""

@@ -301,16 +301,19 @@ def _colour_calls(sizes, chunk_size: int) -> list[tuple[int, list[int], list[int
   return calls
 
 
-def compile_colour_models(sizes, configs, chunk_size: int = 8) -> threading.Thread:
-  """Compiles, in a background thread (ahead of time: nothing runs), the colour-model programs that
-  GraphCut batches of maps of `sizes` ((H, W) each, one batch's worth) will call under each of `configs`
-  (localise settings; other methods are skipped). Returns the thread: join it before those batches,
-  having done other work meanwhile (XLA compiles on one core)."""
+def prepare(sizes, configs, *, workers: int = 0, chunk_size: int = 8) -> threading.Thread:
+  """Gets GraphCut batches of maps of `sizes` ((H, W) each, one batch's worth) under `configs` (localise
+  settings; other methods are skipped) ready, in a background thread: starts the worker pool's processes
+  (workers > 1) and compiles the colour-model programs the batches will call (ahead of time: nothing
+  runs). Returns the thread: join it before those batches, having done other work meanwhile (XLA
+  compiles on one core)."""
   cuts = {(s.num_components, s.gmm_iters, s.gmm_samples, s.covariance_floor): s
           for s in map(settings, configs) if s.method == 'graphcut'}
   shapes = {(padded, len(full)) for padded, _, full in _colour_calls([h * w for h, w in sizes], chunk_size)}
 
   def run():
+    if workers > 1 and cuts:
+      graphcut.start_pool(workers)
     for s in cuts.values():
       for padded, batch in sorted(shapes):
         keys = _image_keys(s.seed, jnp.arange(batch))
@@ -318,7 +321,7 @@ def compile_colour_models(sizes, configs, chunk_size: int = 8) -> threading.Thre
         _colour_costs.lower(keys, pixels, mask, mask, num_components=s.num_components, num_iters=s.gmm_iters,
                             covariance_floor=s.covariance_floor, samples=s.gmm_samples).compile()
 
-  thread = threading.Thread(target=run, daemon=True, name='compile-colour-models')
+  thread = threading.Thread(target=run, daemon=True, name='prepare-graphcuts')
   thread.start()
   return thread
 

@@ -157,12 +157,12 @@ def test_batches_started_together_equal_each_batch_run_alone(workers):
       np.testing.assert_array_equal(a.mask, b.mask)
 
 
-def test_compile_colour_models_compiles_what_the_batch_then_calls(caplog):
+def test_prepare_compiles_what_the_batch_then_calls(caplog):
   import jax
   scenes = [_scene(seed, h=40, w=52) for seed in range(3)]
   images, maps = [s[0] for s in scenes], [s[1] for s in scenes]
   settings = {'num_components': 3, 'gmm_iters': 4}  # a program no other test compiles
-  localise.compile_colour_models([m.shape for m in maps], [settings, {'method': 'threshold'}]).join()
+  localise.prepare([m.shape for m in maps], [settings, {'method': 'threshold'}], workers=2).join()
   with caplog.at_level('WARNING'), jax.log_compiles():
     ahead = localise.localise_batch(images, maps, settings, workers=2)
   compiled = [r.getMessage() for r in caplog.records if 'compil' in r.getMessage().lower()]

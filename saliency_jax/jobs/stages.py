@@ -469,7 +469,7 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
   Every method is started (`localise.start_batch`: seeds and colour models here, cuts queued in the
   worker pool) before the first one's results are collected, so the workers go from one method's cuts
   to the next's without waiting; those without colour models first, while the colour models' program
-  compiles (`localise.compile_colour_models`). A method's 'seconds': its start plus the wait for its
+  compiles (`localise.prepare`). A method's 'seconds': its start plus the wait for its
   results (they add up to the whole call, less the compile's wait).
   """
   n = len(images)
@@ -479,13 +479,13 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
   methods = dict(config.localise if methods is None else methods)
   cuts = {name: cut_settings(s) for name, s in methods.items()}
   k = next(iter(maps.values()))[1].shape[1] if maps else 0
-  compiling = localise.compile_colour_models(
-      [im.shape[:2] for im in views for _ in range(k)] + [views[i].shape[:2] for i in alone], cuts.values())
-  # the methods without colour models first, while their program compiles, then the GraphCuts
+  sizes = [im.shape[:2] for im in views for _ in range(k)] + [views[i].shape[:2] for i in alone]
+  preparing = localise.prepare(sizes, cuts.values(), workers=config.workers)
+  # the methods without colour models first, while the workers start and the colour models compile
   started = {}
   for name in sorted(methods, key=lambda name: localise.settings(cuts[name]).method == 'graphcut'):
     if localise.settings(cuts[name]).method == 'graphcut':
-      compiling.join()
+      preparing.join()
     t = time.perf_counter()
     true_maps, top_maps = maps[map_of(name, methods[name])]
     k = top_maps.shape[1]
@@ -495,7 +495,7 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
                                   list(top_maps.reshape(n * k, *top_maps.shape[2:])) + list(true_maps[alone]),
                                   cuts[name], workers=config.workers, indices=positions)
     started[name] = (finish, k, time.perf_counter() - t)
-  compiling.join()
+  preparing.join()
   out, kept = {}, {}
   for name in methods:
     finish, k, seconds = started[name]
