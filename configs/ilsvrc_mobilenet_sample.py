@@ -8,12 +8,13 @@ imported by `weights.load_tfjs_layers_model`) on the 650 ILSVRC-2012 val images 
 `data_dir/imagenet-val-sample` (227 x 227, squashed by their redistributor) with their real boxes.
 Per image: the top-5 classes by 10-crop averaged scores, the 10-crop saliency map of each (one forward
 pass, five backward passes, on CPU one image and one class after another: config.sequential_maps; the
-true class's map is that top-5 map when the true class is among them, else one more pass), the same
-classes' 10-crop Grad-CAM maps at conv_pw_12_relu (config.maps, out of the same passes); every
-localisation method of `config.localise` on the 227 px photos, each on its map; ILSVRC top-1 / top-5
-localisation error, GT-known box accuracy, classification top-1 / top-5, why the guesses fail; then the
-class models of Sect. 2 (ten classes of the paper's Fig. 1) on the same net, through the layer graph
-read from its Keras layers. `num_eval` limits the images (e.g. `--config.num_eval=50` for a quick look);
+true class's map is that top-5 map when the true class is among them, else one more backward pass,
+in the same call on CPU), the same classes' 10-crop Grad-CAM maps at conv_pw_12_relu (config.maps, out
+of the same passes); every localisation method of `config.localise` on the 227 px photos, each on its
+map; ILSVRC top-1 / top-5 localisation error, GT-known box accuracy, classification top-1 / top-5, why
+the guesses fail; then the class models of Sect. 2 (ten classes of the paper's Fig. 1) on the same
+net, through the layer graph read from its Keras layers. `num_eval` limits the images (e.g.
+`--config.num_eval=50` for a quick look);
 `--config.data.part=report` keeps the half of the images that no setting was chosen on (the
 README's numbers), `selection` the other half. `selected_method` names the pair (map, cut) that the
 study picked on the selection half.
