@@ -55,22 +55,11 @@ def test_seeded_cut_is_the_exact_minimum_over_the_free_pixels(connectivity):
 
 
 def _infinite_seed_cut(fg_cost, bg_cost, edges, fg_seeds, bg_seeds, hard=1e9):
-  """The seeded cut as the whole grid with a prohibitive terminal cost on each seed's other label: an
-  independent construction of the same minimum."""
-  import maxflow
-  low = np.minimum(fg_cost, bg_cost)
-  fg_cost, bg_cost = fg_cost - low, bg_cost - low
+  """The seeded cut as the unseeded cut of the whole grid with a prohibitive cost on each seed's other
+  label: an independent construction of the same minimum."""
   fg_cost, bg_cost = np.where(fg_seeds, 0.0, fg_cost), np.where(fg_seeds, hard, bg_cost)
   fg_cost, bg_cost = np.where(bg_seeds, hard, fg_cost), np.where(bg_seeds, 0.0, bg_cost)
-  graph = maxflow.Graph[float]()
-  nodes = graph.add_grid_nodes(fg_cost.shape)
-  for (dy, dx), w in edges:
-    structure = np.zeros((3, 3))
-    structure[1 + dy, 1 + dx] = 1
-    graph.add_grid_edges(nodes, weights=w, structure=structure, symmetric=True)
-  graph.add_grid_tedges(nodes, bg_cost, fg_cost)
-  graph.maxflow()
-  return ~graph.get_grid_segments(nodes)
+  return graphcut.segment(fg_cost, bg_cost, edges=edges)
 
 
 def test_seeded_cut_matches_the_whole_grid_with_prohibitive_seed_costs():
