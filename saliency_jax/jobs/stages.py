@@ -478,14 +478,12 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
   views = list(images)  # one array object per image: its maps share one cut task
   methods = dict(config.localise if methods is None else methods)
   cuts = {name: cut_settings(s) for name, s in methods.items()}
-  k = next(iter(maps.values()))[1].shape[1] if maps else 0
-  sizes = [im.shape[:2] for im in views for _ in range(k)] + [views[i].shape[:2] for i in alone]
+  graphcuts = [name for name in methods if localise.settings(cuts[name]).method == 'graphcut']
+  top_k = next(iter(maps.values()))[1].shape[1] if maps else 0  # every map has each image's top-k
+  sizes = [im.shape[:2] for im in views for _ in range(top_k)] + [views[i].shape[:2] for i in alone]
   preparing = localise.prepare(sizes, cuts.values(), workers=config.workers)
-  # the methods without colour models first, while the workers start and the colour models compile
-  started = {}
-  for name in sorted(methods, key=lambda name: localise.settings(cuts[name]).method == 'graphcut'):
-    if localise.settings(cuts[name]).method == 'graphcut':
-      preparing.join()
+
+  def start(name):
     t = time.perf_counter()
     true_maps, top_maps = maps[map_of(name, methods[name])]
     k = top_maps.shape[1]
@@ -494,8 +492,12 @@ def localise_images(config, images, maps: dict, indices, total: int, shared=None
     finish = localise.start_batch([im for im in views for _ in range(k)] + [views[i] for i in alone],
                                   list(top_maps.reshape(n * k, *top_maps.shape[2:])) + list(true_maps[alone]),
                                   cuts[name], workers=config.workers, indices=positions)
-    started[name] = (finish, k, time.perf_counter() - t)
+    return finish, k, time.perf_counter() - t
+
+  # the methods without colour models first, while the workers start and the colour models compile
+  started = {name: start(name) for name in methods if name not in graphcuts}
   preparing.join()
+  started.update({name: start(name) for name in graphcuts})
   out, kept = {}, {}
   for name in methods:
     finish, k, seconds = started[name]
