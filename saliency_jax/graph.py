@@ -61,6 +61,18 @@ def is_pointwise(conv: nnx.Conv) -> bool:
           and conv.feature_group_count == 1 and unpadded)
 
 
+def is_strided(conv: nnx.Conv) -> bool:
+  """A plain convolution with strides (`layers.strided_conv`): no groups, no dilation, no mask, float32,
+  padding 'SAME', 'VALID' or explicit pairs."""
+  padding = conv.padding
+  plain_padding = (padding in ('SAME', 'VALID') if isinstance(padding, str)
+                   else not isinstance(padding, int) and all(len(tuple(p)) == 2 for p in padding))
+  dilated = any(layers.pair(d or 1) != (1, 1) for d in (conv.input_dilation, conv.kernel_dilation))
+  return (layers.pair(conv.strides or 1) != (1, 1) and len(conv.kernel_size) == 2
+          and conv.feature_group_count == 1 and not dilated and plain_padding and conv.mask is None
+          and conv.dtype in (None, jnp.float32) and conv.precision is None)
+
+
 def shortcut(step: Step, x: jax.Array) -> jax.Array:
   """A residual block's option-A shortcut: every `stride`-th pixel, `pad_channels` zeros each side."""
   p, s = step.options['pad_channels'], step.options['stride']
@@ -78,6 +90,9 @@ def apply(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) 
   if kind == 'conv':
     if is_pointwise(module):
       y = jnp.einsum('bhwc,cd->bhwd', x, module.kernel[0, 0])
+      return y if module.bias is None else y + module.bias[...]
+    if is_strided(module):
+      y = layers.strided_conv(x, module.kernel[...], module.strides, module.padding)
       return y if module.bias is None else y + module.bias[...]
     return module(x)
   if kind == 'depthwise_conv':

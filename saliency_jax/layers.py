@@ -200,3 +200,41 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Pad
       top, left = i * dh, j * dw
       out = out + x[:, top:top + (ho - 1) * sh + 1:sh, left:left + (wo - 1) * sw + 1:sw, :] * kernel[i, j, 0]
   return out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _strided_conv(x, kernel, strides, pads):
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _strided_conv_jvp(strides, pads, primals, tangents):
+  (x, kernel), (x_dot, kernel_dot) = primals, tangents
+  y = _strided_conv(x, kernel, strides, pads)
+  terms = []
+  if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
+    # every output pixel's receptive field [B, Ho, Wo, kh * kw * C] times the kernel as a matrix: JAX
+    # transposes the strided slices into interior pads and the product into one matrix product
+    kh, kw, c, o = kernel.shape
+    xp = jnp.pad(x_dot, ((0, 0), *pads, (0, 0)))
+    fields = jnp.concatenate([s for _, s in _window_slices(xp, (kh, kw), strides, y.shape[1:3])], axis=-1)
+    terms.append(jnp.einsum('bhwk,ko->bhwo', fields, kernel.reshape(kh * kw * c, o)))
+  if not isinstance(kernel_dot, jax.custom_derivatives.SymbolicZero):
+    terms.append(_strided_conv(x, kernel_dot, strides, pads))
+  return y, sum(terms) if terms else jnp.zeros_like(y)
+
+
+_strided_conv.defjvp(_strided_conv_jvp, symbolic_zeros=True)
+
+
+def strided_conv(x: jax.Array, kernel: jax.Array, strides, padding: Padding = 'SAME') -> jax.Array:
+  """Convolution [B, H, W, C] -> [B, Ho, Wo, O] with strides, kernel [kh, kw, C, O] (no groups, no
+  dilation): the forward pass is `lax.conv_general_dilated`'s (what `nnx.Conv` computes, to the bit);
+  the derivative in x is the same linear map written as strided slices of the input times the kernel
+  as a matrix, so the backward pass is one matrix product and interior pads. On XLA:CPU the
+  convolution's own transpose (an input-dilated convolution) is 3-10x slower than that inside the
+  sequential saliency kernels (a MobileNet's first layer, 10 crops at 224 px: 24 ms against 7.6 ms
+  per backward pass). The derivative in the kernel is the convolution's own.
+  """
+  window, strides = pair(kernel.shape[:2]), pair(strides)
+  pads = pool_padding(x.shape[1:3], window, strides, padding)
+  return _strided_conv(x, kernel, strides, pads)

@@ -3,9 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from flax import nnx
 from jax.test_util import check_grads
 
-from saliency_jax import layers
+from saliency_jax import graph, layers
 
 CASES = [  # shape, window, strides, padding
     ((2, 8, 8, 3), 2, 2, 'VALID'),
@@ -91,3 +92,47 @@ def test_adaptive_avg_pool_matches_pytorch_bins(size, out):
       c0, c1 = int(np.floor(j * size[1] / ow)), int(np.ceil((j + 1) * size[1] / ow))
       expected[:, i, j] = x[:, r0:r1, c0:c1].mean(axis=(1, 2))
   np.testing.assert_allclose(layers.adaptive_avg_pool(jnp.asarray(x), out), expected, rtol=1e-5, atol=1e-6)
+
+
+STRIDED = [  # input shape, kernel size, out channels, strides, padding
+    ((2, 16, 16, 3), (3, 3), 8, 2, 'SAME'),
+    ((2, 15, 17, 3), (3, 3), 8, 2, 'SAME'),
+    ((1, 15, 17, 5), (7, 7), 4, 2, 'VALID'),
+    ((1, 12, 11, 2), (3, 2), 6, (2, 3), ((1, 0), (2, 1))),
+    ((2, 9, 9, 4), (1, 1), 3, 2, 'VALID'),
+]
+
+
+@pytest.mark.parametrize('shape,kernel_size,out,strides,padding', STRIDED)
+def test_strided_conv_is_nnx_conv_forward_and_its_derivatives(shape, kernel_size, out, strides, padding):
+  conv = nnx.Conv(shape[-1], out, kernel_size, strides=strides, padding=padding, rngs=nnx.Rngs(0))
+  assert graph.is_strided(conv)
+  x = jax.random.normal(jax.random.key(2), shape)
+  step = graph.Step('conv', 'conv', conv)
+  np.testing.assert_array_equal(graph.apply(step, x, jax.nn.relu), conv(x))  # the forward pass, to the bit
+  kernel = conv.kernel[...]
+  reference = lambda x, k: lax.conv_general_dilated(  # noqa: E731
+      x, k, layers.pair(strides), layers.pool_padding(shape[1:3], kernel_size, layers.pair(strides), padding),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y, vjp = jax.vjp(lambda x, k: layers.strided_conv(x, k, strides, padding), x, kernel)
+  g = jax.random.normal(jax.random.key(3), y.shape)
+  for got, want in zip(vjp(g), jax.vjp(reference, x, kernel)[1](g)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # reverse mode in x alone (the saliency maps' case), and forward mode in both arguments
+  (gx,) = jax.vjp(lambda x: layers.strided_conv(x, kernel, strides, padding), x)[1](g)
+  np.testing.assert_allclose(gx, jax.vjp(lambda x: reference(x, kernel), x)[1](g)[0], rtol=1e-5, atol=1e-5)
+  dx, dk = jax.random.normal(jax.random.key(4), shape), jax.random.normal(jax.random.key(5), kernel.shape)
+  _, tangent = jax.jvp(lambda x, k: layers.strided_conv(x, k, strides, padding), (x, kernel), (dx, dk))
+  np.testing.assert_allclose(tangent, jax.jvp(reference, (x, kernel), (dx, dk))[1], rtol=1e-5, atol=1e-5)
+  check_grads(lambda x, k: layers.strided_conv(x, k, strides, padding), (x, kernel), order=1,
+              modes=('fwd', 'rev'), eps=1e-2)
+
+
+def test_is_strided_only_for_plain_strided_convolutions():
+  rngs = nnx.Rngs(0)
+  assert graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, rngs=rngs))
+  assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=1, rngs=rngs))
+  assert not graph.is_strided(nnx.Conv(4, 4, (3, 3), strides=2, feature_group_count=2, rngs=rngs))
+  assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, kernel_dilation=2, rngs=rngs))
+  assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding='CIRCULAR', rngs=rngs))
+  assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding=1, rngs=rngs))
