@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 from flax import nnx
+from jax import lax
 from jax.test_util import check_grads
 
 from saliency_jax import graph, layers
