@@ -7,7 +7,8 @@ reads the same list: the explicit DeconvNet (`deconvnet`), the split of Grad-CAM
 (`faithfulness.randomisation_groups`). A new model needs only its steps.
 
 Step kinds (`KINDS`):
-  conv            an `nnx.Conv` (a 1x1, stride-1 one is run as a matrix product over channels)
+  conv            an `nnx.Conv` (a 1x1, stride-1 one is run as a matrix product over channels, a
+                  plain strided one by `layers.strided_conv`)
   depthwise_conv  an `nnx.Conv` with one group per input channel (`layers.depthwise_conv`)
   dense           an `nnx.Linear`
   batch_norm      an `nnx.BatchNorm`
@@ -66,7 +67,8 @@ def is_strided(conv: nnx.Conv) -> bool:
   padding 'SAME', 'VALID' or explicit pairs."""
   padding = conv.padding
   plain_padding = (padding in ('SAME', 'VALID') if isinstance(padding, str)
-                   else not isinstance(padding, int) and all(len(tuple(p)) == 2 for p in padding))
+                   else isinstance(padding, Sequence) and len(padding) == 2
+                   and all(isinstance(p, Sequence) and len(p) == 2 for p in padding))
   dilated = any(layers.pair(d or 1) != (1, 1) for d in (conv.input_dilation, conv.kernel_dilation))
   return (layers.pair(conv.strides or 1) != (1, 1) and len(conv.kernel_size) == 2
           and conv.feature_group_count == 1 and not dilated and plain_padding and conv.mask is None

@@ -136,3 +136,4 @@ def test_is_strided_only_for_plain_strided_convolutions():
   assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, kernel_dilation=2, rngs=rngs))
   assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding='CIRCULAR', rngs=rngs))
   assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding=1, rngs=rngs))
+  assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding=(1, 1), rngs=rngs))
