@@ -8,7 +8,7 @@ reads the same list: the explicit DeconvNet (`deconvnet`), the split of Grad-CAM
 
 Step kinds (`KINDS`):
   conv            an `nnx.Conv` (a 1x1, stride-1 one is run as a matrix product over channels, a
-                  plain strided one by `layers.strided_conv`)
+                  plain strided one on CPU by `layers.strided_conv`)
   depthwise_conv  an `nnx.Conv` with one group per input channel (`layers.depthwise_conv`)
   dense           an `nnx.Linear`
   batch_norm      an `nnx.BatchNorm`
@@ -93,7 +93,7 @@ def apply(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) 
     if is_pointwise(module):
       y = jnp.einsum('bhwc,cd->bhwd', x, module.kernel[0, 0])
       return y if module.bias is None else y + module.bias[...]
-    if is_strided(module):
+    if is_strided(module) and jax.default_backend() == 'cpu':
       y = layers.strided_conv(x, module.kernel[...], module.strides, module.padding)
       return y if module.bias is None else y + module.bias[...]
     return module(x)

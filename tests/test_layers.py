@@ -137,3 +137,18 @@ def test_is_strided_only_for_plain_strided_convolutions():
   assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding='CIRCULAR', rngs=rngs))
   assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding=1, rngs=rngs))
   assert not graph.is_strided(nnx.Conv(3, 4, (3, 3), strides=2, padding=(1, 1), rngs=rngs))
+
+
+def test_graph_runs_strided_convs_by_strided_conv_on_cpu_only(monkeypatch):
+  conv = nnx.Conv(3, 4, (3, 3), strides=2, rngs=nnx.Rngs(0))
+  step = graph.Step('conv', 'conv', conv)
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
+
+  def backward_convolutions(backend):  # the input-dilated convolutions of the input gradient's program
+    monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda x: graph.apply(step, x, jax.nn.relu).sum()))(x)
+    return [e for e in jaxpr.jaxpr.eqns if e.primitive.name == 'conv_general_dilated'
+            and tuple(e.params['lhs_dilation']) != (1, 1)]
+
+  assert not backward_convolutions('cpu')
+  assert backward_convolutions('gpu')  # elsewhere the convolution's own transpose
