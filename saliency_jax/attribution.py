@@ -427,7 +427,8 @@ def _gradient_and_grad_cam(p: Parts, images, classes, labels=None, *, crop_hw, k
     hit = chosen == label
 
     def shared():
-      return maps[jnp.argmax(hit)], cams[jnp.argmax(hit)]
+      position = jnp.argmax(hit)
+      return maps[position], cams[position]
 
     def own():
       return jax.tree.map(lambda m: m[0], maps_of(saliency.class_cotangents(scores, label[None], 1)[2]))

@@ -92,11 +92,11 @@ def apply(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) 
   if kind == 'conv':
     if is_pointwise(module):
       y = jnp.einsum('bhwc,cd->bhwd', x, module.kernel[0, 0])
-      return y if module.bias is None else y + module.bias[...]
-    if is_strided(module) and jax.default_backend() == 'cpu':
+    elif is_strided(module) and jax.default_backend() == 'cpu':
       y = layers.strided_conv(x, module.kernel[...], module.strides, module.padding)
-      return y if module.bias is None else y + module.bias[...]
-    return module(x)
+    else:
+      return module(x)
+    return y if module.bias is None else y + module.bias[...]
   if kind == 'depthwise_conv':
     y = layers.depthwise_conv(x, module.kernel[...], module.strides, module.padding, module.kernel_dilation)
     return y if module.bias is None else y + module.bias[...]

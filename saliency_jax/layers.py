@@ -202,14 +202,16 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Pad
   return out
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _strided_conv(x, kernel, strides, pads):
+def _conv(x, kernel, strides, pads):
   return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+_strided_conv = jax.custom_jvp(_conv, nondiff_argnums=(2, 3))  # the convolution, with the JVP below
 
 
 def _strided_conv_jvp(strides, pads, primals, tangents):
   (x, kernel), (x_dot, kernel_dot) = primals, tangents
-  y = lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = _conv(x, kernel, strides, pads)
   terms = []
   if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
     # every output pixel's receptive field [B, Ho, Wo, kh * kw * C] times the kernel as a matrix: JAX
@@ -219,7 +221,7 @@ def _strided_conv_jvp(strides, pads, primals, tangents):
     fields = jnp.concatenate([s for _, s in _window_slices(xp, (kh, kw), strides, y.shape[1:3])], axis=-1)
     terms.append(jnp.einsum('bhwk,ko->bhwo', fields, kernel.reshape(kh * kw * c, o)))
   if not isinstance(kernel_dot, jax.custom_derivatives.SymbolicZero):
-    terms.append(_strided_conv(x, kernel_dot, strides, pads))
+    terms.append(_conv(x, kernel_dot, strides, pads))
   return y, sum(terms) if terms else jnp.zeros_like(y)
 
 
