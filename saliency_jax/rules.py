@@ -6,19 +6,29 @@ or an NNX module whose `__call__` takes no `relu`, is traced to a jaxpr, and eve
 found in it is replaced by the rule (`with_relu`). `as_model` wraps such a callable so that every
 function of the package can call it as `model(x, relu=rule)`.
 
-Recognised rectifications (counted by `count`):
-  * `jax.nn.relu` (flax's `nn.relu` / `nnx.relu`): its custom-JVP call;
-  * `max(x, 0)` in either order (`jnp.maximum(x, 0.)`, against a zero literal or broadcast zeros);
-  * `jax.nn.relu6`: a clipped ReLU, min(rule(x), 6);
-inside nested jit, custom_jvp / custom_vjp functions, remat, scan, while and cond. Leaky ReLU, ELU,
-GELU, SiLU, softplus, tanh and sigmoid are not rectifiers and are left alone; a rule other than the
-gradient's on a program with no rectification is an error that names the nonlinearities it has.
-Forms not recognised: a ReLU written as x * (x > 0) or with `jnp.where`.
+A rectification is recognised by its form and by what it is applied to (counted by `count`):
+  * forms: `jax.nn.relu` (flax's `nn.relu` / `nnx.relu`: its custom-JVP call); `max(x, 0)` in either
+    order (`jnp.maximum(x, 0.)`, against a zero literal, broadcast zeros, or a zero passed into a
+    function: `jnp.clip(x, 0)` and `jnp.clip(x, 0, 6)`, whose upper bound stays as it is);
+    `jax.nn.relu6` as a clipped ReLU, min(rule(x), 6);
+  * inside nested jit, custom_jvp / custom_vjp functions, remat, scan, while and cond;
+  * but never a clamp that is part of something else: one inside a nonlinearity of its own
+    (`OTHER_NONLINEARITIES`: `jax.nn.hard_sigmoid` / `hard_swish`'s relu6(x + 3), softplus's
+    logaddexp), and never one whose result goes into a square root by element-wise arithmetic alone:
+    the variance clamp max(0, E[x^2] - E[x]^2) of LayerNorm, GroupNorm and BatchNorm on batch
+    statistics (flax linen / NNX, Equinox). An activation reaches a square root only through a
+    reduction (the next normalisation's mean), so no ReLU of a network is taken for one.
+Leaky ReLU, ELU, GELU, SiLU, softplus, hard swish, tanh and sigmoid are not rectifiers and are left
+alone; a rule other than the gradient's on a program with no rectification is an error that names the
+nonlinearities it has (a GELU + LayerNorm net, a ViT, is refused). Forms not recognised: a ReLU
+written as x * (x > 0) or with `jnp.where`, and a hard swish written by hand, x * relu6(x + 3) / 6
+(its relu6 is taken for a rectification).
 """
 
 import functools
 import inspect
 
+import flax.errors
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
@@ -28,8 +38,19 @@ from flax import nnx
 RECTIFIERS = ('relu', 'relu6')
 CALLS = ('pjit', 'jit', 'closed_call', 'core_call', 'remat', 'remat2', 'checkpoint', 'custom_jvp_call',
          'custom_vjp_call', 'custom_vjp_call_jaxpr', 'custom_lin')
-OTHER_NONLINEARITIES = ('tanh', 'logistic', 'erf', 'exp', 'log1p', 'leaky_relu', 'elu', 'gelu', 'silu',
-                        'softplus', 'celu', 'selu')
+# Nonlinearities of their own, by primitive or by the name of the function that computes them: a
+# max(x, 0) or relu6 inside one of these functions (softplus's logaddexp(x, 0), hard_swish's
+# relu6(x + 3)) is part of it, never a ReLU of the network.
+OTHER_NONLINEARITIES = ('tanh', 'logistic', 'erf', 'erfc', 'exp', 'expm1', 'log1p', 'leaky_relu', 'elu',
+                        'gelu', 'silu', 'swish', 'softplus', 'celu', 'selu', 'logaddexp', 'log_sigmoid',
+                        'hard_sigmoid', 'hard_silu', 'hard_swish', 'hard_tanh', 'mish', 'squareplus',
+                        'sparse_plus', 'glu')
+# A clamp whose result goes, by element-wise arithmetic and reshapes alone, into a square root is a
+# normalisation's statistic (LayerNorm's, GroupNorm's, BatchNorm's variance max(0, E[x^2] - E[x]^2)),
+# never a ReLU of the network: an activation reaches a square root only through a reduction.
+ROOTS = ('rsqrt', 'sqrt', 'pow')
+ELEMENTWISE = ('add', 'sub', 'mul', 'div', 'neg', 'max', 'min', 'broadcast_in_dim', 'reshape', 'squeeze',
+               'expand_dims', 'convert_element_type', 'transpose', 'copy')
 
 
 def _is_literal_zero(v) -> bool:
@@ -47,42 +68,90 @@ def _inner(eqn):
   return None
 
 
-def _rectifier(eqn, zeros) -> str | None:
-  """'relu' / 'relu6' when the equation is a rectification (see the module docstring), else None."""
-  name = eqn.primitive.name
-  if name == 'custom_jvp_call':  # jax.nn.relu / relu6: a custom-JVP call of one jit named so
-    inner = eqn.params['call_jaxpr'].jaxpr.eqns
-    one_jit = len(inner) == 1 and inner[0].primitive.name in ('pjit', 'jit')
-    called = inner[0].params.get('name') if one_jit else None
-    return called if called in RECTIFIERS else None
-  if name == 'max' and len(eqn.invars) == 2:
-    a, b = eqn.invars
-    if not jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating):
+def _name(eqn) -> str:
+  """A call's function name (jit, custom_jvp), else the primitive's name."""
+  name = eqn.params.get('name') if eqn.primitive.name in CALLS else None
+  return name if isinstance(name, str) else eqn.primitive.name
+
+
+class Analysis:
+  """The rectifications of one jaxpr (its own equations, not its sub-jaxprs'): `sites` {equation
+  index: 'relu' | 'relu6'}, and for each call equation what its sub-jaxpr inherits (`inner`).
+
+  zeros: the variables known to hold 0 (literal zeros, broadcast or converted, and a call's arguments
+  that are: `jnp.clip(x, 0)` passes its 0 into a function); rooted: the outputs that feed a square
+  root (`ROOTS`; for a sub-jaxpr, those of the call's outputs that do)."""
+
+  def __init__(self, jaxpr, zeros=frozenset(), rooted=frozenset()):
+    self.jaxpr, self.zeros = jaxpr, set(zeros)
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name in ('broadcast_in_dim', 'convert_element_type', 'reshape') and self.zero(
+          eqn.invars[0]):
+        self.zeros.add(eqn.outvars[0])
+    self.rooted = set(rooted)
+    for eqn in reversed(jaxpr.eqns):
+      name = eqn.primitive.name
+      if name in ROOTS or (name in ELEMENTWISE and any(v in self.rooted for v in eqn.outvars)):
+        self.rooted.update(v for v in eqn.invars if not isinstance(v, jex.core.Literal))
+    self.sites = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+      kind = self._rectifier(eqn)
+      if kind and not any(v in self.rooted for v in eqn.outvars):
+        self.sites[i] = kind
+
+  def zero(self, v) -> bool:
+    return _is_literal_zero(v) if isinstance(v, jex.core.Literal) else v in self.zeros
+
+  def _rectifier(self, eqn) -> str | None:
+    name = eqn.primitive.name
+    if name == 'custom_jvp_call':  # jax.nn.relu / relu6: a custom-JVP call of one jit named so
+      inner = eqn.params['call_jaxpr'].jaxpr.eqns
+      one_jit = len(inner) == 1 and inner[0].primitive.name in ('pjit', 'jit')
+      called = inner[0].params.get('name') if one_jit else None
+      return called if called in RECTIFIERS else None
+    if name == 'max' and len(eqn.invars) == 2 and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating):
+      a, b = eqn.invars
+      if self.zero(a) != self.zero(b):
+        return 'relu'
+    return None
+
+  def rectified(self, eqn, invals):
+    """A site's input: the operand of max that is not the zero, broadcast to the output (relu: its own)."""
+    if eqn.primitive.name != 'max':
+      return invals[0]
+    x = invals[1] if self.zero(eqn.invars[0]) else invals[0]
+    return jnp.broadcast_to(x, eqn.outvars[0].aval.shape).astype(eqn.outvars[0].aval.dtype)
+
+  def inner(self, eqn):
+    """(jaxpr, consts, zeros, rooted) of a call equation that is not a nonlinearity of its own, else None."""
+    found = _inner(eqn)
+    if eqn.primitive.name not in CALLS or found is None or _name(eqn) in OTHER_NONLINEARITIES:
       return None
-    if (_is_literal_zero(a) or a in zeros) != (_is_literal_zero(b) or b in zeros):
-      return 'relu'
-  return None
+    sub, consts = found
+    args = eqn.invars[len(eqn.invars) - len(sub.invars):]
+    zeros = {v for v, a in zip(sub.invars, args) if self.zero(a)}
+    rooted = {v for v, o in zip(sub.outvars, eqn.outvars) if o in self.rooted}
+    return sub, consts, zeros, rooted
 
 
-def _zero_broadcast(eqn) -> bool:
-  return eqn.primitive.name == 'broadcast_in_dim' and _is_literal_zero(eqn.invars[0])
-
-
-def _scan_jaxpr(jaxpr, found: dict) -> None:
-  """Counts rectifications by kind and other nonlinearities in a jaxpr and all its sub-jaxprs."""
-  zeros = set()
-  for eqn in jaxpr.eqns:
-    if _zero_broadcast(eqn):
-      zeros.add(eqn.outvars[0])
-    kind = _rectifier(eqn, zeros)
-    if kind:
-      found[kind] = found.get(kind, 0) + 1
+def _scan_jaxpr(jaxpr, found: dict, zeros=frozenset(), rooted=frozenset(), count: bool = True) -> None:
+  """Counts rectifications by kind and other nonlinearities in a jaxpr and all its sub-jaxprs (inside a
+  nonlinearity of its own, the other nonlinearities only: `count` False)."""
+  analysis = Analysis(jaxpr, zeros, rooted) if count else None
+  for i, eqn in enumerate(jaxpr.eqns):
+    if count and i in analysis.sites:
+      found[analysis.sites[i]] = found.get(analysis.sites[i], 0) + 1
       continue
-    name = eqn.params.get('name') if eqn.primitive.name in ('pjit', 'jit') else eqn.primitive.name
+    name = _name(eqn)
     if name in OTHER_NONLINEARITIES:
       found.setdefault('other', set()).add(name)
+    called = analysis.inner(eqn) if count else None
+    if called is not None:
+      _scan_jaxpr(called[0], found, called[2], called[3])
+      continue
+    inside = count and not (eqn.primitive.name in CALLS and name in OTHER_NONLINEARITIES)
     for sub in _subjaxprs(eqn):
-      _scan_jaxpr(sub, found)
+      _scan_jaxpr(sub, found, count=inside)
 
 
 def _subjaxprs(eqn):
@@ -94,9 +163,9 @@ def _subjaxprs(eqn):
         yield v
 
 
-def _has_rectifier(jaxpr) -> bool:
+def _has_rectifier(jaxpr, zeros=frozenset(), rooted=frozenset()) -> bool:
   found = {}
-  _scan_jaxpr(jaxpr, found)
+  _scan_jaxpr(jaxpr, found, zeros, rooted)
   return any(found.get(k) for k in RECTIFIERS)
 
 
@@ -104,11 +173,12 @@ def _closed_parts(closed):
   return (closed.jaxpr, closed.consts) if isinstance(closed, jex.core.ClosedJaxpr) else (closed, ())
 
 
-def evaluate(jaxpr, consts, args, relu, counter=None) -> list:
+def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=frozenset()) -> list:
   """Runs a jaxpr with every rectification replaced by `relu` (relu6 by min(relu(x), 6)); `counter`
-  (a list) gets one entry per replaced site, in program order (a site inside a loop counts once)."""
+  (a list) gets one entry per replaced site, in program order (a site inside a loop counts once).
+  zeros, rooted: what a sub-jaxpr inherits from its call (`Analysis`)."""
   env = {}
-  zeros = set()
+  analysis = Analysis(jaxpr, zeros, rooted)
 
   def read(v):
     return v.val if isinstance(v, jex.core.Literal) else env[v]
@@ -121,26 +191,20 @@ def evaluate(jaxpr, consts, args, relu, counter=None) -> list:
     write(v, x)
   for v, x in zip(jaxpr.invars, args):
     write(v, x)
-  for eqn in jaxpr.eqns:
-    if _zero_broadcast(eqn):
-      zeros.add(eqn.outvars[0])
+  for i, eqn in enumerate(jaxpr.eqns):
     invals = [read(v) for v in eqn.invars]
-    kind = _rectifier(eqn, zeros)
+    kind = analysis.sites.get(i)
     name = eqn.primitive.name
+    called = None if kind else analysis.inner(eqn)
     if kind:
       if counter is not None:
         counter.append(kind)
-      if name == 'max':
-        x = invals[1] if (_is_literal_zero(eqn.invars[0]) or eqn.invars[0] in zeros) else invals[0]
-        x = jnp.broadcast_to(x, eqn.outvars[0].aval.shape).astype(eqn.outvars[0].aval.dtype)
-      else:
-        x = invals[0]
-      out = relu(x)
+      out = relu(analysis.rectified(eqn, invals))
       outs = [jnp.minimum(out, 6.0).astype(out.dtype) if kind == 'relu6' else out]
-    elif name in CALLS and _inner(eqn) is not None and _has_rectifier(_inner(eqn)[0]):
-      sub, sub_consts = _inner(eqn)
+    elif called is not None and _has_rectifier(called[0], called[2], called[3]):
+      sub, sub_consts, sub_zeros, sub_rooted = called
       n = len(sub.invars)
-      outs = evaluate(sub, sub_consts, invals[len(invals) - n:], relu, counter)
+      outs = evaluate(sub, sub_consts, invals[len(invals) - n:], relu, counter, sub_zeros, sub_rooted)
     elif name == 'scan' and _has_rectifier(eqn.params['jaxpr'].jaxpr):
       outs = _scan(eqn, invals, relu, counter)
     elif name == 'while' and (_has_rectifier(eqn.params['body_jaxpr'].jaxpr)
@@ -215,9 +279,13 @@ def _cond(eqn, invals, relu, counter):
 def count(fn, x) -> dict:
   """The rectifications of fn's program at input x (traced, not run): {'relu': n, 'relu6': n, 'other':
   sorted names of the other nonlinearities found (tanh, gelu, ...)}."""
-  closed = jax.make_jaxpr(fn)(x)
+  return count_jaxpr(jax.make_jaxpr(fn)(x).jaxpr)
+
+
+def count_jaxpr(jaxpr) -> dict:
+  """`count` of a traced program (a jaxpr)."""
   found = {}
-  _scan_jaxpr(closed.jaxpr, found)
+  _scan_jaxpr(jaxpr, found)
   return {'relu': found.get('relu', 0), 'relu6': found.get('relu6', 0),
           'other': sorted(found.get('other', ()))}
 
@@ -310,6 +378,19 @@ def _is_array(x) -> bool:
   return isinstance(x, jax.Array | np.ndarray | np.generic)
 
 
+def check_array(x, what: str = 'images [B, H, W, C]') -> None:
+  """A TypeError unless x is a NumPy or JAX array (or a nested list of numbers); a PyTorch tensor is
+  named, with how to convert it."""
+  if _is_array(x) or isinstance(x, jax.ShapeDtypeStruct):
+    return
+  kind = f'{type(x).__module__}.{type(x).__name__}'
+  if kind.startswith('torch.'):
+    raise TypeError(f'{what} must be a NumPy or JAX array, got a PyTorch tensor {tuple(x.shape)}: convert '
+                    'it with x.detach().cpu().numpy() (and from NCHW to NHWC: x.permute(0, 2, 3, 1))')
+  if not isinstance(x, list | tuple):
+    raise TypeError(f'{what} must be a NumPy or JAX array, got {kind}')
+
+
 def as_model(model, example=None):
   """`model` as this package calls models, `model(x, *, relu=...)`:
   * a model that takes `relu` (this package's networks), or a `Function`: itself;
@@ -329,6 +410,13 @@ def as_model(model, example=None):
   if example is None:
     raise ValueError('a model that closes over its weights needs an example input to find them: '
                      'as_model(model, images)')
+  check_array(example)
   spec = jax.ShapeDtypeStruct(np.shape(example), getattr(example, 'dtype', np.float32))
-  consts = [c for c in jax.make_jaxpr(model)(spec).consts if _is_array(c) and np.size(c) > 1]
+  try:
+    closed = jax.make_jaxpr(model)(spec)
+  except flax.errors.TraceContextError as e:  # an NNX module that updates its state when called
+    raise ValueError('the model changes the state of an NNX module it holds when called (a module in '
+                     'training mode: BatchNorm on batch statistics, Dropout drawing from its rngs); call '
+                     f'module.eval() first ({type(e).__name__})') from None
+  consts = [c for c in closed.consts if _is_array(c) and np.size(c) > 1]
   return Function(model, hoisted=consts, ids=[id(c) for c in consts])

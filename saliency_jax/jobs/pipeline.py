@@ -35,6 +35,7 @@ from saliency_jax import (
   metrics,
   parallel,
   report,
+  rules,
   saliency,
   train,
 )
@@ -49,7 +50,15 @@ def default_config() -> ml_collections.ConfigDict:
 
 def deconvnet_summary(model, x, labels) -> dict:
   """Sect. 4 on the trained net: explicit DeconvNet vs VJP (for the model families `deconvnet.steps`
-  knows), and the three rules' maps compared (any model)."""
+  knows), and the three rules' maps compared (any model with ReLUs; for one without, such as a GELU net,
+  'skipped' says why)."""
+  if isinstance(model, rules.Function):
+    found = rules.count(model, x[:1])
+    if not found['relu'] + found['relu6']:
+      other = ', '.join(found['other']) or 'none recognised'
+      return {'num_images': 0, 'spearman': {},
+              'skipped': f'the model has no ReLU (its nonlinearities: {other}): the DeconvNet and guided '
+                         'rules do not apply'}
   bar = tqdm(total=len(deconvnet.RULES) + 1, desc='Sect. 4 summary', unit='part', mininterval=2.0,
              disable=jax.process_index() != 0)
   with bar:
@@ -506,11 +515,13 @@ def markdown(r: dict) -> str:
               f"{d['gradient_explicit_vs_grad_relative']:.1e}; gradient vs DeconvNet "
               f"{d['gradient_vs_deconvnet_relative']:.2f} (they differ at the ReLUs). "
               if 'deconvnet_explicit_vs_vjp_relative' in d else '')
+  summary = (f"Not computed: {d['skipped']}." if 'skipped' in d else
+             f"On {d['num_images']} test images: {explicit}Spearman of the maps: "
+             + ', '.join(f'{k_} {v:.2f}' for k_, v in d['spearman'].items()) + '.')
   lines += [
       '## DeconvNet vs gradient (paper Sect. 4)',
       '',
-      f"On {d['num_images']} test images: {explicit}Spearman of the maps: "
-      + ', '.join(f'{k_} {v:.2f}' for k_, v in d['spearman'].items()) + '.',
+      summary,
       '',
       '![saliency](saliency.png)',
       '',
