@@ -52,7 +52,8 @@ def _prepare(model, images, labels):
 def _one_hot_vjp(model, x, labels, relu=jax.nn.relu):
   """dS_label/dx for a batch x [N, H, W, C] and labels [N] (one forward, one backward pass)."""
   scores, vjp = jax.vjp(lambda z: model(z, relu=relu), x)
-  return vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
+  grads = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
+  return saliency.mark_bad(grads, saliency.finite_rows(scores, grads))
 
 
 # ----------------------------------------------------------------------------- input-space methods
@@ -114,12 +115,17 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
   noise = 0 gives the plain gradient.
   """
   model, images, labels = _prepare(model, images, labels)
-  if samples < 1 or noise < 0:
-    raise ValueError(f'smoothgrad needs samples >= 1 and noise >= 0, got samples {samples}, noise {noise}')
+  if not saliency.is_int(samples) or samples < 1 or not noise >= 0:
+    raise ValueError(f'smoothgrad needs an integer samples >= 1 and noise >= 0, got samples {samples!r}, '
+                     f'noise {noise!r}')
   key = jax.random.key(0) if key is None else key
+  if not isinstance(key, jax.Array) or not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                             or (key.dtype == jnp.uint32 and key.shape == (2,))):
+    raise ValueError(f'smoothgrad: key must be a JAX random key such as jax.random.key(0), got {key!r}')
   fn = functools.partial(_smoothgrad, model, key=key, noise=jnp.float32(noise), samples=samples)
   index = jnp.arange(images.shape[0])
-  return parallel.chunked(lambda x, y, i: fn(x, y, i), (images, labels, index), chunk_size)
+  out = parallel.chunked(lambda x, y, i: fn(x, y, i), (images, labels, index), chunk_size)
+  return saliency.check_finite(out, 'smoothgrad')
 
 
 def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +180,8 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
                        f'got {baselines.shape}')
   fn = functools.partial(_integrated_gradients, model, alphas=jnp.asarray(alphas, images.dtype),
                          weights=jnp.asarray(weights, images.dtype))
-  return parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
+  out = parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
+  return saliency.check_finite(out, 'integrated_gradients')
 
 
 # ----------------------------------------------------------------------------- region methods
@@ -244,13 +251,37 @@ def parts(model, layer, images, method: str = 'Grad-CAM') -> Parts:
                        f'{layer!r}')
     features = rules.as_model(layer[0], images)
     a = jax.eval_shape(lambda f, x: f(x), features, images)
-    return Parts(feature_fn=features, head_fn=rules.as_model(layer[1], a))
+    p = Parts(feature_fn=features, head_fn=rules.as_model(layer[1], a))
+    if method != 'CAM':  # CAM's head leaves out the classifier's bias: checked by its weights' shape
+      check_split(model, p, images[:1], method)
+    return p
   if isinstance(model, rules.Function):
     raise ValueError(f'{method} on a model without a layer graph (any JAX callable) needs the layer it '
                      f'reads: layer=(features, head), two callables with head(features(x)) == model(x) and '
                      f'features(x) [B, h, w, C]' + (', or for CAM layer=(features, weights [C, K])'
                                                      if method == 'CAM' else ''))
   return Parts(model=model, layer=default_layer(model) if layer is None else layer)
+
+
+@jax.jit
+def _split_gap(model, p: Parts, x):
+  whole = model(x)
+  return jnp.max(jnp.abs(whole - p.head(p.features(x)))), jnp.max(jnp.abs(whole))
+
+
+def check_split(model, p: Parts, x, method: str = 'Grad-CAM') -> None:
+  """A ValueError unless the user's split (`Parts` of two callables) gives the model's scores on x:
+  head(features(x)) == model(x), to 1e-3 of the scores' size (the split may round off otherwise)."""
+  want = jax.eval_shape(lambda m, z: m(z), model, x)
+  got = jax.eval_shape(lambda q, z: q.head(q.features(z)), p, x)
+  if not isinstance(got, jax.ShapeDtypeStruct) or got.shape != want.shape:
+    raise ValueError(f'{method}: layer=(features, head) must split the model, head(features(x)) == model(x); '
+                     f'head(features(x)) gives {getattr(got, "shape", type(got).__name__)}, the model '
+                     f'{want.shape}')
+  gap, scale = (float(v) for v in _split_gap(model, p, x))
+  if not gap <= 1e-3 * (1.0 + scale):
+    raise ValueError(f'{method}: layer=(features, head) must split the model, head(features(x)) == model(x); '
+                     f'on the first image they differ by {gap:.3g} (scores up to {scale:.3g})')
 
 
 def _grad_cam_maps(p: Parts, images, labels, upsample):
@@ -262,6 +293,7 @@ def _grad_cam_maps(p: Parts, images, labels, upsample):
   (g,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
   alpha = g.mean(axis=(1, 2))  # [B, C']: the channel weights
   cam = jax.nn.relu(jnp.einsum('bhwc,bc->bhw', a, alpha))
+  cam = saliency.mark_bad(cam, saliency.finite_rows(a, scores, g))
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 
 
@@ -278,7 +310,8 @@ def grad_cam(model, images, labels, *, layer=None, upsample: bool = True,
   """
   model, images, labels = _prepare(model, images, labels)
   fn = functools.partial(_grad_cam, parts(model, layer, images), upsample=upsample)
-  return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size),
+                               'grad_cam')
 
 
 def classifier(model) -> tuple[str, jax.Array]:
@@ -305,9 +338,14 @@ def cam_parts(model, layer, images) -> tuple[Parts, jax.Array]:
   any model, layer=(features, W)."""
   if isinstance(layer, tuple | list) and len(layer) == 2 and callable(layer[0]) and not callable(layer[1]):
     w = jnp.asarray(layer[1])
-    if w.ndim != 2:
-      raise ValueError(f'CAM: the weights of layer=(features, weights) must be [C, K], got shape {w.shape}')
-    return parts(model, (layer[0], lambda a: a.mean(axis=(1, 2)) @ w), images, 'CAM'), w
+    features = rules.as_model(layer[0], images)
+    a = jax.eval_shape(lambda f, x: f(x), features, images[:1])
+    k = saliency.num_classes(model, images.shape[1:])
+    if w.ndim != 2 or len(a.shape) != 4 or w.shape != (a.shape[-1], k):
+      raise ValueError(f'CAM: layer=(features, weights) needs features [B, h, w, C] and weights [C, K] = '
+                       f'{(a.shape[-1], k)} (C: the features\' channels, K: the model\'s classes); got '
+                       f'features {a.shape[1:]} per image and weights {w.shape}')
+    return parts(model, (features, lambda a: a.mean(axis=(1, 2)) @ w), images, 'CAM'), w
   if isinstance(model, rules.Function):
     raise ValueError('CAM on a model without a layer graph (any JAX callable) needs layer=(features, '
                      'weights): features(x) [B, h, w, C] the input of the global average pooling, '
@@ -320,7 +358,7 @@ def cam_parts(model, layer, images) -> tuple[Parts, jax.Array]:
 
 def _cam_maps(p: Parts, w, images, labels, upsample):
   a = p.features(images)
-  cam = jnp.einsum('bhwc,bc->bhw', a, w[:, labels].T)
+  cam = saliency.mark_bad(jnp.einsum('bhwc,bc->bhw', a, w[:, labels].T), saliency.finite_rows(a))
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 
 
@@ -336,7 +374,7 @@ def cam(model, images, labels, *, layer=None, upsample: bool = True,
   model, images, labels = _prepare(model, images, labels)
   p, w = cam_parts(model, layer, images)
   fn = functools.partial(_cam, p, w, upsample=upsample)
-  return parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size), 'cam')
 
 
 CLASS_MAP_METHODS = ('grad_cam', 'cam', 'occlusion')
@@ -350,6 +388,7 @@ def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
   def one(image, chosen):
     crops = image[None] if crop_hw is None else saliency.ten_crops(image, crop_hw)
     a = p.features(crops)  # [n, h', w', C']
+    finite = jnp.all(jnp.isfinite(a))
     if method == 'cam':
       maps = jnp.einsum('nhwc,ck->knhw', a, w[:, chosen])
     else:  # Grad-CAM: one forward pass of the head, a vmapped backward pass per class
@@ -358,8 +397,9 @@ def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
                                     (chosen.shape[0], *scores.shape))
       (g,) = jax.vmap(vjp)(cotangents)  # [k, n, h', w', C']
       maps = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
+      finite = finite & jnp.all(jnp.isfinite(scores)) & jnp.all(jnp.isfinite(g))
     maps = jax.image.resize(maps, (*maps.shape[:2], *size), 'bilinear')
-    return saliency.place_crops(maps, crop_hw, (h, wd))
+    return saliency.mark_bad(saliency.place_crops(maps, crop_hw, (h, wd)), finite)
 
   return jax.vmap(one)(images, classes)
 
@@ -383,7 +423,7 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   saliency.check_eval_mode(model)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
-  saliency.check_input_size(model, crop_hw or images.shape[1:3])
+  saliency.check_model(model, images, crop_hw)
   classes = saliency.check_classes(model, images, classes, crop_hw)
   if method == 'occlusion':
     if crop_size is not None or layer is not None:
@@ -399,7 +439,7 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   else:
     p, w = parts(model, layer, example), None
   fn = functools.partial(_class_region_maps, p, w, method=method, crop_hw=crop_hw)
-  return parallel.chunked(fn, (images, classes), chunk_size)
+  return saliency.check_finite(parallel.chunked(fn, (images, classes), chunk_size), method)
 
 
 def _gradient_and_grad_cam(p: Parts, images, classes, labels=None, *, crop_hw, k, loop=0):
@@ -417,8 +457,9 @@ def _gradient_and_grad_cam(p: Parts, images, classes, labels=None, *, crop_hw, k
       cams = jax.nn.relu(jnp.einsum('nhwc,knc->knhw', a, g.mean(axis=(2, 3))))
       cams = jax.image.resize(cams, (*cams.shape[:2], *size), 'bilinear')
       # the rest of the backward passes: [j, n, H, W] maps
-      maps = saliency.each(lambda g: saliency.channel_max(features_vjp(g)[0]), (g,), min(loop, 1))
-      return saliency.place_crops(maps, crop_hw, (h, w)), saliency.place_crops(cams, crop_hw, (h, w))
+      maps, finite = saliency.each(lambda g: saliency.grad_map(features_vjp(g)[0]), (g,), min(loop, 1))
+      ok = jnp.all(jnp.isfinite(scores)) & jnp.all(jnp.isfinite(g)) & jnp.all(finite)
+      return tuple(saliency.mark_bad(saliency.place_crops(m, crop_hw, (h, w)), ok) for m in (maps, cams))
 
     maps, cams = maps_of(cotangents)
     if label is None:
@@ -469,7 +510,7 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
   saliency.check_eval_mode(model)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
-  saliency.check_input_size(model, crop_hw or images.shape[1:3])
+  saliency.check_model(model, images, crop_hw)
   if (classes is None) == (k is None):
     raise ValueError('give either classes [B, k] or k (the top-k classes), not both')
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
@@ -479,13 +520,16 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
   if classes is None:
     saliency.check_top_k(model, example.shape[1:], k)
     if labels is None:
-      return parallel.chunked(lambda x: kernel(x, None, k=k), (images,), chunk_size)
-    labels = saliency.check_labels(labels, images.shape[0], saliency.num_classes(model, example.shape))
-    return parallel.chunked(lambda x, y: kernel(x, None, y, k=k), (images, labels), chunk_size)
-  if labels is not None:
+      out = parallel.chunked(lambda x: kernel(x, None, k=k), (images,), chunk_size)
+    else:
+      labels = saliency.check_labels(labels, images.shape[0], saliency.num_classes(model, example.shape[1:]))
+      out = parallel.chunked(lambda x, y: kernel(x, None, y, k=k), (images, labels), chunk_size)
+  elif labels is not None:
     raise ValueError('labels go with k (the top-k classes), not with classes')
-  classes = saliency.check_classes(model, images, classes, crop_hw)
-  return parallel.chunked(functools.partial(kernel, k=classes.shape[1]), (images, classes), chunk_size)
+  else:
+    classes = saliency.check_classes(model, images, classes, crop_hw)
+    out = parallel.chunked(functools.partial(kernel, k=classes.shape[1]), (images, classes), chunk_size)
+  return out[:2] + saliency.check_finite(out[2:], 'gradient_and_grad_cam')
 
 
 def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
@@ -515,13 +559,15 @@ def _occlusion(model, images, classes, masks, value):
   full = jnp.take_along_axis(scores[:b], classes, axis=1)  # [B, k]
   part = jnp.take_along_axis(scores[b:].reshape(b, p, -1), classes[:, None], axis=2)  # [B, P, k]
   drop = full[:, None] - part
-  return jnp.einsum('bpk,phw->bkhw', drop, masks) / jnp.maximum(masks.sum(0), 1)
+  maps = jnp.einsum('bpk,phw->bkhw', drop, masks) / jnp.maximum(masks.sum(0), 1)
+  return saliency.mark_bad(maps, saliency.finite_rows(scores[:b], scores[b:].reshape(b, -1)))
 
 
 def _occlusion_maps(model, images, classes, *, patch, stride, value, chunk_size):
   masks = jnp.asarray(occlusion_masks(images.shape[1:3], patch, stride), images.dtype)
   fn = functools.partial(_occlusion, model, masks=masks, value=jnp.asarray(value, images.dtype))
-  return parallel.chunked(lambda x, y: fn(x, y), (images, classes), chunk_size)
+  return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, classes), chunk_size),
+                               'occlusion')
 
 
 def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: float = 0.0,

@@ -67,12 +67,19 @@ class Settings:
   seed: int = 0
 
   def __post_init__(self):
+    integers = ('num_components', 'gmm_iters', 'gmm_samples', 'connectivity', 'iterations', 'seed')
+    for name in integers:
+      value = getattr(self, name)
+      if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise ValueError(f'localise settings: {name} must be an integer, got {value!r}')
     checks = [
         (self.method in METHODS, f'method must be one of {METHODS}, got {self.method!r}'),
         (0 <= self.bg_quantile < self.fg_quantile <= 1,
          f'need 0 <= bg_quantile < fg_quantile <= 1, got {self.bg_quantile} and {self.fg_quantile}'),
         (0 <= self.fg_floor < 1, f'fg_floor must lie in [0, 1), got {self.fg_floor}'),
         (self.num_components >= 1, f'num_components must be >= 1, got {self.num_components}'),
+        (self.gmm_iters >= 1, f'gmm_iters must be >= 1, got {self.gmm_iters}'),
+        (self.covariance_floor > 0, f'covariance_floor must be > 0, got {self.covariance_floor}'),
         (self.gmm_samples >= 0, f'gmm_samples must be >= 0, got {self.gmm_samples}'),
         (self.connectivity in (4, 8), f'connectivity must be 4 or 8, got {self.connectivity}'),
         (self.seeds in ('hard', 'soft'), f"seeds must be 'hard' or 'soft', got {self.seeds!r}"),

@@ -197,8 +197,10 @@ def chunked(fn: Callable, arrays, chunk_size: int | None):
   devices together.
   """
   n = next(a.shape[0] for a in arrays if a is not None)
-  if chunk_size is not None and chunk_size < 1:
-    raise ValueError(f'chunk_size must be a positive number of images, got {chunk_size}')
+  if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool)
+                                 or chunk_size < 1):
+    raise ValueError(f'chunk_size must be a positive integer number of images (None: all at once), got '
+                     f'{chunk_size!r}')
   step = padded_size(n if chunk_size is None else min(chunk_size, n))
   outs = []
   for start in range(0, n, step):

@@ -19,7 +19,6 @@ refuse a model in training mode (BatchNorm on batch statistics or active dropout
 import functools
 
 import jax
-import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -51,13 +50,9 @@ def check_eval_mode(model) -> None:
 
 
 def _stray_rectifications(jaxpr) -> int:
-  """Number of max(x, 0) operations in a jaxpr and its sub-jaxprs (jax.nn.relu is one)."""
-  count = 0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'max' and any(
-        isinstance(v, jex.core.Literal) and np.all(np.asarray(v.val) == 0) for v in eqn.invars):
-      count += 1
-  return count + sum(_stray_rectifications(sub) for sub in jex.core.subjaxprs(jaxpr))
+  """Number of rectifications (`rules.count_jaxpr`: jax.nn.relu, max(x, 0), relu6) in a jaxpr."""
+  found = rules.count_jaxpr(jaxpr)
+  return found['relu'] + found['relu6']
 
 
 def check_relu(model, images, relu) -> None:
@@ -68,8 +63,8 @@ def check_relu(model, images, relu) -> None:
   compilation): the model is traced with a marker in place of `relu`, which counts its calls; any
   max(x, 0) left in that trace is a rectification that bypasses the rule.
   """
-  if relu is jax.nn.relu:
-    return
+  if relu is jax.nn.relu or isinstance(model, rules.Function):
+    return  # a Function takes the rule at every rectification of its program (`rules.with_relu`)
   calls = []
 
   def marker(x):
@@ -90,18 +85,31 @@ def check_relu(model, images, relu) -> None:
 
 
 def num_classes(model, image_shape) -> int:
-  """`model.num_classes`, or the width of its scores for one image of `image_shape` (traced, not run)."""
+  """`model.num_classes`, or the width of its scores for images of `image_shape` (traced, not run); a
+  ValueError naming what a model returned that is not class scores [B, K] of a float dtype."""
   k = getattr(model, 'num_classes', None)
-  if k is None:
-    spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    k = jax.eval_shape(lambda m, x: m(x), model, spec).shape[-1]
-  return int(k)
+  if k is not None:
+    return int(k)
+  spec = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+  out = jax.eval_shape(lambda m, x: m(x), model, spec)
+  expected = 'the model must return class scores [B, K] (one row of floats per image)'
+  if not isinstance(out, jax.ShapeDtypeStruct):
+    kind = type(out).__name__
+    size = f' of {len(out)}' if isinstance(out, tuple | list | dict) else ''
+    raise ValueError(f'{expected}; it returned a {kind}{size} for images {spec.shape} (a model that returns '
+                     '(scores, extras): pass lambda x: model(x)[0])')
+  if out.ndim != 2 or out.shape[0] != 2:
+    raise ValueError(f'{expected}; it returned shape {out.shape} for 2 images of {tuple(image_shape)}')
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    raise ValueError(f'{expected}; it returned {out.dtype} scores, which have no gradient')
+  return int(out.shape[1])
 
 
 def check_images(model, images, rank: int = 4) -> jax.Array:
   """images as a JAX array, or a ValueError naming what is wrong: rank, dtype (floats only: preprocessed),
   channels (`model.in_channels`), emptiness, NaN or inf."""
   what = 'images [B, H, W, C]' if rank == 4 else 'image [H, W, C]'
+  rules.check_array(images, what)
   shape, dtype = np.shape(images), getattr(images, 'dtype', np.asarray(images).dtype)
   if len(shape) != rank:
     raise ValueError(f'{what} must have rank {rank}, got shape {shape}')
@@ -122,6 +130,8 @@ def check_images(model, images, rank: int = 4) -> jax.Array:
 
 def check_labels(labels, batch: int, num_classes: int, name: str = 'labels') -> jax.Array:
   """labels as int32 [B], or a ValueError: one integer class in [0, num_classes) per image."""
+  if labels is None:
+    raise ValueError(f'{name} is None: give one integer class index per image, shape [B]')
   labels_np = np.asarray(labels)
   if labels_np.ndim == 0:
     labels_np = labels_np[None]
@@ -145,26 +155,63 @@ def check_input_size(model, hw) -> None:
                      '(images, or crops when crop_size is given)')
 
 
+@jax.jit
+def _batch_gap(model, pair):
+  """(max |scores of pair[1] alone - its scores after pair[0]|, max |its scores|): the second row, so
+  that a mask drawn per row (dropout with a fixed key) differs too."""
+  alone, beside = model(pair[1:])[0], model(pair)[1]
+  return jnp.max(jnp.abs(alone - beside)), jnp.max(jnp.abs(beside))
+
+
+def check_model(model, images, hw=None) -> None:
+  """A ValueError unless the model can score these images (or their crops of hw): `check_input_size`,
+  `check_eval_mode`, and for any JAX callable (`rules.Function`; this package's networks declare their
+  modes) its output (`num_classes`) and that an image's scores do not depend on the other images of its
+  batch (a linen BatchNorm on batch statistics, dropout with a key: the maps would change with it). Measured
+  on the first image alone and after another (the batch's second, or the first dimmed): 2 forward
+  passes."""
+  hw = tuple(hw or images.shape[1:3])
+  check_input_size(model, hw)
+  check_eval_mode(model)
+  if not isinstance(model, rules.Function):
+    return
+  num_classes(model, (*hw, images.shape[3]))
+  first = images[:1, :hw[0], :hw[1]]
+  second = images[1:2, :hw[0], :hw[1]] if len(images) > 1 else first * 0.5 + 0.5
+  if bool(jnp.all(second == first)):
+    second = first * 0.5 + 0.5
+  gap, scale = (float(v) for v in _batch_gap(model, jnp.concatenate([second, first])))
+  if gap > 1e-3 * (1.0 + scale):  # batch sizes may change XLA's kernels: round-off is far below this
+    raise ValueError('the model\'s scores of an image depend on the other images of its batch (image 0 '
+                     f'alone and after another: scores differ by {gap:.3g}, on scores up to {scale:.3g}): a '
+                     'BatchNorm on batch statistics or an active dropout? Call the model in inference mode '
+                     '(linen: use_running_average=True, deterministic=True, no mutable or dropout rngs; '
+                     'NNX / Equinox: model.eval() / inference=True)')
+
+
 def check_batch(model, images, labels) -> tuple[jax.Array, jax.Array]:
   """(images, labels) checked for a model that scores each image's label: `check_images`,
-  `check_input_size` and `check_labels` (one class of the model per image)."""
+  `check_model` and `check_labels` (one class of the model per image)."""
   images = check_images(model, images)
-  check_input_size(model, images.shape[1:3])
+  check_model(model, images)
   return images, check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
 
 
 def check_classes(model, images, classes, crop_hw=None) -> jax.Array:
   """classes as int32 [B, k], or a ValueError: k class indices per image, each in [0, K) of the model's
   scores for the images (or their crops of crop_hw)."""
+  if classes is None:
+    raise ValueError('classes is None: give k class indices per image, shape [B, k]')
   classes = np.asarray(classes)
-  if classes.ndim != 2:
-    raise ValueError(f'classes must be [B, k] class indices, got shape {classes.shape}')
+  if classes.ndim != 2 or classes.shape[1] == 0:
+    raise ValueError(f'classes must be [B, k] class indices, k >= 1, got shape {classes.shape}')
   k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
   return jnp.stack([check_labels(classes[:, j], images.shape[0], k_all, 'classes')
                     for j in range(classes.shape[1])], axis=1)
 
 
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
+  """Whether x is an integer (a Python or NumPy one, not a bool)."""
   return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
@@ -172,14 +219,14 @@ def check_top_k(model, image_shape, k) -> None:
   """A ValueError unless k is an integer in [1, the model's number of classes] on inputs of
   image_shape (h, w, c)."""
   k_all = num_classes(model, image_shape)
-  if not _is_int(k) or not 1 <= k <= k_all:
+  if not is_int(k) or not 1 <= k <= k_all:
     raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
 
 
 def crop_shape(crop_size, image_hw) -> tuple[int, int]:
   """`crop_size` (an int or an (h, w) pair) as (h, w), checked against the images' (h, w)."""
-  size = (crop_size, crop_size) if _is_int(crop_size) else tuple(np.atleast_1d(np.asarray(crop_size, object)))
-  if len(size) != 2 or not all(_is_int(s) for s in size):
+  size = (crop_size, crop_size) if is_int(crop_size) else tuple(np.atleast_1d(np.asarray(crop_size, object)))
+  if len(size) != 2 or not all(is_int(s) for s in size):
     raise ValueError(f'crop_size must be an int or an (h, w) pair of ints, got {crop_size!r}')
   h, w = size
   if not (0 < h <= image_hw[0] and 0 < w <= image_hw[1]):
@@ -237,6 +284,39 @@ def channel_max(grads: jax.Array) -> jax.Array:
   return jnp.max(jnp.abs(grads), axis=-1)
 
 
+def grad_map(grads: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(`channel_max(grads)`, whether every gradient is finite): a max may drop a NaN (XLA:CPU), so the
+  check comes before it."""
+  return channel_max(grads), jnp.all(jnp.isfinite(grads))
+
+
+def finite_rows(*arrays) -> jax.Array:
+  """bool [B]: whether row b of every array [B, ...] is free of NaN and inf."""
+  rows = [jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in arrays]
+  return functools.reduce(jnp.logical_and, rows)
+
+
+def mark_bad(out: jax.Array, ok: jax.Array) -> jax.Array:
+  """out [B, ...] with NaN in the rows where ok [B] (or a scalar) is False: the images whose scores or
+  gradients were not finite, which `check_finite` then refuses."""
+  ok = jnp.reshape(ok, jnp.shape(ok) + (1,) * (out.ndim - jnp.ndim(ok)))
+  return jnp.where(ok, out, jnp.nan)
+
+
+def check_finite(out, method: str):
+  """out (an array [B, ...] or a tuple of them, as a method returns it), or a ValueError naming the images
+  whose rows hold NaN or inf: the model's scores or gradients were not finite there (`mark_bad`)."""
+  arrays = [a for a in (out if isinstance(out, tuple | list) else (out,))
+            if jnp.issubdtype(a.dtype, jnp.floating)]
+  bad = np.flatnonzero(~np.asarray(finite_rows(*arrays)))
+  if len(bad):
+    shown = ', '.join(map(str, bad[:8])) + (', ...' if len(bad) > 8 else '')
+    raise ValueError(f'{method}: the model\'s scores or their gradients are NaN or infinite for {len(bad)} '
+                     f'of {len(arrays[0])} images ({shown}); no map is made from them (check the model\'s '
+                     'weights and its input preprocessing)')
+  return out
+
+
 # XLA:CPU's newer fusion emitters turn the backward pass of a MobileNet (depthwise layers written as
 # taps, relu6) into code several times slower than the older emitters; on the other models the older
 # ones are as fast or slightly faster. A field of XLA's DebugOptions: other backends ignore it.
@@ -280,7 +360,7 @@ def _input_gradients(model, images, labels, *, relu):
   check_relu(model, images, relu)
   scores, vjp = jax.vjp(lambda x: model(x, relu=relu), images)
   (grads,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
-  return grads
+  return mark_bad(grads, finite_rows(scores, grads))
 
 
 def class_cotangents(scores, chosen, k: int):
@@ -319,8 +399,9 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k, loop=0):
     crops = image[None] if crop_hw is None else ten_crops(image, crop_hw)
     scores, vjp = jax.vjp(lambda x: model(x, relu=relu), crops)
     chosen, top_scores, cotangents = class_cotangents(scores, chosen, k)
-    maps = each(lambda cotangent: channel_max(vjp(cotangent)[0]), (cotangents,), min(loop, 1))
-    return chosen, top_scores, place_crops(maps, crop_hw, (h, w))
+    maps, finite = each(lambda cotangent: grad_map(vjp(cotangent)[0]), (cotangents,), min(loop, 1))
+    maps = mark_bad(place_crops(maps, crop_hw, (h, w)), jnp.all(jnp.isfinite(scores)) & jnp.all(finite))
+    return chosen, top_scores, maps
 
   return each(one, (images, classes), loop)
 
@@ -338,7 +419,14 @@ def pick_kernel(vmapped, sequential_kernel, sequential: bool):
 
 
 def _relu(relu):
-  return jax.nn.relu if relu is None else relu
+  """The ReLU to run a model with: `relu`, a callable rule (None: jax.nn.relu)."""
+  if relu is None:
+    return jax.nn.relu
+  if not callable(relu):
+    named = f" (deconvnet.RULES[{relu!r}])" if isinstance(relu, str) else ''
+    raise ValueError(f'relu must be a ReLU backward rule, a callable such as deconvnet.guided_relu{named}; '
+                     f'got {relu!r}')
+  return relu
 
 
 # ----------------------------------------------------------------------------- public API
@@ -348,8 +436,9 @@ def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Ar
   """Unnormalised class scores [B, K] for images [B, H, W, C] (one jitted forward per chunk)."""
   model = rules.as_model(model, images)
   images = check_images(model, images)
-  check_input_size(model, images.shape[1:3])
-  return parallel.chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
+  check_model(model, images)
+  out = parallel.chunked(functools.partial(_forward, model, relu=_relu(relu)), (images,), chunk_size)
+  return check_finite(out, 'scores')
 
 
 def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
@@ -361,7 +450,7 @@ def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None 
   model = rules.as_model(model, images)
   images, labels = check_batch(model, images, labels)
   fn = functools.partial(_input_gradients, model, relu=_relu(relu))
-  return parallel.chunked(fn, (images, labels), chunk_size)
+  return check_finite(parallel.chunked(fn, (images, labels), chunk_size), 'input gradients')
 
 
 def saliency_maps(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
@@ -382,12 +471,12 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None, chunk_s
   model = rules.as_model(model, images)
   images = check_images(model, images)
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
-  check_input_size(model, crop_hw or images.shape[1:3])
+  check_model(model, images, crop_hw)
   classes = check_classes(model, images, classes, crop_hw)
   kernel = pick_kernel(class_maps_kernel, sequential_class_maps_kernel, sequential)
   fn = functools.partial(kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=classes.shape[1])
   _, top_scores, maps = parallel.chunked(fn, (images, classes), chunk_size)
-  return top_scores, maps
+  return top_scores, check_finite(maps, 'class saliency maps')
 
 
 def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None, chunk_size: int | None = None,
@@ -400,11 +489,12 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None, chun
   model = rules.as_model(model, images)
   images = check_images(model, images)
   crop_hw = None if crop_size is None else crop_shape(crop_size, images.shape[1:3])
-  check_input_size(model, crop_hw or images.shape[1:3])
+  check_model(model, images, crop_hw)
   check_top_k(model, (*(crop_hw or images.shape[1:3]), images.shape[3]), k)
   kernel = pick_kernel(class_maps_kernel, sequential_class_maps_kernel, sequential)
   fn = functools.partial(kernel, model, relu=_relu(relu), crop_hw=crop_hw, k=k)
-  return parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
+  classes, top_scores, maps = parallel.chunked(lambda x: fn(x, None), (images,), chunk_size)
+  return classes, top_scores, check_finite(maps, 'top-k saliency maps')
 
 
 def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array:

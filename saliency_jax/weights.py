@@ -175,8 +175,11 @@ def cifar_resnet_from_state_dict(state: dict[str, np.ndarray],
                                  source: str = 'state dict') -> models.CifarResNet:
   """Builds the CifarResNet a state dict describes: depth from its blocks, classes from `linear`."""
   blocks = {int(m.group(1)) for k in state if (m := re.match(r'layer1\.(\d+)\.', k))}
-  if not blocks or 'linear.weight' not in state:
-    raise ValueError(f'{source} is not a CIFAR ResNet state dict (no layer1.* or linear.weight keys)')
+  if not blocks:
+    raise ValueError(f'{source} is not a CIFAR ResNet state dict (no layer1.* keys)')
+  if 'linear.weight' not in state:  # it gives the number of classes: the model cannot be built without it
+    raise ValueError(f'{source} has layer1.* keys but no linear.weight (the classifier, which gives the '
+                     'number of classes): an incomplete CIFAR ResNet state dict')
   depth = 6 * (max(blocks) + 1) + 2
   in_channels = state['conv1.weight'].shape[1] if 'conv1.weight' in state else 3
   model = empty(lambda: models.CifarResNet(depth, num_classes=state['linear.weight'].shape[0],

@@ -290,6 +290,10 @@ def test_files_that_are_not_checkpoints(tmp_path):
   torch.save({'state_dict': {'features.0.weight': torch.zeros(64, 3, 3, 3)}}, other)
   with pytest.raises(ValueError, match=r'other\.th is not a CIFAR ResNet state dict'):
     weights.load_cifar_resnet(other)
+  no_classifier = tmp_path / 'no_classifier.th'  # before: 'no layer1.* or linear.weight keys'
+  torch.save({'state_dict': {'layer1.0.conv1.weight': torch.zeros(16, 16, 3, 3)}}, no_classifier)
+  with pytest.raises(ValueError, match=r'no_classifier\.th has layer1\.\* keys but no linear\.weight'):
+    weights.load_cifar_resnet(no_classifier)
   with pytest.raises(FileNotFoundError, match=r'missing\.th'):
     weights.load_cifar_resnet(tmp_path / 'missing.th')
 
