@@ -75,6 +75,7 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
   blurred = _blur(images, insertion_blur)
   insertion = parallel.chunked(lambda x, y, r, c: fn(c, y, r, x), (images, labels, ranks, blurred),
                                 chunk_size)
+  saliency.check_finite((deletion, insertion), 'deletion_insertion')
   deletion, insertion = np.asarray(deletion, np.float64), np.asarray(insertion, np.float64)
   fractions = np.asarray(counts) / hw
   def auc(curves):

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from saliency_jax import models, parallel
 from saliency_jax.data import transforms
+from saliency_jax.errors import UserError
 
 
 def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
@@ -235,8 +236,8 @@ def check_fingerprint(config, workdir) -> None:
              if old.get(k, absent) != new.get(k, absent)]
   if changed:
     log = directory.parent / 'train_log.jsonl'
-    raise ValueError(f'{directory} holds a model trained under another config ({"; ".join(changed)}): use '
-                     f'another --workdir (or delete {directory} and {log} to retrain here)')
+    raise UserError(f'{directory} holds a model trained under another config ({"; ".join(changed)}): use '
+                    f'another --workdir (or delete {directory} and {log} to retrain here)')
 
 
 def _write_fingerprint(config, directory: pathlib.Path) -> None:
@@ -275,6 +276,33 @@ def _check_architecture(saved, target: dict, where: pathlib.Path) -> None:
   first = '; '.join(f'{k}: {show(have, k)} there, {show(want, k)} here' for k in diff[:3])
   raise ValueError(f'{where} holds a checkpoint of {what} ({len(diff)} arrays differ, first {first}): use '
                    f'another --workdir')
+
+
+def check_labels(labels, num_classes: int, class_names=()) -> None:
+  """A UserError unless the training labels [N] lie in [0, num_classes) and every class has an example:
+  a label outside makes the cross-entropy NaN; a class without examples (an empty class folder) gives a
+  net that never predicts it, and a one-class net a test accuracy of 1."""
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise UserError(f'config.num_classes is {num_classes}, but the training labels run from {labels.min()} '
+                    f'to {labels.max()}: set num_classes to the number of classes of the data '
+                    f'({labels.max() + 1}?)')
+  missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
+  if missing:
+    names = [f'{c} ({class_names[c]})' if c < len(class_names) else str(c) for c in missing[:10]]
+    raise UserError(f'{len(missing)} of the {num_classes} classes have no training example: '
+                    f'{", ".join(names)} (an empty class folder, or config.num_classes larger than the '
+                    'data\'s classes?)')
+
+
+def diverged(loss: float, step: int, t) -> UserError:
+  """The error for a loss that is not finite at `step` (config.train: t), naming the likely setting."""
+  rate = t.learning_rate
+  hint = ('config.train.learning_rate is not a finite number' if not np.isfinite(rate) else
+          f'config.train.learning_rate {rate:g} too large for config.train.optimizer {t.optimizer!r}?')
+  return UserError(f'training diverged: the loss is {loss} at step {step + 1}, so every later step and the '
+                   f'evaluation would be meaningless; {hint} The checkpoints before the step are kept: use '
+                   'another --workdir with corrected settings')
 
 
 def _keep_log(path: pathlib.Path, step: int) -> None:
@@ -379,6 +407,7 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
     parallel.replicate_global(optimizer)
     train = data['train']
     if isinstance(train, dict):
+      check_labels(train['labels'], config.num_classes, tuple(config.get('class_names') or ()))
       num, fetch = len(train['labels']), lambda idx: (train['images'][idx], train['labels'][idx])
     else:  # transforms.Streamed
       num, fetch = len(train), train.__getitem__
@@ -392,7 +421,7 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
     mine = parallel.process_rows(t.batch_size)  # this process's rows of every global batch
     def saveable():
       return {**_saveable(_state(model, optimizer)), 'losses': np.asarray(losses[-50:], np.float32)}
-    failed = False
+    failed = bad_loss = False
     with _deferred_signals() as received, (log_path.open('a') if lead else contextlib.nullcontext()) as log:
       try:
         for step in range(start, end):
@@ -402,8 +431,12 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
           images, labels = parallel.global_batch((jnp.asarray(images), jnp.asarray(labels)), t.batch_size)
           loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), images, labels,
                                  max_shift=t.max_shift, crop=t.get('crop', 0))
+          loss = float(parallel.local(loss))
+          if not np.isfinite(loss):  # the model has taken the step: it is not checkpointed
+            bad_loss = True
+            raise diverged(loss, step, t)
           done = step + 1
-          losses.append(float(parallel.local(loss)))
+          losses.append(loss)
           bar.update()
           if done % t.log_every == 0 or done == end:
             if lead:
@@ -419,7 +452,7 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
       finally:  # an interruption (or, with one process, an error) keeps the finished steps
         bar.close()
         # several processes save together: after an error in one of them the others never join
-        if done > (manager.latest_step() or 0) and not (failed and jax.process_count() > 1):
+        if done > (manager.latest_step() or 0) and not (failed and jax.process_count() > 1) and not bad_loss:
           manager.save(done, args=ocp.args.StandardSave(saveable()), force=True)
         manager.wait_until_finished()
   if received:
@@ -456,6 +489,9 @@ def fit(model, images: np.ndarray, labels: np.ndarray, *, steps: int, batch_size
     idx = transforms.batch_indices(len(images), batch_size, step, seed)
     loss, acc = train_step(model, optimizer, jax.random.fold_in(key, step), jnp.asarray(images[idx]),
                            jnp.asarray(labels[idx]))
+    if not np.isfinite(float(loss)):
+      raise UserError(f'training diverged: the loss is {float(loss)} at step {step + 1}; learning_rate '
+                      f'{learning_rate:g} too large, or labels outside the model\'s classes?')
     log.append({'step': step, 'loss': float(loss), 'accuracy': float(acc)})
   model.eval()
   return log

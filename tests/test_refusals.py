@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from saliency_jax import attribution, deconvnet, localise, rules, saliency
+from saliency_jax import attribution, deconvnet, faithfulness, localise, rules, saliency
 
 X = jax.random.normal(jax.random.key(0), (3, 8, 8, 3))
 LABELS = np.array([0, 1, 2])
@@ -44,7 +44,8 @@ def nan_channel(x):
 
 @pytest.mark.parametrize('method', ['saliency_maps', 'input_gradients', 'top_k', 'class_saliency', 'ten_crop',
                                     'integrated_gradients', 'smoothgrad', 'occlusion', 'grad_cam', 'cam',
-                                    'guided_backprop', 'region_maps', 'gradient_and_grad_cam', 'scores'])
+                                    'guided_backprop', 'region_maps', 'gradient_and_grad_cam', 'scores',
+                                    'deletion_insertion'])
 def test_non_finite_scores_are_refused_by_every_method(method):
   """Before: NaN scores gave saliency maps of finite values or -inf, IG / occlusion / Grad-CAM NaN maps."""
   f, x = nan_model, marked([1])
@@ -65,6 +66,7 @@ def test_non_finite_scores_are_refused_by_every_method(method):
       'region_maps': lambda: region('grad_cam', linear, x, LABELS[:, None], layer=split, crop_size=6),
       'gradient_and_grad_cam': lambda: attribution.gradient_and_grad_cam(linear, x, k=2, layer=split),
       'scores': lambda: saliency.scores(f, x),
+      'deletion_insertion': lambda: faithfulness.deletion_insertion(f, x, LABELS, x[..., 0], steps=2),
   }
   with pytest.raises(ValueError, match=r'NaN or infinite for \d+ of 3 images'):
     calls[method]()

@@ -224,3 +224,35 @@ def test_another_architecture_is_named_not_orbax_advice(tmp_path):
                      r'shape \(6,\) here') as error:
     train.train_and_evaluate(wider, tmp_path / 'b', data, progress=False)
   assert 'strict' not in str(error.value)
+
+
+@pytest.mark.parametrize('rate', [float('nan'), 1e9])
+def test_a_diverged_run_stops_at_the_first_non_finite_loss(tmp_path, rate):
+  """Before: NaN losses went into train_log.jsonl and the job went on with a NaN network."""
+  config = _config(learning_rate=rate, schedule='constant', steps=6, max_shift=0)
+  with pytest.raises(train.UserError, match=r'diverged: the loss is (nan|inf) at step \d.*learning_rate'):
+    train.train_and_evaluate(config, tmp_path, _data(), progress=False)
+  steps = [p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()]
+  assert not steps  # the diverged state is not checkpointed
+  log = [json.loads(line) for line in (tmp_path / 'train_log.jsonl').read_text().splitlines()]
+  assert all(np.isfinite(r['loss']) for r in log)
+  if np.isfinite(rate):
+    return
+  with pytest.raises(train.UserError, match='training diverged'):
+    train.fit(train.make_model(config, 3), _data()['train']['images'], _data()['train']['labels'], steps=6,
+              batch_size=8, learning_rate=rate, weight_decay=0.0, seed=0, progress=False)
+
+
+def test_labels_are_checked_against_num_classes_before_training(tmp_path):
+  """Before: num_classes=2 on 3-class data gave NaN losses; a class without examples (an empty class
+  folder) trained a net that never predicts it."""
+  two = ml_collections.ConfigDict({**_config().to_dict(), 'num_classes': 2})
+  with pytest.raises(train.UserError, match=r'num_classes is 2, but the training labels run from 0 to 2'):
+    train.train_and_evaluate(two, tmp_path / 'a', _data(), progress=False)
+  data = _data()
+  keep = data['train']['labels'] != 1
+  data['train'] = {k: v[keep] for k, v in data['train'].items()}
+  config = ml_collections.ConfigDict({**_config().to_dict(), 'class_names': ('a', 'b', 'c')})
+  with pytest.raises(train.UserError, match=r'1 of the 3 classes have no training example: 1 \(b\)'):
+    train.train_and_evaluate(config, tmp_path / 'b', data, progress=False)
+  assert not (tmp_path / 'b' / 'checkpoints' / '1').exists()

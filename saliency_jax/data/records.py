@@ -7,6 +7,8 @@ file and the problem. Without skip_bad that error stops the run; with skip_bad t
 main job writes to metrics.json and report.md.
 """
 
+from saliency_jax.errors import UserError
+
 REASONS = {
     'malformed_xml': 'the annotation is not well-formed XML, or lacks a tag or a number',
     'no_object': 'the annotation has no <object>, so the image has no label',
@@ -20,7 +22,7 @@ REASONS = {
 }
 
 
-class BadRecord(ValueError):
+class BadRecord(UserError):
   """A record that cannot be used. `str(error)` is the message; `record` and `reason` name it."""
 
   def __init__(self, record, reason: str, message: str):
