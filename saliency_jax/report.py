@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import tempfile
 
 import matplotlib
 
@@ -11,15 +10,13 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from saliency_jax import store  # noqa: E402
+
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename: readers never see half a file."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  """Writes `text` to `path` durably through a temporary file and a rename (`store.write_atomic`): readers
+  never see half a file."""
+  store.write_atomic(path, text)
 
 
 def write_json(path: str | os.PathLike, data) -> None:

@@ -30,7 +30,6 @@ records to sample from (a different global batch for every process count). Strea
 
 import contextlib
 import json
-import os
 import pathlib
 import signal
 import sys
@@ -45,7 +44,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from saliency_jax import models, parallel
+from saliency_jax import models, parallel, store
 from saliency_jax.data import transforms
 from saliency_jax.errors import UserError
 
@@ -229,7 +228,12 @@ def check_fingerprint(config, workdir) -> None:
     return
   ignored = {f'{part}.{key}' for part, keys in _NOT_WEIGHTS.items() for key in keys}
   # older versions kept more settings
-  old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignored}
+  try:
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignored}
+  except (OSError, ValueError, AttributeError) as e:
+    raise UserError(f'{path} is damaged ({type(e).__name__}): it records the settings the checkpoints '
+                    f'beside it were trained under; restore it, or delete {directory} to train '
+                    'again') from None
   new = fingerprint(config)
   absent = '(absent)'
   changed = [f'{k}: {old.get(k, absent)!r} -> {new.get(k, absent)!r}' for k in sorted(old.keys() | new.keys())
@@ -247,10 +251,7 @@ def _write_fingerprint(config, directory: pathlib.Path) -> None:
   if not path.is_file() and _has_steps(directory):
     warnings.warn(f'{directory} has no {FINGERPRINT} (written by an older version): assuming its checkpoints '
                   'were trained under this config', stacklevel=3)
-  directory.mkdir(parents=True, exist_ok=True)
-  tmp = directory / f'.{FINGERPRINT}.{os.getpid()}.tmp'
-  tmp.write_text(json.dumps(fingerprint(config), indent=2, sort_keys=True) + '\n')
-  tmp.replace(path)
+  store.write_atomic(path, json.dumps(fingerprint(config), indent=2, sort_keys=True) + '\n')
 
 
 def _shapes(tree) -> dict:
@@ -274,8 +275,8 @@ def _check_architecture(saved, target: dict, where: pathlib.Path) -> None:
   model = any(k.startswith('model/') for k in diff)
   what = 'another architecture than config.model' if model else 'another optimizer than config.train'
   first = '; '.join(f'{k}: {show(have, k)} there, {show(want, k)} here' for k in diff[:3])
-  raise ValueError(f'{where} holds a checkpoint of {what} ({len(diff)} arrays differ, first {first}): use '
-                   f'another --workdir')
+  raise UserError(f'{where} holds a checkpoint of {what} ({len(diff)} arrays differ, first {first}): use '
+                  f'another --workdir')
 
 
 def check_labels(labels, num_classes: int, class_names=()) -> None:
@@ -305,6 +306,39 @@ def diverged(loss: float, step: int, t) -> UserError:
                    'another --workdir with corrected settings')
 
 
+def _restore(manager, step: int, model, optimizer, directory: pathlib.Path) -> list[float]:
+  """Loads checkpoint `step` into model and optimizer; returns the losses kept with it."""
+  target = _saveable(_state(model, optimizer))
+  saved = manager.item_metadata(step)  # the arrays' names and shapes (None: not recorded)
+  if saved is not None:
+    _check_architecture(saved, target, directory / str(step))
+    if 'losses' in saved:  # checkpoints of older versions hold no losses
+      target['losses'] = np.zeros(saved['losses'].shape, np.float32)
+  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  losses = [float(x) for x in np.asarray(restored.pop('losses', []))]
+  _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
+  return losses
+
+
+def _set_aside(manager, directory: pathlib.Path, step: int, error: Exception) -> None:
+  """A damaged checkpoint step, renamed out of the way (kept for inspection) so that training resumes from
+  the step before it (or from the start); said on stderr. With several processes, an error instead."""
+  what = f'{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ""}'
+  if jax.process_count() > 1:
+    raise UserError(f'checkpoint step {step} in {directory} is damaged ({what}): move '
+                    f'{directory / str(step)} away and rerun, to resume from the step before it') from None
+  aside = directory / f'damaged-step-{step}'
+  while aside.exists():
+    aside = aside.with_name(aside.name + '-again')
+  (directory / str(step)).rename(aside)
+  manager.reload()
+  before = max((s for s in manager.all_steps() if s < step), default=None)
+  resume = (f'resuming from step {before}' if before is not None
+            else 'no intact step is left: training from the start')
+  print(f'checkpoint step {step} in {directory} is damaged ({what}); moved to {aside.name}, {resume}',
+        file=sys.stderr)
+
+
 def _keep_log(path: pathlib.Path, step: int) -> None:
   """Drops the records of train_log.jsonl after `step` (the restored checkpoint's; and a line cut
   short by a kill), so that a resumed run logs each step once."""
@@ -319,9 +353,7 @@ def _keep_log(path: pathlib.Path, step: int) -> None:
     except (ValueError, KeyError, TypeError):
       continue
   if len(kept) < len(lines):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(''.join(line + '\n' for line in kept))
-    tmp.replace(path)
+    store.write_atomic(path, ''.join(line + '\n' for line in kept))
 
 
 @contextlib.contextmanager
@@ -384,18 +416,16 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
   start, losses = 0, []
   handler = ocp.StandardCheckpointHandler()
   with ocp.CheckpointManager(directory, options=options, item_handlers=handler) as manager:
-    latest = manager.latest_step()
-    if latest is not None:
-      target = _saveable(_state(model, optimizer))
-      saved = manager.item_metadata(latest)  # the arrays' names and shapes (None: not recorded)
-      if saved is not None:
-        _check_architecture(saved, target, directory / str(latest))
-        if 'losses' in saved:  # checkpoints of older versions hold no losses
-          target['losses'] = np.zeros(saved['losses'].shape, np.float32)
-      restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
-      losses = [float(x) for x in np.asarray(restored.pop('losses', []))]
-      _load_state(model, optimizer, _restore_into(_state(model, optimizer), restored))
-      start = latest
+    for step in sorted(manager.all_steps(), reverse=True):  # the latest intact checkpoint
+      try:
+        losses = _restore(manager, step, model, optimizer, directory)
+      except UserError:  # another architecture or optimizer: not damage
+        raise
+      except Exception as e:  # orbax / TensorStore / JSON errors of a damaged step
+        _set_aside(manager, directory, step, e)
+        continue
+      start = step
+      break
     end = t.steps if stop_at is None else min(stop_at, t.steps)
     if t.batch_size % parallel.global_size():
       raise ValueError(f'train.batch_size {t.batch_size} must be a multiple of the number of devices, '

@@ -183,14 +183,15 @@ def test_chunks_merge_in_chunk_order_with_ragged_rows_and_empty_groups(tmp_path)
   assert chunks.folder(tmp_path, {'a': 2}, 'weights', 'code') != where
   assert chunks.folder(tmp_path, {'a': 1}, 'other', 'code') != where
   assert chunks.folder(tmp_path, {'a': 1}, 'weights', 'other') != where
+  spans = chunks.plan(9, 3)
   for c, (indices, boxes) in enumerate([([0, 1, 2], [1, 3, 2]), ([], []), ([3, 4], [2, 1])]):
-    chunks.write(chunks.path(where, c), chunk(indices, boxes))
+    chunks.write(where, c, spans[c], chunk(indices, boxes))
   assert not list(where.glob('.*tmp*'))  # written atomically: no temporary file left
   # chunks of the same settings and weights made by other code are found (and not reused)
   other_code = chunks.folder(tmp_path, {'a': 1}, 'weights', 'other code')
   assert chunks.made_by_other_code(other_code) == [where] and chunks.made_by_other_code(where) == []
   assert chunks.made_by_other_code(chunks.folder(tmp_path, {'a': 2}, 'weights', 'other code')) == []
-  merged = chunks.wait(where, 3, timeout_s=5)
+  merged = chunks.wait(where, spans, timeout_s=5)
   ev = merged['rows']['evaluated']
   assert ev['indices'].tolist() == [0, 1, 2, 3, 4] and ev['labels'].tolist() == [0, 10, 20, 30, 40]
   assert ev['found']['m']['status'][:, 0].tolist() == ['0', '1', '2', '3', '4']
@@ -198,7 +199,7 @@ def test_chunks_merge_in_chunk_order_with_ragged_rows_and_empty_groups(tmp_path)
   assert all((b == i).all() for i, b in enumerate(ev['gt_boxes']))
   assert merged['totals'] == {'test_correct': 5, 'seconds': {'maps': 3.0}} and len(merged['bad']) == 3
   with pytest.raises(TimeoutError, match='chunk-000003'):
-    chunks.wait(where, 4, timeout_s=0)
+    chunks.wait(where, spans + [(9, 12)], timeout_s=0)
   with pytest.raises(ValueError, match='eval_chunk'):
     chunks.plan(10, 0)
   assert chunks.plan(7, 3) == [(0, 3), (3, 6), (6, 7)]

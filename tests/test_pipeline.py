@@ -102,6 +102,23 @@ def test_the_test_split_is_read_chunk_by_chunk_into_the_numbers_of_one_chunk(tmp
   read.clear()
   pipeline.run(config, tmp_path / 'a', log=logged.append)
   assert read == [2] and any('resuming the evaluation: 4 of 4 chunks already in' in line for line in logged)
+  # a chunk copied over another and a truncated one are evaluated again, never used (before: the copy was
+  # merged silently); a data cache whose labels changed is read again
+  where = next(p.parent for p in (tmp_path / 'a' / 'evaluation').glob('*/chunk-000003.npz'))
+  (where / 'chunk-000002.npz').write_bytes((where / 'chunk-000000.npz').read_bytes())
+  (where / 'chunk-000003.npz').write_bytes((where / 'chunk-000003.npz').read_bytes()[:100])
+  cache = next((tmp_path / 'a' / 'data').glob('train-*.npz'))
+  with np.load(cache) as f:
+    arrays = dict(f)
+  np.savez(cache, **{**arrays, 'labels': np.roll(arrays['labels'], 1)})
+  read.clear()
+  logged.clear()
+  repaired = pipeline.run(config, tmp_path / 'a', log=logged.append)
+  assert read == [config.data.num_train, 2, 1, max(config.num_figure, config.num_deconvnet)]
+  assert any('chunk-000002.npz is not the file expected here' in line for line in logged)
+  assert any('chunk-000003.npz is damaged' in line for line in logged)
+  assert any(f'{cache} has changed since it was written' in line for line in logged)
+  assert _numbers(repaired) == _numbers(whole)
   # a rerun under other code (the package's source changed) evaluates again, into a folder of its own
   digest = pipeline.stages.source_digest  # the package's digest changes, the data code's does not
   monkeypatch.setattr(pipeline.stages, 'source_digest', lambda part='': digest(part) if part else 'other')

@@ -256,3 +256,32 @@ def test_labels_are_checked_against_num_classes_before_training(tmp_path):
   with pytest.raises(train.UserError, match=r'1 of the 3 classes have no training example: 1 \(b\)'):
     train.train_and_evaluate(config, tmp_path / 'b', data, progress=False)
   assert not (tmp_path / 'b' / 'checkpoints' / '1').exists()
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'metadata'])
+def test_a_damaged_checkpoint_falls_back_to_the_latest_intact_step(tmp_path, damage, capfd):
+  """Before: TensorStore / JSON tracebacks and no fallback. The damaged step is set aside (named), the
+  run resumes from the step before and ends with the weights of an uninterrupted run."""
+  config = _config(checkpoint_every=2)
+  straight, _ = train.train_and_evaluate(config, tmp_path / 'a', _data(), progress=False)
+  train.train_and_evaluate(config, tmp_path / 'b', _data(), progress=False, stop_at=4)
+  step = tmp_path / 'b' / 'checkpoints' / '4'
+  if damage == 'truncated':
+    for f in (step / 'default').rglob('d/*'):
+      f.write_bytes(f.read_bytes()[:10])
+  else:
+    (step / 'default' / '_METADATA').write_text('garbage')
+  resumed, result = train.train_and_evaluate(config, tmp_path / 'b', _data(), progress=False)
+  assert result['resumed_from'] == 2 and result['steps'] == 4
+  assert 'checkpoint step 4 in' in capfd.readouterr().err
+  assert (tmp_path / 'b' / 'checkpoints' / 'damaged-step-4').is_dir()
+  for a, b in zip(_params(straight), _params(resumed)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_damaged_fingerprint_is_named(tmp_path):
+  config = _config(steps=2)
+  train.train_and_evaluate(config, tmp_path, _data(), progress=False)
+  (tmp_path / 'checkpoints' / train.FINGERPRINT).write_text('{broken')
+  with pytest.raises(train.UserError, match=r'fingerprint\.json is damaged \(JSONDecodeError\)'):
+    train.train_and_evaluate(config, tmp_path, _data(), progress=False)

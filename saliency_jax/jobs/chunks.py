@@ -2,12 +2,15 @@
 shared between processes.
 
 The test records are cut into chunks of consecutive records (`plan`). A chunk's results are one npz,
-written atomically (`write`: a temporary file renamed), in a folder named by everything the results
+written atomically and durably (`write`, `store.save`), in a folder named by everything the results
 depend on (`folder`: the config's settings, a digest of the weights and one of the package's source),
 so that a rerun under another config, another net or other code never reads them (the main job says
-so when it finds chunks of other code: `made_by_other_code`). A run skips the chunks already on disk
-(a killed evaluation resumes at the first unfinished chunk); with several processes, process p takes
-chunks p, p + P, ... and process 0 waits for all of them (`wait`) and merges them (`merge`).
+so when it finds chunks of other code: `made_by_other_code`). Each chunk carries its folder, its
+number and its records, and a checksum of its arrays, checked whenever it is read (`read`): a chunk
+copied over another, changed, truncated or unreadable is never used. A run skips the chunks already
+on disk and intact (`intact`: a killed evaluation resumes at the first unfinished chunk, a damaged one
+is made again); with several processes, process p takes chunks p, p + P, ... and process 0 waits for
+all of them (`wait`) and merges them (`merge`).
 
 A chunk's results: {'rows': per-image results (arrays with one row per image, ragged lists with one
 array per image, nested dicts of those), 'totals': numbers summed over chunks, 'bad': the records the
@@ -22,6 +25,7 @@ import time
 
 import numpy as np
 
+from saliency_jax import store
 from saliency_jax.jobs import stages
 
 _RAGGED = '#ragged'
@@ -72,9 +76,7 @@ def folder(root: pathlib.Path, settings: dict, weights: str, code: str) -> pathl
   where = pathlib.Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
   where.mkdir(parents=True, exist_ok=True)
   if not (where / 'settings.json').is_file():
-    tmp = where / f'.settings.{time.time_ns()}.tmp'
-    tmp.write_text(text + '\n')
-    tmp.replace(where / 'settings.json')
+    store.write_atomic(where / 'settings.json', text + '\n')
   return where
 
 
@@ -101,20 +103,41 @@ def path(where: pathlib.Path, chunk: int) -> pathlib.Path:
   return where / f'chunk-{chunk:06d}.npz'
 
 
-def write(target: pathlib.Path, result: dict) -> None:
-  """A chunk's results to `target`, atomically: a reader sees the whole file or none."""
-  target.parent.mkdir(parents=True, exist_ok=True)
-  tmp = target.with_name(f'.{target.stem}.{time.time_ns()}.tmp.npz')
+def meta(where: pathlib.Path, chunk: int, span: tuple[int, int]) -> dict:
+  """What a chunk file is: its folder (the digest of what made it), its number and its records."""
+  return {'kind': 'evaluation chunk', 'folder': where.name, 'chunk': int(chunk),
+          'records': [int(span[0]), int(span[1])]}
+
+
+def write(where: pathlib.Path, chunk: int, span: tuple[int, int], result: dict) -> None:
+  """Chunk `chunk` (records span [start, stop)) to `path(where, chunk)`, atomically and durably, with
+  `meta` and a checksum (`store.save`)."""
   arrays = flatten({'rows': result['rows'], 'totals': result['totals']})
-  np.savez(tmp, **arrays, bad=np.asarray(json.dumps(result['bad'])))
-  tmp.replace(target)
+  store.save(path(where, chunk), {**arrays, 'bad': np.asarray(json.dumps(result['bad']))},
+             meta=meta(where, chunk, span))
 
 
-def read(source: pathlib.Path) -> dict:
-  with np.load(source, allow_pickle=False) as f:
-    arrays = dict(f)
+def read(where: pathlib.Path, chunk: int, span: tuple[int, int]) -> dict:
+  """A chunk's results; a `store.DamagedFile` naming the file when it is not chunk `chunk` of `where`
+  (records `span`), has changed, or cannot be read."""
+  arrays = store.load(path(where, chunk), meta=meta(where, chunk, span))
   bad = json.loads(str(arrays.pop('bad')))
   return {**unflatten(arrays), 'bad': bad}
+
+
+def intact(where: pathlib.Path, chunk: int, span: tuple[int, int], log=print) -> bool:
+  """Whether chunk `chunk` is on disk and readable as itself (`read`); a damaged one is deleted, said
+  through `log`, so that the run makes it again."""
+  target = path(where, chunk)
+  if not target.exists():
+    return False
+  try:
+    read(where, chunk, span)
+    return True
+  except store.DamagedFile as e:
+    log(f'{str(e).rsplit(": delete it", 1)[0]}: evaluating the chunk again')
+    target.unlink(missing_ok=True)
+    return False
 
 
 def merge(results: list[dict]) -> dict:
@@ -143,9 +166,9 @@ def merge(results: list[dict]) -> dict:
           'bad': [b for r in results for b in r['bad']]}
 
 
-def wait(where: pathlib.Path, count: int, timeout_s: float) -> dict:
-  """Every chunk of `where`, merged, once all `count` are written (by any process)."""
-  paths = [path(where, c) for c in range(count)]
+def wait(where: pathlib.Path, spans: list[tuple[int, int]], timeout_s: float) -> dict:
+  """Every chunk of `where` (one per span of `plan`), merged, once all are written (by any process)."""
+  paths = [path(where, c) for c in range(len(spans))]
   deadline = time.time() + timeout_s
   while not all(p.exists() for p in paths):
     if time.time() > deadline:
@@ -153,4 +176,4 @@ def wait(where: pathlib.Path, count: int, timeout_s: float) -> dict:
       raise TimeoutError(f'{len(missing)} chunks not written after {timeout_s} s (the other processes?): '
                          f'{missing[:5]} in {where}')
     time.sleep(1.0)
-  return merge([read(p) for p in paths])
+  return merge([read(where, c, span) for c, span in enumerate(spans)])

@@ -288,7 +288,7 @@ def run(config, workdir: str, log=print) -> dict:
     log(f'not reusing the evaluation chunks in {other}: made by other code (same config and weights)')
   process, count = jax.process_index(), jax.process_count()
   mine = list(range(process, len(spans), count))
-  todo = [c for c in mine if not chunks.path(where, c).exists()]
+  todo = [c for c in mine if not chunks.intact(where, c, spans[c], log)]
   if len(todo) < len(mine):
     log(f'resuming the evaluation: {len(mine) - len(todo)} of {len(mine)} chunks already in {where}')
   t0 = time.perf_counter()
@@ -298,7 +298,7 @@ def run(config, workdir: str, log=print) -> dict:
   try:
     for c in todo:
       result = evaluate_chunk(config, model, source, spans[c], n, mean, std, progress)
-      chunks.write(chunks.path(where, c), result)
+      chunks.write(where, c, spans[c], result)
       del result
       host.release_memory()
   finally:
@@ -308,7 +308,7 @@ def run(config, workdir: str, log=print) -> dict:
   if process != 0:
     log(f'process {process}: {len(mine)} chunks evaluated, in {where}')
     return {'process_index': process, 'num_chunks': len(mine)}
-  merged = chunks.wait(where, len(spans), d.timeout_s)
+  merged = chunks.wait(where, spans, d.timeout_s)
   ev, tested, totals = merged['rows']['evaluated'], merged['rows']['tested'], merged['totals']
   for key, value in totals['seconds'].items():
     seconds[key] = seconds.get(key, 0.0) + value

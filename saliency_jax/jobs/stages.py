@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import inspect
 import json
-import os
 import pathlib
 import sys
 import time
@@ -21,7 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import attribution, deconvnet, localise, metrics, parallel, rules, saliency, train, weights
+from saliency_jax import (
+  attribution,
+  deconvnet,
+  localise,
+  metrics,
+  parallel,
+  rules,
+  saliency,
+  store,
+  train,
+  weights,
+)
 from saliency_jax.data import make_source, records, transforms
 
 
@@ -60,18 +70,15 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
   out = {}
   for name, split, size in wanted:
     path = workdir / 'data' / f'{name}-{size}-{key}.npz'
-    if path.exists():
-      with np.load(path, allow_pickle=False) as f:
-        arrays = dict(f)
-    if path.exists() and 'bad' in arrays and 'difficult' in arrays:  # older caches are read again
+    meta = {'kind': 'data cache', 'split': name, 'size': size, 'key': key}
+    arrays = store.load_or_none(path, meta=meta, log=log)  # a damaged or older cache is read again
+    if arrays is not None:
       out[name] = {'images': arrays['images'], 'labels': arrays['labels'], 'masks': arrays.get('masks'),
                    'boxes': unpack(arrays['box_counts'], arrays['boxes']),
                    'box_labels': unpack(arrays['box_counts'], arrays['box_labels']),
                    'difficult': unpack(arrays['box_counts'], arrays['difficult']),
-                   'bad': json.loads(str(arrays['bad'])),
-                   # older caches: no indices
-                   'indices': arrays.get('indices', np.arange(len(arrays['labels']))),
-                   'num_records': int(arrays.get('num_records', len(arrays['labels'])))}
+                   'bad': json.loads(str(arrays['bad'])), 'indices': arrays['indices'],
+                   'num_records': int(arrays['num_records'])}
       continue
     source = make_source(config.data, split)
     num_records = len(source)
@@ -89,10 +96,7 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
               'bad': np.asarray(json.dumps(loaded['bad']))}  # a str array: no pickle needed to read it back
     if 'masks' in loaded:
       arrays['masks'] = loaded['masks']
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp.npz')  # several processes may write it at once
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    store.save(path, arrays, meta=meta)  # several processes may write it at once: each its own temporary
     out[name] = {**loaded, 'masks': loaded.get('masks')}
   return out
 

@@ -33,7 +33,7 @@ import time
 import ml_collections
 import numpy as np
 
-from saliency_jax import attribution, localise, metrics, models, report, saliency
+from saliency_jax import attribution, localise, metrics, models, report, saliency, store
 from saliency_jax.data import Subset, make_source, splits, transforms
 from saliency_jax.jobs import stages
 
@@ -152,9 +152,10 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
   key = _digest(inputs)
   stem = f'maps-{part}' if name == 'gradient' else f'maps-{part}-{name}'
   path = workdir / 'sweep' / f'{stem}-{key}.npz'
-  if path.exists():
-    with np.load(path, allow_pickle=False) as f:
-      return dict(f), key, True
+  meta = {'kind': 'sweep maps', 'part': part, 'map': name, 'key': key}
+  kept = store.load_or_none(path, meta=meta, log=log)
+  if kept is not None:
+    return kept, key, True
   t = time.perf_counter()
   x = transforms.normalise(records['images'], mean, std)
   if name == 'gradient':
@@ -163,10 +164,7 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
     top_maps, true_maps = stages.method_maps(config, model, x, records['labels'], top_classes,
                                              stages.check_map(name, config.maps[name]))
   maps = {'top_classes': np.asarray(top_classes), 'top_maps': top_maps, 'true_maps': true_maps}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.stem}.tmp.npz')
-  np.savez(tmp, **maps)
-  tmp.replace(path)
+  store.save(path, maps, meta=meta)
   log(f'{part}: {name} maps of {len(x)} images in {time.perf_counter() - t:.0f} s')
   return maps, key, False
 
@@ -178,8 +176,12 @@ def localise_part(config, name: str, part: str, records: dict, maps: dict, key: 
   settings = dataclasses.asdict(localise.settings(stages.cut_settings(config.sweep.grid[name])))
   key = _digest([key, settings, config.get('localise_size'), stages.code_digest(stages, localise, metrics)])
   path = workdir / 'sweep' / f"loc-{part}-{name.replace('/', '-')}-{key}.json"
-  if path.exists():
+  try:
     return json.loads(path.read_text())
+  except FileNotFoundError:
+    pass
+  except (OSError, ValueError) as e:  # a damaged file: made again
+    log(f'{path} is damaged ({type(e).__name__}): localising again')
   local = ml_collections.ConfigDict(config.to_dict())
   local.localise = ml_collections.ConfigDict({name: settings})
   n = len(records['photos'])

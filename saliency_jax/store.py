@@ -1,0 +1,116 @@
+"""Files a run keeps and reads again (the data cache, the evaluation's chunks, the sweep's maps), written
+durably and checked on reading.
+
+`write_atomic` writes through a temporary file that is flushed to disk (fsync) before it is renamed
+over the target, and the rename itself is made durable (the folder fsynced): after a crash a reader
+finds the whole old file, the whole new one, or none. `save` writes arrays to an npz that also carries
+what the file is (`meta`: JSON, e.g. a chunk's record span and the digest of the settings it was made
+under) and a checksum of every array; `load` refuses a file whose meta is not the one expected (a chunk
+copied over another), whose checksum fails (changed arrays), or that cannot be read at all (truncated,
+empty, garbage), with a `DamagedFile` naming the file and what to do. Callers that can make the file
+again do so (`load_or_none`).
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+import zipfile
+
+import numpy as np
+
+from saliency_jax.errors import UserError
+
+_META, _CHECKSUM = '__meta__', '__checksum__'
+
+
+class DamagedFile(UserError):
+  """A kept file that cannot be used: unreadable, changed since it was written, or another file's."""
+
+
+def _fsync_folder(folder: pathlib.Path) -> None:
+  try:
+    fd = os.open(folder, os.O_RDONLY)
+  except OSError:  # a platform without directory handles
+    return
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes = b'', *, writer=None) -> None:
+  """`content` (or what `writer(file)` writes) to `path`: a temporary file beside it, flushed to disk,
+  then renamed over it. A reader never sees half a file, and a crash never leaves one."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      if writer is None:
+        f.write(content.encode() if isinstance(content, str) else content)
+      else:
+        writer(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+  _fsync_folder(path.parent)
+
+
+def checksum(arrays: dict) -> str:
+  """sha256 of every array's name, dtype, shape and bytes, in name order."""
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    h.update(f'{name}:{a.dtype.str}:{a.shape}'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def save(path: str | os.PathLike, arrays: dict, *, meta: dict) -> None:
+  """arrays {name: array} to an npz at `path` (`write_atomic`), with `meta` (JSON) and their checksum."""
+  arrays = {name: np.asarray(a) for name, a in arrays.items()}
+  if _META in arrays or _CHECKSUM in arrays:
+    raise ValueError(f'array names {_META} and {_CHECKSUM} are reserved')
+  stamp = {_META: np.asarray(json.dumps(meta, sort_keys=True)), _CHECKSUM: np.asarray(checksum(arrays))}
+  write_atomic(path, writer=lambda f: np.savez(f, **arrays, **stamp))
+
+
+def load(path: str | os.PathLike, *, meta: dict) -> dict:
+  """The arrays of a `save`d file, or a DamagedFile when it cannot be read, was written as something else
+  than `meta` says, or its arrays fail their checksum."""
+  path = pathlib.Path(path)
+  advice = 'delete it and rerun: it will be made again'
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = dict(f)
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise DamagedFile(f'{path} is damaged ({type(e).__name__}: {e}): {advice}') from None
+  if _META not in arrays or _CHECKSUM not in arrays:
+    raise DamagedFile(f'{path} carries no record of what it is (written by an older version, or not by '
+                      f'this package): {advice}')
+  written = json.loads(str(arrays.pop(_META)))
+  if written != json.loads(json.dumps(meta, sort_keys=True)):
+    raise DamagedFile(f'{path} is not the file expected here: it holds {written}, not {meta} (copied from '
+                      f'elsewhere?): {advice}')
+  if str(arrays.pop(_CHECKSUM)) != checksum(arrays):
+    raise DamagedFile(f'{path} has changed since it was written (its arrays fail their checksum): {advice}')
+  return arrays
+
+
+def load_or_none(path: str | os.PathLike, *, meta: dict, log=print) -> dict | None:
+  """`load`, or None when there is no file or it is damaged (said through `log`): for files that the
+  caller makes again."""
+  if not pathlib.Path(path).exists():
+    return None
+  try:
+    return load(path, meta=meta)
+  except DamagedFile as e:
+    log(f'{str(e).rsplit(": delete it", 1)[0]}: making it again')
+    return None
