@@ -12,6 +12,7 @@ default), `:gpu` / `:tpu` (96 px, 10x the data, 5x the steps, bigger batches; sa
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from saliency_jax import defaults
 
@@ -25,7 +26,8 @@ def get_config(arg: str = 'cpu'):
   config.data = ml_collections.ConfigDict({
       'name': 'synthetic', 'seed': 0, 'image_size': 64, 'num_train': 5000, 'num_test': 500,
       'num_classes': 10, 'scale': (0.2, 0.6), 'occlusion': 0.3, 'skip_bad': False, 'part': 'all',
-      'mean': None, 'std': None,  # None: the training set's mean colour, std 1
+      # None: the training set's mean colour, std 1; a placeholder, so that --config.data.mean='(r, g, b)'
+      'mean': config_dict.placeholder(tuple), 'std': config_dict.placeholder(tuple),
   })
   config.model = ml_collections.ConfigDict({'name': 'SmallConvNet', 'stages': ((16,), (32,), (64,), (128,)),
                                             'hidden': ()})

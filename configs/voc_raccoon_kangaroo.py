@@ -11,6 +11,7 @@ is also reported; top-k is the top 1). Measured result: see the README.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from saliency_jax import defaults
 
@@ -25,7 +26,8 @@ def get_config(arg: str = 'cpu'):
   config.data = ml_collections.ConfigDict({
       'name': 'voc', 'data_dir': '../shared/data', 'folders': ('voc-raccoon', 'voc-kangaroo'),
       'classes': ('kangaroo', 'raccoon'), 'test_fraction': 0.25, 'seed': 0, 'image_size': 96,
-      'skip_bad': False, 'part': 'all', 'mean': None, 'std': None,
+      'skip_bad': False, 'part': 'all',
+      'mean': config_dict.placeholder(tuple), 'std': config_dict.placeholder(tuple),  # None: from the data
   })
   config.model = ml_collections.ConfigDict({'name': 'SmallConvNet', 'stages': ((32,), (64,), (128,), (128,)),
                                             'hidden': (), 'batch_norm': True, 'dropout': 0.3})

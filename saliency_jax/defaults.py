@@ -52,6 +52,18 @@ def main_job() -> ml_collections.ConfigDict:
   config.pointing_tolerance = 2.0  # pixels (synthetic masks only)
   config.num_figure = 8
   config.class_names = ()
+  # a pretrained net instead of training config.model: kind '' (train), 'cifar_resnet',
+  # 'torchvision_vgg16', 'tfjs_layers' or 'python' ('file.py:function' or 'module:function' returning any
+  # JAX callable), and its path; eval_crop: the centred crop test accuracy is measured on (0: the image)
+  config.checkpoint = ml_collections.ConfigDict({'kind': '', 'path': ''})
+  config.eval_crop = 0
+  # other maps to localise beside the paper's gradient maps ({name: {'method', 'crops', settings}}), named
+  # by a config.localise method's 'map'
+  config.maps = ml_collections.ConfigDict()
+  # a true class among the top-k takes that class's map and box (no second pass, no second cut)
+  config.share_true_maps = False
+  # metrics.json 'failures': why each method's top-k guesses fail, and the oracle over the methods
+  config.failure_analysis = False
   # several processes (`parallel.initialize`, jax.distributed): training runs on the global mesh of all
   # their devices; in the evaluation process p takes chunks p, p + P, ... and process 0 waits for all
   # chunks (workdir/evaluation), merges them and writes the metrics and report; timeout_s: how long

@@ -62,3 +62,16 @@ def test_loading_a_config_imports_no_jax_flax_optax_or_orbax():
           'print(sorted(m for m in ("jax", "flax", "optax", "orbax") if m in sys.modules))\n')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT)
   assert out.stdout.strip() == '[]', out.stdout + out.stderr
+
+
+def test_the_package_has_the_installed_version():
+  import importlib.metadata
+
+  import saliency_jax
+  assert saliency_jax.__version__ == importlib.metadata.version('saliency-jax')
+
+
+@pytest.mark.parametrize('name', [n for n in CONFIGS if {'data', 'localise'} <= set(load_config(n))])
+def test_every_main_job_config_passes_its_checks(name):
+  from saliency_jax.jobs import config_checks
+  config_checks.check_main_job(load_config(name))

@@ -325,3 +325,22 @@ def test_main_job_with_any_jax_model_from_the_config(tmp_path):
   config.checkpoint.path = 'foreign_model.py'
   with pytest.raises(ValueError, match="must be 'module:function'"):
     pipeline.run(config, tmp_path / 'third', log=lambda *_: None)
+
+
+def test_main_job_with_a_bare_callable_and_a_model_without_relus(tmp_path):
+  """A callable without its own preprocessing runs on pixels in [0, 1] (before: AttributeError); a GELU +
+  LayerNorm net has no Sect. 4 summary, and says why (before: the LayerNorm's clamp took the rules); a
+  model that returns one score per image is named before any work."""
+  from saliency_jax.errors import UserError
+  config = _tiny()
+  where = pathlib.Path(__file__).parent / 'foreign_model.py'
+  config.checkpoint = ml_collections.ConfigDict({'kind': 'python', 'path': f'{where}:bare'})
+  results = pipeline.run(config, tmp_path / 'bare', log=lambda *_: None)
+  assert results['num_eval'] == 6 and results['config']['data']['mean'] is None
+  sect4 = results['deconvnet_vs_gradient']
+  assert sect4['spearman'] == {} and 'the model has no ReLU (its nonlinearities: tanh)' in sect4['skipped']
+  assert 'Not computed: the model has no ReLU' in (tmp_path / 'bare' / 'report.md').read_text()
+  config.checkpoint.path = f'{where}:one_score_per_image'
+  with pytest.raises(UserError, match=r'must return class scores \[B, K\].*returned shape \(2,\)'):
+    pipeline.run(config, tmp_path / 'vector', log=lambda *_: None)
+  assert not (tmp_path / 'vector' / 'evaluation').exists()

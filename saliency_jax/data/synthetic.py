@@ -147,6 +147,9 @@ def _crop(name: str, image_size: int, rng: np.random.Generator) -> np.ndarray:
                                   anti_aliasing=True)
 
 
+MIN_SIZE = 16
+
+
 def example(index: int, *, split: str = 'train', seed: int = 0, image_size: int = 64, num_classes: int = 10,
             scale=(0.2, 0.6), occlusion: float = 0.3) -> dict:
   """Example `index` of the split: see the module docstring for the fields."""
@@ -156,6 +159,9 @@ def example(index: int, *, split: str = 'train', seed: int = 0, image_size: int 
     raise ValueError(f'num_classes must be in 1..{len(CLASS_SPECS)}, got {num_classes}')
   if not 0 < scale[0] <= scale[1] <= 1:
     raise ValueError(f'scale must be (low, high) with 0 < low <= high <= 1, got {scale}')
+  if not isinstance(image_size, int | np.integer) or image_size < MIN_SIZE:  # a shape under ~2 px has no box
+    raise ValueError(f'image_size must be an integer >= {MIN_SIZE} (the shapes need a few pixels), got '
+                     f'{image_size!r}')
   photos = TRAIN_PHOTOS if split == 'train' else TEST_PHOTOS
   rng = np.random.default_rng([seed, SPLITS[split], index])
   label = int(rng.integers(num_classes))

@@ -40,7 +40,7 @@ from saliency_jax import (
   train,
 )
 from saliency_jax.data import Subset, make_source, records, transforms
-from saliency_jax.jobs import chunks, stages
+from saliency_jax.jobs import chunks, config_checks, stages
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -263,11 +263,7 @@ def run(config, workdir: str, log=print) -> dict:
   the settings, the weights and the code):
   memory does not grow with the number of test images, a rerun resumes at the first chunk not on disk,
   and with several processes each takes every P-th chunk."""
-  stages.check_localise(config)
-  if config.get('selected_method') and config.selected_method not in config.localise:
-    raise ValueError(f'config.selected_method {config.selected_method!r} is not one of config.localise: '
-                     f'{sorted(config.localise)}')
-  figure_method(config)
+  config_checks.check_main_job(config)  # every setting, before any work
   d = config.distributed
   parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id, d.timeout_s)
   workdir = pathlib.Path(workdir)

@@ -33,6 +33,7 @@ from saliency_jax import (
   weights,
 )
 from saliency_jax.data import make_source, records, transforms
+from saliency_jax.errors import UserError
 
 
 def pack(pieces) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def load_data(config, workdir: pathlib.Path, log=print, test: bool = True) -> di
   key = hashlib.sha256(json.dumps([config.data.to_dict(), source_digest('data')], sort_keys=True,
                                   default=str).encode()).hexdigest()[:12]
   wanted = [('test', 'test', config.data.image_size)] if test else []
-  if not config.get('checkpoint') and not config.data.get('stream'):
+  if not checkpoint_kind(config) and not config.data.get('stream'):
     wanted.insert(0, ('train', 'train', config.data.image_size))
   if config.get('localise_size') and test:
     wanted.append(('photos', 'test', config.localise_size))
@@ -105,6 +106,12 @@ def skipped_records(data: dict) -> list[dict]:
   """Every record `load_data` left out, once: [{'record', 'reason', 'message'}] (metrics.json
   'bad_records')."""
   return records.unique(b for split in data.values() for b in split['bad'])
+
+
+def checkpoint_kind(config) -> str:
+  """config.checkpoint.kind: '' (no checkpoint: the job trains config.model) or the kind of net to load."""
+  checkpoint = config.get('checkpoint')
+  return str(checkpoint.get('kind') or '') if checkpoint else ''
 
 
 def python_model(config) -> tuple:
@@ -158,9 +165,23 @@ def class_names(config) -> list[str]:
   return [str(c) for c in range(config.num_classes)]
 
 
+def check_scores(config, model) -> None:
+  """A UserError unless the pretrained model gives config.num_classes float scores per image at the size
+  it is given (config.crop_size, else data.image_size): a model that returns anything else is named."""
+  size = config.get('crop_size') or config.data.image_size
+  try:
+    k = saliency.num_classes(model, (size, size, 3))
+  except ValueError as e:
+    raise UserError(f'config.checkpoint ({config.checkpoint.kind} {config.checkpoint.path}): {e}') from None
+  if k != config.num_classes:
+    raise UserError(f'config.checkpoint ({config.checkpoint.kind} {config.checkpoint.path}) gives {k} class '
+                    f'scores per image, config.num_classes is {config.num_classes}')
+
+
 def input_statistics(config, images: np.ndarray | None, preprocessing=None) -> tuple[np.ndarray, np.ndarray]:
   """The normalisation: config.data.mean / std, or a Python model's own (`python_model`), or the training
-  set's mean colour and std 1 (the paper's zero-centring)."""
+  set's mean colour and std 1 (the paper's zero-centring); for a pretrained model with none of these (no
+  training images), none: the model sees pixels in [0, 1]."""
   if preprocessing is not None:
     given = (np.asarray(preprocessing['mean'], np.float32), np.asarray(preprocessing['std'], np.float32))
     if config.data.get('mean') is not None and not (np.allclose(given[0], config.data.mean)
@@ -171,13 +192,15 @@ def input_statistics(config, images: np.ndarray | None, preprocessing=None) -> t
     return given
   if config.data.get('mean') is not None:
     return np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
+  if images is None:
+    return np.zeros(3, np.float32), np.ones(3, np.float32)
   return images.reshape(-1, 3).mean(0).astype(np.float32) / 255.0, np.ones(3, np.float32)
 
 
 def eval_crop(config) -> int:
   """The centred crop test accuracy is measured on: a pretrained net's config.eval_crop, or the size of
   the random crops it was trained on (config.train.crop; 0: the whole image)."""
-  return config.get('eval_crop', 0) if config.get('checkpoint') else config.train.get('crop', 0)
+  return config.get('eval_crop', 0) if checkpoint_kind(config) else config.train.get('crop', 0)
 
 
 @functools.cache
@@ -241,20 +264,20 @@ def prepare(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict
   Without `test` the test split is not read and trained has no 'test_accuracy' (the main job reads
   the test split chunk by chunk).
   Raises ValueError before any work when workdir holds checkpoints trained under another config."""
-  if not config.get('checkpoint'):
+  if not checkpoint_kind(config):
     train.check_fingerprint(config, workdir)
   seconds = {}
   t0 = time.perf_counter()
   data = load_data(config, workdir, log, test)
   seconds['data'] = time.perf_counter() - t0
-  python = bool(config.get('checkpoint')) and config.checkpoint.kind == 'python'
+  python = checkpoint_kind(config) == 'python'
   model, preprocessing = python_model(config) if python else (None, None)
   mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None, preprocessing)
   def prep(images):
     return transforms.normalise(images, mean, std)
   splits = {s: {'images': prep(data[s]['images']), 'labels': data[s]['labels']} for s in ('train', 'test')
             if s in data}
-  if config.data.get('stream') and not config.get('checkpoint'):  # read on demand: ImageNet-sized sets
+  if config.data.get('stream') and not checkpoint_kind(config):  # read on demand: ImageNet-sized sets
     if config.data.get('mean') is None:
       raise ValueError('config.data.stream needs config.data.mean and std (no pass over the data to compute '
                        'them)')
@@ -262,8 +285,9 @@ def prepare(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict
     splits['train'] = transforms.Streamed(source, config.data.image_size, mean, std)
 
   t0 = time.perf_counter()
-  if config.get('checkpoint'):
+  if checkpoint_kind(config):
     model = model if python else pretrained(config)
+    check_scores(config, model)
     trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0}
     if test:
       trained['test_accuracy'] = train.accuracy(model, splits['test']['images'], splits['test']['labels'],
