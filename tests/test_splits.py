@@ -45,13 +45,15 @@ def test_bad_part_or_fraction_is_named():
     splits.part_of(IDS, 'selection', seed=0, fraction=1.0)
 
 
-def _ilsvrc_folder(root, ids):
-  """A tiny imagenet-val-sample-like folder: one 8 x 8 image per id, class n00000001 or n00000002."""
+def _ilsvrc_folder(root, ids, same=()):
+  """A tiny imagenet-val-sample-like folder: one 8 x 8 image per id (each its own grey level, but the ids
+  `same` one photo), class n00000001 or n00000002."""
   (root / 'images').mkdir(parents=True)
   (root / 'annotations').mkdir()
   (root / 'synset_words.txt').write_text('n00000001 one\nn00000002 two\n')
   for i in ids:
-    Image.fromarray(np.full((8, 8, 3), 50, np.uint8)).save(root / 'images' / f'{i}.JPEG')
+    level = 0 if i in same else 1 + int(i[-5:]) % 250
+    Image.fromarray(np.full((8, 8, 3), level, np.uint8)).save(root / 'images' / f'{i}.JPEG')
     wnid = f'n0000000{1 + int(i[-1]) % 2}'
     (root / 'annotations' / f'{i}.xml').write_text(
         f'<annotation><size><width>8</width><height>8</height></size><object><name>{wnid}</name>'
@@ -115,7 +117,8 @@ def _voc_folder(root, name, stems):
   (root / 'JPEGImages').mkdir(parents=True)
   (root / 'Annotations').mkdir()
   for stem in stems:
-    Image.fromarray(np.full((8, 8, 3), 50, np.uint8)).save(root / 'JPEGImages' / f'{stem}.jpg')
+    level = (2 * int(stem) + ord(name[0])) % 250  # each image its own photo
+    Image.fromarray(np.full((8, 8, 3), level, np.uint8)).save(root / 'JPEGImages' / f'{stem}.jpg')
     (root / 'Annotations' / f'{stem}.xml').write_text(
         f'<annotation><size><width>8</width><height>8</height></size><object><name>{name}</name>'
         '<bndbox><xmin>2</xmin><ymin>2</ymin><xmax>6</xmax><ymax>6</ymax></bndbox></object></annotation>')
@@ -137,3 +140,36 @@ def test_voc_parts_split_the_test_split_by_folder_and_stem(tmp_path):
     assert len(make_source(config, 'train')) == 40  # the training split is untouched
   assert sorted(parts['selection'] + parts['report']) == sorted(ids)
   assert parts['selection'] == [i for i, s in zip(ids, splits.part_of(ids, 'selection', seed=0)) if s]
+
+
+def test_one_photo_under_two_ids_falls_in_one_part(tmp_path):
+  """Before: a duplicated image under a second id could land in both the selection and the report part."""
+  chosen = splits.part_of(IDS[:40], 'selection', seed=splits.SEED)
+  a, b = IDS[int(np.argmax(chosen))], IDS[int(np.argmin(chosen))]  # by their ids: selection and report
+  _ilsvrc_folder(tmp_path / 'sample', IDS[:40], same={a, b})
+  assert splits.identical_files([tmp_path / 'sample' / 'images' / f'{i}.JPEG' for i in IDS[:40]]) == [
+      sorted([IDS.index(a), IDS.index(b)])]
+  def ids(part):
+    config = ml_collections.ConfigDict({'name': 'ilsvrc', 'data_dir': str(tmp_path), 'folder': 'sample',
+                                        'skip_bad': False, 'part': part})
+    return set(_ids(make_source(config, 'test')))
+  selection, report = ids('selection'), ids('report')
+  assert not selection & report and selection | report == set(IDS[:40])
+  assert {a, b} <= (selection if min(a, b) == a else report)  # both where the smaller id falls
+  others = [i for i in IDS[:40] if i not in (a, b)]
+  assert [i in selection for i in others] == [bool(c) for i, c in zip(IDS[:40], chosen) if i in others]
+
+
+def test_test_images_that_are_training_images_are_named():
+  """The raccoon / kangaroo folders hold one photo twice across the training and test splits: the main
+  job lists it in metrics.json and the report."""
+  from conftest import load_config, shared_data
+
+  from saliency_jax.jobs import pipeline
+  shared_data('voc-kangaroo', 'JPEGImages')
+  config = load_config('voc_raccoon_kangaroo')
+  config.data.data_dir = str(shared_data())
+  pairs = pipeline.train_test_duplicates(config, make_source(config.data, 'test'))
+  assert [(p.split('/')[-1], q.split('/')[-1]) for p, q in pairs] == [('00033.jpg', '00007.jpg')]
+  lines = pipeline.duplicate_lines(pairs)
+  assert lines[0].startswith('Warning: 1 test images are training images too') and '00007.jpg' in lines[2]

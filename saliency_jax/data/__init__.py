@@ -23,11 +23,20 @@ class Concat:
   def __len__(self) -> int:
     return int(self._starts[-1])
 
-  def __getitem__(self, i: int) -> dict:
+  def _locate(self, i: int) -> tuple[int, int]:
     if not 0 <= i < len(self):
       raise IndexError(f'index {i} out of range for {len(self)} examples')
     k = int(np.searchsorted(self._starts, i, side='right') - 1)
-    return self.sources[k][i - int(self._starts[k])]
+    return k, i - int(self._starts[k])
+
+  def __getitem__(self, i: int) -> dict:
+    k, j = self._locate(i)
+    return self.sources[k][j]
+
+  def path(self, i: int) -> pathlib.Path:
+    """Example i's image file (sources that have files)."""
+    k, j = self._locate(i)
+    return self.sources[k].path(j)
 
   @property
   def bad(self) -> list[dict]:
@@ -47,6 +56,10 @@ class Subset:
   def __getitem__(self, i: int) -> dict:
     return self.source[self.indices[i]]
 
+  def path(self, i: int) -> pathlib.Path:
+    """Example i's image file (sources that have files)."""
+    return self.source.path(self.indices[i])
+
   @property
   def bad(self) -> list[dict]:
     """The records the source left out when built: in no subset, so reported with each."""
@@ -65,6 +78,10 @@ class Relabelled:
 
   def __len__(self) -> int:
     return len(self.indices)
+
+  def path(self, i: int) -> pathlib.Path:
+    """Example i's image file (sources that have files)."""
+    return self.source.path(self.indices[i])
 
   def __getitem__(self, i: int) -> dict:
     ex = dict(self.source[self.indices[i]])
@@ -92,12 +109,23 @@ def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> n
   return np.sort(order[:n_test] if split == 'test' else order[n_test:])
 
 
-def _in_part(config, part: str, ids, indices) -> np.ndarray:
-  """The records `indices` (positions in `ids`, the record ids) that lie in `part` (`splits.part_of`)."""
+def _in_part(config, part: str, ids, indices, source) -> np.ndarray:
+  """The records `indices` (positions in `ids`, the record ids, and in `source`) that lie in `part`
+  (`splits.part_of`; records with identical image files together)."""
   indices = np.asarray(list(indices), np.int64)
+  files = [source.path(int(i)) for i in indices] if part != 'all' else None
   keep = splits.part_of([ids[i] for i in indices], part, seed=config.get('part_seed', splits.SEED),
-                        fraction=config.get('selection_fraction', splits.FRACTION))
+                        fraction=config.get('selection_fraction', splits.FRACTION), files=files)
   return indices[keep]
+
+
+def duplicates(first, second) -> list[tuple[str, str]]:
+  """(file in `first`, file in `second`) of the records whose image files hold the same bytes, across two
+  sources with files (e.g. a training and a test split: one photo in both)."""
+  paths = [first.path(i) for i in range(len(first))] + [second.path(i) for i in range(len(second))]
+  n = len(first)
+  return [(str(paths[i]), str(paths[j])) for group in splits.identical_files(paths)
+          for i in group if i < n for j in group if j >= n]
 
 
 def make_source(config, split: str):
@@ -138,7 +166,7 @@ def make_source(config, split: str):
                     for folder in config.folders])
     ids = [f'{folder}/{i}' for folder, source in zip(config.folders, whole.sources) for i in source.ids]
     indices = split_indices(len(whole), split, test_fraction=config.test_fraction, seed=config.seed)
-    return Subset(whole, _in_part(config, part, ids, indices))
+    return Subset(whole, _in_part(config, part, ids, indices, whole))
   if config.name == 'ilsvrc':
     from saliency_jax.data import imagenet, voc
     root = pathlib.Path(config.data_dir) / config.folder
@@ -151,7 +179,7 @@ def make_source(config, split: str):
       return source
     if split == 'test':
       ids = [source.source.ids[i] for i in source.indices] if isinstance(source, Relabelled) else source.ids
-      return Subset(source, _in_part(config, part, ids, range(len(source))))
+      return Subset(source, _in_part(config, part, ids, range(len(source)), source))
     return Subset(source, [])  # evaluation only: no training split
   if config.name == 'tfds':
     from saliency_jax.data import tfds

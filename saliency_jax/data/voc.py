@@ -87,6 +87,10 @@ class VOCSource:
   def __len__(self) -> int:
     return len(self.ids)
 
+  def path(self, i: int) -> pathlib.Path:
+    """Example i's image file."""
+    return self._images[self.ids[i]]
+
   def label(self, i: int) -> int:
     """Example i's label (its first object's class) from the annotation alone, without decoding the image."""
     return self.classes.index(self._read(self.ids[i])['names'][0])

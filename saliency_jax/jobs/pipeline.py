@@ -39,7 +39,8 @@ from saliency_jax import (
   saliency,
   train,
 )
-from saliency_jax.data import Subset, make_source, records, transforms
+from saliency_jax.data import Subset, duplicates, make_source, records, transforms
+from saliency_jax.errors import UserError
 from saliency_jax.jobs import chunks, config_checks, stages
 
 
@@ -275,7 +276,10 @@ def run(config, workdir: str, log=print) -> dict:
   source = make_source(config.data, 'test')
   num_records = len(source)
   if not num_records:
-    raise ValueError(f'the test split of config.data ({config.data.name}) has no records')
+    raise UserError(f'the test split of config.data ({config.data.name}) has no records')
+  leaked = train_test_duplicates(config, source)
+  for a, b in leaked[:5]:
+    log(f'warning: test image {b} is the training image {a} (the same file)')
   n = num_records if not config.num_eval else min(config.num_eval, num_records)
   spans = chunks.plan(num_records, config.eval_chunk)
   where = chunks.folder(workdir / 'evaluation', chunk_settings(config), stages.digest(model),
@@ -345,6 +349,8 @@ def run(config, workdir: str, log=print) -> dict:
       # every record left out (data.skip_bad), with its reason
       'bad_records': records.unique(stages.skipped_records(data) + list(getattr(source, 'bad', []))
                                     + merged['bad']),
+      # test images whose files are training images too: their numbers are not held out
+      'train_test_duplicates': [list(pair) for pair in leaked],
       'localisation': loc,
       'selected_method': config.get('selected_method'),
       **({'failures': failures} if failures else {}),
@@ -452,6 +458,23 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
+def train_test_duplicates(config, test_source) -> list[tuple[str, str]]:
+  """(training file, test file) of the test records whose image files are training records too, for a
+  net trained here on a source with files (VOC folders); [] otherwise."""
+  if stages.checkpoint_kind(config) or config.data.name != 'voc':
+    return []
+  return duplicates(make_source(config.data, 'train'), test_source)
+
+
+def duplicate_lines(pairs: list) -> list[str]:
+  """The report's warning about test images that are training images too (none: no lines)."""
+  if not pairs:
+    return []
+  lines = [f'Warning: {len(pairs)} test images are training images too (the same file under another name); '
+           'the numbers below count them:', '']
+  return lines + [f'- `{test}` = `{train}` (training)' for train, test in pairs] + ['']
+
+
 def bad_record_lines(bad: list[dict]) -> list[str]:
   """The report's list of skipped records (markdown lines; none when nothing was skipped)."""
   if not bad:
@@ -486,6 +509,7 @@ def markdown(r: dict) -> str:
       f"{r[f'top{k}_accuracy_eval']:.3f} on the {r['num_eval']} evaluated.",
       '',
       *bad_record_lines(r.get('bad_records', [])),
+      *duplicate_lines(r.get('train_test_duplicates', [])),
       '## Localisation (paper Sect. 3.2)',
       '',
       'GT-known: the box from the true class\'s map, IoU >= 0.5 with a ground-truth box of that class. '
