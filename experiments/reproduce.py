@@ -10,140 +10,22 @@ from saliency_jax import host
 if __name__ == '__main__':  # first, before JAX is imported: SALIENCY_JAX_KEEP_FREED_MEMORY=1 re-executes
   host.keep_freed_memory()  # this process under malloc settings that reuse XLA:CPU's buffers (host.py)
 
-import ast
-import difflib
-import importlib.util
-import os
-import pathlib
-import sys
-import tempfile
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from saliency_jax.errors import UserError
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs.')
-flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def field_paths(config, prefix: str = '') -> list[str]:
-  """Every dotted field path of a ConfigDict ('train', 'train.steps', ...)."""
-  out = []
-  for key, value in config.items():
-    out.append(prefix + key)
-    if hasattr(value, 'items'):
-      out += field_paths(value, f'{prefix}{key}.')
-  return out
-
-
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
-
-
-def config_spec(argv: list[str]) -> str | None:
-  """The --config value of argv ('path' or 'path:variant'), or None."""
-  spec = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')), None)
-  if spec is None and '--config' in argv[:-1]:
-    spec = argv[argv.index('--config') + 1]
-  return spec
-
-
-def load_config(spec: str):
-  """The ConfigDict of a --config value ('path' or 'path:variant')."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('config_file', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def help_text(argv: list[str]) -> str:
-  """--help: the command, the configs of configs/ with the first line of each docstring, and with
-  --config the config's fields and their values."""
-  lines = [__doc__.strip(), '', 'Flags: --config FILE[:variant] (required), --workdir FOLDER (required), '
-           '--config.FIELD=VALUE (any field of the config).', '', f'Configs ({CONFIGS}):']
-  for path in sorted(CONFIGS.glob('*.py')):
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ''
-    lines.append(f'  configs/{path.name:36s} {doc.splitlines()[0] if doc else ""}')
-  spec = config_spec(argv)
-  if spec:
-    config = load_config(spec)
-    lines += ['', f'Fields of {spec} (--config.FIELD=VALUE):']
-    for name in field_paths(config):
-      value = config
-      for part in name.split('.'):
-        value = value[part]
-      if not hasattr(value, 'items'):
-        lines.append(f'  {name} = {value!r}')
-  return '\n'.join(lines)
-
-
-def unknown_overrides(argv: list[str]) -> list[str]:
-  """One line per `--config.a.b=...` in argv that names no field of the config file given by --config,
-  with the closest field paths."""
-  spec = config_spec(argv)
-  if spec is None:
-    return []
-  path = spec.partition(':')[0]
-  config = load_config(spec)
-  known = field_paths(config)
-  lines = []
-  for a in argv:
-    name = a.split('=', 1)[0].removeprefix('--').removeprefix('no')
-    if name.startswith('config.') and name[len('config.'):] not in known:
-      close = difflib.get_close_matches(name[len('config.'):], known, n=5, cutoff=0.6)
-      lines.append(f'--{name}: {path} has no field {name[len("config."):]!r}'
-                   + (f'; close matches: {", ".join(close)}' if close else ''))
-  return lines
-
-
-def check_workdir(workdir: str) -> None:
-  """Exits with one line unless `workdir` names a folder this process can write (made if absent): an
-  empty --workdir= would write checkpoints and data into the current directory."""
-  if not workdir or not workdir.strip():
-    sys.exit('error: --workdir is empty: name a folder for the outputs (an empty one would write into the '
-             'current directory)')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    sys.exit(f'error: --workdir {workdir} is a file, not a folder')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=workdir, prefix='.write-test.')
-    os.close(fd)
-    os.unlink(probe)
-  except OSError as e:
-    sys.exit(f'error: --workdir {workdir} is not writable ({type(e).__name__}: {e.strerror or e})')
+from saliency_jax import cli
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing with one-line errors for an unknown `--config.xxx` override and a `--workdir`
-  that is empty, a file or not writable (not a raw traceback from inside ml_collections or a failed mkdir
-  deep in the job); --help lists the configs (and with --config, its fields)."""
-  if any(a in ('--help', '-h', '--helpshort') for a in argv[1:]):
-    print(help_text(argv))
-    sys.exit(0)
-  try:
-    rest = flags.FLAGS(argv)
-  except (KeyError, AttributeError) as e:  # ml_collections: an override naming no field of the config
-    lines = unknown_overrides(argv) or [f'a --config override names no field of the config: {e}']
-    sys.exit(f'error: {lines[0]}')
-  except flags.Error as e:
-    sys.exit(f'error: {e}')
-  check_workdir(flags.FLAGS.workdir)
-  return rest
+  """`cli.parse_flags` with this entry point's --help."""
+  return cli.parse_flags(argv, __doc__)
 
 
-def main(argv):
-  del argv
+unknown_overrides = cli.unknown_overrides
+
+
+def main(config, workdir):
   # Imported here: the worker processes that run the graph cuts import this script (Python's 'spawn'),
   # and start in a fraction of the time without JAX and the job's modules.
-  from saliency_jax.jobs import config_checks, pipeline
-  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  try:
-    config_checks.resolve_paths(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS['config']))
-    results = pipeline.run(_CONFIG.value, _WORKDIR.value)
-  except UserError as e:  # a problem of the config, the data or the workdir, not of the code
-    sys.exit(f'error: {e}')
+  from saliency_jax.jobs import pipeline
+  results = pipeline.run(config, workdir)
   if 'process_index' in results:  # one of several hosts: process 0 writes the metrics
     return
   bad = results.get('bad_records', [])
@@ -154,8 +36,8 @@ def main(argv):
       print(f'  ... and {len(bad) - 20} more, every one in metrics.json')
   print(f"\ntest accuracy {results['test_accuracy']:.3f}\n")
   print(pipeline.table(results))
-  print(f'\nmetrics.json, report.md and figures in {_WORKDIR.value}')
+  print(f'\nmetrics.json, report.md and figures in {workdir}')
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  cli.run(__doc__, main)

@@ -114,6 +114,39 @@ def failure_figure(path: str | os.PathLike, rows: dict, *, dpi: int = 100) -> No
   _save(fig, path, dpi)
 
 
+BOX_COLOURS = ((255, 235, 0), (0, 255, 120), (255, 60, 200), (0, 200, 255), (255, 140, 0), (255, 255, 255))
+
+
+def overlay_strip(path: str | os.PathLike, photo, maps, titles, boxes: dict, *, height: int = 224) -> None:
+  """One PNG: a row of panels, the photo (uint8 [H, W, 3]) under each of its maps ([k, h, w], any size,
+  each scaled to its own maximum, jet colours at half opacity), titled, with the boxes of each method
+  {name: [k, 4] (x0, y0, x1, y1) in the photo's pixels} in a colour of its own (`BOX_COLOURS`, in the
+  order given) and a legend under the row. Drawn with PIL, not matplotlib: milliseconds per image."""
+  from PIL import Image, ImageDraw
+  photo = np.asarray(photo, np.uint8)
+  scale = height / photo.shape[0]
+  width = max(1, round(photo.shape[1] * scale))
+  base = np.asarray(Image.fromarray(photo).resize((width, height), Image.Resampling.BILINEAR), np.float32)
+  jet = plt.get_cmap('jet')
+  legend = 14 * len(boxes)
+  strip = Image.new('RGB', (width * len(maps), height + 16 + legend), (0, 0, 0))
+  draw = ImageDraw.Draw(strip)
+  for j, m in enumerate(maps):
+    m = Image.fromarray(np.asarray(m, np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+    m = np.asarray(m)
+    m = m / m.max() if m.max() > 0 else m
+    panel = 0.5 * base + 0.5 * 255 * jet(m)[..., :3]
+    strip.paste(Image.fromarray(np.clip(panel, 0, 255).astype(np.uint8)), (j * width, 16))
+    draw.text((j * width + 2, 2), titles[j], fill=(255, 255, 255))
+    for b, colour in zip(boxes.values(), BOX_COLOURS):
+      x0, y0, x1, y1 = (float(v) * scale for v in b[j])
+      draw.rectangle((j * width + x0, 16 + y0, j * width + x1 - 1, 16 + y1 - 1), outline=colour, width=2)
+  for r, (name, colour) in enumerate(zip(boxes, BOX_COLOURS)):
+    draw.text((2, height + 18 + 14 * r), f'box: {name}', fill=colour)
+  path = pathlib.Path(path)
+  store.write_atomic(path, writer=lambda f: strip.save(f, format='PNG'))
+
+
 def _save(fig, path, dpi: int) -> None:
   fig.tight_layout()
   path = pathlib.Path(path)

@@ -72,6 +72,8 @@ def test_the_package_has_the_installed_version():
 
 
 @pytest.mark.parametrize('name', [n for n in CONFIGS if {'data', 'localise'} <= set(load_config(n))])
-def test_every_main_job_config_passes_its_checks(name):
+def test_every_job_config_passes_its_checks(name):
   from saliency_jax.jobs import config_checks
-  config_checks.check_main_job(load_config(name))
+  config = load_config(name)
+  check = config_checks.check_images_job if config.data.name == 'images' else config_checks.check_main_job
+  check(config)

@@ -146,9 +146,9 @@ def _model_runs(p: Problems, config, size: int) -> None:
                    f'{type(e).__name__}: {message}')
 
 
-def check_main_job(config) -> None:
-  """A UserError listing every setting of the main job's config that cannot run (`Problems`)."""
-  p = Problems()
+def _check_maps_and_boxes(p: Problems, config) -> int | None:
+  """What every job that maps and localises a config's images shares: the classes, top-k, crops, chunks,
+  workers, config.maps and config.localise. Returns num_classes (None: not an integer)."""
   p.integer(config, 'num_classes', 1)
   k_all = config.get('num_classes') if _is_int(config.get('num_classes')) else None
   p.integer(config, 'top_k', 1, k_all)
@@ -165,11 +165,28 @@ def check_main_job(config) -> None:
   p.integer(config, 'localise_size', 0)
   p.integer(config, 'chunk_size', 1)
   p.integer(config, 'eval_chunk', 1)
-  p.integer(config, 'num_eval', 0)
   p.integer(config, 'workers', 0)
+  p.integer(config, 'seed', 0)
+  try:
+    stages.check_localise(config)
+  except ValueError as e:
+    p.lines.append(str(e))
+  if config.get('sequential_maps') is not None:
+    p.need(isinstance(config.sequential_maps, bool), 'sequential_maps', 'True or False',
+           config.sequential_maps)
+  return k_all
+
+
+def check_main_job(config) -> None:
+  """A UserError listing every setting of the main job's config that cannot run (`Problems`)."""
+  p = Problems()
+  k_all = _check_maps_and_boxes(p, config)
+  p.need(_get(config, 'data.name') != 'images', 'data.name', 'a source with boxes (a folder of photos '
+         'without them: experiments/explain_images.py)', 'images')
+  size = _get(config, 'data.image_size')
+  p.integer(config, 'num_eval', 0)
   p.integer(config, 'num_deconvnet', 0)
   p.integer(config, 'num_figure', 0)
-  p.integer(config, 'seed', 0)
   p.number(config, 'pointing_tolerance', 0)
   if config.get('eval_crop') is not None:
     p.integer(config, 'eval_crop', 0, size if _is_int(size) else None)
@@ -185,19 +202,30 @@ def check_main_job(config) -> None:
       bad = [k for k in (c.get('classes') or ()) if not _is_int(k) or not 0 <= k < k_all]
       p.need(not bad, 'class_models.classes', f'class indices in [0, {k_all})', bad)
   _check_model(p, config)
-  try:
-    stages.check_localise(config)
-  except ValueError as e:
-    p.lines.append(str(e))
   for key in ('selected_method', 'figure_method'):
     name = config.get(key)
     if name and name not in config.localise:
       p.lines.append(f'config.{key} {name!r} is not one of config.localise: {sorted(config.localise)}')
-  if config.get('sequential_maps') is not None:
-    p.need(isinstance(config.sequential_maps, bool), 'sequential_maps', 'True or False',
-           config.sequential_maps)
   if _is_int(size):
     _model_runs(p, config, config.get('crop_size') or size)
+  p.raise_any()
+
+
+def check_images_job(config) -> None:
+  """A UserError listing every setting of the photos job's config (`jobs.images`) that cannot run."""
+  p = Problems()
+  _check_maps_and_boxes(p, config)
+  p.need(_get(config, 'data.name') == 'images', 'data.name', "'images' (a folder of photos)",
+         _get(config, 'data.name'))
+  labels = _get(config, 'data.labels')
+  p.need(labels is None or isinstance(labels, str), 'data.labels',
+         "'' (none), 'subfolders' or a CSV file of image,label rows", labels)
+  p.need(bool(stages.checkpoint_kind(config)), 'checkpoint.kind',
+         f'the kind of the pretrained net, one of {CHECKPOINT_KINDS[1:]}', stages.checkpoint_kind(config))
+  _check_model(p, config)
+  p.integer(config, 'num_images', 0)
+  if config.get('overlays') is not None:
+    p.need(isinstance(config.overlays, bool), 'overlays', 'True or False', config.overlays)
   p.raise_any()
 
 

@@ -165,6 +165,17 @@ def class_names(config) -> list[str]:
   return [str(c) for c in range(config.num_classes)]
 
 
+def load_pretrained(config) -> tuple:
+  """(model, its preprocessing or None) of config.checkpoint (`python_model` or `pretrained`), in inference
+  mode, its scores checked (`check_scores`)."""
+  if checkpoint_kind(config) == 'python':
+    model, preprocessing = python_model(config)
+  else:
+    model, preprocessing = pretrained(config), None
+  check_scores(config, model)
+  return model, preprocessing
+
+
 def check_scores(config, model) -> None:
   """A UserError unless the pretrained model gives config.num_classes float scores per image at the size
   it is given (config.crop_size, else data.image_size): a model that returns anything else is named."""
@@ -270,8 +281,7 @@ def prepare(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict
   t0 = time.perf_counter()
   data = load_data(config, workdir, log, test)
   seconds['data'] = time.perf_counter() - t0
-  python = checkpoint_kind(config) == 'python'
-  model, preprocessing = python_model(config) if python else (None, None)
+  model, preprocessing = load_pretrained(config) if checkpoint_kind(config) else (None, None)
   mean, std = input_statistics(config, data['train']['images'] if 'train' in data else None, preprocessing)
   def prep(images):
     return transforms.normalise(images, mean, std)
@@ -286,8 +296,6 @@ def prepare(config, workdir: pathlib.Path, log=print, test: bool = True) -> dict
 
   t0 = time.perf_counter()
   if checkpoint_kind(config):
-    model = model if python else pretrained(config)
-    check_scores(config, model)
     trained = {'checkpoint': config.checkpoint.path, 'steps': 0, 'resumed_from': 0}
     if test:
       trained['test_accuracy'] = train.accuracy(model, splits['test']['images'], splits['test']['labels'],
@@ -435,9 +443,10 @@ def gradient_and_grad_cam_maps(config, model, x, labels, layer):
           shared if config.get('share_true_maps') else None)
 
 
-def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray, np.ndarray]:
+def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray, np.ndarray | None]:
   """The maps of one config.maps entry (`check_map`) for each image's top-k classes and true class,
-  at the net's input size: (top maps [n, k, H, W], true-class maps [n, H, W]) on the host.
+  at the net's input size: (top maps [n, k, H, W], true-class maps [n, H, W], None when labels is None:
+  images without labels) on the host.
 
   Gradient, guided backprop and DeconvNet: `saliency.class_saliency` with the ReLU rule (one forward,
   k + 1 backward passes); Grad-CAM, CAM, occlusion: `attribution.class_region_maps`; crops 'centre':
@@ -445,8 +454,9 @@ def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray
   signed maps are reduced by `attribution.to_map` (their positive part; input space max_c |a_c|).
   """
   method, crops, settings = spec['method'], spec['crops'], spec['settings']
-  classes = np.concatenate([np.asarray(top_classes), np.asarray(labels)[:, None]], axis=1)
-  k = classes.shape[1] - 1
+  k = np.shape(top_classes)[1]
+  classes = np.asarray(top_classes) if labels is None else np.concatenate(
+      [np.asarray(top_classes), np.asarray(labels)[:, None]], axis=1)
   crop = config.crop_size or None
   chunk = config.chunk_size
   if crops == 'ten' and method in RELU_RULES:
@@ -457,21 +467,22 @@ def method_maps(config, model, x, labels, top_classes, spec) -> tuple[np.ndarray
     maps = np.maximum(np.asarray(jax.device_get(attribution.class_region_maps(
         method, model, x, classes, crop_size=crop, chunk_size=chunk, **settings))), 0)
   elif crops == 'ten':
-    raise ValueError(f"{method} on 10 crops x {k + 1} classes is not supported: use crops 'centre'")
+    raise ValueError(f"{method} on 10 crops x {classes.shape[1]} classes is not supported: use crops "
+                     "'centre'")
   else:
     h, w = x.shape[1:3]
     ch, cw = saliency.crop_shape(crop or (h, w), (h, w))
     top, left = (h - ch) // 2, (w - cw) // 2
     centre = x[:, top:top + ch, left:left + cw]
-    maps = np.zeros((len(x), k + 1, h, w), np.float32)
+    maps = np.zeros((*classes.shape, h, w), np.float32)
     if method in attribution.CLASS_MAP_METHODS:
       region = attribution.class_region_maps(method, model, centre, classes, chunk_size=chunk, **settings)
       maps[:, :, top:top + ch, left:left + cw] = np.maximum(np.asarray(jax.device_get(region)), 0)
     else:
-      for j in range(k + 1):
+      for j in range(classes.shape[1]):
         a = attribution.attribute(method, model, centre, classes[:, j], chunk_size=chunk, **settings)
         maps[:, j, top:top + ch, left:left + cw] = attribution.to_map(a)
-  return maps[:, :k], maps[:, k]
+  return maps[:, :k], (None if labels is None else maps[:, k])
 
 
 def on_photos(true_maps, top_maps, size) -> tuple[np.ndarray, np.ndarray]:

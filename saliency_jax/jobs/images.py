@@ -1,0 +1,228 @@
+"""Your own photos and a pretrained net: top-k classes, maps, overlays and boxes; no training, no annotations.
+
+`run(config, workdir)` is what `experiments/explain_images.py` calls (configs/your_images.py documents the
+fields). For every JPEG / PNG under config.data.data_dir (`data.folder.ImageFolder`; labels from
+subfolders or a CSV when given), squashed to data.image_size and preprocessed as the model expects:
+  * its top-k classes by score (10-crop averaged with config.crop_size), with their scores;
+  * the paper's gradient maps of those classes (Sect. 3.1) and those of every config.maps entry;
+  * the box of every config.localise method (Sect. 3.2 GraphCut and the baselines; each on the map its
+    'map' names), cut at localise_size (0: data.image_size) and given in the photo's own pixels;
+and writes, <id> being the photo's path under the folder with '/' as '__':
+  workdir/images/<id>.json        the photo's size and label, its top-k classes with names and scores, and
+                                  per class each method's box and status ('ok', or why the box is the
+                                  whole photo);
+  workdir/images/<id>.npz         each map, float32 [k, S, S] at the net's input size S;
+  workdir/images/<id>.<map>.png   one row: the photo under each class's map, with the boxes cut from that
+                                  map (`report.overlay_strip`);
+  workdir/predictions.csv         image, rank, class, name, score;
+  workdir/boxes.csv               image, rank, class, method, x0, y0, x1, y1 (x1 / y1 exclusive), status;
+  workdir/summary.json            the counts, the unreadable photos left out, top-1 / top-k accuracy where
+                                  the photos have labels, the settings and the seconds.
+Streamed and resumable as the main job: config.eval_chunk photos at a time, each chunk's results kept
+in workdir/chunks/<digest of the settings, the weights and the code>/ (`chunks`), so memory does not grow
+with the folder and a rerun starts at the first chunk not on disk.
+"""
+
+import csv
+import io
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from saliency_jax import report, saliency, store
+from saliency_jax.data import folder, imagenet, records, transforms
+from saliency_jax.errors import UserError
+from saliency_jax.jobs import chunks, config_checks, stages
+
+# Settings that change no chunk's results.
+NOT_IN_CHUNKS = ('name', 'workers')
+
+
+def class_names(config) -> list[str]:
+  """config.class_names, or the names in config.class_names_file (synset_words.txt lines 'n01440764 tench,
+  Tinca tinca': the first synonym; a TF.js metadata.json: its 'labels'; else one name per line), or the
+  class indices."""
+  if config.get('class_names'):
+    return list(config.class_names)
+  path = config.get('class_names_file')
+  if not path:
+    return [str(c) for c in range(config.num_classes)]
+  path = pathlib.Path(path)
+  if path.suffix == '.json':
+    names = list(json.loads(path.read_text())['labels'])
+  elif path.read_text().split(' ', 1)[0][:1] == 'n' and path.read_text().split(' ', 1)[0][1:].isdigit():
+    names = [name.split(',')[0] for _, name in imagenet.read_synsets(path)]
+  else:
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+  if len(names) != config.num_classes:
+    raise UserError(f'config.class_names_file {path} names {len(names)} classes, config.num_classes is '
+                    f'{config.num_classes}')
+  return names
+
+
+def safe_name(image_id: str) -> str:
+  """An image id (its path under the folder) as one file name: '/' becomes '__'."""
+  return image_id.replace('/', '__')
+
+
+def _scaled(boxes: np.ndarray, from_hw, to_hw) -> np.ndarray:
+  """Boxes [..., 4] in pixels of an image of from_hw, in pixels of one of to_hw (int, clipped)."""
+  sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+  out = np.rint(np.asarray(boxes, np.float64) * np.array([sx, sy, sx, sy])).astype(np.int64)
+  return np.clip(out, 0, np.array([to_hw[1], to_hw[0], to_hw[1], to_hw[0]]))
+
+
+def explain_chunk(config, model, source, span, mean, std, names, out: pathlib.Path) -> dict:
+  """One chunk of photos [start, stop): maps, boxes and the per-image files; returns the rows `chunks.write`
+  keeps."""
+  start, stop = span
+  seconds = {}
+  t0 = time.perf_counter()
+  photos, kept, bad = [], [], []
+  for i in range(start, stop):
+    try:
+      photos.append(source[i])
+      kept.append(i)
+    except records.BadRecord as e:  # an unreadable photo is left out and listed, never the end of the run
+      bad.append(e.as_dict())
+  seconds['read'] = time.perf_counter() - t0
+  if not photos:
+    return {'rows': {'photos': {}}, 'totals': {'count': 0, 'seconds': seconds}, 'bad': bad}
+  size = config.data.image_size
+  x = transforms.normalise(np.stack([transforms.resize(p, size)['image'] for p in photos]), mean, std)
+  t0 = time.perf_counter()
+  top_classes, top_scores, top = saliency.top_k_saliency(
+      model, x, k=config.top_k, crop_size=config.crop_size or None, chunk_size=config.chunk_size,
+      sequential=config.get('sequential_maps', False))
+  top_classes, top_scores = np.asarray(top_classes), np.asarray(top_scores)
+  maps = {'gradient': np.asarray(jax.device_get(top))}
+  for name, spec in config.maps.items():
+    maps[name] = stages.method_maps(config, model, x, None, top_classes, stages.check_map(name, spec))[0]
+  seconds['maps'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  loc_size = config.get('localise_size') or size
+  cut_on = np.stack([transforms.resize(p, loc_size)['image'] for p in photos])
+  on_photos = {name: stages.on_photos(m[:, 0], m, cut_on.shape[1:3]) if loc_size != size else (m[:, 0], m)
+               for name, m in maps.items()}
+  n, k = top_classes.shape
+  found, _ = stages.localise_images(config, cut_on, on_photos, np.asarray(kept) - start, n,
+                                    np.zeros(n, np.int64))
+  seconds['localisation'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  sizes = np.array([p['image'].shape[:2] for p in photos], np.int64)
+  boxes = {m: np.stack([_scaled(f['top_boxes'][r], cut_on.shape[1:3], sizes[r]) for r in range(n)])
+           for m, f in found.items()}
+  status = {m: f['status'][:, 1:] for m, f in found.items()}
+  for r, photo in enumerate(photos):
+    write_image(config, out, photo, names, top_classes[r], top_scores[r], {m: v[r] for m, v in maps.items()},
+                {m: b[r] for m, b in boxes.items()}, {m: s[r] for m, s in status.items()})
+  seconds['write'] = time.perf_counter() - t0
+  rows = {'index': np.asarray(kept, np.int64), 'labels': np.array([p['label'] for p in photos], np.int64),
+          'sizes': sizes, 'classes': top_classes, 'scores': top_scores.astype(np.float32),
+          'boxes': boxes, 'status': status}
+  return {'rows': {'photos': rows}, 'totals': {'count': n, 'seconds': seconds}, 'bad': bad}
+
+
+def write_image(config, out: pathlib.Path, photo: dict, names, classes, scores, maps: dict, boxes: dict,
+                status: dict) -> None:
+  """One photo's json, npz and png (module docstring)."""
+  stem = out / safe_name(photo['id'])
+  h, w = photo['image'].shape[:2]
+  described = {
+      'image': photo['id'], 'width': int(w), 'height': int(h),
+      'label': int(photo['label']) if photo['label'] >= 0 else None,
+      'top_k': [{'rank': j + 1, 'class': int(c), 'name': names[c], 'score': float(s),
+                 'boxes': {m: {'box': [int(v) for v in boxes[m][j]], 'status': str(status[m][j])}
+                           for m in boxes}}
+                for j, (c, s) in enumerate(zip(classes, scores))]}
+  report.write_json(stem.with_name(f'{stem.name}.json'), described)
+  buffer = io.BytesIO()
+  np.savez(buffer, **{m: np.asarray(v, np.float32) for m, v in maps.items()})
+  store.write_atomic(stem.with_name(f'{stem.name}.npz'), buffer.getvalue())
+  if not config.get('overlays', True):
+    return
+  titles = [f'{j + 1}. {names[c][:24]} ({s:.1f})' for j, (c, s) in enumerate(zip(classes, scores))]
+  for m, v in maps.items():
+    cut = {name: boxes[name] for name, settings in config.localise.items()
+           if stages.map_of(name, settings) == m}
+    report.overlay_strip(stem.with_name(f'{stem.name}.{m}.png'), photo['image'], v, titles, cut)
+
+
+def table_rows(source, names, merged: dict) -> tuple[list, list]:
+  """(predictions.csv rows, boxes.csv rows) of every photo, in folder order."""
+  p = merged['rows']['photos']
+  predictions, boxes = [], []
+  for r, i in enumerate(p.get('index', [])):
+    image = source.ids[int(i)]
+    for j, (c, s) in enumerate(zip(p['classes'][r], p['scores'][r])):
+      predictions.append([image, j + 1, int(c), names[int(c)], f'{float(s):.6g}'])
+      for method in p['boxes']:
+        boxes.append([image, j + 1, int(c), method, *map(int, p['boxes'][method][r, j]),
+                      str(p['status'][method][r, j])])
+  return predictions, boxes
+
+
+def write_csv(path: pathlib.Path, header: list[str], rows: list) -> None:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(header)
+  writer.writerows(rows)
+  store.write_atomic(path, buffer.getvalue())
+
+
+def accuracy(merged: dict, k: int) -> dict | None:
+  """Top-1 / top-k accuracy over the photos that have labels (None: none has)."""
+  p = merged['rows']['photos']
+  labels = np.asarray(p.get('labels', []))
+  has = labels >= 0
+  if not has.any():
+    return None
+  hit = np.asarray(p['classes'])[has] == labels[has, None]
+  return {'num_labelled': int(has.sum()), 'top1': float(hit[:, 0].mean()),
+          f'top{k}': float(hit.any(1).mean())}
+
+
+def run(config, workdir, log=print) -> dict:
+  """The job (module docstring); returns summary.json's content."""
+  config_checks.check_images_job(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  t0 = time.perf_counter()
+  model, preprocessing = stages.load_pretrained(config)
+  mean, std = stages.input_statistics(config, None, preprocessing)
+  names = class_names(config)
+  source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=names)
+  seconds = {'setup': time.perf_counter() - t0}
+  n = len(source) if not config.get('num_images') else min(config.num_images, len(source))
+  spans = chunks.plan(n, config.eval_chunk)
+  settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
+  where = chunks.folder(workdir / 'chunks', {**settings, 'photos': source.ids[:n]}, stages.digest(model),
+                        stages.source_digest())
+  todo = [c for c in range(len(spans)) if not chunks.intact(where, c, spans[c], log)]
+  if len(todo) < len(spans):
+    log(f'resuming: {len(spans) - len(todo)} of {len(spans)} chunks already in {where}')
+  out = workdir / 'images'
+  t0 = time.perf_counter()
+  with tqdm(total=sum(spans[c][1] - spans[c][0] for c in todo), desc='photos', unit='img',
+            mininterval=2.0) as bar:
+    for c in todo:
+      chunks.write(where, c, spans[c], explain_chunk(config, model, source, spans[c], mean, std, names, out))
+      bar.update(spans[c][1] - spans[c][0])
+  seconds['photos'] = time.perf_counter() - t0
+  merged = chunks.wait(where, spans, timeout_s=60)
+  predictions, boxes = table_rows(source, names, merged)
+  write_csv(workdir / 'predictions.csv', ['image', 'rank', 'class', 'name', 'score'], predictions)
+  write_csv(workdir / 'boxes.csv', ['image', 'rank', 'class', 'method', 'x0', 'y0', 'x1', 'y1', 'status'],
+            boxes)
+  for key, value in merged['totals']['seconds'].items():
+    seconds[key] = seconds.get(key, 0.0) + value
+  summary = {'num_photos': n, 'num_explained': int(merged['totals']['count']), 'unreadable': merged['bad'],
+             'accuracy': accuracy(merged, config.top_k), 'maps': ['gradient', *config.maps],
+             'localise': list(config.localise), 'seconds': seconds, 'config': config.to_dict()}
+  report.write_json(workdir / 'summary.json', summary)
+  log(f'{summary["num_explained"]} photos explained ({len(merged["bad"])} unreadable) in {workdir}')
+  return summary
