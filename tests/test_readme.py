@@ -1,43 +1,50 @@
-"""The README's first usage example runs as written and gives the shapes it states."""
+"""The README: every python block runs as written and gives the shapes it states; every number in it is
+generated from results/."""
 
 import re
 
+import pytest
 from conftest import ROOT
 
 
-def test_readme_usage_example_runs():
-  text = (ROOT / 'README.md').read_text()
-  code = re.findall(r'```python\n(.*?)```', text, re.S)[0]
-  scope = {}
-  exec(compile(code, 'README.md', 'exec'), scope)
-  assert scope['maps'].shape == (4, 64, 64)
-  assert scope['grads'].shape == (4, 64, 64, 3)
-  assert scope['one'].shape == (64, 64)
-  assert scope['classes'].shape == (4, 5) and scope['top'].shape == (4, 5, 64, 64)
+def python_blocks(text: str) -> list[str]:
+  """The ```python blocks of a markdown text, in order."""
+  return re.findall(r'```python\n(.*?)```', text, re.S)
 
 
-def test_readme_attribution_example_runs():
-  text = (ROOT / 'README.md').read_text()
-  blocks = re.findall(r'```python\n(.*?)```', text, re.S)
-  example = next(b for b in blocks if 'attribution.integrated_gradients' in b)
-  scope = {}
-  exec(compile(blocks[0], 'README.md', 'exec'), scope)
-  exec(compile(example, 'README.md', 'exec'), scope)
-  assert scope['ig'].shape == scope['sg'].shape == (4, 64, 64, 3)
-  assert scope['cam'].shape == scope['maps'].shape == (4, 64, 64)
-  assert scope['auc']['deletion'].shape == (4,) and scope['dreams'].shape == (10, 64, 64, 3)
-
-
-def test_readme_your_own_model_examples_run():
-  text = (ROOT / 'README.md').read_text()
-  blocks = re.findall(r'```python\n(.*?)```', text, re.S)
-  linen = next(b for b in blocks if 'class CNN(nn.Module)' in b)
-  nnx_example = next(b for b in blocks if 'class Net(nnx.Module)' in b)
-  scope = {}
-  exec(compile(linen, 'README.md', 'exec'), scope)
-  exec(compile(nnx_example, 'README.md', 'exec'), scope)
-  assert scope['maps'].shape == scope['guided'].shape == scope['cam'].shape == (4, 32, 32)
-  assert scope['ig'].shape == (4, 32, 32, 3) and scope['nnx_maps'].shape == (4, 32, 32)
+def test_every_readme_python_block_runs_as_written_in_order(monkeypatch):
+  """Each block runs in the README's order, in one namespace as a reader who runs them one after another
+  (before: the "Real weights" block used names no block defined), from the repository root (the blocks
+  name ../shared/data); then the shapes the blocks state."""
+  from conftest import shared_data
+  shared_data('cifar10-resnet', 'resnet20-12fca82f.th')
+  pytest.importorskip('torch', reason='the README reads a PyTorch checkpoint: the torch extra')
+  monkeypatch.chdir(ROOT)
+  blocks = python_blocks((ROOT / 'README.md').read_text())
+  scope, checked = {}, set()
+  for number, block in enumerate(blocks):
+    exec(compile(block, f'README.md block {number + 1}', 'exec'), scope)
+    if 'resnet' in block:
+      assert scope['maps'].shape == (4, 32, 32) and scope['labels'].shape == (4,)
+      checked.add('real weights')
+    elif 'top_k_saliency' in block:  # the usage example
+      assert scope['maps'].shape == (4, 64, 64) and scope['grads'].shape == (4, 64, 64, 3)
+      assert scope['one'].shape == (64, 64)
+      assert scope['classes'].shape == (4, 5) and scope['top'].shape == (4, 5, 64, 64)
+      checked.add('usage')
+    elif 'attribution.integrated_gradients(model' in block:
+      assert scope['ig'].shape == scope['sg'].shape == (4, 64, 64, 3)
+      assert scope['cam'].shape == scope['maps'].shape == (4, 64, 64)
+      assert scope['auc']['deletion'].shape == (4,) and scope['dreams'].shape == (10, 64, 64, 3)
+      checked.add('attribution')
+    elif 'class CNN(nn.Module)' in block:
+      assert scope['maps'].shape == scope['guided'].shape == scope['cam'].shape == (4, 32, 32)
+      assert scope['ig'].shape == (4, 32, 32, 3)
+      checked.add('linen')
+    elif 'class Net(nnx.Module)' in block:
+      assert scope['nnx_maps'].shape == (4, 32, 32)
+      checked.add('nnx')
+  assert checked == {'real weights', 'usage', 'attribution', 'linen', 'nnx'}
 
 
 def _results_module():
