@@ -45,7 +45,6 @@ IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
 def _prepare(model, images, labels):
   """(model as `rules.as_model` gives it, images, labels), checked."""
   model = rules.as_model(model, images)
-  saliency.check_eval_mode(model)
   return (model, *saliency.check_batch(model, images, labels))
 
 
@@ -420,7 +419,6 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   if method not in CLASS_MAP_METHODS:
     raise ValueError(f'method must be one of {CLASS_MAP_METHODS}, got {method!r}')
   model = rules.as_model(model, images)
-  saliency.check_eval_mode(model)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
   saliency.check_model(model, images, crop_hw)
@@ -507,7 +505,6 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
   images whose label is not among their top-k costs less.
   """
   model = rules.as_model(model, images)
-  saliency.check_eval_mode(model)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
   saliency.check_model(model, images, crop_hw)

@@ -57,7 +57,6 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
   model = rules.as_model(model, images)
-  saliency.check_eval_mode(model)
   images, labels = saliency.check_batch(model, images, labels)
   maps = np.asarray(maps)
   if maps.shape != images.shape[:3]:

@@ -178,10 +178,12 @@ def load_pretrained(config) -> tuple:
 
 def check_scores(config, model) -> None:
   """A UserError unless the pretrained model gives config.num_classes float scores per image at the size
-  it is given (config.crop_size, else data.image_size): a model that returns anything else is named."""
+  it is given (config.crop_size, else data.image_size), and an image's scores do not depend on the other
+  images of its batch (`saliency.check_model`): a model that returns anything else is named."""
   size = config.get('crop_size') or config.data.image_size
   try:
     k = saliency.num_classes(model, (size, size, 3))
+    saliency.check_model(model, jax.random.normal(jax.random.key(0), (2, size, size, 3)))
   except ValueError as e:
     raise UserError(f'config.checkpoint ({config.checkpoint.kind} {config.checkpoint.path}): {e}') from None
   if k != config.num_classes:
