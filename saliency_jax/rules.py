@@ -83,7 +83,7 @@ class Analysis:
   root (`ROOTS`; for a sub-jaxpr, those of the call's outputs that do)."""
 
   def __init__(self, jaxpr, zeros=frozenset(), rooted=frozenset()):
-    self.jaxpr, self.zeros = jaxpr, set(zeros)
+    self.zeros = set(zeros)
     for eqn in jaxpr.eqns:
       if eqn.primitive.name in ('broadcast_in_dim', 'convert_element_type', 'reshape') and self.zero(
           eqn.invars[0]):
@@ -379,7 +379,7 @@ def _is_array(x) -> bool:
 
 
 def check_array(x, what: str = 'images [B, H, W, C]') -> None:
-  """A TypeError unless x is a NumPy or JAX array (or a nested list of numbers); a PyTorch tensor is
+  """A TypeError unless x is a NumPy or JAX array (or a list or tuple, read as one); a PyTorch tensor is
   named, with how to convert it."""
   if _is_array(x) or isinstance(x, jax.ShapeDtypeStruct):
     return
