@@ -8,6 +8,9 @@ writes its JSON and markdown to the workdir. Jobs never import one another.
   sweep              localisation settings chosen on a selection part, reported on a report part
   comparison         every attribution method: localisation, pointing, faithfulness, sanity
   equivalence        Sect. 4: gradient vs DeconvNet, layer by layer and on whole networks
-  stages, chunks     shared machinery: the stages above, and the main job's evaluation on disk chunk by
-                     chunk (atomic, resumable, shared between processes)
+  images             your own photos (explain_images.py): a pretrained net's top-k classes, maps,
+                     overlays and boxes for every photo of a folder, no annotations
+  stages, chunks     shared machinery: the stages above, and the evaluation on disk chunk by chunk
+                     (atomic, checked on reading, resumable, shared between processes)
+  config_checks      a job's whole config checked before any work; relative paths resolved
 """
