@@ -10,7 +10,8 @@ the boxes of the paper's GraphCut, of GraphCut on the Grad-CAM maps and of a thr
 own pixels. Another net: --config.checkpoint.kind=python --config.checkpoint.path=my_model.py:build (a
 function returning any JAX callable, or (callable, {'mean', 'std'})), with --config.num_classes and
 --config.data.mean / std; or kind cifar_resnet / torchvision_vgg16 with a PyTorch checkpoint. Cost on 2 CPU
-cores: about a second per photo for the maps and boxes (MobileNet, 10 crops, top-5).
+cores, measured once with --config.num_images=24 --config.eval_chunk=8: 21 s for the 24 photos, compile
+included (maps 12 s, boxes 7 s, files 3 s; summary.json 'seconds').
 """
 
 import ml_collections
