@@ -74,7 +74,8 @@ def _check_data(p: Problems, config) -> None:
   if not p.one_of(config, 'data.name', SOURCES):
     return
   p.integer(config, 'data.image_size', synthetic.MIN_SIZE if d.name == 'synthetic' else 8)
-  p.one_of(config, 'data.part', splits.PARTS) if d.get('part') is not None else None
+  if d.get('part') is not None:
+    p.one_of(config, 'data.part', splits.PARTS)
   p.need((d.get('mean') is None) == (d.get('std') is None), 'data.std',
          'set with data.mean (both or neither)', d.get('std'))
   for key in ('mean', 'std'):
