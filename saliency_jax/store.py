@@ -26,7 +26,12 @@ _META, _CHECKSUM = '__meta__', '__checksum__'
 
 
 class DamagedFile(UserError):
-  """A kept file that cannot be used: unreadable, changed since it was written, or another file's."""
+  """A kept file that cannot be used: unreadable, changed since it was written, or another file's.
+  `path` and `problem` name it; the message adds what to do."""
+
+  def __init__(self, path, problem: str):
+    super().__init__(f'{path} {problem}: delete it and rerun: it will be made again')
+    self.path, self.problem = path, problem
 
 
 def _fsync_folder(folder: pathlib.Path) -> None:
@@ -84,23 +89,22 @@ def load(path: str | os.PathLike, *, meta: dict) -> dict:
   """The arrays of a `save`d file, or a DamagedFile when it cannot be read, was written as something else
   than `meta` says, or its arrays fail their checksum."""
   path = pathlib.Path(path)
-  advice = 'delete it and rerun: it will be made again'
   try:
     with np.load(path, allow_pickle=False) as f:
       arrays = dict(f)
   except FileNotFoundError:
     raise
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-    raise DamagedFile(f'{path} is damaged ({type(e).__name__}: {e}): {advice}') from None
+    raise DamagedFile(path, f'is damaged ({type(e).__name__}: {e})') from None
   if _META not in arrays or _CHECKSUM not in arrays:
-    raise DamagedFile(f'{path} carries no record of what it is (written by an older version, or not by '
-                      f'this package): {advice}')
+    raise DamagedFile(path, 'carries no record of what it is (written by an older version, or not by this '
+                      'package)')
   written = json.loads(str(arrays.pop(_META)))
   if written != json.loads(json.dumps(meta, sort_keys=True)):
-    raise DamagedFile(f'{path} is not the file expected here: it holds {written}, not {meta} (copied from '
-                      f'elsewhere?): {advice}')
+    raise DamagedFile(path, f'is not the file expected here: it holds {written}, not {meta} (copied from '
+                      'elsewhere?)')
   if str(arrays.pop(_CHECKSUM)) != checksum(arrays):
-    raise DamagedFile(f'{path} has changed since it was written (its arrays fail their checksum): {advice}')
+    raise DamagedFile(path, 'has changed since it was written (its arrays fail their checksum)')
   return arrays
 
 
@@ -112,5 +116,5 @@ def load_or_none(path: str | os.PathLike, *, meta: dict, log=print) -> dict | No
   try:
     return load(path, meta=meta)
   except DamagedFile as e:
-    log(f'{str(e).rsplit(": delete it", 1)[0]}: making it again')
+    log(f'{e.path} {e.problem}: making it again')
     return None

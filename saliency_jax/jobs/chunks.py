@@ -9,8 +9,8 @@ so when it finds chunks of other code: `made_by_other_code`). Each chunk carries
 number and its records, and a checksum of its arrays, checked whenever it is read (`read`): a chunk
 copied over another, changed, truncated or unreadable is never used. A run skips the chunks already
 on disk and intact (`intact`: a killed evaluation resumes at the first unfinished chunk, a damaged one
-is made again); with several processes, process p takes chunks p, p + P, ... and process 0 waits for
-all of them (`wait`) and merges them (`merge`).
+is made again, written over it); with several processes, process p takes chunks p, p + P, ... and
+process 0 waits for all of them (`wait`) and merges them (`merge`).
 
 A chunk's results: {'rows': per-image results (arrays with one row per image, ragged lists with one
 array per image, nested dicts of those), 'totals': numbers summed over chunks, 'bad': the records the
@@ -126,18 +126,9 @@ def read(where: pathlib.Path, chunk: int, span: tuple[int, int]) -> dict:
 
 
 def intact(where: pathlib.Path, chunk: int, span: tuple[int, int], log=print) -> bool:
-  """Whether chunk `chunk` is on disk and readable as itself (`read`); a damaged one is deleted, said
-  through `log`, so that the run makes it again."""
-  target = path(where, chunk)
-  if not target.exists():
-    return False
-  try:
-    read(where, chunk, span)
-    return True
-  except store.DamagedFile as e:
-    log(f'{str(e).rsplit(": delete it", 1)[0]}: evaluating the chunk again')
-    target.unlink(missing_ok=True)
-    return False
+  """Whether chunk `chunk` is on disk and readable as itself (`store.load_or_none`); a damaged one is said
+  through `log`, and the run makes it again."""
+  return store.load_or_none(path(where, chunk), meta=meta(where, chunk, span), log=log) is not None
 
 
 def merge(results: list[dict]) -> dict:
