@@ -104,6 +104,10 @@ def test_a_folder_of_photos_gives_classes_maps_overlays_and_boxes(tmp_path):
   images.run(config, out, log=logged.append)
   assert any('resuming: 2 of 3 chunks' in line for line in logged)
   assert (out / 'boxes.csv').read_text() == before
+  # the boxes do not depend on the chunks: one chunk of all five photos gives the same ones
+  config.eval_chunk = 5
+  images.run(config, tmp_path / 'one_chunk', log=logged.append)
+  assert (tmp_path / 'one_chunk' / 'boxes.csv').read_text() == before
 
 
 def test_labels_from_a_csv_and_refusals(tmp_path):

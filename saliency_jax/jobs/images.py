@@ -52,12 +52,14 @@ def class_names(config) -> list[str]:
   if not path:
     return [str(c) for c in range(config.num_classes)]
   path = pathlib.Path(path)
+  text = path.read_text()
+  first = text.split(maxsplit=1)[0] if text.strip() else ''
   if path.suffix == '.json':
-    names = list(json.loads(path.read_text())['labels'])
-  elif path.read_text().split(' ', 1)[0][:1] == 'n' and path.read_text().split(' ', 1)[0][1:].isdigit():
+    names = list(json.loads(text)['labels'])
+  elif first[:1] == 'n' and first[1:].isdigit():  # a WordNet id: synset_words.txt
     names = [name.split(',')[0] for _, name in imagenet.read_synsets(path)]
   else:
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in text.splitlines() if line.strip()]
   if len(names) != config.num_classes:
     raise UserError(f'config.class_names_file {path} names {len(names)} classes, config.num_classes is '
                     f'{config.num_classes}')
@@ -76,9 +78,10 @@ def _scaled(boxes: np.ndarray, from_hw, to_hw) -> np.ndarray:
   return np.clip(out, 0, np.array([to_hw[1], to_hw[0], to_hw[1], to_hw[0]]))
 
 
-def explain_chunk(config, model, source, span, mean, std, names, out: pathlib.Path) -> dict:
-  """One chunk of photos [start, stop): maps, boxes and the per-image files; returns the rows `chunks.write`
-  keeps."""
+def explain_chunk(config, model, source, span, total: int, mean, std, names, out: pathlib.Path) -> dict:
+  """One chunk of photos [start, stop) of the `total` explained: maps, boxes and the per-image files; returns
+  the rows `chunks.write` keeps. The GraphCut's colour sampling is seeded by each photo's place among the
+  `total` (`stages.localise_images`), so the boxes do not depend on the chunks."""
   start, stop = span
   seconds = {}
   t0 = time.perf_counter()
@@ -109,8 +112,7 @@ def explain_chunk(config, model, source, span, mean, std, names, out: pathlib.Pa
   on_photos = {name: stages.on_photos(m[:, 0], m, cut_on.shape[1:3]) if loc_size != size else (m[:, 0], m)
                for name, m in maps.items()}
   n, k = top_classes.shape
-  found, _ = stages.localise_images(config, cut_on, on_photos, np.asarray(kept) - start, n,
-                                    np.zeros(n, np.int64))
+  found, _ = stages.localise_images(config, cut_on, on_photos, np.asarray(kept), total, np.zeros(n, np.int64))
   seconds['localisation'] = time.perf_counter() - t0
   t0 = time.perf_counter()
   sizes = np.array([p['image'].shape[:2] for p in photos], np.int64)
@@ -192,10 +194,10 @@ def run(config, workdir, log=print) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
+  names = class_names(config)  # the folder and its labels first: their errors come before the model loads
+  source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=names)
   model, preprocessing = stages.load_pretrained(config)
   mean, std = stages.input_statistics(config, None, preprocessing)
-  names = class_names(config)
-  source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=names)
   seconds = {'setup': time.perf_counter() - t0}
   n = len(source) if not config.get('num_images') else min(config.num_images, len(source))
   spans = chunks.plan(n, config.eval_chunk)
@@ -210,7 +212,8 @@ def run(config, workdir, log=print) -> dict:
   with tqdm(total=sum(spans[c][1] - spans[c][0] for c in todo), desc='photos', unit='img',
             mininterval=2.0) as bar:
     for c in todo:
-      chunks.write(where, c, spans[c], explain_chunk(config, model, source, spans[c], mean, std, names, out))
+      result = explain_chunk(config, model, source, spans[c], n, mean, std, names, out)
+      chunks.write(where, c, spans[c], result)
       bar.update(spans[c][1] - spans[c][0])
   seconds['photos'] = time.perf_counter() - t0
   merged = chunks.wait(where, spans, timeout_s=60)
