@@ -249,7 +249,9 @@ def resolve_paths(config, config_file) -> list[str]:
   base = base_folder(config_file)
   changed = []
 
-  def resolve(holder, key: str, suffix: str = '') -> None:
+  def resolve(name: str, suffix: str = '') -> None:  # name: 'data.data_dir', 'checkpoint.path', ...
+    part, key = name.split('.')
+    holder = config[part]
     value = holder.get(key)
     if not isinstance(value, str) or not value:
       return
@@ -257,23 +259,20 @@ def resolve_paths(config, config_file) -> list[str]:
     if path.is_absolute():
       return
     found = next((where / path for where in (pathlib.Path.cwd(), base) if (where / path).exists()), None)
-    name = 'checkpoint.path' if holder is config.get('checkpoint') else f'data.{key}'
     if found is None:
       raise UserError(f'config.{name} {value!r} is found neither from the current directory '
                       f'({pathlib.Path.cwd()}) nor from {base}')
     holder[key] = str(found.resolve()) + suffix  # a field that others refer to carries them along
     changed.append(name)
 
-  data = config.get('data')
-  if data is not None:
-    if data.get('name') in ('voc', 'ilsvrc', 'images') or data.get('data_dir'):
-      resolve(data, 'data_dir')
-    resolve(data, 'boxes_dir')
+  if config.get('data') is not None:
+    resolve('data.data_dir')
+    resolve('data.boxes_dir')
   kind = stages.checkpoint_kind(config)
   if kind == 'python':
     where, _, function = str(config.checkpoint.get('path') or '').rpartition(':')
     if where.endswith('.py'):
-      resolve(config.checkpoint, 'path', f':{function}')
+      resolve('checkpoint.path', f':{function}')
   elif kind:
-    resolve(config.checkpoint, 'path')
+    resolve('checkpoint.path')
   return changed
