@@ -27,7 +27,9 @@ records for that layer (tested).
 No function here changes the caller's model; one in training mode is refused.
 """
 
+import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +37,6 @@ import numpy as np
 
 from saliency_jax import deconvnet, graph, parallel, rules, saliency
 
-INPUT_SPACE = ('gradient', 'gradient_x_input', 'smoothgrad', 'integrated_gradients', 'guided_backprop',
-               'deconvnet')
-REGION = ('grad_cam', 'cam', 'occlusion')
-METHODS = INPUT_SPACE + REGION
 IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
 
 
@@ -376,9 +374,6 @@ def cam(model, images, labels, *, layer=None, upsample: bool = True,
   return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size), 'cam')
 
 
-CLASS_MAP_METHODS = ('grad_cam', 'cam', 'occlusion')
-
-
 @functools.partial(jax.jit, static_argnames=('method', 'crop_hw'), compiler_options=saliency.COMPILER_OPTIONS)
 def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
   h, wd = images.shape[1:3]
@@ -416,8 +411,8 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
   are signed (`to_map` takes their positive part); `layer` as `grad_cam` / `cam` take it; `settings`:
   occlusion's patch, stride and value.
   """
-  if method not in CLASS_MAP_METHODS:
-    raise ValueError(f'method must be one of {CLASS_MAP_METHODS}, got {method!r}')
+  if method not in ('grad_cam', 'cam', 'occlusion'):
+    raise ValueError(f"method must be one of ('grad_cam', 'cam', 'occlusion'), got {method!r}")
   model = rules.as_model(model, images)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
@@ -580,16 +575,53 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
 # ----------------------------------------------------------------------------- one API
 
 
-FUNCTIONS = {'gradient': gradient, 'gradient_x_input': gradient_x_input, 'smoothgrad': smoothgrad,
-             'integrated_gradients': integrated_gradients, 'guided_backprop': guided_backprop,
-             'deconvnet': deconvnet_attribution, 'grad_cam': grad_cam, 'cam': cam, 'occlusion': occlusion}
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """An attribution method as the package declares it, once (`REGISTRY`).
+
+  function: `method(model, images, labels, *, chunk_size=None, **settings)`; space: 'input' (it returns
+  attributions [B, H, W, C]) or 'region' (maps [B, H, W]); takes_key: it draws noise from a `key`
+  setting; ten_crops: how it maps k classes of the paper's 10 crops in one call, 'rule' (the gradient
+  with the ReLU rule `relu`: `saliency.class_saliency`), 'region' (`class_region_maps`), 'whole' (as
+  'region', on the whole image only: no crops) or '' (none: one class at a time, on one crop).
+  """
+  function: Callable
+  space: str
+  takes_key: bool = False
+  ten_crops: str = ''
+  relu: Callable | None = None
+
+
+# Every method: adding one is its function and one entry here.
+REGISTRY = {
+    'gradient': Method(gradient, 'input', ten_crops='rule'),
+    'gradient_x_input': Method(gradient_x_input, 'input'),
+    'smoothgrad': Method(smoothgrad, 'input', takes_key=True),
+    'integrated_gradients': Method(integrated_gradients, 'input'),
+    'guided_backprop': Method(guided_backprop, 'input', ten_crops='rule', relu=deconvnet.guided_relu),
+    'deconvnet': Method(deconvnet_attribution, 'input', ten_crops='rule', relu=deconvnet.deconvnet_relu),
+    'grad_cam': Method(grad_cam, 'region', ten_crops='region'),
+    'cam': Method(cam, 'region', ten_crops='region'),
+    'occlusion': Method(occlusion, 'region', ten_crops='whole'),
+}
+METHODS = tuple(REGISTRY)
+INPUT_SPACE = tuple(name for name, m in REGISTRY.items() if m.space == 'input')
+REGION = tuple(name for name, m in REGISTRY.items() if m.space == 'region')
+FUNCTIONS = {name: m.function for name, m in REGISTRY.items()}
+# the methods `class_region_maps` takes
+CLASS_MAP_METHODS = tuple(name for name, m in REGISTRY.items() if m.ten_crops in ('region', 'whole'))
+
+
+def registered(name: str) -> Method:
+  """The registry's entry of `name`; a ValueError naming the methods for any other name."""
+  if name not in REGISTRY:
+    raise ValueError(f'unknown attribution method {name!r}; expected one of {METHODS}')
+  return REGISTRY[name]
 
 
 def attribute(method: str, model, images, labels, **settings) -> jax.Array:
   """`method`'s attribution ([B, H, W, C] or [B, H, W], see the module docstring)."""
-  if method not in FUNCTIONS:
-    raise ValueError(f'unknown attribution method {method!r}; expected one of {METHODS}')
-  return FUNCTIONS[method](model, images, labels, **settings)
+  return registered(method).function(model, images, labels, **settings)
 
 
 def to_map(attributions, *, signed: bool = False) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from saliency_jax import parallel, rules, saliency
+from saliency_jax.filters import gaussian_blur
 
 OBJECTIVES = ('score', 'softmax')
 BLOCK = 25  # steps per jitted call when `visualise` reports progress
@@ -44,17 +45,6 @@ class Result(NamedTuple):
 def total_variation(x: jax.Array) -> jax.Array:
   """Sum of squared differences between neighbouring pixels of one image [H, W, C]."""
   return jnp.sum(jnp.diff(x, axis=0) ** 2) + jnp.sum(jnp.diff(x, axis=1) ** 2)
-
-
-def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-  """Separable Gaussian blur of one image [H, W, C] (kernel radius 2 sigma, edge padding)."""
-  radius = max(1, int(round(2 * sigma)))
-  t = jnp.arange(-radius, radius + 1, dtype=x.dtype)
-  k = jnp.exp(-0.5 * (t / sigma) ** 2)
-  k = k / k.sum()
-  pad = jnp.pad(x, ((radius, radius), (radius, radius), (0, 0)), mode='edge')
-  rows = sum(k[i] * pad[i:i + x.shape[0]] for i in range(2 * radius + 1))
-  return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(2 * radius + 1))
 
 
 @functools.partial(jax.jit, static_argnames=('steps', 'optimizer', 'objective', 'jitter', 'blur_every',

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import class_models, graph, metrics, models, parallel, rules, saliency
+from saliency_jax import filters, graph, metrics, models, parallel, rules, saliency
 
 # ------------------------------------------------------------------------- deletion / insertion
 
@@ -34,7 +34,7 @@ def _curves(model, images, labels, ranks, canvases, counts, *, output):
 
 
 def _blur(images, sigma):
-  return jax.vmap(lambda im: class_models.gaussian_blur(im, sigma))(images)
+  return jax.vmap(lambda im: filters.gaussian_blur(im, sigma))(images)
 
 
 def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion_value: float = 0.0,

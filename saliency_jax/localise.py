@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import defaults, gmm, graphcut, metrics, saliency
+from saliency_jax import defaults, gmm, graphcut, metrics, xla
 
 METHODS = ('graphcut', 'threshold', 'full', 'centre')
 
@@ -244,10 +244,9 @@ def centre_box(shape, fraction: float) -> Result:
 # ----------------------------------------------------------------------------- colour models (device)
 
 
-# XLA:CPU's older fusion emitters (`saliency.COMPILER_OPTIONS`): the same costs, bit for bit on the ILSVRC
-# config's maps, compiled in 2.3 s instead of 3.9 and computed 8% faster.
+# XLA:CPU's older fusion emitters (`xla.COMPILER_OPTIONS`).
 @functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'samples'),
-                   compiler_options=saliency.COMPILER_OPTIONS)
+                   compiler_options=xla.COMPILER_OPTIONS)
 def _colour_costs(keys, pixels, fg_weights, bg_weights, *, num_components, num_iters, covariance_floor,
                   samples):
   """Negative log-likelihoods [B, 2, N] of every pixel under its image's fg and bg colour models.

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from saliency_jax import graph, layers
+from saliency_jax import graph
 from saliency_jax.graph import Step
 
 Relu = Callable[[jax.Array], jax.Array]
@@ -285,26 +285,13 @@ class CifarResNet(nnx.Module):
 
 # ----------------------------------------------------------------------------- Keras layer chains
 
-KERAS_LAYERS = ('Activation', 'BatchNormalization', 'Conv2D', 'Dense', 'DepthwiseConv2D', 'Dropout',
-                'Flatten', 'GlobalAveragePooling2D', 'InputLayer', 'MaxPooling2D', 'ReLU', 'Reshape',
-                'ZeroPadding2D')
-_SHAPE_ONLY = ('Dropout', 'Flatten', 'Reshape')  # may follow the final softmax
-
-
-def _activation_steps(act: str) -> list[tuple[str, dict | None]]:
-  """The steps of a Keras activation: linear none, relu a rectification, relu6 one and a clip at 6."""
-  return {'linear': [], 'relu': [('relu', None)], 'relu6': [('relu', None), ('clip', {'max': 6.0})]}[act]
-
 
 class KerasNet(nnx.Module):
   """A chain of Keras layers, as a Keras / TensorFlow.js layers model lists them (e.g. MobileNet v1).
 
-  Built by `weights.load_tfjs_layers_model`; `keras_layers` is the model config's layer list in order
-  (each {'class_name', 'config', ...}), `shapes` {weight name: shape} the arrays it will receive
-  (they give every layer's input and output widths), `input_shape` (H, W, C). Supported: the
-  classes of `KERAS_LAYERS` with activations linear, relu, relu6 and a final softmax, which is
-  dropped (the model returns the pre-softmax scores S_c, like every model here). Any other layer,
-  activation or setting is refused with an error that names it.
+  Built by `weights.load_tfjs_layers_model`, which translates the Keras layer list
+  (`weights.keras_layout`) into `layout` (per step: layer name, step name, kind, options, module
+  index) and `modules` (per Keras layer its nnx module or None); `input_shape` is (H, W, C).
 
   Its layer graph (`steps`) has one step per Keras layer, named as in Keras, except that a layer
   with an activation becomes its linear part (`{name}/linear`) and the activation, and relu6 is a
@@ -314,85 +301,8 @@ class KerasNet(nnx.Module):
   'same' padding is XLA's 'SAME' (the extra pixel after, at stride 2).
   """
 
-  def __init__(self, keras_layers: Sequence[dict], shapes: dict[str, tuple[int, ...]],
-               input_shape: Sequence[int], *, rngs: nnx.Rngs):
-    layout, mods = [], []
-    keras_layers = [e for e in keras_layers if e['class_name'] != 'InputLayer']
-    if not any(e['class_name'] in ('Conv2D', 'DepthwiseConv2D', 'Dense') for e in keras_layers):
-      raise ValueError('the model has no Conv2D, DepthwiseConv2D or Dense layer: no class scores')
-    softmax_at = None
-    for layer in keras_layers:
-      kind, c, name = layer['class_name'], layer.get('config', {}), layer.get('config', {}).get('name', '?')
-      where = f'layer {name!r} ({kind})'
-      if kind not in KERAS_LAYERS:
-        raise ValueError(f'{where}: unsupported layer class {kind!r}; supported: {", ".join(KERAS_LAYERS)}')
-      if c.get('data_format', 'channels_last') != 'channels_last':
-        raise ValueError(f'{where}: data_format {c["data_format"]!r}; only channels_last is supported')
-      if softmax_at is not None and kind not in _SHAPE_ONLY:
-        raise ValueError(f'{where} follows the softmax of layer {softmax_at!r}: '
-                         'only a final softmax is supported')
-      act = (c.get('activation', 'linear') if kind in ('Activation', 'Conv2D', 'DepthwiseConv2D', 'Dense')
-             else 'linear')
-      if act == 'softmax':
-        softmax_at, act = name, 'linear'  # dropped: the model returns the pre-softmax scores
-      elif act not in ('linear', 'relu', 'relu6'):
-        raise ValueError(f'{where}: unsupported activation {act!r} (linear, relu, relu6, or a final softmax)')
-      module, parts = None, []  # parts: (kind, options) of the layer's steps, in order
-      if kind in ('Conv2D', 'DepthwiseConv2D'):
-        if c.get('padding', 'valid') not in ('same', 'valid'):
-          raise ValueError(f'{where}: padding {c.get("padding")!r}')
-        depthwise = kind == 'DepthwiseConv2D'
-        kh, kw, cin, cout = shapes[f'{name}/depthwise_kernel' if depthwise else f'{name}/kernel']
-        module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw),
-                          strides=layers.pair(c.get('strides', 1)),
-                          padding=c.get('padding', 'valid').upper(),
-                          kernel_dilation=layers.pair(c.get('dilation_rate', 1)),
-                          feature_group_count=cin if depthwise else 1, use_bias=bool(c.get('use_bias', True)),
-                          rngs=rngs)
-        parts = [('depthwise_conv' if depthwise else 'conv', None), *_activation_steps(act)]
-      elif kind == 'Dense':
-        cin, cout = shapes[f'{name}/kernel']
-        module = nnx.Linear(cin, cout, use_bias=bool(c.get('use_bias', True)), rngs=rngs)
-        parts = [('dense', None), *_activation_steps(act)]
-      elif kind == 'BatchNormalization':
-        if c.get('axis', -1) not in (-1, 3, [3], [-1]):
-          raise ValueError(f'{where}: axis {c.get("axis")}; only the channel axis (-1) is supported')
-        width = shapes[f'{name}/moving_mean'][0]
-        module = nnx.BatchNorm(width, epsilon=float(c.get('epsilon', 1e-3)),
-                               use_scale=bool(c.get('scale', True)), use_bias=bool(c.get('center', True)),
-                               use_running_average=True, rngs=rngs)
-        parts = [('batch_norm', None)]
-      elif kind == 'Activation':
-        parts = _activation_steps(act) or [('identity', None)]
-      elif kind == 'ReLU':
-        if float(c.get('negative_slope') or 0) != 0 or float(c.get('threshold') or 0) != 0:
-          raise ValueError(f'{where}: negative_slope / threshold other than 0 are not supported')
-        top = c.get('max_value')
-        parts = [('relu', None)] + ([] if top is None else [('clip', {'max': float(top)})])
-      elif kind == 'ZeroPadding2D':
-        p = c.get('padding', 1)
-        p = ((p, p), (p, p)) if isinstance(p, int) else tuple(layers.pair(q) for q in p)
-        parts = [('pad', {'padding': p})]
-      elif kind == 'MaxPooling2D':
-        window = layers.pair(c.get('pool_size', 2))
-        parts = [('max_pool', {'window': window, 'strides': layers.pair(c.get('strides') or window),
-                               'padding': c.get('padding', 'valid').upper()})]
-      elif kind == 'GlobalAveragePooling2D':
-        parts = [('mean', None)]
-      elif kind == 'Reshape':
-        parts = [('reshape', {'shape': tuple(int(d) for d in c['target_shape'])})]
-      elif kind == 'Flatten':
-        parts = [('flatten', None)]
-      elif kind == 'Dropout':  # inference: the identity
-        parts = [('identity', None)]
-      index = len(mods)
-      mods.append(module)
-      for j, (step_kind, options) in enumerate(parts):
-        last = j == len(parts) - 1
-        step_name = name if last else f'{name}/{"relu" if step_kind == "relu" else "linear"}'
-        # options as sorted items: static, hashable attributes of the module
-        layout.append((name, step_name, step_kind, tuple(sorted((options or {}).items())),
-                       index if step_kind in ('conv', 'depthwise_conv', 'dense', 'batch_norm') else -1))
+  def __init__(self, layout: tuple, modules: Sequence, input_shape: Sequence[int]):
+    mods = list(modules)
     self.layout = tuple(layout)
     self.blocks = nnx.List(mods)
     h, w, self.in_channels = (int(d) for d in input_shape)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import parallel, rules
+from saliency_jax import parallel, rules, xla
 
 NUM_CROPS = 10
 
@@ -317,15 +317,10 @@ def check_finite(out, method: str):
   return out
 
 
-# XLA:CPU's newer fusion emitters turn the backward pass of a MobileNet (depthwise layers written as
-# taps, relu6) into code several times slower than the older emitters; on the other models the older
-# ones are as fast or slightly faster. A field of XLA's DebugOptions: other backends ignore it.
-COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
-# The sequential kernels (`each`) also turn off XLA:CPU's YNNPACK fusions, which slow these one-image
-# programs down (a MobileNet's 10 crops x 5 classes at 224 px: 1.16x faster without them). Other
-# kernels, other float round-off: where a ReLU's (or relu6's) input lies within round-off of its kink,
-# its gate, and so the map at the pixels behind it, can differ from the vmapped kernel's.
-SEQUENTIAL_OPTIONS = {**COMPILER_OPTIONS, 'xla_cpu_experimental_ynn_fusion_type': ''}
+# The compiler options of every saliency program (`xla`: the older fusion emitters; the sequential
+# kernels without YNNPACK fusions), kept here under their old names.
+COMPILER_OPTIONS = xla.COMPILER_OPTIONS
+SEQUENTIAL_OPTIONS = xla.SEQUENTIAL_OPTIONS
 
 
 def each(fn, arrays, loop: int):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import models
+from saliency_jax import layers, models
 
 # akamaster/pytorch_resnet_cifar10 normalises CIFAR inputs in [0, 1] with ImageNet's statistics.
 CIFAR10_MEAN = (0.485, 0.456, 0.406)
@@ -309,6 +309,113 @@ def read_tfjs_layers_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.
   return model_config, arrays
 
 
+# ----------------------------------------------------------------------------- Keras layer translation
+
+KERAS_LAYERS = ('Activation', 'BatchNormalization', 'Conv2D', 'Dense', 'DepthwiseConv2D', 'Dropout',
+                'Flatten', 'GlobalAveragePooling2D', 'InputLayer', 'MaxPooling2D', 'ReLU', 'Reshape',
+                'ZeroPadding2D')
+_SHAPE_ONLY = ('Dropout', 'Flatten', 'Reshape')  # may follow the final softmax
+
+
+def _activation_steps(act: str) -> list[tuple[str, dict | None]]:
+  """The steps of a Keras activation: linear none, relu a rectification, relu6 one and a clip at 6."""
+  return {'linear': [], 'relu': [('relu', None)], 'relu6': [('relu', None), ('clip', {'max': 6.0})]}[act]
+
+
+def keras_layout(keras_layers, shapes: dict[str, tuple[int, ...]], *, rngs: nnx.Rngs) -> tuple[tuple, list]:
+  """A Keras / TensorFlow.js layer list translated into `models.KerasNet`'s layout and modules.
+
+  keras_layers: the model config's layer list in order (each {'class_name', 'config', ...}); shapes:
+  {weight name: shape} of the arrays the model will receive (they give every layer's widths). Supported:
+  the classes of `KERAS_LAYERS` with activations linear, relu, relu6 and a final softmax, which is
+  dropped (the net returns the pre-softmax scores S_c). A layer with an activation becomes its linear
+  part (`{name}/linear`) and the activation; relu6 is a rectification (`{name}/relu`) and a clip at 6
+  (`{name}`): the Keras name is always the layer's output. Any other layer, activation or setting is a
+  ValueError that names it.
+
+  Returns (layout: per step (layer name, step name, kind, options as sorted items, module index or -1),
+  modules: per Keras layer its nnx module or None).
+  """
+  layout, mods = [], []
+  keras_layers = [e for e in keras_layers if e['class_name'] != 'InputLayer']
+  if not any(e['class_name'] in ('Conv2D', 'DepthwiseConv2D', 'Dense') for e in keras_layers):
+    raise ValueError('the model has no Conv2D, DepthwiseConv2D or Dense layer: no class scores')
+  softmax_at = None
+  for layer in keras_layers:
+    kind, c, name = layer['class_name'], layer.get('config', {}), layer.get('config', {}).get('name', '?')
+    where = f'layer {name!r} ({kind})'
+    if kind not in KERAS_LAYERS:
+      raise ValueError(f'{where}: unsupported layer class {kind!r}; supported: {", ".join(KERAS_LAYERS)}')
+    if c.get('data_format', 'channels_last') != 'channels_last':
+      raise ValueError(f'{where}: data_format {c["data_format"]!r}; only channels_last is supported')
+    if softmax_at is not None and kind not in _SHAPE_ONLY:
+      raise ValueError(f'{where} follows the softmax of layer {softmax_at!r}: '
+                       'only a final softmax is supported')
+    act = (c.get('activation', 'linear') if kind in ('Activation', 'Conv2D', 'DepthwiseConv2D', 'Dense')
+           else 'linear')
+    if act == 'softmax':
+      softmax_at, act = name, 'linear'  # dropped: the model returns the pre-softmax scores
+    elif act not in ('linear', 'relu', 'relu6'):
+      raise ValueError(f'{where}: unsupported activation {act!r} (linear, relu, relu6, or a final softmax)')
+    module, parts = None, []  # parts: (kind, options) of the layer's steps, in order
+    if kind in ('Conv2D', 'DepthwiseConv2D'):
+      if c.get('padding', 'valid') not in ('same', 'valid'):
+        raise ValueError(f'{where}: padding {c.get("padding")!r}')
+      depthwise = kind == 'DepthwiseConv2D'
+      kh, kw, cin, cout = shapes[f'{name}/depthwise_kernel' if depthwise else f'{name}/kernel']
+      module = nnx.Conv(cin, cin * cout if depthwise else cout, (kh, kw),
+                        strides=layers.pair(c.get('strides', 1)),
+                        padding=c.get('padding', 'valid').upper(),
+                        kernel_dilation=layers.pair(c.get('dilation_rate', 1)),
+                        feature_group_count=cin if depthwise else 1, use_bias=bool(c.get('use_bias', True)),
+                        rngs=rngs)
+      parts = [('depthwise_conv' if depthwise else 'conv', None), *_activation_steps(act)]
+    elif kind == 'Dense':
+      cin, cout = shapes[f'{name}/kernel']
+      module = nnx.Linear(cin, cout, use_bias=bool(c.get('use_bias', True)), rngs=rngs)
+      parts = [('dense', None), *_activation_steps(act)]
+    elif kind == 'BatchNormalization':
+      if c.get('axis', -1) not in (-1, 3, [3], [-1]):
+        raise ValueError(f'{where}: axis {c.get("axis")}; only the channel axis (-1) is supported')
+      width = shapes[f'{name}/moving_mean'][0]
+      module = nnx.BatchNorm(width, epsilon=float(c.get('epsilon', 1e-3)),
+                             use_scale=bool(c.get('scale', True)), use_bias=bool(c.get('center', True)),
+                             use_running_average=True, rngs=rngs)
+      parts = [('batch_norm', None)]
+    elif kind == 'Activation':
+      parts = _activation_steps(act) or [('identity', None)]
+    elif kind == 'ReLU':
+      if float(c.get('negative_slope') or 0) != 0 or float(c.get('threshold') or 0) != 0:
+        raise ValueError(f'{where}: negative_slope / threshold other than 0 are not supported')
+      top = c.get('max_value')
+      parts = [('relu', None)] + ([] if top is None else [('clip', {'max': float(top)})])
+    elif kind == 'ZeroPadding2D':
+      p = c.get('padding', 1)
+      p = ((p, p), (p, p)) if isinstance(p, int) else tuple(layers.pair(q) for q in p)
+      parts = [('pad', {'padding': p})]
+    elif kind == 'MaxPooling2D':
+      window = layers.pair(c.get('pool_size', 2))
+      parts = [('max_pool', {'window': window, 'strides': layers.pair(c.get('strides') or window),
+                             'padding': c.get('padding', 'valid').upper()})]
+    elif kind == 'GlobalAveragePooling2D':
+      parts = [('mean', None)]
+    elif kind == 'Reshape':
+      parts = [('reshape', {'shape': tuple(int(d) for d in c['target_shape'])})]
+    elif kind == 'Flatten':
+      parts = [('flatten', None)]
+    elif kind == 'Dropout':  # inference: the identity
+      parts = [('identity', None)]
+    index = len(mods)
+    mods.append(module)
+    for j, (step_kind, options) in enumerate(parts):
+      last = j == len(parts) - 1
+      step_name = name if last else f'{name}/{"relu" if step_kind == "relu" else "linear"}'
+      # options as sorted items: static, hashable attributes of the module
+      layout.append((name, step_name, step_kind, tuple(sorted((options or {}).items())),
+                     index if step_kind in ('conv', 'depthwise_conv', 'dense', 'batch_norm') else -1))
+  return tuple(layout), mods
+
+
 def load_tfjs_layers_model(path: str | os.PathLike) -> models.KerasNet:
   """A TensorFlow.js / Keras layers model (e.g. ../shared/data/imagenet-mobilenet) -> `models.KerasNet`.
 
@@ -336,7 +443,8 @@ def load_tfjs_layers_model(path: str | os.PathLike) -> models.KerasNet:
   shapes = {name: a.shape for name, a in arrays.items()}
   image_shape = (input_shape[1] or 224, input_shape[2] or 224, input_shape[3])  # any size: check at 224
   try:
-    model = empty(lambda: models.KerasNet(layer_list, shapes, image_shape, rngs=nnx.Rngs(0)))
+    model = empty(lambda: models.KerasNet(*keras_layout(layer_list, shapes, rngs=nnx.Rngs(0)),
+                                          image_shape))
   except KeyError as e:
     raise ValueError(f'{path}: no weight {e} for its layer') from e
   model.check(image_shape)

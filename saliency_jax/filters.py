@@ -1,0 +1,16 @@
+"""Image filters shared by the class models (blur regularisation) and the faithfulness metrics
+(insertion's blurred canvas)."""
+
+import jax
+import jax.numpy as jnp
+
+
+def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
+  """Separable Gaussian blur of one image [H, W, C] (kernel radius 2 sigma, edge padding)."""
+  radius = max(1, int(round(2 * sigma)))
+  t = jnp.arange(-radius, radius + 1, dtype=x.dtype)
+  k = jnp.exp(-0.5 * (t / sigma) ** 2)
+  k = k / k.sum()
+  pad = jnp.pad(x, ((radius, radius), (radius, radius), (0, 0)), mode='edge')
+  rows = sum(k[i] * pad[i:i + x.shape[0]] for i in range(2 * radius + 1))
+  return sum(k[i] * rows[:, i:i + x.shape[1]] for i in range(2 * radius + 1))
