@@ -9,7 +9,8 @@ from conftest import load_config, tiny_synthetic
 from flax import nnx
 
 from saliency_jax import faithfulness, localise, metrics, models, saliency
-from saliency_jax.jobs import comparison, stages
+from saliency_jax.jobs import comparison, settings
+from saliency_jax.protocol import maps, scores
 
 
 def _tiny():
@@ -74,22 +75,22 @@ def test_pointing_on_boxes_leaves_out_all_difficult_classes():
   boxes = [np.array([[0, 0, 8, 8]]), np.array([[0, 0, 8, 8]]), np.array([[0, 0, 8, 8], [12, 12, 18, 18]])]
   # image 1: its one box is difficult, so it is not played; image 2 peaks in its difficult box, which counts
   difficult = [np.array([False]), np.array([True]), np.array([False, True])]
-  r = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, difficult=difficult, tolerance=0)
+  r = scores.pointing(maps, np.array([0, 1, 1]), boxes=boxes, difficult=difficult, tolerance=0)
   assert r['played'] == 2 and r['excluded'] == 1 and r['per_image'] == 1.0
   assert r['per_class'] == {0: 1.0, 1: 1.0}
-  every = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, tolerance=0)
+  every = scores.pointing(maps, np.array([0, 1, 1]), boxes=boxes, tolerance=0)
   assert every['played'] == 3 and every['per_image'] == 1.0
   maps[1, 5, 5], maps[1, 19, 19] = 0.0, 1.0  # image 1 now misses: only counted without the difficult flags
-  flagged = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, difficult=difficult, tolerance=0)
+  flagged = scores.pointing(maps, np.array([0, 1, 1]), boxes=boxes, difficult=difficult, tolerance=0)
   assert flagged['per_image'] == 1.0
-  every = comparison.pointing(maps, np.array([0, 1, 1]), boxes=boxes, tolerance=0)
+  every = scores.pointing(maps, np.array([0, 1, 1]), boxes=boxes, tolerance=0)
   assert every['per_image'] == 2 / 3 and every['class_mean'] == pytest.approx((1 + 0.5) / 2)
 
 
 def _data(config, workdir):
-  p = stages.prepare(config, workdir, log=lambda *_: None)
-  n, test = config.compare.num_images, p['data']['test']
-  return (p['model'], p['splits']['test']['images'][:n], test['labels'][:n], test['images'][:n],
+  p = settings.prepare(config, workdir, log=lambda *_: None)
+  n, test = config.compare.num_images, p.data['test']
+  return (p.model, p.splits['test']['images'][:n], test['labels'][:n], test['images'][:n],
           test['masks'][:n], test['boxes'][:n], test['box_labels'][:n])
 
 
@@ -98,16 +99,17 @@ def test_compute_maps_matches_the_paper_map_and_times_every_method():
   model.eval()
   x = jax.random.normal(jax.random.key(1), (5, 16, 16, 3))
   labels = np.array([0, 1, 2, 0, 1])
-  maps, seconds = comparison.compute_maps(model, x, labels, {'gradient': {}, 'grad_cam': {}}, chunk_size=2,
+  specs = {name: maps.MapSpec(name, 'image') for name in ('gradient', 'grad_cam')}
+  made, seconds = comparison.compute_maps(model, x, labels, specs, chunk_size=2,
                                           log=lambda *_: None)
-  np.testing.assert_allclose(maps['gradient'][0], np.asarray(saliency.saliency_maps(model, x, labels)),
+  np.testing.assert_allclose(made['gradient'][0], np.asarray(saliency.saliency_maps(model, x, labels)),
                              rtol=1e-5)
-  assert maps['grad_cam'][0].shape == (5, 16, 16) and (maps['grad_cam'][0] >= 0).all()
+  assert made['grad_cam'][0].shape == (5, 16, 16) and (made['grad_cam'][0] >= 0).all()
   assert set(seconds) == {'gradient', 'grad_cam'} and min(seconds.values()) > 0
 
 
 def test_class_boxes_keeps_the_true_class_only():
   boxes = [np.array([[0, 0, 4, 4], [2, 2, 8, 8]]), np.array([[1, 1, 3, 3]])]
-  kept = comparison.class_boxes([np.array([0, 1]), np.array([2])], boxes, [1, 2])
+  kept = scores.class_boxes([np.array([0, 1]), np.array([2])], boxes, [1, 2])
   np.testing.assert_array_equal(kept[0], [[2, 2, 8, 8]])
   np.testing.assert_array_equal(kept[1], [[1, 1, 3, 3]])

@@ -145,7 +145,8 @@ def test_voc_config_with_skip_bad_finishes_and_names_the_bad_records_also_from_t
 
   from conftest import load_config
 
-  from saliency_jax.jobs import pipeline, stages
+  from saliency_jax.jobs import pipeline, settings
+  from saliency_jax.protocol import setup
   for name, bad in (('voc-raccoon', {'empty': '', 'malformed': '<annotation><size><width>5'}),
                     ('voc-kangaroo', {'no_object': _xml('', size=(450, 319))})):
     real = shared_data(name)
@@ -174,8 +175,9 @@ def test_voc_config_with_skip_bad_finishes_and_names_the_bad_records_also_from_t
   assert results['num_train'] + results['num_test'] == 10 and saved['num_test'] == 3
   report = (tmp_path / 'run' / 'report.md').read_text()
   assert 'Skipped 3 bad records' in report and all(f'`{r}`: {why}' in report for r, why in expected)
-  cached = stages.load_data(config, tmp_path / 'run', log=lambda *_: None)  # what a rerun reads
-  assert stages.skipped_records(cached) == saved['bad_records']
+  cached = setup.load_splits(settings.data(config), tmp_path / 'run' / 'data', train_split=True,
+                             log=lambda *_: None)  # what a rerun reads
+  assert setup.skipped_records(cached) == saved['bad_records']
 
 
 def test_difficult_flags_are_read_and_carried_through_load_and_relabelling(tmp_path):

@@ -13,7 +13,8 @@ from PIL import Image
 from saliency_jax import saliency
 from saliency_jax.data import folder, transforms
 from saliency_jax.errors import UserError
-from saliency_jax.jobs import images, stages
+from saliency_jax.jobs import images, settings
+from saliency_jax.protocol import setup
 
 FOREIGN = pathlib.Path(__file__).parent / 'foreign_model.py'
 
@@ -55,7 +56,8 @@ def test_a_folder_of_photos_gives_classes_maps_overlays_and_boxes(tmp_path):
   assert summary['num_photos'] == 5 and summary['num_explained'] == 4
   assert [b['record'] for b in summary['unreadable']] == ['b/broken.jpg']
   out = tmp_path / 'out'
-  model, preprocessing = stages.load_pretrained(config)
+  model, preprocessing = setup.load_model(settings.checkpoint(config), input_size=settings.input_size(config),
+                                          num_classes=config.num_classes)
   for image_id in made:
     name = image_id.replace('/', '__')
     described = json.loads((out / 'images' / f'{name}.json').read_text())

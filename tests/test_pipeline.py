@@ -9,7 +9,9 @@ import pytest
 from conftest import SHARED_DATA, load_config, shared_data, tiny_main_job
 
 from saliency_jax import attribution, deconvnet, saliency
-from saliency_jax.jobs import pipeline, stages
+from saliency_jax.jobs import pipeline, settings
+from saliency_jax.protocol import cache as kept
+from saliency_jax.protocol import localisation, maps, scores, setup
 
 
 def _tiny():
@@ -47,7 +49,7 @@ def test_main_job_end_to_end_and_resume(tmp_path, monkeypatch):
   assert 'graphcut' in report and 'fallback boxes (true / top-2)' in report and 'mean over classes' in report
   c = saved['class_models']
   assert c['classes'] == [0, 1, 2] and c['names'] == list(config.class_names)
-  cached = stages.load_data(config, tmp_path)['test']
+  cached = _load(config, tmp_path)['test']
   labels = np.array([int(y) for y in cached['labels']])
   # VOC's difficult flags travel with the boxes through the cache (the synthetic set has none)
   assert [d.tolist() for d in cached['difficult']] == [[False] * len(b) for b in cached['boxes']]
@@ -64,8 +66,8 @@ def test_main_job_end_to_end_and_resume(tmp_path, monkeypatch):
                           results['localisation']['graphcut']['gt_known_box_accuracy'])
   # the data cache is keyed by the data code too: other code reads the splits again, into its own files
   cached_files = sorted((tmp_path / 'data').glob('*.npz'))
-  monkeypatch.setattr(stages, 'source_digest', lambda folder='': f'other {folder} code')
-  reread = stages.load_data(config, tmp_path, log=lambda *_: None)['test']
+  monkeypatch.setattr(setup, 'source_digest', lambda folder='': f'other {folder} code')
+  reread = _load(config, tmp_path)['test']
   assert len(list((tmp_path / 'data').glob('*.npz'))) == 2 * len(cached_files) > 0
   np.testing.assert_array_equal(reread['images'], cached['images'])
 
@@ -86,8 +88,8 @@ def test_the_test_split_is_read_chunk_by_chunk_into_the_numbers_of_one_chunk(tmp
   def load(source, size=None, **kwargs):
     read.append(len(source))
     return original(source, size, **kwargs)
-  original = pipeline.transforms.load
-  monkeypatch.setattr(pipeline.transforms, 'load', load)
+  original = setup.transforms.load
+  monkeypatch.setattr(setup.transforms, 'load', load)
   config.eval_chunk = 2
   logged = []
   chunked = pipeline.run(config, tmp_path / 'a', log=logged.append)  # the trained net, other chunks
@@ -120,8 +122,8 @@ def test_the_test_split_is_read_chunk_by_chunk_into_the_numbers_of_one_chunk(tmp
   assert any(f'{cache} has changed since it was written' in line for line in logged)
   assert _numbers(repaired) == _numbers(whole)
   # a rerun under other code (the package's source changed) evaluates again, into a folder of its own
-  digest = pipeline.stages.source_digest  # the package's digest changes, the data code's does not
-  monkeypatch.setattr(pipeline.stages, 'source_digest', lambda part='': digest(part) if part else 'other')
+  digest = kept.source_digest  # the package's digest changes, the data code's (`setup`'s) does not
+  monkeypatch.setattr(kept, 'source_digest', lambda part='': digest(part) if part else 'other')
   read.clear()
   logged.clear()
   again = pipeline.run(config, tmp_path / 'a', log=logged.append)
@@ -141,8 +143,8 @@ def test_localisation_metrics_count_fallback_boxes_per_method():
                         'status': np.array(status)},
            'full_image': {'true_boxes': boxes, 'top_boxes': np.stack([boxes, boxes], 1), 'seconds': 1.0,
                           'status': np.full((2, 3), 'ok')}}
-  out = stages.localisation_metrics(config, found, np.array([0, 1]), [[0], [1]], [boxes[:1], boxes[1:]],
-                                      np.array([[0, 1], [1, 0]]), log=lambda *_: None)
+  out = scores.localisation_metrics(found, np.array([0, 1]), [[0], [1]], [boxes[:1], boxes[1:]],
+                                    np.array([[0, 1], [1, 0]]), log=lambda *_: None)
   assert out['graphcut']['fallbacks'] == {'true': 1, 'top': 2, 'total': 3}
   assert out['full_image']['fallbacks'] == {'true': 0, 'top': 0, 'total': 0}
   assert out['graphcut']['gt_known_box_accuracy'] == 1.0  # the boxes are the ground truth
@@ -151,8 +153,14 @@ def test_localisation_metrics_count_fallback_boxes_per_method():
 
 
 def _test_scores(config, workdir):
-  p = stages.prepare(config, workdir, log=lambda *_: None)
-  return np.asarray(p['model'](p['splits']['test']['images']))
+  p = settings.prepare(config, workdir, log=lambda *_: None)
+  return np.asarray(p.model(p.splits['test']['images']))
+
+
+def _load(config, workdir):
+  """The splits the job reads, from the workdir's data cache."""
+  return setup.load_splits(settings.data(config), workdir / 'data',
+                           train_split=not settings.checkpoint(config).kind, log=lambda *_: None)
 
 
 def test_main_job_with_a_pretrained_checkpoint_localises_on_the_photos(tmp_path):
@@ -244,10 +252,16 @@ def test_other_maps_and_shared_true_class_maps(tmp_path):
     for metric in ('top1_loc_error', 'top2_loc_error'):
       assert shared['localisation'][name][metric] == plain['localisation'][name][metric], (name, metric)
 
-  p = stages.prepare(config, tmp_path, log=lambda *_: None)
-  model, x, labels = p['model'], p['splits']['test']['images'], p['data']['test']['labels']
-  top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
-  top2, top_maps2, true_maps2, position = stages.shared_class_maps(config, model, x, labels)
+  p = settings.prepare(config, tmp_path, log=lambda *_: None)
+  model, x, labels = p.model, p.splits['test']['images'], p.data['test']['labels']
+  options = {'labels': labels, 'top_k': config.top_k, 'crop_size': config.crop_size,
+             'chunk_size': config.chunk_size}
+  apart = maps.make_maps(model, x, specs={'gradient': maps.GRADIENT}, **options)
+  shared_maps = maps.make_maps(model, x, specs={'gradient': maps.GRADIENT}, share_true=True, **options)
+  top_classes, (true_maps, top_maps) = apart.top_classes, apart.maps['gradient']
+  top2, (true_maps2, top_maps2) = shared_maps.top_classes, shared_maps.maps['gradient']
+  position = shared_maps.shared
+  assert apart.shared is None
   np.testing.assert_array_equal(top2, top_classes)
   np.testing.assert_array_equal(top_maps2, top_maps)
   hit = position >= 0
@@ -255,20 +269,22 @@ def test_other_maps_and_shared_true_class_maps(tmp_path):
   np.testing.assert_array_equal(true_maps2[hit], top_maps[hit, position[hit]])
   np.testing.assert_allclose(true_maps2, true_maps, rtol=1e-4, atol=1e-6)  # the same maps, other batches
   # the shared boxes are the top-k boxes; the others are cut as without sharing
-  images = p['data']['test']['images']
-  maps = {'gradient': (true_maps2, top_maps2)}
+  images = p.data['test']['images']
+  gradient = {'gradient': (true_maps2, top_maps2)}
   index = np.arange(len(x))
-  only = ml_collections.ConfigDict({'localise': {'graphcut': config.localise.graphcut.to_dict()},
-                                    'workers': 0})
-  a = stages.localise_images(only, images, maps, index, len(x))[0]['graphcut']
-  b = stages.localise_images(only, images, maps, index, len(x), position)[0]['graphcut']
+  only = {'graphcut': localisation.Cut.parse('graphcut', config.localise.graphcut)}
+  a = localisation.localise_images(images, gradient, only, index, len(x))[0]['graphcut']
+  b = localisation.localise_images(images, gradient, only, index, len(x), position)[0]['graphcut']
   np.testing.assert_array_equal(b['top_boxes'], a['top_boxes'])
   np.testing.assert_array_equal(b['true_boxes'][~hit], a['true_boxes'][~hit])
   np.testing.assert_array_equal(b['true_boxes'][hit], a['top_boxes'][hit, position[hit]])
 
   # the other maps: each method's maps of the top-k and true classes, as the library computes them
   def maps_of(spec):
-    return stages.method_maps(config, model, x, labels, top_classes, stages.check_map('m', spec))
+    made = maps.make_maps(model, x, specs={'m': maps.MapSpec.parse('m', spec)}, labels=labels,
+                          top_classes=top_classes, crop_size=config.crop_size, chunk_size=config.chunk_size)
+    true, top = made.maps['m']
+    return top, true
   centre = maps_of(config.maps.guided)
   c = config.crop_size
   h = x.shape[1]
@@ -281,11 +297,13 @@ def test_other_maps_and_shared_true_class_maps(tmp_path):
   np.testing.assert_allclose(ten[1], np.asarray(d)[:, 0], rtol=1e-5, atol=1e-7)
 
   # a 10-crop Grad-CAM map comes out of the gradient maps' own passes: the maps computed apart
-  assert stages.shares_gradient_passes(model, stages.check_map('grad_cam', config.maps.grad_cam))
-  assert not stages.shares_gradient_passes(model, stages.check_map('guided', config.maps.guided))
+  assert maps.shares_gradient_passes(model, maps.MapSpec.parse('grad_cam', config.maps.grad_cam))
+  assert not maps.shares_gradient_passes(model, maps.MapSpec.parse('guided', config.maps.guided))
   seconds = {}
-  fused_classes, fused, position2 = pipeline.maps_of(config, model, x, labels, ['grad_cam', 'guided'], images,
-                                                     seconds)
+  config.share_true_maps = True
+  made = pipeline.maps_of(pipeline.evaluation(config), model, x, labels, ['grad_cam', 'guided'], images,
+                          seconds)
+  fused_classes, fused, position2 = made.top_classes, made.maps, made.shared
   assert list(fused) == ['gradient', 'grad_cam', 'guided'] and seconds['maps_grad_cam'] == 0
   np.testing.assert_array_equal(fused_classes, top_classes)
   np.testing.assert_array_equal(position2, position)

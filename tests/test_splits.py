@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saliency_jax.data import make_source, splits
+from saliency_jax.data import duplicates, make_source, splits
 
 IDS = [f'ILSVRC2012_val_{i:08d}' for i in range(1, 2001)]
 
@@ -169,7 +169,7 @@ def test_test_images_that_are_training_images_are_named():
   shared_data('voc-kangaroo', 'JPEGImages')
   config = load_config('voc_raccoon_kangaroo')
   config.data.data_dir = str(shared_data())
-  pairs = pipeline.train_test_duplicates(config, make_source(config.data, 'test'))
+  pairs = duplicates(make_source(config.data, 'train'), make_source(config.data, 'test'))
   assert [(p.split('/')[-1], q.split('/')[-1]) for p, q in pairs] == [('00033.jpg', '00007.jpg')]
   lines = pipeline.duplicate_lines(pairs)
   assert lines[0].startswith('Warning: 1 test images are training images too') and '00007.jpg' in lines[2]

@@ -115,14 +115,16 @@ def test_maps_are_kept_under_a_key_of_what_determines_them(swept, tmp_path):
 
 def test_kept_results_are_keyed_by_the_code_that_made_them_and_the_code_it_imports():
   from saliency_jax import attribution, graph, layers, models, rules
-  from saliency_jax.jobs import stages
+  from saliency_jax.protocol import cache, maps
   # a KerasNet (MobileNet) runs its layers through graph and layers: their source is in the maps' key
-  assert stages.code_modules(models) == ['saliency_jax.graph', 'saliency_jax.layers', 'saliency_jax.models']
+  assert cache.code_modules(models) == ['saliency_jax.graph', 'saliency_jax.layers', 'saliency_jax.models']
   assert {'saliency_jax.rules', 'saliency_jax.deconvnet', 'saliency_jax.saliency'} <= set(
-      stages.code_modules(attribution))
-  assert stages.code_modules(stages) == ['saliency_jax.jobs.stages']  # a job's stages are taken alone
-  assert stages.code_digest(models) == stages.code_digest(graph, models) != stages.code_digest(rules, models)
-  assert stages.code_digest(layers) != stages.code_digest(models)
+      cache.code_modules(attribution))
+  # the protocol's maps follow every module they import; a job is taken alone
+  assert {'saliency_jax.attribution', 'saliency_jax.localise'} <= set(cache.code_modules(maps))
+  assert cache.code_modules(sweep) == ['saliency_jax.jobs.sweep']
+  assert cache.code_digest(models) == cache.code_digest(graph, models) != cache.code_digest(rules, models)
+  assert cache.code_digest(layers) != cache.code_digest(models)
 
 
 def test_report_numbers_are_the_main_jobs_on_the_report_part(swept, tmp_path):

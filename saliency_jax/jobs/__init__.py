@@ -1,16 +1,16 @@
-"""Jobs: experiments as code. Each job takes a config and a workdir, calls the core modules of
-`saliency_jax` and the shared stages (`stages`: data, trained net, maps, localisation, scores), and
-writes its JSON and markdown to the workdir. Jobs never import one another.
+"""Jobs: experiments as code. Each job's `run(config, workdir)` checks its config (`config_checks`), reads
+it once into the protocol's settings (`settings`), calls the protocol (`saliency_jax.protocol`) and the
+core, and writes its JSON, markdown and figures to the workdir. Jobs never import one another.
 
   pipeline           the main job (reproduce.py): train or import, maps, localisation, Sect. 4 summary,
-                     class models, report (configs/cifar_resnet_imagenet_sample.py:variants: the
-                     GraphCut variants on real photos with a pretrained net)
+                     class models, report
   sweep              localisation settings chosen on a selection part, reported on a report part
   comparison         every attribution method: localisation, pointing, faithfulness, sanity
   equivalence        Sect. 4: gradient vs DeconvNet, layer by layer and on whole networks
   images             your own photos (explain_images.py): a pretrained net's top-k classes, maps,
                      overlays and boxes for every photo of a folder, no annotations
-  stages, chunks     shared machinery: the stages above, and the evaluation on disk chunk by chunk
-                     (atomic, checked on reading, resumable, shared between processes)
+  benchmark*, cifar_resnets   the speed, memory and import checks (experiments/benchmark*.py,
+                     evaluate_cifar_resnets.py)
+  settings           a config read into the protocol's settings (data, checkpoint, maps, cuts, names)
   config_checks      a job's whole config checked before any work; relative paths resolved
 """

@@ -1,7 +1,7 @@
 """Attribution methods compared on the same images with the same metrics.
 
 `run(config, workdir)` (what `experiments/compare_attributions.py` calls) takes the config's data
-and trained (or pretrained) net through `stages.prepare`, computes every method of
+and trained (or pretrained) net through `settings.prepare`, computes every method of
 `config.compare.methods` (`attribution.METHODS` with their settings) for the true class of the
 same test images, and measures each map by
   * localisation: GT-known box accuracy of the paper's GraphCut pipeline fed with the map, and of
@@ -22,6 +22,7 @@ Writes comparison.json, comparison.md, comparison.png (methods x images), sanity
 deletion_insertion.png.
 """
 
+import dataclasses
 import pathlib
 import time
 
@@ -30,8 +31,9 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from saliency_jax import attribution, defaults, faithfulness, localise, metrics, report, saliency
-from saliency_jax.jobs import stages
+from saliency_jax import defaults, faithfulness, localise, metrics, report, saliency
+from saliency_jax.jobs import settings
+from saliency_jax.protocol import maps, scores
 
 
 def default_settings() -> ml_collections.ConfigDict:
@@ -40,151 +42,151 @@ def default_settings() -> ml_collections.ConfigDict:
   return defaults.comparison()
 
 
-def _settings(method: str, settings: dict, seed: int) -> dict:
-  settings = dict(settings)
-  if method == 'smoothgrad':
-    settings['key'] = jax.random.key(seed)
-  return settings
+@dataclasses.dataclass(frozen=True)
+class Compare:
+  """The comparison's settings (config.compare's keys; config.chunk_size, workers, pointing_tolerance):
+  the maps ({name: `maps.MapSpec`}, whole image), the cuts ({name: `localisation.Cut`}), the metrics'
+  images and steps, the timing repeats and the seed."""
+  specs: dict
+  cuts: dict
+  num_sanity: int
+  deletion_steps: int
+  insertion_blur: float
+  timing_repeats: int
+  seed: int
+  chunk_size: int | None
+  workers: int
+  pointing_tolerance: float
 
 
-def compute_maps(model, x, labels, methods: dict, *, chunk_size: int | None, seed: int = 0, repeats: int = 3,
+def compute_maps(model, x, labels, specs: dict, *, chunk_size: int | None, seed: int = 0, repeats: int = 3,
                  log=print):
-  """{method: (absolute maps [N, H, W], signed maps [N, H, W])} and {method: seconds per image}.
+  """{method: (absolute maps [N, H, W], signed maps [N, H, W])} of the true classes and {method: seconds
+  per image}, each by `maps.make_maps` (crops 'image': the method's own function on the whole image).
 
-  Each method runs once on the first chunk to compile, then `repeats` times on all images; the
-  time is the median of those runs."""
-  maps, seconds = {}, {}
+  Each method runs once on the first chunk to compile, then `repeats` times on all images; the time is
+  the median of those runs."""
+  out, seconds = {}, {}
   warm = len(x) if not chunk_size else min(chunk_size, len(x))
-  bar = tqdm(total=len(methods) * len(x), desc='comparison maps', unit='img', mininterval=2.0,
+  bar = tqdm(total=len(specs) * len(x), desc='comparison maps', unit='img', mininterval=2.0,
              disable=jax.process_index() != 0)
-  for name, settings in methods.items():
-    settings = _settings(name, settings, seed)
-    jax.block_until_ready(attribution.attribute(name, model, x[:warm], labels[:warm], chunk_size=chunk_size,
-                                                **settings))
+  for name, spec in specs.items():
+    wanted = {name: spec}
+    maps.make_maps(model, x[:warm], specs=wanted, labels=labels[:warm], chunk_size=chunk_size, seed=seed,
+                   signed=True)
     times = []
     for _ in range(max(1, repeats)):
       t = time.perf_counter()
-      a = jax.block_until_ready(attribution.attribute(name, model, x, labels, chunk_size=chunk_size,
-                                                      **settings))
+      made = maps.make_maps(model, x, specs=wanted, labels=labels, chunk_size=chunk_size, seed=seed,
+                            signed=True)
       times.append(time.perf_counter() - t)
     seconds[name] = float(np.median(times)) / len(x)
-    maps[name] = (attribution.to_map(a), attribution.to_map(a, signed=True))
+    out[name] = (made.maps[name][0], made.signed[name])
     bar.update(len(x))
     log(f'{name}: {1e3 * seconds[name]:.2f} ms per image')
   bar.close()
-  return maps, seconds
+  return out, seconds
 
 
-def class_boxes(gt_labels, gt_boxes, labels) -> list[np.ndarray]:
-  """Each image's ground-truth boxes of its true class."""
-  return [np.asarray(b)[np.asarray(bl) == y] for b, bl, y in zip(gt_boxes, gt_labels, labels)]
-
-
-def sanity(model, x, labels, method: str, settings: dict, *, seed: int, chunk_size: int | None) -> dict:
+def sanity(model, x, labels, spec: maps.MapSpec, *, seed: int, chunk_size: int | None) -> dict:
   """The cascading randomisation check of one method on images x (`faithfulness.cascading_randomisation`)."""
-  settings = _settings(method, settings, seed)
-
   def attribute(m):
-    a = attribution.attribute(method, m, x, labels, chunk_size=chunk_size, **settings)
-    return {'absolute': attribution.to_map(a), 'signed': attribution.to_map(a, signed=True)}
+    made = maps.make_maps(m, x, specs={'map': spec}, labels=labels, chunk_size=chunk_size, seed=seed,
+                          signed=True)
+    return {'absolute': made.maps['map'][0], 'signed': made.signed['map']}
 
   return faithfulness.cascading_randomisation(model, faithfulness.fresh_like(model, seed + 1), attribute)
 
 
-def pointing(maps, labels, *, masks=None, boxes=None, difficult=None, tolerance: float) -> dict:
-  """The pointing game of maps [N, H, W] for their classes labels [N]: on the object masks [N, H, W]
-  when given, else on each image's boxes of its class (boxes[i] [M_i, 4], difficult[i] bool [M_i] or
-  None): `metrics.pointing_accuracy`, played on the images with a box of the class not all difficult."""
-  if masks is not None:
-    return metrics.pointing_accuracy(metrics.pointing_hits(maps, masks, tolerance=tolerance), labels)
-  flags = difficult if difficult is not None else [np.zeros(len(b), bool) for b in boxes]
-  played = metrics.pointing_played(flags)
-  hits = np.zeros(len(maps), bool)
-  idx = np.flatnonzero(played)
-  hits[idx] = metrics.pointing_game([maps[i] for i in idx], [boxes[i] for i in idx], tolerance=tolerance)
-  return metrics.pointing_accuracy(hits, labels, played=played)
-
-
-def evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks=None, log=print, *,
+def evaluate(c: Compare, model, x, labels, photos, gt_labels, gt_boxes, masks=None, log=print, *,
              difficult=None) -> tuple[dict, dict]:
   """Every metric of the module docstring for every method: ({method: metrics}, {method: absolute
   maps [N, H, W] at the size of `photos`}). difficult: per image the boxes' VOC flags (None: none)."""
-  c = config.compare
   n = len(x)
   size = photos.shape[1:3]
-  boxes = class_boxes(gt_labels, gt_boxes, labels)
-  flags = None if difficult is None else class_boxes(gt_labels, difficult, labels)
-  tolerance = config.pointing_tolerance if masks is not None else 15.0 * max(size) / 224
-  maps, seconds = compute_maps(model, x, labels, c.methods.to_dict(), chunk_size=config.chunk_size,
-                               seed=c.seed, repeats=c.timing_repeats, log=log)
-  out = {}
-  bar = tqdm(total=len(maps) * n, desc='comparison metrics', unit='img', mininterval=2.0,
+  boxes = scores.class_boxes(gt_labels, gt_boxes, labels)
+  flags = None if difficult is None else scores.class_boxes(gt_labels, difficult, labels)
+  tolerance = c.pointing_tolerance if masks is not None else 15.0 * max(size) / 224
+  made, seconds = compute_maps(model, x, labels, c.specs, chunk_size=c.chunk_size, seed=c.seed,
+                               repeats=c.timing_repeats, log=log)
+  out, shown = {}, {}
+  bar = tqdm(total=len(made) * n, desc='comparison metrics', unit='img', mininterval=2.0,
              disable=jax.process_index() != 0)
-  for name, (absolute, _) in maps.items():
+  for name, (absolute, _) in made.items():
     t = time.perf_counter()
-    on_photos = (absolute if absolute.shape[1:] == size
-                 else np.stack([localise.resize_map(m, size) for m in absolute]))
+    on_photos = maps.onto({name: (absolute, absolute[:, None][:, :0])}, size)[name][0]
     r = {'ms_per_image': 1e3 * seconds[name]}
-    for loc_name, loc in c.localise.items():
-      results = localise.localise_batch(list(photos), list(on_photos), loc, workers=config.workers)
+    for loc_name, cut in c.cuts.items():
+      results = localise.localise_batch(list(photos), list(on_photos), cut.settings, workers=c.workers)
       r[f'gt_known_{loc_name}'] = metrics.gt_known_accuracy([res.box for res in results], gt_labels, gt_boxes,
                                                             labels)
       r[f'fallbacks_{loc_name}'] = localise.fallbacks(results)  # full-image boxes: flat / bad map, empty cut
-    game = pointing(on_photos, labels, masks=masks, boxes=boxes, difficult=flags, tolerance=tolerance)
+    game = scores.pointing(on_photos, labels, masks=masks, boxes=boxes, difficult=flags, tolerance=tolerance)
     r['pointing_game'], r['pointing_game_class_mean'] = game['per_image'], game['class_mean']
     r['pointing_played'] = game['played']
     curves = faithfulness.deletion_insertion(model, x, labels, absolute, steps=c.deletion_steps,
-                                        insertion_blur=c.insertion_blur, chunk_size=config.chunk_size)
+                                             insertion_blur=c.insertion_blur, chunk_size=c.chunk_size)
     r['deletion_auc'] = float(curves['deletion'].mean())
     r['insertion_auc'] = float(curves['insertion'].mean())
     r['deletion_curve'] = curves['deletion_curve'].mean(0).tolist()
     r['insertion_curve'] = curves['insertion_curve'].mean(0).tolist()
     k = min(c.num_sanity, n)
-    check = sanity(model, x[:k], labels[:k], name, c.methods[name].to_dict(), seed=c.seed,
-                   chunk_size=config.chunk_size)
+    check = sanity(model, x[:k], labels[:k], c.specs[name], seed=c.seed, chunk_size=c.chunk_size)
     r['sanity'] = check
     for kind in ('absolute', 'signed'):
       r[f'sanity_top_layer_{kind}'] = check[kind][0]
       r[f'sanity_all_layers_{kind}'] = check[kind][-1]
     out[name] = r
-    maps[name] = on_photos
+    shown[name] = on_photos
     log(f"{name}: GT-known graphcut {r.get('gt_known_graphcut', float('nan')):.3f}, "
         f"pointing {r['pointing_game']:.3f}, "
         f"deletion {r['deletion_auc']:.3f}, insertion {r['insertion_auc']:.3f}, randomised top layer rho "
         f"{r['sanity_top_layer_absolute']:.2f} ({time.perf_counter() - t:.0f} s)")
     bar.update(n)
   bar.close()
-  return out, maps
+  return out, shown
 
 
 def run(config, workdir: str, log=print) -> dict:
   """The comparison experiment; returns what it writes to workdir/comparison.json."""
+  cc = config.compare
+  specs = {name: maps.MapSpec(name, 'image', dict(s)) for name, s in cc.methods.to_dict().items()}
+  c = Compare(specs, settings.cuts(config, cc.localise), cc.num_sanity, cc.deletion_steps, cc.insertion_blur,
+              cc.timing_repeats, cc.seed, config.chunk_size, config.workers, config.pointing_tolerance)
+  names = settings.class_names(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  prepared = stages.prepare(config, workdir, log)
-  data, model = prepared['data'], prepared['model']
+  prepared = settings.prepare(config, workdir, log=log)
+  data, model = prepared.data, prepared.model
   test = data['test']
-  n = len(test['images'])
-  n = min(config.compare.num_images, n) if config.compare.num_images else n
-  x, labels = prepared['splits']['test']['images'][:n], test['labels'][:n]
+  n = min(cc.num_images, len(test['images'])) if cc.num_images else len(test['images'])
+  x, labels = prepared.splits['test']['images'][:n], test['labels'][:n]
   photos, gt_labels = test['images'][:n], test['box_labels'][:n]
   gt_boxes, masks = test['boxes'][:n], None if test['masks'] is None else test['masks'][:n]
   if 'photos' in data:  # localise on the larger images
     photos, gt_boxes, masks = data['photos']['images'][:n], data['photos']['boxes'][:n], None
   t0 = time.perf_counter()
-  per_method, maps = evaluate(config, model, x, labels, photos, gt_labels, gt_boxes, masks, log,
-                              difficult=test['difficult'][:n])
-  results = {'name': config.name, 'num_images': n, 'num_sanity': min(config.compare.num_sanity, n),
-             'test_accuracy': prepared['trained']['test_accuracy'],
+  per_method, shown = evaluate(c, model, x, labels, photos, gt_labels, gt_boxes, masks, log,
+                               difficult=test['difficult'][:n])
+  results = {'name': config.name, 'num_images': n, 'num_sanity': min(cc.num_sanity, n),
+             'test_accuracy': prepared.trained['test_accuracy'],
              'accuracy_on_images': float(np.mean(np.argmax(np.asarray(
                  saliency.scores(model, x, chunk_size=config.chunk_size)), -1) == labels)),
              'methods': per_method, 'seconds': time.perf_counter() - t0, 'config': config.to_dict()}
   report.write_json(workdir / 'comparison.json', results)
+  figures(results, workdir, photos, shown, [names[y] for y in labels], masks, cc.num_figure,
+          cc.deletion_steps)
+  report.write_atomic(workdir / 'comparison.md', markdown(results))
+  return results
 
-  num = min(config.compare.num_figure, n)
-  names = stages.class_names(config)
+
+def figures(results: dict, workdir: pathlib.Path, photos, shown: dict, titles, masks, num_figure: int,
+            deletion_steps: int) -> None:
+  """comparison.png (methods x the first images), sanity.png and deletion_insertion.png."""
+  per_method = results['methods']
+  num = min(num_figure, len(photos))
   report.methods_figure(workdir / 'comparison.png', photos[:num],
-                        {name: m[:num] for name, m in maps.items()}, [names[y] for y in labels[:num]],
+                        {name: m[:num] for name, m in shown.items()}, titles[:num],
                         None if masks is None else masks[:num])
   first = next(iter(per_method.values()))
   report.curves_figure(workdir / 'sanity.png', {
@@ -193,14 +195,12 @@ def run(config, workdir: str, log=print) -> dict:
            {name: r['sanity']['absolute'] for name, r in per_method.items()}),
       'same, signed maps': ('layers randomised, top down', first['sanity']['layers'],
                             {name: r['sanity']['signed'] for name, r in per_method.items()})})
-  fractions = np.linspace(0, 1, config.compare.deletion_steps + 1)
+  fractions = np.linspace(0, 1, deletion_steps + 1)
   report.curves_figure(workdir / 'deletion_insertion.png', {
       'deletion (lower AUC is better)': ('fraction of pixels deleted', fractions,
                                          {name: r['deletion_curve'] for name, r in per_method.items()}),
       'insertion (higher AUC is better)': ('fraction of pixels inserted', fractions,
                                            {name: r['insertion_curve'] for name, r in per_method.items()})})
-  report.write_atomic(workdir / 'comparison.md', markdown(results))
-  return results
 
 
 COLUMNS = (('gt_known_graphcut', 'GT-known GraphCut'), ('fallbacks_graphcut', 'fallback boxes GraphCut'),

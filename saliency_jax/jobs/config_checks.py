@@ -17,7 +17,8 @@ import pathlib
 
 from saliency_jax.data import splits, synthetic
 from saliency_jax.errors import UserError
-from saliency_jax.jobs import stages
+from saliency_jax.jobs import settings
+from saliency_jax.protocol import maps
 
 SOURCES = ('synthetic', 'voc', 'ilsvrc', 'tfds', 'images')
 CHECKPOINT_KINDS = ('', 'cifar_resnet', 'torchvision_vgg16', 'tfjs_layers', 'python')
@@ -86,7 +87,7 @@ def _check_data(p: Problems, config) -> None:
       p.need(ok, f'data.{key}', 'None or 3 numbers (r, g, b)' + (', each > 0' if key == 'std' else ''), value)
   if d.name == 'synthetic':
     p.integer(config, 'data.num_test', 1)
-    if not stages.checkpoint_kind(config):
+    if not settings.checkpoint(config).kind:
       p.integer(config, 'data.num_train', 1)
     p.integer(config, 'data.num_classes', 1)
   if d.name == 'voc':
@@ -98,7 +99,7 @@ def _check_data(p: Problems, config) -> None:
 
 
 def _check_model(p: Problems, config) -> None:
-  kind = stages.checkpoint_kind(config)
+  kind = settings.checkpoint(config).kind
   if config.get('checkpoint') and not p.one_of(config, 'checkpoint.kind', CHECKPOINT_KINDS):
     return
   if kind:
@@ -129,7 +130,7 @@ def _check_model(p: Problems, config) -> None:
 
 def _model_runs(p: Problems, config, size: int) -> None:
   """The config's model, built abstractly, scores one image of `size` px into num_classes scores."""
-  if stages.checkpoint_kind(config) or p.lines:
+  if settings.checkpoint(config).kind or p.lines:
     return
   import jax
   from flax import nnx
@@ -169,13 +170,24 @@ def _check_maps_and_boxes(p: Problems, config) -> int | None:
   p.integer(config, 'workers', 0)
   p.integer(config, 'seed', 0)
   try:
-    stages.check_localise(config)
+    check_localise(config)
   except ValueError as e:
     p.lines.append(str(e))
   if config.get('sequential_maps') is not None:
     p.need(isinstance(config.sequential_maps, bool), 'sequential_maps', 'True or False',
            config.sequential_maps)
   return k_all
+
+
+def check_localise(config) -> None:
+  """A ValueError for config.localise / config.maps entries that cannot run, before any map is made."""
+  named = dict(config.get('maps') or {})
+  for name, cut in settings.cuts(config).items():
+    if cut.map != 'gradient' and cut.map not in named:
+      raise ValueError(f'config.localise.{name} localises map {cut.map!r}, which config.maps does not name '
+                       f'(it names {sorted(named)})')
+  for name, spec in named.items():
+    maps.MapSpec.parse(name, spec)
 
 
 def check_main_job(config) -> None:
@@ -221,8 +233,8 @@ def check_images_job(config) -> None:
   labels = _get(config, 'data.labels')
   p.need(labels is None or isinstance(labels, str), 'data.labels',
          "'' (none), 'subfolders' or a CSV file of image,label rows", labels)
-  p.need(bool(stages.checkpoint_kind(config)), 'checkpoint.kind',
-         f'the kind of the pretrained net, one of {CHECKPOINT_KINDS[1:]}', stages.checkpoint_kind(config))
+  p.need(bool(settings.checkpoint(config).kind), 'checkpoint.kind',
+         f'the kind of the pretrained net, one of {CHECKPOINT_KINDS[1:]}', settings.checkpoint(config).kind)
   _check_model(p, config)
   p.integer(config, 'num_images', 0)
   if config.get('overlays') is not None:
@@ -268,7 +280,7 @@ def resolve_paths(config, config_file) -> list[str]:
   if config.get('data') is not None:
     resolve('data.data_dir')
     resolve('data.boxes_dir')
-  kind = stages.checkpoint_kind(config)
+  kind = settings.checkpoint(config).kind
   if kind == 'python':
     where, _, function = str(config.checkpoint.get('path') or '').rpartition(':')
     if where.endswith('.py'):

@@ -19,51 +19,26 @@ and writes, <id> being the photo's path under the folder with '/' as '__':
   workdir/summary.json            the counts, the unreadable photos left out, top-1 / top-k accuracy where
                                   the photos have labels, the settings and the seconds.
 Streamed and resumable as the main job: config.eval_chunk photos at a time, each chunk's results kept
-in workdir/chunks/<digest of the settings, the weights and the code>/ (`chunks`), so memory does not grow
-with the folder and a rerun starts at the first chunk not on disk.
+in workdir/chunks/<digest of the settings, the weights and the code>/ (`protocol.chunks`), so memory does
+not grow with the folder and a rerun starts at the first chunk not on disk.
 """
 
 import csv
+import dataclasses
 import io
-import json
 import pathlib
 import time
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
-from saliency_jax import report, saliency, store
-from saliency_jax.data import folder, imagenet, records, transforms
-from saliency_jax.errors import UserError
-from saliency_jax.jobs import chunks, config_checks, stages
+from saliency_jax import report, store
+from saliency_jax.data import folder, records, transforms
+from saliency_jax.jobs import config_checks, settings
+from saliency_jax.protocol import cache, chunks, localisation, maps, setup
 
 # Settings that change no chunk's results.
 NOT_IN_CHUNKS = ('name', 'workers')
-
-
-def class_names(config) -> list[str]:
-  """config.class_names, or the names in config.class_names_file (synset_words.txt lines 'n01440764 tench,
-  Tinca tinca': the first synonym; a TF.js metadata.json: its 'labels'; else one name per line), or the
-  class indices."""
-  if config.get('class_names'):
-    return list(config.class_names)
-  path = config.get('class_names_file')
-  if not path:
-    return [str(c) for c in range(config.num_classes)]
-  path = pathlib.Path(path)
-  text = path.read_text()
-  first = text.split(maxsplit=1)[0] if text.strip() else ''
-  if path.suffix == '.json':
-    names = list(json.loads(text)['labels'])
-  elif first[:1] == 'n' and first[1:].isdigit():  # a WordNet id: synset_words.txt
-    names = [name.split(',')[0] for _, name in imagenet.read_synsets(path)]
-  else:
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-  if len(names) != config.num_classes:
-    raise UserError(f'config.class_names_file {path} names {len(names)} classes, config.num_classes is '
-                    f'{config.num_classes}')
-  return names
 
 
 def safe_name(image_id: str) -> str:
@@ -78,10 +53,27 @@ def _scaled(boxes: np.ndarray, from_hw, to_hw) -> np.ndarray:
   return np.clip(out, 0, np.array([to_hw[1], to_hw[0], to_hw[1], to_hw[0]]))
 
 
-def explain_chunk(config, model, source, span, total: int, mean, std, names, out: pathlib.Path) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Explain:
+  """What each chunk of photos does (the config's keys of the same names): the data, the maps (specs,
+  top_k, crop_size, chunk_size, sequential_maps), the cuts and their workers, the class names, and whether
+  the overlays are drawn."""
+  data: setup.Data
+  specs: dict
+  cuts: dict
+  top_k: int
+  crop_size: int
+  chunk_size: int
+  sequential: bool
+  workers: int
+  names: list
+  overlays: bool
+
+
+def explain_chunk(ex: Explain, model, source, span, total: int, mean, std, out: pathlib.Path) -> dict:
   """One chunk of photos [start, stop) of the `total` explained: maps, boxes and the per-image files; returns
   the rows `chunks.write` keeps. The GraphCut's colour sampling is seeded by each photo's place among the
-  `total` (`stages.localise_images`), so the boxes do not depend on the chunks."""
+  `total` (`localisation.localise_images`), so the boxes do not depend on the chunks."""
   start, stop = span
   seconds = {}
   t0 = time.perf_counter()
@@ -95,24 +87,18 @@ def explain_chunk(config, model, source, span, total: int, mean, std, names, out
   seconds['read'] = time.perf_counter() - t0
   if not photos:
     return {'rows': {'photos': {}}, 'totals': {'count': 0, 'seconds': seconds}, 'bad': bad}
-  size = config.data.image_size
+  size = ex.data.image_size
   x = transforms.normalise(np.stack([transforms.resize(p, size)['image'] for p in photos]), mean, std)
   t0 = time.perf_counter()
-  top_classes, top_scores, top = saliency.top_k_saliency(
-      model, x, k=config.top_k, crop_size=config.crop_size or None, chunk_size=config.chunk_size,
-      sequential=config.get('sequential_maps', False))
-  top_classes, top_scores = np.asarray(top_classes), np.asarray(top_scores)
-  maps = {'gradient': np.asarray(jax.device_get(top))}
-  for name, spec in config.maps.items():
-    maps[name] = stages.method_maps(config, model, x, None, top_classes, stages.check_map(name, spec))[0]
+  made = maps.make_maps(model, x, specs=ex.specs, top_k=ex.top_k, crop_size=ex.crop_size,
+                        chunk_size=ex.chunk_size, sequential=ex.sequential)
+  top_classes, top_scores = made.top_classes, made.top_scores
   seconds['maps'] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  loc_size = config.get('localise_size') or size
-  cut_on = np.stack([transforms.resize(p, loc_size)['image'] for p in photos])
-  on_photos = {name: stages.on_photos(m[:, 0], m, cut_on.shape[1:3]) if loc_size != size else (m[:, 0], m)
-               for name, m in maps.items()}
+  cut_on = np.stack([transforms.resize(p, ex.data.photo_size)['image'] for p in photos])
   n, k = top_classes.shape
-  found, _ = stages.localise_images(config, cut_on, on_photos, np.asarray(kept), total, np.zeros(n, np.int64))
+  found, _ = localisation.localise_images(cut_on, maps.onto(made.maps, cut_on.shape[1:3]), ex.cuts,
+                                          np.asarray(kept), total, workers=ex.workers)
   seconds['localisation'] = time.perf_counter() - t0
   t0 = time.perf_counter()
   sizes = np.array([p['image'].shape[:2] for p in photos], np.int64)
@@ -120,8 +106,9 @@ def explain_chunk(config, model, source, span, total: int, mean, std, names, out
            for m, f in found.items()}
   status = {m: f['status'][:, 1:] for m, f in found.items()}
   for r, photo in enumerate(photos):
-    write_image(config, out, photo, names, top_classes[r], top_scores[r], {m: v[r] for m, v in maps.items()},
-                {m: b[r] for m, b in boxes.items()}, {m: s[r] for m, s in status.items()})
+    write_image(ex, out, photo, top_classes[r], top_scores[r],
+                {m: top[r] for m, (_, top) in made.maps.items()}, {m: b[r] for m, b in boxes.items()},
+                {m: s[r] for m, s in status.items()})
   seconds['write'] = time.perf_counter() - t0
   rows = {'index': np.asarray(kept, np.int64), 'labels': np.array([p['label'] for p in photos], np.int64),
           'sizes': sizes, 'classes': top_classes, 'scores': top_scores.astype(np.float32),
@@ -129,9 +116,10 @@ def explain_chunk(config, model, source, span, total: int, mean, std, names, out
   return {'rows': {'photos': rows}, 'totals': {'count': n, 'seconds': seconds}, 'bad': bad}
 
 
-def write_image(config, out: pathlib.Path, photo: dict, names, classes, scores, maps: dict, boxes: dict,
+def write_image(ex: Explain, out: pathlib.Path, photo: dict, classes, scores, class_maps: dict, boxes: dict,
                 status: dict) -> None:
   """One photo's json, npz and png (module docstring)."""
+  names = ex.names
   stem = out / safe_name(photo['id'])
   h, w = photo['image'].shape[:2]
   described = {
@@ -143,14 +131,13 @@ def write_image(config, out: pathlib.Path, photo: dict, names, classes, scores, 
                 for j, (c, s) in enumerate(zip(classes, scores))]}
   report.write_json(stem.with_name(f'{stem.name}.json'), described)
   buffer = io.BytesIO()
-  np.savez(buffer, **{m: np.asarray(v, np.float32) for m, v in maps.items()})
+  np.savez(buffer, **{m: np.asarray(v, np.float32) for m, v in class_maps.items()})
   store.write_atomic(stem.with_name(f'{stem.name}.npz'), buffer.getvalue())
-  if not config.get('overlays', True):
+  if not ex.overlays:
     return
   titles = [f'{j + 1}. {names[c][:24]} ({s:.1f})' for j, (c, s) in enumerate(zip(classes, scores))]
-  for m, v in maps.items():
-    cut = {name: boxes[name] for name, settings in config.localise.items()
-           if stages.map_of(name, settings) == m}
+  for m, v in class_maps.items():
+    cut = {name: boxes[name] for name, c in ex.cuts.items() if c.map == m}
     report.overlay_strip(stem.with_name(f'{stem.name}.{m}.png'), photo['image'], v, titles, cut)
 
 
@@ -191,41 +178,45 @@ def accuracy(merged: dict, k: int) -> dict | None:
 def run(config, workdir, log=print) -> dict:
   """The job (module docstring); returns summary.json's content."""
   config_checks.check_images_job(config)
+  data = settings.data(config)
+  # the class names and the folder first: their errors come before the model loads
+  ex = Explain(data, settings.specs(config, list(config.maps)), settings.cuts(config), config.top_k,
+               config.crop_size, config.chunk_size, config.sequential_maps, config.workers,
+               settings.class_names(config), config.get('overlays', True))
+  source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=ex.names)
+  chunk_key = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
+  n = len(source) if not config.get('num_images') else min(config.num_images, len(source))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
-  names = class_names(config)  # the folder and its labels first: their errors come before the model loads
-  source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=names)
-  model, preprocessing = stages.load_pretrained(config)
-  mean, std = stages.input_statistics(config, None, preprocessing)
+  model, preprocessing = setup.load_model(settings.checkpoint(config), input_size=settings.input_size(config),
+                                          num_classes=config.num_classes)
+  mean, std = setup.normalisation(data, None, preprocessing)
   seconds = {'setup': time.perf_counter() - t0}
-  n = len(source) if not config.get('num_images') else min(config.num_images, len(source))
   spans = chunks.plan(n, config.eval_chunk)
-  settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
-  where = chunks.folder(workdir / 'chunks', {**settings, 'photos': source.ids[:n]}, stages.digest(model),
-                        stages.source_digest())
+  where = chunks.folder(workdir / 'chunks', {**chunk_key, 'photos': source.ids[:n]},
+                        cache.weights_digest(model), cache.source_digest())
   todo = [c for c in range(len(spans)) if not chunks.intact(where, c, spans[c], log)]
   if len(todo) < len(spans):
     log(f'resuming: {len(spans) - len(todo)} of {len(spans)} chunks already in {where}')
-  out = workdir / 'images'
   t0 = time.perf_counter()
   with tqdm(total=sum(spans[c][1] - spans[c][0] for c in todo), desc='photos', unit='img',
             mininterval=2.0) as bar:
     for c in todo:
-      result = explain_chunk(config, model, source, spans[c], n, mean, std, names, out)
+      result = explain_chunk(ex, model, source, spans[c], n, mean, std, workdir / 'images')
       chunks.write(where, c, spans[c], result)
       bar.update(spans[c][1] - spans[c][0])
   seconds['photos'] = time.perf_counter() - t0
   merged = chunks.wait(where, spans, timeout_s=60)
-  predictions, boxes = table_rows(source, names, merged)
+  predictions, boxes = table_rows(source, ex.names, merged)
   write_csv(workdir / 'predictions.csv', ['image', 'rank', 'class', 'name', 'score'], predictions)
   write_csv(workdir / 'boxes.csv', ['image', 'rank', 'class', 'method', 'x0', 'y0', 'x1', 'y1', 'status'],
             boxes)
   for key, value in merged['totals']['seconds'].items():
     seconds[key] = seconds.get(key, 0.0) + value
   summary = {'num_photos': n, 'num_explained': int(merged['totals']['count']), 'unreadable': merged['bad'],
-             'accuracy': accuracy(merged, config.top_k), 'maps': ['gradient', *config.maps],
-             'localise': list(config.localise), 'seconds': seconds, 'config': config.to_dict()}
+             'accuracy': accuracy(merged, config.top_k), 'maps': list(ex.specs), 'localise': list(ex.cuts),
+             'seconds': seconds, 'config': config.to_dict()}
   report.write_json(workdir / 'summary.json', summary)
   log(f'{summary["num_explained"]} photos explained ({len(merged["bad"])} unreadable) in {workdir}')
   return summary

@@ -1,23 +1,24 @@
 """The main job: data -> trained net -> saliency maps -> localisation -> metrics, figures, report.
 
-`run(config, workdir)` is what `experiments/reproduce.py` calls; every number comes from the
-config (configs/quickstart.py documents the fields). Each stage keeps what it made in the workdir
-(the loaded training data, orbax checkpoints of the training, the evaluation's chunks), so an
-interrupted run resumes.
-  1. data: the config's source (`saliency_jax.data.make_source`): the training split, resized;
+`run(config, workdir)` is what `experiments/reproduce.py` calls; every number comes from the config
+(configs/quickstart.py documents the fields), read once at the top into the protocol's settings
+(`jobs.settings`, `Evaluation`, `Report`). Each stage keeps what it made in the workdir (the loaded
+training data, orbax checkpoints of the training, the evaluation's chunks), so an interrupted run resumes.
+  1. data: the config's source: the training split, resized (`protocol.setup`);
   2. training (or resuming) with `train.train_and_evaluate`, on one or several processes;
   3-4. the test split chunk by chunk (`evaluate_chunk`, config.eval_chunk records each, results on
-     disk by `chunks`: memory bounded whatever the number of test images): test accuracy; 10-crop
-     saliency maps (paper Sect. 3.1) of each test image's top-k classes, in one call per batch (one
-     forward, k backward passes), and of its true class; localisation (Sect. 3.2) of every map by each
-     method of `config.localise` (the GraphCut pipeline and the baselines); then from all chunks ILSVRC
-     top-1 / top-k localisation error and GT-known box accuracy;
+     disk by `protocol.chunks`: memory bounded whatever the number of test images): test accuracy;
+     10-crop saliency maps (paper Sect. 3.1) of each test image's top-k classes and of its true class
+     (`protocol.maps.make_maps`); localisation (Sect. 3.2) of every map by each cut of
+     `config.localise` (`protocol.localisation`); then from all chunks ILSVRC top-1 / top-k
+     localisation error and GT-known box accuracy (`protocol.scores`);
   5. the Sect. 4 summary on the trained net: DeconvNet reconstruction == VJP with the DeconvNet
      ReLU rule, and how far gradient, DeconvNet and guided maps agree;
   6. metrics.json, report.md, saliency.png (like the paper's Fig. 2) and localisation.png
      (Fig. 3: image, map, seeds, mask, box against the ground truth).
 """
 
+import dataclasses
 import pathlib
 import time
 
@@ -39,14 +40,72 @@ from saliency_jax import (
   saliency,
   train,
 )
-from saliency_jax.data import Subset, duplicates, make_source, records, transforms
+from saliency_jax.data import duplicates, records
 from saliency_jax.errors import UserError
-from saliency_jax.jobs import chunks, config_checks, stages
+from saliency_jax.jobs import config_checks, settings
+from saliency_jax.protocol import cache, chunks, localisation, maps, scores, setup
 
 
 def default_config() -> ml_collections.ConfigDict:
   """The settings every main-job config shares (`defaults.main_job`)."""
   return defaults.main_job()
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """What each evaluation chunk does (the config's keys of the same names): the data, the maps (specs,
+  top_k, crop_size, chunk_size, sequential_maps, share_true_maps), the cuts (config.localise) and their
+  workers, the crop test accuracy is measured on, whether the class models need the test scores, and the
+  pointing game's tolerance."""
+  data: setup.Data
+  specs: dict
+  cuts: dict
+  top_k: int
+  crop_size: int
+  chunk_size: int
+  eval_chunk: int
+  sequential: bool
+  share_true: bool
+  workers: int
+  eval_crop: int
+  num_classes: int
+  class_scores: bool
+  pointing_tolerance: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What the report shows: class names, figures (num_figure images, the cut `figure_method` drawn, the
+  failures with failure_analysis), the Sect. 4 summary on num_deconvnet images, the class models."""
+  name: str
+  class_names: list
+  num_figure: int
+  num_deconvnet: int
+  figure_method: str
+  selected_method: str
+  failure_analysis: bool
+  class_models: dict
+
+
+def evaluation(config) -> Evaluation:
+  """The config read into `Evaluation`."""
+  return Evaluation(settings.data(config), settings.specs(config), settings.cuts(config), config.top_k,
+                    config.crop_size, config.chunk_size, config.eval_chunk, config.sequential_maps,
+                    config.share_true_maps, config.workers, settings.eval_crop(config), config.num_classes,
+                    bool(config.class_models.steps), config.pointing_tolerance)
+
+
+def report_settings(config) -> Report:
+  """The config read into `Report`."""
+  return Report(config.name, settings.class_names(config), config.num_figure, config.num_deconvnet,
+                figure_method(config), config.selected_method, config.failure_analysis,
+                config.class_models.to_dict())
+
+
+# Settings that change no chunk's results (figures, report, the process layout): a rerun that changes
+# only these reuses the chunks on disk.
+NOT_IN_CHUNKS = ('distributed', 'workers', 'num_figure', 'figure_method', 'selected_method',
+                 'failure_analysis', 'num_deconvnet', 'name', 'class_names', 'class_models')
 
 
 def deconvnet_summary(model, x, labels) -> dict:
@@ -63,10 +122,10 @@ def deconvnet_summary(model, x, labels) -> dict:
   bar = tqdm(total=len(deconvnet.RULES) + 1, desc='Sect. 4 summary', unit='part', mininterval=2.0,
              disable=jax.process_index() != 0)
   with bar:
-    maps = deconvnet.rule_maps(model, x, labels, progress=bar.update)
+    rule_maps = deconvnet.rule_maps(model, x, labels, progress=bar.update)
     rho = {f'gradient_vs_{m}': float(np.mean([metrics.spearman(a, b)
-                                              for a, b in zip(maps['gradient'], maps[m])]))
-           for m in maps if m != 'gradient'}
+                                              for a, b in zip(rule_maps['gradient'], rule_maps[m])]))
+           for m in rule_maps if m != 'gradient'}
     out = {'num_images': int(len(x)), 'spearman': rho}
     try:
       deconvnet.steps(model)
@@ -79,23 +138,22 @@ def deconvnet_summary(model, x, labels) -> dict:
           'gradient_vs_deconvnet_relative': compared['gradient_vs_deconvnet']['relative']}
 
 
-def class_model_summary(config, model, tested: dict, image_shape, mean, std, workdir: pathlib.Path,
+def class_model_summary(rep: Report, model, tested: dict, image_shape, mean, std, workdir: pathlib.Path,
                         log=print) -> dict:
-  """Sect. 2: class model images of `config.class_models.classes` (empty: the first 10 classes);
+  """Sect. 2: class model images of the report's class_models['classes'] (empty: the first 10 classes);
   writes class_models.png (the training mean added back) and class_models_objective.png; returns per
   class the final score and the best score of a real test image of that class (tested: every test
   image's 'labels', 'own_score' (the score of its class) and 'l2' (the norm of the normalised image))."""
-  c = config.class_models
-  classes = np.asarray(c.classes if c.classes else range(min(10, config.num_classes)), np.int32)
-  settings = {k: v for k, v in c.to_dict().items() if k != 'classes'}
-  with tqdm(total=c.steps, desc='class models', unit='step', mininterval=2.0) as bar:
+  c = rep.class_models
+  classes = np.asarray(c['classes'] if c['classes'] else range(min(10, len(rep.class_names))), np.int32)
+  visualise = {k: v for k, v in c.items() if k != 'classes'}
+  with tqdm(total=c['steps'], desc='class models', unit='step', mininterval=2.0) as bar:
     result = class_models.visualise(model, classes, image_shape=image_shape, return_history=True,
-                                    progress=bar.update, **settings)
+                                    progress=bar.update, **visualise)
   final = np.asarray(saliency.scores(model, result.images))[np.arange(len(classes)), classes]
   labels, own = tested['labels'], tested['own_score']
   real_max = np.array([own[labels == k].max() if (labels == k).any() else np.nan for k in classes])
-  every_name = stages.class_names(config)  # read once: for ILSVRC it comes from synset_words.txt
-  names = [every_name[k] for k in classes]
+  names = [rep.class_names[k] for k in classes]
   report.class_model_figure(workdir / 'class_models.png', class_models.for_display(result.images, mean, std),
                             [f'{name} ({s:.0f})' for name, s in zip(names, final)])
   report.objective_figure(workdir / 'class_models_objective.png', np.asarray(result.objective),
@@ -107,116 +165,51 @@ def class_model_summary(config, model, tested: dict, image_shape, mean, std, wor
          'image_l2_norm': np.linalg.norm(np.asarray(result.images).reshape(len(classes), -1),
                                          axis=1).tolist(),
          'real_l2_norm_median': float(np.median(tested['l2'])),
-         'settings': settings}
+         'settings': visualise}
   log(f"class models: score above every real test image of the class for "
       f"{int((final[has_real] > real_max[has_real]).sum())} of {int(has_real.sum())} classes")
   return out
 
 
-# Settings that change no chunk's results (figures, report, the process layout): a rerun that changes
-# only these reuses the chunks on disk.
-NOT_IN_CHUNKS = ('distributed', 'workers', 'num_figure', 'figure_method', 'selected_method',
-                 'failure_analysis', 'num_deconvnet', 'name', 'class_names', 'class_models')
-
-
-def chunk_settings(config) -> dict:
-  """What the chunks' results depend on besides the weights: the config less `NOT_IN_CHUNKS`, and
-  whether the class models need the test images' scores."""
-  settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
-  return {**settings, 'class_scores': bool(config.class_models.steps)}
-
-
-def maps_of(config, model, x, labels, names, images, seconds=None) -> tuple:
-  """The maps the localisation methods cut: the gradient maps of each image's top-k classes and true class
-  (Sect. 3.1, with config.share_true_maps the true class's top-k map where it is among them), and those
-  of the other config.maps entries `names` for the same classes. With config.localise_size, resized onto
-  the `images` localised on (the photos). Returns (top classes [n, k], {name: (true-class maps, top-k
-  maps)}, shared [n] or None); adds each stage's seconds to `seconds`.
-
-  The first 10-crop Grad-CAM entry at a layer of the net's graph comes out of the gradient maps' own
-  passes (`stages.gradient_and_grad_cam_maps`); its seconds are then in 'saliency' (its 'maps_' entry
-  is 0)."""
+def maps_of(ev: Evaluation, model, x, labels, names, images, seconds=None) -> maps.Maps:
+  """The maps the cuts cut (`maps.make_maps`): the gradient maps of each image's top-k classes and true
+  class (Sect. 3.1) and those of the other map specs `names` for the same classes, resized onto the
+  `images` localised on (the photos at localise_size); adds the gradient maps' seconds to
+  seconds['saliency'] and each other map's to seconds['maps_<name>'] (0: out of the gradient passes)."""
   seconds = {} if seconds is None else seconds
-  specs = {name: stages.check_map(name, config.maps[name]) for name in names if name != 'gradient'}
-  fused = next((name for name, spec in specs.items() if stages.shares_gradient_passes(model, spec)),
-               None)
-  t0 = time.perf_counter()
-  shared = None
-  maps = {}
-  if fused is not None:
-    top_classes, maps['gradient'], maps[fused], shared = stages.gradient_and_grad_cam_maps(
-        config, model, x, labels, specs[fused]['settings'].get('layer'))
-    seconds[f'maps_{fused}'] = seconds.get(f'maps_{fused}', 0.0)
-  elif config.get('share_true_maps'):  # the true class's gradient map, when among the top-k, is that map
-    top_classes, top_maps, true_maps, shared = stages.shared_class_maps(config, model, x, labels)
-    maps['gradient'] = (true_maps, top_maps)
-  else:
-    top_classes, top_maps, true_maps = stages.class_maps(config, model, x, labels)
-    maps['gradient'] = (true_maps, top_maps)
-  seconds['saliency'] = seconds.get('saliency', 0.0) + time.perf_counter() - t0
-  for name, spec in specs.items():
-    if name != fused:
-      t0 = time.perf_counter()
-      top, true = stages.method_maps(config, model, x, labels, top_classes, spec)
-      if shared is not None:
-        true = np.where((shared >= 0)[:, None, None], top[np.arange(len(top)), np.maximum(shared, 0)], true)
-      maps[name] = (true, top)
-      seconds[f'maps_{name}'] = seconds.get(f'maps_{name}', 0.0) + time.perf_counter() - t0
-  maps = {name: maps[name] for name in ['gradient', *specs]}
-  if config.localise_size:  # localise on the larger images, maps resized onto them
-    maps = {name: stages.on_photos(true, top, images.shape[1:3]) for name, (true, top) in maps.items()}
-  return top_classes, maps, shared
+  wanted = dict.fromkeys(['gradient', *names])
+  made = maps.make_maps(model, x, specs={name: ev.specs[name] for name in wanted},
+                        labels=labels, top_k=ev.top_k, crop_size=ev.crop_size, chunk_size=ev.chunk_size,
+                        sequential=ev.sequential, share_true=ev.share_true)
+  for name, s in made.seconds.items():
+    key = 'saliency' if name == 'gradient' else f'maps_{name}'
+    seconds[key] = seconds.get(key, 0.0) + s
+  made.maps = maps.onto(made.maps, images.shape[1:3])
+  return made
 
 
-def read_photos(config, source, index) -> tuple[np.ndarray, list]:
-  """The good records `index` at config.localise_size: (images, boxes)."""
-  photos = transforms.load(Subset(source, index), config.localise_size, skip_bad=True, allow_empty=True)
-  if len(photos['indices']) != len(index):
-    raise ValueError(f'the test split read at {config.localise_size} px left out other records than at '
-                     f'{config.data.image_size} px: {photos["bad"][:3]}')
-  return photos['images'], photos['boxes']
-
-
-def read_records(config, source, index, mean, std, *, skip_bad: bool = False, photos: bool = True) -> dict:
-  """Test records `index` as the job reads them: {'indices', 'labels', 'x' (normalised, at
-  data.image_size), 'images' (the images localised on: the photos at config.localise_size, else the test
-  images), 'masks' (or None), 'boxes', 'box_labels' (of the images localised on), 'bad' (records left out
-  with skip_bad, by record index)}. Without `photos`, 'images' are the test images even with
-  config.localise_size (`read_photos` reads the photos)."""
-  index = np.asarray(index, np.int64)
-  test = transforms.load(Subset(source, index), config.data.image_size, skip_bad=skip_bad, allow_empty=True)
-  kept = index[test['indices']]
-  bad = [{**b, 'index': int(index[b['index']])} for b in test['bad']]
-  out = {'indices': kept, 'labels': test['labels'], 'x': transforms.normalise(test['images'], mean, std),
-         'images': test['images'], 'masks': test.get('masks'), 'boxes': test['boxes'],
-         'box_labels': test['box_labels'], 'bad': bad}
-  if config.localise_size and len(kept) and photos:
-    images, boxes = read_photos(config, source, kept)
-    out.update(images=images, masks=None, boxes=boxes)
-  return out
-
-
-def evaluate_chunk(config, model, source, span: tuple[int, int], n: int, mean, std, progress=None) -> dict:
+def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int, mean, std,
+                   progress=None) -> dict:
   """One chunk of test records [start, stop): read (bad records left out with data.skip_bad), test
-  accuracy, and for the records among the first n (those evaluated) the maps, every localisation
-  method's boxes and the pointing hits; with class models, each test image's score of its class.
+  accuracy, and for the records among the first n (those evaluated) the maps, every cut's boxes and the
+  pointing hits; with class models, each test image's score of its class.
   Returns the results `chunks.write` keeps: rows 'tested' (every test image) and 'evaluated'."""
   start, stop = span
   seconds = {}
   t0 = time.perf_counter()
-  r = read_records(config, source, range(start, stop), mean, std, skip_bad=config.data.skip_bad, photos=False)
+  r = setup.read_records(ev.data, source, range(start, stop), mean, std, photos=False)
   keep = np.flatnonzero(r['indices'] < n)
   seconds['data_test'] = time.perf_counter() - t0
   t0 = time.perf_counter()
   x, labels = r['x'], r['labels']
-  correct = train.hits(model, x, labels, crop=stages.eval_crop(config)) if len(x) else 0
+  correct = train.hits(model, x, labels, crop=ev.eval_crop) if len(x) else 0
   seconds['test_accuracy'] = time.perf_counter() - t0
   tested = {'indices': r['indices'], 'labels': labels}
-  if config.class_models.steps:  # the best real image of each class (`class_model_summary`)
+  if ev.class_scores:  # the best real image of each class (`class_model_summary`)
     t0 = time.perf_counter()
-    scores = (np.asarray(saliency.scores(model, x, chunk_size=config.chunk_size)) if len(x)
-              else np.zeros((0, config.num_classes)))
-    tested['own_score'] = scores[np.arange(len(x)), labels].astype(np.float32)
+    s = (np.asarray(saliency.scores(model, x, chunk_size=ev.chunk_size)) if len(x)
+         else np.zeros((0, ev.num_classes)))
+    tested['own_score'] = s[np.arange(len(x)), labels].astype(np.float32)
     tested['l2'] = np.linalg.norm(x.reshape(len(x), -1), axis=1)
     seconds['class_scores'] = time.perf_counter() - t0
   evaluated, localise_seconds, with_masks = {}, {}, 0
@@ -224,66 +217,46 @@ def evaluate_chunk(config, model, source, span: tuple[int, int], n: int, mean, s
     x, labels = x[keep], labels[keep]
     images, masks, boxes = r['images'][keep], r['masks'], [r['boxes'][i] for i in keep]
     masks = None if masks is None else masks[keep]
-    if config.localise_size:  # localise on the photos
+    if ev.data.localise_size:  # localise on the photos
       t0 = time.perf_counter()
-      (images, boxes), masks = read_photos(config, source, r['indices'][keep]), None
+      (images, boxes), masks = setup.read_photos(ev.data, source, r['indices'][keep]), None
       seconds['data_test'] += time.perf_counter() - t0
-    top_classes, maps, shared = maps_of(config, model, x, labels, stages.used_maps(config), images, seconds)
+    used = [name for name in ev.specs if name != 'gradient']
+    made = maps_of(ev, model, x, labels, used, images, seconds)
     if progress is not None:
       progress('maps', len(keep))
     t0 = time.perf_counter()
-    found, _ = stages.localise_images(config, images, maps, r['indices'][keep], n, shared, progress=progress)
+    found, _ = localisation.localise_images(images, made.maps, ev.cuts, r['indices'][keep], n, made.shared,
+                                            workers=ev.workers, progress=progress)
     localise_seconds = {name: f.pop('seconds') for name, f in found.items()}
     hits = np.zeros((len(keep), 3))  # pointing hit, saliency mass on the object, object area fraction
     if masks is not None:
-      true_maps = maps['gradient'][0]
-      hits = np.stack([metrics.pointing_hits(true_maps, masks, tolerance=config.pointing_tolerance),
+      true_maps = made.maps['gradient'][0]
+      hits = np.stack([scores.pointing_hits(true_maps, masks=masks, tolerance=ev.pointing_tolerance)[0],
                        metrics.mass_inside(true_maps, masks), masks.mean(axis=(1, 2))], axis=1)
       with_masks = len(keep)
     seconds['localisation'] = time.perf_counter() - t0
-    evaluated = {'indices': r['indices'][keep], 'labels': labels, 'top_classes': top_classes, 'hits': hits,
-                 'found': found, 'gt_boxes': boxes, 'gt_labels': [r['box_labels'][i] for i in keep]}
+    evaluated = {'indices': r['indices'][keep], 'labels': labels, 'top_classes': made.top_classes,
+                 'hits': hits, 'found': found, 'gt_boxes': boxes,
+                 'gt_labels': [r['box_labels'][i] for i in keep]}
   totals = {'test_correct': correct, 'test_count': len(r['labels']), 'with_masks': with_masks,
             'seconds': seconds, 'localise_seconds': localise_seconds}
   return {'rows': {'tested': tested, 'evaluated': evaluated}, 'totals': totals, 'bad': r['bad']}
 
 
-def progress_bars(config, total: int, enabled: bool) -> dict:
-  """tqdm bars (images/s) of the maps and of each localisation method, process 0 only."""
-  names = ['maps'] + [f'localise {m}' for m in config.localise]
+def progress_bars(cuts, total: int, enabled: bool) -> dict:
+  """tqdm bars (images/s) of the maps and of each cut, process 0 only."""
+  names = ['maps'] + [f'localise {m}' for m in cuts]
   return {name: tqdm(total=total, desc=name, unit='img', position=i, disable=not enabled, mininterval=2.0,
                      leave=True) for i, name in enumerate(names)}
 
 
-def run(config, workdir: str, log=print) -> dict:
-  """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
-  the others return {'process_index', 'num_chunks'} once their chunks are written).
-
-  The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk
-  records each), each chunk's results written to workdir/evaluation/<digest>/ (`chunks`; the digest of
-  the settings, the weights and the code):
-  memory does not grow with the number of test images, a rerun resumes at the first chunk not on disk,
-  and with several processes each takes every P-th chunk."""
-  config_checks.check_main_job(config)  # every setting, before any work
-  d = config.distributed
-  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id, d.timeout_s)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  prepared = stages.prepare(config, workdir, log, test=False)
-  data, model, trained = prepared['data'], prepared['model'], prepared['trained']
-  mean, std, seconds = prepared['mean'], prepared['std'], prepared['seconds']
-
-  source = make_source(config.data, 'test')
-  num_records = len(source)
-  if not num_records:
-    raise UserError(f'the test split of config.data ({config.data.name}) has no records')
-  leaked = train_test_duplicates(config, source)
-  for a, b in leaked[:5]:
-    log(f'warning: test image {b} is the training image {a} (the same file)')
-  n = num_records if not config.num_eval else min(config.num_eval, num_records)
-  spans = chunks.plan(num_records, config.eval_chunk)
-  where = chunks.folder(workdir / 'evaluation', chunk_settings(config), stages.digest(model),
-                        stages.source_digest())
+def evaluate(ev: Evaluation, model, source, n: int, mean, std, where: pathlib.Path, timeout_s: float,
+             log=print) -> dict:
+  """Stages 3-4 on every chunk of the test split this process takes (p, p + P, ...), skipping those intact
+  on disk in `where`; process 0 then waits for every chunk and returns them merged (`chunks.wait`), the
+  others {'process_index', 'num_chunks'}."""
+  spans = chunks.plan(len(source), ev.eval_chunk)
   for other in chunks.made_by_other_code(where):
     log(f'not reusing the evaluation chunks in {other}: made by other code (same config and weights)')
   process, count = jax.process_index(), jax.process_count()
@@ -291,89 +264,134 @@ def run(config, workdir: str, log=print) -> dict:
   todo = [c for c in mine if not chunks.intact(where, c, spans[c], log)]
   if len(todo) < len(mine):
     log(f'resuming the evaluation: {len(mine) - len(todo)} of {len(mine)} chunks already in {where}')
-  t0 = time.perf_counter()
-  bars = progress_bars(config, sum(max(0, min(spans[c][1], n) - spans[c][0]) for c in todo), process == 0)
+  bars = progress_bars(ev.cuts, sum(max(0, min(spans[c][1], n) - spans[c][0]) for c in todo), process == 0)
   def progress(name, k):
     bars['maps' if name == 'maps' else f'localise {name}'].update(k)
   try:
     for c in todo:
-      result = evaluate_chunk(config, model, source, spans[c], n, mean, std, progress)
+      result = evaluate_chunk(ev, model, source, spans[c], n, mean, std, progress)
       chunks.write(where, c, spans[c], result)
       del result
       host.release_memory()
   finally:
     for bar in bars.values():
       bar.close()
-  seconds['evaluation'] = time.perf_counter() - t0
   if process != 0:
     log(f'process {process}: {len(mine)} chunks evaluated, in {where}')
     return {'process_index': process, 'num_chunks': len(mine)}
-  merged = chunks.wait(where, spans, d.timeout_s)
-  ev, tested, totals = merged['rows']['evaluated'], merged['rows']['tested'], merged['totals']
-  for key, value in totals['seconds'].items():
-    seconds[key] = seconds.get(key, 0.0) + value
-  trained = {**trained, 'test_accuracy': totals['test_correct'] / totals['test_count']}
-  log(f"test accuracy {trained['test_accuracy']:.3f} on {totals['test_count']} images")
+  return chunks.wait(where, spans, timeout_s)
 
-  t0 = time.perf_counter()
-  found = {name: {**f, 'seconds': totals['localise_seconds'][name]} for name, f in ev['found'].items()}
-  all_labels, all_top = ev['labels'], ev['top_classes']
-  loc = stages.localisation_metrics(config, found, all_labels, ev['gt_labels'], ev['gt_boxes'], all_top, log)
-  failures = per_image = None
-  if config.get('failure_analysis'):
-    failures = stages.localisation_failures(found, ev['gt_labels'], ev['gt_boxes'], all_top)
-    per_image = failures.pop('per_image')
-  seconds['localisation'] = seconds.get('localisation', 0.0) + time.perf_counter() - t0
 
-  # the first evaluated images, read again: the Sect. 4 summary and the figures
-  first = read_records(config, source, ev['indices'][:max(config.num_figure, config.num_deconvnet)], mean,
-                       std)
-  t0 = time.perf_counter()
-  m = min(config.num_deconvnet, len(first['x']))
-  sect4 = deconvnet_summary(model, first['x'][:m], first['labels'][:m])
+# metrics.json's keys, in order
+ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'num_train', 'num_test', 'num_eval',
+         'num_processes', 'bad_records', 'train_test_duplicates', 'localisation', 'selected_method',
+         'failures', 'deconvnet_vs_gradient', 'class_models', 'training', 'seconds', 'config',
+         'pointing_game', 'pointing_game_class_mean', 'saliency_mass_on_object', 'object_area_fraction')
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
+  the others return {'process_index', 'num_chunks'} once their chunks are written).
+
+  The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk
+  records each), each chunk's results written to workdir/evaluation/<digest>/ (`protocol.chunks`; the
+  digest of the settings, the weights and the code): memory does not grow with the number of test
+  images, a rerun resumes at the first chunk not on disk, and with several processes each takes every
+  P-th chunk."""
+  config_checks.check_main_job(config)  # every setting, before any work
+  d = config.distributed
+  ev, rep = evaluation(config), report_settings(config)
+  data = ev.data
+  chunk_key = {**{k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS},
+               'class_scores': ev.class_scores}
+  trains_here = not settings.checkpoint(config).kind
+  parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id, d.timeout_s)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+
+  prepared = settings.prepare(config, workdir, test=False, log=log)  # 1-2: data, the trained net
+  model, mean, std, seconds = prepared.model, prepared.mean, prepared.std, prepared.seconds
+  source = data.sources('test')
+  if not len(source):
+    raise UserError(f'the test split of config.data ({config.data.name}) has no records')
+  leaked = duplicates(data.sources('train'), source) if trains_here and config.data.name == 'voc' else []
+  for a, b in leaked[:5]:
+    log(f'warning: test image {b} is the training image {a} (the same file)')
+  n = len(source) if not config.num_eval else min(config.num_eval, len(source))
+
+  t0 = time.perf_counter()  # 3-4: maps and boxes, chunk by chunk
+  where = chunks.folder(workdir / 'evaluation', chunk_key, cache.weights_digest(model), cache.source_digest())
+  merged = evaluate(ev, model, source, n, mean, std, where, d.timeout_s, log)
+  seconds['evaluation'] = time.perf_counter() - t0
+  if 'process_index' in merged:
+    return merged
+  results, per_image = summarise(ev, rep, merged, prepared, log)
+  results.update(num_processes=d.num_processes, train_test_duplicates=[list(pair) for pair in leaked],
+                 bad_records=records.unique(results['bad_records'] + list(getattr(source, 'bad', []))
+                                            + merged['bad']))
+
+  ev_rows = merged['rows']['evaluated']
+  first = setup.read_records(data, source, ev_rows['indices'][:max(rep.num_figure, rep.num_deconvnet)],
+                             mean, std)
+  t0 = time.perf_counter()  # 5: Sect. 4 on the first evaluated images
+  m = min(rep.num_deconvnet, len(first['x']))
+  results['deconvnet_vs_gradient'] = deconvnet_summary(model, first['x'][:m], first['labels'][:m])
   seconds['deconvnet'] = time.perf_counter() - t0
-
-  if config.class_models.steps:
+  if config.class_models.steps:  # Sect. 2
     t0 = time.perf_counter()
-    shape = (config.data.image_size, config.data.image_size, 3)
-    class_model = class_model_summary(config, model, tested, shape, mean, std, workdir, log)
+    shape = (data.image_size, data.image_size, 3)
+    results['class_models'] = class_model_summary(rep, model, merged['rows']['tested'], shape, mean, std,
+                                                  workdir, log)
     seconds['class_models'] = time.perf_counter() - t0
-
-  results = {
-      'test_accuracy': trained['test_accuracy'],
-      'top1_accuracy_eval': float(np.mean(all_top[:, 0] == all_labels)),
-      f'top{config.top_k}_accuracy_eval': float(np.mean((all_top == all_labels[:, None]).any(1))),
-      'num_train': int(len(data['train']['images'])) if 'train' in data else 0,
-      'num_test': int(totals['test_count']), 'num_eval': len(all_labels),
-      'num_processes': d.num_processes,
-      # every record left out (data.skip_bad), with its reason
-      'bad_records': records.unique(stages.skipped_records(data) + list(getattr(source, 'bad', []))
-                                    + merged['bad']),
-      # test images whose files are training images too: their numbers are not held out
-      'train_test_duplicates': [list(pair) for pair in leaked],
-      'localisation': loc,
-      'selected_method': config.get('selected_method'),
-      **({'failures': failures} if failures else {}),
-      'deconvnet_vs_gradient': sect4,
-      **({'class_models': class_model} if config.class_models.steps else {}),
-      'training': trained,
-      'seconds': seconds,
-      'config': config.to_dict(),
-  }
-  if totals['with_masks'] and totals['with_masks'] == len(all_labels):
-    pointing = metrics.pointing_accuracy(ev['hits'][:, 0] > 0, all_labels)
-    results['pointing_game'] = pointing['per_image']
-    results['pointing_game_class_mean'] = pointing['class_mean']  # TorchRay's summary: the mean over classes
-    results['saliency_mass_on_object'] = float(ev['hits'][:, 1].mean())
-    results['object_area_fraction'] = float(ev['hits'][:, 2].mean())
-  report.write_json(workdir / 'metrics.json', results)
-  figures(config, model, workdir, first, ev, n, per_image, source, mean, std)
+  results.update(seconds=seconds, config=config.to_dict())
+  k = config.top_k
+  results = {key.format(k=k): results[key.format(k=k)] for key in ORDER if key.format(k=k) in results}
+  report.write_json(workdir / 'metrics.json', results)  # 6: metrics, figures, report
+  figures(ev, rep, model, workdir, first, ev_rows, n, per_image, source, mean, std)
   report.write_atomic(workdir / 'report.md', markdown(results))
   return results
 
 
+def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, log=print) -> tuple:
+  """The metrics of every chunk merged: test accuracy, top-k accuracy, the cuts' localisation metrics
+  (`scores.localisation_metrics`), why their guesses fail (with failure_analysis), the pointing game
+  (masks only); adds the chunks' seconds to prepared.seconds. Returns (results, each image's failure
+  kind per cut or None)."""
+  ev_rows, totals, seconds = merged['rows']['evaluated'], merged['totals'], prepared.seconds
+  for key, value in totals['seconds'].items():
+    seconds[key] = seconds.get(key, 0.0) + value
+  trained = {**prepared.trained, 'test_accuracy': totals['test_correct'] / totals['test_count']}
+  log(f"test accuracy {trained['test_accuracy']:.3f} on {totals['test_count']} images")
+  t0 = time.perf_counter()
+  found = {name: {**f, 'seconds': totals['localise_seconds'][name]} for name, f in ev_rows['found'].items()}
+  labels, top = ev_rows['labels'], ev_rows['top_classes']
+  loc = scores.localisation_metrics(found, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top, log)
+  failures = per_image = None
+  if rep.failure_analysis:
+    failures = scores.localisation_failures(found, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
+    per_image = failures.pop('per_image')
+  seconds['localisation'] = seconds.get('localisation', 0.0) + time.perf_counter() - t0
+  results = {
+      'test_accuracy': trained['test_accuracy'],
+      'top1_accuracy_eval': float(np.mean(top[:, 0] == labels)),
+      f'top{ev.top_k}_accuracy_eval': float(np.mean((top == labels[:, None]).any(1))),
+      'num_train': int(len(prepared.data['train']['images'])) if 'train' in prepared.data else 0,
+      'num_test': int(totals['test_count']), 'num_eval': len(labels),
+      'bad_records': setup.skipped_records(prepared.data),  # every record left out (data.skip_bad)
+      'localisation': loc, 'selected_method': rep.selected_method,
+      **({'failures': failures} if failures else {}), 'training': trained,
+  }
+  if totals['with_masks'] and totals['with_masks'] == len(labels):
+    game = metrics.pointing_accuracy(ev_rows['hits'][:, 0] > 0, labels)
+    results['pointing_game'] = game['per_image']
+    results['pointing_game_class_mean'] = game['class_mean']  # TorchRay's summary: the mean over classes
+    results['saliency_mass_on_object'] = float(ev_rows['hits'][:, 1].mean())
+    results['object_area_fraction'] = float(ev_rows['hits'][:, 2].mean())
+  return results, per_image
+
+
 def figure_method(config) -> str:
-  """The method localisation.png shows: config.figure_method, or ('' ) the selected method, else 'graphcut',
+  """The cut localisation.png shows: config.figure_method, or ('') the selected method, else 'graphcut',
   else the first of config.localise."""
   name = config.get('figure_method') or config.get('selected_method') or (
       'graphcut' if 'graphcut' in config.localise else next(iter(config.localise)))
@@ -383,29 +401,30 @@ def figure_method(config) -> str:
   return name
 
 
-def figures(config, model, workdir: pathlib.Path, first: dict, ev: dict, n: int, per_image, source, mean,
-            std) -> None:
-  """saliency.png and localisation.png of the first evaluated images (`first`: `read_records`; their maps
-  computed again; n: the number of evaluated records), and with failure analysis failures.png."""
-  classes = stages.class_names(config)
-  num = min(config.num_figure, len(first['x']))
-  shown = figure_method(config)
-  used = stages.map_of(shown, config.localise[shown])
-  _, maps, shared = maps_of(config, model, first['x'][:num], first['labels'][:num], [used], first['images'])
-  _, kept = stages.localise_images(config, first['images'][:num], maps, first['indices'][:num], n, shared,
-                                   methods={shown: config.localise[shown]})
+def figures(ev: Evaluation, rep: Report, model, workdir: pathlib.Path, first: dict, ev_rows: dict, n: int,
+            per_image, source, mean, std) -> None:
+  """saliency.png and localisation.png of the first evaluated images (`first`: `setup.read_records`; their
+  maps computed again; n: the number of evaluated records), and with failure analysis failures.png."""
+  classes = rep.class_names
+  num = min(rep.num_figure, len(first['x']))
+  shown = rep.figure_method
+  cut = ev.cuts[shown]
+  made = maps_of(ev, model, first['x'][:num], first['labels'][:num], [cut.map], first['images'])
+  _, kept = localisation.localise_images(first['images'][:num], made.maps, {shown: cut},
+                                         first['indices'][:num], n, made.shared, workers=ev.workers)
   titles = [f'{classes[t]} (top-1 {classes[p]})'
-            for t, p in zip(first['labels'][:num], ev['top_classes'][:num, 0])]
+            for t, p in zip(first['labels'][:num], ev_rows['top_classes'][:num, 0])]
   masks = None if first['masks'] is None else first['masks'][:num]
-  report.saliency_figure(workdir / 'saliency.png', first['images'][:num], maps['gradient'][0], titles, masks)
-  shown_maps = maps[used][0]
-  s = localise.settings(stages.cut_settings(config.localise[shown]))
+  report.saliency_figure(workdir / 'saliency.png', first['images'][:num], made.maps['gradient'][0], titles,
+                         masks)
+  shown_maps = made.maps[cut.map][0]
+  s = cut.settings
   seeds = [localise.seeds(mp, s.fg_quantile, s.bg_quantile, s.fg_floor)[:2] for mp in shown_maps]
   report.localisation_figure(workdir / 'localisation.png', first['images'][:num], shown_maps, seeds,
                              kept[shown], first['boxes'][:num], titles)
   if per_image:
-    drawn = [name for name in ('graphcut', config.get('selected_method')) if name in per_image]
-    rows = {name: failure_examples(config, model, ev, per_image[name], name, classes, source, mean, std)
+    drawn = [name for name in ('graphcut', rep.selected_method) if name in per_image]
+    rows = {name: failure_examples(ev, model, ev_rows, per_image[name], name, classes, source, mean, std)
             for name in dict.fromkeys(drawn)}
     if any(rows.values()):
       report.failure_figure(workdir / 'failures.png', {k: v for k, v in rows.items() if v})
@@ -414,25 +433,25 @@ def figures(config, model, workdir: pathlib.Path, first: dict, ev: dict, n: int,
 FAILURE_KINDS = ('too_small', 'too_large', 'displaced', 'wrong_classes')
 
 
-def failure_examples(config, model, ev: dict, categories, name: str, classes, source, mean, std,
+def failure_examples(ev: Evaluation, model, ev_rows: dict, categories, name: str, classes, source, mean, std,
                      per_kind: int = 2) -> list[tuple]:
-  """`report.failure_figure`'s examples of one method: the first `per_kind` evaluated images of each
-  failure kind (read again and mapped). For a box that missed, the guess of a right class with the best
-  IoU and the map it was cut from; for no right class, the top-1 class's map and no box."""
-  found = ev['found'][name]
+  """`report.failure_figure`'s examples of one cut: the first `per_kind` evaluated images of each failure
+  kind (read again and mapped). For a box that missed, the guess of a right class with the best IoU and
+  the map it was cut from; for no right class, the top-1 class's map and no box."""
+  found = ev_rows['found'][name]
   picked = [(kind, r) for kind in FAILURE_KINDS
             for r in [r for r, c in enumerate(categories) if c == kind][:per_kind]]
   if not picked:
     return []
   rows = [r for _, r in picked]
-  sample = read_records(config, source, ev['indices'][rows], mean, std)
-  used = stages.map_of(name, config.localise[name])
-  _, maps, _ = maps_of(config, model, sample['x'], sample['labels'], [used], sample['images'])
-  top_maps = maps[used][1]
+  sample = setup.read_records(ev.data, source, ev_rows['indices'][rows], mean, std)
+  used = ev.cuts[name].map
+  made = maps_of(ev, model, sample['x'], sample['labels'], [used], sample['images'])
+  top_maps = made.maps[used][1]
   out = []
   for p, (kind, r) in enumerate(picked):
-    gt_labels, gt = np.asarray(ev['gt_labels'][r]), np.asarray(ev['gt_boxes'][r])
-    top = ev['top_classes'][r]
+    gt_labels, gt = np.asarray(ev_rows['gt_labels'][r]), np.asarray(ev_rows['gt_boxes'][r])
+    top = ev_rows['top_classes'][r]
     right = [j for j in range(len(top)) if (gt_labels == top[j]).any()]
     j = max(right, key=lambda j: metrics.box_iou(found['top_boxes'][r, j], gt[gt_labels == top[j]]).max(),
             default=0)
@@ -458,14 +477,6 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
-def train_test_duplicates(config, test_source) -> list[tuple[str, str]]:
-  """(training file, test file) of the test records whose image files are training records too, for a
-  net trained here on a source with files (VOC folders); [] otherwise."""
-  if stages.checkpoint_kind(config) or config.data.name != 'voc':
-    return []
-  return duplicates(make_source(config.data, 'train'), test_source)
-
-
 def duplicate_lines(pairs: list) -> list[str]:
   """The report's warning about test images that are training images too (none: no lines)."""
   if not pairs:
@@ -486,7 +497,7 @@ def bad_record_lines(bad: list[dict]) -> list[str]:
 
 
 def failures_table(r: dict) -> str:
-  """Why the top-k guesses fail, per method (`stages.localisation_failures`), and the oracle."""
+  """Why the top-k guesses fail, per method (`scores.localisation_failures`), and the oracle."""
   f = r['failures']
   k, n = f['top_k'], r['num_eval']
   lines = [f'| method | correct | no right class in the top-{k} | right class, box too small | too large | '

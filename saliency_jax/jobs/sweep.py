@@ -2,7 +2,7 @@
 
 `run(config, workdir)` is what `experiments/sweep_localisation.py` calls (configs/localisation_sweep.py
 documents the fields):
-  1. the net as the main job gets it (`stages.prepare`: trained or resumed in the workdir, or a
+  1. the net as the main job gets it (`settings.prepare`: trained or resumed in the workdir, or a
      pretrained checkpoint);
   2. the two parts of the evaluation set (`data.splits`, `config.data.part`): 'selection' and
      'report'. For VOC / ILSVRC folders a seeded hash of each record id decides, so the split does not
@@ -11,10 +11,10 @@ documents the fields):
   3. per part, the maps of each image's top-k classes and of its true class (10-crop when
      `crop_size`), computed once and kept in workdir/sweep under a key of everything that determines
      them: the part's record ids, the data settings, the normalisation, crop size, k, a digest of
-     the net's weights and one of the code that makes them (`stages.code_digest`: the modules and those they
+     the net's weights and one of the code that makes them (`cache.code_digest`: the modules and those they
      import; another config, another net or other code never reuses them);
-  4. every setting of `config.sweep.grid` localised on both parts (`stages.localise_images`) and
-     scored (`stages.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
+  4. every setting of `config.sweep.grid` localised on both parts (`localisation.localise_images`) and
+     scored (`scores.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
      localisation error, fallback boxes (status not 'ok'); each result is kept in workdir/sweep (keyed
      by the maps, the setting and the localisation code), so an interrupted sweep resumes;
   5. the pick: the best setting by `config.sweep.criterion` on the selection part alone (the report
@@ -34,8 +34,9 @@ import ml_collections
 import numpy as np
 
 from saliency_jax import attribution, localise, metrics, models, report, saliency, store
-from saliency_jax.data import Subset, make_source, splits, transforms
-from saliency_jax.jobs import stages
+from saliency_jax.data import make_source, splits, transforms
+from saliency_jax.jobs import settings
+from saliency_jax.protocol import cache, localisation, maps, scores, setup
 
 PARTS = ('selection', 'report')
 DIRECTIONS = ('min', 'max')
@@ -46,14 +47,11 @@ def _digest(obj) -> str:
 
 
 def changes(settings) -> dict:
-  """The fields of a localise setting (dict, ConfigDict or Settings; with its 'map', `stages.map_of`)
-  that differ from the paper's (the gradient map, `localise.Settings()` defaults)."""
+  """The fields of a localise setting (a grid entry with its 'map', or `localise.Settings`) that differ
+  from the paper's (the gradient map, `localise.Settings()` defaults): `localisation.Cut.changes`."""
   if isinstance(settings, localise.Settings):
-    settings, used = dataclasses.asdict(settings), 'gradient'
-  else:
-    used, settings = stages.map_of('', settings), stages.cut_settings(settings)
-  mine, paper = dataclasses.asdict(localise.settings(settings)), dataclasses.asdict(localise.Settings())
-  return {**({'map': used} if used != 'gradient' else {}), **{k: v for k, v in mine.items() if v != paper[k]}}
+    return localisation.Cut('gradient', settings).changes()
+  return localisation.Cut.parse('', settings).changes()
 
 
 def metric_names(top_k: int) -> tuple[str, ...]:
@@ -79,18 +77,17 @@ def check(config) -> None:
   s = config.sweep
   if not s.grid:
     raise ValueError("config.sweep.grid is empty: name at least the paper's setting ({'method': 'graphcut'})")
-  maps = dict(config.get('maps') or {})
-  for name, settings in s.grid.items():
+  maps_named = dict(config.get('maps') or {})
+  for name, entry in s.grid.items():
     try:
-      localise.settings(stages.cut_settings(settings))
+      cut = localisation.Cut.parse(name, entry)
     except ValueError as e:
-      raise ValueError(f'config.sweep.grid.{name}: {e}') from None
-    used = stages.map_of(name, settings)
-    if used != 'gradient' and used not in maps:
-      raise ValueError(f'config.sweep.grid.{name} localises map {used!r}, which config.maps does not name '
-                       f'(it names {sorted(maps)})')
-  for name, spec in maps.items():
-    stages.check_map(name, spec)
+      raise ValueError(str(e).replace('config.localise.', 'config.sweep.grid.', 1)) from None
+    if cut.map != 'gradient' and cut.map not in maps_named:
+      raise ValueError(f'config.sweep.grid.{name} localises map {cut.map!r}, which config.maps does not name '
+                       f'(it names {sorted(maps_named)})')
+  for name, spec in maps_named.items():
+    maps.MapSpec.parse(name, spec)
   if all(changes(v) for v in s.grid.values()):
     raise ValueError("config.sweep.grid has no entry with the paper's settings (the localise.Settings() "
                      "defaults, e.g. {'method': 'graphcut'}): the report shows it beside the pick")
@@ -112,43 +109,40 @@ def part_data(config, part: str) -> ml_collections.ConfigDict:
   return data
 
 
-def load_part(config, part: str, log=print) -> dict:
-  """The records of one part: {'ids' [n], 'images' uint8 [n, S, S, 3] (S = data.image_size: the net's
-  input), 'photos' uint8 [n, P, P, 3] (the images localised on: at localise_size, else the same),
-  'labels' int32 [n], 'boxes' and 'box_labels' (lists, in the photos' pixels), 'data' (the data config)}.
-  The first config.sweep.num_images records (0: all)."""
-  data = part_data(config, part)
-  source = make_source(data, 'test')
-  if config.sweep.num_images:
-    source = Subset(source, range(min(config.sweep.num_images, len(source))))
-  skip = bool(config.data.get('skip_bad', False))
-  test = transforms.load(source, config.data.image_size, skip_bad=skip, progress=True, desc=f'{part} images')
-  if test['bad']:
-    log(f'{part}: skipped {len(test["bad"])} bad records, first: {test["bad"][0]}')
-  photos = test
-  if config.get('localise_size'):
-    photos = transforms.load(source, config.localise_size, skip_bad=skip, progress=True,
-                             desc=f'{part} photos')
-    if not np.array_equal(photos['indices'], test['indices']):
-      raise ValueError(f'{part}: the records read at {config.localise_size} px differ from those at '
-                       f'{config.data.image_size} px (bad records?)')
-  return {'ids': [str(i) for i in test['ids']], 'images': test['images'], 'photos': photos['images'],
-          'labels': test['labels'], 'boxes': photos['boxes'], 'box_labels': test['box_labels'],
-          'data': data.to_dict()}
+def load_part(data: setup.Data, part_key: dict, num_images: int, mean, std, part: str, log=print) -> dict:
+  """The records of one part (`data` reading its 'test' split): `setup.read_records`' 'ids', 'x' (normalised,
+  at the net's input size), 'images' (the photos localised on), 'labels', 'boxes' and 'box_labels', and
+  'data' (the part's data settings, `part_key`). The first num_images records (0: all)."""
+  source = data.sources('test')
+  count = min(num_images, len(source)) if num_images else len(source)
+  records = setup.read_records(data, source, range(count), mean, std, progress=True)
+  if records['bad']:
+    log(f'{part}: skipped {len(records["bad"])} bad records, first: {records["bad"][0]}')
+  return {**records, 'data': part_key}
 
 
-def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathlib.Path, name='gradient',
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+  """How the sweep makes its maps (the config's keys): top_k, crop_size, chunk_size, config.maps' specs."""
+  top_k: int
+  crop_size: int
+  chunk_size: int
+  specs: dict
+
+
+def part_maps(mp: Mapping, model, mean, std, part: str, records: dict, workdir: pathlib.Path, name='gradient',
               top_classes=None, log=print):
   """(maps, key, cached): {'top_classes' int [n, k], 'top_maps' [n, k, S, S], 'true_maps' [n, S, S]}
   of `load_part`'s records, read from workdir/sweep/maps-<part>-<key>.npz when there.
 
-  name: 'gradient' (the paper's maps, `stages.class_maps`, which also rank the top-k classes) or an entry
-  of config.maps (`stages.method_maps`, for the gradient maps' `top_classes`)."""
+  name: 'gradient' (the paper's maps, which also rank the top-k classes) or a spec of config.maps (for
+  the gradient maps' `top_classes`), made by `maps.make_maps`."""
   inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
-            'std': np.asarray(std).tolist(), 'crop_size': config.crop_size, 'top_k': config.top_k,
-            'weights': stages.digest(model), 'code': stages.code_digest(stages, saliency, models, transforms)}
+            'std': np.asarray(std).tolist(), 'crop_size': mp.crop_size, 'top_k': mp.top_k,
+            'weights': cache.weights_digest(model),
+            'code': cache.code_digest(maps, saliency, models, transforms)}
   if name != 'gradient':
-    inputs.update(map=stages.check_map(name, config.maps[name]), map_code=stages.code_digest(attribution))
+    inputs.update(map=mp.specs[name].as_dict(), map_code=cache.code_digest(attribution))
   key = _digest(inputs)
   stem = f'maps-{part}' if name == 'gradient' else f'maps-{part}-{name}'
   path = workdir / 'sweep' / f'{stem}-{key}.npz'
@@ -157,24 +151,22 @@ def part_maps(config, model, mean, std, part: str, records: dict, workdir: pathl
   if kept is not None:
     return kept, key, True
   t = time.perf_counter()
-  x = transforms.normalise(records['images'], mean, std)
-  if name == 'gradient':
-    top_classes, top_maps, true_maps = stages.class_maps(config, model, x, records['labels'])
-  else:
-    top_maps, true_maps = stages.method_maps(config, model, x, records['labels'], top_classes,
-                                             stages.check_map(name, config.maps[name]))
-  maps = {'top_classes': np.asarray(top_classes), 'top_maps': top_maps, 'true_maps': true_maps}
-  store.save(path, maps, meta=meta)
-  log(f'{part}: {name} maps of {len(x)} images in {time.perf_counter() - t:.0f} s')
-  return maps, key, False
+  made = maps.make_maps(model, records['x'], specs={name: mp.specs[name]}, labels=records['labels'],
+                        top_k=mp.top_k, top_classes=top_classes, crop_size=mp.crop_size,
+                        chunk_size=mp.chunk_size)
+  true_maps, top_maps = made.maps[name]
+  arrays = {'top_classes': made.top_classes, 'top_maps': top_maps, 'true_maps': true_maps}
+  store.save(path, arrays, meta=meta)
+  log(f'{part}: {name} maps of {len(records["x"])} images in {time.perf_counter() - t:.0f} s')
+  return arrays, key, False
 
 
-def localise_part(config, name: str, part: str, records: dict, maps: dict, key: str, workdir: pathlib.Path,
-                  log=print) -> dict:
-  """One setting of the grid on one part: `stages.localisation_metrics`' entry (with the fallback
+def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, part_maps_: dict, key: str,
+                  workdir: pathlib.Path, localise_size: int, workers: int, log=print) -> dict:
+  """One setting of the grid on one part: `scores.localisation_metrics`' entry (with the fallback
   boxes, status not 'ok'); kept in workdir/sweep."""
-  settings = dataclasses.asdict(localise.settings(stages.cut_settings(config.sweep.grid[name])))
-  key = _digest([key, settings, config.get('localise_size'), stages.code_digest(stages, localise, metrics)])
+  settings = dataclasses.asdict(cut.settings)
+  key = _digest([key, settings, localise_size, cache.code_digest(localisation, scores, localise, metrics)])
   path = workdir / 'sweep' / f"loc-{part}-{name.replace('/', '-')}-{key}.json"
   try:
     return json.loads(path.read_text())
@@ -182,38 +174,38 @@ def localise_part(config, name: str, part: str, records: dict, maps: dict, key: 
     pass
   except (OSError, ValueError) as e:  # a damaged file: made again
     log(f'{path} is damaged ({type(e).__name__}): localising again')
-  local = ml_collections.ConfigDict(config.to_dict())
-  local.localise = ml_collections.ConfigDict({name: settings})
-  n = len(records['photos'])
-  found, _ = stages.localise_images(local, records['photos'],
-                                    {'gradient': (maps['true_maps'], maps['top_maps'])}, np.arange(n), n)
-  out = stages.localisation_metrics(local, found, records['labels'], records['box_labels'],
-                                      records['boxes'], maps['top_classes'],
-                                      log=lambda line: log(f'{part}: {line}'))[name]
+  n = len(records['images'])
+  found, _ = localisation.localise_images(records['images'], {cut.map: (part_maps_['true_maps'],
+                                                                        part_maps_['top_maps'])},
+                                          {name: cut}, np.arange(n), n, workers=workers)
+  out = scores.localisation_metrics(found, records['labels'], records['box_labels'], records['boxes'],
+                                    part_maps_['top_classes'], log=lambda line: log(f'{part}: {line}'))[name]
   report.write_json(path, out)
   return out
-
-
-def _on_photos(maps: dict, size) -> dict:
-  """The maps resized onto the photos localised on (`localise.resize_map`)."""
-  true_maps, top_maps = stages.on_photos(maps['true_maps'], maps['top_maps'], size)
-  return {**maps, 'true_maps': true_maps, 'top_maps': top_maps}
 
 
 def run(config, workdir: str, log=print) -> dict:
   """The sweep; returns what it writes to workdir/sweep.json."""
   check(config)
+  grid = {name: dict(entry) for name, entry in config.sweep.grid.items()}
+  cuts = settings.cuts(config, config.sweep.grid)
+  mp = Mapping(config.top_k, config.crop_size, config.chunk_size,
+               settings.specs(config, [cut.map for cut in cuts.values()]))
+  parts_data = {part: part_data(config, part) for part in PARTS}
+  data = {part: dataclasses.replace(settings.data(config), key=d.to_dict(),
+                                    sources=lambda split, d=d: make_source(d, split))
+          for part, d in parts_data.items()}
   workdir = pathlib.Path(workdir)
   (workdir / 'sweep').mkdir(parents=True, exist_ok=True)
-  prepared = stages.prepare(config, workdir, log)
-  model, mean, std = prepared['model'], prepared['mean'], prepared['std']
-  seconds = dict(prepared['seconds'])
+  prepared = settings.prepare(config, workdir, log=log)  # 1: the net
+  model, mean, std = prepared.model, prepared.mean, prepared.std
+  seconds = dict(prepared.seconds)
 
   records, parts, gradient = {}, {}, {}
-  for part in PARTS:
+  for part in PARTS:  # 2-3: the parts' records and gradient maps
     t = time.perf_counter()
-    records[part] = load_part(config, part, log)
-    gradient[part] = part_maps(config, model, mean, std, part, records[part], workdir, log=log)
+    records[part] = load_part(data[part], data[part].key, config.sweep.num_images, mean, std, part, log)
+    gradient[part] = part_maps(mp, model, mean, std, part, records[part], workdir, log=log)
     parts[part] = {'num_images': len(records[part]['ids']), 'maps_key': gradient[part][1],
                    'maps_cached': gradient[part][2], 'ids': records[part]['ids']}
     seconds[f'maps_{part}'] = time.perf_counter() - t
@@ -222,31 +214,32 @@ def run(config, workdir: str, log=print) -> dict:
     raise RuntimeError(f'the selection and report parts share {len(shared)} records, '
                        f'e.g. {sorted(shared)[:3]}')
 
-  grid = {name: dict(s) for name, s in config.sweep.grid.items()}
-  paper = next(name for name, s in grid.items() if not changes(s))
-  names = [paper] + [name for name in grid if name != paper]
+  paper = next(name for name, cut in cuts.items() if not cut.changes())
+  names = [paper] + [name for name in cuts if name != paper]
   table = {part: {} for part in PARTS}
   t, mapping = time.perf_counter(), 0.0
-  for used in dict.fromkeys(stages.map_of(name, grid[name]) for name in names):  # one kind of map at a time
+  for used in dict.fromkeys(cuts[name].map for name in names):  # 4: one kind of map at a time
     for part in PARTS:
       tm = time.perf_counter()
       if used == 'gradient':
         part_maps_, key = gradient[part][:2]
       else:
-        part_maps_, key, _ = part_maps(config, model, mean, std, part, records[part], workdir, used,
+        part_maps_, key, _ = part_maps(mp, model, mean, std, part, records[part], workdir, used,
                                        gradient[part][0]['top_classes'], log)
         seconds[f'maps_{used}_{part}'] = time.perf_counter() - tm
         mapping += seconds[f'maps_{used}_{part}']
-      if config.get('localise_size'):
-        part_maps_ = _on_photos(part_maps_, records[part]['photos'].shape[1:3])
+      true_maps, top_maps = maps.onto({used: (part_maps_['true_maps'], part_maps_['top_maps'])},
+                                      records[part]['images'].shape[1:3])[used]
+      part_maps_ = {**part_maps_, 'true_maps': true_maps, 'top_maps': top_maps}
       for name in names:
-        if stages.map_of(name, grid[name]) == used:
-          log(f'{part}: {name} {changes(grid[name])}')
-          table[part][name] = localise_part(config, name, part, records[part], part_maps_, key, workdir, log)
+        if cuts[name].map == used:
+          log(f'{part}: {name} {cuts[name].changes()}')
+          table[part][name] = localise_part(cuts[name], name, part, records[part], part_maps_, key, workdir,
+                                            config.localise_size, config.workers, log)
   table = {part: {name: table[part][name] for name in names} for part in PARTS}
   seconds['localisation'] = time.perf_counter() - t - mapping
   criterion = [tuple(c) for c in config.sweep.criterion]
-  selected = choose(table['selection'], criterion, grid)  # the selection part alone
+  selected = choose(table['selection'], criterion, grid)  # 5: the pick, on the selection part alone
 
   results = {
       'name': config.name, 'selected': selected, 'paper': paper, 'criterion': criterion,
@@ -254,12 +247,12 @@ def run(config, workdir: str, log=print) -> dict:
       'split': {'kind': 'validation split' if config.data.name == 'synthetic' else 'record id hash',
                 'seed': config.data.get('part_seed', splits.SEED),
                 'selection_fraction': config.data.get('selection_fraction', splits.FRACTION)},
-      'parts': parts, 'test_accuracy': prepared['trained']['test_accuracy'],
+      'parts': parts, 'test_accuracy': prepared.trained['test_accuracy'],
       'settings': {name: {'changes': changes(grid[name]), **{part: table[part][name] for part in PARTS}}
                    for name in names},
       'seconds': seconds, 'config': config.to_dict(),
   }
-  report.write_json(workdir / 'sweep.json', results)
+  report.write_json(workdir / 'sweep.json', results)  # 6: sweep.json and sweep.md
   report.write_atomic(workdir / 'sweep.md', markdown(results))
   log(f"picked on the selection part: {selected}; sweep.json and sweep.md in {workdir}")
   return results

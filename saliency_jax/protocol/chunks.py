@@ -14,7 +14,7 @@ process 0 waits for all of them (`wait`) and merges them (`merge`).
 
 A chunk's results: {'rows': per-image results (arrays with one row per image, ragged lists with one
 array per image, nested dicts of those), 'totals': numbers summed over chunks, 'bad': the records the
-chunk left out}. On disk nested keys are joined by '/', ragged lists in `stages.pack`'s encoding
+chunk left out}. On disk nested keys are joined by '/', ragged lists in `pack`'s encoding
 (counts and values), 'bad' a JSON string.
 """
 
@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from saliency_jax import store
-from saliency_jax.jobs import stages
+from saliency_jax.protocol.cache import pack, unpack
 
 _RAGGED = '#ragged'
 
@@ -39,7 +39,7 @@ def flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
     if isinstance(value, dict):
       out.update(flatten(value, f'{name}/'))
     elif isinstance(value, list):
-      out[f'{name}{_RAGGED}/counts'], out[f'{name}{_RAGGED}/values'] = stages.pack(value)
+      out[f'{name}{_RAGGED}/counts'], out[f'{name}{_RAGGED}/values'] = pack(value)
     else:
       out[name] = np.asarray(value)
   return out
@@ -53,7 +53,7 @@ def unflatten(arrays: dict[str, np.ndarray]) -> dict:
       continue
     if name.endswith(f'{_RAGGED}/counts'):
       base = name[:-len(f'{_RAGGED}/counts')]
-      value = stages.unpack(value, arrays[f'{base}{_RAGGED}/values'])
+      value = unpack(value, arrays[f'{base}{_RAGGED}/values'])
       name = base
     *path, leaf = name.split('/')
     node = tree
