@@ -136,7 +136,7 @@ def test_the_test_split_is_read_chunk_by_chunk_into_the_numbers_of_one_chunk(tmp
 
 def test_localisation_metrics_count_fallback_boxes_per_method():
   """Two images, top-2: statuses as `localise_images` lays them out (per image: true class, then top-k)."""
-  config = _tiny()
+
   boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
   status = [['ok', 'empty_segment', 'ok'], ['flat_saliency', 'ok', 'invalid_saliency']]
   found = {'graphcut': {'true_boxes': boxes, 'top_boxes': np.stack([boxes, boxes], 1), 'seconds': 1.0,
