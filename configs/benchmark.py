@@ -32,4 +32,5 @@ def get_config():
   config.host_devices = (1, 2, 4, 8)
   config.external = True  # PyTorch / Captum and OpenCV, when installed
   config.localise = ml_collections.ConfigDict({'method': 'graphcut'})
+  config.child = False  # internal: one device count's stages, printed as JSON (device scaling)
   return config

@@ -46,4 +46,5 @@ def get_config(arg: str = ''):
   config = ml_collections.ConfigDict()
   config.sizes = (400, 3200)
   config.malloc = ('default', 'keep_freed_memory')
+  config.config_file = str(pathlib.Path(__file__).resolve())  # the main jobs' configs: get_config('job:N')
   return config

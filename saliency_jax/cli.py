@@ -1,5 +1,7 @@
 """The entry points' command line: --config (a config file, locked) and --workdir, checked before any work.
 
+Every script in experiments/ (results.py aside) is `cli.main(__doc__, '<job>')`: the job module
+`saliency_jax.jobs.<job>` runs (`run(config, workdir)`) and its `summary(results, workdir)` is printed.
 `run(doc, job)` parses the flags (`parse_flags`: a mistyped `--config.xxx` override, an empty, file or
 unwritable --workdir are one-line errors; --help prints the entry point's `doc`, the configs and a
 config's fields), makes the config's relative paths absolute (`config_checks.resolve_paths`), calls
@@ -11,6 +13,7 @@ entry point's script, start without JAX.
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import os
 import pathlib
@@ -20,6 +23,7 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from saliency_jax import host
 from saliency_jax.errors import UserError
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -146,3 +150,20 @@ def run(doc: str, job) -> None:
       sys.exit(f'error: {e}')
 
   app.run(main, flags_parser=lambda argv: parse_flags(argv, doc))
+
+
+def main(doc: str, job: str) -> None:
+  """An entry point of experiments/: glibc's malloc settings first (`host.keep_freed_memory`, before JAX
+  is imported), then `run` with the job module `saliency_jax.jobs.<job>`: its `run(config, workdir)`, and
+  its `summary(results, workdir)` printed where it has one. The module is imported inside the call, so
+  that the graph cuts' worker processes, which import the entry point's script, start without JAX."""
+  host.keep_freed_memory()
+
+  def call(config, workdir):
+    module = importlib.import_module(f'saliency_jax.jobs.{job}')
+    results = module.run(config, workdir)
+    text = module.summary(results, workdir) if hasattr(module, 'summary') else ''
+    if text:
+      print(text)
+
+  run(doc, call)

@@ -1,21 +1,35 @@
 """experiments/reproduce.py's command line: one-line errors for a mistyped override or a file as workdir."""
 
 import importlib.util
+import subprocess
 import sys
 
 import pytest
 from absl import flags
 from conftest import ROOT
 
+from saliency_jax import cli
+
 pytestmark = pytest.mark.xdist_group('test_reproduce')  # the module defines absl flags once per process
+
+
+class Reproduce:
+  """experiments/reproduce.py's command line: `cli` with the entry point's docstring."""
+
+  def __init__(self):
+    spec = importlib.util.spec_from_file_location('reproduce', ROOT / 'experiments' / 'reproduce.py')
+    self.module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(self.module)  # defines nothing but its docstring: cli.main runs under __main__
+
+  def parse_flags(self, argv):
+    return cli.parse_flags(argv, self.module.__doc__)
+
+  unknown_overrides = staticmethod(cli.unknown_overrides)
 
 
 @pytest.fixture(scope='module')
 def reproduce():
-  spec = importlib.util.spec_from_file_location('reproduce', ROOT / 'experiments' / 'reproduce.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return Reproduce()
 
 
 def _exit_message(reproduce, monkeypatch, argv) -> str:
@@ -130,3 +144,23 @@ def test_the_whole_config_is_checked_before_any_work_in_one_error(tmp_path):
               'class_names', 'train.learning_rate', 'chunk_size'):
     assert any(line.startswith(f'  config.{key} must be') for line in lines[1:]), key
   assert [p.name for p in tmp_path.iterdir()] == []  # no data read, nothing trained
+
+
+ENTRY_POINTS = sorted(p.name for p in (ROOT / 'experiments').glob('*.py') if p.name != 'results.py')
+
+
+@pytest.mark.parametrize('script', ENTRY_POINTS)
+def test_every_entry_point_refuses_a_mistyped_override_in_one_line(script, tmp_path):
+  """Every script of experiments/ is `cli.main` over one job: a --config.xxx naming no field of its config
+  is one line naming the key, before any work."""
+  configs = {'reproduce.py': 'quickstart', 'sweep_localisation.py': 'localisation_sweep',
+             'compare_attributions.py': 'compare_attributions',
+             'deconvnet_vs_gradient.py': 'deconvnet_vs_gradient',
+             'explain_images.py': 'your_images', 'evaluate_cifar_resnets.py': 'cifar_resnet_import_check'}
+  config = ROOT / 'configs' / f"{configs.get(script, script.removesuffix('.py'))}.py"
+  out = subprocess.run([sys.executable, str(ROOT / 'experiments' / script), f'--config={config}',
+                        f'--workdir={tmp_path}', '--config.no_such_key=1'], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+  assert out.returncode != 0
+  assert out.stderr.strip() == f"error: --config.no_such_key: {config} has no field 'no_such_key'", out.stderr
+  assert (ROOT / 'experiments' / script).read_text().count('\n') < 60

@@ -213,6 +213,11 @@ COLUMNS = (('gt_known_graphcut', 'GT-known GraphCut'), ('fallbacks_graphcut', 'f
            ('sanity_all_layers_signed', 'rho all random, signed'), ('ms_per_image', 'ms / image'))
 
 
+def summary(results: dict, workdir) -> str:
+  """What the entry point prints: the table."""
+  return f'\n{table(results)}\n\ncomparison.json, comparison.md and figures in {workdir}'
+
+
 def table(results: dict) -> str:
   """The comparison as a markdown table, one row per method."""
   first = next(iter(results['methods'].values()))

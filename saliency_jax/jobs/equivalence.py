@@ -402,6 +402,11 @@ def markdown(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def summary(result: dict, workdir) -> str:
+  """What the entry point prints: the proof table and whether every claim is confirmed."""
+  return f"{markdown(result['rows'])}\nall claims confirmed: {result['all_confirmed']}"
+
+
 def gates_markdown(name: str, layer: str, relus: dict) -> str:
   lines = [f'ReLU gates of {name}, reconstructing from {layer} (float64): the DeconvNet signal g at each '
            'ReLU, its input x; the rules differ where the VJPs of the ReLU under the gradient and the '

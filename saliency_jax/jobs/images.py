@@ -220,3 +220,14 @@ def run(config, workdir, log=print) -> dict:
   report.write_json(workdir / 'summary.json', summary)
   log(f'{summary["num_explained"]} photos explained ({len(merged["bad"])} unreadable) in {workdir}')
   return summary
+
+
+def summary(result: dict, workdir) -> str:
+  """What the entry point prints: the accuracy over labelled photos, and where the files are."""
+  lines = []
+  if result['accuracy']:
+    lines.append(', '.join(f'{key} {value:.3f}' if isinstance(value, float) else f'{key} {value}'
+                           for key, value in result['accuracy'].items()))
+  lines.append(f'predictions.csv, boxes.csv, summary.json and images/ (json, npz, png per photo) in '
+               f'{workdir}')
+  return '\n'.join(lines)

@@ -461,6 +461,23 @@ def failure_examples(ev: Evaluation, model, ev_rows: dict, categories, name: str
   return out
 
 
+def summary(results: dict, workdir) -> str:
+  """What the entry point prints: the records skipped, the test accuracy and the localisation table (on
+  several hosts, nothing but on process 0)."""
+  if 'process_index' in results:
+    return ''
+  bad = results.get('bad_records', [])
+  lines = []
+  if bad:
+    lines += ['', f'skipped {len(bad)} bad records (config.data.skip_bad):']
+    lines += [f"  {b['record']}: {b['reason']}: {b['message']}" for b in bad[:20]]
+    if len(bad) > 20:
+      lines.append(f'  ... and {len(bad) - 20} more, every one in metrics.json')
+  lines += ['', f"test accuracy {results['test_accuracy']:.3f}", '', table(results), '',
+            f'metrics.json, report.md and figures in {workdir}']
+  return '\n'.join(lines)
+
+
 def table(results: dict) -> str:
   """The localisation table (markdown), with each method's fallback boxes (true-class / top-k); the
   config's selected method in bold."""

@@ -258,6 +258,12 @@ def run(config, workdir: str, log=print) -> dict:
   return results
 
 
+def summary(results: dict, workdir) -> str:
+  """What the entry point prints: the pick and the table."""
+  return (f"\npicked on the selection part: {results['selected']}\n\n{table(results)}\n\n"
+          f'sweep.json and sweep.md in {workdir}')
+
+
 def _changes_text(c: dict) -> str:
   return ', '.join(f'{k} {v}' for k, v in c.items()) or "the paper's"
 

@@ -8,7 +8,7 @@ hypernym ancestors, is an anchor of that CIFAR-10 class (see ANCHORS). Classes i
 EXCLUDED, and classes that reach anchors of two CIFAR-10 classes, stay unmapped.
 
 Usage:
-    python experiments/make_imagenet_cifar10_map.py path/to/synset_words.txt [OUT_TSV]
+    python tools/make_imagenet_cifar10_map.py path/to/synset_words.txt [OUT_TSV]
 """
 
 import sys
@@ -67,7 +67,7 @@ def ancestors(synset):
 def header(wordnet, ambiguous):
     lines = [
         "ImageNet-1k (ILSVRC-2012) -> CIFAR-10 class map.",
-        "Made by experiments/make_imagenet_cifar10_map.py from synset_words.txt and",
+        "Made by tools/make_imagenet_cifar10_map.py from synset_words.txt and",
         f"Princeton WordNet {wordnet.get_version()} (the version ImageNet uses).",
         "",
         "Rule: an ImageNet class maps to a CIFAR-10 class when its synset or one of its",
