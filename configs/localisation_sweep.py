@@ -93,7 +93,7 @@ IMAGENET = ('paper', 'pairwise_25', 'smoothing_5', 'component_all', 'soft_seeds'
             'smoothed_all_soft', 'smoothed_all_pairwise_25')
 
 
-# The study's maps (config.maps entries, `stages.check_map`): 'ten' = the paper's 10 crops of each
+# The study's maps (config.maps entries, `protocol.maps.MapSpec`): 'ten' = the paper's 10 crops of each
 # image for the top-5 classes and the true class; 'centre' = the centre crop alone (one crop instead of
 # ten: the methods whose cost per class is many passes, and the two ReLU rules, each a full backward
 # pass per class and crop like the gradient's).

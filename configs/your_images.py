@@ -20,12 +20,9 @@ from saliency_jax import defaults
 
 
 def get_config():
-  config = ml_collections.ConfigDict()
+  config = defaults.images_job()
   config.name = 'your_images'
-  config.seed = 0
   config.num_classes = 1000
-  config.class_names = ()
-  # a text file of the class names in index order: synset_words.txt, a TF.js metadata.json, or one per line
   config.class_names_file = '../shared/data/imagenet-val-sample/synset_words.txt'
   config.data = ml_collections.ConfigDict({
       'name': 'images', 'data_dir': '../shared/data/imagenet-val-sample/images', 'labels': '',
@@ -36,13 +33,10 @@ def get_config():
                                                  'path': '../shared/data/imagenet-mobilenet'})
   config.top_k = 5
   config.crop_size = 224  # 10-crop scores and maps (0: the whole photo, one map)
-  config.localise_size = 0  # localise on the photo at this side (0: data.image_size); boxes in its pixels
   config.chunk_size = 8
   config.sequential_maps = True  # faster on CPU (saliency.each); False on accelerators
-  config.eval_chunk = 64  # photos per chunk kept on disk (a rerun resumes at the first chunk not there)
-  config.num_images = 0  # 0: every photo of the folder
+  config.eval_chunk = 64
   config.workers = 2
-  config.overlays = True  # images/<photo>.<map>.png
   config.maps = ml_collections.ConfigDict({'grad_cam': {'method': 'grad_cam', 'layer': 'conv_pw_12_relu'}})
   standard = defaults.localise_methods()
   config.localise = ml_collections.ConfigDict({

@@ -79,6 +79,32 @@ def main_job() -> ml_collections.ConfigDict:
   return config
 
 
+def images_job() -> ml_collections.ConfigDict:
+  """The settings of the photos job (`jobs.images`, experiments/explain_images.py) with their defaults;
+  configs add data (name 'images', data_dir, labels, image_size, mean / std), num_classes, checkpoint and
+  change what they need."""
+  config = ml_collections.ConfigDict()
+  config.name = 'your_images'
+  config.seed = 0
+  config.num_classes = 1000
+  config.class_names = ()
+  # a text file of the class names in index order: synset_words.txt, a TF.js metadata.json, or one per line
+  config.class_names_file = ''
+  config.checkpoint = ml_collections.ConfigDict({'kind': '', 'path': ''})
+  config.top_k = 5
+  config.crop_size = 0  # 10-crop scores and maps (0: the whole photo, one map)
+  config.localise_size = 0  # localise on the photo at this side (0: data.image_size); boxes in its pixels
+  config.chunk_size = 8
+  config.sequential_maps = False  # faster on CPU (saliency.each); False on accelerators
+  config.eval_chunk = 64  # photos per chunk kept on disk (a rerun resumes at the first chunk not there)
+  config.num_images = 0  # 0: every photo of the folder
+  config.workers = 2
+  config.overlays = True  # images/<photo>.<map>.png
+  config.maps = ml_collections.ConfigDict()  # other maps beside the gradient ({name: {'method', ...}})
+  config.localise = ml_collections.ConfigDict({'graphcut': localise_methods()['graphcut']})
+  return config
+
+
 def comparison() -> ml_collections.ConfigDict:
   """config.compare of the attribution comparison: which methods with which settings, and how many
   images for each metric."""

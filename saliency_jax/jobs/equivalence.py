@@ -16,6 +16,7 @@ so that a wrong rule makes its rows fail.
 import functools
 import pathlib
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from flax import nnx
 
 from saliency_jax import deconvnet, faithfulness, layers, metrics, models, report, saliency, train, weights
 from saliency_jax.data import imagenet, synthetic, transforms, voc
+from saliency_jax.protocol import setup
 
 METHODS = tuple(deconvnet.RULES)  # the three backward rules
 NETWORKS = ('small_random', 'small_trained', 'paper', 'vgg16', 'resnet_pretrained', 'resnet_random',
@@ -212,20 +214,20 @@ def image_dependence_row(name: str, model, images, tol: float, *, rules=deconvne
 # ----------------------------------------------------------------------------- the networks of the report
 
 
-def trained_small_convnet(config, log=print):
-  """A SmallConvNet trained on the synthetic set for `config.synthetic.steps` steps; its test data."""
-  c = config.synthetic
-  train_data = transforms.load(synthetic.SyntheticSource(c.num_train, split='train', seed=config.seed,
+def trained_small_convnet(c: types.SimpleNamespace, seed: int, log=print):
+  """A SmallConvNet trained on the synthetic set for `c.steps` steps (c: config.synthetic's settings); its
+  test data."""
+  train_data = transforms.load(synthetic.SyntheticSource(c.num_train, split='train', seed=seed,
                                                          image_size=c.image_size))
-  test = transforms.load(synthetic.SyntheticSource(c.num_test, split='test', seed=config.seed,
+  test = transforms.load(synthetic.SyntheticSource(c.num_test, split='test', seed=seed,
                                                    image_size=c.image_size))
   mean = train_data['images'].reshape(-1, 3).mean(0) / 255.0
   def prep(images):
     return (images.astype(np.float32) / 255.0 - mean).astype(np.float32)
-  model = models.SmallConvNet(len(synthetic.CLASSES), stages=c.stages, rngs=nnx.Rngs(config.seed))
+  model = models.SmallConvNet(len(synthetic.CLASSES), stages=c.stages, rngs=nnx.Rngs(seed))
   start = time.perf_counter()
   train.fit(model, prep(train_data['images']), train_data['labels'], steps=c.steps, batch_size=c.batch_size,
-            learning_rate=c.learning_rate, weight_decay=c.weight_decay, seed=config.seed)
+            learning_rate=c.learning_rate, weight_decay=c.weight_decay, seed=seed)
   model.eval()
   x = prep(test['images'])
   acc = train.accuracy(model, x, test['labels'])
@@ -235,16 +237,14 @@ def trained_small_convnet(config, log=print):
                  'names': [synthetic.CLASSES[i] for i in test['labels']]}
 
 
-def pretrained_resnet(config, log=print):
-  """The pretrained CIFAR ResNet and the CIFAR-mapped ImageNet sample images; None without the data."""
-  c = config.resnet
-  path = pathlib.Path(config.data_dir) / c.checkpoint
-  sample = pathlib.Path(config.data_dir) / c.sample
+def pretrained_resnet(path: pathlib.Path, sample: pathlib.Path, log=print):
+  """The pretrained CIFAR ResNet of `path` (`setup.load_model`) and the CIFAR-mapped ImageNet images of
+  `sample`; None without the data."""
   if not (path.is_file() and sample.is_dir()):
     log(f'skipped the pretrained ResNet: {path} or {sample} not found')
     return None, None
   try:
-    model = weights.load_cifar_resnet(path)
+    model, _ = setup.load_model(setup.Checkpoint('cifar_resnet', str(path)), input_size=32, num_classes=10)
   except ImportError as e:
     log(f'skipped the pretrained ResNet: {e}')
     return None, None
@@ -257,19 +257,18 @@ def pretrained_resnet(config, log=print):
                  'names': [weights.CIFAR10_CLASSES[i] for i in data['labels']]}
 
 
-def pretrained_mobilenet(config, log=print):
-  """The imported MobileNet v1 0.75 and the first `config.mobilenet.num_images` images of the ImageNet
-  val sample (the centre 224 px of the 227 px photos, `x / 127.5 - 1`); None without the data."""
-  c = config.mobilenet
-  path, sample = pathlib.Path(config.data_dir) / c.checkpoint, pathlib.Path(config.data_dir) / c.sample
+def pretrained_mobilenet(path: pathlib.Path, sample: pathlib.Path, num_images: int, log=print):
+  """The imported MobileNet v1 0.75 of `path` (`setup.load_model`) and the first `num_images` images of
+  the ImageNet val sample (the centre 224 px of the 227 px photos, `x / 127.5 - 1`); None without the
+  data."""
   if not ((path / 'model.json').is_file() and sample.is_dir()):
     log(f'skipped MobileNet: {path} or {sample} not found')
     return None, None
-  model = weights.load_tfjs_layers_model(path)
+  model, _ = setup.load_model(setup.Checkpoint('tfjs_layers', str(path)), input_size=224, num_classes=1000)
   synsets = imagenet.read_synsets(sample / 'synset_words.txt')
   wnids, names = [w for w, _ in synsets], [name.split(',')[0] for _, name in synsets]
   source = voc.VOCSource(sample, wnids, layout='ilsvrc', squashed=True)
-  items = [source[i] for i in range(min(c.num_images, len(source)))]
+  items = [source[i] for i in range(min(num_images, len(source)))]
   images = np.stack([it['image'][1:-2, 1:-2] for it in items])  # the centre 224 of 227
   x = (images.astype(np.float32) / 127.5 - 1).astype(np.float32)
   labels = np.array([it['label'] for it in items])
@@ -298,38 +297,37 @@ def start_layers(model) -> tuple[str, ...]:
   return tuple(dict.fromkeys([relus[len(relus) // 2], *pools[-1:], relus[-1], 'scores']))
 
 
-def networks(config) -> set[str]:
+def networks(entries) -> set[str]:
   """The names of config.proof.networks (also accepts 'a,b' from a flag)."""
-  return {n for entry in config.proof.networks for n in entry.split(',') if n}
+  return {n for entry in entries for n in entry.split(',') if n}
 
 
-def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]]:
-  """(name, model, float images) for every network of the proof."""
-  c = config.proof
-  key = jax.random.key(config.seed)
-  size = config.synthetic.image_size
-  synth = transforms.load(synthetic.SyntheticSource(c.num_images, split='test', seed=config.seed,
+def proof_networks(c: types.SimpleNamespace, synthetic_stages, size: int, seed: int, names: set[str],
+                   trained: dict) -> list[tuple[str, object, np.ndarray]]:
+  """(name, model, float images) for every network `names` of the proof (c: config.proof's settings; the
+  synthetic nets' stages and image size)."""
+  key = jax.random.key(seed)
+  synth = transforms.load(synthetic.SyntheticSource(c.num_images, split='test', seed=seed,
                                                     image_size=size))['images']
-  names = networks(config)
   if names - set(NETWORKS):
     raise ValueError(f'unknown networks {sorted(names - set(NETWORKS))}; expected some of {NETWORKS}')
   nets = []
   if 'small_random' in names:
     nets.append(('SmallConvNet (random, BatchNorm, hidden layer)',
-                 models.SmallConvNet(len(synthetic.CLASSES), stages=config.synthetic.stages, batch_norm=True,
-                                     hidden=(64,), rngs=nnx.Rngs(config.seed)),
+                 models.SmallConvNet(len(synthetic.CLASSES), stages=synthetic_stages, batch_norm=True,
+                                     hidden=(64,), rngs=nnx.Rngs(seed)),
                  synth.astype(np.float32) / 255.0 - 0.5))
   if 'small_trained' in names and 'small_convnet' in trained:
     model, data = trained['small_convnet']
     nets.append(('SmallConvNet (trained, synthetic)', model, data['x'][:c.num_images]))
   if 'paper' in names:
-    paper = models.PaperConvNet(c.paper_classes, input_size=c.paper_size, rngs=nnx.Rngs(config.seed))
+    paper = models.PaperConvNet(c.paper_classes, input_size=c.paper_size, rngs=nnx.Rngs(seed))
     shape = (c.num_images, c.paper_size, c.paper_size, 3)
     nets.append((f'PaperConvNet (random, {c.paper_size} px)', paper,
                  np.asarray(jax.random.normal(key, shape))))
   if 'vgg16' in names:
     shape = (c.vgg16_images, c.vgg16_size, c.vgg16_size, 3)
-    nets.append((f'VGG16 (random, {c.vgg16_size} px)', models.VGG16(1000, rngs=nnx.Rngs(config.seed)),
+    nets.append((f'VGG16 (random, {c.vgg16_size} px)', models.VGG16(1000, rngs=nnx.Rngs(seed)),
                  np.asarray(jax.random.normal(jax.random.fold_in(key, 1), shape))))
   if 'resnet_pretrained' in names and 'resnet' in trained:
     model, data = trained['resnet']
@@ -339,7 +337,7 @@ def proof_networks(config, trained: dict) -> list[tuple[str, object, np.ndarray]
     nets.append(('MobileNet v1 0.75 (pretrained, ImageNet sample, 224 px)', model,
                  data['x'][:c.mobilenet_images]))
   if 'resnet_random' in names:
-    nets.append(('CifarResNet-20 (random)', models.CifarResNet(20, rngs=nnx.Rngs(config.seed)),
+    nets.append(('CifarResNet-20 (random)', models.CifarResNet(20, rngs=nnx.Rngs(seed)),
                  np.asarray(jax.random.normal(jax.random.fold_in(key, 2), (c.num_images, 32, 32, 3)))))
   return nets
 
@@ -427,14 +425,19 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
+  data_dir, names = pathlib.Path(config.data_dir), networks(config.proof.networks)
+  if names - set(NETWORKS):
+    raise ValueError(f'unknown networks {sorted(names - set(NETWORKS))}; expected some of {NETWORKS}')
+  proof = types.SimpleNamespace(**config.proof.to_dict())
   trained = {}
-  model, data = trained_small_convnet(config, log)
+  model, data = trained_small_convnet(types.SimpleNamespace(**config.synthetic.to_dict()), config.seed, log)
   trained['small_convnet'] = (model, data)
-  model, data = pretrained_resnet(config, log)
+  model, data = pretrained_resnet(data_dir / config.resnet.checkpoint, data_dir / config.resnet.sample, log)
   if model is not None:
     trained['resnet'] = (model, data)
-  if 'mobilenet' in networks(config):
-    model, data = pretrained_mobilenet(config, log)
+  if 'mobilenet' in names:
+    m = config.mobilenet
+    model, data = pretrained_mobilenet(data_dir / m.checkpoint, data_dir / m.sample, m.num_images, log)
     if model is not None:
       trained['mobilenet'] = (model, data)
 
@@ -444,7 +447,8 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
     with jax.enable_x64(precision == 'float64'):
       for r in layer_rows(config.seed, dtype, tol, rules=rules):
         rows.append({'precision': precision, **r})
-      for name, model, x in proof_networks(config, trained):
+      for name, model, x in proof_networks(proof, config.synthetic.stages, config.synthetic.image_size,
+                                           config.seed, names, trained):
         t = time.perf_counter()
         only_scores = config.proof.scores_only or name.startswith('MobileNet')  # 224 px in float64: costly
         starts = ('scores',) if only_scores else start_layers(model)

@@ -182,10 +182,10 @@ def run(config, workdir, log=print) -> dict:
   # the class names and the folder first: their errors come before the model loads
   ex = Explain(data, settings.specs(config, list(config.maps)), settings.cuts(config), config.top_k,
                config.crop_size, config.chunk_size, config.sequential_maps, config.workers,
-               settings.class_names(config), config.get('overlays', True))
+               settings.class_names(config), config.overlays)
   source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=ex.names)
   chunk_key = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
-  n = len(source) if not config.get('num_images') else min(config.num_images, len(source))
+  n = len(source) if not config.num_images else min(config.num_images, len(source))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()

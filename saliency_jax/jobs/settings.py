@@ -60,7 +60,7 @@ def cuts(config, entries=None) -> dict:
 def class_names(config) -> list[str]:
   """config.class_names, or the names of config.class_names_file, or for ILSVRC folders the synset names
   of data_dir/folder/synset_words.txt, or the class indices."""
-  file = config.get('class_names_file') or None
+  file = config.get('class_names_file') or None  # the photos job's (`defaults.images_job`)
   d = config.data
   synsets = pathlib.Path(d.get('data_dir', '')) / d.get('folder', '') / 'synset_words.txt'
   if not file and d.name == 'ilsvrc' and not d.get('label_map') and synsets.is_file():
