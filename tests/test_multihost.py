@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from saliency_jax.jobs import chunks
+from saliency_jax.protocol import chunks
 
 pytestmark = pytest.mark.xdist_group('test_multihost')
 

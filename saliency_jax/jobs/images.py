@@ -55,16 +55,12 @@ def _scaled(boxes: np.ndarray, from_hw, to_hw) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Explain:
-  """What each chunk of photos does (the config's keys of the same names): the data, the maps (specs,
+  """What each chunk of photos does (the config's keys of the same names): the data, the maps (the specs,
   top_k, crop_size, chunk_size, sequential_maps), the cuts and their workers, the class names, and whether
   the overlays are drawn."""
   data: setup.Data
-  specs: dict
+  maps: maps.Request
   cuts: dict
-  top_k: int
-  crop_size: int
-  chunk_size: int
-  sequential: bool
   workers: int
   names: list
   overlays: bool
@@ -90,8 +86,7 @@ def explain_chunk(ex: Explain, model, source, span, total: int, mean, std, out: 
   size = ex.data.image_size
   x = transforms.normalise(np.stack([transforms.resize(p, size)['image'] for p in photos]), mean, std)
   t0 = time.perf_counter()
-  made = maps.make_maps(model, x, specs=ex.specs, top_k=ex.top_k, crop_size=ex.crop_size,
-                        chunk_size=ex.chunk_size, sequential=ex.sequential)
+  made = ex.maps.make(model, x)
   top_classes, top_scores = made.top_classes, made.top_scores
   seconds['maps'] = time.perf_counter() - t0
   t0 = time.perf_counter()
@@ -180,9 +175,10 @@ def run(config, workdir, log=print) -> dict:
   config_checks.check_images_job(config)
   data = settings.data(config)
   # the class names and the folder first: their errors come before the model loads
-  ex = Explain(data, settings.specs(config, list(config.maps)), settings.cuts(config), config.top_k,
-               config.crop_size, config.chunk_size, config.sequential_maps, config.workers,
-               settings.class_names(config), config.overlays)
+  request = maps.Request(settings.specs(config, list(config.maps)), config.top_k, config.crop_size,
+                         config.chunk_size, config.sequential_maps)
+  ex = Explain(data, request, settings.cuts(config), config.workers, settings.class_names(config),
+               config.overlays)
   source = folder.ImageFolder(config.data.data_dir, labels=config.data.get('labels', ''), classes=ex.names)
   chunk_key = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS}
   n = len(source) if not config.num_images else min(config.num_images, len(source))
@@ -215,8 +211,8 @@ def run(config, workdir, log=print) -> dict:
   for key, value in merged['totals']['seconds'].items():
     seconds[key] = seconds.get(key, 0.0) + value
   summary = {'num_photos': n, 'num_explained': int(merged['totals']['count']), 'unreadable': merged['bad'],
-             'accuracy': accuracy(merged, config.top_k), 'maps': list(ex.specs), 'localise': list(ex.cuts),
-             'seconds': seconds, 'config': config.to_dict()}
+             'accuracy': accuracy(merged, config.top_k), 'maps': list(ex.maps.specs),
+             'localise': list(ex.cuts), 'seconds': seconds, 'config': config.to_dict()}
   report.write_json(workdir / 'summary.json', summary)
   log(f'{summary["num_explained"]} photos explained ({len(merged["bad"])} unreadable) in {workdir}')
   return summary

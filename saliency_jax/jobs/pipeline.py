@@ -53,19 +53,14 @@ def default_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-  """What each evaluation chunk does (the config's keys of the same names): the data, the maps (specs,
-  top_k, crop_size, chunk_size, sequential_maps, share_true_maps), the cuts (config.localise) and their
-  workers, the crop test accuracy is measured on, whether the class models need the test scores, and the
-  pointing game's tolerance."""
+  """What each evaluation chunk does (the config's keys of the same names): the data, the maps (the
+  specs, top_k, crop_size, chunk_size, sequential_maps, share_true_maps), the cuts (config.localise) and
+  their workers, the records per chunk, the crop test accuracy is measured on, whether the class models
+  need the test scores, and the pointing game's tolerance."""
   data: setup.Data
-  specs: dict
+  maps: maps.Request
   cuts: dict
-  top_k: int
-  crop_size: int
-  chunk_size: int
   eval_chunk: int
-  sequential: bool
-  share_true: bool
   workers: int
   eval_crop: int
   num_classes: int
@@ -89,10 +84,11 @@ class Report:
 
 def evaluation(config) -> Evaluation:
   """The config read into `Evaluation`."""
-  return Evaluation(settings.data(config), settings.specs(config), settings.cuts(config), config.top_k,
-                    config.crop_size, config.chunk_size, config.eval_chunk, config.sequential_maps,
-                    config.share_true_maps, config.workers, settings.eval_crop(config), config.num_classes,
-                    bool(config.class_models.steps), config.pointing_tolerance)
+  request = maps.Request(settings.specs(config), config.top_k, config.crop_size, config.chunk_size,
+                         config.sequential_maps, config.share_true_maps)
+  return Evaluation(settings.data(config), request, settings.cuts(config), config.eval_chunk, config.workers,
+                    settings.eval_crop(config), config.num_classes, bool(config.class_models.steps),
+                    config.pointing_tolerance)
 
 
 def report_settings(config) -> Report:
@@ -177,10 +173,7 @@ def maps_of(ev: Evaluation, model, x, labels, names, images, seconds=None) -> ma
   `images` localised on (the photos at localise_size); adds the gradient maps' seconds to
   seconds['saliency'] and each other map's to seconds['maps_<name>'] (0: out of the gradient passes)."""
   seconds = {} if seconds is None else seconds
-  wanted = dict.fromkeys(['gradient', *names])
-  made = maps.make_maps(model, x, specs={name: ev.specs[name] for name in wanted},
-                        labels=labels, top_k=ev.top_k, crop_size=ev.crop_size, chunk_size=ev.chunk_size,
-                        sequential=ev.sequential, share_true=ev.share_true)
+  made = ev.maps.make(model, x, labels=labels, names={'gradient', *names})
   for name, s in made.seconds.items():
     key = 'saliency' if name == 'gradient' else f'maps_{name}'
     seconds[key] = seconds.get(key, 0.0) + s
@@ -207,7 +200,7 @@ def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int,
   tested = {'indices': r['indices'], 'labels': labels}
   if ev.class_scores:  # the best real image of each class (`class_model_summary`)
     t0 = time.perf_counter()
-    s = (np.asarray(saliency.scores(model, x, chunk_size=ev.chunk_size)) if len(x)
+    s = (np.asarray(saliency.scores(model, x, chunk_size=ev.maps.chunk_size)) if len(x)
          else np.zeros((0, ev.num_classes)))
     tested['own_score'] = s[np.arange(len(x)), labels].astype(np.float32)
     tested['l2'] = np.linalg.norm(x.reshape(len(x), -1), axis=1)
@@ -221,8 +214,7 @@ def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int,
       t0 = time.perf_counter()
       (images, boxes), masks = setup.read_photos(ev.data, source, r['indices'][keep]), None
       seconds['data_test'] += time.perf_counter() - t0
-    used = [name for name in ev.specs if name != 'gradient']
-    made = maps_of(ev, model, x, labels, used, images, seconds)
+    made = maps_of(ev, model, x, labels, list(ev.maps.specs), images, seconds)
     if progress is not None:
       progress('maps', len(keep))
     t0 = time.perf_counter()
@@ -374,7 +366,7 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
   results = {
       'test_accuracy': trained['test_accuracy'],
       'top1_accuracy_eval': float(np.mean(top[:, 0] == labels)),
-      f'top{ev.top_k}_accuracy_eval': float(np.mean((top == labels[:, None]).any(1))),
+      f'top{ev.maps.top_k}_accuracy_eval': float(np.mean((top == labels[:, None]).any(1))),
       'num_train': int(len(prepared.data['train']['images'])) if 'train' in prepared.data else 0,
       'num_test': int(totals['test_count']), 'num_eval': len(labels),
       'bad_records': setup.skipped_records(prepared.data),  # every record left out (data.skip_bad)

@@ -121,17 +121,8 @@ def load_part(data: setup.Data, part_key: dict, num_images: int, mean, std, part
   return {**records, 'data': part_key}
 
 
-@dataclasses.dataclass(frozen=True)
-class Mapping:
-  """How the sweep makes its maps (the config's keys): top_k, crop_size, chunk_size, config.maps' specs."""
-  top_k: int
-  crop_size: int
-  chunk_size: int
-  specs: dict
-
-
-def part_maps(mp: Mapping, model, mean, std, part: str, records: dict, workdir: pathlib.Path, name='gradient',
-              top_classes=None, log=print):
+def part_maps(mp: maps.Request, model, mean, std, part: str, records: dict, workdir: pathlib.Path,
+              name='gradient', top_classes=None, log=print):
   """(maps, key, cached): {'top_classes' int [n, k], 'top_maps' [n, k, S, S], 'true_maps' [n, S, S]}
   of `load_part`'s records, read from workdir/sweep/maps-<part>-<key>.npz when there.
 
@@ -151,9 +142,7 @@ def part_maps(mp: Mapping, model, mean, std, part: str, records: dict, workdir: 
   if kept is not None:
     return kept, key, True
   t = time.perf_counter()
-  made = maps.make_maps(model, records['x'], specs={name: mp.specs[name]}, labels=records['labels'],
-                        top_k=mp.top_k, top_classes=top_classes, crop_size=mp.crop_size,
-                        chunk_size=mp.chunk_size)
+  made = mp.make(model, records['x'], labels=records['labels'], names={name}, top_classes=top_classes)
   true_maps, top_maps = made.maps[name]
   arrays = {'top_classes': made.top_classes, 'top_maps': top_maps, 'true_maps': true_maps}
   store.save(path, arrays, meta=meta)
@@ -189,8 +178,9 @@ def run(config, workdir: str, log=print) -> dict:
   check(config)
   grid = {name: dict(entry) for name, entry in config.sweep.grid.items()}
   cuts = settings.cuts(config, config.sweep.grid)
-  mp = Mapping(config.top_k, config.crop_size, config.chunk_size,
-               settings.specs(config, [cut.map for cut in cuts.values()]))
+  # the sweep's maps as it has always made them: one kind at a time, vmapped, no sharing
+  mp = maps.Request(settings.specs(config, [cut.map for cut in cuts.values()]), config.top_k,
+                    config.crop_size, config.chunk_size)
   parts_data = {part: part_data(config, part) for part in PARTS}
   data = {part: dataclasses.replace(settings.data(config), key=d.to_dict(),
                                     sources=lambda split, d=d: make_source(d, split))

@@ -234,6 +234,25 @@ def make_maps(model, x, *, specs: dict, labels=None, top_k: int = 0, top_classes
   return Maps(top_classes, {name: maps[name] for name in specs}, shared, scores, signed_maps, seconds)
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """The settings of `make_maps` that travel together in a job: the specs ({name: `MapSpec`}), the top-k,
+  the crop size, the chunk size and the two performance options."""
+  specs: dict
+  top_k: int = 0
+  crop_size: int = 0
+  chunk_size: int | None = None
+  sequential: bool = False
+  share_true: bool = False
+
+  def make(self, model, x, *, labels=None, names=None, top_classes=None) -> Maps:
+    """`make_maps` of the specs `names` (default: all), in the request's order."""
+    specs = self.specs if names is None else {name: self.specs[name] for name in self.specs if name in names}
+    return make_maps(model, x, specs=specs, labels=labels, top_k=self.top_k, top_classes=top_classes,
+                     crop_size=self.crop_size, chunk_size=self.chunk_size, sequential=self.sequential,
+                     share_true=self.share_true)
+
+
 def onto(maps: dict, size) -> dict:
   """{name: (true-class maps [n, h, w] or None, top-k maps [n, k, h, w])} resized onto images of `size`
   (H, W) (`localise.resize_map`, bilinear), e.g. the photos localised on; unchanged at that size."""
