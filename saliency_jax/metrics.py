@@ -13,8 +13,10 @@ Protocols: the ILSVRC localisation rule (Russakovsky et al. 2015), used by Simon
 Sect. 3.2 (`localisation_correct`, `localisation_error`); the "GT-known" box accuracy of CAM / Grad-CAM
 style evaluations (`gt_known_hits`, `gt_known_accuracy`); the pointing game of Zhang et al. 2016 as run
 by TorchRay (Fong et al. 2019) (`pointing_game` on boxes, `pointing_hits` on masks); the pixel ranks of
-deletion / insertion (`pixel_ranks`) and the Spearman similarity of two maps (`spearman`). Scoring only:
-nothing here runs a model (the metrics that do are in `faithfulness`).
+deletion / insertion (`pixel_ranks`) and the Spearman similarity of two maps (`spearman`); the weakly
+supervised localisation metrics of Choe et al. 2020, MaxBoxAccV2 (`max_box_acc`, with wsolevaluation's
+own box conventions, stated there) and PxAP (`pxap`). Scoring only: nothing here runs a model (the
+metrics that do are in `faithfulness`; intervals and paired tests of per-image results: `stats`).
 """
 
 import operator
@@ -513,3 +515,167 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0
   rho = stats.spearmanr(np.ravel(a), np.ravel(b)).statistic
   return float(rho) if np.isfinite(rho) else 0.0
+
+
+# ----------------------------------------------------------------------------------------- WSOL metrics
+
+# The score-map thresholds of Choe et al. 2020 (wsolevaluation's cam_curve_interval 0.01): 0, 0.01, ..., 0.99,
+# made as it makes them (np.arange), so that each threshold is the same float.
+CAM_THRESHOLDS = tuple(float(t) for t in np.arange(0, 1, 0.01))
+IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def normalise_map(saliency) -> np.ndarray:
+  """A map [H, W] min-max normalised to [0, 1] (float64); a constant map is all zeros. Non-finite values
+  are a ValueError (never scored as something else)."""
+  m = np.asarray(saliency, np.float64)
+  if m.ndim != 2:
+    raise ValueError(f'a map must be [H, W], got shape {m.shape}')
+  if not np.all(np.isfinite(m)):
+    raise ValueError('a map holds NaN or infinite values: no box or pixel score is computed from it')
+  lo, hi = m.min(), m.max()
+  return np.zeros_like(m) if hi <= lo else (m - lo) / (hi - lo)
+
+
+def _check_cam_thresholds(cam_thresholds) -> np.ndarray:
+  t = np.asarray(CAM_THRESHOLDS if cam_thresholds is None else cam_thresholds, np.float64).reshape(-1)
+  if not len(t) or not np.all((t >= 0) & (t < 1)):
+    raise ValueError(f'cam_thresholds must be values in [0, 1), got {cam_thresholds!r}')
+  return t
+
+
+_EIGHT = np.ones((3, 3), bool)  # foreground regions: 8-connected; holes: 4-connected (scipy's default)
+
+
+def threshold_boxes(normalised, cam_thresholds=None, *, multi_contour: bool = True) -> list[np.ndarray]:
+  """The boxes wsolevaluation cuts from one normalised map [H, W] at each threshold: int [k, 4] per
+  threshold, INCLUSIVE (x0, y0, x1, y1) as it writes them.
+
+  As wsolevaluation (Choe et al. 2020) does, written from its definition: the map is quantised to 8 bits
+  (`floor(255 m)`), a pixel is foreground where that value exceeds `int(threshold * its maximum)`, and each
+  contour of the foreground (OpenCV's border following: the outer border of every 8-connected region and
+  the border of every hole, a 4-connected background region not touching the image edge) gives the box
+  of its border pixels, (x, y, x + w, y + h) with x1 / y1 then clipped to W - 1 / H - 1: one pixel
+  wider and taller than the region unless it touches the right / bottom edge. A hole's border pixels
+  surround it, so its box is the hole's grown by one pixel. No foreground: the box (0, 0, 0, 0).
+  Without `multi_contour` only the largest region's box; OpenCV ranks contours by the area of the
+  polygon through their border pixels, this function by the region's pixel count (they agree except
+  between regions of nearly equal size).
+  """
+  q = (np.asarray(normalised, np.float64) * 255).astype(np.uint8)
+  h, w = q.shape
+  top = int(q.max())
+  out = []
+  for t in _check_cam_thresholds(cam_thresholds):
+    fg = q > int(t * top)
+    if not fg.any():
+      out.append(np.zeros((1, 4), np.int64))
+      continue
+    regions, n = ndimage.label(fg, structure=_EIGHT)
+    spans = ndimage.find_objects(regions)
+    if not multi_contour:
+      sizes = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+      spans = [spans[int(np.argmax(sizes))]]
+    boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in spans]
+    if multi_contour:
+      gaps, _ = ndimage.label(~fg)
+      edge = np.unique(np.concatenate([gaps[0], gaps[-1], gaps[:, 0], gaps[:, -1]]))
+      for label, s in enumerate(ndimage.find_objects(gaps), start=1):
+        if s is not None and label not in edge:
+          boxes.append((s[1].start - 1, s[0].start - 1, s[1].stop + 1, s[0].stop + 1))
+    b = np.array(boxes, np.int64)
+    b[:, 2], b[:, 3] = np.minimum(b[:, 2], w - 1), np.minimum(b[:, 3], h - 1)
+    out.append(b)
+  return out
+
+
+def _inclusive_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+  """IoU [P, G] of inclusive boxes with wsolevaluation's +1 in widths, heights and areas (0 where the
+  union is empty)."""
+  x0 = np.maximum(pred[:, None, 0], gt[None, :, 0])
+  y0 = np.maximum(pred[:, None, 1], gt[None, :, 1])
+  x1 = np.minimum(pred[:, None, 2], gt[None, :, 2])
+  y1 = np.minimum(pred[:, None, 3], gt[None, :, 3])
+  inter = np.maximum(0, x1 - x0 + 1) * np.maximum(0, y1 - y0 + 1)
+  area_p = (pred[:, 2] - pred[:, 0] + 1) * (pred[:, 3] - pred[:, 1] + 1)
+  area_g = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+  union = area_p[:, None] + area_g[None, :] - inter
+  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def max_box_acc(maps, boxes, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=None,
+                multi_contour: bool = True) -> dict:
+  """MaxBoxAccV2 (Choe et al., CVPR 2020, "Evaluating Weakly Supervised Object Localization Methods
+  Right"): for each IoU threshold, the box accuracy at the score-map threshold that maximises it over
+  the whole set.
+
+  maps: [N, H, W] (or N maps of their own sizes), min-max normalised per image here (`normalise_map`);
+  boxes: per image the ground-truth boxes [M_i, 4] in this package's convention (x1 / y1 exclusive),
+  turned into wsolevaluation's inclusive ones (x1 - 1, y1 - 1). At each score-map threshold each image
+  gets the boxes of `threshold_boxes` (every contour with `multi_contour`, the largest region otherwise);
+  an image is correct when one of them reaches the IoU threshold with one ground-truth box, the IoU
+  computed with wsolevaluation's +1 in box sides and areas. The numbers equal wsolevaluation's
+  `BoxEvaluator(multi_contour_eval=True)` on the same maps and boxes, image for image (its accuracies are
+  percentages; here fractions).
+
+  Returns {'box_acc': {iou: the best accuracy}, 'max_box_acc_v2': their mean, 'best_threshold': {iou:
+  the lowest score-map threshold reaching it}, 'cam_thresholds': [T], 'accuracy': [len(iou), T] the
+  accuracy at every threshold, 'correct': bool [len(iou), T, N] per image (for intervals and for a
+  threshold chosen on another set)}.
+  """
+  ious = tuple(float(_check_threshold(t)) for t in iou_thresholds)
+  cams = _check_cam_thresholds(cam_thresholds)
+  if len(maps) != len(boxes):
+    raise ValueError(f'{len(maps)} maps but {len(boxes)} images of boxes')
+  if not len(maps):
+    raise ValueError('max_box_acc needs at least one image')
+  best_iou = np.zeros((len(cams), len(maps)))
+  for i, (m, gt) in enumerate(zip(maps, boxes)):
+    gt = _as_boxes(gt, f'boxes[{i}]').reshape(-1, 4)
+    if not len(gt):
+      raise ValueError(f'boxes[{i}]: an image with no ground-truth box cannot be scored')
+    inclusive = np.round(gt).astype(np.int64) - np.array([0, 0, 1, 1])
+    for j, b in enumerate(threshold_boxes(normalise_map(m), cams, multi_contour=multi_contour)):
+      best_iou[j, i] = _inclusive_iou(b, inclusive).max()
+  correct = np.stack([best_iou >= t for t in ious])  # [len(ious), T, N]
+  accuracy = correct.mean(axis=2)
+  best = accuracy.argmax(axis=1)
+  box_acc = {t: float(accuracy[k, best[k]]) for k, t in enumerate(ious)}
+  return {'box_acc': box_acc, 'max_box_acc_v2': float(np.mean(list(box_acc.values()))),
+          'best_threshold': {t: float(cams[best[k]]) for k, t in enumerate(ious)},
+          'cam_thresholds': cams.tolist(), 'accuracy': accuracy, 'correct': correct}
+
+
+def pxap(maps, masks, *, ignore=None, cam_thresholds=None) -> float:
+  """PxAP (Choe et al. 2020): the average precision of the pixels' scores against the object masks, over
+  the whole set, from score histograms as wsolevaluation's `MaskEvaluator` computes it; a fraction (it
+  prints percentages).
+
+  maps [N, H, W], min-max normalised per image here; masks bool [N, H, W]; ignore bool [N, H, W] or None:
+  pixels left out of both classes. The scores are binned at the thresholds (default 0, 0.01, ..., 0.99)
+  and [1, 2), [2, 3]; from the highest bin down, precision P_k and recall R_k of "score >= bin's left
+  edge"; PxAP = sum_k P_k (R_k - R_{k-1}) over the bins where something is predicted. ValueError without
+  a foreground or a background pixel.
+  """
+  cams = _check_cam_thresholds(cam_thresholds)
+  edges = np.append(cams, [1.0, 2.0, 3.0])
+  if len(maps) != len(masks) or (ignore is not None and len(ignore) != len(maps)):
+    raise ValueError(f'{len(maps)} maps, {len(masks)} masks' + ('' if ignore is None else
+                                                                  f', {len(ignore)} ignore masks'))
+  fg_hist = np.zeros(len(edges) - 1)
+  bg_hist = np.zeros(len(edges) - 1)
+  for i, m in enumerate(maps):
+    m = normalise_map(m)
+    mask = _as_mask(masks[i], f'masks[{i}]')
+    skip = np.zeros_like(mask) if ignore is None else _as_mask(ignore[i], f'ignore[{i}]')
+    if mask.shape != m.shape or skip.shape != m.shape:
+      raise ValueError(f'image {i}: map {m.shape}, mask {mask.shape}, ignore {skip.shape} differ')
+    fg_hist += np.histogram(m[mask & ~skip], bins=edges)[0]
+    bg_hist += np.histogram(m[~mask & ~skip], bins=edges)[0]
+  if not fg_hist.sum() or not bg_hist.sum():
+    raise ValueError('PxAP needs foreground and background pixels')
+  tp, fp = np.cumsum(fg_hist[::-1]), np.cumsum(bg_hist[::-1])  # "score >= edge", highest edge first
+  predicted = tp + fp > 0
+  precision = np.where(predicted, tp / np.where(predicted, tp + fp, 1), 0.0)
+  recall = tp / fg_hist.sum()
+  return float(np.sum((precision[1:] * np.diff(recall))[predicted[1:]]))
