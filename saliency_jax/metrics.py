@@ -603,6 +603,40 @@ def _inclusive_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
   return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def box_ious(maps, boxes, *, cam_thresholds=None, multi_contour: bool = True) -> np.ndarray:
+  """Each image's best IoU at each score-map threshold, [T, N]: of the boxes of `threshold_boxes` of its
+  normalised map with its ground-truth boxes, with wsolevaluation's conventions (`max_box_acc`). The
+  per-image half of MaxBoxAccV2, so that a set evaluated in parts can be scored as a whole."""
+  cams = _check_cam_thresholds(cam_thresholds)
+  if len(maps) != len(boxes):
+    raise ValueError(f'{len(maps)} maps but {len(boxes)} images of boxes')
+  best_iou = np.zeros((len(cams), len(maps)))
+  for i, (m, gt) in enumerate(zip(maps, boxes)):
+    gt = _as_boxes(gt, f'boxes[{i}]', allow_empty=True).reshape(-1, 4)
+    if not len(gt):
+      raise ValueError(f'boxes[{i}]: an image with no ground-truth box cannot be scored')
+    inclusive = np.round(gt).astype(np.int64) - np.array([0, 0, 1, 1])
+    for j, b in enumerate(threshold_boxes(normalise_map(m), cams, multi_contour=multi_contour)):
+      best_iou[j, i] = _inclusive_iou(b, inclusive).max()
+  return best_iou
+
+
+def max_box_acc_from_ious(best_iou, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=None) -> dict:
+  """`max_box_acc` from `box_ious`' best IoUs [T, N] (e.g. of several chunks, concatenated over N)."""
+  ious = tuple(float(_check_threshold(t)) for t in iou_thresholds)
+  cams = _check_cam_thresholds(cam_thresholds)
+  best_iou = np.asarray(best_iou, np.float64)
+  if best_iou.ndim != 2 or best_iou.shape[0] != len(cams) or not best_iou.shape[1]:
+    raise ValueError(f'best IoUs must be [{len(cams)} thresholds, N >= 1 images], got {best_iou.shape}')
+  correct = np.stack([best_iou >= t for t in ious])  # [len(ious), T, N]
+  accuracy = correct.mean(axis=2)
+  best = accuracy.argmax(axis=1)
+  box_acc = {t: float(accuracy[k, best[k]]) for k, t in enumerate(ious)}
+  return {'box_acc': box_acc, 'max_box_acc_v2': float(np.mean(list(box_acc.values()))),
+          'best_threshold': {t: float(cams[best[k]]) for k, t in enumerate(ious)},
+          'cam_thresholds': cams.tolist(), 'accuracy': accuracy, 'correct': correct}
+
+
 def max_box_acc(maps, boxes, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=None,
                 multi_contour: bool = True) -> dict:
   """MaxBoxAccV2 (Choe et al., CVPR 2020, "Evaluating Weakly Supervised Object Localization Methods
@@ -623,27 +657,44 @@ def max_box_acc(maps, boxes, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=No
   accuracy at every threshold, 'correct': bool [len(iou), T, N] per image (for intervals and for a
   threshold chosen on another set)}.
   """
-  ious = tuple(float(_check_threshold(t)) for t in iou_thresholds)
-  cams = _check_cam_thresholds(cam_thresholds)
-  if len(maps) != len(boxes):
-    raise ValueError(f'{len(maps)} maps but {len(boxes)} images of boxes')
   if not len(maps):
     raise ValueError('max_box_acc needs at least one image')
-  best_iou = np.zeros((len(cams), len(maps)))
-  for i, (m, gt) in enumerate(zip(maps, boxes)):
-    gt = _as_boxes(gt, f'boxes[{i}]').reshape(-1, 4)
-    if not len(gt):
-      raise ValueError(f'boxes[{i}]: an image with no ground-truth box cannot be scored')
-    inclusive = np.round(gt).astype(np.int64) - np.array([0, 0, 1, 1])
-    for j, b in enumerate(threshold_boxes(normalise_map(m), cams, multi_contour=multi_contour)):
-      best_iou[j, i] = _inclusive_iou(b, inclusive).max()
-  correct = np.stack([best_iou >= t for t in ious])  # [len(ious), T, N]
-  accuracy = correct.mean(axis=2)
-  best = accuracy.argmax(axis=1)
-  box_acc = {t: float(accuracy[k, best[k]]) for k, t in enumerate(ious)}
-  return {'box_acc': box_acc, 'max_box_acc_v2': float(np.mean(list(box_acc.values()))),
-          'best_threshold': {t: float(cams[best[k]]) for k, t in enumerate(ious)},
-          'cam_thresholds': cams.tolist(), 'accuracy': accuracy, 'correct': correct}
+  return max_box_acc_from_ious(box_ious(maps, boxes, cam_thresholds=cam_thresholds,
+                                        multi_contour=multi_contour),
+                               iou_thresholds=iou_thresholds, cam_thresholds=cam_thresholds)
+
+
+def pixel_histograms(maps, masks, *, ignore=None, cam_thresholds=None) -> np.ndarray:
+  """Per image, the histograms of its normalised map's scores on the object and off it, [N, 2, T + 2]
+  (bins: the thresholds' intervals, then [1, 2) and [2, 3]): the per-image half of PxAP."""
+  cams = _check_cam_thresholds(cam_thresholds)
+  edges = np.append(cams, [1.0, 2.0, 3.0])
+  if len(maps) != len(masks) or (ignore is not None and len(ignore) != len(maps)):
+    raise ValueError(f'{len(maps)} maps, {len(masks)} masks' + ('' if ignore is None else
+                                                                  f', {len(ignore)} ignore masks'))
+  out = np.zeros((len(maps), 2, len(edges) - 1))
+  for i, m in enumerate(maps):
+    m = normalise_map(m)
+    mask = _as_mask(masks[i], f'masks[{i}]')
+    skip = np.zeros_like(mask) if ignore is None else _as_mask(ignore[i], f'ignore[{i}]')
+    if mask.shape != m.shape or skip.shape != m.shape:
+      raise ValueError(f'image {i}: map {m.shape}, mask {mask.shape}, ignore {skip.shape} differ')
+    out[i, 0] = np.histogram(m[mask & ~skip], bins=edges)[0]
+    out[i, 1] = np.histogram(m[~mask & ~skip], bins=edges)[0]
+  return out
+
+
+def pxap_from_histograms(histograms) -> float:
+  """PxAP from `pixel_histograms` [N, 2, B] (summed over the images) or their sum [2, B]."""
+  h = np.asarray(histograms, np.float64)
+  fg_hist, bg_hist = (h.sum(axis=0) if h.ndim == 3 else h)
+  if not fg_hist.sum() or not bg_hist.sum():
+    raise ValueError('PxAP needs foreground and background pixels')
+  tp, fp = np.cumsum(fg_hist[::-1]), np.cumsum(bg_hist[::-1])  # "score >= edge", highest edge first
+  predicted = tp + fp > 0
+  precision = np.where(predicted, tp / np.where(predicted, tp + fp, 1), 0.0)
+  recall = tp / fg_hist.sum()
+  return float(np.sum((precision[1:] * np.diff(recall))[predicted[1:]]))
 
 
 def pxap(maps, masks, *, ignore=None, cam_thresholds=None) -> float:
@@ -657,25 +708,4 @@ def pxap(maps, masks, *, ignore=None, cam_thresholds=None) -> float:
   edge"; PxAP = sum_k P_k (R_k - R_{k-1}) over the bins where something is predicted. ValueError without
   a foreground or a background pixel.
   """
-  cams = _check_cam_thresholds(cam_thresholds)
-  edges = np.append(cams, [1.0, 2.0, 3.0])
-  if len(maps) != len(masks) or (ignore is not None and len(ignore) != len(maps)):
-    raise ValueError(f'{len(maps)} maps, {len(masks)} masks' + ('' if ignore is None else
-                                                                  f', {len(ignore)} ignore masks'))
-  fg_hist = np.zeros(len(edges) - 1)
-  bg_hist = np.zeros(len(edges) - 1)
-  for i, m in enumerate(maps):
-    m = normalise_map(m)
-    mask = _as_mask(masks[i], f'masks[{i}]')
-    skip = np.zeros_like(mask) if ignore is None else _as_mask(ignore[i], f'ignore[{i}]')
-    if mask.shape != m.shape or skip.shape != m.shape:
-      raise ValueError(f'image {i}: map {m.shape}, mask {mask.shape}, ignore {skip.shape} differ')
-    fg_hist += np.histogram(m[mask & ~skip], bins=edges)[0]
-    bg_hist += np.histogram(m[~mask & ~skip], bins=edges)[0]
-  if not fg_hist.sum() or not bg_hist.sum():
-    raise ValueError('PxAP needs foreground and background pixels')
-  tp, fp = np.cumsum(fg_hist[::-1]), np.cumsum(bg_hist[::-1])  # "score >= edge", highest edge first
-  predicted = tp + fp > 0
-  precision = np.where(predicted, tp / np.where(predicted, tp + fp, 1), 0.0)
-  recall = tp / fg_hist.sum()
-  return float(np.sum((precision[1:] * np.diff(recall))[predicted[1:]]))
+  return pxap_from_histograms(pixel_histograms(maps, masks, ignore=ignore, cam_thresholds=cam_thresholds))

@@ -44,6 +44,12 @@ def test_main_job_end_to_end_and_resume(tmp_path, monkeypatch):
   assert 0 <= saved['pointing_game'] <= 1 and 0 <= saved['pointing_game_class_mean'] <= 1
   # Objects cover 20-60% of the side: the full-image box never reaches IoU 0.5 with them.
   assert saved['localisation']['full_image']['gt_known_box_accuracy'] == 0.0
+  assert saved['localisation']['full_image']['intervals']['gt_known_box_accuracy'] == [0.0, 0.0]
+  w = saved['wsol']['gradient']  # MaxBoxAccV2 of the gradient maps; PxAP: the synthetic set has masks
+  assert list(w['box_acc']) == ['0.3', '0.5', '0.7'] and 0 <= w['pxap'] <= 1
+  assert w['max_box_acc_v2'] == pytest.approx(np.mean(list(w['box_acc'].values())))
+  assert w['box_acc']['0.3'] >= w['box_acc']['0.5'] >= w['box_acc']['0.7']
+  assert w['intervals']['max_box_acc_v2'][0] <= w['max_box_acc_v2'] <= w['intervals']['max_box_acc_v2'][1]
   assert saved['deconvnet_vs_gradient']['deconvnet_explicit_vs_vjp_relative'] < 1e-4
   report = (tmp_path / 'report.md').read_text()
   assert 'graphcut' in report and 'fallback boxes (true / top-2)' in report and 'mean over classes' in report
@@ -149,7 +155,13 @@ def test_localisation_metrics_count_fallback_boxes_per_method():
   assert out['full_image']['fallbacks'] == {'true': 0, 'top': 0, 'total': 0}
   assert out['graphcut']['gt_known_box_accuracy'] == 1.0  # the boxes are the ground truth
   table = pipeline.table({'config': {'top_k': 2}, 'localisation': out})
-  assert '| graphcut | 1.000 | 0.000 | 0.000 | 1 / 2 |' in table and '| full_image |' in table
+  exact = '1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000]'  # every image right: no spread
+  assert f'| graphcut | {exact} | 1 / 2 |' in table and '| full_image |' in table
+  assert out['graphcut']['intervals'] == {'gt_known_box_accuracy': [1.0, 1.0], 'top1_loc_error': [0.0, 0.0],
+                                          'top2_loc_error': [0.0, 0.0]}
+  old = {'config': {'top_k': 2}, 'localisation': {name: {k: v for k, v in r.items() if k != 'intervals'}
+                                                  for name, r in out.items()}}
+  assert '| graphcut | 1.000 | 0.000 | 0.000 | 1 / 2 |' in pipeline.table(old)  # results kept without them
 
 
 def _test_scores(config, workdir):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from saliency_jax import attribution, localise, models, saliency
+from saliency_jax import attribution, localise, metrics, models, saliency
 from saliency_jax.data import make_source
 from saliency_jax.errors import UserError
 from saliency_jax.protocol import cache, localisation, maps, scores, setup
@@ -183,3 +183,37 @@ def test_pack_round_trip_and_weights_digest(net):
   model, _ = net
   assert cache.weights_digest(model) == cache.weights_digest(nnx.clone(model))
   assert cache.weights_digest(model) != cache.weights_digest(model.fresh(1))
+
+
+def test_wsol_metrics_of_a_set_in_parts_are_those_of_the_whole():
+  """The main job scores its chunks apart (`scores.wsol_rows`) and the set at the end (`wsol_summary`):
+  the same MaxBoxAccV2 and PxAP as `metrics.max_box_acc` / `pxap` on all the maps at once."""
+  from scipy import ndimage
+  rng = np.random.default_rng(0)
+  maps_all = np.stack([ndimage.gaussian_filter(rng.normal(size=(24, 24)), 2) for _ in range(10)])
+  boxes = [np.array([[x, y, x + 9, y + 8]]) for x, y in rng.integers(0, 14, (10, 2))]
+  masks = maps_all > 0.1
+  rows = [scores.wsol_rows({'m': (maps_all[a:b], None)}, boxes[a:b], masks[a:b])
+          for a, b in ((0, 4), (4, 10))]
+  merged = {'m': {key: np.concatenate([r['m'][key] for r in rows]) for key in rows[0]['m']}}
+  got = scores.wsol_summary(merged)['m']
+  whole = metrics.max_box_acc(maps_all, boxes)
+  assert got['max_box_acc_v2'] == whole['max_box_acc_v2']
+  assert got['box_acc'] == {str(t): v for t, v in whole['box_acc'].items()}
+  assert got['pxap'] == metrics.pxap(maps_all, masks)
+  lo, hi = got['intervals']['max_box_acc_v2']
+  assert lo <= got['max_box_acc_v2'] <= hi
+
+
+def test_paired_comparisons_and_intervals_of_cuts():
+  right = {'a': {'gt_known': np.array([1, 1, 1, 0] * 10, bool), 'top1': np.ones(40, bool)},
+           'b': {'gt_known': np.array([1, 0, 0, 0] * 10, bool), 'top1': np.ones(40, bool)}}
+  out = scores.paired_comparisons(right, 'a', ['b', 'a', 'missing'])
+  assert list(out) == ['b']
+  assert out['b']['gt_known_box_accuracy']['difference'] == 0.5
+  assert out['b']['gt_known_box_accuracy']['mcnemar'] == {'only_a': 20, 'only_b': 0,
+                                                          'p_value': pytest.approx(2 * 0.5 ** 20)}
+  assert not out['b']['top1_loc_error']['distinguishable']
+  ci = scores.intervals(right['a'])
+  low, high = ci['gt_known_box_accuracy']
+  assert ci['top1_loc_error'] == [0.0, 0.0] and low < 0.75 < high

@@ -228,9 +228,12 @@ def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int,
                        metrics.mass_inside(true_maps, masks), masks.mean(axis=(1, 2))], axis=1)
       with_masks = len(keep)
     seconds['localisation'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gt_labels = [r['box_labels'][i] for i in keep]
+    wsol = scores.wsol_rows(made.maps, scores.class_boxes(gt_labels, boxes, labels), masks)
+    seconds['wsol_metrics'] = time.perf_counter() - t0
     evaluated = {'indices': r['indices'][keep], 'labels': labels, 'top_classes': made.top_classes,
-                 'hits': hits, 'found': found, 'gt_boxes': boxes,
-                 'gt_labels': [r['box_labels'][i] for i in keep]}
+                 'hits': hits, 'found': found, 'gt_boxes': boxes, 'gt_labels': gt_labels, 'wsol': wsol}
   totals = {'test_correct': correct, 'test_count': len(r['labels']), 'with_masks': with_masks,
             'seconds': seconds, 'localise_seconds': localise_seconds}
   return {'rows': {'tested': tested, 'evaluated': evaluated}, 'totals': totals, 'bad': r['bad']}
@@ -277,8 +280,9 @@ def evaluate(ev: Evaluation, model, source, n: int, mean, std, where: pathlib.Pa
 # metrics.json's keys, in order
 ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'num_train', 'num_test', 'num_eval',
          'num_processes', 'bad_records', 'train_test_duplicates', 'localisation', 'selected_method',
-         'failures', 'deconvnet_vs_gradient', 'class_models', 'training', 'seconds', 'config',
-         'pointing_game', 'pointing_game_class_mean', 'saliency_mass_on_object', 'object_area_fraction')
+         'comparisons', 'wsol', 'failures', 'deconvnet_vs_gradient', 'class_models', 'training', 'seconds',
+         'config', 'pointing_game', 'pointing_game_class_mean', 'saliency_mass_on_object',
+         'object_area_fraction')
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -358,6 +362,14 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
   found = {name: {**f, 'seconds': totals['localise_seconds'][name]} for name, f in ev_rows['found'].items()}
   labels, top = ev_rows['labels'], ev_rows['top_classes']
   loc = scores.localisation_metrics(found, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top, log)
+  comparisons = None
+  if rep.selected_method:  # the pick against the paper's cut and the best other, on the same images
+    right = {name: scores.right_per_image(f, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
+             for name, f in found.items()}
+    k = top.shape[1]
+    rest = [name for name in loc if name not in (rep.selected_method, 'graphcut')]
+    best = min(rest, key=lambda name: loc[name][f'top{k}_loc_error'], default=None)
+    comparisons = scores.paired_comparisons(right, rep.selected_method, ['graphcut', best])
   failures = per_image = None
   if rep.failure_analysis:
     failures = scores.localisation_failures(found, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
@@ -371,6 +383,8 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
       'num_test': int(totals['test_count']), 'num_eval': len(labels),
       'bad_records': setup.skipped_records(prepared.data),  # every record left out (data.skip_bad)
       'localisation': loc, 'selected_method': rep.selected_method,
+      **({'comparisons': comparisons} if comparisons else {}),
+      'wsol': scores.wsol_summary(ev_rows['wsol']),
       **({'failures': failures} if failures else {}), 'training': trained,
   }
   if totals['with_masks'] and totals['with_masks'] == len(labels):
@@ -470,20 +484,61 @@ def summary(results: dict, workdir) -> str:
   return '\n'.join(lines)
 
 
+def cell(r: dict, key: str) -> str:
+  """A metric of one cut with its 95% interval when the result has one ('0.344 [0.293, 0.396]')."""
+  interval = r.get('intervals', {}).get(key)
+  return f'{r[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
+
+
 def table(results: dict) -> str:
-  """The localisation table (markdown), with each method's fallback boxes (true-class / top-k); the
-  config's selected method in bold."""
+  """The localisation table (markdown), with each method's fallback boxes (true-class / top-k) and, where
+  the results carry them, 95% intervals over images; the config's selected method in bold."""
   k = results['config']['top_k']
   top_k = f' top-{k} loc. error |' if k > 1 else ''
   lines = [f'| method | GT-known box accuracy | top-1 loc. error |{top_k} fallback boxes (true / top-{k}) |',
            '| --- | --- | --- |' + ' --- |' * (k > 1) + ' --- |']
   for name, r in results['localisation'].items():
     label = f'**{name}** (selected)' if name == results.get('selected_method') else name
-    row = f"| {label} | {r['gt_known_box_accuracy']:.3f} | {r['top1_loc_error']:.3f} |"
-    row += f" {r[f'top{k}_loc_error']:.3f} |" if k > 1 else ''
+    row = f"| {label} | {cell(r, 'gt_known_box_accuracy')} | {cell(r, 'top1_loc_error')} |"
+    row += f" {cell(r, f'top{k}_loc_error')} |" if k > 1 else ''
     fallbacks = r.get('fallbacks')  # results written before fallbacks were counted: '-'
     lines.append(row + (f" {fallbacks['true']} / {fallbacks['top']} |" if fallbacks else ' - |'))
   return '\n'.join(lines)
+
+
+def wsol_table(results: dict) -> str:
+  """MaxBoxAccV2 of each map (its IoU 0.3 / 0.5 / 0.7 columns at their best score-map thresholds) and, with
+  masks, PxAP, with 95% intervals (markdown)."""
+  rows = results['wsol']
+  pxap = any('pxap' in w for w in rows.values())
+  header = '| map | MaxBoxAccV2 | IoU 0.3 | IoU 0.5 | IoU 0.7 | best thresholds |'
+  lines = [header + (' PxAP |' if pxap else ''), '|---' * (6 + pxap) + '|']
+  for name, w in rows.items():
+    ci = w['intervals']
+    cells = [f"{w['max_box_acc_v2']:.3f} [{ci['max_box_acc_v2'][0]:.3f}, {ci['max_box_acc_v2'][1]:.3f}]"]
+    cells += [f"{w['box_acc'][t]:.3f} [{ci[f'box_acc_{t}'][0]:.3f}, {ci[f'box_acc_{t}'][1]:.3f}]"
+              for t in w['box_acc']]
+    cells.append(' / '.join(f'{v:.2f}' for v in w['best_threshold'].values()))
+    if pxap:
+      cells.append(f"{w['pxap']:.3f}" if 'pxap' in w else '-')
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def comparison_lines(results: dict) -> list[str]:
+  """The selected cut against the paper's and the best other, on the same images (markdown lines)."""
+  chosen, k = results['selected_method'], results['config']['top_k']
+  lines = [f'The selected cut `{chosen}` against others on the same images: the difference in images '
+           'localised right (positive: the selected is better), its 95% paired bootstrap interval and '
+           "McNemar's exact p-value; an interval that holds 0: not distinguishable on these images.", '']
+  for other, by_metric in results['comparisons'].items():
+    for metric in ('gt_known_box_accuracy', f'top{k}_loc_error'):
+      c = by_metric.get(metric)
+      if c:
+        verdict = 'distinguishable' if c['distinguishable'] else 'not distinguishable'
+        lines.append(f"- vs `{other}`, {metric.replace('_', ' ')}: {c['difference']:+.3f} "
+                     f"[{c['low']:+.3f}, {c['high']:+.3f}], p = {c['mcnemar']['p_value']:.3g} ({verdict})")
+  return lines + ['']
 
 
 def duplicate_lines(pairs: list) -> list[str]:
@@ -540,6 +595,13 @@ def markdown(r: dict) -> str:
       table(r),
       '',
   ]
+  if r.get('comparisons'):
+    lines += comparison_lines(r)
+  if r.get('wsol'):
+    lines += ["MaxBoxAccV2 and PxAP (Choe et al. 2020, wsolevaluation's definitions) of each map's "
+              'true-class maps, each score-map threshold chosen on these same images (the oracle threshold):',
+              '',
+              wsol_table(r), '']
   if 'failures' in r:
     lines += ['Why the guesses fail (shares of the evaluated images):', '', failures_table(r), '']
   if 'pointing_game' in r:

@@ -1,9 +1,10 @@
-"""Scoring: the localisation metrics of `protocol.localisation`'s boxes, why the guesses fail, and the
-pointing game, one implementation each (`metrics` holds the per-image definitions)."""
+"""Scoring: the localisation metrics of `protocol.localisation`'s boxes with their intervals, paired
+comparisons of cuts on the same images, why the guesses fail, and the pointing game, one implementation
+each (`metrics` holds the per-image definitions, `stats` the intervals and tests)."""
 
 import numpy as np
 
-from saliency_jax import localise, metrics
+from saliency_jax import localise, metrics, stats
 
 
 def top_guesses(found: dict, top_classes) -> list[list[tuple]]:
@@ -12,8 +13,51 @@ def top_guesses(found: dict, top_classes) -> list[list[tuple]]:
   return [[(int(top_classes[i, j]), tuple(found['top_boxes'][i, j])) for j in range(k)] for i in range(n)]
 
 
+def right_per_image(found: dict, labels, gt_labels, gt_boxes, top_classes) -> dict:
+  """One cut's `localise_images` result image by image: {'gt_known', 'top1', 'top<k>'} bool [N], whether
+  the true-class box is right (IoU >= 0.5 with a box of the class) and whether the top-1 / top-k guesses
+  localise the image (the ILSVRC rule)."""
+  k = top_classes.shape[1]
+  guesses = top_guesses(found, top_classes)
+  boxes = [tuple(b) for b in found['true_boxes']]
+  out = {'gt_known': metrics.gt_known_hits(boxes, gt_labels, gt_boxes, labels)}
+  for top in dict.fromkeys((1, k)):
+    out[f'top{top}'] = np.array([metrics.localisation_correct(g[:top], lab, box)
+                                 for g, lab, box in zip(guesses, gt_labels, gt_boxes)], bool)
+  return out
+
+
+def intervals(right: dict) -> dict:
+  """95% percentile bootstrap intervals over images (`stats.interval`, 2,000 resamples, seed 0) of the
+  metrics of `right_per_image`: {'gt_known_box_accuracy', 'top1_loc_error', 'top<k>_loc_error'} ->
+  [low, high] (an error's interval is that of 1 - right)."""
+  out = {}
+  for key, values in right.items():
+    name, v = ('gt_known_box_accuracy', values) if key == 'gt_known' else (f'{key}_loc_error', ~values)
+    ci = stats.interval(v)
+    out[name] = [ci['low'], ci['high']]
+  return out
+
+
+def paired_comparisons(right: dict, chosen: str, others) -> dict:
+  """`chosen` against each cut of `others` on the same images (`right`: {cut: `right_per_image`}):
+  {other: {metric: `stats.paired` of the images chosen gets right minus those other gets right (for an
+  error too: positive when chosen is better), its interval and McNemar's exact p-value}}."""
+  out = {}
+  for other in others:
+    if other == chosen or other not in right:
+      continue
+    out[other] = {}
+    for key in right[chosen]:
+      a, b = right[chosen][key], right[other][key]
+      name = 'gt_known_box_accuracy' if key == 'gt_known' else f'{key}_loc_error'
+      out[other][name] = stats.paired(a, b)
+  return out
+
+
 def localisation_metrics(found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:
-  """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes.
+  """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes, each
+  with its 95% interval over images ('intervals', `intervals`).
 
   Also per cut the status counts and 'fallbacks': how many boxes were the full-image fallback (status
   other than 'ok': flat or invalid map, empty cut), {'true': of the n true-class boxes, 'top': of the
@@ -33,6 +77,7 @@ def localisation_metrics(found: dict, labels, gt_labels, gt_boxes, top_classes, 
         f'top{k}_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=k),
         'status': {str(a): int(b) for a, b in zip(names, counts)},
         'fallbacks': {**fallbacks, 'total': fallbacks['true'] + fallbacks['top']},
+        'intervals': intervals(right_per_image(r, labels, gt_labels, gt_boxes, top_classes)),
         'seconds': float(r['seconds']),
     }
     top_k = f", top-{k} error {out[name][f'top{k}_loc_error']:.3f}" if k > 1 else ''
@@ -53,6 +98,38 @@ def localisation_failures(found: dict, gt_labels, gt_boxes, top_classes) -> dict
   return {'top_k': k, 'per_method': {name: f['counts'] for name, f in per_image.items()},
           f'oracle_top{k}_loc_error': float(1 - right.any(axis=0).mean()),
           'per_image': {name: f['per_image'] for name, f in per_image.items()}}
+
+
+def wsol_rows(made: dict, class_boxes: list, masks) -> dict:
+  """Per map, the per-image halves of the WSOL metrics of its true-class maps (Choe et al. 2020): each
+  image's best IoU at each score-map threshold ('box_iou' [n, T], `metrics.box_ious`, against the boxes of
+  its class) and, with masks, its pixel-score histograms ('pixel_hist' [n, 2, T + 2])."""
+  out = {}
+  for name, (true_maps, _) in made.items():
+    out[name] = {'box_iou': metrics.box_ious(true_maps, class_boxes).T}
+    if masks is not None:
+      out[name]['pixel_hist'] = metrics.pixel_histograms(true_maps, masks)
+  return out
+
+
+def wsol_summary(rows: dict) -> dict:
+  """MaxBoxAccV2 (its three IoU columns, the best score-map threshold of each) and, with masks, PxAP of
+  every map over all evaluated images, with 95% bootstrap intervals over images of the box accuracies at
+  their best thresholds (`stats.interval`)."""
+  out = {}
+  for name, w in rows.items():
+    r = metrics.max_box_acc_from_ious(np.asarray(w['box_iou'], np.float64).T)
+    best = [r['cam_thresholds'].index(r['best_threshold'][t]) for t in r['box_acc']]
+    right = np.stack([r['correct'][k, j] for k, j in enumerate(best)])  # [len(iou), N]
+    ci = {f'box_acc_{t}': [stats.interval(right[k])[e] for e in ('low', 'high')]
+          for k, t in enumerate(r['box_acc'])}
+    ci['max_box_acc_v2'] = [stats.interval(right.mean(axis=0))[e] for e in ('low', 'high')]
+    out[name] = {'max_box_acc_v2': r['max_box_acc_v2'],
+                 'box_acc': {str(t): v for t, v in r['box_acc'].items()},
+                 'best_threshold': {str(t): v for t, v in r['best_threshold'].items()}, 'intervals': ci}
+    if 'pixel_hist' in w:
+      out[name]['pxap'] = metrics.pxap_from_histograms(w['pixel_hist'])
+  return out
 
 
 def class_boxes(gt_labels, gt_boxes, labels) -> list[np.ndarray]:
