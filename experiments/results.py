@@ -82,6 +82,12 @@ def localisation_table(m: dict) -> str:
   return pipeline.table(m)
 
 
+def wsol_table(m: dict) -> str:
+  """A main-job metrics.json: MaxBoxAccV2 (and PxAP with masks) of each map (`pipeline.wsol_table`)."""
+  from saliency_jax.jobs import pipeline
+  return pipeline.wsol_table(m)
+
+
 def failures_table(r: dict) -> str:
   """A main-job metrics.json with failure_analysis: why the guesses fail (`pipeline.failures_table`)."""
   from saliency_jax.jobs import pipeline
@@ -298,6 +304,7 @@ RENDER = {
     'similarity': similarity_table,
     'clips': clips_table,
     'failures': failures_table,
+    'wsol': wsol_table,
     'study': study_report,
     'rules_speed': rules_speed,
     'protocol_speed': protocol_speed,

@@ -75,6 +75,18 @@ def test_sweep_reports_every_setting_on_both_parts(swept):
   assert saved['selected'] == sweep.choose(selection, config.sweep.criterion, config.sweep.grid.to_dict())
   text = (workdir / 'sweep.md').read_text()
   assert f"**Picked: `{saved['selected']}`**" in text and 'fg_floor 0.5' in text
+  # the per-image results kept beside each setting give its metrics; intervals hold them
+  for path in (workdir / 'sweep').glob('loc-*.json'):
+    m = json.loads(path.read_text())
+    assert np.mean(m['right']['gt_known']) == pytest.approx(m['gt_known_box_accuracy'])
+    assert 1 - np.mean(m['right']['top2']) == pytest.approx(m['top2_loc_error'])
+    low, high = m['intervals']['top2_loc_error']
+    assert low <= m['top2_loc_error'] <= high
+  s = saved['pick_stability']
+  assert 0 < s['stability'] <= 1 and sum(s['picks'].values()) == s['resamples'] == 2000
+  assert set(s['picks']) == set(saved['settings']) and 'bootstrap resamples of the selection part' in text
+  if saved['selected'] != 'paper':
+    assert saved['selected_vs_paper_on_report']['top2_loc_error']['mcnemar']['p_value'] <= 1
 
 
 def test_the_pick_reads_the_selection_part_only(swept, tmp_path):

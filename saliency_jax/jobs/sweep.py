@@ -33,7 +33,7 @@ import time
 import ml_collections
 import numpy as np
 
-from saliency_jax import attribution, localise, metrics, models, report, saliency, store
+from saliency_jax import attribution, localise, metrics, models, report, saliency, stats, store
 from saliency_jax.data import make_source, splits, transforms
 from saliency_jax.jobs import settings
 from saliency_jax.protocol import cache, localisation, maps, scores, setup
@@ -153,7 +153,8 @@ def part_maps(mp: maps.Request, model, mean, std, part: str, records: dict, work
 def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, part_maps_: dict, key: str,
                   workdir: pathlib.Path, localise_size: int, workers: int, log=print) -> dict:
   """One setting of the grid on one part: `scores.localisation_metrics`' entry (with the fallback
-  boxes, status not 'ok'); kept in workdir/sweep."""
+  boxes, status not 'ok', and the intervals) and, under 'right', each image's `scores.right_per_image`
+  (for the pick's stability and the paired tests); kept in workdir/sweep."""
   settings = dataclasses.asdict(cut.settings)
   key = _digest([key, settings, localise_size, cache.code_digest(localisation, scores, localise, metrics)])
   path = workdir / 'sweep' / f"loc-{part}-{name.replace('/', '-')}-{key}.json"
@@ -169,8 +170,18 @@ def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, pa
                                           {name: cut}, np.arange(n), n, workers=workers)
   out = scores.localisation_metrics(found, records['labels'], records['box_labels'], records['boxes'],
                                     part_maps_['top_classes'], log=lambda line: log(f'{part}: {line}'))[name]
+  right = scores.right_per_image(found[name], records['labels'], records['box_labels'], records['boxes'],
+                                 part_maps_['top_classes'])
+  out['right'] = {k: v.astype(int).tolist() for k, v in right.items()}
   report.write_json(path, out)
   return out
+
+
+def per_image_metrics(right: dict) -> dict:
+  """`right_per_image` lists as per-image values of the criterion's metrics (their means are the
+  metrics): GT-known box accuracy and the localisation errors."""
+  return {('gt_known_box_accuracy' if k == 'gt_known' else f'{k}_loc_error'):
+          np.asarray(v, float) if k == 'gt_known' else 1 - np.asarray(v, float) for k, v in right.items()}
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -226,10 +237,17 @@ def run(config, workdir: str, log=print) -> dict:
           log(f'{part}: {name} {cuts[name].changes()}')
           table[part][name] = localise_part(cuts[name], name, part, records[part], part_maps_, key, workdir,
                                             config.localise_size, config.workers, log)
+  right = {part: {name: table[part][name].pop('right') for name in names} for part in PARTS}
   table = {part: {name: table[part][name] for name in names} for part in PARTS}
   seconds['localisation'] = time.perf_counter() - t - mapping
   criterion = [tuple(c) for c in config.sweep.criterion]
   selected = choose(table['selection'], criterion, grid)  # 5: the pick, on the selection part alone
+  # how often bootstrap resamples of the selection part pick the same; the pick against the paper's
+  # setting on the report part, on the same images
+  stability = stats.pick_stability({name: per_image_metrics(right['selection'][name]) for name in names},
+                                   lambda means: choose(means, criterion, grid))
+  versus = scores.paired_comparisons({name: {k: np.asarray(v, bool) for k, v in r.items()}
+                                      for name, r in right['report'].items()}, selected, [paper])
 
   results = {
       'name': config.name, 'selected': selected, 'paper': paper, 'criterion': criterion,
@@ -237,6 +255,8 @@ def run(config, workdir: str, log=print) -> dict:
       'split': {'kind': 'validation split' if config.data.name == 'synthetic' else 'record id hash',
                 'seed': config.data.get('part_seed', splits.SEED),
                 'selection_fraction': config.data.get('selection_fraction', splits.FRACTION)},
+      'pick_stability': {k: stability[k] for k in ('stability', 'picks', 'resamples', 'seed')},
+      'selected_vs_paper_on_report': versus.get(paper, {}),
       'parts': parts, 'test_accuracy': prepared.trained['test_accuracy'],
       'settings': {name: {'changes': changes(grid[name]), **{part: table[part][name] for part in PARTS}}
                    for name in names},
@@ -282,6 +302,24 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
+def pick_lines(r: dict) -> list[str]:
+  """How stable the pick is and whether it is distinguishable from the paper's setting on the report part
+  (markdown lines; none for results kept without them)."""
+  lines = []
+  if 'pick_stability' in r:
+    s = r['pick_stability']
+    lines.append(f"The same setting is picked on {s['stability']:.0%} of {s['resamples']} bootstrap "
+                 'resamples of the selection part.')
+  k = r['config']['top_k']
+  for metric, c in r.get('selected_vs_paper_on_report', {}).items():
+    if metric in ('gt_known_box_accuracy', f'top{k}_loc_error'):
+      verdict = 'distinguishable' if c['distinguishable'] else 'not distinguishable on these images'
+      lines.append(f"Against the paper's setting on the report part, {metric.replace('_', ' ')}: images "
+                   f"right {c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] (95% paired "
+                   f"bootstrap), McNemar p = {c['mcnemar']['p_value']:.3g}: {verdict}.")
+  return [' '.join(lines), ''] if lines else []
+
+
 def markdown(r: dict) -> str:
   k = r['config']['top_k']
   sel, paper = r['settings'][r['selected']]['report'], r['settings'][r['paper']]['report']
@@ -303,6 +341,7 @@ def markdown(r: dict) -> str:
       f"{main.replace('_', ' ')} {sel[main]:.3f} against the paper's setting's {paper[main]:.3f}, GT-known "
       f"{sel['gt_known_box_accuracy']:.3f} against {paper['gt_known_box_accuracy']:.3f}.",
       '',
+      *pick_lines(r),
       table(r),
       '',
       'GT-known: the true class\'s box has IoU >= 0.5 with a ground-truth box of that class. ILSVRC error: '
