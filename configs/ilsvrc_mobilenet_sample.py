@@ -17,7 +17,9 @@ net, through the layer graph read from its Keras layers. `num_eval` limits the i
 `--config.num_eval=50` for a quick look);
 `--config.data.part=report` keeps the half of the images that no setting was chosen on (the
 README's numbers), `selection` the other half. `selected_method` names the pair (map, cut) that the
-study picked on the selection half.
+cuts sweep picked on the selection half; that sweep was run after the study's report half had shown
+GraphCut ahead on these maps, so its report number is a second look (the study's held-out pick: the
+threshold box on the same maps).
 Measured result and cost: see the README. `:gpu` / `:tpu` raise the chunk size and the workers.
 """
 

@@ -100,6 +100,12 @@ def sweep_table(r: dict) -> str:
   return sweep.table(r)
 
 
+def sweep_pick(r: dict) -> str:
+  """A sweep.json: how stable the pick is, and the pick against the paper's setting on the report part."""
+  from saliency_jax.jobs import sweep
+  return '\n'.join(sweep.pick_lines(r)).strip() or 'Kept without per-image results: rerun the command.'
+
+
 def _study_matrix(r: dict, part: str) -> str:
   k = r['config']['top_k']
   metric = f'top{k}_loc_error'
@@ -297,6 +303,7 @@ def clips_table(r: dict) -> str:
 RENDER = {
     'localisation': localisation_table,
     'sweep': sweep_table,
+    'pick': sweep_pick,
     'summary': main_job_summary,
     'class_models': class_models_table,
     'import': cifar_import_table,

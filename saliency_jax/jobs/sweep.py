@@ -275,15 +275,22 @@ def summary(results: dict, workdir) -> str:
 
 
 def _changes_text(c: dict) -> str:
-  return ', '.join(f'{k} {v}' for k, v in c.items()) or "the paper's"
+  return ', '.join(f'{k} {v}' for k, v in c.items()) or 'the defaults'
 
 
 def _fallbacks_text(f: dict) -> str:
   return f"{f['true']} / {f['top']}"
 
 
+def _cell(m: dict, key: str, part: str) -> str:
+  """A metric of one setting, on the report part with its 95% interval where the result has one."""
+  interval = m.get('intervals', {}).get(key) if part == 'report' else None
+  return f'{m[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
+
+
 def table(results: dict) -> str:
-  """Every setting on both parts (markdown): the pick in bold, the paper's setting marked."""
+  """Every setting on both parts (markdown): the pick in bold, the paper's setting marked; the report
+  part's numbers with their 95% intervals over images where the results carry them."""
   k = results['config']['top_k']
   metrics = [('gt_known_box_accuracy', 'GT-known', '{:.3f}'), ('top1_loc_error', 'top-1 err.', '{:.3f}')]
   if k > 1:
@@ -296,8 +303,8 @@ def table(results: dict) -> str:
     label = name + (' (default)' if name == results['paper'] else '')
     label = f'**{label}**' if name == results['selected'] else label
     cells = [label, _changes_text(row['changes'])]
-    cells += [fmt.format(row[p][m]) if m != 'fallbacks' else _fallbacks_text(row[p][m])
-              for p in PARTS for m, _, fmt in metrics]
+    cells += [_cell(row[p], m, p) if m != 'fallbacks' else _fallbacks_text(row[p][m])
+              for p in PARTS for m, _, _ in metrics]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -314,8 +321,9 @@ def pick_lines(r: dict) -> list[str]:
   for metric, c in r.get('selected_vs_paper_on_report', {}).items():
     if metric in ('gt_known_box_accuracy', f'top{k}_loc_error'):
       verdict = 'distinguishable' if c['distinguishable'] else 'not distinguishable on these images'
-      lines.append(f"Against the paper's setting on the report part, {metric.replace('_', ' ')}: images "
-                   f"right {c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] (95% paired "
+      name = metric.replace('_', ' ')
+      lines.append(f"Against the default setting `{r['paper']}` on the report part, {name}: images right"
+                   f" {c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] (95% paired "
                    f"bootstrap), McNemar p = {c['mcnemar']['p_value']:.3g}: {verdict}.")
   return [' '.join(lines), ''] if lines else []
 
