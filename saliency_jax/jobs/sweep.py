@@ -177,6 +177,17 @@ def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, pa
   return out
 
 
+def pick_checks(right: dict, selected: str, paper: str, criterion, grid: dict) -> tuple[dict, dict]:
+  """How often bootstrap resamples of the selection part pick the same setting (`stats.pick_stability`),
+  and the pick against the default setting on the report part, on the same images
+  (`scores.paired_comparisons`). right: {part: {setting: `right_per_image` lists}}."""
+  stability = stats.pick_stability({name: per_image_metrics(r) for name, r in right['selection'].items()},
+                                   lambda means: choose(means, criterion, grid))
+  versus = scores.paired_comparisons({name: {k: np.asarray(v, bool) for k, v in r.items()}
+                                      for name, r in right['report'].items()}, selected, [paper])
+  return stability, versus
+
+
 def per_image_metrics(right: dict) -> dict:
   """`right_per_image` lists as per-image values of the criterion's metrics (their means are the
   metrics): GT-known box accuracy and the localisation errors."""
@@ -242,12 +253,7 @@ def run(config, workdir: str, log=print) -> dict:
   seconds['localisation'] = time.perf_counter() - t - mapping
   criterion = [tuple(c) for c in config.sweep.criterion]
   selected = choose(table['selection'], criterion, grid)  # 5: the pick, on the selection part alone
-  # how often bootstrap resamples of the selection part pick the same; the pick against the paper's
-  # setting on the report part, on the same images
-  stability = stats.pick_stability({name: per_image_metrics(right['selection'][name]) for name in names},
-                                   lambda means: choose(means, criterion, grid))
-  versus = scores.paired_comparisons({name: {k: np.asarray(v, bool) for k, v in r.items()}
-                                      for name, r in right['report'].items()}, selected, [paper])
+  stability, versus = pick_checks(right, selected, paper, criterion, grid)
 
   results = {
       'name': config.name, 'selected': selected, 'paper': paper, 'criterion': criterion,
