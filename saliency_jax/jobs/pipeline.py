@@ -361,11 +361,12 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
   t0 = time.perf_counter()
   found = {name: {**f, 'seconds': totals['localise_seconds'][name]} for name, f in ev_rows['found'].items()}
   labels, top = ev_rows['labels'], ev_rows['top_classes']
-  loc = scores.localisation_metrics(found, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top, log)
+  right = {name: scores.right_per_image(f, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
+           for name, f in found.items()}
+  loc = scores.localisation_metrics(found, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top, log,
+                                    right=right)
   comparisons = None
   if rep.selected_method:  # the pick against the paper's cut and the best other, on the same images
-    right = {name: scores.right_per_image(f, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
-             for name, f in found.items()}
     k = top.shape[1]
     rest = [name for name in loc if name not in (rep.selected_method, 'graphcut')]
     best = min(rest, key=lambda name: loc[name][f'top{k}_loc_error'], default=None)

@@ -168,10 +168,11 @@ def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, pa
   found, _ = localisation.localise_images(records['images'], {cut.map: (part_maps_['true_maps'],
                                                                         part_maps_['top_maps'])},
                                           {name: cut}, np.arange(n), n, workers=workers)
-  out = scores.localisation_metrics(found, records['labels'], records['box_labels'], records['boxes'],
-                                    part_maps_['top_classes'], log=lambda line: log(f'{part}: {line}'))[name]
   right = scores.right_per_image(found[name], records['labels'], records['box_labels'], records['boxes'],
                                  part_maps_['top_classes'])
+  out = scores.localisation_metrics(found, records['labels'], records['box_labels'], records['boxes'],
+                                    part_maps_['top_classes'], log=lambda line: log(f'{part}: {line}'),
+                                    right={name: right})[name]
   out['right'] = {k: v.astype(int).tolist() for k, v in right.items()}
   report.write_json(path, out)
   return out

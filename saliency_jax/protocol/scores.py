@@ -55,9 +55,11 @@ def paired_comparisons(right: dict, chosen: str, others) -> dict:
   return out
 
 
-def localisation_metrics(found: dict, labels, gt_labels, gt_boxes, top_classes, log=print) -> dict:
+def localisation_metrics(found: dict, labels, gt_labels, gt_boxes, top_classes, log=print, *,
+                         right: dict | None = None) -> dict:
   """GT-known box accuracy and ILSVRC top-1 / top-k localisation error of `localise_images`' boxes, each
-  with its 95% interval over images ('intervals', `intervals`).
+  with its 95% interval over images ('intervals', `intervals`, from each cut's `right_per_image`: pass
+  them as `right`, {cut: ...}, when the caller has them already).
 
   Also per cut the status counts and 'fallbacks': how many boxes were the full-image fallback (status
   other than 'ok': flat or invalid map, empty cut), {'true': of the n true-class boxes, 'top': of the
@@ -77,7 +79,8 @@ def localisation_metrics(found: dict, labels, gt_labels, gt_boxes, top_classes, 
         f'top{k}_loc_error': metrics.localisation_error(guesses, gt_labels, gt_boxes, top_k=k),
         'status': {str(a): int(b) for a, b in zip(names, counts)},
         'fallbacks': {**fallbacks, 'total': fallbacks['true'] + fallbacks['top']},
-        'intervals': intervals(right_per_image(r, labels, gt_labels, gt_boxes, top_classes)),
+        'intervals': intervals(right[name] if right is not None
+                               else right_per_image(r, labels, gt_labels, gt_boxes, top_classes)),
         'seconds': float(r['seconds']),
     }
     top_k = f", top-{k} error {out[name][f'top{k}_loc_error']:.3f}" if k > 1 else ''
