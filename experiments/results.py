@@ -106,6 +106,13 @@ def sweep_pick(r: dict) -> str:
   return '\n'.join(sweep.pick_lines(r)).strip() or 'Kept without per-image results: rerun the command.'
 
 
+def sweep_wsol(r: dict) -> str:
+  """A sweep.json: MaxBoxAccV2 of every map, its thresholds chosen on the selection part
+  (`jobs.sweep.wsol_table`)."""
+  from saliency_jax.jobs import sweep
+  return sweep.wsol_table(r) if 'wsol' in r else 'Kept without MaxBoxAccV2: rerun the command.'
+
+
 def _study_matrix(r: dict, part: str) -> str:
   k = r['config']['top_k']
   metric = f'top{k}_loc_error'
@@ -304,6 +311,7 @@ RENDER = {
     'localisation': localisation_table,
     'sweep': sweep_table,
     'pick': sweep_pick,
+    'sweep_wsol': sweep_wsol,
     'summary': main_job_summary,
     'class_models': class_models_table,
     'import': cifar_import_table,

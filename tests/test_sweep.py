@@ -153,6 +153,46 @@ def test_report_numbers_are_the_main_jobs_on_the_report_part(swept, tmp_path):
   for name, row in r['settings'].items():
     for metric in ('gt_known_box_accuracy', 'top1_loc_error', 'top2_loc_error'):
       np.testing.assert_equal(results['localisation'][name][metric], row['report'][metric])
+  for name in ('gradient', 'grad_cam'):  # the main job's MaxBoxAccV2 on the report part: the sweep's oracle
+    oracle = r['wsol'][name]['report_oracle']
+    assert results['wsol'][name]['max_box_acc_v2'] == pytest.approx(oracle['max_box_acc_v2'])
+    assert results['wsol'][name]['best_threshold'] == oracle['threshold']
+
+
+def test_max_box_acc_thresholds_are_chosen_on_the_selection_part(swept):
+  """Each map's MaxBoxAccV2 recomputed with `metrics.max_box_acc` from the kept maps: the selection part's
+  best thresholds, applied to the report part, give the reported numbers."""
+  from saliency_jax import metrics
+  from saliency_jax.data import make_source
+  from saliency_jax.jobs import settings
+  from saliency_jax.protocol import maps, scores, setup
+  config, workdir, r = swept
+  assert set(r['wsol']) == {'gradient', 'grad_cam'}
+  source = {part: make_source(sweep.part_data(config, part), 'test') for part in sweep.PARTS}
+  images = {part: setup.read_records(settings.data(config), source[part],
+                                     range(r['parts'][part]['num_images']), 0.0, 1.0) for part in sweep.PARTS}
+  for name, w in r['wsol'].items():
+    made = {}
+    for part in sweep.PARTS:
+      key = r['parts'][part]['maps_key']
+      path = (workdir / 'sweep' / f'maps-{part}-{key}.npz' if name == 'gradient' else
+              next((workdir / 'sweep').glob(f'maps-{part}-{name}-*.npz')))
+      kept = np.load(path)
+      true_maps = maps.onto({name: (kept['true_maps'], kept['top_maps'])},
+                            images[part]['images'].shape[1:3])[name][0]
+      made[part] = metrics.max_box_acc(true_maps, scores.class_boxes(
+          images[part]['box_labels'], images[part]['boxes'], images[part]['labels']))
+    sel, rep = made['selection'], made['report']
+    assert w['selection']['max_box_acc_v2'] == pytest.approx(sel['max_box_acc_v2'])
+    assert w['report_oracle']['max_box_acc_v2'] == pytest.approx(rep['max_box_acc_v2'])
+    chosen = [sel['cam_thresholds'].index(t) for t in sel['best_threshold'].values()]
+    held = [rep['accuracy'][k, j] for k, j in enumerate(chosen)]
+    assert list(w['report']['box_acc'].values()) == pytest.approx(held)
+    assert w['report']['max_box_acc_v2'] == pytest.approx(np.mean(held))
+    assert w['report']['max_box_acc_v2'] <= w['report_oracle']['max_box_acc_v2']
+    assert list(w['report']['threshold'].values()) == list(sel['best_threshold'].values())
+    low, high = w['report']['intervals']['max_box_acc_v2']
+    assert low <= w['report']['max_box_acc_v2'] <= high
 
 
 def test_a_selected_method_outside_config_localise_is_named(tmp_path):

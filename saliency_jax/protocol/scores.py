@@ -115,6 +115,20 @@ def wsol_rows(made: dict, class_boxes: list, masks) -> dict:
   return out
 
 
+def _box_acc_at(r: dict, thresholds: dict) -> dict:
+  """`metrics.max_box_acc_from_ious`' result `r` read at given score-map thresholds ({iou: threshold}):
+  the box accuracy per IoU threshold, their mean (MaxBoxAccV2) and 95% bootstrap intervals over images."""
+  at = [r['cam_thresholds'].index(thresholds[t]) for t in r['box_acc']]
+  right = np.stack([r['correct'][k, j] for k, j in enumerate(at)])  # [len(iou), N]
+  ci = {f'box_acc_{t}': [stats.interval(right[k])[e] for e in ('low', 'high')]
+        for k, t in enumerate(r['box_acc'])}
+  ci['max_box_acc_v2'] = [stats.interval(right.mean(axis=0))[e] for e in ('low', 'high')]
+  return {'max_box_acc_v2': float(right.mean()),
+          'box_acc': {str(t): float(right[k].mean()) for k, t in enumerate(r['box_acc'])},
+          'threshold': {str(t): float(thresholds[t]) for t in r['box_acc']}, 'intervals': ci,
+          'n': right.shape[1]}
+
+
 def wsol_summary(rows: dict) -> dict:
   """MaxBoxAccV2 (its three IoU columns, the best score-map threshold of each) and, with masks, PxAP of
   every map over all evaluated images, with 95% bootstrap intervals over images of the box accuracies at
@@ -122,17 +136,25 @@ def wsol_summary(rows: dict) -> dict:
   out = {}
   for name, w in rows.items():
     r = metrics.max_box_acc_from_ious(np.asarray(w['box_iou'], np.float64).T)
-    best = [r['cam_thresholds'].index(r['best_threshold'][t]) for t in r['box_acc']]
-    right = np.stack([r['correct'][k, j] for k, j in enumerate(best)])  # [len(iou), N]
-    ci = {f'box_acc_{t}': [stats.interval(right[k])[e] for e in ('low', 'high')]
-          for k, t in enumerate(r['box_acc'])}
-    ci['max_box_acc_v2'] = [stats.interval(right.mean(axis=0))[e] for e in ('low', 'high')]
-    out[name] = {'max_box_acc_v2': r['max_box_acc_v2'],
-                 'box_acc': {str(t): v for t, v in r['box_acc'].items()},
-                 'best_threshold': {str(t): v for t, v in r['best_threshold'].items()}, 'intervals': ci}
+    at = _box_acc_at(r, r['best_threshold'])
+    out[name] = {'max_box_acc_v2': r['max_box_acc_v2'], 'box_acc': at['box_acc'],
+                 'best_threshold': at['threshold'], 'intervals': at['intervals']}
     if 'pixel_hist' in w:
       out[name]['pxap'] = metrics.pxap_from_histograms(w['pixel_hist'])
   return out
+
+
+def wsol_held_out(selection_iou, report_iou) -> dict:
+  """MaxBoxAccV2 as wsolevaluation reports it: for each IoU threshold the score-map threshold is chosen
+  on a held-out part (`selection_iou`, `metrics.box_ious` [T, n]) and applied to the reported part
+  (`report_iou` [T, m]); beside it each part's own best threshold (the oracle, an optimistic number).
+  Returns {'selection': oracle on the selection part, 'report': at the selection part's thresholds,
+  'report_oracle': oracle on the report part}, each `_box_acc_at`'s dict with its intervals."""
+  sel = metrics.max_box_acc_from_ious(selection_iou)
+  rep = metrics.max_box_acc_from_ious(report_iou)
+  return {'selection': _box_acc_at(sel, sel['best_threshold']),
+          'report': _box_acc_at(rep, sel['best_threshold']),
+          'report_oracle': _box_acc_at(rep, rep['best_threshold'])}
 
 
 def class_boxes(gt_labels, gt_boxes, labels) -> list[np.ndarray]:
