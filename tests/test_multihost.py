@@ -19,7 +19,7 @@ from saliency_jax.protocol import chunks
 
 pytestmark = pytest.mark.xdist_group('test_multihost')
 
-STEPS = 300  # long enough to kill a process in training
+STEPS = 200  # long enough to kill a process in training (checkpoints every 50 steps)
 
 # The tiny synthetic main job as a config file, so that the subprocesses run the real entry point.
 _CONFIG = f'''
