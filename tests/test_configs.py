@@ -101,3 +101,33 @@ def test_every_job_config_passes_its_checks(name):
   config = load_config(name)
   check = config_checks.check_images_job if config.data.name == 'images' else config_checks.check_main_job
   check(config)
+
+
+def test_the_protocol_benchmark_runs_this_code_on_the_before_commits_methods(tmp_path):
+  """configs/benchmark_protocol.py's `same_methods` are the maps and cuts of `before_commit`'s ILSVRC
+  config, read from the repository's history; the config file the benchmark writes runs them."""
+  import importlib.util
+  import subprocess
+
+  from saliency_jax.jobs import benchmark_protocol
+  bench = load_config('benchmark_protocol')
+  where = f'{bench.before_commit}:configs/ilsvrc_mobilenet_sample.py'
+  shown = subprocess.run(['git', '-C', str(ROOT), 'show', where], capture_output=True, text=True)
+  if shown.returncode:
+    pytest.skip(f'commit {bench.before_commit} is not in this clone: {shown.stderr.strip()}')
+  before_file = tmp_path / 'before.py'
+  before_file.write_text(shown.stdout)
+
+  def load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+  before = load(before_file)
+  same = load(benchmark_protocol.same_methods_config(tmp_path, bench.same_methods))
+  assert same.localise.to_dict() == before.localise.to_dict() and not same.maps and not before.get('maps')
+  assert same.selected_method == before.selected_method and same.figure_method == before.figure_method
+  now = load_config('ilsvrc_mobilenet_sample')  # everything else is this commit's config
+  changed = {key.split('.')[0] for key in _changed(now.to_dict(), same.to_dict())}
+  assert changed == {'maps', 'localise', 'selected_method', 'figure_method'}

@@ -21,8 +21,9 @@ from saliency_jax import host
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the repository
 # The environment of each run: SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job glibc's malloc settings
-# host.TUNABLES (this commit's code only).
-RUNS = {'before': {}, 'after': {}, 'after_keep_freed_memory': {host.SWITCH: '1'}}
+# host.TUNABLES (this commit's code only). 'after_same_methods' runs this commit's code on the before
+# commit's methods (config.same_methods): the speed-up of the code alone.
+RUNS = {'before': {}, 'after': {}, 'after_same_methods': {}, 'after_keep_freed_memory': {host.SWITCH: '1'}}
 
 
 def code_of(commit: str, workdir: pathlib.Path) -> pathlib.Path:
@@ -47,14 +48,41 @@ def protocol_seconds(metrics: dict) -> float:
   return s['saliency'] + s['localisation'] + sum(v for k, v in s.items() if k.startswith('maps_'))
 
 
+def same_methods_config(workdir: pathlib.Path, same_methods) -> pathlib.Path:
+  """A config file in the workdir: this commit's configs/ilsvrc_mobilenet_sample.py with the maps and
+  localisation methods of `same_methods` ({'maps', 'localise', 'selected_method'})."""
+  path, main = workdir / 'same_methods_config.py', ROOT / 'configs' / 'ilsvrc_mobilenet_sample.py'
+  path.write_text(f"""import importlib.util
+
+import ml_collections
+
+SAME = {json.dumps(same_methods.to_dict(), sort_keys=True)!r}
+
+
+def get_config():
+  spec = importlib.util.spec_from_file_location('main', {str(main)!r})
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  same = __import__('json').loads(SAME)
+  config.maps = ml_collections.ConfigDict(same['maps'])
+  config.localise = ml_collections.ConfigDict(same['localise'])
+  config.selected_method = config.figure_method = same['selected_method']
+  return config
+""")
+  return path
+
+
 def run_once(name: str, tree: pathlib.Path, workdir: pathlib.Path, *, data_dir: str, num_images: int,
-             before_commit: str) -> dict:
-  """One run: the main job of the code in `tree` on the benchmark's images, in a child process with
-  RUNS[name] in its environment; its seconds, images/s, stages and localisation errors."""
+             before_commit: str, config_file: pathlib.Path | None = None) -> dict:
+  """One run: the main job of the code in `tree` on the benchmark's images (its
+  configs/ilsvrc_mobilenet_sample.py, or `config_file`), in a child process with RUNS[name] in its
+  environment; its seconds, images/s, stages and localisation errors."""
   out = workdir / name
   shutil.rmtree(out / 'evaluation', ignore_errors=True)  # every repeat maps and localises
+  config_file = config_file or tree / 'configs' / 'ilsvrc_mobilenet_sample.py'
   subprocess.run([sys.executable, str(tree / 'experiments' / 'reproduce.py'),
-                  f"--config={tree / 'configs' / 'ilsvrc_mobilenet_sample.py'}", f'--workdir={out}',
+                  f'--config={config_file}', f'--workdir={out}',
                   f'--config.data_dir={pathlib.Path(data_dir).resolve()}',
                   f'--config.num_eval={num_images}', '--config.num_deconvnet=1',
                   '--config.num_figure=1', '--config.class_models.steps=0'],
@@ -72,11 +100,13 @@ def run(config, workdir, log=print) -> dict:
   workdir = pathlib.Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   trees = {name: code_of(bench.before_commit, workdir) if name == 'before' else ROOT for name in RUNS}
+  configs = {'after_same_methods': same_methods_config(workdir, bench.same_methods)}
   runs = {name: [] for name in RUNS}
   for r in range(bench.repeats):
     for name in RUNS:
       runs[name].append(x := run_once(name, trees[name], workdir, data_dir=bench.data_dir,
-                                      num_images=bench.num_images, before_commit=bench.before_commit))
+                                      num_images=bench.num_images, before_commit=bench.before_commit,
+                                      config_file=configs.get(name)))
       log(f"repeat {r}: {name} {x['seconds']:.1f} s ({x['images_per_s']:.2f} images/s)")
   median = {name: statistics.median(x['images_per_s'] for x in v) for name, v in runs.items()}
   out = {'num_images': bench.num_images, 'repeats': bench.repeats, 'runs': runs,
