@@ -7,8 +7,13 @@
 Every entry of `RESULTS` names the command that makes a JSON file and where that command writes it;
 `keep` copies that file, unchanged, into results/. A generated block of the README is delimited by
 `<!-- results: NAME/PART -->` and `<!-- /results -->`; `readme` replaces its body by
-`RENDER[PART](json of NAME)`, preceded by the command and the file. tests/test_readme.py checks that
-the README's blocks equal what results/ gives and that no table with a number stands outside a block.
+`RENDER[PART](json of NAME)`, preceded by the command and the file. A number in prose is a value:
+`<!-- value: NAME/POINTER FORMAT -->TEXT<!-- /value -->`, TEXT being `format(x, FORMAT)` of the value x
+at the JSON pointer POINTER (RFC 6901: keys joined by '/', a '/' in a key written '~1') of
+results/NAME.json; results/cited.json holds the numbers cited from papers, each with its source.
+tests/test_readme.py checks that the README's blocks and values equal what results/ gives and that no
+decimal, percentage or ratio stands in its prose otherwise (settings it names are checked against the
+code).
 """
 
 import json
@@ -59,6 +64,10 @@ def made_by(name: str) -> pathlib.Path:
 
 BLOCK = re.compile(r'(<!-- results: (?P<name>[\w.-]+)/(?P<part>[\w.-]+) -->\n)(?P<body>.*?)'
                    r'(<!-- /results -->)', re.S)
+
+
+VALUE = re.compile(r'<!-- value: (?P<name>[\w.-]+)/(?P<pointer>\S+) (?P<format>\S+) -->(?P<body>.*?)'
+                   r'<!-- /value -->', re.S)
 
 
 def load(name: str) -> dict:
@@ -340,9 +349,27 @@ def render_block(name: str, part: str) -> str:
           f'{RENDER[part](load(name))}\n')
 
 
+def value(name: str, pointer: str):
+  """The value at a JSON pointer ('settings/a~1b/report') of results/NAME.json."""
+  x = load(name)
+  for key in pointer.split('/'):
+    key = key.replace('~1', '/').replace('~0', '~')
+    try:
+      x = x[int(key)] if isinstance(x, list) else x[key]
+    except (KeyError, IndexError, ValueError):
+      raise KeyError(f'README value {name}/{pointer}: results/{name}.json has no {key!r} there') from None
+  return x
+
+
+def render_value(m: re.Match) -> str:
+  return (f"<!-- value: {m['name']}/{m['pointer']} {m['format']} -->"
+          f"{format(value(m['name'], m['pointer']), m['format'])}<!-- /value -->")
+
+
 def render_readme(text: str) -> str:
-  """`text` with the body of every generated block replaced from results/."""
-  return BLOCK.sub(lambda m: m.group(1) + render_block(m['name'], m['part']) + m.group(5), text)
+  """`text` with the body of every generated block and every value replaced from results/."""
+  text = BLOCK.sub(lambda m: m.group(1) + render_block(m['name'], m['part']) + m.group(5), text)
+  return VALUE.sub(render_value, text)
 
 
 def keep(name: str) -> None:
@@ -371,7 +398,7 @@ def main(argv: list[str]) -> int:
         return 1
       return 0
     path.write_text(new)
-    print(f'{path}: {len(BLOCK.findall(text))} generated blocks')
+    print(f'{path}: {len(BLOCK.findall(text))} generated blocks, {len(VALUE.findall(text))} values')
     return 0
   print(__doc__)
   return 2

@@ -158,10 +158,15 @@ def test_grad_cam_generalises_cam_on_a_resnet_and_layers_match_nnx_capture():
 def test_one_api_and_maps(net, batch):
   x, labels = batch
   for method in attribution.METHODS:
-    a = attribution.attribute(method, net, x, labels, chunk_size=3)
+    a = np.asarray(attribution.attribute(method, net, x, labels, chunk_size=3))
     assert a.shape == ((5, 16, 16, 3) if method in attribution.INPUT_SPACE else (5, 16, 16)), method
+    # the registry's function, the whole batch in one chunk: the chunks of 3 change nothing
+    whole = np.asarray(attribution.registered(method).function(net, x, labels, chunk_size=len(x)))
+    np.testing.assert_allclose(a, whole, rtol=1e-5, atol=1e-7, err_msg=method)
+    # the map: the paper's max_c |a_c| of an input-space attribution, a region map's positive part
     m = attribution.to_map(a)
-    assert m.shape == (5, 16, 16) and np.isfinite(m).all() and (m >= 0).all(), method
+    np.testing.assert_array_equal(m, np.abs(a).max(-1) if a.ndim == 4 else np.maximum(a, 0), err_msg=method)
+    assert m.max() > 0, f'{method}: no evidence on any image'
   g = attribution.gradient(net, x, labels)
   np.testing.assert_allclose(attribution.to_map(g), saliency.saliency_maps(net, x, labels), rtol=1e-6)
   np.testing.assert_allclose(attribution.to_map(g, signed=True), np.asarray(g).sum(-1), rtol=1e-6)
