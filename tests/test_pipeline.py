@@ -349,6 +349,25 @@ def test_main_job_with_any_jax_model_from_the_config(tmp_path):
   assert set(sect4['spearman']) == {'gradient_vs_deconvnet', 'gradient_vs_guided'}
   assert 'deconvnet_explicit_vs_vjp_relative' not in sect4  # no layer graph: the maps only
   assert len(results['class_models']['score']) == 3
+  # known answers: the test accuracy is the user's function's on the test images, normalised as its
+  # preprocessing says
+  import foreign_model
+  fn, pre = foreign_model.build()
+  data = settings.data(config)
+  source = data.sources('test')
+  r = setup.read_records(data, source, range(len(source)), pre['mean'], pre['std'])
+  assert config.eval_crop in (0, None, r['x'].shape[1])  # the whole test image is what the net sees
+  accuracy = np.mean(np.argmax(np.asarray(fn(r['x'])), -1) == r['labels'])
+  assert results['test_accuracy'] == pytest.approx(accuracy) and results['num_test'] == len(source)
+  # the user's function through the package's public calls: 10-crop true-class maps, the paper's cut
+  from saliency_jax import localise, metrics
+  _, true_maps = saliency.class_saliency(fn, r['x'][:6], r['labels'][:6, None], crop_size=config.crop_size)
+  boxes = [localise.localise(image, m, config.localise.graphcut.to_dict())[1]
+           for image, m in zip(r['images'][:6], np.asarray(true_maps)[:, 0])]
+  with np.load(next(tmp_path.glob('evaluation/*/chunk-*.npz'))) as kept_chunk:  # the job's boxes, each image
+    np.testing.assert_array_equal(kept_chunk['rows/evaluated/found/graphcut/true_boxes'], boxes)
+  expected = metrics.gt_known_accuracy(boxes, r['box_labels'][:6], r['boxes'][:6], r['labels'][:6])
+  assert results['localisation']['graphcut']['gt_known_box_accuracy'] == pytest.approx(expected)
   config.data.mean, config.data.std = (0.4, 0.4, 0.4), (0.2, 0.2, 0.2)
   with pytest.raises(ValueError, match='brings its preprocessing'):
     pipeline.run(config, tmp_path / 'other', log=lambda *_: None)
