@@ -97,6 +97,13 @@ def wsol_table(m: dict) -> str:
   return pipeline.wsol_table(m)
 
 
+def comparisons(m: dict) -> str:
+  """A main-job metrics.json with a selected method: the pick against the paper's cut, the best other and
+  the best baseline on the same images, paired (`pipeline.comparison_lines`)."""
+  from saliency_jax.jobs import pipeline
+  return '\n'.join(pipeline.comparison_lines(m)).strip()
+
+
 def failures_table(r: dict) -> str:
   """A main-job metrics.json with failure_analysis: why the guesses fail (`pipeline.failures_table`)."""
   from saliency_jax.jobs import pipeline
@@ -328,6 +335,7 @@ RENDER = {
     'similarity': similarity_table,
     'clips': clips_table,
     'failures': failures_table,
+    'comparisons': comparisons,
     'wsol': wsol_table,
     'study': study_report,
     'rules_speed': rules_speed,

@@ -366,11 +366,13 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
   loc = scores.localisation_metrics(found, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top, log,
                                     right=right)
   comparisons = None
-  if rep.selected_method:  # the pick against the paper's cut and the best other, on the same images
+  if rep.selected_method:  # the pick against the paper's cut, the best other and the best baseline
     k = top.shape[1]
     rest = [name for name in loc if name not in (rep.selected_method, 'graphcut')]
     best = min(rest, key=lambda name: loc[name][f'top{k}_loc_error'], default=None)
-    comparisons = scores.paired_comparisons(right, rep.selected_method, ['graphcut', best])
+    baselines = [name for name in rest if ev.cuts[name].settings.method in ('full', 'centre')]
+    baseline = min(baselines, key=lambda name: loc[name][f'top{k}_loc_error'], default=None)
+    comparisons = scores.paired_comparisons(right, rep.selected_method, ['graphcut', best, baseline])
   failures = per_image = None
   if rep.failure_analysis:
     failures = scores.localisation_failures(found, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
