@@ -239,16 +239,19 @@ def class_models_table(m: dict) -> str:
 
 
 def cifar_import_table(r: dict) -> str:
-  """evaluate_cifar_resnets.py: JAX against PyTorch on the same weights, and accuracy on the mapped images."""
+  """evaluate_cifar_resnets.py: JAX against PyTorch on the same weights, and accuracy on the mapped images
+  with its 95% interval."""
+  from saliency_jax.jobs import cifar_resnets
   lines = ['| checkpoint | logits max abs diff, float32 / float64 (max logit) | input gradients, float64: '
            'max abs diff | input gradients, float32: median per image / images over 1e-4 (worst) | '
-           'top-1 on mapped images | always the majority class |', '|---|---|---|---|---|---|']
+           'top-1 on mapped images [95% interval] | always the majority class |', '|---|---|---|---|---|---|']
   for name, m in r['models'].items():
     f32, f64, acc = m['torch_vs_jax']['float32'], m['torch_vs_jax']['float64'], m['accuracy']
     lines.append(f"| {name} | {f32['logits_max_abs_diff']:.1e} / {f64['logits_max_abs_diff']:.1e} "
                  f"({f32['logits_max_abs']:.1f}) | {f64['grads_max_abs_diff']:.1e} | "
                  f"{f32['grads_median_image_max_abs_diff']:.1e} / {f32['grads_images_over_0.0001']} "
-                 f"({f32['grads_max_abs_diff']:.1e}) | {acc['top1']:.1%} ({acc['correct']}/{acc['n']}) | "
+                 f"({f32['grads_max_abs_diff']:.1e}) | {acc['top1']:.1%} {cifar_resnets.interval_text(acc)}"
+                 f"({acc['correct']}/{acc['n']}) | "
                  f"{acc['majority_class_baseline']:.1%} ({acc['majority_class']}) |")
   return '\n'.join(lines)
 

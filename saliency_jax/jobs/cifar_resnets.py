@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from saliency_jax import models, report, saliency, weights
+from saliency_jax import models, report, saliency, stats, weights
 from saliency_jax.data import imagenet, transforms
 
 DOMAIN_SHIFT = ('ImageNet val photos (squashed to 227x227 by the redistributor, then shrunk to 32x32), '
@@ -149,7 +149,8 @@ def compare_with_torch(model, twin, images: np.ndarray, labels: np.ndarray, ids:
 
 
 def accuracy_report(logits: np.ndarray, labels: np.ndarray) -> dict:
-  """Top-1 accuracy of logits [N, 10] against labels [N], per class, with the confusion matrix."""
+  """Top-1 accuracy of logits [N, 10] against labels [N] with its 95% bootstrap interval over images
+  (`stats.interval`), per class, with the confusion matrix."""
   predictions = logits.argmax(axis=1)
   k = logits.shape[1]
   confusion = np.zeros((k, k), np.int64)  # rows: mapped class, columns: prediction
@@ -169,6 +170,7 @@ def accuracy_report(logits: np.ndarray, labels: np.ndarray) -> dict:
   return {
       'n': int(len(labels)), 'correct': int((predictions == labels).sum()),
       'top1': float((predictions == labels).mean()),
+      'top1_interval': [stats.interval(predictions == labels)[e] for e in ('low', 'high')],
       'majority_class_baseline': float(counts.max() / len(labels)),
       'majority_class': weights.CIFAR10_CLASSES[int(counts.argmax())],
       'per_class': per_class, 'confusion': confusion.tolist(),
@@ -242,6 +244,11 @@ def run(config, workdir, log=print) -> dict:
   return results
 
 
+def interval_text(acc: dict) -> str:
+  """'[low, high] ' of a top-1 accuracy, as percentages (nothing for results kept without it)."""
+  return f"[{acc['top1_interval'][0]:.1%}, {acc['top1_interval'][1]:.1%}] " if 'top1_interval' in acc else ''
+
+
 def markdown(results: dict) -> str:
   lines = ['| checkpoint | logits max diff f32 / f64 (max logit) | grads max diff f32 / f64 (max grad) '
            '| top-1 (N) | majority baseline |',
@@ -251,7 +258,8 @@ def markdown(results: dict) -> str:
     lines.append(f'| {name} | {f32["logits_max_abs_diff"]:.1e} / {f64["logits_max_abs_diff"]:.1e} '
                  f'({f32["logits_max_abs"]:.1f}) | {f32["grads_max_abs_diff"]:.1e} / '
                  f'{f64["grads_max_abs_diff"]:.1e} ({f32["grads_max_abs"]:.2f}) | {acc["top1"]:.1%} '
-                 f'({acc["n"]}) | {acc["majority_class_baseline"]:.1%} ({acc["majority_class"]}) |')
+                 f'{interval_text(acc)}({acc["n"]}) | {acc["majority_class_baseline"]:.1%} '
+                 f'({acc["majority_class"]}) |')
   lines += ['', '| class | N | ' + ' | '.join(results['models']) + ' | most common error |',
             '|---|---|' + '---|' * len(results['models']) + '---|']
   for c in weights.CIFAR10_CLASSES:
