@@ -23,7 +23,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from saliency_jax import deconvnet, faithfulness, layers, metrics, models, report, saliency, train, weights
+from saliency_jax import (
+  deconvnet,
+  faithfulness,
+  layers,
+  metrics,
+  models,
+  report,
+  saliency,
+  stats,
+  train,
+  weights,
+)
 from saliency_jax.data import imagenet, synthetic, transforms, voc
 from saliency_jax.protocol import setup
 
@@ -230,10 +241,12 @@ def trained_small_convnet(c: types.SimpleNamespace, seed: int, log=print):
             learning_rate=c.learning_rate, weight_decay=c.weight_decay, seed=seed)
   model.eval()
   x = prep(test['images'])
-  acc = train.accuracy(model, x, test['labels'])
+  correct = np.asarray(jnp.argmax(saliency.scores(model, x), axis=1)) == test['labels']
+  acc = float(np.mean(correct))
   seconds = time.perf_counter() - start
   log(f'SmallConvNet trained on synthetic shapes: test accuracy {acc:.3f} ({seconds:.0f} s)')
   return model, {'images': test['images'], 'x': x, 'labels': test['labels'], 'accuracy': acc,
+                 'correct': correct,
                  'names': [synthetic.CLASSES[i] for i in test['labels']]}
 
 
@@ -250,10 +263,11 @@ def pretrained_resnet(path: pathlib.Path, sample: pathlib.Path, log=print):
     return None, None
   data = imagenet.cifar10_mapped(sample, image_size=32)
   x = transforms.normalise(data['images'], weights.CIFAR10_MEAN, weights.CIFAR10_STD)
-  predicted = np.asarray(jnp.argmax(saliency.scores(model, x), axis=1))
-  acc = float(np.mean(predicted == data['labels']))
+  correct = np.asarray(jnp.argmax(saliency.scores(model, x), axis=1)) == data['labels']
+  acc = float(np.mean(correct))
   log(f'{path.name}: top-1 {acc:.3f} on {len(x)} CIFAR-mapped ImageNet sample images')
   return model, {'images': data['images'], 'x': np.asarray(x), 'labels': data['labels'], 'accuracy': acc,
+                 'correct': correct,
                  'names': [weights.CIFAR10_CLASSES[i] for i in data['labels']]}
 
 
@@ -272,9 +286,10 @@ def pretrained_mobilenet(path: pathlib.Path, sample: pathlib.Path, num_images: i
   images = np.stack([it['image'][1:-2, 1:-2] for it in items])  # the centre 224 of 227
   x = (images.astype(np.float32) / 127.5 - 1).astype(np.float32)
   labels = np.array([it['label'] for it in items])
-  acc = float(np.mean(np.argmax(np.asarray(saliency.scores(model, x, chunk_size=16)), 1) == labels))
+  correct = np.argmax(np.asarray(saliency.scores(model, x, chunk_size=16)), 1) == labels
+  acc = float(np.mean(correct))
   log(f'MobileNet: top-1 {acc:.3f} on {len(x)} ImageNet sample images')
-  return model, {'images': images, 'x': x, 'labels': labels, 'accuracy': acc,
+  return model, {'images': images, 'x': x, 'labels': labels, 'accuracy': acc, 'correct': correct,
                  'names': [names[i] for i in labels]}
 
 
@@ -484,6 +499,8 @@ def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   result = {'rows': rows, 'all_confirmed': confirmed, 'similarity': similarity, 'sanity_check': checks,
             'relu6_clips': clips,
             'accuracy': {k: v[1]['accuracy'] for k, v in trained.items()},
+            'accuracy_interval': {k: [stats.interval(v[1]['correct'])[e] for e in ('low', 'high')]
+                                  for k, v in trained.items()},
             'seconds': time.perf_counter() - start, 'config': config.to_dict()}
   report.write_json(workdir / 'equivalence.json', result)
   report.write_atomic(workdir / 'equivalence.md', '\n'.join([
