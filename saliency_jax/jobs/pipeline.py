@@ -365,15 +365,19 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
            for name, f in found.items()}
   loc = scores.localisation_metrics(found, labels, ev_rows['gt_labels'], ev_rows['gt_boxes'], top, log,
                                     right=right)
-  # on the same images, paired: the selected cut (without one, the best by top-k error) against the
-  # paper's cut, the best other and the best baseline
-  k = top.shape[1]
-  compared = rep.selected_method or min(loc, key=lambda name: loc[name][f'top{k}_loc_error'])
-  rest = [name for name in loc if name not in (compared, 'graphcut')]
-  best = min(rest, key=lambda name: loc[name][f'top{k}_loc_error'], default=None)
-  baselines = [name for name in rest if ev.cuts[name].settings.method in ('full', 'centre')]
-  baseline = min(baselines, key=lambda name: loc[name][f'top{k}_loc_error'], default=None)
-  comparisons = scores.paired_comparisons(right, compared, ['graphcut', best, baseline])
+  # on the same images, paired: the selected cut against the paper's cut, the best other and the best
+  # baseline; without one, the paper's cut against every other
+  def error(name):
+    return loc[name][f'top{top.shape[1]}_loc_error']
+  if rep.selected_method:
+    compared = rep.selected_method
+    rest = [name for name in loc if name not in (compared, 'graphcut')]
+    baselines = [name for name in rest if ev.cuts[name].settings.method in ('full', 'centre')]
+    others = ['graphcut', min(rest, key=error, default=None), min(baselines, key=error, default=None)]
+  else:
+    compared = 'graphcut' if 'graphcut' in loc else min(loc, key=error)
+    others = [name for name in loc if name != compared]
+  comparisons = scores.paired_comparisons(right, compared, others)
   failures = per_image = None
   if rep.failure_analysis:
     failures = scores.localisation_failures(found, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
@@ -530,11 +534,11 @@ def wsol_table(results: dict) -> str:
 
 
 def comparison_lines(results: dict) -> list[str]:
-  """The selected cut (without one, the best) against the paper's, the best other and the best baseline, on
-  the same images (markdown lines)."""
+  """The selected cut against the paper's, the best other and the best baseline (without one, the paper's
+  cut against every other), on the same images (markdown lines)."""
   chosen, k = results.get('compared', results['selected_method']), results['config']['top_k']
-  which = 'selected' if chosen == results['selected_method'] else 'best (by top-k error)'
-  lines = [f'The {which} cut `{chosen}` against others on the same images: the difference in images '
+  which = 'selected cut' if chosen == results['selected_method'] else 'cut'
+  lines = [f'The {which} `{chosen}` against others on the same images: the difference in images '
            f'localised right (positive: `{chosen}` is better), its 95% paired bootstrap interval and '
            "McNemar's exact p-value; an interval that holds 0: not distinguishable on these images.", '']
   for other, by_metric in results['comparisons'].items():
