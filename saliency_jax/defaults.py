@@ -35,7 +35,7 @@ def main_job() -> ml_collections.ConfigDict:
   config.localise_size = 0  # localise on the test images at this size (0: data.image_size)
   config.chunk_size = 100  # images per saliency call
   # the gradient maps' kernels take a chunk's images and their k classes one after another inside the
-  # call instead of vmapped (`saliency.each`): on CPU faster for big nets at 224 px (MobileNet: 1.5x),
+  # call instead of vmapped (`saliency.each`): on CPU faster for big nets at 224 px (MobileNet),
   # the same maps to float round-off (`saliency.SEQUENTIAL_OPTIONS`); on accelerators vmapped is faster
   config.sequential_maps = False
   # test records per evaluation chunk (read, mapped, localised, written to disk, then dropped): what

@@ -233,9 +233,9 @@ def strided_conv(x: jax.Array, kernel: jax.Array, strides, padding: Padding = 'S
   dilation): the forward pass is `lax.conv_general_dilated`'s (what `nnx.Conv` computes, to the bit);
   the derivative in x is the same linear map written as strided slices of the input times the kernel
   as a matrix, so the backward pass is one matrix product and interior pads. On XLA:CPU the
-  convolution's own transpose (an input-dilated convolution) is up to 10x slower than that inside the
-  sequential saliency kernels (a MobileNet's first layer, 10 crops at 224 px: 24 ms against 7.6 ms
-  per backward pass; 1.2x for a 7x7 kernel with 96 outputs). The derivative in the kernel is the
+  convolution's own transpose (an input-dilated convolution) is several times slower than that inside
+  the sequential saliency kernels (measured by hand on a MobileNet's first layer, 10 crops at 224 px;
+  less for a 7x7 kernel with 96 outputs). The derivative in the kernel is the
   convolution's own. Not measured on accelerators: `graph.apply` uses it on CPU only (the matrix of
   receptive fields takes kh * kw times the input's memory).
   """

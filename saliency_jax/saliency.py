@@ -330,7 +330,7 @@ def each(fn, arrays, loop: int):
   `lax.cond` in fn runs only the branch each row takes).
 
   One row at a time keeps the working set of a big net's k backward passes small: on XLA:CPU a
-  MobileNet's top-5 10-crop maps at 224 px are 1.3x faster than vmapped over 8 images (no fresh
+  MobileNet's top-5 10-crop maps at 224 px are faster than vmapped over 8 images (no fresh
   gigabytes of temporaries to fault in at every call, activations that stay in cache), and the same
   maps to float round-off (`SEQUENTIAL_OPTIONS`). On accelerators vmapped batches are faster."""
   if not loop:

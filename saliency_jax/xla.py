@@ -11,7 +11,7 @@ XLA:CPU ignore them.
 COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 
 # The sequential kernels (`saliency.each`) also turn off XLA:CPU's YNNPACK fusions, which slow these
-# one-image programs down (a MobileNet's 10 crops x 5 classes at 224 px: 1.16x faster without them).
+# one-image programs down (measured by hand on a MobileNet's 10 crops x 5 classes at 224 px).
 # Other kernels, other float round-off: where a ReLU's (or relu6's) input lies within round-off of its
 # kink, its gate, and so the map at the pixels behind it, can differ from the vmapped kernel's.
 SEQUENTIAL_OPTIONS = {**COMPILER_OPTIONS, 'xla_cpu_experimental_ynn_fusion_type': ''}

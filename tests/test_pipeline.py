@@ -56,8 +56,8 @@ def test_main_job_end_to_end_and_resume(tmp_path, monkeypatch):
   assert not saved['selected_method'] and saved['compared'] == 'graphcut'
   assert set(saved['comparisons']) == {'full_image'}
   c = saved['comparisons']['full_image']['top2_loc_error']  # positive: graphcut localises more images
-  assert c['difference'] == pytest.approx((loc['full_image']['top2_loc_error']
-                                          - loc['graphcut']['top2_loc_error']))
+  difference = loc['full_image']['top2_loc_error'] - loc['graphcut']['top2_loc_error']
+  assert c['difference'] == pytest.approx(difference)
   report = (tmp_path / 'report.md').read_text()
   assert 'The cut `graphcut` against others on the same images' in report
   assert 'graphcut' in report and 'fallback boxes (true / top-2)' in report and 'mean over classes' in report
