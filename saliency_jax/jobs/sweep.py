@@ -19,7 +19,12 @@ documents the fields):
      by the maps, the setting and the localisation code), so an interrupted sweep resumes;
   5. the pick: the best setting by `config.sweep.criterion` on the selection part alone (the report
      numbers never enter it); a tie goes to the setting closest to the paper's (fewest changed fields);
-  6. sweep.json and sweep.md: every setting on both parts, the pick and the paper's setting beside it.
+     how often bootstrap resamples of the selection part pick it, and the pick against the paper's
+     setting on the report part (paired);
+  6. MaxBoxAccV2 of every map cut (Choe et al. 2020, `metrics.box_ious`, kept in workdir/sweep): each
+     IoU column's score-map threshold chosen on the selection part and applied to the report part,
+     beside each part's own best threshold (`scores.wsol_held_out`);
+  7. sweep.json and sweep.md: every setting on both parts, the pick and the paper's setting beside it.
 To use the pick in a main-job config: add its settings to `config.localise` and name it in
 `config.selected_method`; the main job evaluates one part with `config.data.part`.
 """
@@ -289,13 +294,13 @@ def run(config, workdir: str, log=print) -> dict:
                 'selection_fraction': config.data.get('selection_fraction', splits.FRACTION)},
       'pick_stability': {k: stability[k] for k in ('stability', 'picks', 'resamples', 'seed')},
       'selected_vs_paper_on_report': versus.get(paper, {}),
-      'wsol': {used: scores.wsol_held_out(b['selection'], b['report']) for used, b in box_iou.items()},
+      'wsol': {used: scores.wsol_held_out(b['selection'], b['report']) for used, b in box_iou.items()},  # 6
       'parts': parts, 'test_accuracy': prepared.trained['test_accuracy'],
       'settings': {name: {'changes': changes(grid[name]), **{part: table[part][name] for part in PARTS}}
                    for name in names},
       'seconds': seconds, 'config': config.to_dict(),
   }
-  report.write_json(workdir / 'sweep.json', results)  # 6: sweep.json and sweep.md
+  report.write_json(workdir / 'sweep.json', results)  # 7: sweep.json and sweep.md
   report.write_atomic(workdir / 'sweep.md', markdown(results))
   log(f"picked on the selection part: {selected}; sweep.json and sweep.md in {workdir}")
   return results
