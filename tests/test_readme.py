@@ -118,6 +118,7 @@ def _settings() -> dict:
                                                      quickstart.class_models.l2_weight)),
       '20-60% of the side': ((0.2, 0.6), synthetic.SyntheticSource.scale),
       'at the 90% quantile': (0.9, ilsvrc.localise[ilsvrc.selected_method].fg_quantile),
+      'a foreground quantile of 90%': (0.9, ilsvrc.localise[ilsvrc.selected_method].fg_quantile),
       "(the paper's 95%)": (0.95, s.fg_quantile),
   }
 
