@@ -130,6 +130,7 @@ def sweep_wsol(r: dict) -> str:
 
 
 def _study_matrix(r: dict, part: str) -> str:
+  from saliency_jax.jobs import sweep
   k = r['config']['top_k']
   metric = f'top{k}_loc_error'
   maps = list(dict.fromkeys(name.split('/')[0] for name in r['settings'] if '/' in name))
@@ -143,19 +144,19 @@ def _study_matrix(r: dict, part: str) -> str:
       if name not in r['settings']:
         cells.append('')
         continue
-      v = f"{r['settings'][name][part][metric]:.3f}"
+      v = sweep.cell(r['settings'][name][part], metric)
       cells.append(f'**{v}**' if name == r['selected'] else f'*{v}*' if name == r['paper'] else v)
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   rest = [name for name in r['settings'] if '/' not in name]
   lines.append('')
-  lines.append('Without a map: ' + ', '.join(f"{n.replace('_', ' ')} {r['settings'][n][part][metric]:.3f}"
-                                             for n in rest) + '.')
+  without = [f"{n.replace('_', ' ')} {sweep.cell(r['settings'][n][part], metric)}" for n in rest]
+  lines.append('Without a map: ' + ', '.join(without) + '.')
   return '\n'.join(lines)
 
 
 def study_report(r: dict) -> str:
-  """The study's sweep.json: top-k localisation error of every map x cut on the report part (the pick
-  in bold, the paper's pair in italics), and the pick against the paper's."""
+  """The study's sweep.json: top-k localisation error of every map x cut on the report part with its 95%
+  interval (the pick in bold, the paper's pair in italics), and the pick against the paper's."""
   k = r['config']['top_k']
   sel, paper = r['settings'][r['selected']], r['settings'][r['paper']]
   metric = f'top{k}_loc_error'

@@ -320,15 +320,15 @@ def _fallbacks_text(f: dict) -> str:
   return f"{f['true']} / {f['top']}"
 
 
-def _cell(m: dict, key: str, part: str) -> str:
-  """A metric of one setting, on the report part with its 95% interval where the result has one."""
-  interval = m.get('intervals', {}).get(key) if part == 'report' else None
+def cell(m: dict, key: str) -> str:
+  """A metric of one setting on one part, with its 95% interval where the result has one."""
+  interval = m.get('intervals', {}).get(key)
   return f'{m[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
 
 
 def table(results: dict) -> str:
-  """Every setting on both parts (markdown): the pick in bold, the paper's setting marked; the report
-  part's numbers with their 95% intervals over images where the results carry them."""
+  """Every setting on both parts (markdown): the pick in bold, the paper's setting marked; the numbers
+  with their 95% intervals over images where the results carry them."""
   k = results['config']['top_k']
   metrics = [('gt_known_box_accuracy', 'GT-known', '{:.3f}'), ('top1_loc_error', 'top-1 err.', '{:.3f}')]
   if k > 1:
@@ -341,7 +341,7 @@ def table(results: dict) -> str:
     label = name + (' (default)' if name == results['paper'] else '')
     label = f'**{label}**' if name == results['selected'] else label
     cells = [label, _changes_text(row['changes'])]
-    cells += [_cell(row[p], m, p) if m != 'fallbacks' else _fallbacks_text(row[p][m])
+    cells += [cell(row[p], m) if m != 'fallbacks' else _fallbacks_text(row[p][m])
               for p in PARTS for m, _, _ in metrics]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
