@@ -16,6 +16,7 @@ decimal, percentage or ratio stands in its prose otherwise (settings it names ar
 code).
 """
 
+import functools
 import json
 import pathlib
 import re
@@ -217,11 +218,13 @@ def memory(r: dict) -> str:
 
 
 def main_job_summary(m: dict) -> str:
-  """Test accuracy, evaluated images, pointing game and seconds per stage of a main-job metrics.json."""
-  k = m['config']['top_k']
-  out = (f"Test accuracy {_f(m['test_accuracy'])} on {m['num_test']} images; {m['num_eval']} images "
-         f"mapped and localised (top-1 / top-{k} accuracy {_f(m['top1_accuracy_eval'])} / "
-         f"{_f(m[f'top{k}_accuracy_eval'])}).")
+  """Test accuracy, evaluated images, pointing game and seconds per stage of a main-job metrics.json; the
+  accuracies with their exact binomial 95% intervals where the file has them."""
+  from saliency_jax.jobs import pipeline
+  k, accuracy = m['config']['top_k'], functools.partial(pipeline.accuracy_text, m)
+  out = (f"Test accuracy {accuracy('test_accuracy')} on {m['num_test']} images; {m['num_eval']} images "
+         f"mapped and localised (top-1 / top-{k} accuracy {accuracy('top1_accuracy_eval')} / "
+         f"{accuracy(f'top{k}_accuracy_eval')}).")
   if 'pointing_game' in m:
     out += (f" Pointing game (true class, tolerance {m['config']['pointing_tolerance']} px): "
             f"{_f(m['pointing_game'])} per image, {_f(m['pointing_game_class_mean'])} per-class mean.")

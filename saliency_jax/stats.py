@@ -47,6 +47,17 @@ def interval(values, *, resamples: int = RESAMPLES, level: float = LEVEL, seed: 
           'resamples': resamples, 'seed': seed, 'method': 'percentile bootstrap over images'}
 
 
+def binomial_interval(correct: int, n: int, *, level: float = LEVEL) -> dict:
+  """An accuracy of `correct` of `n` with its exact (Clopper-Pearson) binomial interval: {'mean', 'low',
+  'high', 'n', 'level', 'method'}. For counts without per-image results (the main job's test accuracy is
+  summed chunk by chunk)."""
+  if not (isinstance(n, (int, np.integer)) and n > 0 and 0 <= correct <= n):
+    raise ValueError(f'binomial_interval needs 0 <= correct <= n and n >= 1, got {correct} of {n}')
+  ci = scipy_stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method='exact')
+  return {'mean': correct / n, 'low': float(ci.low), 'high': float(ci.high), 'n': int(n), 'level': level,
+          'method': 'exact binomial (Clopper-Pearson)'}
+
+
 def mcnemar_exact(a, b) -> dict:
   """McNemar's exact test of two methods' bools [N] on the same images: the images only `a` gets right
   (n10) and only `b` gets right (n01), and the two-sided p-value of the binomial test of n10 against

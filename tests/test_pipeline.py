@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SHARED_DATA, load_config, shared_data, tiny_main_job
 
-from saliency_jax import attribution, deconvnet, metrics, saliency
+from saliency_jax import attribution, deconvnet, metrics, saliency, stats
 from saliency_jax.jobs import pipeline, settings
 from saliency_jax.protocol import cache as kept
 from saliency_jax.protocol import localisation, maps, scores, setup
@@ -31,6 +31,11 @@ def test_main_job_end_to_end_and_resume(tmp_path, monkeypatch):
     assert (tmp_path / name).stat().st_size > 0, name
   saved = json.loads((tmp_path / 'metrics.json').read_text())
   assert 0 <= saved['test_accuracy'] <= 1 and saved['num_eval'] == 6
+  low, high = saved['accuracy_intervals']['test_accuracy']  # exact binomial, from the count right
+  correct = round(saved['test_accuracy'] * saved['num_test'])
+  assert [low, high] == [stats.binomial_interval(correct, saved['num_test'])[e] for e in ('low', 'high')]
+  assert low <= saved['test_accuracy'] <= high and set(saved['accuracy_intervals']) == {
+      'test_accuracy', 'top1_accuracy_eval', 'top2_accuracy_eval'}
   assert set(saved['localisation']) == {'graphcut', 'full_image'}
   for r in saved['localisation'].values():
     assert {'gt_known_box_accuracy', 'top1_loc_error', 'top2_loc_error'} <= set(r)

@@ -148,6 +148,21 @@ def test_intervals_and_paired_tests_known_answers():
   assert apart['difference'] == 1 and apart['distinguishable'] and apart['mcnemar']['p_value'] < 1e-10
 
 
+def test_binomial_interval_known_answers():
+  # Clopper-Pearson in closed form at the edges: 0 of n -> [0, 1 - (alpha/2)^(1/n)], n of n -> the mirror
+  zero, full = stats.binomial_interval(0, 10), stats.binomial_interval(10, 10)
+  assert (zero['low'], full['high']) == (0.0, 1.0)
+  assert zero['high'] == pytest.approx(1 - 0.025 ** (1 / 10))
+  assert full['low'] == pytest.approx(0.025 ** (1 / 10))
+  # inside: the beta quantiles that define it
+  from scipy import stats as scipy_stats
+  ci = stats.binomial_interval(249, 326)
+  assert ci['low'] == pytest.approx(scipy_stats.beta.ppf(0.025, 249, 326 - 249 + 1))
+  assert ci['high'] == pytest.approx(scipy_stats.beta.ppf(0.975, 250, 326 - 249))
+  with pytest.raises(ValueError, match='0 <= correct <= n'):
+    stats.binomial_interval(11, 10)
+
+
 def test_pick_stability_counts_the_resampled_picks():
   n = 200
   clear = {'a': {'right': np.ones(n)}, 'b': {'right': np.zeros(n)}}

@@ -38,6 +38,7 @@ from saliency_jax import (
   report,
   rules,
   saliency,
+  stats,
   train,
 )
 from saliency_jax.data import duplicates, records
@@ -278,11 +279,11 @@ def evaluate(ev: Evaluation, model, source, n: int, mean, std, where: pathlib.Pa
 
 
 # metrics.json's keys, in order
-ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'num_train', 'num_test', 'num_eval',
-         'num_processes', 'bad_records', 'train_test_duplicates', 'localisation', 'selected_method',
-         'compared', 'comparisons', 'wsol', 'failures', 'deconvnet_vs_gradient', 'class_models', 'training',
-         'seconds', 'config', 'pointing_game', 'pointing_game_class_mean', 'saliency_mass_on_object',
-         'object_area_fraction')
+ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'accuracy_intervals', 'num_train',
+         'num_test', 'num_eval', 'num_processes', 'bad_records', 'train_test_duplicates', 'localisation',
+         'selected_method', 'compared', 'comparisons', 'wsol', 'failures', 'deconvnet_vs_gradient',
+         'class_models', 'training', 'seconds', 'config', 'pointing_game', 'pointing_game_class_mean',
+         'saliency_mass_on_object', 'object_area_fraction')
 
 
 def run(config, workdir: str, log=print) -> dict:
@@ -383,10 +384,15 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
     failures = scores.localisation_failures(found, ev_rows['gt_labels'], ev_rows['gt_boxes'], top)
     per_image = failures.pop('per_image')
   seconds['localisation'] = seconds.get('localisation', 0.0) + time.perf_counter() - t0
+  counts = {'test_accuracy': (totals['test_correct'], totals['test_count']),
+            'top1_accuracy_eval': (int(np.sum(top[:, 0] == labels)), len(labels)),
+            f'top{ev.maps.top_k}_accuracy_eval': (int(np.sum((top == labels[:, None]).any(1))), len(labels))}
   results = {
       'test_accuracy': trained['test_accuracy'],
       'top1_accuracy_eval': float(np.mean(top[:, 0] == labels)),
       f'top{ev.maps.top_k}_accuracy_eval': float(np.mean((top == labels[:, None]).any(1))),
+      'accuracy_intervals': {name: [stats.binomial_interval(*h)[e] for e in ('low', 'high')]
+                             for name, h in counts.items()},  # exact binomial (Clopper-Pearson), 95%
       'num_train': int(len(prepared.data['train']['images'])) if 'train' in prepared.data else 0,
       'num_test': int(totals['test_count']), 'num_eval': len(labels),
       'bad_records': setup.skipped_records(prepared.data),  # every record left out (data.skip_bad)
@@ -584,14 +590,20 @@ def failures_table(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def accuracy_text(r: dict, key: str) -> str:
+  """An accuracy of a metrics.json with its exact binomial 95% interval where the file has one."""
+  interval = r.get('accuracy_intervals', {}).get(key)
+  return f'{r[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
+
+
 def markdown(r: dict) -> str:
   k = r['config']['top_k']
   d = r['deconvnet_vs_gradient']
   lines = [
       f"# {r['config'].get('name', 'Experiment')}: saliency, localisation, DeconvNet vs gradient",
       '',
-      f"Test accuracy {r['test_accuracy']:.3f} on {r['num_test']} images; top-{k} "
-      f"{r[f'top{k}_accuracy_eval']:.3f} on the {r['num_eval']} evaluated.",
+      f"Test accuracy {accuracy_text(r, 'test_accuracy')} on {r['num_test']} images; top-{k} "
+      f"{accuracy_text(r, f'top{k}_accuracy_eval')} on the {r['num_eval']} evaluated.",
       '',
       *bad_record_lines(r.get('bad_records', [])),
       *duplicate_lines(r.get('train_test_duplicates', [])),
