@@ -103,6 +103,8 @@ def comparisons(m: dict) -> str:
   """A main-job metrics.json with a selected method: the pick against the paper's cut, the best other and
   the best baseline on the same images, paired (`pipeline.comparison_lines`)."""
   from saliency_jax.jobs import pipeline
+  if 'comparisons' not in m:
+    return 'Kept without paired comparisons: rerun the command.'
   return '\n'.join(pipeline.comparison_lines(m)).strip()
 
 
@@ -230,6 +232,24 @@ def protocol_speed(r: dict) -> str:
   if others:
     out += ' (' + ', '.join(f'{name} {v:.2f}x' for name, v in others.items()) + ')'
   return out + f" on {r['num_images']} images, {r['repeats']} alternating runs of each."
+
+
+def protocol_stages(r: dict) -> str:
+  """benchmark_protocol.json: each run's seconds of maps and of localisation per repeat, and whether the
+  localisation errors of the methods it shares with the before run are the before run's."""
+  def maps(stages):
+    return stages['saliency'] + sum(v for k, v in stages.items() if k.startswith('maps_'))
+  before = r['runs']['before'][0]['top5_loc_error']
+  lines = ['| run | maps, s per repeat | localisation, s per repeat | top-5 loc. error as before '
+           '(shared methods) |', '| --- | --- | --- | --- |']
+  for name, runs in r['runs'].items():
+    errors = runs[0]['top5_loc_error']
+    shared = sorted(set(errors) & set(before))
+    same = sum(errors[m] == before[m] for m in shared)
+    cells = [', '.join(f"{maps(x['stages']):.0f}" for x in runs),
+             ', '.join(f"{x['stages']['localisation']:.0f}" for x in runs), f'{same} of {len(shared)}']
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 def memory(r: dict) -> str:
@@ -374,6 +394,7 @@ RENDER = {
     'study': study_report,
     'rules_speed': rules_speed,
     'protocol_speed': protocol_speed,
+    'protocol_stages': protocol_stages,
     'memory': memory,
     'study_selection': study_selection,
 }

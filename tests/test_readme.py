@@ -94,8 +94,9 @@ def test_localisation_table_known_answer():
 
 # Names that hold digits and are not numbers: paper sections, versions, a model's name, an address.
 NOT_NUMBERS = re.compile(r'Sect\. \d(?:\.\d)?|Python 3\.\d+|v1 0\.75|127\.0\.0\.1')
-# A measured-looking number: a decimal, a percentage, a ratio (2.3x).
-PROSE_NUMBER = re.compile(r'\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?x\b|\d+\.\d+')
+# A measured-looking number: a decimal, a percentage, a ratio (2.3x), a duration or a size (a range too).
+PROSE_NUMBER = re.compile(r'\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?x\b|\d+\.\d+|'
+                          r'\b\d+(?:\s?-\s?\d+)?\s?(?:s|ms|seconds|minutes|hours|GiB|MiB|GB|MB)\b')
 
 
 def _settings() -> dict:
@@ -155,9 +156,10 @@ def test_readme_prose_numbers_are_generated_cited_or_checked_settings():
 
 def test_prose_numbers_are_found_and_values_render_from_their_json(tmp_path):
   results = _results_module()
-  prose = _prose('a 2.26x speed-up, 17% of cuts, 0.344 `0.5` and <!-- value: cited/x/value s -->1%'
-                 '<!-- /value --> ```\n0.9\n```', results)
-  assert [m.group(0) for m in PROSE_NUMBER.finditer(NOT_NUMBERS.sub('', prose))] == ['2.26x', '17%', '0.344']
+  prose = _prose('a 2.26x speed-up, 17% of cuts, 0.344, 44-47 s per run, 3 GiB `0.5` and VGG16 `dict`s '
+                 '<!-- value: cited/x/value s -->1%<!-- /value --> ```\n0.9\n```', results)
+  found = [m.group(0) for m in PROSE_NUMBER.finditer(NOT_NUMBERS.sub('', prose))]
+  assert found == ['2.26x', '17%', '0.344', '44-47 s', '3 GiB']
   assert not PROSE_NUMBER.search(NOT_NUMBERS.sub('', 'Sect. 3.2 on Python 3.11 with MobileNet v1 0.75'))
   text = 'error <!-- value: cited/paper_top5_loc_error/value s -->?<!-- /value --> here'
   assert results.render_readme(text) == text.replace('?', '46.4%')
