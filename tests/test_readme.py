@@ -112,7 +112,6 @@ def _settings() -> dict:
       'threshold at 15% / 20% of the maximum': ((0.15, 0.2), (standard['threshold_15']['threshold'],
                                                               standard['threshold_20']['threshold'])),
       'with its 95% interval': (0.95, stats.LEVEL),
-      'with its 95% intervals': (0.95, stats.LEVEL),
       'IoU 0.3, 0.5 and 0.7': ((0.3, 0.5, 0.7), metrics.IOU_THRESHOLDS),
       'IoU >= 0.5': (0.5, 0.5),  # the ILSVRC rule, `metrics.localisation_correct`'s default
       'learning rate 0.1, lambda 0.3': ((0.1, 0.3), (quickstart.class_models.learning_rate,
