@@ -136,7 +136,7 @@ def sweep_wsol(r: dict) -> str:
 def _study_matrix(r: dict, part: str) -> str:
   """Top-k localisation error of every map x cut of the study's first run with its 95% interval (the
   later rows, `_later_rows`, are the cuts sweep's table)."""
-  from saliency_jax.jobs import sweep
+  from saliency_jax import report
   k = r['config']['top_k']
   metric = f'top{k}_loc_error'
   later = _later_rows(r)
@@ -152,12 +152,12 @@ def _study_matrix(r: dict, part: str) -> str:
       if name not in r['settings']:
         cells.append('')
         continue
-      v = sweep.cell(r['settings'][name][part], metric)
+      v = report.cell(r['settings'][name][part], metric)
       cells.append(f'**{v}**' if name == r['selected'] else f'*{v}*' if name == r['paper'] else v)
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   rest = [name for name in r['settings'] if '/' not in name]
   lines.append('')
-  without = [f"{n.replace('_', ' ')} {sweep.cell(r['settings'][n][part], metric)}" for n in rest]
+  without = [f"{n.replace('_', ' ')} {report.cell(r['settings'][n][part], metric)}" for n in rest]
   lines.append('Without a map: ' + ', '.join(without) + '.')
   if later:
     lines.append(f'The {len(later)} GraphCut settings on the grad_cam_pw12 maps added later: the cuts '
@@ -292,7 +292,7 @@ def class_models_table(m: dict) -> str:
 def cifar_import_table(r: dict) -> str:
   """evaluate_cifar_resnets.py: JAX against PyTorch on the same weights, and accuracy on the mapped images
   with its 95% interval."""
-  from saliency_jax.jobs import cifar_resnets
+  from saliency_jax import report
   lines = ['| checkpoint | logits max abs diff, float32 / float64 (max logit) | input gradients, float64: '
            'max abs diff | input gradients, float32: median per image / images over 1e-4 (worst) | '
            'top-1 on mapped images [95% interval] | always the majority class |', '|---|---|---|---|---|---|']
@@ -301,7 +301,8 @@ def cifar_import_table(r: dict) -> str:
     lines.append(f"| {name} | {f32['logits_max_abs_diff']:.1e} / {f64['logits_max_abs_diff']:.1e} "
                  f"({f32['logits_max_abs']:.1f}) | {f64['grads_max_abs_diff']:.1e} | "
                  f"{f32['grads_median_image_max_abs_diff']:.1e} / {f32['grads_images_over_0.0001']} "
-                 f"({f32['grads_max_abs_diff']:.1e}) | {acc['top1']:.1%} {cifar_resnets.interval_text(acc)}"
+                 f"({f32['grads_max_abs_diff']:.1e}) | "
+                 f"{report.with_interval(acc['top1'], acc.get('top1_interval'), '.1%')} "
                  f"({acc['correct']}/{acc['n']}) | "
                  f"{acc['majority_class_baseline']:.1%} ({acc['majority_class']}) |")
   return '\n'.join(lines)

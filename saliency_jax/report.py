@@ -13,6 +13,19 @@ import numpy as np  # noqa: E402
 from saliency_jax import store  # noqa: E402
 
 
+def with_interval(value: float, interval=None, spec: str = '.3f') -> str:
+  """'0.344 [0.293, 0.396]': a number and its [low, high] interval in format `spec`; the number alone
+  where there is no interval (results kept without one)."""
+  text = format(value, spec)
+  return f'{text} [{format(interval[0], spec)}, {format(interval[1], spec)}]' if interval else text
+
+
+def cell(m: dict, key: str) -> str:
+  """A metric of a result ({key: value, 'intervals': {key: [low, high]}}) with its interval, where it has
+  one (`with_interval`)."""
+  return with_interval(m[key], m.get('intervals', {}).get(key))
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
   """Writes `text` to `path` durably through a temporary file and a rename (`store.write_atomic`): readers
   never see half a file."""

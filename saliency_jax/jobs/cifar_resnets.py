@@ -244,11 +244,6 @@ def run(config, workdir, log=print) -> dict:
   return results
 
 
-def interval_text(acc: dict) -> str:
-  """'[low, high] ' of a top-1 accuracy, as percentages (nothing for results kept without it)."""
-  return f"[{acc['top1_interval'][0]:.1%}, {acc['top1_interval'][1]:.1%}] " if 'top1_interval' in acc else ''
-
-
 def markdown(results: dict) -> str:
   lines = ['| checkpoint | logits max diff f32 / f64 (max logit) | grads max diff f32 / f64 (max grad) '
            '| top-1 (N) | majority baseline |',
@@ -257,8 +252,9 @@ def markdown(results: dict) -> str:
     f32, f64, acc = r['torch_vs_jax']['float32'], r['torch_vs_jax']['float64'], r['accuracy']
     lines.append(f'| {name} | {f32["logits_max_abs_diff"]:.1e} / {f64["logits_max_abs_diff"]:.1e} '
                  f'({f32["logits_max_abs"]:.1f}) | {f32["grads_max_abs_diff"]:.1e} / '
-                 f'{f64["grads_max_abs_diff"]:.1e} ({f32["grads_max_abs"]:.2f}) | {acc["top1"]:.1%} '
-                 f'{interval_text(acc)}({acc["n"]}) | {acc["majority_class_baseline"]:.1%} '
+                 f'{f64["grads_max_abs_diff"]:.1e} ({f32["grads_max_abs"]:.2f}) | '
+                 f'{report.with_interval(acc["top1"], acc.get("top1_interval"), ".1%")} ({acc["n"]}) | '
+                 f'{acc["majority_class_baseline"]:.1%} '
                  f'({acc["majority_class"]}) |')
   lines += ['', '| class | N | ' + ' | '.join(results['models']) + ' | most common error |',
             '|---|---|' + '---|' * len(results['models']) + '---|']

@@ -498,12 +498,6 @@ def summary(results: dict, workdir) -> str:
   return '\n'.join(lines)
 
 
-def cell(r: dict, key: str) -> str:
-  """A metric of one cut with its 95% interval when the result has one ('0.344 [0.293, 0.396]')."""
-  interval = r.get('intervals', {}).get(key)
-  return f'{r[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
-
-
 def table(results: dict) -> str:
   """The localisation table (markdown), with each method's fallback boxes (true-class / top-k) and, where
   the results carry them, 95% intervals over images; the config's selected method in bold."""
@@ -513,8 +507,8 @@ def table(results: dict) -> str:
            '| --- | --- | --- |' + ' --- |' * (k > 1) + ' --- |']
   for name, r in results['localisation'].items():
     label = f'**{name}** (selected)' if name == results.get('selected_method') else name
-    row = f"| {label} | {cell(r, 'gt_known_box_accuracy')} | {cell(r, 'top1_loc_error')} |"
-    row += f" {cell(r, f'top{k}_loc_error')} |" if k > 1 else ''
+    row = f"| {label} | {report.cell(r, 'gt_known_box_accuracy')} | {report.cell(r, 'top1_loc_error')} |"
+    row += f" {report.cell(r, f'top{k}_loc_error')} |" if k > 1 else ''
     fallbacks = r.get('fallbacks')  # results written before fallbacks were counted: '-'
     lines.append(row + (f" {fallbacks['true']} / {fallbacks['top']} |" if fallbacks else ' - |'))
   return '\n'.join(lines)
@@ -529,9 +523,8 @@ def wsol_table(results: dict) -> str:
   lines = [header + (' PxAP |' if pxap else ''), '|---' * (6 + pxap) + '|']
   for name, w in rows.items():
     ci = w['intervals']
-    cells = [f"{w['max_box_acc_v2']:.3f} [{ci['max_box_acc_v2'][0]:.3f}, {ci['max_box_acc_v2'][1]:.3f}]"]
-    cells += [f"{w['box_acc'][t]:.3f} [{ci[f'box_acc_{t}'][0]:.3f}, {ci[f'box_acc_{t}'][1]:.3f}]"
-              for t in w['box_acc']]
+    cells = [report.with_interval(w['max_box_acc_v2'], ci['max_box_acc_v2'])]
+    cells += [report.with_interval(w['box_acc'][t], ci[f'box_acc_{t}']) for t in w['box_acc']]
     cells.append(' / '.join(f'{v:.2f}' for v in w['best_threshold'].values()))
     if pxap:
       cells.append(f"{w['pxap']:.3f}" if 'pxap' in w else '-')
@@ -592,8 +585,7 @@ def failures_table(r: dict) -> str:
 
 def accuracy_text(r: dict, key: str) -> str:
   """An accuracy of a metrics.json with its exact binomial 95% interval where the file has one."""
-  interval = r.get('accuracy_intervals', {}).get(key)
-  return f'{r[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
+  return report.with_interval(r[key], r.get('accuracy_intervals', {}).get(key))
 
 
 def markdown(r: dict) -> str:

@@ -320,12 +320,6 @@ def _fallbacks_text(f: dict) -> str:
   return f"{f['true']} / {f['top']}"
 
 
-def cell(m: dict, key: str) -> str:
-  """A metric of one setting on one part, with its 95% interval where the result has one."""
-  interval = m.get('intervals', {}).get(key)
-  return f'{m[key]:.3f}' + (f' [{interval[0]:.3f}, {interval[1]:.3f}]' if interval else '')
-
-
 def table(results: dict) -> str:
   """Every setting on both parts (markdown): the pick in bold, the paper's setting marked; the numbers
   with their 95% intervals over images where the results carry them."""
@@ -341,7 +335,7 @@ def table(results: dict) -> str:
     label = name + (' (default)' if name == results['paper'] else '')
     label = f'**{label}**' if name == results['selected'] else label
     cells = [label, _changes_text(row['changes'])]
-    cells += [cell(row[p], m) if m != 'fallbacks' else _fallbacks_text(row[p][m])
+    cells += [report.cell(row[p], m) if m != 'fallbacks' else _fallbacks_text(row[p][m])
               for p in PARTS for m, _, _ in metrics]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -374,11 +368,11 @@ def wsol_table(r: dict) -> str:
            'rep. IoU 0.3 / 0.5 / 0.7 | rep. oracle MaxBoxAccV2 |', '| --- | --- | --- | --- | --- |']
   for name, w in r['wsol'].items():
     sel, rep, oracle = w['selection'], w['report'], w['report_oracle']
-    low, high = rep['intervals']['max_box_acc_v2']
     thresholds = ' / '.join(f'{v:.2f}' for v in sel['threshold'].values())
     columns = ' / '.join(f'{v:.3f}' for v in rep['box_acc'].values())
-    lines.append(f"| {name} | {sel['max_box_acc_v2']:.3f} ({thresholds}) | {rep['max_box_acc_v2']:.3f} "
-                 f"[{low:.3f}, {high:.3f}] | {columns} | {oracle['max_box_acc_v2']:.3f} |")
+    lines.append(f"| {name} | {sel['max_box_acc_v2']:.3f} ({thresholds}) | "
+                 f"{report.with_interval(rep['max_box_acc_v2'], rep['intervals']['max_box_acc_v2'])} | "
+                 f"{columns} | {oracle['max_box_acc_v2']:.3f} |")
   return '\n'.join(lines)
 
 
