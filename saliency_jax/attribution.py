@@ -57,33 +57,90 @@ def _one_hot_vjp(model, x, labels, relu=jax.nn.relu):
 
 
 def gradient(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
-  """dS_c/dI [B, H, W, C], the paper's Sect. 3.1 (see `saliency.input_gradients`)."""
+  """dS_c/dI, the paper's Sect. 3.1 attribution (`saliency.input_gradients`).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
+  """
   return saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
 
 
 def gradient_x_input(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
-  """I * dS_c/dI [B, H, W, C] (Shrikumar et al. 2016); 'input' is the model-space image."""
+  """Gradient x input, I * dS_c/dI (Shrikumar et al. 2016).
+
+  The input is the model-space image (after normalisation).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
+  """
   model = rules.as_model(model, images)
   images = saliency.check_images(model, images)
   return images * saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
 
 
 def guided_backprop(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
-  """Guided backpropagation (Springenberg et al. 2015): the VJP with the guided ReLU rule."""
+  """Guided backpropagation (Springenberg et al. 2015): the VJP with the guided ReLU rule.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
+  """
   return saliency.input_gradients(model, images, labels, relu=deconvnet.guided_relu, chunk_size=chunk_size)
 
 
 def deconvnet_attribution(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
-  """Zeiler & Fergus' DeconvNet reconstruction of the class score: the VJP with the DeconvNet rule
-  (equal to the explicit reconstruction, `deconvnet.reconstruct`; see the Sect. 4 report)."""
+  """Zeiler & Fergus' DeconvNet reconstruction of the class score: the VJP with the DeconvNet rule.
+
+  Equal to the explicit reconstruction, `deconvnet.reconstruct` (the Sect. 4 proof).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
+  """
   return saliency.input_gradients(model, images, labels, relu=deconvnet.deconvnet_relu, chunk_size=chunk_size)
 
 
 @functools.partial(jax.jit, static_argnames=('samples',))
 def _noisy_copies(images, index, key, noise, *, samples):
-  """[B, S, H, W, C]: each image plus Gaussian noise of std noise x its range, from key folded with its
-  index. Compiled apart from the gradients (default compiler options): the noise is the same bits
-  whichever options the model's program takes."""
+  """Each image plus Gaussian noise of std noise x its range, [B, S, H, W, C].
+
+  The noise is drawn from key folded with the image's index. Compiled apart from the gradients (default
+  compiler options): the noise is the same bits whichever options the model's program takes.
+  """
   span = jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3))
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
   eps = jax.vmap(lambda k: jax.random.normal(k, (samples, *images.shape[1:]), images.dtype))(keys)
@@ -104,12 +161,27 @@ def _smoothgrad(model, images, labels, index, key, noise, *, samples):
 
 def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: float = 0.15,
                chunk_size: int | None = None) -> jax.Array:
-  """SmoothGrad (Smilkov et al. 2017): the mean gradient over `samples` noisy copies [B, H, W, C].
+  """SmoothGrad (Smilkov et al. 2017): the mean gradient over `samples` noisy copies of each image.
 
   Noise: Gaussian with std `noise` x (max - min) of each image (their 10-20% recommendation), from
-  `key` (default `jax.random.key(0)`) folded with the image's index in the batch. All copies of a
-  chunk go through one forward and one backward pass (memory: chunk_size x samples images).
+  `key` folded with the image's index in the batch, so chunking does not change the result. All copies
+  of a chunk go through one forward and one backward pass (memory: chunk_size x samples images).
   noise = 0 gives the plain gradient.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    key: a JAX random key (default `jax.random.key(0)`).
+    samples: the number of noisy copies, >= 1.
+    noise: the noise's std as a fraction of each image's value range, >= 0.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
   """
   model, images, labels = _prepare(model, images, labels)
   if not saliency.is_int(samples) or samples < 1 or not noise >= 0:
@@ -126,7 +198,18 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
 
 
 def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-  """Integration nodes alpha in [0, 1] and weights (summing to 1) for `steps` points of `rule`."""
+  """Integration nodes in [0, 1] and their weights for `steps` points of a quadrature rule.
+
+  Args:
+    steps: the number of points.
+    rule: 'gauss_legendre', 'midpoint' or 'trapezoid'.
+
+  Returns:
+    (nodes float [steps], weights float [steps] summing to 1).
+
+  Raises:
+    ValueError: an unknown rule, or too few steps for it.
+  """
   if rule not in IG_RULES:
     raise ValueError(f'rule must be one of {IG_RULES}, got {rule!r}')
   if steps < (2 if rule == 'trapezoid' else 1):
@@ -154,13 +237,28 @@ def _integrated_gradients(model, images, labels, baselines, alphas, weights):
 
 def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 32,
                          rule: str = 'gauss_legendre', chunk_size: int | None = None) -> jax.Array:
-  """Integrated Gradients (Sundararajan et al. 2017) [B, H, W, C].
+  """Integrated Gradients (Sundararajan et al. 2017).
 
-  (x - x') * integral_0^1 dS_c/dI(x' + a (x - x')) da, the integral by `rule` ('gauss_legendre',
-  'midpoint' or 'trapezoid') over `steps` points. baseline x': None (the zero image, which in
-  model space is the training mean), one image [H, W, C] or one per image [B, H, W, C]. All path
-  points of a chunk are one forward and one backward pass (memory: chunk_size x steps images).
+  (x - x') * integral_0^1 dS_c/dI(x' + a (x - x')) da, the integral by `rule` over `steps` points. All
+  path points of a chunk are one forward and one backward pass (memory: chunk_size x steps images).
   Completeness: the attributions sum to S_c(x) - S_c(x') up to the quadrature error.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    baseline: x': None (the zero image, which in model space is the training mean), one image
+      [H, W, C] or one per image [B, H, W, C].
+    steps: the number of path points.
+    rule: the quadrature, 'gauss_legendre', 'midpoint' or 'trapezoid'.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: a bad baseline, steps or rule; bad images, labels or model; non-finite scores or
+      gradients.
   """
   model, images, labels = _prepare(model, images, labels)
   alphas, weights = path_points(steps, rule)
@@ -185,9 +283,20 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
 
 
 def default_layer(model) -> str:
-  """The last convolutional layer's output, before the network pools it away: the layer Grad-CAM
-  and CAM use (SmallConvNet its last ReLU, CifarResNet its last block, VGG16 'features.29',
-  PaperConvNet 'relu5', MobileNet 'conv_pw_13_relu')."""
+  """The layer Grad-CAM and CAM use: the last convolutional layer's output before the net pools it away.
+
+  SmallConvNet its last ReLU, CifarResNet its last block, VGG16 'features.29', PaperConvNet 'relu5',
+  MobileNet 'conv_pw_13_relu'.
+
+  Args:
+    model: a model with a layer graph (`model.steps()`).
+
+  Returns:
+    The layer's name.
+
+  Raises:
+    ValueError: the model has no rectified convolutional layer before its pooling.
+  """
   model_steps = graph.steps_of(model)
   kinds = [s.kind for s in model_steps]
   end = min((i for i, k in enumerate(kinds) if k in ('mean', 'flatten', 'adaptive_avg_pool')), default=None)
@@ -199,8 +308,18 @@ def default_layer(model) -> str:
 
 
 def split(model, layer: str):
-  """The network as (features, head): features(x) [B, h, w, C'] is `layer`'s output and
-  head(a) the scores computed from it, head(features(x)) == model(x)."""
+  """The network cut at a layer, as (features, head) with head(features(x)) == model(x).
+
+  Args:
+    model: a model with a layer graph.
+    layer: a layer name of `deconvnet.layer_names(model)`, not the output.
+
+  Returns:
+    (features: x [B, H, W, C] -> the layer's output [B, h, w, C'], head: that output -> scores [B, K]).
+
+  Raises:
+    ValueError: the layer is the network's output.
+  """
   model_steps = graph.steps_of(model)
   last = graph.index(model_steps, layer)
   if layer == 'scores' or last == len(model_steps) - 1:
@@ -218,30 +337,83 @@ def _upsample(maps, hw):
 
 @jax.tree_util.register_pytree_node_class
 class Parts:
-  """A network cut at a layer, for the layer methods: `features(x)` [B, h, w, C'] is the layer's output
-  and `head(a)` the scores computed from it. Either a model with a layer graph and the layer's name
-  (`split`), or two callables given by the user (`rules.Function`s: their weights are leaves)."""
+  """A network cut at a layer, for the layer methods (Grad-CAM, CAM).
+
+  `features(x)` [B, h, w, C'] is the layer's output and `head(a)` the scores computed from it. Either a
+  model with a layer graph and the layer's name (`split`), or two callables given by the user
+  (`rules.Function`s: their weights are leaves).
+
+  Args:
+    model: a model with a layer graph, or None.
+    layer: the layer's name (with `model`).
+    feature_fn: x -> the layer's output (without `model`).
+    head_fn: the layer's output -> scores (without `model`).
+  """
 
   def __init__(self, model=None, layer=None, feature_fn=None, head_fn=None):
     self.model, self.layer, self.feature_fn, self.head_fn = model, layer, feature_fn, head_fn
 
   def features(self, x):
+    """The layer's output.
+
+    Args:
+      x: float [B, H, W, C].
+
+    Returns:
+      [B, h, w, C'].
+    """
     return split(self.model, self.layer)[0](x) if self.model is not None else self.feature_fn(x)
 
   def head(self, a):
+    """The scores computed from the layer's output.
+
+    Args:
+      a: [B, h, w, C'].
+
+    Returns:
+      [B, K].
+    """
     return split(self.model, self.layer)[1](a) if self.model is not None else self.head_fn(a)
 
   def tree_flatten(self):
+    """The pytree's children (the model and the two callables) and its static data (the layer).
+
+    Returns:
+      ((model, feature_fn, head_fn), layer).
+    """
     return (self.model, self.feature_fn, self.head_fn), self.layer
 
   @classmethod
   def tree_unflatten(cls, layer, children):
+    """`Parts` from `tree_flatten`'s output.
+
+    Args:
+      layer: the layer's name.
+      children: (model, feature_fn, head_fn).
+
+    Returns:
+      A `Parts`.
+    """
     return cls(children[0], layer, children[1], children[2])
 
 
 def parts(model, layer, images, method: str = 'Grad-CAM') -> Parts:
-  """`Parts` of `model` at `layer`: a layer name of its graph (None: `default_layer`), or, for any
-  model, a pair (features, head) of callables with head(features(x)) the scores."""
+  """`Parts` of a model at a layer.
+
+  Args:
+    model: the model.
+    layer: a layer name of its graph (None: `default_layer`), or, for any model, a pair (features, head)
+      of callables with head(features(x)) the scores.
+    images: float [B, H, W, C], to check the user's split on (`check_split`).
+    method: the method's name, for the errors.
+
+  Returns:
+    A `Parts`.
+
+  Raises:
+    ValueError: a layer that is neither a name nor a pair, a model without a layer graph and no pair, or
+      a pair that does not split the model.
+  """
   if isinstance(layer, tuple | list):
     if len(layer) != 2 or not all(callable(f) for f in layer):
       raise ValueError(f'{method}: layer must be a layer name or a pair (features, head) of callables, got '
@@ -267,8 +439,19 @@ def _split_gap(model, p: Parts, x):
 
 
 def check_split(model, p: Parts, x, method: str = 'Grad-CAM') -> None:
-  """A ValueError unless the user's split (`Parts` of two callables) gives the model's scores on x:
-  head(features(x)) == model(x), to 1e-3 of the scores' size (the split may round off otherwise)."""
+  """Raises unless the user's split gives the model's scores: head(features(x)) == model(x).
+
+  To 1e-3 of the scores' size (the split may round off otherwise).
+
+  Args:
+    model: the model.
+    p: `Parts` of two callables.
+    x: float [B, H, W, C].
+    method: the method's name, for the error.
+
+  Raises:
+    ValueError: the split's scores differ from the model's, or have another shape.
+  """
   want = jax.eval_shape(lambda m, z: m(z), model, x)
   got = jax.eval_shape(lambda q, z: q.head(q.features(z)), p, x)
   if not isinstance(got, jax.ShapeDtypeStruct) or got.shape != want.shape:
@@ -301,9 +484,22 @@ def grad_cam(model, images, labels, *, layer=None, upsample: bool = True,
              chunk_size: int | None = None) -> jax.Array:
   """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A_k), alpha_k = mean_ij dS_c/dA_kij.
 
-  A: the activations of `layer`: a name of `deconvnet.layer_names(model)` (default `default_layer`), or,
-  on any model, a pair (features, head) of callables (`parts`). Returns [B, H, W] (bilinearly
-  upsampled) or, with upsample=False, [B, h, w].
+  A: the activations of `layer`. One forward pass and one backward pass of the head.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    layer: a name of `deconvnet.layer_names(model)` (default `default_layer`), or, on any model, a
+      pair (features, head) of callables (`parts`).
+    upsample: upsample the maps to the input's size.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W] (bilinearly upsampled), or [B, h, w] with upsample=False.
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
   """
   model, images, labels = _prepare(model, images, labels)
   fn = functools.partial(_grad_cam, parts(model, layer, images), upsample=upsample)
@@ -312,9 +508,20 @@ def grad_cam(model, images, labels, *, layer=None, upsample: bool = True,
 
 
 def classifier(model) -> tuple[str, jax.Array]:
-  """CAM's layer (the input of the global average pooling) and the classifier weights W [C', K]
-  after it: one dense layer or 1x1 convolution, with only reshapes and inference-mode dropout
-  around it (MobileNet's `conv_preds` is such a convolution)."""
+  """CAM's layer and the classifier weights after it.
+
+  The classifier must be one dense layer or 1x1 convolution after global average pooling, with only
+  reshapes and inference-mode dropout around it (MobileNet's `conv_preds` is such a convolution).
+
+  Args:
+    model: a model with a layer graph.
+
+  Returns:
+    (the name of the pooling's input layer, W float [C', K]).
+
+  Raises:
+    ValueError: the model's head is not global average pooling followed by one linear layer.
+  """
   model_steps = graph.steps_of(model)
   kinds = [s.kind for s in model_steps]
   pools = [i for i, k in enumerate(kinds) if k == 'mean']
@@ -331,8 +538,19 @@ def classifier(model) -> tuple[str, jax.Array]:
 
 
 def cam_parts(model, layer, images) -> tuple[Parts, jax.Array]:
-  """CAM's (`Parts` ending at the pooled layer, W [C', K]): from the layer graph (`classifier`), or, on
-  any model, layer=(features, W)."""
+  """CAM's `Parts` (ending at the pooled layer) and its classifier weights.
+
+  Args:
+    model: the model.
+    layer: None (from the layer graph, `classifier`), or, on any model, a pair (features, W [C', K]).
+    images: float [B, H, W, C], to check the user's pair on.
+
+  Returns:
+    (`Parts`, W float [C', K]).
+
+  Raises:
+    ValueError: a pair of the wrong shapes, a model without a layer graph and no pair, or a layer name.
+  """
   if isinstance(layer, tuple | list) and len(layer) == 2 and callable(layer[0]) and not callable(layer[1]):
     w = jnp.asarray(layer[1])
     features = rules.as_model(layer[0], images)
@@ -364,10 +582,26 @@ _cam = jax.jit(_cam_maps, static_argnames=('upsample',), compiler_options=salien
 
 def cam(model, images, labels, *, layer=None, upsample: bool = True,
         chunk_size: int | None = None) -> jax.Array:
-  """Class activation maps (Zhou et al. 2016): sum_k w_kc A_k [B, H, W] (or [B, h, w]), for nets
-  whose scores are a linear layer on globally average-pooled maps A (SmallConvNet without hidden
-  layers, CifarResNet, MobileNet; see `classifier`); on any model, layer=(features, W [C', K]). The
-  mean of the un-upsampled map plus the class bias is the score."""
+  """Class activation maps (Zhou et al. 2016): sum_k w_kc A_k.
+
+  For nets whose scores are a linear layer on globally average-pooled maps A (SmallConvNet without
+  hidden layers, CifarResNet, MobileNet; see `classifier`). The mean of the un-upsampled map plus the
+  class bias is the score. One forward pass.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    layer: None (the layer graph's pooled layer), or, on any model, a pair (features, W [C', K]).
+    upsample: upsample the maps to the input's size.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W] (bilinearly upsampled), or [B, h, w] with upsample=False; signed.
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
+  """
   model, images, labels = _prepare(model, images, labels)
   p, w = cam_parts(model, layer, images)
   fn = functools.partial(_cam, p, w, upsample=upsample)
@@ -400,16 +634,30 @@ def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
 
 def class_region_maps(method: str, model, images, classes, *, layer=None, crop_size=None,
                       chunk_size: int | None = None, **settings) -> jax.Array:
-  """Grad-CAM, CAM or occlusion maps of k classes per image, taken as the paper takes its saliency maps
-  (`saliency.class_saliency`): classes [B, k] -> maps [B, k, H, W]; one forward pass per image (or per
-  its 10 crops) and, for Grad-CAM, k vmapped backward passes of the head; occlusion's k maps come from
-  one batch of occluded forward passes.
+  """Grad-CAM, CAM or occlusion maps of k classes per image, taken as the paper takes its saliency maps.
 
-  Each class's map equals `grad_cam` / `cam` / `occlusion` of that class (upsampled to the input, or to
-  the crop and then, with `crop_size`, averaged over the 10 crops placed back in image coordinates, as
-  `saliency.uncrop` does; occlusion takes no crops: 10x its forward passes). CAM's and occlusion's maps
-  are signed (`to_map` takes their positive part); `layer` as `grad_cam` / `cam` take it; `settings`:
-  occlusion's patch, stride and value.
+  As `saliency.class_saliency` does: one forward pass per image (or per its 10 crops) and, for Grad-CAM,
+  k vmapped backward passes of the head; occlusion's k maps come from one batch of occluded forward
+  passes. Each class's map equals `grad_cam` / `cam` / `occlusion` of that class (upsampled to the input,
+  or to the crop and then, with `crop_size`, averaged over the 10 crops placed back in image
+  coordinates, as `saliency.uncrop` does; occlusion takes no crops: 10x its forward passes). CAM's and
+  occlusion's maps are signed (`to_map` takes their positive part).
+
+  Args:
+    method: 'grad_cam', 'cam' or 'occlusion'.
+    model: the model.
+    images: float [B, H, W, C].
+    classes: int [B, k].
+    layer: as `grad_cam` / `cam` take it.
+    crop_size: an int or (h, w): the 10 crops' size; None maps the whole images.
+    chunk_size: images per compiled call (default: all at once).
+    **settings: occlusion's patch, stride and value.
+
+  Returns:
+    float32 [B, k, H, W].
+
+  Raises:
+    ValueError: another method, a crop size for occlusion, or settings the method does not take.
   """
   if method not in ('grad_cam', 'cam', 'occlusion'):
     raise ValueError(f"method must be one of ('grad_cam', 'cam', 'occlusion'), got {method!r}")
@@ -483,21 +731,37 @@ _sequential_fused_kernel = jax.jit(_gradient_and_grad_cam, static_argnames=_FUSE
 def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, layer=None, crop_size=None,
                           chunk_size: int | None = None, sequential: bool = False, labels=None
                           ) -> tuple[jax.Array, ...]:
-  """The paper's gradient maps (`saliency.class_saliency` / `top_k_saliency`) and the same classes'
-  Grad-CAM maps at `layer` (`class_region_maps('grad_cam', ...)`) out of the same passes: the forward
-  pass to `layer` and the head's k backward passes are shared, so Grad-CAM costs almost nothing more.
+  """The paper's gradient maps and the same classes' Grad-CAM maps, out of the same passes.
 
-  classes [B, k] int, or None for each image's `k` top-scoring classes (10-crop averaged with
-  `crop_size`). Returns (classes [B, k] int32, scores [B, k], gradient maps [B, k, H, W], Grad-CAM maps
-  [B, k, H, W]), each as the separate functions give it (to float round-off). `layer` as `grad_cam`
-  takes it; the gradient is the plain one (no ReLU rule). `sequential` as `saliency.class_saliency`
-  takes it.
+  The forward pass to `layer` and the head's k backward passes are shared, so Grad-CAM costs almost
+  nothing more; each output is what `saliency.class_saliency` / `top_k_saliency` and
+  `class_region_maps('grad_cam', ...)` give (to float round-off). The gradient is the plain one (no
+  ReLU rule).
 
-  labels [B] int (with k): also each image's two maps of its label class [B, H, W] (two more outputs):
-  where the label is among the top-k, that class's maps; elsewhere one more backward pass, in a branch
-  of the same call (`lax.cond`). The branch runs for those images alone where the images go one after
-  another (`sequential` on one device); vmapped, it runs for every image: then a second call for the
-  images whose label is not among their top-k costs less.
+  With `labels` (and k), also each image's two maps of its label class: where the label is among the
+  top-k, that class's maps; elsewhere one more backward pass, in a branch of the same call (`lax.cond`).
+  The branch runs for those images alone where the images go one after another (`sequential` on one
+  device); vmapped, it runs for every image: then a second call for the images whose label is not among
+  their top-k costs less.
+
+  Args:
+    model: the model.
+    images: float [B, H, W, C].
+    classes: int [B, k], or None for each image's `k` top-scoring classes (10-crop averaged with
+      `crop_size`).
+    k: the number of top classes (without `classes`).
+    layer: Grad-CAM's layer, as `grad_cam` takes it.
+    crop_size: an int or (h, w): the 10 crops' size; None maps the whole images.
+    chunk_size: images per compiled call (default: all at once).
+    sequential: as `saliency.class_saliency` takes it.
+    labels: int [B], with k: also the label class's maps.
+
+  Returns:
+    (classes int32 [B, k], scores [B, k], gradient maps [B, k, H, W], Grad-CAM maps [B, k, H, W]), and
+    with `labels` the label's gradient map [B, H, W] and Grad-CAM map [B, H, W].
+
+  Raises:
+    ValueError: both classes and k, or labels with classes.
   """
   model = rules.as_model(model, images)
   images = saliency.check_images(model, images)
@@ -525,7 +789,21 @@ def gradient_and_grad_cam(model, images, classes=None, *, k: int | None = None, 
 
 
 def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
-  """[P, H, W] float masks of the square patches (the last row / column of patches flush with the edge)."""
+  """The masks of the square patches that occlusion slides over an image.
+
+  The last row and column of patches are flush with the image's edge.
+
+  Args:
+    hw: (H, W) of the images.
+    patch: the patches' side in pixels.
+    stride: the step between patches in pixels.
+
+  Returns:
+    float [P, H, W], 1 inside each patch.
+
+  Raises:
+    ValueError: a patch larger than the image or under 1, or a stride under 1.
+  """
   h, w = hw
   if not 1 <= patch <= min(h, w) or stride < 1:
     raise ValueError(f'occlusion needs 1 <= patch <= {min(h, w)} and stride >= 1, got patch {patch}, '
@@ -543,7 +821,7 @@ def occlusion_masks(hw, patch: int, stride: int) -> np.ndarray:
 
 @functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
 def _occlusion(model, images, classes, masks, value):
-  """classes [B, k] -> maps [B, k, H, W]: the k classes' score drops come from the same forward passes."""
+  """Classes [B, k] -> maps [B, k, H, W]: the k classes' score drops come from the same forward passes."""
   b, p = images.shape[0], masks.shape[0]
   m = masks[None, :, :, :, None]
   occluded = images[:, None] * (1 - m) + value * m  # [B, P, H, W, C]
@@ -564,9 +842,26 @@ def _occlusion_maps(model, images, classes, *, patch, stride, value, chunk_size)
 
 def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: float = 0.0,
               chunk_size: int | None = None) -> jax.Array:
-  """Occlusion sensitivity (Zeiler & Fergus 2014) [B, H, W]: the drop of S_c when a `patch` square
-  is set to `value` (0: the training mean in model space), averaged over the patches covering each
-  pixel. All patches of a chunk are one batch of forward passes (memory: chunk_size x patches)."""
+  """Occlusion sensitivity (Zeiler & Fergus 2014): the drop of S_c when a patch is occluded.
+
+  Each `patch` square is set to `value`; each pixel's map averages the drops of the patches covering it.
+  All patches of a chunk are one batch of forward passes (memory: chunk_size x patches images).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    patch: the patches' side in pixels.
+    stride: the step between patches in pixels.
+    value: what occluded pixels are set to (0: the training mean in model space).
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W], signed (a negative value: occluding raised the score).
+
+  Raises:
+    ValueError: bad images, labels or model, or non-finite scores or gradients.
+  """
   model, images, labels = _prepare(model, images, labels)
   return _occlusion_maps(model, images, labels[:, None], patch=patch, stride=stride, value=value,
                          chunk_size=chunk_size)[:, 0]
@@ -579,11 +874,14 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
 class Method:
   """An attribution method as the package declares it, once (`REGISTRY`).
 
-  function: `method(model, images, labels, *, chunk_size=None, **settings)`; space: 'input' (it returns
-  attributions [B, H, W, C]) or 'region' (maps [B, H, W]); takes_key: it draws noise from a `key`
-  setting; ten_crops: how it maps k classes of the paper's 10 crops in one call, 'rule' (the gradient
-  with the ReLU rule `relu`: `saliency.class_saliency`), 'region' (`class_region_maps`), 'whole' (as
-  'region', on the whole image only: no crops) or '' (none: one class at a time, on one crop).
+  Attributes:
+    function: `method(model, images, labels, *, chunk_size=None, **settings)`.
+    space: 'input' (it returns attributions [B, H, W, C]) or 'region' (maps [B, H, W]).
+    takes_key: it draws noise from a `key` setting.
+    ten_crops: how it maps k classes of the paper's 10 crops in one call: 'rule' (the gradient with the
+      ReLU rule `relu`: `saliency.class_saliency`), 'region' (`class_region_maps`), 'whole' (as 'region',
+      on the whole image only: no crops) or '' (none: one class at a time, on one crop).
+    relu: the ReLU rule of a 'rule' method (None: the plain gradient).
   """
   function: Callable
   space: str
@@ -613,24 +911,59 @@ CLASS_MAP_METHODS = tuple(name for name, m in REGISTRY.items() if m.ten_crops in
 
 
 def registered(name: str) -> Method:
-  """The registry's entry of `name`; a ValueError naming the methods for any other name."""
+  """The registry's entry of a method.
+
+  Args:
+    name: a name of `METHODS`.
+
+  Returns:
+    Its `Method`.
+
+  Raises:
+    ValueError: naming the methods, for any other name.
+  """
   if name not in REGISTRY:
     raise ValueError(f'unknown attribution method {name!r}; expected one of {METHODS}')
   return REGISTRY[name]
 
 
 def attribute(method: str, model, images, labels, **settings) -> jax.Array:
-  """`method`'s attribution ([B, H, W, C] or [B, H, W], see the module docstring)."""
+  """A method's attribution, by its registry name.
+
+  Args:
+    method: a name of `METHODS`.
+    model: the model.
+    images: float [B, H, W, C].
+    labels: int [B].
+    **settings: the method's keyword settings (`chunk_size`, `steps`, `key`, ...).
+
+  Returns:
+    float32 [B, H, W, C] for input-space methods, [B, H, W] for region methods.
+
+  Raises:
+    ValueError: an unknown method, or as the method raises.
+  """
   return registered(method).function(model, images, labels, **settings)
 
 
 def to_map(attributions, *, signed: bool = False) -> np.ndarray:
-  """[B, H, W, C] or [B, H, W] -> [B, H, W] float32 on the host.
+  """Attributions reduced to the [B, H, W] maps every metric takes, on the host.
 
   Input-space attributions: max_c |a_c| (the paper's reduction; signed: sum_c a_c). Region maps
-  (Grad-CAM, CAM, occlusion): their positive part, the evidence for the class (Grad-CAM's own
-  ReLU; where occluding raises the score, or CAM's activations are negative, is not evidence);
-  signed: the map itself."""
+  (Grad-CAM, CAM, occlusion): their positive part, the evidence for the class (Grad-CAM's own ReLU;
+  where occluding raises the score, or CAM's activations are negative, is not evidence); signed: the map
+  itself.
+
+  Args:
+    attributions: [B, H, W, C] or [B, H, W].
+    signed: keep the sign (sum over channels; the region map as it is).
+
+  Returns:
+    NumPy float32 [B, H, W].
+
+  Raises:
+    ValueError: attributions of another rank.
+  """
   a = np.asarray(jax.device_get(attributions), np.float32)
   if a.ndim == 4:
     return a.sum(-1) if signed else np.abs(a).max(-1)

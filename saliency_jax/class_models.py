@@ -37,13 +37,27 @@ OPTIMIZERS = ('sgd', 'adam')
 
 
 class Result(NamedTuple):
+  """Class models with their optimisation history (`visualise(..., return_history=True)`).
+
+  Attributes:
+    images: [K, H, W, C], model input space.
+    objective: [K, steps], the objective at each step.
+    scores: [K, steps], the class score at each step.
+  """
   images: jax.Array  # [K, H, W, C]
   objective: jax.Array  # [K, steps]: the maximised objective before each step
   scores: jax.Array  # [K, steps]: S_c (or log softmax_c) before each step
 
 
 def total_variation(x: jax.Array) -> jax.Array:
-  """Sum of squared differences between neighbouring pixels of one image [H, W, C]."""
+  """Sum of squared differences between neighbouring pixels of one image.
+
+  Args:
+    x: [H, W, C].
+
+  Returns:
+    A scalar.
+  """
   return jnp.sum(jnp.diff(x, axis=0) ** 2) + jnp.sum(jnp.diff(x, axis=1) ** 2)
 
 
@@ -85,15 +99,38 @@ def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int
               blur_every: int = 0, blur_sigma: float = 0.5, tv_weight: float = 0.0, init_scale: float = 0.0,
               seed: int = 0,
               return_history: bool = False, progress=None):
-  """Class model images [K, H, W, C] (model input space) for classes [K]; see the module docstring.
+  """Class model images: gradient ascent on the input of S_c(I) - l2_weight ||I||^2 (paper Sect. 2).
 
-  image_shape: (H, W, C). optimizer 'sgd' (with `momentum`) or 'adam'. init_scale 0 starts from
-  the zero image (the paper); > 0 from Gaussian noise of that scale (a net with zero biases, e.g.
-  freshly initialised, has every ReLU at exactly 0 on the zero image and so a zero gradient; and
-  on the zero image every max-pool window is a tie, so the first step follows arbitrary switches).
-  With return_history, a `Result(images, objective [K, steps], scores [K, steps])`. progress: a callable
-  given the number of steps done after each block of `BLOCK` steps (e.g. a tqdm bar's update); the
-  ascent is then one jitted scan per block, with the same result.
+  All classes at once (vmap) in one jitted `lax.scan`; see the module docstring for the settings the paper
+  leaves open and the defaults chosen here.
+
+  Args:
+    model: the model (any JAX callable `f(x) -> scores [B, K]`).
+    classes: int [K], the classes.
+    image_shape: (H, W, C).
+    l2_weight: lambda, the weight of the squared L2 norm.
+    steps: the number of ascent steps.
+    learning_rate: the step size.
+    optimizer: 'sgd' (with `momentum`) or 'adam'.
+    momentum: SGD's momentum.
+    objective: 'score' (the unnormalised score, the paper's) or 'softmax' (log softmax of the class).
+    jitter: a random roll of up to this many pixels before each step (0: none).
+    blur_every: a Gaussian blur of std `blur_sigma` every this many steps (0: none).
+    blur_sigma: the blur's std in pixels.
+    tv_weight: the weight of a total-variation penalty (0: none).
+    init_scale: 0 starts from the zero image (the paper); > 0 from Gaussian noise of that scale (a net
+      with zero biases, e.g. freshly initialised, has every ReLU at exactly 0 on the zero image and so a
+      zero gradient; and on the zero image every max-pool window is a tie).
+    seed: the seed of the noise and the jitter.
+    return_history: also return the objective and score at each step.
+    progress: a callable given the number of steps done after each block of `BLOCK` steps (e.g. a tqdm
+      bar's update); the ascent is then one jitted scan per block, with the same result.
+
+  Returns:
+    [K, H, W, C] images in model input space, or with return_history a `Result`.
+
+  Raises:
+    ValueError: an unknown objective or optimizer, negative settings, a bad image shape or classes.
   """
   if objective not in OBJECTIVES:
     raise ValueError(f'objective must be one of {OBJECTIVES}, got {objective!r}')
@@ -133,8 +170,19 @@ def visualise(model, classes, *, image_shape, l2_weight: float = 0.3, steps: int
 
 
 def for_display(images, mean, std=(1.0, 1.0, 1.0)):
-  """Model-space images [K, H, W, 3] -> uint8 for display: un-normalised (x * std + mean, the
-  training mean added back as in the paper), then each image stretched to [0, 255] around its mean."""
+  """Model-space images as uint8 for display.
+
+  Un-normalised (x * std + mean, the training mean added back as in the paper), then each image
+  stretched to [0, 255] around its mean.
+
+  Args:
+    images: [K, H, W, 3], model input space.
+    mean: the per-channel mean of the normalisation.
+    std: the per-channel std of the normalisation.
+
+  Returns:
+    uint8 [K, H, W, 3].
+  """
   x = np.asarray(images, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
   centre = x.mean(axis=(1, 2, 3), keepdims=True)
   spread = np.abs(x - centre).max(axis=(1, 2, 3), keepdims=True)

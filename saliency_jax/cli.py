@@ -32,7 +32,15 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def field_paths(config, prefix: str = '') -> list[str]:
-  """Every dotted field path of a ConfigDict ('train', 'train.steps', ...)."""
+  """Every dotted field path of a ConfigDict ('train', 'train.steps', ...).
+
+  Args:
+    config: the ConfigDict.
+    prefix: prepended to every path.
+
+  Returns:
+    The paths.
+  """
   out = []
   for key, value in config.items():
     out.append(prefix + key)
@@ -45,7 +53,14 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'  # the reposit
 
 
 def config_spec(argv: list[str]) -> str | None:
-  """The --config value of argv ('path' or 'path:variant'), or None."""
+  """The --config value of a command line ('path' or 'path:variant').
+
+  Args:
+    argv: the command line.
+
+  Returns:
+    The value, or None.
+  """
   spec = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')), None)
   if spec is None and '--config' in argv[:-1]:
     spec = argv[argv.index('--config') + 1]
@@ -53,7 +68,14 @@ def config_spec(argv: list[str]) -> str | None:
 
 
 def load_config(spec: str):
-  """The ConfigDict of a --config value ('path' or 'path:variant')."""
+  """The ConfigDict of a --config value ('path' or 'path:variant').
+
+  Args:
+    spec: the value.
+
+  Returns:
+    `get_config()` (or `get_config(variant)`) of the config file.
+  """
   path, _, arg = spec.partition(':')
   module_spec = importlib.util.spec_from_file_location('config_file', path)
   module = importlib.util.module_from_spec(module_spec)
@@ -62,8 +84,16 @@ def load_config(spec: str):
 
 
 def help_text(argv: list[str], doc: str) -> str:
-  """--help: the entry point's `doc`, the configs of configs/ with the first line of each docstring, and
-  with --config the config's fields and their values."""
+  """The --help text: the entry point's doc, the configs of configs/, and a --config's fields.
+
+  Args:
+    argv: the command line.
+    doc: the entry point's docstring.
+
+  Returns:
+    The text: doc, the configs with the first line of each docstring, and with --config the config's
+    fields and their values.
+  """
   lines = [doc.strip(), '', 'Flags: --config FILE[:variant] (required), --workdir FOLDER (required), '
            '--config.FIELD=VALUE (any field of the config).', '', f'Configs ({CONFIGS}):']
   for path in sorted(CONFIGS.glob('*.py')):
@@ -83,8 +113,14 @@ def help_text(argv: list[str], doc: str) -> str:
 
 
 def unknown_overrides(argv: list[str]) -> list[str]:
-  """One line per `--config.a.b=...` in argv that names no field of the config file given by --config,
-  with the closest field paths."""
+  """One line per `--config.a.b=...` of a command line that names no field of its --config file.
+
+  Args:
+    argv: the command line.
+
+  Returns:
+    The lines, each with the closest field paths.
+  """
   spec = config_spec(argv)
   if spec is None:
     return []
@@ -102,8 +138,13 @@ def unknown_overrides(argv: list[str]) -> list[str]:
 
 
 def check_workdir(workdir: str) -> None:
-  """Exits with one line unless `workdir` names a folder this process can write (made if absent): an
-  empty --workdir= would write checkpoints and data into the current directory."""
+  """Exits with one line unless a workdir names a folder this process can write (made if absent).
+
+  An empty --workdir= would write checkpoints and data into the current directory.
+
+  Args:
+    workdir: the --workdir value.
+  """
   if not workdir or not workdir.strip():
     sys.exit('error: --workdir is empty: name a folder for the outputs (an empty one would write into the '
              'current directory)')
@@ -119,9 +160,18 @@ def check_workdir(workdir: str) -> None:
 
 
 def parse_flags(argv: list[str], doc: str = '') -> list[str]:
-  """absl's flag parsing with one-line errors for an unknown `--config.xxx` override and a `--workdir`
-  that is empty, a file or not writable (not a raw traceback from inside ml_collections or a failed mkdir
-  deep in the job); --help prints `doc` and lists the configs (and with --config, its fields)."""
+  """Absl's flag parsing, with one-line errors for bad overrides and workdirs; --help lists the configs.
+
+  An unknown `--config.xxx` override and a `--workdir` that is empty, a file or not writable stop with one
+  line (not a raw traceback from inside ml_collections or a failed mkdir deep in the job).
+
+  Args:
+    argv: the command line.
+    doc: the entry point's docstring, for --help.
+
+  Returns:
+    The arguments absl leaves.
+  """
   if any(a in ('--help', '-h', '--helpshort') for a in argv[1:]):
     print(help_text(argv, doc))
     sys.exit(0)
@@ -137,8 +187,14 @@ def parse_flags(argv: list[str], doc: str = '') -> list[str]:
 
 
 def run(doc: str, job) -> None:
-  """The entry point: flags (`parse_flags`), paths resolved, `job(config, workdir)`; a UserError is one line
-  (module docstring)."""
+  """The entry point: flags (`parse_flags`), paths resolved, `job(config, workdir)`.
+
+  A UserError is one line (module docstring).
+
+  Args:
+    doc: the entry point's docstring.
+    job: a function (config, workdir) -> results.
+  """
   def main(argv):
     del argv
     from saliency_jax.jobs import config_checks
@@ -153,10 +209,17 @@ def run(doc: str, job) -> None:
 
 
 def main(doc: str, job: str) -> None:
-  """An entry point of experiments/: glibc's malloc settings first (`host.keep_freed_memory`, before JAX
-  is imported), then `run` with the job module `saliency_jax.jobs.<job>`: its `run(config, workdir)`, and
-  its `summary(results, workdir)` printed where it has one. The module is imported inside the call, so
-  that the graph cuts' worker processes, which import the entry point's script, start without JAX."""
+  """An entry point of experiments/: malloc settings, then `run` with the job module `jobs.<job>`.
+
+  glibc's malloc settings come first (`host.keep_freed_memory`, before JAX is imported); then the job's
+  `run(config, workdir)`, and its `summary(results, workdir)` printed where it has one. The module is
+  imported inside the call, so that the graph cuts' worker processes, which import the entry point's
+  script, start without JAX.
+
+  Args:
+    doc: the entry point's docstring.
+    job: the job module's name in `saliency_jax.jobs`.
+  """
   host.keep_freed_memory()
 
   def call(config, workdir):

@@ -57,33 +57,80 @@ def _relu_fwd(x):
 
 @jax.custom_vjp
 def gradient_relu(x: jax.Array) -> jax.Array:
-  """relu(x); backward g * 1(x > 0), the subgradient `jax.nn.relu` uses (0 at x = 0)."""
+  """ReLU whose backward pass is the gradient: g * 1(x > 0), `jax.nn.relu`'s subgradient (0 at 0).
+
+  Args:
+    x: any array.
+
+  Returns:
+    relu(x), x's shape and dtype.
+  """
   return jnp.maximum(x, 0)
 
 
 @jax.custom_vjp
 def deconvnet_relu(x: jax.Array) -> jax.Array:
-  """relu(x); backward g * 1(g > 0): Zeiler & Fergus' rectification of the reconstruction."""
+  """ReLU whose backward pass is the DeconvNet's: g * 1(g > 0), Zeiler & Fergus' rectification.
+
+  Args:
+    x: any array.
+
+  Returns:
+    relu(x), x's shape and dtype.
+  """
   return jnp.maximum(x, 0)
 
 
 @jax.custom_vjp
 def guided_relu(x: jax.Array) -> jax.Array:
-  """relu(x); backward g * 1(x > 0) * 1(g > 0): guided backpropagation."""
+  """ReLU whose backward pass is guided backpropagation's: g * 1(x > 0) * 1(g > 0).
+
+  Args:
+    x: any array.
+
+  Returns:
+    relu(x), x's shape and dtype.
+  """
   return jnp.maximum(x, 0)
 
 
 def gradient_gate(x: jax.Array, g: jax.Array) -> jax.Array:
-  # The same select as jax.nn.relu's derivative, so that the gradient rule reproduces jax.grad bit for bit.
+  """The gradient's gate: g where x > 0 (the same select as `jax.nn.relu`'s derivative, bit for bit).
+
+  Args:
+    x: the ReLU's forward input.
+    g: the signal coming back, x's shape.
+
+  Returns:
+    The signal passed on, x's shape.
+  """
   return jnp.where(x > 0, g, jnp.zeros_like(g))
 
 
 def deconvnet_gate(x: jax.Array, g: jax.Array) -> jax.Array:
+  """The DeconvNet's gate: g where g > 0, whatever x.
+
+  Args:
+    x: the ReLU's forward input.
+    g: the signal coming back, x's shape.
+
+  Returns:
+    The signal passed on, x's shape.
+  """
   del x
   return jnp.where(g > 0, g, jnp.zeros_like(g))
 
 
 def guided_gate(x: jax.Array, g: jax.Array) -> jax.Array:
+  """Guided backpropagation's gate: g where x > 0 and g > 0.
+
+  Args:
+    x: the ReLU's forward input.
+    g: the signal coming back, x's shape.
+
+  Returns:
+    The signal passed on, x's shape.
+  """
   return jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g))
 
 
@@ -105,12 +152,26 @@ def _check_rules(rules) -> None:
 
 
 def steps(model) -> list[Step]:
-  """The model's layer graph (`model.steps()`, see `saliency_jax.graph`); the last step gives the scores."""
+  """The model's layer graph (`model.steps()`, see `saliency_jax.graph`).
+
+  Args:
+    model: a model with a layer graph.
+
+  Returns:
+    Its steps in forward order; the last gives the scores.
+  """
   return graph.steps_of(model)
 
 
 def layer_names(model) -> list[str]:
-  """Names a reconstruction can start from, in forward order; 'scores' is an alias of the last."""
+  """The layers a reconstruction can start from, in forward order.
+
+  Args:
+    model: a model with a layer graph.
+
+  Returns:
+    Their names; 'scores' is an alias of the last.
+  """
   return graph.names(model)
 
 
@@ -136,11 +197,20 @@ def _batch_norm_scale(bn: nnx.BatchNorm) -> jax.Array:
 
 def forward(model, images: jax.Array, *, layer: str = 'scores', relu: Callable = jax.nn.relu,
             record: dict | None = None) -> jax.Array:
-  """The model's forward pass step by step, up to and including `layer`: its output [B, ...].
+  """The model's forward pass step by step, up to and including `layer`.
 
-  Equals `model(images, relu=relu)` for layer='scores'. The ReLUs go through `relu` (so a VJP of
-  this function with a backward rule reconstructs from any layer); max-pools use
-  `layers.max_pool`, or, when `record` is a dict, record their switches in it.
+  Equals `model(images, relu=relu)` for layer='scores'. The ReLUs go through `relu` (so a VJP of this
+  function with a backward rule reconstructs from any layer).
+
+  Args:
+    model: a model with a layer graph.
+    images: float [B, H, W, C].
+    layer: the last layer to run (`layer_names(model)`).
+    relu: the ReLU (rule) the model's rectifications run with.
+    record: a dict in which the max-pools record their switches, or None.
+
+  Returns:
+    The layer's output [B, ...].
   """
   model_steps = steps(model)
   return graph.run(model_steps, images, relu=relu, stop=graph.index(model_steps, layer), record=record)
@@ -164,13 +234,21 @@ def _rectification(rule: str) -> Callable:
 
 
 def transposed_conv(conv: nnx.Conv, g: jax.Array, in_hw) -> jax.Array:
-  """Zeiler & Fergus' deconvolution: g [B, Ho, Wo, O] -> [B, H, W, I], written out.
+  """Zeiler & Fergus' deconvolution of a convolution's output signal, written out.
 
-  The signal is dilated by the stride (zeros between its pixels) and convolved with the filters
-  flipped in both spatial directions and with their input and output channels swapped; the
-  padding puts every output pixel back over the input pixels that fed it. No bias. A depthwise
-  convolution (one group per input channel, m outputs each) is transposed group by group: each
-  input channel gathers back from its own m output channels.
+  The signal is dilated by the stride (zeros between its pixels) and convolved with the filters flipped
+  in both spatial directions and with their input and output channels swapped; the padding puts every
+  output pixel back over the input pixels that fed it. No bias. A depthwise convolution (one group per
+  input channel, m outputs each) is transposed group by group: each input channel gathers back from its
+  own m output channels.
+
+  Args:
+    conv: the NNX convolution.
+    g: [B, Ho, Wo, O], the signal at its output.
+    in_hw: (H, W) of its input.
+
+  Returns:
+    [B, H, W, I].
   """
   (kh, kw), (sh, sw) = conv.kernel_size, layers.pair(conv.strides or 1)
   (plo_h, _), (plo_w, _) = _conv_padding(conv, in_hw)
@@ -208,8 +286,10 @@ def _transposed_shortcut(step: Step, g: jax.Array, in_shape) -> jax.Array:
 
 
 def _transposed_clip(x: jax.Array, g: jax.Array, top: float) -> jax.Array:
-  """min(x, top) passes the signal where x < top; at x == top each side of the tie gets half (as
-  `lax.min`'s derivative)."""
+  """The derivative of min(x, top): the signal where x < top, half of it at x == top.
+
+  As `lax.min`'s derivative shares a tie.
+  """
   return jnp.where(x < top, g, jnp.where(x == top, g / 2, jnp.zeros_like(g)))
 
 
@@ -297,11 +377,11 @@ def _reconstruct(model, images, neurons, signal, *, layer, rule):
 
 def reconstruct(model, images, *, layer: str = 'scores', neurons=None, signal=None,
                 rule: str = 'deconvnet') -> jax.Array:
-  """Zeiler & Fergus' DeconvNet reconstruction at the input, written out: [B, H, W, C].
+  """Zeiler & Fergus' DeconvNet reconstruction at the input, written out without autodiff.
 
   Args:
-    model: PaperConvNet, SmallConvNet, VGG16 or CifarResNet, in inference mode.
-    images: [B, H, W, C] float, preprocessed as the model expects.
+    model: PaperConvNet, SmallConvNet, VGG16, CifarResNet or a Keras net, in inference mode.
+    images: float [B, H, W, C], preprocessed as the model expects.
     layer: where the reconstruction starts (`layer_names(model)`; 'scores' = the class scores).
     neurons: int or [B] ints, the neuron of each image: a flat index into one image's output of
       `layer` (the class for 'scores'); the reconstruction starts from a unit signal there.
@@ -310,6 +390,9 @@ def reconstruct(model, images, *, layer: str = 'scores', neurons=None, signal=No
     signal: instead of neurons, any [B, ...] signal at the layer's output.
     rule: 'deconvnet' (rectify the reconstruction), 'gradient' (gate by the forward input: this
       is backpropagation written out) or 'guided' (both).
+
+  Returns:
+    [B, H, W, C].
   """
   _rectification(rule)
   images, neurons = _check(model, images, layer, neurons, signal)
@@ -321,8 +404,19 @@ def vjp_reconstruction(model, images, *, layer: str = 'scores', neurons=None, si
                        relu: Callable = deconvnet_relu) -> jax.Array:
   """The same reconstruction by autodiff: the VJP of the layer's output with ReLU rule `relu`.
 
-  For layer='scores' this is `saliency.input_gradients(model, images, neurons, relu=relu)`, the
-  model's own forward pass; for other layers, the VJP of `forward(..., layer=layer)`.
+  For layer='scores' this is `saliency.input_gradients(model, images, neurons, relu=relu)`, the model's
+  own forward pass; for other layers, the VJP of `forward(..., layer=layer)`.
+
+  Args:
+    model: a model with a layer graph (any model for layer='scores').
+    images: float [B, H, W, C].
+    layer: where the reconstruction starts.
+    neurons: int or [B] ints, as `reconstruct` takes them.
+    signal: instead of neurons, any [B, ...] signal at the layer's output.
+    relu: the backward rule.
+
+  Returns:
+    [B, H, W, C].
   """
   images, neurons = _check(model, images, layer, neurons, signal)
   if layer == 'scores' and signal is None:
@@ -389,8 +483,17 @@ def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
 
 
 def rule_maps(model, images, labels, progress=None) -> dict[str, np.ndarray]:
-  """{'gradient', 'deconvnet', 'guided'}: each rule's [B, H, W] map max_c |VJP| of the labels' scores;
-  `progress()` (optional) is called as each rule's maps are done."""
+  """Each ReLU rule's map, max_c |VJP| of the labels' scores.
+
+  Args:
+    model: the model.
+    images: float [B, H, W, C].
+    labels: int [B].
+    progress: called with no argument as each rule's maps are done, or None.
+
+  Returns:
+    {'gradient', 'deconvnet', 'guided'}: NumPy float32 [B, H, W] each.
+  """
   maps = {}
   for name, rule in RULES.items():
     maps[name] = np.asarray(saliency.saliency_maps(model, images, labels, relu=rule))
@@ -402,18 +505,22 @@ def rule_maps(model, images, labels, progress=None) -> dict[str, np.ndarray]:
 def gate_statistics(x: jax.Array, g: jax.Array, *, rules=RULES) -> dict:
   """Where the gradient and DeconvNet backward rules differ at one ReLU, measured on signal g.
 
-  Sect. 4 predicts that the two rules differ exactly at the units where the signal is nonzero and
-  the forward gate 1(x > 0) and the backward gate 1(g > 0) disagree. This pushes g through the
-  rules themselves (`jax.vjp` of `rules['gradient']` and `rules['deconvnet']` at x) and compares
-  where their outputs differ with that prediction, made from x and g alone.
+  Sect. 4 predicts that the two rules differ exactly at the units where the signal is nonzero and the
+  forward gate 1(x > 0) and the backward gate 1(g > 0) disagree. This pushes g through the rules
+  themselves (`jax.vjp` of `rules['gradient']` and `rules['deconvnet']` at x) and compares where their
+  outputs differ with that prediction, made from x and g alone.
 
   Args:
     x: the ReLU's forward input, any shape.
     g: the incoming signal, x's shape.
     rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test (default `RULES`).
+
   Returns:
-    {'units', 'signal_nonzero': units with g != 0, 'disagree': predicted units, 'differ': units
-    where the rules' outputs differ, 'same_set': whether the two sets are equal}.
+    {'units', 'signal_nonzero': units with g != 0, 'disagree': predicted units, 'differ': units where
+    the rules' outputs differ, 'same_set': whether the two sets are equal}.
+
+  Raises:
+    ValueError: x and g of different shapes.
   """
   _check_rules(rules)
   if jnp.shape(x) != jnp.shape(g):
@@ -425,16 +532,24 @@ def gate_statistics(x: jax.Array, g: jax.Array, *, rules=RULES) -> dict:
 def compare(model, images, *, layer: str = 'scores', neurons, rules=RULES) -> dict:
   """The Sect. 4 comparison on one model, from one layer's neurons down to the input.
 
-  `rules` ({'gradient': rule, 'deconvnet': rule}, default `RULES`) are the backward rules under
-  test; the explicit reconstruction and `jax.grad` (through `jax.nn.relu`) are the references.
-  Returns a dict:
-    deconvnet_explicit_vs_vjp: max |explicit DeconvNet - VJP with rules['deconvnet']| (and relative);
-    gradient_explicit_vs_grad: max |explicit with the gradient rule - jax.grad|;
+  The explicit reconstruction and `jax.grad` (through `jax.nn.relu`) are the references for the rules
+  under test.
+
+  Args:
+    model: a model with a layer graph.
+    images: float [B, H, W, C].
+    layer: where the reconstructions start.
+    neurons: int or [B] ints, as `reconstruct` takes them.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test (default `RULES`).
+
+  Returns:
+    A dict: deconvnet_explicit_vs_vjp: max |explicit DeconvNet - VJP with rules['deconvnet']| (and
+    relative); gradient_explicit_vs_grad: max |explicit with the gradient rule - jax.grad|;
     grad_vs_gradient_relu: max |jax.grad - VJP with rules['gradient']| (expected exactly 0);
     gradient_vs_deconvnet: max |jax.grad - DeconvNet| relative (how much they differ overall);
     steps: per non-ReLU step, max |explicit transpose - autodiff VJP| on the same signal;
-    relus: per ReLU, `gate_statistics` of the model's ReLU step under the two rules, on the signal
-      the DeconvNet brings there.
+    relus: per ReLU, `gate_statistics` of the model's ReLU step under the two rules, on the signal the
+    DeconvNet brings there.
   """
   _check_rules(rules)
   images, neurons = _check(model, images, layer, neurons, None)

@@ -9,9 +9,15 @@ import ml_collections
 
 
 def localise_methods() -> dict[str, dict]:
-  """The localisation methods an experiment compares (`localise.settings` fields): the pipeline
-  (the paper's, the defaults), two variants (soft seeds; foreground seeds also >= 50% of the maximum),
-  and the baselines (thresholds at 15% and 20% of the maximum, the full image, a centred half box)."""
+  """The localisation methods an experiment compares (`localise.settings` fields).
+
+  The pipeline (the paper's, the defaults), two variants (soft seeds; foreground seeds also >= 50% of the
+  maximum), and the baselines (thresholds at 15% and 20% of the maximum, the full image, a centred half
+  box).
+
+  Returns:
+    {name: settings dict}.
+  """
   return {
       'graphcut': {'method': 'graphcut'},
       'graphcut_soft_seeds': {'method': 'graphcut', 'seeds': 'soft'},
@@ -24,8 +30,13 @@ def localise_methods() -> dict[str, dict]:
 
 
 def main_job() -> ml_collections.ConfigDict:
-  """The settings every main-job config shares, with their defaults; configs add data, model,
-  train (or checkpoint) and change what they need."""
+  """The settings every main-job config shares, with their defaults.
+
+  Configs add data, model, train (or checkpoint) and change what they need.
+
+  Returns:
+    An `ml_collections.ConfigDict`.
+  """
   config = ml_collections.ConfigDict()
   config.name = 'experiment'
   config.seed = 0
@@ -80,9 +91,14 @@ def main_job() -> ml_collections.ConfigDict:
 
 
 def images_job() -> ml_collections.ConfigDict:
-  """The settings of the photos job (`jobs.images`, experiments/explain_images.py) with their defaults;
-  configs add data (name 'images', data_dir, labels, image_size, mean / std), num_classes, checkpoint and
-  change what they need."""
+  """The settings of the photos job (`jobs.images`, experiments/explain_images.py), with their defaults.
+
+  Configs add data (name 'images', data_dir, labels, image_size, mean / std), num_classes, checkpoint
+  and change what they need.
+
+  Returns:
+    An `ml_collections.ConfigDict`.
+  """
   config = ml_collections.ConfigDict()
   config.name = 'your_images'
   config.seed = 0
@@ -106,8 +122,11 @@ def images_job() -> ml_collections.ConfigDict:
 
 
 def comparison() -> ml_collections.ConfigDict:
-  """config.compare of the attribution comparison: which methods with which settings, and how many
-  images for each metric."""
+  """config.compare of the attribution comparison: which methods with which settings, and images per metric.
+
+  Returns:
+    An `ml_collections.ConfigDict`.
+  """
   return ml_collections.ConfigDict({
       'methods': {
           'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25, 'noise': 0.15},

@@ -40,17 +40,31 @@ def _blur(images, sigma):
 def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion_value: float = 0.0,
                        insertion_blur: float = 5.0, output: str = 'probability',
                        chunk_size: int | None = None) -> dict:
-  """Deletion and insertion AUC (Petsiuk et al. 2018, RISE protocol) of saliency maps.
+  """Deletion and insertion AUC (Petsiuk et al. 2018, the RISE protocol) of saliency maps.
 
-  images [B, H, W, C] (model space), labels [B], maps [B, H, W]. Deletion: the pixels, most salient
-  first, are set to `deletion_value` (0: the training mean in model space) in `steps` equal steps,
-  and the class's `output` ('probability', softmax as in RISE, or 'score') is read at each of the
-  steps + 1 points; insertion starts from the image blurred with a Gaussian of std `insertion_blur`
-  px and puts the original pixels back in the same order. AUC: the trapezoid area under each curve
-  over the fraction of pixels [0, 1]. Lower deletion / higher insertion AUC = a more faithful map.
-  Returns {'deletion': [B], 'insertion': [B], 'deletion_curve': [B, steps + 1],
-  'insertion_curve': [B, steps + 1], 'fractions': [steps + 1]}. Cost: 2 (steps + 1) forward passes
-  per image, batched per chunk of `chunk_size` images.
+  Deletion: the pixels, most salient first, are set to `deletion_value` in `steps` equal steps, and the
+  class's `output` is read at each of the steps + 1 points; insertion starts from the image blurred with
+  a Gaussian of std `insertion_blur` px and puts the original pixels back in the same order. AUC: the
+  trapezoid area under each curve over the fraction of pixels [0, 1]. Lower deletion / higher insertion
+  AUC = a more faithful map. Cost: 2 (steps + 1) forward passes per image, batched per chunk.
+
+  Args:
+    model: the model.
+    images: float [B, H, W, C], model space.
+    labels: int [B].
+    maps: [B, H, W], the saliency maps.
+    steps: the number of steps of each curve.
+    deletion_value: what deleted pixels are set to (0: the training mean in model space).
+    insertion_blur: the std in pixels of the blur insertion starts from.
+    output: 'probability' (softmax, as in RISE) or 'score'.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    {'deletion': [B], 'insertion': [B], 'deletion_curve': [B, steps + 1], 'insertion_curve':
+    [B, steps + 1], 'fractions': [steps + 1]}, NumPy arrays.
+
+  Raises:
+    ValueError: an unknown output, steps < 1, maps of the wrong shape or not finite.
   """
   if output not in ('probability', 'score'):
     raise ValueError(f"output must be 'probability' or 'score', got {output!r}")
@@ -87,7 +101,14 @@ def deletion_insertion(model, images, labels, maps, *, steps: int = 64, deletion
 
 
 def randomisation_groups(model) -> list[tuple[str, list]]:
-  """The model's layers with weights, top-down: (name, [modules]); BatchNorm goes with its conv."""
+  """The model's layers with weights, top-down; BatchNorm goes with its convolution.
+
+  Args:
+    model: an NNX model.
+
+  Returns:
+    [(name, [modules])], the top layer first.
+  """
   groups = []
   for step in graph.steps_of(model):
     if step.kind in graph.WEIGHTED:
@@ -98,7 +119,16 @@ def randomisation_groups(model) -> list[tuple[str, list]]:
 
 
 def randomise(model, fresh, names: set[str]):
-  """A copy of `model` whose layers in `names` hold `fresh`'s parameters (BatchNorm statistics kept)."""
+  """A copy of a model whose layers in `names` hold another model's parameters (BatchNorm statistics kept).
+
+  Args:
+    model: the trained model.
+    fresh: the same architecture, freshly initialised (`fresh_like`).
+    names: the names of `randomisation_groups` to take from `fresh`.
+
+  Returns:
+    The copy.
+  """
   model = nnx.clone(model)
   fresh_by_path = dict(nnx.iter_modules(fresh))
   path_of = {id(m): p for p, m in nnx.iter_modules(model)}
@@ -117,9 +147,17 @@ def randomise(model, fresh, names: set[str]):
 def fresh_like(model, seed: int):
   """The same architecture as `model`, freshly initialised with `seed`, in inference mode.
 
-  `model.fresh(seed)` (every model of `saliency_jax.models` has it); for another NNX model, a copy
-  whose convolution and dense kernels are drawn anew (LeCun normal, Flax's default) and whose biases
-  and BatchNorm scales / offsets are reset to 0 / 1 (running statistics kept)."""
+  `model.fresh(seed)` (every model of `saliency_jax.models` has it); for another NNX model, a copy whose
+  convolution and dense kernels are drawn anew (LeCun normal, Flax's default) and whose biases and
+  BatchNorm scales / offsets are reset to 0 / 1 (running statistics kept).
+
+  Args:
+    model: an NNX model.
+    seed: the initialisation's seed.
+
+  Returns:
+    The fresh model.
+  """
   if callable(getattr(model, 'fresh', None)):
     fresh = model.fresh(seed)
   else:
@@ -131,12 +169,18 @@ def fresh_like(model, seed: int):
 def cascading_randomisation(model, fresh, attribute) -> dict:
   """Model-randomisation sanity check (Adebayo et al. 2018), cascading from the top layer down.
 
-  attribute(model) -> {kind: [B, H, W]} maps of fixed images and labels, e.g. {'absolute', 'signed'}
-  (a map with and without absolute values) or one kind per method. The layers of
-  `randomisation_groups` are replaced by `fresh`'s one more at a time, top-down, and each map is
-  compared with the original map by Spearman rank correlation. A map that stays similar while the
+  The layers of `randomisation_groups` are replaced by `fresh`'s one more at a time, top-down, and each
+  map is compared with the original map by Spearman rank correlation. A map that stays similar while the
   weights it explains are destroyed fails the check.
-  Returns {'layers': [names, top-down], kind: [mean rho per stage], f'{kind}_std': [...]} per kind.
+
+  Args:
+    model: the trained NNX model.
+    fresh: the same architecture, freshly initialised (`fresh_like`).
+    attribute: model -> {kind: [B, H, W]} maps of fixed images and labels, e.g. {'absolute', 'signed'}
+      (a map with and without absolute values) or one kind per method.
+
+  Returns:
+    {'layers': [names, top-down], kind: [mean rho per stage], f'{kind}_std': [std per stage]} per kind.
   """
   original = attribute(model)
   groups = [name for name, _ in randomisation_groups(model)]

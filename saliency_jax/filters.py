@@ -1,12 +1,22 @@
-"""Image filters shared by the class models (blur regularisation) and the faithfulness metrics
-(insertion's blurred canvas)."""
+"""Image filters shared by the class models and the faithfulness metrics.
+
+The class models' blur regularisation and insertion's blurred canvas.
+"""
 
 import jax
 import jax.numpy as jnp
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-  """Separable Gaussian blur of one image [H, W, C] (kernel radius 2 sigma, edge padding)."""
+  """Separable Gaussian blur of one image (kernel radius 2 sigma, edge padding).
+
+  Args:
+    x: [H, W, C].
+    sigma: the std in pixels.
+
+  Returns:
+    [H, W, C].
+  """
   radius = max(1, int(round(2 * sigma)))
   t = jnp.arange(-radius, radius + 1, dtype=x.dtype)
   k = jnp.exp(-0.5 * (t / sigma) ** 2)

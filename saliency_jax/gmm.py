@@ -55,13 +55,28 @@ from jax.scipy.linalg import solve_triangular
 
 
 class Params(NamedTuple):
+  """A Gaussian mixture's parameters.
+
+  Attributes:
+    weights: [K] mixture weights, summing to 1.
+    means: [K, D].
+    covs: [K, D, D] full covariances (the floor already added).
+  """
   weights: jax.Array  # [K] mixture weights, sum 1
   means: jax.Array  # [K, D]
   covs: jax.Array  # [K, D, D] full covariances (floor already added)
 
 
 def component_log_prob(params: Params, x: jax.Array) -> jax.Array:
-  """log N(x_n | means_k, covs_k) of every point under every component: [N, K]."""
+  """Log N(x_n | means_k, covs_k) of every point under every component.
+
+  Args:
+    params: the mixture.
+    x: [N, D] points.
+
+  Returns:
+    [N, K].
+  """
   d = x.shape[-1]
   chol = jnp.linalg.cholesky(params.covs)  # [K, D, D]
   # L^-1 once per component (cheaper than N triangular solves), then z = L^-1 (x - m) one coordinate
@@ -76,7 +91,15 @@ def component_log_prob(params: Params, x: jax.Array) -> jax.Array:
 
 @jax.jit
 def log_prob(params: Params, x: jax.Array) -> jax.Array:
-  """Log density of each point x [N, D] under the mixture: [N]."""
+  """Log density of each point under the mixture.
+
+  Args:
+    params: the mixture.
+    x: [N, D] points.
+
+  Returns:
+    [N].
+  """
   return jax.nn.logsumexp(component_log_prob(params, x) + jnp.log(params.weights), axis=-1)
 
 
@@ -136,11 +159,23 @@ def _m_step(x, w, resp, previous_means, covariance_floor):
 @functools.partial(jax.jit, static_argnames=('num_components', 'num_iters', 'kmeans_iters'))
 def fit_core(key, x, weights, *, num_components: int, num_iters: int = 10, covariance_floor=1e-4,
              tol=None, kmeans_iters: int = 20) -> Params:
-  """The jittable, vmappable fit, without input checks: x [N, D] finite, weights [N] >= 0.
+  """The jittable, vmappable fit, without input checks.
 
-  Static: num_components, num_iters, kmeans_iters (Lloyd steps after k-means++). `tol` None runs
-  exactly `num_iters` EM iterations; otherwise at most that many, and at least 2 where num_iters >= 2.
   All weights zero gives the standard normal (see the module docstring).
+
+  Args:
+    key: a JAX random key (k-means++ initialisation).
+    x: [N, D] finite points.
+    weights: [N] >= 0, the points' weights.
+    num_components: K (static).
+    num_iters: EM iterations (static); with `tol`, at most that many and at least 2 where it is >= 2.
+    covariance_floor: added to every covariance's diagonal, in data units squared.
+    tol: None runs exactly `num_iters` iterations; else EM stops once the mean log-likelihood changes by
+      less than `tol` nats per point.
+    kmeans_iters: Lloyd steps after k-means++ (static).
+
+  Returns:
+    The fitted `Params`.
   """
   x = jnp.asarray(x)
   w = jnp.asarray(weights, x.dtype)
@@ -184,11 +219,23 @@ def fit_core(key, x, weights, *, num_components: int, num_iters: int = 10, covar
 
 def fit(key, x, num_components: int, *, num_iters: int = 10, weights=None, covariance_floor: float = 1e-4,
         tol: float | None = None) -> Params:
-  """Fits a `num_components` Gaussian mixture with full covariances to x [N, D].
+  """Fits a Gaussian mixture with full covariances to points, by EM in JAX.
 
-  `weights` [N] >= 0 (None: all 1) weight the points; `covariance_floor` is in data units squared;
-  `tol` (None: run all `num_iters` iterations) stops EM early once the mean log-likelihood changes by
-  less than `tol` nats per point. Raises ValueError on input `fit_core` cannot fit.
+  Args:
+    key: a JAX random key (k-means++ initialisation).
+    x: [N, D] points.
+    num_components: K.
+    num_iters: EM iterations (at most, with `tol`).
+    weights: [N] >= 0 weights of the points (None: all 1).
+    covariance_floor: added to every covariance's diagonal, in data units squared.
+    tol: None runs all `num_iters` iterations; else EM stops once the mean log-likelihood changes by
+      less than `tol` nats per point.
+
+  Returns:
+    The fitted `Params`.
+
+  Raises:
+    ValueError: x not [N, D], empty or not finite, bad weights, or settings out of range.
   """
   x = np.asarray(x)
   if x.ndim != 2:

@@ -42,7 +42,15 @@ WEIGHTED = ('conv', 'depthwise_conv', 'dense', 'block')  # the layers the random
 
 
 class Step(NamedTuple):
-  """One layer of a model, in forward order (see the module docstring for the kinds)."""
+  """One layer of a model, in forward order (see the module docstring for the kinds).
+
+  Attributes:
+    name: the layer's name (what `deconvnet.layer_names` lists).
+    kind: one of `KINDS`.
+    module: the NNX module holding its weights, or None.
+    options: the kind's options (a pool's window, a clip's bound, ...), or None.
+    inner: a residual block's steps (kind 'block'), its ReLU last.
+  """
   name: str
   kind: str
   module: Any = None
@@ -51,11 +59,29 @@ class Step(NamedTuple):
 
 
 def max_pool(name: str, window, strides, padding='VALID') -> Step:
+  """A max-pooling step.
+
+  Args:
+    name: the step's name.
+    window: an int or an (h, w) pair.
+    strides: an int or an (h, w) pair.
+    padding: 'VALID', 'SAME' or explicit pairs.
+
+  Returns:
+    The `Step`.
+  """
   return Step(name, 'max_pool', options={'window': window, 'strides': strides, 'padding': padding})
 
 
 def is_pointwise(conv: nnx.Conv) -> bool:
-  """A 1x1, stride-1, ungrouped convolution without explicit padding: a matrix product over channels."""
+  """Whether a convolution is a matrix product over channels: 1x1, stride 1, ungrouped, unpadded.
+
+  Args:
+    conv: the NNX convolution.
+
+  Returns:
+    A bool.
+  """
   padding = conv.padding
   unpadded = isinstance(padding, str) or all(p == (0, 0) for p in map(tuple, padding))
   return (tuple(conv.kernel_size) == (1, 1) and layers.pair(conv.strides or 1) == (1, 1)
@@ -63,8 +89,17 @@ def is_pointwise(conv: nnx.Conv) -> bool:
 
 
 def is_strided(conv: nnx.Conv) -> bool:
-  """A plain convolution with strides (`layers.strided_conv`): no groups, no dilation, no mask, float32,
-  padding 'SAME', 'VALID' or explicit pairs."""
+  """Whether a convolution takes `layers.strided_conv`'s path.
+
+  A plain convolution with strides: no groups, no dilation, no mask, float32, padding 'SAME', 'VALID' or
+  explicit pairs.
+
+  Args:
+    conv: the NNX convolution.
+
+  Returns:
+    A bool.
+  """
   padding = conv.padding
   plain_padding = (padding in ('SAME', 'VALID') if isinstance(padding, str)
                    else isinstance(padding, Sequence) and len(padding) == 2
@@ -76,7 +111,15 @@ def is_strided(conv: nnx.Conv) -> bool:
 
 
 def shortcut(step: Step, x: jax.Array) -> jax.Array:
-  """A residual block's option-A shortcut: every `stride`-th pixel, `pad_channels` zeros each side."""
+  """A residual block's option-A shortcut: every `stride`-th pixel, `pad_channels` zeros each side.
+
+  Args:
+    step: the block's step.
+    x: [B, H, W, C], the block's input.
+
+  Returns:
+    [B, H / stride, W / stride, C + 2 pad_channels].
+  """
   p, s = step.options['pad_channels'], step.options['stride']
   if not p:
     return x
@@ -84,8 +127,21 @@ def shortcut(step: Step, x: jax.Array) -> jax.Array:
 
 
 def apply(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) -> jax.Array:
-  """One step forward. `record`, when given, receives each step's input by name (and each
-  max-pool's switches), what the explicit DeconvNet needs to go back down."""
+  """One step forward.
+
+  Args:
+    step: the step.
+    x: its input.
+    relu: the ReLU (rule) rectifications run with.
+    record: a dict that receives each step's input by name (and each max-pool's switches), what the
+      explicit DeconvNet needs to go back down; or None.
+
+  Returns:
+    The step's output.
+
+  Raises:
+    ValueError: a step of an unknown kind.
+  """
   kind, module, o = step.kind, step.module, step.options
   if record is not None:
     record[step.name] = {'input': x}
@@ -132,7 +188,17 @@ def apply(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) 
 
 
 def residual(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) -> jax.Array:
-  """A 'block' step: its inner steps on x, the last one (the ReLU) on their output plus the shortcut."""
+  """A 'block' step: its inner steps on x, the last one (the ReLU) on their output plus the shortcut.
+
+  Args:
+    step: the block's step.
+    x: its input.
+    relu: the ReLU (rule).
+    record: as `apply` takes it.
+
+  Returns:
+    The block's output.
+  """
   h = x
   for inner in step.inner[:-1]:
     h = apply(inner, h, relu, record)
@@ -140,7 +206,18 @@ def residual(step: Step, x: jax.Array, relu: Callable, record: dict | None = Non
 
 
 def index(steps: Sequence[Step], layer: str) -> int:
-  """The position of `layer` in `steps`; 'scores' is the last step (the class scores)."""
+  """The position of a layer in a list of steps.
+
+  Args:
+    steps: the steps.
+    layer: a step's name, or 'scores' for the last step (the class scores).
+
+  Returns:
+    Its index.
+
+  Raises:
+    ValueError: an unknown layer, naming the known ones.
+  """
   names = [s.name for s in steps]
   if layer == 'scores':
     return len(names) - 1
@@ -151,19 +228,48 @@ def index(steps: Sequence[Step], layer: str) -> int:
 
 def run(steps: Sequence[Step], x: jax.Array, *, relu: Callable = jax.nn.relu, start: int = 0,
         stop: int | None = None, record: dict | None = None) -> jax.Array:
-  """Runs steps[start:stop + 1] (all by default) on x."""
+  """Runs steps[start:stop + 1] (all by default) on x.
+
+  Args:
+    steps: the model's steps.
+    x: the first step's input.
+    relu: the ReLU (rule) rectifications run with.
+    start: the first step's index.
+    stop: the last step's index (None: the last).
+    record: as `apply` takes it.
+
+  Returns:
+    The last step's output.
+  """
   for step in steps[start:None if stop is None else stop + 1]:
     x = apply(step, x, relu, record)
   return x
 
 
 def flat(steps: Sequence[Step]) -> list[Step]:
-  """The steps with every residual block replaced by its inner steps (the block's ReLU last)."""
+  """The steps with every residual block replaced by its inner steps (the block's ReLU last).
+
+  Args:
+    steps: the steps.
+
+  Returns:
+    The flat list.
+  """
   return [s for step in steps for s in (step.inner if step.kind == 'block' else (step,))]
 
 
 def steps_of(model) -> list[Step]:
-  """`model.steps()`, or a TypeError saying that the model declares no layer graph."""
+  """A model's layer graph, `model.steps()`.
+
+  Args:
+    model: the model.
+
+  Returns:
+    Its steps.
+
+  Raises:
+    TypeError: the model declares no layer graph.
+  """
   declare = getattr(model, 'steps', None)
   if not callable(declare):
     raise TypeError(f'{type(model).__name__} declares no layer graph (a `steps()` method listing its '
@@ -173,5 +279,12 @@ def steps_of(model) -> list[Step]:
 
 
 def names(model) -> list[str]:
-  """The names a layer method can start from or split at, in forward order, then 'scores'."""
+  """The names a layer method can start from or split at, in forward order, then 'scores'.
+
+  Args:
+    model: a model with a layer graph.
+
+  Returns:
+    The names.
+  """
   return [s.name for s in steps_of(model)] + ['scores']

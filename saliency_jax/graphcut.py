@@ -1,5 +1,6 @@
-"""Grid graph cut with PyMaxflow (paper Sect. 3.2), and the host-side end of localisation: the cuts of
-an image's maps as one task (`cut_image`), run in a pool of worker processes (`start`).
+"""Grid graph cut with PyMaxflow (paper Sect. 3.2), and the host-side end of localisation.
+
+The cuts of an image's maps go as one task (`cut_image`), run in a pool of worker processes (`start`).
 
 The energy is GrabCut's (Rother et al. 2004; Boykov & Jolly 2001):
   E(L) = sum_p D_p(L_p) + sum_{p~q} [L_p != L_q] * pairwise_weight / dist(p, q) * exp(-beta ||z_p - z_q||^2)
@@ -48,9 +49,18 @@ def _shifted_pairs(image: np.ndarray, offset) -> tuple[np.ndarray, tuple[slice, 
 
 
 def pairwise_weights(image, *, pairwise_weight: float = 50.0, connectivity: int = 8) -> list:
-  """Contrast-sensitive edge weights: [(offset, weights [H, W])], weights[p] for the edge p -> p + offset.
+  """GrabCut's contrast-sensitive edge weights of an image.
 
-  image [H, W, 3] (uint8 or float on the 0-255 scale). Weights are 0 where p + offset leaves the image.
+  Args:
+    image: [H, W, 3], uint8 or float on the 0-255 scale.
+    pairwise_weight: GrabCut's gamma.
+    connectivity: 4 or 8.
+
+  Returns:
+    [(offset, weights [H, W])], weights[p] for the edge p -> p + offset (0 where it leaves the image).
+
+  Raises:
+    ValueError: connectivity other than 4 or 8.
   """
   if connectivity not in OFFSETS:
     raise ValueError(f'connectivity must be 4 or 8, got {connectivity}')
@@ -70,16 +80,27 @@ def pairwise_weights(image, *, pairwise_weight: float = 50.0, connectivity: int 
 
 def segment(fg_cost, bg_cost, image=None, *, pairwise_weight: float = 50.0, connectivity: int = 8,
             fg_seeds=None, bg_seeds=None, edges=None) -> np.ndarray:
-  """Minimum cut of the GrabCut energy: bool [H, W] foreground mask.
+  """Minimum cut of the GrabCut energy (PyMaxflow).
+
+  A cut with hard seeds cuts a graph of the other pixels only, each edge to a seed folded into the free
+  pixel's terminal capacity: the same minimum as prohibitive seed costs, less work.
 
   Args:
-    fg_cost, bg_cost: [H, W] unary costs of labelling each pixel foreground / background
-      (negative log-likelihoods; only their difference per pixel matters).
+    fg_cost: [H, W] unary cost of labelling each pixel foreground (a negative log-likelihood; only the
+      difference to `bg_cost` per pixel matters).
+    bg_cost: [H, W] unary cost of labelling each pixel background.
     image: [H, W, 3] colours for the pairwise term (0-255 scale); None with `edges` given.
     pairwise_weight: GrabCut's gamma (50 in the GrabCut paper); 0 gives a pixelwise decision.
     connectivity: 4 or 8.
-    fg_seeds, bg_seeds: optional bool [H, W] hard constraints.
-    edges: precomputed `pairwise_weights(image, ...)` (to reuse across GrabCut iterations).
+    fg_seeds: optional bool [H, W] pixels that must be foreground.
+    bg_seeds: optional bool [H, W] pixels that must be background.
+    edges: precomputed `pairwise_weights(image, ...)` (to reuse across cuts of one image).
+
+  Returns:
+    bool [H, W], the foreground.
+
+  Raises:
+    ValueError: costs of different shapes or not finite, no image or edges, or an image of another size.
   """
   fg_cost, bg_cost = np.asarray(fg_cost, np.float64), np.asarray(bg_cost, np.float64)
   if fg_cost.shape != bg_cost.shape or fg_cost.ndim != 2:
@@ -113,11 +134,13 @@ def segment(fg_cost, bg_cost, image=None, *, pairwise_weight: float = 50.0, conn
 
 
 def _seeded_cut(fg_cost, bg_cost, edges, fg, bg) -> np.ndarray:
-  """The minimum cut with the seed pixels' labels fixed (fg, bg: disjoint bool [H, W]), on a graph of
-  the other pixels only: an edge from a free pixel to a seed becomes a terminal capacity of the free
-  pixel (its cost if the pixel takes the other label), an edge between two seeds is a constant.
+  """The minimum cut with the seed pixels' labels fixed, on a graph of the other pixels only.
+
+  fg, bg: disjoint bool [H, W]. An edge from a free pixel to a seed becomes a terminal capacity of the
+  free pixel (its cost if the pixel takes the other label), an edge between two seeds is a constant.
   The same minimum as with infinite terminal capacities on the seeds, on fewer nodes (the hard seeds
-  of the paper's quantile seeds are a third of the image or more)."""
+  of the paper's quantile seeds are a third of the image or more).
+  """
   free = ~(fg | bg)
   source, sink = bg_cost.copy(), fg_cost.copy()  # the costs of labelling a pixel background / foreground
   ids = np.full(free.shape, -1, np.int64)
@@ -148,7 +171,15 @@ def _seeded_cut(fg_cost, bg_cost, edges, fg, bg) -> np.ndarray:
 
 
 def largest_component(mask, *, connectivity: int = 8) -> np.ndarray:
-  """The largest connected component of a bool mask (4- or 8-connected); empty stays empty."""
+  """The largest connected component of a mask; an empty mask stays empty.
+
+  Args:
+    mask: bool [H, W].
+    connectivity: 4 or 8.
+
+  Returns:
+    bool [H, W].
+  """
   mask = np.asarray(mask, bool)
   structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
   labels, n = ndimage.label(mask, structure=structure)
@@ -159,10 +190,18 @@ def largest_component(mask, *, connectivity: int = 8) -> np.ndarray:
 
 
 def cut_image(task) -> list[np.ndarray]:
-  """The graph cuts of one image's maps: task (image [H, W, 3], settings {'seeds': 'hard' or 'soft',
-  'pairwise_weight', 'connectivity', ...}, [(costs [2, H, W]: fg and bg, fg seeds, bg seeds)]) -> their
-  raw foreground masks. The pairwise term depends on the image alone, so its maps (e.g. of its top-k
-  classes) share it. Soft seeds only fitted the colour models: the cut leaves them free."""
+  """The graph cuts of one image's maps (a worker task: no JAX in this module).
+
+  The pairwise term depends on the image alone, so its maps (e.g. of its top-k classes) share it. Soft
+  seeds only fitted the colour models: the cut leaves them free.
+
+  Args:
+    task: (image uint8 [H, W, 3], settings {'seeds': 'hard' or 'soft', 'pairwise_weight',
+      'connectivity', ...}, [(costs [2, H, W]: foreground and background, fg seeds, bg seeds)]).
+
+  Returns:
+    The raw foreground masks, bool [H, W] each.
+  """
   image, s, cuts = task
   hard = s['seeds'] == 'hard'
   edges = pairwise_weights(image, pairwise_weight=s['pairwise_weight'], connectivity=s['connectivity'])
@@ -178,12 +217,14 @@ def _exit_with(parent: int) -> None:
 
 
 def _worker_init(parent: int) -> None:
-  """Runs first in each worker process. Ctrl-C goes to the whole process group: the parent stops the
-  pool, so the workers ignore it. A parent that dies without shutting the pool down (SIGKILL, the
-  out-of-memory killer) leaves its workers waiting for tasks: a watchdog thread ends them. (Linux's
-  PR_SET_PDEATHSIG would fire when the parent *thread* that started a worker ends, and the pool
-  starts workers from whichever thread submits.) Freed arrays are kept for the next task
-  (`host.reuse_freed_blocks`)."""
+  """Runs first in each worker process: signals, a watchdog on the parent, malloc.
+
+  Ctrl-C goes to the whole process group: the parent stops the pool, so the workers ignore it. A
+  parent that dies without shutting the pool down (SIGKILL, the out-of-memory killer) leaves its
+  workers waiting for tasks: a watchdog thread ends them. (Linux's PR_SET_PDEATHSIG would fire when
+  the parent *thread* that started a worker ends, and the pool starts workers from whichever thread
+  submits.) Freed arrays are kept for the next task (`host.reuse_freed_blocks`).
+  """
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   host.reuse_freed_blocks()
   threading.Thread(target=_exit_with, args=(parent,), daemon=True, name='exit-with-parent').start()
@@ -191,8 +232,10 @@ def _worker_init(parent: int) -> None:
 
 @functools.cache
 def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-  """A process pool kept for the life of the program (starting one costs about a second); its
-  workers end with this process, however it ends."""
+  """A process pool kept for the life of the program; its workers end with this process.
+
+  Starting one costs about a second; the workers end however this process ends.
+  """
   # 'spawn': the parent runs JAX threads, which a fork would copy in an undefined state.
   pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
                                                 initializer=_worker_init, initargs=(os.getpid(),))
@@ -201,16 +244,29 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
 
 def start_pool(workers: int) -> None:
-  """Starts the pool's `workers` processes now, without waiting for them (they otherwise start with the
-  first tasks, which then wait for them)."""
+  """Starts the pool's worker processes now, without waiting for them.
+
+  Otherwise they start with the first tasks, which then wait for them.
+
+  Args:
+    workers: the number of processes (under 2: no pool).
+  """
   pool = _pool(workers)
   for _ in range(workers):
     pool.submit(int)
 
 
 def start(fn, task, workers: int) -> concurrent.futures.Future:
-  """fn(task) in a pool of `workers` processes with workers > 1 (fn a module-level function of a
-  module without JAX, e.g. `cut_image`), else here and now; either way a future of its result."""
+  """fn(task) in a pool of worker processes, or here and now; either way a future of its result.
+
+  Args:
+    fn: a module-level function of a module without JAX (e.g. `cut_image`).
+    task: its argument.
+    workers: the pool's processes; under 2, fn runs here.
+
+  Returns:
+    A `concurrent.futures.Future` of fn(task).
+  """
   if workers > 1:
     return _pool(workers).submit(fn, task)
   done = concurrent.futures.Future()

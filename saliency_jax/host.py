@@ -24,7 +24,11 @@ TUNABLES = 'glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_t
 
 
 def glibc() -> bool:
-  """Whether this process runs on glibc 2.26 or later (the first with GLIBC_TUNABLES)."""
+  """Whether this process runs on glibc 2.26 or later (the first with GLIBC_TUNABLES).
+
+  Returns:
+    A bool.
+  """
   name, version = platform.libc_ver()
   if name != 'glibc' or not version:
     return False
@@ -32,10 +36,12 @@ def glibc() -> bool:
 
 
 def keep_freed_memory() -> None:
-  """With SALIENCY_JAX_KEEP_FREED_MEMORY=1 in the environment, re-executes this Python process once,
-  with the same command line, under `TUNABLES` (glibc reads them only at start-up). Does nothing
-  otherwise, off Linux / glibc, or when GLIBC_TUNABLES is already set (the user's own settings win).
-  Processes this one starts inherit the setting. Call it first thing in an entry point."""
+  """Re-executes this process once under `TUNABLES` when SALIENCY_JAX_KEEP_FREED_MEMORY=1.
+
+  glibc reads its tunables only at start-up, so the process re-executes itself with the same command
+  line. Does nothing otherwise, off Linux / glibc, or when GLIBC_TUNABLES is already set (the user's own
+  settings win). Processes this one starts inherit the setting. Call it first thing in an entry point.
+  """
   if os.environ.get(SWITCH) != '1':
     return
   if sys.platform != 'linux' or 'GLIBC_TUNABLES' in os.environ or not glibc():
@@ -50,12 +56,19 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 
 
 def reuse_freed_blocks(limit: int = 1 << 26) -> bool:
-  """Has glibc's malloc, from now on in this process, serve blocks under `limit` bytes from its heap and
-  keep up to 2 x limit freed at the heap's top, instead of mapping fresh pages for the larger blocks
-  and handing freed ones straight back (its defaults adapt to that only after a few frees). For
-  long-lived worker processes that allocate and free the same few-megabyte arrays task after task
-  (the graph cuts): their first tasks no longer fault in fresh pages for every array. The process
-  holds about its peak memory. Returns whether the settings took (False off glibc)."""
+  """Has glibc's malloc serve blocks under `limit` bytes from its heap and keep freed ones.
+
+  From now on in this process, up to 2 x limit freed bytes stay at the heap's top, instead of fresh pages
+  being mapped for the larger blocks and freed ones handed straight back (the defaults adapt to that only
+  after a few frees). For long-lived worker processes that allocate and free the same few-megabyte arrays
+  task after task (the graph cuts). The process holds about its peak memory.
+
+  Args:
+    limit: the block size, in bytes, under which blocks come from the heap.
+
+  Returns:
+    Whether the settings took (False off glibc).
+  """
   if sys.platform != 'linux' or not glibc():
     return False
   libc = ctypes.CDLL('libc.so.6')
@@ -63,8 +76,10 @@ def reuse_freed_blocks(limit: int = 1 << 26) -> bool:
 
 
 def release_memory() -> None:
-  """Hands what was freed back to the system (a garbage collection, then glibc's malloc_trim where
-  there is one), so that the peak memory does not creep up with the number of chunks of a job."""
+  """Hands what was freed back to the system: a garbage collection, then glibc's malloc_trim.
+
+  So that the peak memory does not creep up with the number of chunks of a job.
+  """
   gc.collect()
   try:
     ctypes.CDLL('libc.so.6').malloc_trim(0)

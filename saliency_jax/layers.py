@@ -19,7 +19,17 @@ Padding = str | Sequence[tuple[int, int]]
 
 
 def pair(v: int | Sequence[int]) -> tuple[int, int]:
-  """(v, v) for an int, the two ints of a pair; anything else is a ValueError."""
+  """An int or a pair of ints as a pair.
+
+  Args:
+    v: an int, or a sequence of two ints.
+
+  Returns:
+    (v, v) for an int, else the two ints.
+
+  Raises:
+    ValueError: anything else.
+  """
   if isinstance(v, int):
     return (v, v)
   v = tuple(int(a) for a in v)
@@ -31,7 +41,20 @@ def pair(v: int | Sequence[int]) -> tuple[int, int]:
 def pool_padding(
     in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int], padding: Padding
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-  """Explicit (lo, hi) padding of H and W for 'VALID', 'SAME' (TensorFlow's) or explicit pairs."""
+  """Explicit (lo, hi) padding of H and W for a pooling window.
+
+  Args:
+    in_hw: (H, W) of the input.
+    window: (h, w) of the window.
+    strides: (h, w) of the strides.
+    padding: 'VALID', 'SAME' (TensorFlow's) or ((lo, hi), (lo, hi)).
+
+  Returns:
+    ((lo, hi), (lo, hi)).
+
+  Raises:
+    ValueError: any other padding.
+  """
   if isinstance(padding, str):
     if padding.upper() == 'VALID':
       return ((0, 0), (0, 0))
@@ -77,12 +100,13 @@ def max_pool_switches(
 
   Args:
     x: [B, H, W, C] float.
-    window, strides: ints or pairs; strides default to the window.
+    window: an int or a pair.
+    strides: an int or a pair (None: the window).
     padding: 'VALID', 'SAME' or ((lo, hi), (lo, hi)); padded cells never win.
 
   Returns:
-    (y [B, Ho, Wo, C], switches [B, Ho, Wo, C] int32): the row-major position inside its window
-    of the element each output took (the first one on ties).
+    (y [B, Ho, Wo, C], switches [B, Ho, Wo, C] int32): the row-major position inside its window of the
+    element each output took (the first one on ties).
   """
   strides = window if strides is None else strides
   window, strides, pads, _, out = _geometry(x.shape, window, strides, padding)
@@ -103,11 +127,24 @@ def unpool(
     y: jax.Array, switches: jax.Array, input_shape: Sequence[int], window=(2, 2), strides=None,
     padding: Padding = 'VALID',
 ) -> jax.Array:
-  """DeconvNet unpooling: puts each value of `y` [B, Ho, Wo, C] back where its switch points.
+  """DeconvNet unpooling: puts each value of `y` back where its switch points.
 
-  Overlapping windows add up. Returns [B, H, W, C] with `input_shape`'s H, W. This is written
-  out by hand (pads with interior dilation), independently of autodiff, so that it can serve as
-  the explicit DeconvNet of Sect. 4.
+  Overlapping windows add up. Written out by hand (pads with interior dilation), independently of
+  autodiff, so that it can serve as the explicit DeconvNet of Sect. 4.
+
+  Args:
+    y: [B, Ho, Wo, C].
+    switches: [B, Ho, Wo, C] int32, from `max_pool_switches`.
+    input_shape: the pooling's input shape [B, H, W, C].
+    window: an int or a pair.
+    strides: an int or a pair (None: the window).
+    padding: as the pooling took it.
+
+  Returns:
+    [B, H, W, C].
+
+  Raises:
+    ValueError: y and switches that do not match a pooling of `input_shape`.
   """
   strides = window if strides is None else strides
   window, strides, pads, padded, out = _geometry(tuple(input_shape), window, strides, padding)
@@ -147,10 +184,19 @@ def _max_pool_jvp(window, strides, padding, primals, tangents):
 
 
 def max_pool(x: jax.Array, window=(2, 2), strides=None, padding: Padding = 'VALID') -> jax.Array:
-  """Max-pooling [B, H, W, C] -> [B, Ho, Wo, C] with a switch-routing derivative.
+  """Max-pooling with a switch-routing derivative.
 
-  Forward and reverse mode both work; the derivative sends everything to each window's argmax
-  (the first maximum on ties, where `reduce_window` would too). Strides default to the window.
+  Forward and reverse mode both work; the derivative sends everything to each window's argmax (the first
+  maximum on ties, where `reduce_window` would too), and costs about a forward pass on XLA:CPU.
+
+  Args:
+    x: [B, H, W, C].
+    window: an int or a pair.
+    strides: an int or a pair (None: the window).
+    padding: 'VALID', 'SAME' or ((lo, hi), (lo, hi)).
+
+  Returns:
+    [B, Ho, Wo, C].
   """
   strides = window if strides is None else strides
   padding = padding.upper() if isinstance(padding, str) else tuple(pair(p) for p in padding)
@@ -159,7 +205,15 @@ def max_pool(x: jax.Array, window=(2, 2), strides=None, padding: Padding = 'VALI
 
 
 def adaptive_avg_pool(x: jax.Array, output_size) -> jax.Array:
-  """PyTorch's AdaptiveAvgPool2d on [B, H, W, C]: bin i spans [floor(i H / n), ceil((i + 1) H / n))."""
+  """PyTorch's AdaptiveAvgPool2d: bin i spans [floor(i H / n), ceil((i + 1) H / n)).
+
+  Args:
+    x: [B, H, W, C].
+    output_size: an int or (h, w).
+
+  Returns:
+    [B, h, w, C].
+  """
   oh, ow = pair(output_size)
   h, w = x.shape[1:3]
   if h % oh == 0 and w % ow == 0:
@@ -177,12 +231,21 @@ def adaptive_avg_pool(x: jax.Array, output_size) -> jax.Array:
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Padding = 'SAME',
                    dilation=(1, 1)) -> jax.Array:
-  """Depthwise convolution [B, H, W, C] -> [B, Ho, Wo, C * m] as a sum over the kernel's taps.
+  """Depthwise convolution as a sum over the kernel's taps.
 
-  kernel [kh, kw, 1, C * m] (grouped-conv layout: output channel c * m + j reads input channel c).
   The same function as `lax.conv_general_dilated(..., feature_group_count=C)`, written as kh * kw
-  shifted, strided slices times per-channel weights: on XLA:CPU the grouped convolution is several
-  times slower, forward and backward, than this, and MobileNets are mostly depthwise layers.
+  shifted, strided slices times per-channel weights: on XLA:CPU the grouped convolution is several times
+  slower, forward and backward, than this, and MobileNets are mostly depthwise layers.
+
+  Args:
+    x: [B, H, W, C].
+    kernel: [kh, kw, 1, C * m] (grouped-conv layout: output channel c * m + j reads input channel c).
+    strides: an int or a pair.
+    padding: 'SAME', 'VALID' or explicit pairs.
+    dilation: an int or a pair.
+
+  Returns:
+    [B, Ho, Wo, C * m].
   """
   kh, kw, _, cm = kernel.shape
   m = cm // x.shape[-1]
@@ -229,15 +292,23 @@ _strided_conv.defjvp(_strided_conv_jvp, symbolic_zeros=True)
 
 
 def strided_conv(x: jax.Array, kernel: jax.Array, strides, padding: Padding = 'SAME') -> jax.Array:
-  """Convolution [B, H, W, C] -> [B, Ho, Wo, O] with strides, kernel [kh, kw, C, O] (no groups, no
-  dilation): the forward pass is `lax.conv_general_dilated`'s (what `nnx.Conv` computes, to the bit);
-  the derivative in x is the same linear map written as strided slices of the input times the kernel
-  as a matrix, so the backward pass is one matrix product and interior pads. On XLA:CPU the
-  convolution's own transpose (an input-dilated convolution) is several times slower than that inside
-  the sequential saliency kernels (measured by hand on a MobileNet's first layer, 10 crops at 224 px;
-  less for a 7x7 kernel with 96 outputs). The derivative in the kernel is the
-  convolution's own. Not measured on accelerators: `graph.apply` uses it on CPU only (the matrix of
-  receptive fields takes kh * kw times the input's memory).
+  """Convolution with strides whose derivative in the input is strided slices and one matrix product.
+
+  The forward pass is `lax.conv_general_dilated`'s (what `nnx.Conv` computes, to the bit); the
+  derivative in x is the same linear map written as strided slices of the input times the kernel as a
+  matrix, so the backward pass is one matrix product and interior pads. On XLA:CPU the convolution's own
+  transpose (an input-dilated convolution) is several times slower than that inside the sequential
+  saliency kernels. The derivative in the kernel is the convolution's own. `graph.apply` uses it on CPU
+  only (the matrix of receptive fields takes kh * kw times the input's memory).
+
+  Args:
+    x: [B, H, W, C].
+    kernel: [kh, kw, C, O] (no groups, no dilation).
+    strides: an int or a pair.
+    padding: 'SAME', 'VALID' or explicit pairs.
+
+  Returns:
+    [B, Ho, Wo, O].
   """
   window, strides = pair(kernel.shape[:2]), pair(strides)
   pads = pool_padding(x.shape[1:3], window, strides, padding)

@@ -48,6 +48,29 @@ METHODS = ('graphcut', 'threshold', 'full', 'centre')
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+  """Every setting of a localisation method, with the paper's pipeline as the default.
+
+  The module docstring says what each one does; `__post_init__` refuses settings out of range.
+
+  Attributes:
+    method: 'graphcut', 'threshold', 'full' or 'centre'.
+    fg_quantile: foreground seeds: pixels at or above this quantile of the map.
+    bg_quantile: background seeds: pixels at or below this quantile.
+    fg_floor: foreground seeds must also reach this fraction of the map's maximum (not in the paper).
+    num_components: components of each colour model.
+    gmm_iters: EM iterations.
+    covariance_floor: added to the covariances (colours scaled to [0, 1]).
+    gmm_samples: seed pixels drawn to fit each model (0: all).
+    pairwise_weight: the cut's pairwise weight.
+    connectivity: 4 or 8, of the cut and of the components.
+    seeds: 'hard' (seed pixels keep their label in the cut) or 'soft' (seeds only fit the models).
+    iterations: GrabCut rounds after the paper's single cut.
+    threshold: the threshold method's fraction of the maximum.
+    centre_fraction: the centre method's fraction of each side.
+    smoothing: a Gaussian blur of the map of this fraction of its shorter side before seeding.
+    component: 'largest' (the paper's) or 'all': the box of every foreground region.
+    seed: the seed of the colour models' pixel sampling.
+  """
   method: str = 'graphcut'
   fg_quantile: float = 0.95
   bg_quantile: float = 0.30
@@ -98,12 +121,27 @@ class Settings:
 
 
 def standard_methods() -> dict[str, dict]:
-  """The methods an experiment compares: `defaults.localise_methods`."""
+  """The methods an experiment compares (`defaults.localise_methods`).
+
+  Returns:
+    {name: settings dict}.
+  """
   return defaults.localise_methods()
 
 
 def settings(config=None, **overrides) -> Settings:
-  """Settings from None (the defaults), a Settings, a dict or an ml_collections ConfigDict."""
+  """`Settings` from None (the defaults), a Settings, a dict or an ml_collections ConfigDict.
+
+  Args:
+    config: the base settings.
+    **overrides: fields of `Settings` to change.
+
+  Returns:
+    The `Settings`.
+
+  Raises:
+    ValueError: unknown fields, naming the known ones, or values out of range.
+  """
   if isinstance(config, Settings):
     base = dataclasses.asdict(config)
   elif config is None:
@@ -118,13 +156,28 @@ def settings(config=None, **overrides) -> Settings:
 
 
 class Result(NamedTuple):
+  """A localisation: the mask, its box and how it was obtained.
+
+  Attributes:
+    mask: bool [H, W].
+    box: (x0, y0, x1, y1), x1 / y1 exclusive.
+    status: 'ok', or why the full-image box was returned: 'invalid_saliency', 'flat_saliency' or
+      'empty_segment'.
+  """
   mask: np.ndarray  # bool [H, W]
   box: tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 / y1 exclusive
   status: str  # 'ok', 'invalid_saliency', 'flat_saliency' or 'empty_segment'
 
 
 def fallbacks(statuses) -> int:
-  """How many of `statuses` (`Result.status` strings, or Results) are fallback boxes (any status but 'ok')."""
+  """How many of the statuses are fallback boxes (any status but 'ok').
+
+  Args:
+    statuses: `Result.status` strings, or Results.
+
+  Returns:
+    The count.
+  """
   return sum((s.status if isinstance(s, Result) else str(s)) != 'ok' for s in statuses)
 
 
@@ -144,24 +197,40 @@ def _check(image, saliency) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resize_map(saliency, shape) -> np.ndarray:
-  """Bilinear resize of a map [h, w] to `shape` (H, W), e.g. a 32 px net's map onto the photo."""
+  """Bilinear resize of a map, e.g. a 32 px net's map onto the photo.
+
+  Args:
+    saliency: [h, w].
+    shape: (H, W).
+
+  Returns:
+    float64 [H, W].
+  """
   from skimage import transform
   return transform.resize(np.asarray(saliency, np.float64), tuple(shape), order=1, mode='edge',
                           anti_aliasing=False)
 
 
 def seeds(saliency, fg_quantile: float = 0.95, bg_quantile: float = 0.30, fg_floor: float = 0.0):
-  """(fg bool [H, W], bg bool [H, W], status): the paper's quantile seeds of a saliency map [H, W].
+  """The paper's quantile seeds of a saliency map.
 
   fg: pixels >= the fg_quantile quantile, bg: pixels <= the bg_quantile quantile. A sparse map (most
-  pixels one value, e.g. exactly 0) ties both quantiles. Then every pixel above the tie is a
-  foreground seed (fewer than 1 - fg_quantile of the image, all of them top ranked), and background
-  seeds are the pixels below the tie plus the tied pixels farthest (Euclidean) from the foreground,
-  bg_quantile of the image in all: the tie is broken by distance from the evidence, not by the map.
-  When the tie is the map's maximum, the same with the roles swapped. Only a constant map is
-  'flat_saliency' (fg, bg None), a map with NaN or infinity 'invalid_saliency'.
-  fg_floor > 0 also asks foreground seeds to reach fg_floor x the map's maximum (not in the paper):
-  where the object covers less than 1 - fg_quantile of the image, the quantile alone seeds background.
+  pixels one value, e.g. exactly 0) ties both quantiles. Then every pixel above the tie is a foreground
+  seed (fewer than 1 - fg_quantile of the image, all of them top ranked), and background seeds are the
+  pixels below the tie plus the tied pixels farthest (Euclidean) from the foreground, bg_quantile of the
+  image in all: the tie is broken by distance from the evidence, not by the map. When the tie is the
+  map's maximum, the same with the roles swapped.
+
+  Args:
+    saliency: [H, W].
+    fg_quantile: the foreground quantile.
+    bg_quantile: the background quantile.
+    fg_floor: > 0 also asks foreground seeds to reach fg_floor x the map's maximum (not in the paper):
+      where the object covers less than 1 - fg_quantile of the image, the quantile alone seeds background.
+
+  Returns:
+    (fg bool [H, W], bg bool [H, W], status): status 'ok'; 'flat_saliency' for a constant map and
+    'invalid_saliency' for one with NaN or infinity, both with fg and bg None.
   """
   saliency = np.asarray(saliency, np.float64)
   if not np.all(np.isfinite(saliency)):
@@ -202,7 +271,15 @@ def _full(shape, status: str) -> Result:
 
 
 def smooth(saliency, sigma: float) -> np.ndarray:
-  """A map blurred by a Gaussian of `sigma` x its shorter side (0: unchanged)."""
+  """A map blurred by a Gaussian of `sigma` x its shorter side.
+
+  Args:
+    saliency: [H, W].
+    sigma: the blur's std as a fraction of the shorter side (0: unchanged).
+
+  Returns:
+    [H, W].
+  """
   if sigma <= 0:
     return saliency
   from scipy import ndimage
@@ -222,7 +299,17 @@ def _from_mask(mask, connectivity: int, component: str = 'largest') -> Result:
 
 
 def threshold_box(saliency, fraction: float, *, connectivity: int = 8, component: str = 'largest') -> Result:
-  """CAM / Grad-CAM: pixels >= fraction x max, largest connected component (or all of them), its box."""
+  """The CAM / Grad-CAM box: pixels >= fraction x max, the largest connected component (or all), its box.
+
+  Args:
+    saliency: [H, W].
+    fraction: of the map's maximum.
+    connectivity: 4 or 8.
+    component: 'largest' or 'all'.
+
+  Returns:
+    A `Result` (the full image, with its status, for a flat or invalid map).
+  """
   saliency = np.asarray(saliency, np.float64)
   if not np.all(np.isfinite(saliency)):
     return _full(saliency.shape, 'invalid_saliency')
@@ -232,7 +319,15 @@ def threshold_box(saliency, fraction: float, *, connectivity: int = 8, component
 
 
 def centre_box(shape, fraction: float) -> Result:
-  """A centred box covering `fraction` of each side."""
+  """A centred box covering `fraction` of each side.
+
+  Args:
+    shape: (H, W).
+    fraction: of each side.
+
+  Returns:
+    A `Result`.
+  """
   h, w = shape
   bh, bw = max(1, round(h * fraction)), max(1, round(w * fraction))
   y0, x0 = (h - bh) // 2, (w - bw) // 2
@@ -293,8 +388,11 @@ def _flatten(arrays, which, padded: int) -> np.ndarray:
 
 
 def _colour_calls(sizes, chunk_size: int) -> list[tuple[int, list[int], list[int]]]:
-  """The device calls of `colour_cost_chunks` for images of `sizes` pixels: (padded pixels, the images,
-  the images with the batch padded: sizes 1, 2, 4, ..., chunk_size, by repeating its first image)."""
+  """The device calls of `colour_cost_chunks` for images of `sizes` pixels.
+
+  Each is (padded pixels, the images, the images with the batch padded: sizes 1, 2, 4, ..., chunk_size,
+  by repeating its first image).
+  """
   buckets: dict[int, list[int]] = {}
   for i, n in enumerate(sizes):
     buckets.setdefault(_padded_size(n), []).append(i)
@@ -308,11 +406,21 @@ def _colour_calls(sizes, chunk_size: int) -> list[tuple[int, list[int], list[int
 
 
 def prepare(sizes, configs, *, workers: int = 0, chunk_size: int = 8) -> threading.Thread:
-  """Gets GraphCut batches of maps of `sizes` ((H, W) each, one batch's worth) under `configs` (localise
-  settings; other methods are skipped) ready, in a background thread: starts the worker pool's processes
-  (workers > 1) and compiles the colour-model programs the batches will call (ahead of time: nothing
-  runs). Returns the thread: join it before those batches, having done other work meanwhile (XLA
-  compiles on one core)."""
+  """Gets GraphCut batches ready in a background thread: the worker pool and the compiled colour models.
+
+  Starts the worker pool's processes (workers > 1) and compiles, ahead of time, the colour-model programs
+  that batches of maps of `sizes` under `configs` will call (nothing runs). Join the thread before those
+  batches, having done other work meanwhile (XLA compiles on one core).
+
+  Args:
+    sizes: (H, W) of each map of one batch.
+    configs: localise settings (other methods than GraphCut are skipped).
+    workers: the cuts' worker processes.
+    chunk_size: images per colour-model call.
+
+  Returns:
+    The started thread.
+  """
   cuts = {(s.num_components, s.gmm_iters, s.gmm_samples, s.covariance_floor): s
           for s in map(settings, configs) if s.method == 'graphcut'}
   shapes = {(padded, len(full)) for padded, _, full in _colour_calls([h * w for h, w in sizes], chunk_size)}
@@ -333,9 +441,21 @@ def prepare(sizes, configs, *, workers: int = 0, chunk_size: int = 8) -> threadi
 
 
 def colour_cost_chunks(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8):
-  """`colour_costs` one device call at a time: yields {image index: costs [2, H, W]} per call. Each call
-  is dispatched before the previous one's costs are read back, so the host can use them (e.g. start
-  their cuts) while the device computes the next."""
+  """`colour_costs` one device call at a time, each dispatched before the previous one's costs are read.
+
+  So the host can use the costs (e.g. start their cuts) while the device computes the next.
+
+  Args:
+    images: uint8 [H, W, 3] each (any sizes).
+    fg_masks: bool [H, W] each, the foreground seeds.
+    bg_masks: bool [H, W] each, the background seeds.
+    keys: [B] JAX random keys, one per image.
+    s: the `Settings`.
+    chunk_size: images per device call.
+
+  Yields:
+    {image index: costs float [2, H, W]} per call.
+  """
   sizes = [im.shape[0] * im.shape[1] for im in images]
   calls = _colour_calls(sizes, chunk_size)
 
@@ -357,13 +477,23 @@ def colour_cost_chunks(images, fg_masks, bg_masks, keys, s: Settings, chunk_size
 
 
 def colour_costs(images, fg_masks, bg_masks, keys, s: Settings, chunk_size: int = 8) -> list[np.ndarray]:
-  """Host wrapper: lists of images uint8 [H, W, 3] and masks bool [H, W] (any sizes) and keys [B]
-  -> a list of costs [2, H, W] (numpy): each pixel's -log p under the fg and the bg model.
+  """Each pixel's -log p under the foreground and the background colour model, fitted on the device.
 
-  The pixels of every image are flattened and padded (zero weight) to a power of two (small
-  images) or a multiple of PIXEL_BUCKET pixels, images of the same padded size go `chunk_size` at a
-  time to the device (memory ~ chunk x pixels x components), and a short last chunk repeats its
-  first image: images of many sizes (VOC) share a few compiled programs.
+  The pixels of every image are flattened and padded (zero weight) to a power of two (small images) or a
+  multiple of PIXEL_BUCKET pixels, images of the same padded size go `chunk_size` at a time to the device
+  (memory ~ chunk x pixels x components), and a short last chunk repeats its first image: images of many
+  sizes (VOC) share a few compiled programs.
+
+  Args:
+    images: uint8 [H, W, 3] each (any sizes).
+    fg_masks: bool [H, W] each, the foreground seeds.
+    bg_masks: bool [H, W] each, the background seeds.
+    keys: [B] JAX random keys, one per image.
+    s: the `Settings`.
+    chunk_size: images per device call.
+
+  Returns:
+    A list of NumPy costs [2, H, W] (foreground, background).
   """
   out: list[np.ndarray | None] = [None] * len(images)
   for done in colour_cost_chunks(images, fg_masks, bg_masks, keys, s, chunk_size):
@@ -386,25 +516,46 @@ def _image_keys(seed, indices):
 
 
 def localise_batch(images, maps, config=None, *, workers: int = 0, indices=None) -> list[Result]:
-  """Localises every image from its map: a list of `Result(mask, box, status)`.
+  """Localises every image from its map.
 
-  images: uint8 [H, W, 3] each (a list, or an array [B, H, W, 3]); maps: [H, W] each, same sizes.
-  GraphCut: the colour models of up to 8 images are fitted in one device call; the cuts
-  run in `workers` processes (0 or 1: in this process), the maps of one image (the same array object,
-  e.g. its top-k classes' maps) in one task that computes the image's pairwise term once. Results do
-  not depend on `workers` or on the batch: image i's random key is `fold_in(key(seed), indices[i])`
-  (indices default 0..B-1).
+  GraphCut: the colour models of up to 8 images are fitted in one device call; the cuts run in `workers`
+  processes (0 or 1: in this process), the maps of one image (the same array object, e.g. its top-k
+  classes' maps) in one task that computes the image's pairwise term once. Results do not depend on
+  `workers` or on the batch: image i's random key is `fold_in(key(seed), indices[i])`.
+
+  Args:
+    images: uint8 [H, W, 3] each (a list, or an array [B, H, W, 3]).
+    maps: [H, W] each, the images' sizes.
+    config: a `Settings`, dict or ConfigDict (default: the paper's pipeline).
+    workers: the cuts' worker processes.
+    indices: each image's index for its random key (default 0..B-1).
+
+  Returns:
+    A list of `Result`.
   """
   return start_batch(images, maps, config, workers=workers, indices=indices)()
 
 
 def start_batch(images, maps, config=None, *, workers: int = 0,
                 indices=None) -> Callable[[], list[Result]]:
-  """`localise_batch` in two halves: this call does this process's share (seeds, colour models) and
-  queues the cuts in the worker pool; the function it returns waits for the cuts and returns the
-  results. Batches started one after another (e.g. several methods) keep the workers busy from one
-  batch's cuts to the next's. Arguments and results as `localise_batch`'s; with GrabCut rounds
-  (`iterations`) this call waits for every round's cuts but the last."""
+  """`localise_batch` in two halves: this process's share now, the cuts queued in the worker pool.
+
+  Batches started one after another (e.g. several methods) keep the workers busy from one batch's cuts to
+  the next's. With GrabCut rounds (`iterations`) this call waits for every round's cuts but the last.
+
+  Args:
+    images: as `localise_batch` takes them.
+    maps: as `localise_batch` takes them.
+    config: as `localise_batch` takes it.
+    workers: as `localise_batch` takes it.
+    indices: as `localise_batch` takes them.
+
+  Returns:
+    A function of no argument that waits for the cuts and returns the list of `Result`.
+
+  Raises:
+    ValueError: as many images as maps are needed.
+  """
   s = settings(config)
   if len(images) != len(maps):
     raise ValueError(f'{len(images)} images but {len(maps)} maps')
@@ -444,8 +595,11 @@ def start_batch(images, maps, config=None, *, workers: int = 0,
   cut_settings = dataclasses.asdict(s)
 
   def cut(fit_fg, fit_bg, keys) -> list[concurrent.futures.Future]:
-    """One round: per image (`order`), a future of its maps' cut masks. An image's cuts start as soon as
-    the colour costs of its maps are back, while the device fits the next images' colour models."""
+    """One round: per image (`order`), a future of its maps' cut masks.
+
+    An image's cuts start as soon as the colour costs of its maps are back, while the device fits the next
+    images' colour models.
+    """
     costs, missing, cuts = {}, [len(js) for js in order], [None] * len(order)
     for done in colour_cost_chunks(images_t, fit_fg, fit_bg, keys, s):
       costs.update(done)
@@ -480,10 +634,16 @@ def start_batch(images, maps, config=None, *, workers: int = 0,
 
 
 def localise(image, saliency, config=None, *, return_status: bool = False):
-  """One image uint8 [H, W, 3] and its saliency [H, W] -> (mask bool [H, W], box (x0, y0, x1, y1)).
+  """One image's box from its saliency map: the paper's pipeline by default (Sect. 3.2).
 
-  x1 / y1 exclusive. `config`: a `Settings`, dict or ConfigDict (default: the paper's pipeline).
-  With return_status, also the status string ('ok' or why the full-image box was returned).
+  Args:
+    image: uint8 [H, W, 3].
+    saliency: [H, W].
+    config: a `Settings`, dict or ConfigDict (default: the paper's pipeline).
+    return_status: also return the status ('ok' or why the full-image box was returned).
+
+  Returns:
+    (mask bool [H, W], box (x0, y0, x1, y1) with x1 / y1 exclusive), and the status with return_status.
   """
   result = localise_batch([image], [saliency], config)[0]
   return tuple(result) if return_status else (result.mask, result.box)

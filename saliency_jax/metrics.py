@@ -126,12 +126,21 @@ def _same_length(name_a: str, a, name_b: str, b) -> None:
 
 
 def box_iou(a, b) -> np.ndarray:
-  """Intersection over union of boxes a [..., 4] and b [..., 4], broadcast over the leading axes.
+  """Intersection over union of boxes, broadcast over the leading axes.
 
   `box_iou(pred[:, None], gt[None])` is the [P, G] matrix. Boxes are (x0, y0, x1, y1), x1 / y1 exclusive,
   so boxes that only touch ([0, 0, 10, 10] and [10, 0, 20, 10]) have IoU 0. Where the union has zero area
-  (two zero-area boxes) the IoU is 0, never NaN. Returns float64 of the broadcast shape (a numpy scalar for
-  two single boxes). ValueError for a box that is not finite or has x1 < x0 or y1 < y0, naming it.
+  (two zero-area boxes) the IoU is 0, never NaN.
+
+  Args:
+    a: [..., 4] boxes.
+    b: [..., 4] boxes.
+
+  Returns:
+    float64 of the broadcast shape (a NumPy scalar for two single boxes).
+
+  Raises:
+    ValueError: shapes that do not broadcast, or a box that is not finite or has x1 < x0 or y1 < y0.
   """
   a, b = _as_boxes(a, 'a'), _as_boxes(b, 'b')
   try:
@@ -149,9 +158,16 @@ def box_iou(a, b) -> np.ndarray:
 
 
 def boxes_from_mask(mask) -> Box | None:
-  """The box (x0, y0, x1, y1) of a mask's True pixels, x1 / y1 exclusive, as ints; None for an empty mask.
+  """The box of a mask's True pixels; the inverse of `mask_from_boxes` for rectangular masks.
 
-  mask: bool [H, W] (or 0 / 1). Inverse of `mask_from_boxes` for rectangular masks.
+  Args:
+    mask: bool [H, W] (or 0 / 1).
+
+  Returns:
+    (x0, y0, x1, y1) ints, x1 / y1 exclusive; None for an empty mask.
+
+  Raises:
+    ValueError: a mask that is not [H, W].
   """
   m = _as_mask(mask, 'mask')
   if m.ndim != 2:
@@ -163,10 +179,20 @@ def boxes_from_mask(mask) -> Box | None:
 
 
 def mask_from_boxes(boxes, shape) -> np.ndarray:
-  """Union mask bool [H, W] of boxes [M, 4] (or one box [4]; M may be 0), clipped to the image.
+  """The union mask of boxes, clipped to the image.
 
   A pixel (r, c) is covered when its centre (c + 0.5, r + 0.5) lies in [x0, x1) x [y0, y1): for integer
-  coordinates, columns x0 .. x1 - 1 and rows y0 .. y1 - 1. shape: (H, W).
+  coordinates, columns x0 .. x1 - 1 and rows y0 .. y1 - 1.
+
+  Args:
+    boxes: [M, 4] (M may be 0) or one box [4].
+    shape: (H, W).
+
+  Returns:
+    bool [H, W].
+
+  Raises:
+    ValueError: a shape that is not two non-negative integers, or boxes of another shape.
   """
   try:
     h, w = (operator.index(s) for s in shape)
@@ -191,10 +217,18 @@ def mask_from_boxes(boxes, shape) -> np.ndarray:
 def mask_iou(a, b, *, empty: float = 0.0) -> float:
   """Intersection over union of two boolean masks of the same shape (any number of dimensions).
 
-  Both masks empty (zero union): returns `empty`, 0.0 by default. Choice: an IoU score should never reward
-  predicting nothing, and 0 agrees with `box_iou` (zero-area union -> 0) and with the usual zero-division
-  default of Jaccard scores; pass `empty=1.0` when comparing two segmentations for agreement (both empty =
-  they agree), or `empty=float('nan')` to leave such images out of a nanmean.
+  Args:
+    a: a bool mask.
+    b: a bool mask of a's shape.
+    empty: what two empty masks (zero union) give: 0 by default (an IoU score should never reward
+      predicting nothing, and 0 agrees with `box_iou`); 1.0 to compare two segmentations for agreement,
+      NaN to leave such images out of a nanmean.
+
+  Returns:
+    The IoU, a float.
+
+  Raises:
+    ValueError: masks of different shapes.
   """
   a, b = _as_mask(a, 'a'), _as_mask(b, 'b')
   if a.shape != b.shape:
@@ -221,7 +255,7 @@ def _parse_guesses(guesses, name: str) -> list[tuple[object, np.ndarray | None]]
 
 
 def _same_class(labels: np.ndarray, cls) -> np.ndarray:
-  """bool [M]: which ground-truth objects have class `cls`."""
+  """Bool [M]: which ground-truth objects have class `cls`."""
   return np.array([label == cls for label in labels.tolist()], bool).reshape(len(labels))
 
 
@@ -238,15 +272,23 @@ def _check_top_k(top_k) -> int:
 
 
 def localisation_correct(guesses, gt_labels, gt_boxes, *, iou_threshold: float = 0.5) -> bool:
-  """ILSVRC localisation rule for ONE image: is some guess right in both class and box?
+  """The ILSVRC localisation rule for one image: is some guess right in both class and box?
 
-  guesses: a sequence of (class, box) pairs, best first (ILSVRC allows 5); a box of None is a guess that
-  cannot be correct. gt_labels [M] and gt_boxes [M, 4]: all of the image's objects (several objects, several
-  classes allowed). Correct when SOME guess has the class of some ground-truth object AND IoU >=
-  `iou_threshold` with a ground-truth box OF THAT CLASS; a box matching an object of another class does not
-  count. On ILSVRC CLS-LOC every object of an image has the image's one class, where this is exactly the
-  official rule (Russakovsky et al. 2015, Sect. 4.2; Simonyan et al. 2013, Sect. 3.2). An image with no
-  objects (M = 0) is never correct.
+  Correct when some guess has the class of some ground-truth object and IoU >= `iou_threshold` with a
+  ground-truth box of that class; a box matching an object of another class does not count. On ILSVRC
+  CLS-LOC every object of an image has the image's one class, where this is exactly the official rule
+  (Russakovsky et al. 2015, Sect. 4.2; Simonyan et al. 2013, Sect. 3.2). An image with no objects is
+  never correct.
+
+  Args:
+    guesses: a sequence of (class, box) pairs, best first (ILSVRC allows 5); a box of None is a guess
+      that cannot be correct.
+    gt_labels: [M], the classes of all the image's objects.
+    gt_boxes: [M, 4], their boxes.
+    iou_threshold: the IoU a box needs.
+
+  Returns:
+    A bool.
   """
   threshold = _check_threshold(iou_threshold)
   labels, boxes = _ground_truth(gt_labels, gt_boxes, 'gt')
@@ -256,11 +298,20 @@ def localisation_correct(guesses, gt_labels, gt_boxes, *, iou_threshold: float =
 
 def localisation_error(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: int = 5,
                        iou_threshold: float = 0.5) -> float:
-  """ILSVRC localisation error over a data set: the fraction of images NOT `localisation_correct`.
+  """ILSVRC localisation error over a data set: the fraction of images not `localisation_correct`.
 
-  all_guesses: per image, a sequence of (class, box) pairs, best first; only the first `top_k` count
-  (top_k=5: the ILSVRC top-5 localisation error of Simonyan et al. 2013 Sect. 3.2; top_k=1: top-1).
-  all_gt_labels / all_gt_boxes: per image, labels [M_i] and boxes [M_i, 4]. Returns a float in [0, 1].
+  Args:
+    all_guesses: per image, a sequence of (class, box) pairs, best first.
+    all_gt_labels: per image, labels [M_i].
+    all_gt_boxes: per image, boxes [M_i, 4].
+    top_k: how many guesses count (5: the top-5 localisation error of Sect. 3.2; 1: top-1).
+    iou_threshold: the IoU a box needs.
+
+  Returns:
+    A float in [0, 1].
+
+  Raises:
+    ValueError: no images.
   """
   _check_top_k(top_k)
   _same_length('all_guesses', all_guesses, 'all_gt_labels', all_gt_labels)
@@ -277,12 +328,25 @@ FAILURES = ('correct', 'wrong_classes', 'too_small', 'too_large', 'displaced')
 
 def localisation_failure(guesses, gt_labels, gt_boxes, *, iou_threshold: float = 0.5,
                          area_ratio: float = 2.0) -> str:
-  """Why ONE image's guesses pass or fail the ILSVRC rule (`localisation_correct`), one of `FAILURES`.
+  """Why one image's guesses pass or fail the ILSVRC rule (`localisation_correct`), one of `FAILURES`.
 
   'correct'; 'wrong_classes': no guess has a class of the image's objects; otherwise a guess has a right
   class but no such box reaches the IoU. Among those guesses, the box with the best IoU against a
   ground-truth box of its class is compared with that ground-truth box: area below 1 / area_ratio of it
   'too_small', above area_ratio times it 'too_large', else 'displaced'.
+
+  Args:
+    guesses: (class, box) pairs, best first.
+    gt_labels: [M], the objects' classes.
+    gt_boxes: [M, 4], their boxes.
+    iou_threshold: the IoU a box needs.
+    area_ratio: > 1, the area ratio beyond which a box is too small or too large.
+
+  Returns:
+    The category, a string.
+
+  Raises:
+    ValueError: area_ratio <= 1.
   """
   threshold = _check_threshold(iou_threshold)
   if not area_ratio > 1:
@@ -309,8 +373,20 @@ def localisation_failure(guesses, gt_labels, gt_boxes, *, iou_threshold: float =
 
 def localisation_failures(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: int = 5,
                           iou_threshold: float = 0.5, area_ratio: float = 2.0) -> dict:
-  """`localisation_failure` of every image's first `top_k` guesses: {'counts': {category: n} over
-  `FAILURES`, 'per_image': [category]}; the share not 'correct' is `localisation_error`."""
+  """`localisation_failure` of every image's first `top_k` guesses.
+
+  Args:
+    all_guesses: per image, (class, box) pairs, best first.
+    all_gt_labels: per image, labels [M_i].
+    all_gt_boxes: per image, boxes [M_i, 4].
+    top_k: how many guesses count.
+    iou_threshold: the IoU a box needs.
+    area_ratio: as `localisation_failure` takes it.
+
+  Returns:
+    {'counts': {category: n} over `FAILURES`, 'per_image': [category]}; the share not 'correct' is the
+    `localisation_error`.
+  """
   _check_top_k(top_k)
   _same_length('all_guesses', all_guesses, 'all_gt_labels', all_gt_labels)
   _same_length('all_guesses', all_guesses, 'all_gt_boxes', all_gt_boxes)
@@ -322,13 +398,25 @@ def localisation_failures(all_guesses, all_gt_labels, all_gt_boxes, *, top_k: in
 
 def gt_known_hits(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *,
                   iou_threshold: float = 0.5) -> np.ndarray:
-  """Per-image "GT-known" box hits, bool [N]: the class is given, only the box is judged.
+  """Per-image "GT-known" box hits: the class is given, only the box is judged.
 
-  boxes: N predicted boxes (an [N, 4] array or a sequence of boxes), one per image, each predicted for the
-  TRUE class `classes[i]`; a box of None (no localisation) is a miss. gt_labels_per_image[i] [M_i] and
-  gt_boxes_per_image[i] [M_i, 4]: the image's objects. Hit when IoU >= `iou_threshold` (0.5 in CAM /
-  Grad-CAM) with some ground-truth box of class classes[i]. ValueError when an image has no ground-truth
-  box of its class (the protocol presumes one).
+  A hit when the box has IoU >= `iou_threshold` (0.5 in CAM / Grad-CAM) with some ground-truth box of the
+  image's true class.
+
+  Args:
+    boxes: N predicted boxes (an [N, 4] array or a sequence), each for the true class `classes[i]`; a box
+      of None (no localisation) is a miss.
+    gt_labels_per_image: per image, labels [M_i].
+    gt_boxes_per_image: per image, boxes [M_i, 4].
+    classes: [N], each image's true class.
+    iou_threshold: the IoU a box needs.
+
+  Returns:
+    bool [N].
+
+  Raises:
+    ValueError: a class that is not a single label, or an image with no ground-truth box of its class (the
+      protocol presumes one).
   """
   threshold = _check_threshold(iou_threshold)
   _same_length('boxes', boxes, 'gt_labels_per_image', gt_labels_per_image)
@@ -348,7 +436,21 @@ def gt_known_hits(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *,
 
 def gt_known_accuracy(boxes, gt_labels_per_image, gt_boxes_per_image, classes, *,
                       iou_threshold: float = 0.5) -> float:
-  """"GT-known" box accuracy: the fraction of `gt_known_hits` (same arguments); a float in [0, 1]."""
+  """"GT-known" box accuracy: the fraction of `gt_known_hits`.
+
+  Args:
+    boxes: as `gt_known_hits` takes them.
+    gt_labels_per_image: as `gt_known_hits` takes them.
+    gt_boxes_per_image: as `gt_known_hits` takes them.
+    classes: as `gt_known_hits` takes them.
+    iou_threshold: the IoU a box needs.
+
+  Returns:
+    A float in [0, 1].
+
+  Raises:
+    ValueError: no images, or as `gt_known_hits`.
+  """
   hits = gt_known_hits(boxes, gt_labels_per_image, gt_boxes_per_image, classes, iou_threshold=iou_threshold)
   if not len(hits):
     raise ValueError('gt_known_accuracy needs at least one image')
@@ -373,12 +475,23 @@ def _max_within(saliency: np.ndarray, mask: np.ndarray, tolerance: float) -> boo
 
 
 def pointing_hits(maps, masks, *, tolerance: float = 0.0) -> np.ndarray:
-  """Pointing game (Zhang et al. 2016) against masks: is each map's maximum on the object?
+  """The pointing game (Zhang et al. 2016) against masks: is each map's maximum on the object?
 
-  maps [N, H, W]; masks bool [N, H, W]. A hit when the maximum (the first argmax) lies on the mask or
-  less than `tolerance` pixels (Euclidean, strictly, as in TorchRay) from a mask pixel (TorchRay uses
-  15 px at ~224 px). An empty mask, and a flat map or one holding NaN or infinity (it points nowhere), is
-  a miss. Returns bool [N]. For boxes: `pointing_game`; summaries: `pointing_accuracy`.
+  A hit when the maximum (the first argmax) lies on the mask or less than `tolerance` pixels (Euclidean,
+  strictly, as in TorchRay) from a mask pixel (TorchRay uses 15 px at ~224 px). An empty mask, and a flat
+  map or one holding NaN or infinity (it points nowhere), is a miss. For boxes: `pointing_game`;
+  summaries: `pointing_accuracy`.
+
+  Args:
+    maps: [N, H, W].
+    masks: bool [N, H, W].
+    tolerance: in pixels.
+
+  Returns:
+    bool [N].
+
+  Raises:
+    ValueError: maps and masks that are not both [N, H, W].
   """
   maps, masks = np.asarray(maps), np.asarray(masks, bool)
   if maps.shape != masks.shape or maps.ndim != 3:
@@ -393,18 +506,26 @@ def pointing_hits(maps, masks, *, tolerance: float = 0.0) -> np.ndarray:
 
 
 def pointing_game(maps, gt_boxes_per_image, *, tolerance: float = 15.0) -> np.ndarray:
-  """Pointing game against boxes (Zhang et al. 2016, as in TorchRay, Fong et al. 2019): bool hits [N].
+  """The pointing game against boxes (Zhang et al. 2016, as in TorchRay, Fong et al. 2019).
 
-  maps: [N, H, W], or a list of N maps [H_i, W_i] of different sizes. gt_boxes_per_image[i] [M_i, 4]: the
-  ground-truth boxes of the class the map i is for (M_i >= 1; the game is only played on images that
-  contain the class). A hit when the map's maximum lies on the union of those boxes or less than
-  `tolerance` pixels from it: Euclidean distance between pixel centres to the rasterised union (see
-  `mask_from_boxes`), strictly below the tolerance as in TorchRay (exactly `tolerance` px away misses).
-  TorchRay uses 15 px at ~224 px. VOC's `difficult` objects stay in the union (as in TorchRay); leave
-  out the images whose boxes of the class are all difficult (`pointing_played`). Ties: the first argmax
-  (row-major) is the point. A map that is flat (all values equal) or holds any NaN or infinity points
-  nowhere and is a miss. ValueError when an image has no box or its boxes cover no pixel of its map.
-  Summaries (per image, TorchRay's per-class mean): `pointing_accuracy`.
+  A hit when the map's maximum lies on the union of the boxes or less than `tolerance` pixels from it:
+  Euclidean distance between pixel centres to the rasterised union (`mask_from_boxes`), strictly below the
+  tolerance as in TorchRay (exactly `tolerance` px away misses). VOC's `difficult` objects stay in the
+  union (as in TorchRay); leave out the images whose boxes of the class are all difficult
+  (`pointing_played`). Ties: the first argmax (row-major) is the point. A map that is flat or holds any
+  NaN or infinity points nowhere and is a miss. Summaries: `pointing_accuracy`.
+
+  Args:
+    maps: [N, H, W], or a list of N maps [H_i, W_i] of different sizes.
+    gt_boxes_per_image: per image, the ground-truth boxes [M_i, 4] of the class its map is for (M_i >= 1:
+      the game is only played on images that contain the class).
+    tolerance: in pixels (TorchRay: 15 at ~224 px).
+
+  Returns:
+    bool [N].
+
+  Raises:
+    ValueError: maps of a bad shape or dtype, or an image with no box or with boxes covering no pixel.
   """
   tolerance = _check_tolerance(tolerance)
   if isinstance(maps, list | tuple):
@@ -438,9 +559,17 @@ def pointing_game(maps, gt_boxes_per_image, *, tolerance: float = 15.0) -> np.nd
 
 
 def pointing_played(difficult_per_image) -> np.ndarray:
-  """Which images the pointing game is played on, bool [N], as in TorchRay on VOC: not those whose
-  boxes of the class are all marked `difficult`. difficult_per_image[i]: bool [M_i], one flag per box
-  of the class (an image with no box is not played either)."""
+  """Which images the pointing game is played on, as in TorchRay on VOC.
+
+  Not those whose boxes of the class are all marked `difficult`; an image with no box is not played
+  either.
+
+  Args:
+    difficult_per_image: per image, bool [M_i], one flag per box of the class.
+
+  Returns:
+    bool [N].
+  """
   played = np.zeros(len(difficult_per_image), bool)
   for i, flags in enumerate(difficult_per_image):
     flags = _as_mask(np.asarray(flags).reshape(-1), f'difficult_per_image[{i}]')
@@ -451,11 +580,15 @@ def pointing_played(difficult_per_image) -> np.ndarray:
 def pointing_accuracy(hits, classes, *, played=None) -> dict:
   """The pointing game's two summaries: per image, and TorchRay's mean over classes.
 
-  hits bool [N] (`pointing_game` / `pointing_hits`); classes [N]: the class each map is for; played
-  bool [N] (default all): the images that count (`pointing_played`). Returns {'per_image': the
-  fraction of hits, 'class_mean': the mean over classes of each class's fraction of hits (TorchRay's
-  `accuracy`; it averages over every class of the data set, the same when every class is played),
-  'per_class': {class: fraction}, 'played': n, 'excluded': N - n}. Rates are NaN when nothing is played.
+  Args:
+    hits: bool [N] (`pointing_game` / `pointing_hits`).
+    classes: [N], the class each map is for.
+    played: bool [N], the images that count (`pointing_played`; default all).
+
+  Returns:
+    {'per_image': the fraction of hits, 'class_mean': the mean over classes of each class's fraction of
+    hits (TorchRay's `accuracy`), 'per_class': {class: fraction}, 'played': n, 'excluded': N - n}; the
+    rates are NaN when nothing is played.
   """
   hits = _as_mask(np.asarray(hits).reshape(-1), 'hits')
   classes = np.asarray(classes).reshape(-1)
@@ -470,9 +603,17 @@ def pointing_accuracy(hits, classes, *, played=None) -> dict:
 
 
 def mass_inside(maps, masks) -> np.ndarray:
-  """Fraction of each map's total (non-negative) mass that falls on the object mask, [N].
+  """The fraction of each map's total (non-negative) mass that falls on the object mask.
 
-  maps [N, H, W] (non-negative, e.g. |gradient|); masks bool [N, H, W]. A map with zero total mass gives 0.
+  Args:
+    maps: [N, H, W], non-negative (e.g. |gradient|).
+    masks: bool [N, H, W].
+
+  Returns:
+    [N]; a map with zero total mass gives 0.
+
+  Raises:
+    ValueError: maps and masks that are not both [N, H, W].
   """
   maps, masks = np.asarray(maps, np.float64), np.asarray(masks, bool)
   if maps.shape != masks.shape or maps.ndim != 3:
@@ -486,8 +627,17 @@ def mass_inside(maps, masks) -> np.ndarray:
 
 
 def pixel_ranks(maps) -> np.ndarray:
-  """[N, H, W] maps -> int32 [N, H, W] ranks, 0 for the most salient pixel; ties in raster order, and a
-  NaN counts as least salient."""
+  """Each pixel's rank in its map, 0 for the most salient; ties in raster order, a NaN least salient.
+
+  Args:
+    maps: [N, H, W].
+
+  Returns:
+    int32 [N, H, W].
+
+  Raises:
+    ValueError: maps that are not [N, H, W].
+  """
   maps = np.asarray(maps, np.float64)
   if maps.ndim != 3:
     raise ValueError(f'maps must be [N, H, W], got shape {maps.shape}')
@@ -502,8 +652,18 @@ def pixel_ranks(maps) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman rank correlation of two maps of one shape (flattened); 0 when either map is constant
-  (undefined). A map holding NaN or inf is an error: its ranks would mean nothing."""
+  """Spearman rank correlation of two maps of one shape (flattened).
+
+  Args:
+    a: a map.
+    b: a map of a's shape.
+
+  Returns:
+    rho, a float; 0 when either map is constant (undefined).
+
+  Raises:
+    ValueError: maps of different shapes, or holding NaN or inf (their ranks would mean nothing).
+  """
   a, b = np.asarray(a), np.asarray(b)
   if a.shape != b.shape:
     raise ValueError(f'spearman needs two maps of one shape, got {a.shape} and {b.shape}')
@@ -526,8 +686,17 @@ IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
 def normalise_map(saliency) -> np.ndarray:
-  """A map [H, W] min-max normalised to [0, 1] (float64); a constant map is all zeros. Non-finite values
-  are a ValueError (never scored as something else)."""
+  """A map min-max normalised to [0, 1]; a constant map is all zeros.
+
+  Args:
+    saliency: [H, W].
+
+  Returns:
+    float64 [H, W].
+
+  Raises:
+    ValueError: a map that is not [H, W] or holds NaN or inf (never scored as something else).
+  """
   m = np.asarray(saliency, np.float64)
   if m.ndim != 2:
     raise ValueError(f'a map must be [H, W], got shape {m.shape}')
@@ -548,19 +717,26 @@ _EIGHT = np.ones((3, 3), bool)  # foreground regions: 8-connected; holes: 4-conn
 
 
 def threshold_boxes(normalised, cam_thresholds=None, *, multi_contour: bool = True) -> list[np.ndarray]:
-  """The boxes wsolevaluation cuts from one normalised map [H, W] at each threshold: int [k, 4] per
-  threshold, INCLUSIVE (x0, y0, x1, y1) as it writes them.
+  """The boxes wsolevaluation cuts from one normalised map at each score-map threshold.
 
   As wsolevaluation (Choe et al. 2020) does, written from its definition: the map is quantised to 8 bits
-  (`floor(255 m)`), a pixel is foreground where that value exceeds `int(threshold * its maximum)`, and each
-  contour of the foreground (OpenCV's border following: the outer border of every 8-connected region and
-  the border of every hole, a 4-connected background region not touching the image edge) gives the box
-  of its border pixels, (x, y, x + w, y + h) with x1 / y1 then clipped to W - 1 / H - 1: one pixel
+  (`floor(255 m)`), a pixel is foreground where that value exceeds `int(threshold * its maximum)`, and
+  each contour of the foreground (OpenCV's border following: the outer border of every 8-connected region
+  and the border of every hole, a 4-connected background region not touching the image edge) gives the
+  box of its border pixels, (x, y, x + w, y + h) with x1 / y1 then clipped to W - 1 / H - 1: one pixel
   wider and taller than the region unless it touches the right / bottom edge. A hole's border pixels
-  surround it, so its box is the hole's grown by one pixel. No foreground: the box (0, 0, 0, 0).
-  Without `multi_contour` only the largest region's box; OpenCV ranks contours by the area of the
-  polygon through their border pixels, this function by the region's pixel count (they agree except
-  between regions of nearly equal size).
+  surround it, so its box is the hole's grown by one pixel. No foreground: the box (0, 0, 0, 0). Without
+  `multi_contour` only the largest region's box; OpenCV ranks contours by the area of the polygon
+  through their border pixels, this function by the region's pixel count (they agree except between
+  regions of nearly equal size).
+
+  Args:
+    normalised: [H, W] in [0, 1] (`normalise_map`).
+    cam_thresholds: [T] score-map thresholds (default `CAM_THRESHOLDS`).
+    multi_contour: every contour's box, or the largest region's only.
+
+  Returns:
+    Per threshold, int [k, 4] boxes, inclusive (x0, y0, x1, y1) as wsolevaluation writes them.
   """
   q = (np.asarray(normalised, np.float64) * 255).astype(np.uint8)
   h, w = q.shape
@@ -590,8 +766,10 @@ def threshold_boxes(normalised, cam_thresholds=None, *, multi_contour: bool = Tr
 
 
 def _inclusive_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-  """IoU [P, G] of inclusive boxes with wsolevaluation's +1 in widths, heights and areas (0 where the
-  union is empty)."""
+  """IoU [P, G] of inclusive boxes with wsolevaluation's +1 in widths, heights and areas.
+
+  0 where the union is empty.
+  """
   x0 = np.maximum(pred[:, None, 0], gt[None, :, 0])
   y0 = np.maximum(pred[:, None, 1], gt[None, :, 1])
   x1 = np.minimum(pred[:, None, 2], gt[None, :, 2])
@@ -604,9 +782,23 @@ def _inclusive_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def box_ious(maps, boxes, *, cam_thresholds=None, multi_contour: bool = True) -> np.ndarray:
-  """Each image's best IoU at each score-map threshold, [T, N]: of the boxes of `threshold_boxes` of its
-  normalised map with its ground-truth boxes, with wsolevaluation's conventions (`max_box_acc`). The
-  per-image half of MaxBoxAccV2, so that a set evaluated in parts can be scored as a whole."""
+  """Each image's best IoU at each score-map threshold: the per-image half of MaxBoxAccV2.
+
+  The boxes of `threshold_boxes` of each image's normalised map against its ground-truth boxes, with
+  wsolevaluation's conventions (`max_box_acc`), so that a set evaluated in parts can be scored as a whole.
+
+  Args:
+    maps: [N, H, W] (or N maps of their own sizes).
+    boxes: per image, ground-truth boxes [M_i, 4], x1 / y1 exclusive.
+    cam_thresholds: [T] score-map thresholds (default `CAM_THRESHOLDS`).
+    multi_contour: as `threshold_boxes` takes it.
+
+  Returns:
+    float [T, N].
+
+  Raises:
+    ValueError: as many maps as images of boxes are needed, each with at least one box.
+  """
   cams = _check_cam_thresholds(cam_thresholds)
   if len(maps) != len(boxes):
     raise ValueError(f'{len(maps)} maps but {len(boxes)} images of boxes')
@@ -622,7 +814,19 @@ def box_ious(maps, boxes, *, cam_thresholds=None, multi_contour: bool = True) ->
 
 
 def max_box_acc_from_ious(best_iou, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=None) -> dict:
-  """`max_box_acc` from `box_ious`' best IoUs [T, N] (e.g. of several chunks, concatenated over N)."""
+  """`max_box_acc` from `box_ious`' best IoUs (e.g. of several chunks, concatenated over N).
+
+  Args:
+    best_iou: [T, N].
+    iou_thresholds: the IoU thresholds.
+    cam_thresholds: the [T] score-map thresholds `box_ious` used.
+
+  Returns:
+    As `max_box_acc`.
+
+  Raises:
+    ValueError: best IoUs that are not [T, N >= 1].
+  """
   ious = tuple(float(_check_threshold(t)) for t in iou_thresholds)
   cams = _check_cam_thresholds(cam_thresholds)
   best_iou = np.asarray(best_iou, np.float64)
@@ -639,23 +843,30 @@ def max_box_acc_from_ious(best_iou, *, iou_thresholds=IOU_THRESHOLDS, cam_thresh
 
 def max_box_acc(maps, boxes, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=None,
                 multi_contour: bool = True) -> dict:
-  """MaxBoxAccV2 (Choe et al., CVPR 2020, "Evaluating Weakly Supervised Object Localization Methods
-  Right"): for each IoU threshold, the box accuracy at the score-map threshold that maximises it over
-  the whole set.
+  """MaxBoxAccV2 (Choe et al., CVPR 2020): per IoU threshold, the box accuracy at its best map threshold.
 
-  maps: [N, H, W] (or N maps of their own sizes), min-max normalised per image here (`normalise_map`);
-  boxes: per image the ground-truth boxes [M_i, 4] in this package's convention (x1 / y1 exclusive),
-  turned into wsolevaluation's inclusive ones (x1 - 1, y1 - 1). At each score-map threshold each image
-  gets the boxes of `threshold_boxes` (every contour with `multi_contour`, the largest region otherwise);
-  an image is correct when one of them reaches the IoU threshold with one ground-truth box, the IoU
-  computed with wsolevaluation's +1 in box sides and areas. The numbers equal wsolevaluation's
-  `BoxEvaluator(multi_contour_eval=True)` on the same maps and boxes, image for image (its accuracies are
-  percentages; here fractions).
+  Maps are min-max normalised per image here (`normalise_map`); boxes are turned into wsolevaluation's
+  inclusive ones (x1 - 1, y1 - 1). At each score-map threshold each image gets the boxes of
+  `threshold_boxes`; an image is correct when one of them reaches the IoU threshold with one ground-truth
+  box, the IoU computed with wsolevaluation's +1 in box sides and areas. The numbers equal
+  wsolevaluation's `BoxEvaluator(multi_contour_eval=True)` on the same maps and boxes, image for image
+  (its accuracies are percentages; here fractions).
 
-  Returns {'box_acc': {iou: the best accuracy}, 'max_box_acc_v2': their mean, 'best_threshold': {iou:
-  the lowest score-map threshold reaching it}, 'cam_thresholds': [T], 'accuracy': [len(iou), T] the
-  accuracy at every threshold, 'correct': bool [len(iou), T, N] per image (for intervals and for a
-  threshold chosen on another set)}.
+  Args:
+    maps: [N, H, W] (or N maps of their own sizes).
+    boxes: per image, ground-truth boxes [M_i, 4] in this package's convention (x1 / y1 exclusive).
+    iou_thresholds: the IoU thresholds (0.3, 0.5, 0.7: MaxBoxAccV2).
+    cam_thresholds: [T] score-map thresholds (default `CAM_THRESHOLDS`).
+    multi_contour: every contour's box, or the largest region's only.
+
+  Returns:
+    {'box_acc': {iou: the best accuracy}, 'max_box_acc_v2': their mean, 'best_threshold': {iou: the lowest
+    score-map threshold reaching it}, 'cam_thresholds': [T], 'accuracy': [len(iou), T] the accuracy at
+    every threshold, 'correct': bool [len(iou), T, N] per image (for intervals and for a threshold chosen
+    on another set)}.
+
+  Raises:
+    ValueError: no images, or as `box_ious`.
   """
   if not len(maps):
     raise ValueError('max_box_acc needs at least one image')
@@ -665,8 +876,20 @@ def max_box_acc(maps, boxes, *, iou_thresholds=IOU_THRESHOLDS, cam_thresholds=No
 
 
 def pixel_histograms(maps, masks, *, ignore=None, cam_thresholds=None) -> np.ndarray:
-  """Per image, the histograms of its normalised map's scores on the object and off it, [N, 2, T + 2]
-  (bins: the thresholds' intervals, then [1, 2) and [2, 3]): the per-image half of PxAP."""
+  """Per image, the histograms of its normalised map's scores on the object and off it: PxAP's per-image half.
+
+  Args:
+    maps: [N, H, W].
+    masks: bool [N, H, W], the objects.
+    ignore: bool [N, H, W] pixels left out of both classes, or None.
+    cam_thresholds: [T] thresholds (default `CAM_THRESHOLDS`).
+
+  Returns:
+    [N, 2, T + 2] counts (bins: the thresholds' intervals, then [1, 2) and [2, 3]).
+
+  Raises:
+    ValueError: as many maps as masks (and ignore masks) of the same shapes are needed.
+  """
   cams = _check_cam_thresholds(cam_thresholds)
   edges = np.append(cams, [1.0, 2.0, 3.0])
   if len(maps) != len(masks) or (ignore is not None and len(ignore) != len(maps)):
@@ -685,7 +908,17 @@ def pixel_histograms(maps, masks, *, ignore=None, cam_thresholds=None) -> np.nda
 
 
 def pxap_from_histograms(histograms) -> float:
-  """PxAP from `pixel_histograms` [N, 2, B] (summed over the images) or their sum [2, B]."""
+  """PxAP from `pixel_histograms`.
+
+  Args:
+    histograms: [N, 2, B] (summed over the images here) or their sum [2, B].
+
+  Returns:
+    PxAP, a fraction.
+
+  Raises:
+    ValueError: no foreground or no background pixel.
+  """
   h = np.asarray(histograms, np.float64)
   fg_hist, bg_hist = (h.sum(axis=0) if h.ndim == 3 else h)
   if not fg_hist.sum() or not bg_hist.sum():
@@ -698,14 +931,20 @@ def pxap_from_histograms(histograms) -> float:
 
 
 def pxap(maps, masks, *, ignore=None, cam_thresholds=None) -> float:
-  """PxAP (Choe et al. 2020): the average precision of the pixels' scores against the object masks, over
-  the whole set, from score histograms as wsolevaluation's `MaskEvaluator` computes it; a fraction (it
-  prints percentages).
+  """PxAP (Choe et al. 2020): the average precision of the pixels' scores against the object masks.
 
-  maps [N, H, W], min-max normalised per image here; masks bool [N, H, W]; ignore bool [N, H, W] or None:
-  pixels left out of both classes. The scores are binned at the thresholds (default 0, 0.01, ..., 0.99)
-  and [1, 2), [2, 3]; from the highest bin down, precision P_k and recall R_k of "score >= bin's left
-  edge"; PxAP = sum_k P_k (R_k - R_{k-1}) over the bins where something is predicted. ValueError without
-  a foreground or a background pixel.
+  Over the whole set, from score histograms as wsolevaluation's `MaskEvaluator` computes it. The scores
+  are binned at the thresholds and [1, 2), [2, 3]; from the highest bin down, precision P_k and recall
+  R_k of "score >= bin's left edge"; PxAP = sum_k P_k (R_k - R_{k-1}) over the bins where something is
+  predicted.
+
+  Args:
+    maps: [N, H, W], min-max normalised per image here.
+    masks: bool [N, H, W].
+    ignore: bool [N, H, W] pixels left out of both classes, or None.
+    cam_thresholds: [T] thresholds (default 0, 0.01, ..., 0.99).
+
+  Returns:
+    PxAP, a fraction (wsolevaluation prints percentages).
   """
   return pxap_from_histograms(pixel_histograms(maps, masks, ignore=ignore, cam_thresholds=cam_thresholds))

@@ -25,15 +25,33 @@ Relu = Callable[[jax.Array], jax.Array]
 
 
 def cast(model, dtype):
-  """A copy of `model` with its floating-point arrays in `dtype` (e.g. float64 for exact checks)."""
+  """A copy of a model with its floating-point arrays in `dtype` (e.g. float64 for exact checks).
+
+  Args:
+    model: an NNX model (or any pytree).
+    dtype: the floating-point dtype.
+
+  Returns:
+    The copy.
+  """
   def as_dtype(a):
     return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
   return jax.tree.map(as_dtype, model)
 
 
 def reinitialised(model, seed: int):
-  """A copy of `model` with fresh weights from `seed`: every convolution and dense kernel drawn anew
-  (LeCun normal, Flax's default), biases 0, BatchNorm scales 1 and offsets 0 (running statistics kept)."""
+  """A copy of a model with fresh weights from `seed`.
+
+  Every convolution and dense kernel drawn anew (LeCun normal, Flax's default), biases 0, BatchNorm
+  scales 1 and offsets 0 (running statistics kept).
+
+  Args:
+    model: an NNX model.
+    seed: the initialisation's seed.
+
+  Returns:
+    The copy.
+  """
   model, rngs = nnx.clone(model), nnx.Rngs(seed)
   init = nnx.initializers.lecun_normal()
   for _, module in nnx.iter_modules(model):
@@ -80,6 +98,11 @@ class PaperConvNet(nnx.Module):
     self.dropout = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
 
   def steps(self) -> list[Step]:
+    """The layers `__call__` runs, in forward order (`saliency_jax.graph`).
+
+    Returns:
+      The list of `graph.Step`s; the last gives the scores.
+    """
     out = []
     for i in range(1, 6):
       out += [Step(f'conv{i}', 'conv', getattr(self, f'conv{i}')), Step(f'relu{i}', 'relu')]
@@ -92,10 +115,26 @@ class PaperConvNet(nnx.Module):
                   Step('full8', 'dense', self.full8)]
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The class scores of images, every rectification through `relu`.
+
+    Args:
+      x: float [B, H, W, C], preprocessed as the model expects.
+      relu: the ReLU (or a backward rule of `saliency_jax.deconvnet`).
+
+    Returns:
+      Unnormalised scores [B, K].
+    """
     return graph.run(self.steps(), x, relu=relu)
 
   def fresh(self, seed: int) -> 'PaperConvNet':
-    """The same architecture, initialised from `seed`, in inference mode."""
+    """The same architecture, initialised from `seed`, in inference mode.
+
+    Args:
+      seed: the initialisation's seed.
+
+    Returns:
+      The fresh model.
+    """
     return PaperConvNet(self.num_classes, input_size=self.input_size[0], in_channels=self.in_channels,
                         dropout=self.dropout.rate, rngs=nnx.Rngs(seed))
 
@@ -132,6 +171,11 @@ class SmallConvNet(nnx.Module):
     self.classifier = nnx.Linear(c, num_classes, rngs=rngs)
 
   def steps(self) -> list[Step]:
+    """The layers `__call__` runs, in forward order (`saliency_jax.graph`).
+
+    Returns:
+      The list of `graph.Step`s; the last gives the scores.
+    """
     out, i = [], 0
     for s, n in enumerate(self.stage_sizes):
       if s > 0:
@@ -149,10 +193,26 @@ class SmallConvNet(nnx.Module):
     return out + [Step('dropout', 'dropout', self.dropout), Step('classifier', 'dense', self.classifier)]
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The class scores of images, every rectification through `relu`.
+
+    Args:
+      x: float [B, H, W, C], preprocessed as the model expects.
+      relu: the ReLU (or a backward rule of `saliency_jax.deconvnet`).
+
+    Returns:
+      Unnormalised scores [B, K].
+    """
     return graph.run(self.steps(), x, relu=relu)
 
   def fresh(self, seed: int) -> 'SmallConvNet':
-    """The same architecture, initialised from `seed`, in inference mode."""
+    """The same architecture, initialised from `seed`, in inference mode.
+
+    Args:
+      seed: the initialisation's seed.
+
+    Returns:
+      The fresh model.
+    """
     widths, stages, i = [conv.out_features for conv in self.convs], [], 0
     for n in self.stage_sizes:
       stages.append(tuple(widths[i:i + n]))
@@ -194,6 +254,11 @@ class VGG16(nnx.Module):
     self.dropout = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
 
   def steps(self) -> list[Step]:
+    """The layers `__call__` runs, in forward order (`saliency_jax.graph`).
+
+    Returns:
+      The list of `graph.Step`s; the last gives the scores.
+    """
     out, i = [], 0
     for v in VGG16_LAYOUT:
       if v == 'M':
@@ -211,10 +276,26 @@ class VGG16(nnx.Module):
                   Step('classifier.6', 'dense', c[6])]
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The class scores of images, every rectification through `relu`.
+
+    Args:
+      x: float [B, H, W, C], preprocessed as the model expects.
+      relu: the ReLU (or a backward rule of `saliency_jax.deconvnet`).
+
+    Returns:
+      Unnormalised scores [B, K].
+    """
     return graph.run(self.steps(), x, relu=relu)
 
   def fresh(self, seed: int) -> 'VGG16':
-    """The same architecture, initialised from `seed`, in inference mode."""
+    """The same architecture, initialised from `seed`, in inference mode.
+
+    Args:
+      seed: the initialisation's seed.
+
+    Returns:
+      The fresh model.
+    """
     return VGG16(self.num_classes, in_channels=self.in_channels, dropout=self.dropout.rate,
                  rngs=nnx.Rngs(seed))
 
@@ -235,13 +316,29 @@ class BasicBlock(nnx.Module):
     self.bn2 = nnx.BatchNorm(planes, use_running_average=True, momentum=0.9, epsilon=1e-5, rngs=rngs)
 
   def step(self, name: str) -> Step:
-    """The block as one 'block' step; its last inner step, the ReLU after the sum, is `{name}.relu`."""
+    """The block as one 'block' step; its last inner step, the ReLU after the sum, is `{name}.relu`.
+
+    Args:
+      name: the step's name.
+
+    Returns:
+      The `graph.Step`.
+    """
     inner = (Step(f'{name}.conv1', 'conv', self.conv1), Step(f'{name}.bn1', 'batch_norm', self.bn1),
              Step(f'{name}.relu1', 'relu'), Step(f'{name}.conv2', 'conv', self.conv2),
              Step(f'{name}.bn2', 'batch_norm', self.bn2), Step(f'{name}.relu', 'relu'))
     return Step(name, 'block', self, {'stride': self.stride, 'pad_channels': self.pad_channels}, inner)
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The block's output: the inner steps plus the shortcut, then the ReLU.
+
+    Args:
+      x: [B, H, W, C].
+      relu: the ReLU (rule).
+
+    Returns:
+      [B, H / stride, W / stride, planes].
+    """
     return graph.residual(self.step('block'), x, relu)
 
 
@@ -270,16 +367,37 @@ class CifarResNet(nnx.Module):
     self.linear = nnx.Linear(64, num_classes, rngs=rngs)
 
   def steps(self) -> list[Step]:
+    """The layers `__call__` runs, in forward order (`saliency_jax.graph`).
+
+    Returns:
+      The list of `graph.Step`s; the last gives the scores.
+    """
     out = [Step('conv1', 'conv', self.conv1), Step('bn1', 'batch_norm', self.bn1), Step('relu1', 'relu')]
     for s in (1, 2, 3):
       out += [block.step(f'layer{s}.{b}') for b, block in enumerate(getattr(self, f'layer{s}'))]
     return out + [Step('mean', 'mean'), Step('linear', 'dense', self.linear)]
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The class scores of images, every rectification through `relu`.
+
+    Args:
+      x: float [B, H, W, C], preprocessed as the model expects.
+      relu: the ReLU (or a backward rule of `saliency_jax.deconvnet`).
+
+    Returns:
+      Unnormalised scores [B, K].
+    """
     return graph.run(self.steps(), x, relu=relu)
 
   def fresh(self, seed: int) -> 'CifarResNet':
-    """The same architecture, initialised from `seed`, in inference mode."""
+    """The same architecture, initialised from `seed`, in inference mode.
+
+    Args:
+      seed: the initialisation's seed.
+
+    Returns:
+      The fresh model.
+    """
     return CifarResNet(self.depth, self.num_classes, in_channels=self.in_channels, rngs=nnx.Rngs(seed))
 
 
@@ -312,16 +430,35 @@ class KerasNet(nnx.Module):
     self.num_classes = int(last.out_features)
 
   def steps(self) -> list[Step]:
+    """The layers `__call__` runs, in forward order (`saliency_jax.graph`).
+
+    Returns:
+      The list of `graph.Step`s; the last gives the scores.
+    """
     return [Step(step_name, kind, self.blocks[i] if i >= 0 else None, dict(options) or None)
             for _, step_name, kind, options, i in self.layout]
 
   def fresh(self, seed: int) -> 'KerasNet':
-    """The same layers with fresh weights from `seed` (`reinitialised`)."""
+    """The same layers with fresh weights (`reinitialised`), from `seed`.
+
+    Args:
+      seed: the initialisation's seed.
+
+    Returns:
+      The fresh model.
+    """
     return reinitialised(self, seed)
 
   def check(self, image_shape: Sequence[int]) -> None:
-    """Traces one [H, W, C] image through the layers (shapes only); a layer whose weights do not fit
-    what reaches it is a ValueError naming it."""
+    """Traces one image through the layers (shapes only), refusing weights that do not fit.
+
+    Args:
+      image_shape: (H, W, C) of one image.
+
+    Raises:
+      ValueError: naming a layer whose weights do not fit what reaches it, or layers that do not end in one
+        axis of class scores.
+    """
     x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     for (name, *_), step in zip(self.layout, self.steps()):
       module = step.module
@@ -339,6 +476,18 @@ class KerasNet(nnx.Module):
       raise ValueError(f'the layers end in shape {x.shape[1:]} per image; class scores need one axis')
 
   def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The class scores of images, every rectification through `relu`.
+
+    Args:
+      x: float [B, H, W, C], preprocessed as the model expects.
+      relu: the ReLU (or a backward rule of `saliency_jax.deconvnet`).
+
+    Returns:
+      Unnormalised scores [B, K].
+
+    Raises:
+      ValueError: layers that do not end in one axis of class scores.
+    """
     x = graph.run(self.steps(), x, relu=relu)
     if x.ndim != 2:
       raise ValueError(f'the layers end in shape {x.shape[1:]} per image; class scores need one axis')

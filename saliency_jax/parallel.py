@@ -31,8 +31,13 @@ AXIS = 'data'
 
 
 def devices() -> list:
-  """The devices batches are sharded over: this process's local devices (all of them, or the first
-  only with SALIENCY_JAX_DEVICES=1)."""
+  """The devices batches are sharded over: this process's local devices.
+
+  All of them, or the first only with SALIENCY_JAX_DEVICES=1.
+
+  Returns:
+    A list of JAX devices.
+  """
   local = jax.local_devices()
   return local[:1] if os.environ.get('SALIENCY_JAX_DEVICES') == '1' else local
 
@@ -44,31 +49,64 @@ def _mesh(ids: tuple[int, ...]) -> Mesh:
 
 
 def mesh() -> Mesh:
-  """The 1-D ('data',) mesh over `devices()`."""
+  """The 1-D ('data',) mesh over `devices()`.
+
+  Returns:
+    A `jax.sharding.Mesh`.
+  """
   return _mesh(tuple(d.id for d in devices()))
 
 
 def size() -> int:
+  """The number of devices batches are sharded over.
+
+  Returns:
+    len(devices()).
+  """
   return len(devices())
 
 
 def batch_sharding() -> NamedSharding:
+  """The sharding of a batch over `mesh()`: the leading axis split along 'data'.
+
+  Returns:
+    A `NamedSharding`.
+  """
   return NamedSharding(mesh(), PartitionSpec(AXIS))
 
 
 def replicated() -> NamedSharding:
+  """The sharding that replicates an array on every device of `mesh()`.
+
+  Returns:
+    A `NamedSharding`.
+  """
   return NamedSharding(mesh(), PartitionSpec())
 
 
 def padded_size(n: int, multiple: int | None = None) -> int:
-  """n rounded up to a multiple of the device count (or of `multiple`)."""
+  """N rounded up to a multiple of the device count (or of `multiple`).
+
+  Args:
+    n: a batch size.
+    multiple: the multiple (default: the device count).
+
+  Returns:
+    The rounded size.
+  """
   m = size() if multiple is None else multiple
   return -(-n // m) * m
 
 
 def shard(arrays):
-  """Pads every array of the tuple `arrays` (None entries pass) along the batch axis to a multiple of
-  the device count and shards it over the mesh; returns (arrays, n) with n the true batch size."""
+  """Pads arrays along the batch axis to a multiple of the device count and shards them over the mesh.
+
+  Args:
+    arrays: a tuple of arrays [B, ...] (None entries pass).
+
+  Returns:
+    (the sharded arrays, B the true batch size).
+  """
   n = next(a.shape[0] for a in arrays if a is not None)
   if size() == 1:
     return arrays, n
@@ -86,13 +124,27 @@ def shard(arrays):
 
 
 def unshard(outputs, n: int):
-  """Trims the padded rows from a pytree of batch-major outputs."""
+  """Trims the padded rows from a pytree of batch-major outputs.
+
+  Args:
+    outputs: a pytree of arrays [B', ...].
+    n: the true batch size.
+
+  Returns:
+    The pytree with [n, ...] arrays.
+  """
   return jax.tree.map(lambda o: o[:n], outputs)
 
 
 def replicate(model):
-  """Places `model`'s state (an NNX module or optimizer, or any pytree of arrays) on every device
-  of the mesh, in place for a module or optimizer; returns it. A no-op on one device."""
+  """Places a model's state on every device of the mesh; a no-op on one device.
+
+  Args:
+    model: an NNX module or optimizer (placed in place), or any pytree of arrays.
+
+  Returns:
+    The model.
+  """
   if size() == 1:
     return model
   if isinstance(model, nnx.Pytree):  # a module or an optimizer: updated in place
@@ -105,16 +157,27 @@ def replicate(model):
 def initialize(coordinator_address: str | None = None, num_processes: int = 1, process_id: int = 0,
                timeout_s: int = 300) -> None:
   """Joins a multi-host run (`jax.distributed.initialize`) when num_processes > 1; one process: nothing.
-  timeout_s: how long a process that is done waits at exit for the others (process 0 still merging,
-  scoring and drawing after the others' last chunk)."""
+
+  Args:
+    coordinator_address: 'host:port' of process 0.
+    num_processes: the number of processes.
+    process_id: this process's index.
+    timeout_s: how long a process that is done waits at exit for the others (process 0 still merging,
+      scoring and drawing after the others' last chunk).
+  """
   if num_processes > 1:
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id, shutdown_timeout_seconds=int(timeout_s))
 
 
 def global_devices() -> list:
-  """Every process's devices (the first of each process with SALIENCY_JAX_DEVICES=1), grouped by
-  process: the rows of a global batch are laid out process by process."""
+  """Every process's devices, grouped by process: the rows of a global batch are laid out process by process.
+
+  The first device of each process with SALIENCY_JAX_DEVICES=1.
+
+  Returns:
+    A list of JAX devices.
+  """
   every = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   if os.environ.get('SALIENCY_JAX_DEVICES') == '1':
     first = {}
@@ -125,18 +188,36 @@ def global_devices() -> list:
 
 
 def global_mesh() -> Mesh:
-  """The 1-D ('data',) mesh over `global_devices()`; with one process, `mesh()`."""
+  """The 1-D ('data',) mesh over `global_devices()`; with one process, `mesh()`.
+
+  Returns:
+    A `jax.sharding.Mesh`.
+  """
   return _mesh(tuple(d.id for d in global_devices()))
 
 
 def global_size() -> int:
+  """The number of devices of every process together.
+
+  Returns:
+    len(global_devices()).
+  """
   return len(global_devices())
 
 
 def global_batch(arrays, global_rows: int):
-  """This process's rows of a global batch of `global_rows` rows (a tuple of arrays, [rows / P, ...]
-  each, P processes: process p holds rows p * rows / P ...) -> global arrays sharded over
-  `global_mesh`'s 'data' axis (`jax.make_array_from_process_local_data`). One process: `shard`."""
+  """This process's rows of a global batch as global arrays sharded over `global_mesh`.
+
+  Process p of P holds rows p * rows / P ... (`jax.make_array_from_process_local_data`). One process:
+  `shard`.
+
+  Args:
+    arrays: a tuple of this process's arrays [rows / P, ...].
+    global_rows: the global batch's rows.
+
+  Returns:
+    A tuple of global arrays [rows, ...].
+  """
   if jax.process_count() == 1:
     return shard(arrays)[0]
   sharding = NamedSharding(global_mesh(), PartitionSpec(AXIS))
@@ -145,7 +226,17 @@ def global_batch(arrays, global_rows: int):
 
 
 def process_rows(rows: int) -> slice:
-  """The rows of a global batch of `rows` this process provides (`global_batch`)."""
+  """The rows of a global batch this process provides (`global_batch`).
+
+  Args:
+    rows: the global batch's rows.
+
+  Returns:
+    A slice.
+
+  Raises:
+    ValueError: rows that do not split evenly over the processes.
+  """
   if rows % jax.process_count():
     raise ValueError(f'a global batch of {rows} rows does not split over {jax.process_count()} processes')
   per = rows // jax.process_count()
@@ -153,8 +244,16 @@ def process_rows(rows: int) -> slice:
 
 
 def replicate_global(model):
-  """`replicate` on `global_mesh` (every process must hold the same values, e.g. the same seed's
-  initialisation or the same checkpoint); one process: `replicate`."""
+  """`replicate` on `global_mesh`; one process: `replicate`.
+
+  Every process must hold the same values (e.g. the same seed's initialisation or the same checkpoint).
+
+  Args:
+    model: an NNX module or optimizer, or any pytree of arrays.
+
+  Returns:
+    The model, its arrays global and replicated.
+  """
   if jax.process_count() == 1:
     return replicate(model)
   sharding = NamedSharding(global_mesh(), PartitionSpec())
@@ -172,15 +271,30 @@ def replicate_global(model):
 
 
 def local(x):
-  """A (replicated) global array as this process's copy on its first local device; other values pass."""
+  """A (replicated) global array as this process's copy on its first local device; other values pass.
+
+  Args:
+    x: any value.
+
+  Returns:
+    The local copy, or x.
+  """
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     return x.addressable_data(0)
   return x
 
 
 def to_local(model):
-  """Every array of `model` (an NNX module, in place, or a pytree) as this process's copy (`local`),
-  then `replicate`d over the local devices: after training on `global_mesh`, evaluation is per process."""
+  """Every array of a model as this process's copy, replicated over the local devices.
+
+  After training on `global_mesh`, evaluation is per process.
+
+  Args:
+    model: an NNX module (in place) or a pytree.
+
+  Returns:
+    The model.
+  """
   if isinstance(model, nnx.Pytree):  # a module or an optimizer: updated in place
     nnx.update(model, jax.tree.map(local, nnx.state(model)))
     return replicate(model)
@@ -188,13 +302,23 @@ def to_local(model):
 
 
 def chunked(fn: Callable, arrays, chunk_size: int | None):
-  """Applies fn to leading-axis chunks of `arrays` (a tuple, None entries passed through).
+  """Applies fn to leading-axis chunks of arrays, sharded over the devices.
 
-  The last chunk is padded to full size by repeating its first row, so that one compiled
-  program serves every chunk; padded rows are dropped. Outputs are pytrees of arrays. With
-  several devices (`saliency_jax.parallel`) each chunk is rounded up to a multiple of the device
-  count and sharded over them (batch axis), so `chunk_size` bounds the images per call on all
+  The last chunk is padded to full size by repeating its first row, so that one compiled program serves
+  every chunk; padded rows are dropped. With several devices each chunk is rounded up to a multiple of the
+  device count and sharded over them (batch axis), so `chunk_size` bounds the images per call on all
   devices together.
+
+  Args:
+    fn: a function of the arrays' chunks returning a pytree of batch-major arrays.
+    arrays: a tuple of arrays [B, ...] (None entries passed through).
+    chunk_size: rows per call (None: all at once).
+
+  Returns:
+    fn's outputs concatenated over the chunks, [B, ...].
+
+  Raises:
+    ValueError: a chunk size that is not a positive integer.
   """
   n = next(a.shape[0] for a in arrays if a is not None)
   if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool)

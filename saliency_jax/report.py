@@ -14,25 +14,52 @@ from saliency_jax import store  # noqa: E402
 
 
 def with_interval(value: float, interval=None, spec: str = '.3f') -> str:
-  """'0.344 [0.293, 0.396]': a number and its [low, high] interval in format `spec`; the number alone
-  where there is no interval (results kept without one)."""
+  """A number and its [low, high] interval in format `spec`: '0.344 [0.293, 0.396]'.
+
+  Args:
+    value: the number.
+    interval: (low, high), or None for the number alone (results kept without one).
+    spec: the format of each number.
+
+  Returns:
+    The text.
+  """
   text = format(value, spec)
   return f'{text} [{format(interval[0], spec)}, {format(interval[1], spec)}]' if interval else text
 
 
 def cell(m: dict, key: str) -> str:
-  """A metric of a result ({key: value, 'intervals': {key: [low, high]}}) with its interval, where it has
-  one (`with_interval`)."""
+  """A metric of a result with its interval, where it has one (`with_interval`).
+
+  Args:
+    m: a result, {key: value, 'intervals': {key: [low, high]}}.
+    key: the metric.
+
+  Returns:
+    The text.
+  """
   return with_interval(m[key], m.get('intervals', {}).get(key))
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` durably through a temporary file and a rename (`store.write_atomic`): readers
-  never see half a file."""
+  """Writes text durably through a temporary file and a rename (`store.write_atomic`).
+
+  Readers never see half a file.
+
+  Args:
+    path: the file to write.
+    text: its content.
+  """
   store.write_atomic(path, text)
 
 
 def write_json(path: str | os.PathLike, data) -> None:
+  """Writes data as indented JSON, atomically (`write_atomic`).
+
+  Args:
+    path: the file to write.
+    data: JSON-serialisable data (NumPy scalars and arrays are converted).
+  """
   write_atomic(path, json.dumps(data, indent=2, default=_to_builtin) + '\n')
 
 
@@ -48,8 +75,13 @@ def saliency_figure(path: str | os.PathLike, images, maps, titles=None, masks=No
                     dpi: int = 100) -> None:
   """A grid like the paper's Fig. 2: one row per image (image | saliency map | overlay).
 
-  images uint8 [N, H, W, 3]; maps [N, H, W] (each shown scaled to its own maximum);
-  masks optional bool [N, H, W], drawn as a contour on the overlay.
+  Args:
+    path: the file to write.
+    images: uint8 [N, H, W, 3].
+    maps: [N, H, W], each shown scaled to its own maximum.
+    titles: one per image, or None.
+    masks: bool [N, H, W] drawn as a contour on the overlay, or None.
+    dpi: the figure's resolution.
   """
   n = len(images)
   fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
@@ -75,8 +107,17 @@ def localisation_figure(path: str | os.PathLike, images, maps, seeds, results, g
                         dpi: int = 100) -> None:
   """The paper's Fig. 3, one row per image: image | saliency | seeds | mask | box vs ground truth.
 
-  seeds: per image (foreground bool [H, W], background bool [H, W]); results: `localise.Result`s;
-  gt_boxes: per image [M, 4]. Seeds: foreground red, background blue; boxes: ours yellow, truth green.
+  Seeds: foreground red, background blue; boxes: ours yellow, truth green.
+
+  Args:
+    path: the file to write.
+    images: uint8 [N, H, W, 3].
+    maps: [N, H, W].
+    seeds: per image (foreground bool [H, W], background bool [H, W]).
+    results: `localise.Result`s.
+    gt_boxes: per image [M, 4].
+    titles: one per image, or None.
+    dpi: the figure's resolution.
   """
   n = len(images)
   fig, axes = plt.subplots(n, 5, figsize=(10, 2 * n), squeeze=False)
@@ -101,10 +142,17 @@ def localisation_figure(path: str | os.PathLike, images, maps, seeds, results, g
 
 
 def failure_figure(path: str | os.PathLike, rows: dict, *, dpi: int = 100) -> None:
-  """Typical localisation failures, one row per method: {method: [(image uint8 [H, W, 3], map [H, W],
-  guessed box or None, ground-truth boxes [M, 4], title)]}. Each example: the photo with the guessed
-  box of a right class (yellow; none when no guess had a right class) and the truth (green), and the
-  map that box was cut from."""
+  """Typical localisation failures, one row per method.
+
+  Each example: the photo with the guessed box of a right class (yellow; none when no guess had a right
+  class) and the truth (green), and the map that box was cut from.
+
+  Args:
+    path: the file to write.
+    rows: {method: [(image uint8 [H, W, 3], map [H, W], guessed box or None, ground-truth boxes [M, 4],
+      title)]}.
+    dpi: the figure's resolution.
+  """
   names = list(rows)
   cols = max(len(v) for v in rows.values())
   fig, axes = plt.subplots(len(names), 2 * cols, figsize=(2.2 * cols * 2, 2.4 * len(names)), squeeze=False)
@@ -131,10 +179,19 @@ BOX_COLOURS = ((255, 235, 0), (0, 255, 120), (255, 60, 200), (0, 200, 255), (255
 
 
 def overlay_strip(path: str | os.PathLike, photo, maps, titles, boxes: dict, *, height: int = 224) -> None:
-  """One PNG: a row of panels, the photo (uint8 [H, W, 3]) under each of its maps ([k, h, w], any size,
-  each scaled to its own maximum, jet colours at half opacity), titled, with the boxes of each method
-  {name: [k, 4] (x0, y0, x1, y1) in the photo's pixels} in a colour of its own (`BOX_COLOURS`, in the
-  order given) and a legend under the row. Drawn with PIL, not matplotlib: milliseconds per image."""
+  """One PNG: the photo under each of its maps, titled, with each method's boxes; drawn with PIL.
+
+  Each map is scaled to its own maximum, in jet colours at half opacity; each method's boxes in a colour
+  of its own (`BOX_COLOURS`, in the order given) and a legend under the row. Milliseconds per image.
+
+  Args:
+    path: the file to write.
+    photo: uint8 [H, W, 3].
+    maps: [k, h, w], any size.
+    titles: one per map.
+    boxes: {name: [k, 4] (x0, y0, x1, y1) in the photo's pixels}.
+    height: each panel's height in pixels.
+  """
   from PIL import Image, ImageDraw
   photo = np.asarray(photo, np.uint8)
   scale = height / photo.shape[0]
@@ -169,7 +226,15 @@ def _save(fig, path, dpi: int) -> None:
 
 
 def class_model_figure(path: str | os.PathLike, images, titles, *, columns: int = 5, dpi: int = 100) -> None:
-  """A grid like the paper's Fig. 1: one class model image (uint8 [K, H, W, 3]) per class."""
+  """A grid like the paper's Fig. 1: one class model image per class.
+
+  Args:
+    path: the file to write.
+    images: uint8 [K, H, W, 3].
+    titles: one per class.
+    columns: images per row.
+    dpi: the figure's resolution.
+  """
   k = len(images)
   rows = -(-k // columns)
   fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.1 * rows), squeeze=False)
@@ -183,8 +248,16 @@ def class_model_figure(path: str | os.PathLike, images, titles, *, columns: int 
 
 def objective_figure(path: str | os.PathLike, objective, scores, names, real_max=None, *,
                      dpi: int = 100) -> None:
-  """Class model ascent: the objective S_c - lambda ||I||^2 and the score S_c per step and class
-  ([K, steps] each); `real_max` [K], the best score of a real test image of the class, dashed."""
+  """Class model ascent: the objective S_c - lambda ||I||^2 and the score S_c per step and class.
+
+  Args:
+    path: the file to write.
+    objective: [K, steps].
+    scores: [K, steps].
+    names: the K classes' names.
+    real_max: [K], the best score of a real test image of each class (dashed), or None.
+    dpi: the figure's resolution.
+  """
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
   colours = plt.cm.tab10(np.arange(len(names)) % 10)
   for i, name in enumerate(names):
@@ -202,8 +275,16 @@ def objective_figure(path: str | os.PathLike, objective, scores, names, real_max
 
 def methods_figure(path: str | os.PathLike, images, maps: dict, titles=None, masks=None, *,
                    dpi: int = 100) -> None:
-  """Methods x images: one row per image (the image, then each method's map scaled to its own
-  maximum); maps {method: [N, H, W]}; optional masks drawn as a contour on the image."""
+  """Methods x images: one row per image, the image then each method's map scaled to its own maximum.
+
+  Args:
+    path: the file to write.
+    images: uint8 [N, H, W, 3].
+    maps: {method: [N, H, W]}.
+    titles: one per image, or None.
+    masks: bool [N, H, W] drawn as a contour on the image, or None.
+    dpi: the figure's resolution.
+  """
   n, names = len(images), list(maps)
   fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.6 * (len(names) + 1), 1.7 * n), squeeze=False)
   for i in range(n):
@@ -224,7 +305,13 @@ def methods_figure(path: str | os.PathLike, images, maps: dict, titles=None, mas
 
 
 def curves_figure(path: str | os.PathLike, panels: dict, *, dpi: int = 100) -> None:
-  """Line plots side by side: panels {title: (x_label, x [T] or labels, {name: y [T]})}."""
+  """Line plots side by side.
+
+  Args:
+    path: the file to write.
+    panels: {title: (x_label, x [T] or labels, {name: y [T]})}.
+    dpi: the figure's resolution.
+  """
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
   for ax, (title, (x_label, x, lines)) in zip(axes[0], panels.items()):
     ticks = np.arange(len(x)) if isinstance(x[0], str) else np.asarray(x)

@@ -75,12 +75,18 @@ def _name(eqn) -> str:
 
 
 class Analysis:
-  """The rectifications of one jaxpr (its own equations, not its sub-jaxprs'): `sites` {equation
-  index: 'relu' | 'relu6'}, and for each call equation what its sub-jaxpr inherits (`inner`).
+  """The rectifications of one jaxpr (its own equations, not its sub-jaxprs').
 
-  zeros: the variables known to hold 0 (literal zeros, broadcast or converted, and a call's arguments
-  that are: `jnp.clip(x, 0)` passes its 0 into a function); rooted: the outputs that feed a square
-  root (`ROOTS`; for a sub-jaxpr, those of the call's outputs that do)."""
+  `sites` {equation index: 'relu' | 'relu6'}, and for each call equation what its sub-jaxpr inherits
+  (`inner`).
+
+  Args:
+    jaxpr: the program.
+    zeros: the variables known to hold 0 (literal zeros, broadcast or converted, and a call's arguments
+      that are: `jnp.clip(x, 0)` passes its 0 into a function).
+    rooted: the outputs that feed a square root (`ROOTS`; for a sub-jaxpr, those of the call's outputs
+      that do).
+  """
 
   def __init__(self, jaxpr, zeros=frozenset(), rooted=frozenset()):
     self.zeros = set(zeros)
@@ -100,6 +106,14 @@ class Analysis:
         self.sites[i] = kind
 
   def zero(self, v) -> bool:
+    """Whether a variable or literal is known to hold 0.
+
+    Args:
+      v: a jaxpr variable or literal.
+
+    Returns:
+      A bool.
+    """
     return _is_literal_zero(v) if isinstance(v, jex.core.Literal) else v in self.zeros
 
   def _rectifier(self, eqn) -> str | None:
@@ -116,14 +130,29 @@ class Analysis:
     return None
 
   def rectified(self, eqn, invals):
-    """A site's input: the operand of max that is not the zero, broadcast to the output (relu: its own)."""
+    """A site's input: the operand of max that is not the zero, broadcast to the output (relu: its own).
+
+    Args:
+      eqn: the site's equation.
+      invals: its input values.
+
+    Returns:
+      The array the rule is applied to.
+    """
     if eqn.primitive.name != 'max':
       return invals[0]
     x = invals[1] if self.zero(eqn.invars[0]) else invals[0]
     return jnp.broadcast_to(x, eqn.outvars[0].aval.shape).astype(eqn.outvars[0].aval.dtype)
 
   def inner(self, eqn):
-    """(jaxpr, consts, zeros, rooted) of a call equation that is not a nonlinearity of its own, else None."""
+    """What the sub-jaxpr of a call equation inherits, unless the call is a nonlinearity of its own.
+
+    Args:
+      eqn: a call equation.
+
+    Returns:
+      (jaxpr, consts, zeros, rooted), or None.
+    """
     found = _inner(eqn)
     if eqn.primitive.name not in CALLS or found is None or _name(eqn) in OTHER_NONLINEARITIES:
       return None
@@ -135,8 +164,10 @@ class Analysis:
 
 
 def _scan_jaxpr(jaxpr, found: dict, zeros=frozenset(), rooted=frozenset(), count: bool = True) -> None:
-  """Counts rectifications by kind and other nonlinearities in a jaxpr and all its sub-jaxprs (inside a
-  nonlinearity of its own, the other nonlinearities only: `count` False)."""
+  """Counts rectifications by kind and other nonlinearities in a jaxpr and all its sub-jaxprs.
+
+  Inside a nonlinearity of its own, the other nonlinearities only (`count` False).
+  """
   analysis = Analysis(jaxpr, zeros, rooted) if count else None
   for i, eqn in enumerate(jaxpr.eqns):
     if count and i in analysis.sites:
@@ -174,9 +205,21 @@ def _closed_parts(closed):
 
 
 def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=frozenset()) -> list:
-  """Runs a jaxpr with every rectification replaced by `relu` (relu6 by min(relu(x), 6)); `counter`
-  (a list) gets one entry per replaced site, in program order (a site inside a loop counts once).
-  zeros, rooted: what a sub-jaxpr inherits from its call (`Analysis`)."""
+  """Runs a jaxpr with every rectification replaced by `relu` (relu6 by min(relu(x), 6)).
+
+  Args:
+    jaxpr: the program.
+    consts: its constants.
+    args: its arguments.
+    relu: the ReLU (rule).
+    counter: a list that gets one entry per replaced site, in program order (a site inside a loop counts
+      once), or None.
+    zeros: what a sub-jaxpr inherits from its call (`Analysis`).
+    rooted: what a sub-jaxpr inherits from its call (`Analysis`).
+
+  Returns:
+    The program's outputs.
+  """
   env = {}
   analysis = Analysis(jaxpr, zeros, rooted)
 
@@ -277,13 +320,27 @@ def _cond(eqn, invals, relu, counter):
 
 
 def count(fn, x) -> dict:
-  """The rectifications of fn's program at input x (traced, not run): {'relu': n, 'relu6': n, 'other':
-  sorted names of the other nonlinearities found (tanh, gelu, ...)}."""
+  """The rectifications of a function's program at an input (traced, not run).
+
+  Args:
+    fn: a JAX function.
+    x: an input array (or `jax.ShapeDtypeStruct`).
+
+  Returns:
+    {'relu': n, 'relu6': n, 'other': sorted names of the other nonlinearities found (tanh, gelu, ...)}.
+  """
   return count_jaxpr(jax.make_jaxpr(fn)(x).jaxpr)
 
 
 def count_jaxpr(jaxpr) -> dict:
-  """`count` of a traced program (a jaxpr)."""
+  """`count` of a traced program.
+
+  Args:
+    jaxpr: the program.
+
+  Returns:
+    As `count`.
+  """
   found = {}
   _scan_jaxpr(jaxpr, found)
   return {'relu': found.get('relu', 0), 'relu6': found.get('relu6', 0),
@@ -291,10 +348,21 @@ def count_jaxpr(jaxpr) -> dict:
 
 
 def with_relu(fn, relu):
-  """fn(x) with every rectification of its program replaced by `relu` (a ReLU with a custom backward
-  rule, e.g. `deconvnet.deconvnet_relu`); fn itself for `jax.nn.relu`. The program is traced at each
-  call (under jit: once per input shape). A rule other than jax.nn.relu on a program with no
-  rectification is a ValueError naming the nonlinearities the program has."""
+  """Fn with every rectification of its program replaced by `relu`; fn itself for `jax.nn.relu`.
+
+  The program is traced at each call (under jit: once per input shape).
+
+  Args:
+    fn: a JAX function of one array.
+    relu: a ReLU with a custom backward rule, e.g. `deconvnet.deconvnet_relu`.
+
+  Returns:
+    The transformed function.
+
+  Raises:
+    ValueError: (when called) a rule other than jax.nn.relu on a program with no rectification, naming
+      the nonlinearities it has.
+  """
   if relu is jax.nn.relu:
     return fn
 
@@ -317,8 +385,16 @@ def with_relu(fn, relu):
 
 
 def accepts_relu(model) -> bool:
-  """Whether `model(x, relu=...)` is the model's own way to take a ReLU rule (an explicit `relu`
-  parameter, as every network of this package has)."""
+  """Whether `model(x, relu=...)` is the model's own way to take a ReLU rule.
+
+  An explicit `relu` parameter, as every network of this package has.
+
+  Args:
+    model: any callable.
+
+  Returns:
+    A bool.
+  """
   try:
     parameters = inspect.signature(model).parameters
   except (TypeError, ValueError):
@@ -333,27 +409,54 @@ def _call(x, fn):
 
 @jax.tree_util.register_pytree_node_class
 class Function:
-  """Any JAX callable as a model of this package; `Function(...)(x, relu=rule)` applies the rule by
-  `with_relu`. A pytree whose leaves are the callable's weights, so that jitted functions take them as
-  arguments, never as constants: `consts`, passed to `fn(x, *consts)`, and `hoisted`, the arrays a
-  closure closes over, matched by identity in each trace of `fn(x)` and replaced by the leaves. Build
-  it with `as_model`."""
+  """Any JAX callable as a model of this package; `Function(...)(x, relu=rule)` applies the rule.
+
+  A pytree whose leaves are the callable's weights, so that jitted functions take them as arguments,
+  never as constants. Build it with `as_model`.
+
+  Args:
+    fn: the callable, `fn(x, *consts)`.
+    consts: arrays passed to fn after x.
+    hoisted: the arrays a closure closes over, matched by identity in each trace of `fn(x)` and replaced
+      by the leaves.
+    ids: the ids of `hoisted`, as found when the closure was first traced.
+  """
 
   def __init__(self, fn, consts=(), hoisted=(), ids=()):
     self.fn, self.consts, self.hoisted, self.ids = fn, tuple(consts), tuple(hoisted), tuple(ids)
 
   def __call__(self, x, *, relu=jax.nn.relu):
+    """The callable's output, its rectifications replaced by `relu` (`with_relu`).
+
+    Args:
+      x: the input.
+      relu: the ReLU (rule).
+
+    Returns:
+      The callable's output (scores [B, K] for a model).
+    """
     return with_relu(self.apply, relu)(x)
 
   def eval(self):
-    """Inference mode for the NNX modules it holds (as `nnx.Module.eval`); returns self."""
+    """Inference mode for the NNX modules it holds (as `nnx.Module.eval`).
+
+    Returns:
+      self.
+    """
     for inner in self.consts:
       if isinstance(inner, nnx.Module):
         inner.eval()
     return self
 
   def apply(self, x):
-    """The callable itself: fn(x, *consts), its closed-over weights read from the leaves."""
+    """The callable itself: fn(x, *consts), its closed-over weights read from the leaves.
+
+    Args:
+      x: the input.
+
+    Returns:
+      The callable's output.
+    """
     if not self.ids:
       return self.fn(x, *self.consts)
     closed, shape = jax.make_jaxpr(self.fn, return_shape=True)(x)
@@ -363,10 +466,24 @@ class Function:
     return jax.tree.unflatten(jax.tree.structure(shape), out)
 
   def tree_flatten(self):
+    """The pytree's children (the weights) and static data (the callable and the ids).
+
+    Returns:
+      ((consts, hoisted), (fn, ids)).
+    """
     return (self.consts, self.hoisted), (self.fn, self.ids)
 
   @classmethod
   def tree_unflatten(cls, aux, children):
+    """A `Function` from `tree_flatten`'s output.
+
+    Args:
+      aux: (fn, ids).
+      children: (consts, hoisted).
+
+    Returns:
+      The `Function`.
+    """
     return cls(aux[0], children[0], children[1], aux[1])
 
   def __repr__(self):
@@ -379,8 +496,15 @@ def _is_array(x) -> bool:
 
 
 def check_array(x, what: str = 'images [B, H, W, C]') -> None:
-  """A TypeError unless x is a NumPy or JAX array (or a list or tuple, read as one); a PyTorch tensor is
-  named, with how to convert it."""
+  """Raises unless x is a NumPy or JAX array (or a list or tuple, read as one).
+
+  Args:
+    x: the value.
+    what: what the error calls it.
+
+  Raises:
+    TypeError: anything else; a PyTorch tensor is named, with how to convert it.
+  """
   if _is_array(x) or isinstance(x, jax.ShapeDtypeStruct):
     return
   kind = f'{type(x).__module__}.{type(x).__name__}'
@@ -392,13 +516,25 @@ def check_array(x, what: str = 'images [B, H, W, C]') -> None:
 
 
 def as_model(model, example=None):
-  """`model` as this package calls models, `model(x, *, relu=...)`:
+  """A model as this package calls models, `model(x, *, relu=...)`.
+
   * a model that takes `relu` (this package's networks), or a `Function`: itself;
   * a pytree whose leaves are all arrays (an NNX module, `functools.partial(linen_module.apply, params)`):
     a `Function` holding it as its argument;
-  * any other callable (a lambda or function closing over its weights): traced once at `example` (an
-    input array, or a jax.ShapeDtypeStruct); the arrays its program closes over become the `Function`'s
-    leaves (each later trace, at any batch size, finds them again by identity).
+  * any other callable (a lambda or function closing over its weights): traced once at `example`; the
+    arrays its program closes over become the `Function`'s leaves (each later trace, at any batch size,
+    finds them again by identity).
+
+  Args:
+    model: the callable.
+    example: an input array, or a `jax.ShapeDtypeStruct` (needed for a closure).
+
+  Returns:
+    The model, or a `Function`.
+
+  Raises:
+    TypeError: a model that is not callable.
+    ValueError: a closure without an example, or a model that changes the state of a module it holds.
   """
   if isinstance(model, Function) or accepts_relu(model):
     return model

@@ -32,9 +32,17 @@ NUM_CROPS = 10
 
 
 def check_eval_mode(model) -> None:
-  """Raises if a module is in training mode. Called while tracing: the modes are static
-  attributes of the model's pytree, so a mode change retraces and is checked again, and a
-  call with a traced model pays nothing for the check."""
+  """Raises if a module is in training mode.
+
+  Called while tracing: the modes are static attributes of the model's pytree, so a mode change retraces
+  and is checked again, and a call with a traced model pays nothing for the check.
+
+  Args:
+    model: the model (any pytree; its NNX modules are inspected).
+
+  Raises:
+    ValueError: a module (Dropout, BatchNorm) is in training mode.
+  """
   if isinstance(model, rules.Function):  # any JAX callable: the NNX modules it holds
     for inner in model.consts:
       if isinstance(inner, nnx.Module):
@@ -62,6 +70,14 @@ def check_relu(model, images, relu) -> None:
   `jax.nn.relu`), would silently give the plain gradient there. Runs while tracing (once per
   compilation): the model is traced with a marker in place of `relu`, which counts its calls; any
   max(x, 0) left in that trace is a rectification that bypasses the rule.
+
+  Args:
+    model: a model that takes `relu=` (a `rules.Function` takes the rule at every rectification).
+    images: float [B, H, W, C], the images it is traced at.
+    relu: the ReLU passed by the caller (None or `jax.nn.relu`: nothing to check).
+
+  Raises:
+    ValueError: the model never calls `relu`, or some of its rectifications bypass it.
   """
   if relu is jax.nn.relu or isinstance(model, rules.Function):
     return  # a Function takes the rule at every rectification of its program (`rules.with_relu`)
@@ -85,8 +101,20 @@ def check_relu(model, images, relu) -> None:
 
 
 def num_classes(model, image_shape) -> int:
-  """`model.num_classes`, or the width of its scores for images of `image_shape` (traced, not run); a
-  ValueError naming what a model returned that is not class scores [B, K] of a float dtype."""
+  """The number of classes K of a model's scores for images of `image_shape`.
+
+  `model.num_classes` where the model declares it, else the width of its scores (traced, not run).
+
+  Args:
+    model: the model.
+    image_shape: (H, W, C) of one image.
+
+  Returns:
+    K, an int.
+
+  Raises:
+    ValueError: the model returns something that is not float class scores [B, K].
+  """
   k = getattr(model, 'num_classes', None)
   if k is not None:
     return int(k)
@@ -106,8 +134,19 @@ def num_classes(model, image_shape) -> int:
 
 
 def check_images(model, images, rank: int = 4) -> jax.Array:
-  """images as a JAX array, or a ValueError naming what is wrong: rank, dtype (floats only: preprocessed),
-  channels (`model.in_channels`), emptiness, NaN or inf."""
+  """Images checked for a model: rank, float dtype, channels, not empty, finite.
+
+  Args:
+    model: the model (its `in_channels`, where it declares them, are checked).
+    images: the images, float [B, H, W, C] (preprocessed as the model expects).
+    rank: the rank expected (4: a batch; 3: one image).
+
+  Returns:
+    `images` as a JAX array.
+
+  Raises:
+    ValueError: naming what is wrong: rank, dtype (floats only), channels, emptiness, NaN or inf.
+  """
   what = 'images [B, H, W, C]' if rank == 4 else 'image [H, W, C]'
   rules.check_array(images, what)
   shape, dtype = np.shape(images), getattr(images, 'dtype', np.asarray(images).dtype)
@@ -129,7 +168,20 @@ def check_images(model, images, rank: int = 4) -> jax.Array:
 
 
 def check_labels(labels, batch: int, num_classes: int, name: str = 'labels') -> jax.Array:
-  """labels as int32 [B], or a ValueError: one integer class in [0, num_classes) per image."""
+  """Labels checked: one integer class in [0, num_classes) per image.
+
+  Args:
+    labels: int [B] (a list, NumPy or JAX array).
+    batch: B, the number of images.
+    num_classes: K, the model's number of classes.
+    name: what the error messages call the labels.
+
+  Returns:
+    int32 [B].
+
+  Raises:
+    ValueError: None, the wrong shape or count, a non-integer dtype, or a class outside [0, K).
+  """
   if labels is None:
     raise ValueError(f'{name} is None: give one integer class index per image, shape [B]')
   labels_np = np.asarray(labels)
@@ -148,7 +200,15 @@ def check_labels(labels, batch: int, num_classes: int, name: str = 'labels') -> 
 
 
 def check_input_size(model, hw) -> None:
-  """A ValueError when the model was built for another (H, W) (`model.input_size`, None: any size)."""
+  """Raises when the model was built for inputs of another size.
+
+  Args:
+    model: the model (`model.input_size`: (H, W), or None for any size).
+    hw: (H, W) of the images (or crops) it is given.
+
+  Raises:
+    ValueError: the model was built for another (H, W).
+  """
   expected = getattr(model, 'input_size', None)
   if expected is not None and tuple(hw) != tuple(expected):
     raise ValueError(f'{type(model).__name__} was built for {tuple(expected)} inputs; got {tuple(hw)} '
@@ -157,19 +217,32 @@ def check_input_size(model, hw) -> None:
 
 @jax.jit
 def _batch_gap(model, pair):
-  """(max |scores of pair[1] alone - its scores after pair[0]|, max |its scores|): the second row, so
-  that a mask drawn per row (dropout with a fixed key) differs too."""
+  """How much a pair's second image's scores change with the first beside it.
+
+  (max |scores of pair[1] alone - its scores after pair[0]|, max |its scores|): the second row, so that
+  a mask drawn per row (dropout with a fixed key) differs too.
+  """
   alone, beside = model(pair[1:])[0], model(pair)[1]
   return jnp.max(jnp.abs(alone - beside)), jnp.max(jnp.abs(beside))
 
 
 def check_model(model, images, hw=None) -> None:
-  """A ValueError unless the model can score these images (or their crops of hw): `check_input_size`,
-  `check_eval_mode`, and for any JAX callable (`rules.Function`; this package's networks declare their
-  modes) its output (`num_classes`) and that an image's scores do not depend on the other images of its
-  batch (a linen BatchNorm on batch statistics, dropout with a key: the maps would change with it). Measured
-  on the first image alone and after another (the batch's second, or the first dimmed): 2 forward
-  passes."""
+  """Raises unless the model can score these images (or their crops of `hw`).
+
+  `check_input_size`, `check_eval_mode`, and for any JAX callable (`rules.Function`; this package's
+  networks declare their modes) its output (`num_classes`) and that an image's scores do not depend on
+  the other images of its batch (a linen BatchNorm on batch statistics, dropout with a key: the maps
+  would change with it). Measured on the first image alone and after another (the batch's second, or
+  the first dimmed): 2 forward passes.
+
+  Args:
+    model: the model.
+    images: float [B, H, W, C].
+    hw: (h, w) of the crops the model will see, or None for the whole images.
+
+  Raises:
+    ValueError: naming the problem: size, training mode, output, or images that interact.
+  """
   hw = tuple(hw or images.shape[1:3])
   check_input_size(model, hw)
   check_eval_mode(model)
@@ -190,16 +263,38 @@ def check_model(model, images, hw=None) -> None:
 
 
 def check_batch(model, images, labels) -> tuple[jax.Array, jax.Array]:
-  """(images, labels) checked for a model that scores each image's label: `check_images`,
-  `check_model` and `check_labels` (one class of the model per image)."""
+  """Images and labels checked for a model that scores each image's label.
+
+  `check_images`, `check_model` and `check_labels` (one class of the model per image).
+
+  Args:
+    model: the model.
+    images: float [B, H, W, C].
+    labels: int [B].
+
+  Returns:
+    (images float [B, H, W, C], labels int32 [B]) as JAX arrays.
+  """
   images = check_images(model, images)
   check_model(model, images)
   return images, check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
 
 
 def check_classes(model, images, classes, crop_hw=None) -> jax.Array:
-  """classes as int32 [B, k], or a ValueError: k class indices per image, each in [0, K) of the model's
-  scores for the images (or their crops of crop_hw)."""
+  """Classes checked: k class indices per image, each in [0, K) of the model's scores.
+
+  Args:
+    model: the model.
+    images: float [B, H, W, C].
+    classes: int [B, k].
+    crop_hw: (h, w) of the crops the model scores, or None for the whole images.
+
+  Returns:
+    int32 [B, k].
+
+  Raises:
+    ValueError: None, a shape other than [B, k] with k >= 1, or a class outside [0, K).
+  """
   if classes is None:
     raise ValueError('classes is None: give k class indices per image, shape [B, k]')
   classes = np.asarray(classes)
@@ -211,20 +306,46 @@ def check_classes(model, images, classes, crop_hw=None) -> jax.Array:
 
 
 def is_int(x) -> bool:
-  """Whether x is an integer (a Python or NumPy one, not a bool)."""
+  """Whether x is an integer (a Python or NumPy one, not a bool).
+
+  Args:
+    x: any value.
+
+  Returns:
+    True for an int or NumPy integer that is not a bool.
+  """
   return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 def check_top_k(model, image_shape, k) -> None:
-  """A ValueError unless k is an integer in [1, the model's number of classes] on inputs of
-  image_shape (h, w, c)."""
+  """Raises unless k is an integer in [1, the model's number of classes].
+
+  Args:
+    model: the model.
+    image_shape: (h, w, c) of the inputs it scores.
+    k: the number of top classes asked for.
+
+  Raises:
+    ValueError: k is not an integer in [1, K].
+  """
   k_all = num_classes(model, image_shape)
   if not is_int(k) or not 1 <= k <= k_all:
     raise ValueError(f'k must be an integer in [1, {k_all}], got {k!r}')
 
 
 def crop_shape(crop_size, image_hw) -> tuple[int, int]:
-  """`crop_size` (an int or an (h, w) pair) as (h, w), checked against the images' (h, w)."""
+  """`crop_size` as (h, w), checked against the images' (h, w).
+
+  Args:
+    crop_size: an int or an (h, w) pair of ints.
+    image_hw: (H, W) of the images.
+
+  Returns:
+    (h, w) ints.
+
+  Raises:
+    ValueError: not an int or a pair of ints, or a crop larger than the images.
+  """
   size = (crop_size, crop_size) if is_int(crop_size) else tuple(np.atleast_1d(np.asarray(crop_size, object)))
   if len(size) != 2 or not all(is_int(s) for s in size):
     raise ValueError(f'crop_size must be an int or an (h, w) pair of ints, got {crop_size!r}')
@@ -238,15 +359,30 @@ def crop_shape(crop_size, image_hw) -> tuple[int, int]:
 
 
 def crop_offsets(image_hw, crop_hw) -> tuple[tuple[int, int], ...]:
-  """(top, left) of the 5 crops: top-left, top-right, bottom-left, bottom-right, centre."""
+  """(top, left) of the 5 crops: top-left, top-right, bottom-left, bottom-right, centre.
+
+  Args:
+    image_hw: (H, W) of the image.
+    crop_hw: (h, w) of the crops.
+
+  Returns:
+    Five (top, left) pairs of ints.
+  """
   (h, w), (ch, cw) = image_hw, crop_hw
   return ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2))
 
 
 def ten_crops(image: jax.Array, crop_hw) -> jax.Array:
-  """[H, W, C] -> [10, h, w, C]: the 4 corner crops and the centre crop, then their mirror images.
+  """The 10 crops of an image: the 4 corner crops and the centre crop, then their mirror images.
 
   Crop i + 5 is crop i reflected left-right (the same region of the image, mirrored).
+
+  Args:
+    image: [H, W, C].
+    crop_hw: (h, w) of the crops.
+
+  Returns:
+    [10, h, w, C].
   """
   ch, cw = crop_hw
   crops = [image[top:top + ch, left:left + cw] for top, left in crop_offsets(image.shape[:2], crop_hw)]
@@ -254,10 +390,18 @@ def ten_crops(image: jax.Array, crop_hw) -> jax.Array:
 
 
 def uncrop(maps: jax.Array, image_hw) -> jax.Array:
-  """[10, h, w] crop maps -> [H, W]: un-mirror, place at each crop's offset, average per pixel.
+  """Ten crop maps placed back in the image and averaged per pixel.
 
-  Each pixel averages the maps of the crops that cover it (PAPER.md Sect. 3); a pixel that no
-  crop covers (possible only when the crop is under half the image side) gets 0.
+  Each map is un-mirrored and placed at its crop's offset; each pixel averages the maps of the crops
+  that cover it (PAPER.md Sect. 3); a pixel that no crop covers (possible only when the crop is under
+  half the image side) gets 0.
+
+  Args:
+    maps: [10, h, w], the maps of `ten_crops`' crops.
+    image_hw: (H, W) of the image.
+
+  Returns:
+    [H, W].
   """
   ch, cw = maps.shape[1:]
   h, w = image_hw
@@ -271,8 +415,16 @@ def uncrop(maps: jax.Array, image_hw) -> jax.Array:
 
 
 def place_crops(maps: jax.Array, crop_hw, image_hw) -> jax.Array:
-  """[k, n, h, w] maps of one image (k classes; n = 1 whole image when crop_hw is None, else its 10
-  crops) -> [k, H, W]: the whole image's as they are, the crops' each `uncrop`ped."""
+  """One image's maps in image coordinates: the whole image's as they are, the crops' each `uncrop`ped.
+
+  Args:
+    maps: [k, n, h, w], k classes; n = 1 (the whole image) when crop_hw is None, else its 10 crops.
+    crop_hw: (h, w) of the crops, or None.
+    image_hw: (H, W) of the image.
+
+  Returns:
+    [k, H, W].
+  """
   return maps[:, 0] if crop_hw is None else jax.vmap(uncrop, in_axes=(0, None))(maps, tuple(image_hw))
 
 
@@ -280,32 +432,73 @@ def place_crops(maps: jax.Array, crop_hw, image_hw) -> jax.Array:
 
 
 def channel_max(grads: jax.Array) -> jax.Array:
-  """[..., H, W, C] gradients -> [..., H, W] map max_c |g| (paper Sect. 3.1); C = 1 gives |g|."""
+  """The paper's map of gradients: max_c |g| (Sect. 3.1); C = 1 gives |g|.
+
+  Args:
+    grads: [..., H, W, C].
+
+  Returns:
+    [..., H, W].
+  """
   return jnp.max(jnp.abs(grads), axis=-1)
 
 
 def grad_map(grads: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(`channel_max(grads)`, whether every gradient is finite): a max may drop a NaN (XLA:CPU), so the
-  check comes before it."""
+  """`channel_max(grads)`, and whether every gradient is finite.
+
+  A max may drop a NaN (XLA:CPU), so the check comes before it.
+
+  Args:
+    grads: [..., H, W, C].
+
+  Returns:
+    (map [..., H, W], bool scalar: every gradient finite).
+  """
   return channel_max(grads), jnp.all(jnp.isfinite(grads))
 
 
 def finite_rows(*arrays) -> jax.Array:
-  """bool [B]: whether row b of every array [B, ...] is free of NaN and inf."""
+  """Whether row b of every array is free of NaN and inf.
+
+  Args:
+    *arrays: arrays [B, ...] with the same B.
+
+  Returns:
+    bool [B].
+  """
   rows = [jnp.all(jnp.isfinite(a.reshape(a.shape[0], -1)), axis=1) for a in arrays]
   return functools.reduce(jnp.logical_and, rows)
 
 
 def mark_bad(out: jax.Array, ok: jax.Array) -> jax.Array:
-  """out [B, ...] with NaN in the rows where ok [B] (or a scalar) is False: the images whose scores or
-  gradients were not finite, which `check_finite` then refuses."""
+  """`out` with NaN in the rows of the images whose scores or gradients were not finite.
+
+  `check_finite` then refuses those rows, naming the images.
+
+  Args:
+    out: [B, ...].
+    ok: bool [B] (or a scalar): the rows to keep.
+
+  Returns:
+    `out`'s shape and dtype.
+  """
   ok = jnp.reshape(ok, jnp.shape(ok) + (1,) * (out.ndim - jnp.ndim(ok)))
   return jnp.where(ok, out, jnp.nan)
 
 
 def check_finite(out, method: str):
-  """out (an array [B, ...] or a tuple of them, as a method returns it), or a ValueError naming the images
-  whose rows hold NaN or inf: the model's scores or gradients were not finite there (`mark_bad`)."""
+  """A method's output, unless some of its images' rows hold NaN or inf.
+
+  Args:
+    out: an array [B, ...] or a tuple of them, as a method returns it (`mark_bad` marks bad rows).
+    method: the method's name, for the error.
+
+  Returns:
+    `out`, unchanged.
+
+  Raises:
+    ValueError: naming the images whose scores or gradients were not finite.
+  """
   arrays = [a for a in (out if isinstance(out, tuple | list) else (out,))
             if jnp.issubdtype(a.dtype, jnp.floating)]
   bad = np.flatnonzero(~np.asarray(finite_rows(*arrays)))
@@ -324,15 +517,25 @@ SEQUENTIAL_OPTIONS = xla.SEQUENTIAL_OPTIONS
 
 
 def each(fn, arrays, loop: int):
-  """fn applied to every row of the tuple `arrays` (the batch axis; None entries passed on): vmapped
-  (loop 0), or one row after another (`lax.map`) within each of `loop` equal groups of rows, the
-  groups vmapped (the devices' shares of a sharded batch: `parallel.size()`; one group: no vmap, so a
-  `lax.cond` in fn runs only the branch each row takes).
+  """`fn` applied to every row of `arrays`: vmapped, or one row after another within groups.
+
+  With loop 0, vmapped; otherwise one row after another (`lax.map`) within each of `loop` equal groups of
+  rows, the groups vmapped (the devices' shares of a sharded batch: `parallel.size()`; one group: no
+  vmap, so a `lax.cond` in fn runs only the branch each row takes).
 
   One row at a time keeps the working set of a big net's k backward passes small: on XLA:CPU a
   MobileNet's top-5 10-crop maps at 224 px are faster than vmapped over 8 images (no fresh
   gigabytes of temporaries to fault in at every call, activations that stay in cache), and the same
-  maps to float round-off (`SEQUENTIAL_OPTIONS`). On accelerators vmapped batches are faster."""
+  maps to float round-off (`SEQUENTIAL_OPTIONS`). On accelerators vmapped batches are faster.
+
+  Args:
+    fn: a function of one row of each array.
+    arrays: a tuple of arrays [B, ...] (None entries passed on as None).
+    loop: 0 (vmap), or the number of groups of rows taken one after another.
+
+  Returns:
+    fn's outputs stacked over the B rows.
+  """
   if not loop:
     return jax.vmap(fn)(*arrays)
   if loop == 1:
@@ -359,9 +562,17 @@ def _input_gradients(model, images, labels, *, relu):
 
 
 def class_cotangents(scores, chosen, k: int):
-  """One image's crops' scores [n, K] and its classes chosen [k] int, or None for its k top classes by
-  crop-averaged score -> (chosen [k], their crop-averaged scores [k], cotangents [k, n, K]: class j on
-  every crop), for k vmapped backward passes."""
+  """One image's chosen classes, their crop-averaged scores, and the cotangents of their backward passes.
+
+  Args:
+    scores: [n, K], the scores of the image's n crops.
+    chosen: int [k], the classes, or None for the image's k top classes by crop-averaged score.
+    k: the number of classes.
+
+  Returns:
+    (chosen [k], their crop-averaged scores [k], cotangents [k, n, K]: class j on every crop), for k
+    vmapped backward passes.
+  """
   mean_scores = scores.mean(axis=0)
   if chosen is None:
     top_scores, chosen = jax.lax.top_k(mean_scores, k)
@@ -373,8 +584,9 @@ def class_cotangents(scores, chosen, k: int):
 
 
 def _class_maps(model, images, classes, *, relu, crop_hw, k, loop=0):
-  """The jitted kernel of `class_saliency` and `top_k_saliency` (no input checks; one chunk): maps for
-  k classes per image, one forward pass and k backward passes.
+  """The jitted kernel of `class_saliency` and `top_k_saliency` (no input checks; one chunk).
+
+  Maps for k classes per image, one forward pass and k backward passes.
 
   images [B, H, W, C]; classes [B, k] int32, or None for each image's top-k classes by
   crop-averaged score. crop_hw None: the whole image; else the 10 crops. loop: 0 vmaps the images
@@ -408,8 +620,16 @@ sequential_class_maps_kernel = jax.jit(_class_maps, static_argnames=_KERNEL_STAT
 
 
 def pick_kernel(vmapped, sequential_kernel, sequential: bool):
-  """The vmapped kernel, or with `sequential` the sequential one with its `loop` bound to the devices'
-  count (`each`: each device takes its share of the chunk one image after another)."""
+  """The vmapped kernel, or the sequential one with its `loop` bound to the number of devices.
+
+  Args:
+    vmapped: the kernel that vmaps over a chunk's images.
+    sequential_kernel: the kernel that takes them one after another (`each`), with a `loop` argument.
+    sequential: which one.
+
+  Returns:
+    The kernel (each device takes its share of the chunk one image after another when sequential).
+  """
   return functools.partial(sequential_kernel, loop=parallel.size()) if sequential else vmapped
 
 
@@ -428,7 +648,17 @@ def _relu(relu):
 
 
 def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Array:
-  """Unnormalised class scores [B, K] for images [B, H, W, C] (one jitted forward per chunk)."""
+  """Unnormalised class scores of images (one jitted forward pass per chunk).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    relu: the ReLU to run the model with (default `jax.nn.relu`).
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, K].
+  """
   model = rules.as_model(model, images)
   images = check_images(model, images)
   check_model(model, images)
@@ -437,10 +667,23 @@ def scores(model, images, *, relu=None, chunk_size: int | None = None) -> jax.Ar
 
 
 def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
-  """dS_label/dI: [B, H, W, C] gradients of each image's unnormalised score for its label.
+  """dS_label/dI: the gradients of each image's unnormalised score for its label.
 
-  One forward and one backward pass per chunk of `chunk_size` images (default: all at once).
-  `relu`: the ReLU to run the model with (e.g. a custom backward rule); default `jax.nn.relu`.
+  One forward and one backward pass per chunk of `chunk_size` images.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], one class per image.
+    relu: the ReLU to run the model with, e.g. a backward rule of `saliency_jax.deconvnet` (default
+      `jax.nn.relu`).
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad images, labels or model (`check_batch`), or non-finite scores or gradients.
   """
   model = rules.as_model(model, images)
   images, labels = check_batch(model, images, labels)
@@ -449,19 +692,47 @@ def input_gradients(model, images, labels, *, relu=None, chunk_size: int | None 
 
 
 def saliency_maps(model, images, labels, *, relu=None, chunk_size: int | None = None) -> jax.Array:
-  """Class saliency maps [B, H, W]: max over channels of |dS_label/dI| (paper Sect. 3.1)."""
+  """Class saliency maps: max over channels of |dS_label/dI| (paper Sect. 3.1).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], one class per image.
+    relu: the ReLU to run the model with (a backward rule gives the DeconvNet or guided map).
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W].
+
+  Raises:
+    ValueError: as `input_gradients`.
+  """
   return channel_max(input_gradients(model, images, labels, relu=relu, chunk_size=chunk_size))
 
 
 def class_saliency(model, images, classes, *, crop_size=None, relu=None, chunk_size: int | None = None,
                    sequential: bool = False) -> tuple[jax.Array, jax.Array]:
-  """Maps for given classes: classes [B, k] -> (scores [B, k], maps [B, k, H, W]).
+  """Scores and saliency maps of given classes of each image, 10-crop averaged with `crop_size`.
 
-  With `crop_size` (int or (h, w)), each map is the 10-crop average (4 corners + centre and
-  their reflections, one vmapped batch) placed back in image coordinates, and each score the
-  10-crop average score. Per chunk: one forward pass and k backward passes. `sequential`: the
-  chunk's images, and their k backward passes, one after another inside the compiled call (`each`:
-  faster for big nets on CPU; the same maps to float round-off, `SEQUENTIAL_OPTIONS`).
+  With `crop_size`, each map is the 10-crop average (4 corners + centre and their reflections, one
+  vmapped batch) placed back in image coordinates, and each score the 10-crop average score. Per chunk:
+  one forward pass and k backward passes.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C].
+    classes: int [B, k].
+    crop_size: an int or (h, w): the 10 crops' size; None maps the whole images.
+    relu: the ReLU to run the model with.
+    chunk_size: images per compiled call (default: all at once).
+    sequential: the chunk's images, and their k backward passes, one after another inside the compiled
+      call (`each`: faster for big nets on CPU; the same maps to float round-off).
+
+  Returns:
+    (scores float32 [B, k], maps float32 [B, k, H, W]).
+
+  Raises:
+    ValueError: bad images, classes, crop size or model, or non-finite scores or gradients.
   """
   model = rules.as_model(model, images)
   images = check_images(model, images)
@@ -476,10 +747,25 @@ def class_saliency(model, images, classes, *, crop_size=None, relu=None, chunk_s
 
 def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None, chunk_size: int | None = None,
                    sequential: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The paper's protocol: maps of each image's k top-scoring classes, in one jitted call per chunk.
+  """The paper's protocol: the maps of each image's k top-scoring classes, in one jitted call per chunk.
 
-  Classes are ranked by score (10-crop averaged when `crop_size` is given). Returns
-  (classes [B, k] int32, scores [B, k], maps [B, k, H, W]); maps and `sequential` as in `class_saliency`.
+  Classes are ranked by score (10-crop averaged when `crop_size` is given); one forward pass and k
+  backward passes per chunk.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C].
+    k: the number of top classes.
+    crop_size: an int or (h, w): the 10 crops' size; None maps the whole images.
+    relu: the ReLU to run the model with.
+    chunk_size: images per compiled call (default: all at once).
+    sequential: as `class_saliency` takes it.
+
+  Returns:
+    (classes int32 [B, k], scores float32 [B, k], maps float32 [B, k, H, W]), best class first.
+
+  Raises:
+    ValueError: bad images, k, crop size or model, or non-finite scores or gradients.
   """
   model = rules.as_model(model, images)
   images = check_images(model, images)
@@ -493,7 +779,18 @@ def top_k_saliency(model, images, *, k: int = 5, crop_size=None, relu=None, chun
 
 
 def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array:
-  """One image [H, W, C] -> its 10-crop averaged saliency map [H, W] for class `label`."""
+  """One image's 10-crop averaged saliency map for one class.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    image: float [H, W, C].
+    label: the class, an int.
+    crop_size: an int or (h, w), the crops' size.
+    relu: the ReLU to run the model with.
+
+  Returns:
+    float32 [H, W].
+  """
   model = rules.as_model(model, image[None] if np.ndim(image) == 3 else image)
   image = check_images(model, image, rank=3)
   return ten_crop_saliency_batch(model, image[None], jnp.asarray([label]), crop_size=crop_size,
@@ -502,7 +799,22 @@ def ten_crop_saliency(model, image, label, *, crop_size, relu=None) -> jax.Array
 
 def ten_crop_saliency_batch(model, images, labels, *, crop_size, relu=None,
                             chunk_size: int | None = None) -> jax.Array:
-  """Images [B, H, W, C] -> 10-crop averaged saliency maps [B, H, W] for `labels` [B]."""
+  """10-crop averaged saliency maps of images for their labels.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C].
+    labels: int [B].
+    crop_size: an int or (h, w), the crops' size.
+    relu: the ReLU to run the model with.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W].
+
+  Raises:
+    ValueError: labels that are not [B], or as `class_saliency`.
+  """
   model = rules.as_model(model, images)
   labels = np.asarray(labels)
   if labels.ndim != 1:

@@ -38,8 +38,17 @@ def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def interval(values, *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> dict:
-  """The mean of per-image values [N] and its percentile bootstrap interval over images: {'mean',
-  'low', 'high', 'n', 'level', 'resamples', 'seed', 'method'}."""
+  """The mean of per-image values and its percentile bootstrap interval over images.
+
+  Args:
+    values: [N] per-image values (bools or numbers).
+    resamples: bootstrap resamples.
+    level: the interval's level.
+    seed: the resampling's seed.
+
+  Returns:
+    {'mean', 'low', 'high', 'n', 'level', 'resamples', 'seed', 'method'}.
+  """
   v = _values(values, 'interval')
   draws = v[_resample_indices(len(v), resamples, seed)].mean(axis=1)
   lo, hi = _percentiles(draws, level)
@@ -48,9 +57,21 @@ def interval(values, *, resamples: int = RESAMPLES, level: float = LEVEL, seed: 
 
 
 def binomial_interval(correct: int, n: int, *, level: float = LEVEL) -> dict:
-  """An accuracy of `correct` of `n` with its exact (Clopper-Pearson) binomial interval: {'mean', 'low',
-  'high', 'n', 'level', 'method'}. For counts without per-image results (the main job's test accuracy is
-  summed chunk by chunk)."""
+  """An accuracy with its exact (Clopper-Pearson) binomial interval.
+
+  For counts without per-image results (the main job's test accuracy is summed chunk by chunk).
+
+  Args:
+    correct: the images right.
+    n: the images.
+    level: the interval's level.
+
+  Returns:
+    {'mean', 'low', 'high', 'n', 'level', 'method'}.
+
+  Raises:
+    ValueError: unless 0 <= correct <= n and n >= 1.
+  """
   if not (isinstance(n, (int, np.integer)) and n > 0 and 0 <= correct <= n):
     raise ValueError(f'binomial_interval needs 0 <= correct <= n and n >= 1, got {correct} of {n}')
   ci = scipy_stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method='exact')
@@ -59,9 +80,21 @@ def binomial_interval(correct: int, n: int, *, level: float = LEVEL) -> dict:
 
 
 def mcnemar_exact(a, b) -> dict:
-  """McNemar's exact test of two methods' bools [N] on the same images: the images only `a` gets right
-  (n10) and only `b` gets right (n01), and the two-sided p-value of the binomial test of n10 against
-  n10 + n01 trials at 1/2 (1 when no image differs)."""
+  """McNemar's exact test of two methods' hits on the same images.
+
+  The images only `a` gets right (n10) and only `b` gets right (n01), and the two-sided p-value of the
+  binomial test of n10 against n10 + n01 trials at 1/2 (1 when no image differs).
+
+  Args:
+    a: bool [N].
+    b: bool [N].
+
+  Returns:
+    {'only_a': n10, 'only_b': n01, 'p_value': p}.
+
+  Raises:
+    ValueError: a and b of different lengths.
+  """
   a, b = np.asarray(a, bool).reshape(-1), np.asarray(b, bool).reshape(-1)
   if a.shape != b.shape:
     raise ValueError(f'mcnemar_exact: {len(a)} and {len(b)} images')
@@ -71,9 +104,25 @@ def mcnemar_exact(a, b) -> dict:
 
 
 def paired(a, b, *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> dict:
-  """a - b on the same images: the difference of the means, its paired bootstrap interval (the same
-  resampled images on both sides), whether the interval holds 0 ('distinguishable': False when it does),
-  and for bools McNemar's exact p-value."""
+  """A - b on the same images: the difference of the means, its paired bootstrap interval, and McNemar's p.
+
+  The same resampled images on both sides; 'distinguishable' is False when the interval holds 0; the
+  p-value of `mcnemar_exact` for bools.
+
+  Args:
+    a: [N] per-image values.
+    b: [N] per-image values on the same images.
+    resamples: bootstrap resamples.
+    level: the interval's level.
+    seed: the resampling's seed.
+
+  Returns:
+    {'difference', 'low', 'high', 'distinguishable', 'n', 'level', 'resamples', 'seed'}, and for bools
+    'mcnemar' (`mcnemar_exact`).
+
+  Raises:
+    ValueError: a and b of different lengths.
+  """
   va, vb = _values(a, 'paired a'), _values(b, 'paired b')
   if va.shape != vb.shape:
     raise ValueError(f'paired: {len(va)} and {len(vb)} images')
@@ -91,10 +140,19 @@ def pick_stability(per_image: dict, choose: Callable[[dict], str], *, resamples:
                    seed: int = 0) -> dict:
   """How often the same setting is picked on bootstrap resamples of the images.
 
-  per_image: {setting: {metric: per-image values [N]}}, every array over the same N images; choose:
-  {setting: {metric: mean}} -> the picked setting (e.g. `jobs.sweep.choose` with its criterion). Returns
-  {'picked': the pick on all images, 'stability': the fraction of resamples picking it, 'picks':
-  {setting: count}}."""
+  Args:
+    per_image: {setting: {metric: per-image values [N]}}, every array over the same N images.
+    choose: {setting: {metric: mean}} -> the picked setting (e.g. `jobs.sweep.choose`).
+    resamples: bootstrap resamples.
+    seed: the resampling's seed.
+
+  Returns:
+    {'picked': the pick on all images, 'stability': the fraction of resamples picking it, 'picks':
+    {setting: count}, ...}.
+
+  Raises:
+    ValueError: per-image arrays over different numbers of images.
+  """
   names = list(per_image)
   arrays = {s: {m: _values(v, f'{s}.{m}') for m, v in per_image[s].items()} for s in names}
   n = len(next(iter(next(iter(arrays.values())).values())))

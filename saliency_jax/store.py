@@ -1,5 +1,6 @@
-"""Files a run keeps and reads again (the data cache, the evaluation's chunks, the sweep's maps), written
-durably and checked on reading.
+"""Files a run keeps and reads again, written durably and checked on reading.
+
+The data cache, the evaluation's chunks, the sweep's maps.
 
 `write_atomic` writes through a temporary file that is flushed to disk (fsync) before it is renamed
 over the target, and the rename itself is made durable (the folder fsynced): after a crash a reader
@@ -27,7 +28,9 @@ _META, _CHECKSUM = '__meta__', '__checksum__'
 
 class DamagedFile(UserError):
   """A kept file that cannot be used: unreadable, changed since it was written, or another file's.
-  `path` and `problem` name it; the message adds what to do."""
+
+  `path` and `problem` name it; the message adds what to do.
+  """
 
   def __init__(self, path, problem: str):
     super().__init__(f'{path} {problem}: delete it and rerun: it will be made again')
@@ -46,8 +49,15 @@ def _fsync_folder(folder: pathlib.Path) -> None:
 
 
 def write_atomic(path: str | os.PathLike, content: str | bytes = b'', *, writer=None) -> None:
-  """`content` (or what `writer(file)` writes) to `path`: a temporary file beside it, flushed to disk,
-  then renamed over it. A reader never sees half a file, and a crash never leaves one."""
+  """Writes to a file through a temporary file beside it, flushed to disk, then renamed over it.
+
+  A reader never sees half a file, and a crash never leaves one.
+
+  Args:
+    path: the file.
+    content: the text or bytes to write.
+    writer: instead of content, a function that writes to the open binary file.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -67,7 +77,14 @@ def write_atomic(path: str | os.PathLike, content: str | bytes = b'', *, writer=
 
 
 def checksum(arrays: dict) -> str:
-  """sha256 of every array's name, dtype, shape and bytes, in name order."""
+  """sha256 of every array's name, dtype, shape and bytes, in name order.
+
+  Args:
+    arrays: {name: array}.
+
+  Returns:
+    The hex digest.
+  """
   h = hashlib.sha256()
   for name in sorted(arrays):
     a = np.ascontiguousarray(arrays[name])
@@ -77,7 +94,16 @@ def checksum(arrays: dict) -> str:
 
 
 def save(path: str | os.PathLike, arrays: dict, *, meta: dict) -> None:
-  """arrays {name: array} to an npz at `path` (`write_atomic`), with `meta` (JSON) and their checksum."""
+  """Arrays to an npz file (`write_atomic`), with what they are (`meta`, JSON) and their checksum.
+
+  Args:
+    path: the file.
+    arrays: {name: array}.
+    meta: what the arrays are (the config, code and weights they were made under).
+
+  Raises:
+    ValueError: an array named like the reserved meta or checksum entries.
+  """
   arrays = {name: np.asarray(a) for name, a in arrays.items()}
   if _META in arrays or _CHECKSUM in arrays:
     raise ValueError(f'array names {_META} and {_CHECKSUM} are reserved')
@@ -86,8 +112,19 @@ def save(path: str | os.PathLike, arrays: dict, *, meta: dict) -> None:
 
 
 def load(path: str | os.PathLike, *, meta: dict) -> dict:
-  """The arrays of a `save`d file, or a DamagedFile when it cannot be read, was written as something else
-  than `meta` says, or its arrays fail their checksum."""
+  """The arrays of a `save`d file, checked against what it should hold.
+
+  Args:
+    path: the file.
+    meta: what the file must have been written as.
+
+  Returns:
+    {name: array}.
+
+  Raises:
+    DamagedFile: it cannot be read, was written as something else than `meta` says, or its arrays fail
+      their checksum.
+  """
   path = pathlib.Path(path)
   try:
     with np.load(path, allow_pickle=False) as f:
@@ -109,8 +146,16 @@ def load(path: str | os.PathLike, *, meta: dict) -> dict:
 
 
 def load_or_none(path: str | os.PathLike, *, meta: dict, log=print) -> dict | None:
-  """`load`, or None when there is no file or it is damaged (said through `log`): for files that the
-  caller makes again."""
+  """`load`, or None when there is no file or it is damaged (said through `log`): for files made again.
+
+  Args:
+    path: the file.
+    meta: what the file must have been written as.
+    log: where a damaged file is reported.
+
+  Returns:
+    {name: array}, or None.
+  """
   if not pathlib.Path(path).exists():
     return None
   try:

@@ -21,10 +21,28 @@ class DeconvNetReLU(torch.autograd.Function):
 
   @staticmethod
   def forward(ctx, x):
+    """relu(x).
+
+    Args:
+      ctx: the autograd context.
+      x: the input.
+
+    Returns:
+      x clamped at 0.
+    """
     return x.clamp(min=0)
 
   @staticmethod
   def backward(ctx, g):
+    """The DeconvNet's backward rule: the signal rectified, g * 1(g > 0).
+
+    Args:
+      ctx: the autograd context.
+      g: the signal coming back.
+
+    Returns:
+      g clamped at 0.
+    """
     return g.clamp(min=0)
 
 
@@ -33,11 +51,29 @@ class GuidedReLU(torch.autograd.Function):
 
   @staticmethod
   def forward(ctx, x):
+    """relu(x), saving x for the backward pass.
+
+    Args:
+      ctx: the autograd context.
+      x: the input.
+
+    Returns:
+      x clamped at 0.
+    """
     ctx.save_for_backward(x)
     return x.clamp(min=0)
 
   @staticmethod
   def backward(ctx, g):
+    """Guided backpropagation's backward rule: g * 1(x > 0) * 1(g > 0).
+
+    Args:
+      ctx: the autograd context (holds x).
+      g: the signal coming back.
+
+    Returns:
+      The gated signal.
+    """
     (x,) = ctx.saved_tensors
     return g * ((x > 0) & (g > 0)).to(g.dtype)
 
@@ -46,7 +82,13 @@ RELUS = {'gradient': F.relu, 'deconvnet': DeconvNetReLU.apply, 'guided': GuidedR
 
 
 class TorchBasicBlock(nn.Module):
+  """The CIFAR ResNet block in PyTorch: conv3x3-BN-ReLU-conv3x3-BN, the option-A shortcut, then ReLU.
 
+  Args:
+    in_planes: input channels.
+    planes: output channels.
+    stride: the first convolution's stride.
+  """
   def __init__(self, in_planes: int, planes: int, stride: int):
     super().__init__()
     self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
@@ -56,6 +98,15 @@ class TorchBasicBlock(nn.Module):
     self.pad = planes // 4 if (stride != 1 or in_planes != planes) else 0
 
   def forward(self, x, relu=F.relu):
+    """The block: conv-BN-ReLU-conv-BN plus the option-A shortcut, then ReLU.
+
+    Args:
+      x: NCHW float images.
+      relu: the ReLU function (a `torch.autograd.Function`'s apply for a backward rule).
+
+    Returns:
+      The block's output, NCHW.
+    """
     out = relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
     shortcut = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
@@ -63,7 +114,12 @@ class TorchBasicBlock(nn.Module):
 
 
 class TorchCifarResNet(nn.Module):
+  """akamaster's CIFAR ResNet in PyTorch, the twin of `models.CifarResNet` (the same state dict keys).
 
+  Args:
+    depth: 20, 32, 44 or 56.
+    num_classes: K.
+  """
   def __init__(self, depth: int = 20, num_classes: int = 10):
     super().__init__()
     n = (depth - 2) // 6
@@ -79,6 +135,15 @@ class TorchCifarResNet(nn.Module):
     self.linear = nn.Linear(64, num_classes)
 
   def forward(self, x, relu=F.relu):
+    """The CIFAR ResNet forward pass.
+
+    Args:
+      x: NCHW float images.
+      relu: the ReLU function (a `torch.autograd.Function`'s apply for a backward rule).
+
+    Returns:
+      The scores [B, K].
+    """
     out = relu(self.bn1(self.conv1(x)))
     for block in (*self.layer1, *self.layer2, *self.layer3):
       out = block(out, relu)
@@ -106,6 +171,15 @@ class TorchVGG16(nn.Module):
         nn.Linear(4096, num_classes))
 
   def forward(self, x, relu=F.relu):
+    """Torchvision's VGG16 forward pass.
+
+    Args:
+      x: NCHW float images.
+      relu: the ReLU function (a `torch.autograd.Function`'s apply for a backward rule).
+
+    Returns:
+      The scores [B, K].
+    """
     def run(layer, h):
       return relu(h) if isinstance(layer, nn.ReLU) else layer(h)
     for layer in self.features:
@@ -131,6 +205,15 @@ class TorchSmallConvNet(nn.Module):
     self.classifier = nn.Linear(c, num_classes)
 
   def forward(self, x, relu=F.relu):
+    """The SmallConvNet forward pass (PyTorch's layout of the same weights).
+
+    Args:
+      x: NCHW float images.
+      relu: the ReLU function (a `torch.autograd.Function`'s apply for a backward rule).
+
+    Returns:
+      The scores [B, K].
+    """
     i = 0
     for s, n in enumerate(self.stage_sizes):
       if s > 0:
@@ -150,8 +233,10 @@ def _tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> 
 
 
 class TorchKerasChain(nn.Module):
-  """A chain of Keras layers (a TensorFlow.js layers model's config) run in PyTorch, NCHW, from the
-  raw layer list and weight arrays (`weights.read_tfjs_layers_model`); a final softmax is dropped.
+  """A chain of Keras layers (a TensorFlow.js layers model's config) run in PyTorch, NCHW.
+
+  Built from the raw layer list and weight arrays (`weights.read_tfjs_layers_model`); a final softmax is
+  dropped.
 
   Written from Keras' definitions of the layers (TensorFlow 'same' padding, depthwise kernels
   [kh, kw, C, m], channels-last Reshape / Flatten), independently of `models.KerasNet`.
@@ -203,6 +288,20 @@ class TorchKerasChain(nn.Module):
     return F.conv2d(x, weight, bias, stride=(sh, sw), dilation=(dh, dw), groups=groups)
 
   def forward(self, x, relu=F.relu, *, start=None, stop=None):
+    """The Keras layers run in PyTorch, from `start` to `stop`.
+
+    Args:
+      x: NCHW input (or, with `start`, that layer's output).
+      relu: the ReLU function of the rectifications (relu6's clip keeps its own derivative).
+      start: run the layers after this Keras layer's name (None: from the input).
+      stop: return this Keras layer's output (None: the pre-softmax scores).
+
+    Returns:
+      The scores [B, K], or the `stop` layer's output.
+
+    Raises:
+      ValueError: a layer class the chain does not support.
+    """
     p = self.params
     names = [c['name'] for _, c in self.layers]
     first = 0 if start is None else names.index(start) + 1

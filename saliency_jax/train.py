@@ -50,13 +50,30 @@ from saliency_jax.errors import UserError
 
 
 def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy of scores [B, K] against integer labels [B]."""
+  """Mean softmax cross-entropy of scores against integer labels.
+
+  Args:
+    scores: [B, K].
+    labels: int [B].
+
+  Returns:
+    A scalar.
+  """
   return optax.softmax_cross_entropy_with_integer_labels(scores, labels).mean()
 
 
 def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0, crop: int = 0) -> jax.Array:
-  """Random crops of crop x crop px (0: none), left-right flips, shifts by up to max_shift px (edge
-  padded) and brightness / contrast jitter of normalised images [B, H, W, C]."""
+  """Training augmentation of normalised images: random crops, flips, shifts and brightness / contrast jitter.
+
+  Args:
+    key: a JAX random key.
+    images: [B, H, W, C], normalised.
+    max_shift: shifts by up to this many pixels (edge padded; 0: none).
+    crop: random crops of crop x crop pixels (0: none).
+
+  Returns:
+    [B, H, W, C], or [B, crop, crop, C].
+  """
   k_flip, k_gain, k_bias, k_shift, k_crop = jax.random.split(key, 5)
   if crop:
     b, h, w, c = images.shape
@@ -80,7 +97,20 @@ def augment(key: jax.Array, images: jax.Array, *, max_shift: int = 0, crop: int 
 
 @nnx.jit(static_argnames=('max_shift', 'crop'))
 def train_step(model, optimizer, key, images, labels, *, max_shift: int = 0, crop: int = 0):
-  """One optimiser step on a batch; returns (loss, accuracy) before the step."""
+  """One optimiser step on a batch (jitted; the model and optimizer are updated in place).
+
+  Args:
+    model: the NNX model, in training mode.
+    optimizer: its `nnx.Optimizer`.
+    key: a JAX random key for the augmentation.
+    images: [B, H, W, C], normalised.
+    labels: int [B].
+    max_shift: as `augment` takes it.
+    crop: as `augment` takes it.
+
+  Returns:
+    (loss, accuracy) of the batch before the step.
+  """
   images = augment(key, images, max_shift=max_shift, crop=crop)
 
   def loss_fn(model):
@@ -98,8 +128,18 @@ def _predict(model, images):
 
 
 def hits(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> int:
-  """How many of normalised images [N, H, W, C] `model` (inference mode) classifies right (top-1; their
-  centred crop x crop px when crop > 0)."""
+  """How many images a model classifies right (top-1).
+
+  Args:
+    model: the model, in inference mode.
+    images: [N, H, W, C], normalised.
+    labels: int [N].
+    batch_size: images per call.
+    crop: score the centred crop x crop pixels when > 0.
+
+  Returns:
+    The count, an int.
+  """
   model.eval()
   count = 0
   for start in range(0, len(images), batch_size):
@@ -111,7 +151,18 @@ def hits(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> int:
 
 
 def accuracy(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> float:
-  """Top-1 accuracy (`hits` / N)."""
+  """Top-1 accuracy (`hits` / N).
+
+  Args:
+    model: the model, in inference mode.
+    images: [N, H, W, C], normalised.
+    labels: int [N].
+    batch_size: images per call.
+    crop: as `hits` takes it.
+
+  Returns:
+    A float in [0, 1].
+  """
   return hits(model, images, labels, batch_size=batch_size, crop=crop) / len(images)
 
 
@@ -119,7 +170,18 @@ def accuracy(model, images, labels, *, batch_size: int = 256, crop: int = 0) -> 
 
 
 def make_model(config, num_classes: int) -> nnx.Module:
-  """The model `config.model.name` of `saliency_jax.models`, with the other fields as arguments."""
+  """The model `config.model.name` of `saliency_jax.models`, with the other fields as arguments.
+
+  Args:
+    config: the job's config (model, seed).
+    num_classes: K.
+
+  Returns:
+    The NNX model.
+
+  Raises:
+    ValueError: an unknown model name.
+  """
   kwargs = dict(config.model.to_dict() if hasattr(config.model, 'to_dict') else config.model)
   name = kwargs.pop('name')
   if not hasattr(models, name):
@@ -130,8 +192,20 @@ def make_model(config, num_classes: int) -> nnx.Module:
 
 
 def make_schedule(t) -> optax.Schedule:
-  """config.train: schedule 'cosine' (after `warmup_steps` of linear warm-up), 'step' (x0.1 at 50% and
-  75% of the steps) or 'constant'."""
+  """The learning-rate schedule of config.train.
+
+  'cosine' (after `warmup_steps` of linear warm-up), 'step' (x0.1 at 50% and 75% of the steps) or
+  'constant'.
+
+  Args:
+    t: config.train.
+
+  Returns:
+    An optax schedule.
+
+  Raises:
+    ValueError: an unknown schedule.
+  """
   if t.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
                                               max(t.steps, t.warmup_steps + 1))
@@ -143,7 +217,17 @@ def make_schedule(t) -> optax.Schedule:
 
 
 def make_optimizer(t) -> optax.GradientTransformation:
-  """config.train: optimizer 'adamw' or 'sgd' (momentum, decoupled weight decay as in the paper's SGD)."""
+  """The optimiser of config.train: 'adamw' or 'sgd' (momentum, decoupled weight decay as the paper's SGD).
+
+  Args:
+    t: config.train.
+
+  Returns:
+    An optax gradient transformation.
+
+  Raises:
+    ValueError: an unknown optimizer.
+  """
   schedule = make_schedule(t)
   if t.optimizer == 'adamw':
     return optax.adamw(schedule, weight_decay=t.weight_decay)
@@ -205,8 +289,14 @@ def _flat(tree: dict, prefix: str = '') -> dict:
 def fingerprint(config) -> dict:
   """The settings that determine the trained weights: {'seed': 0, 'train.learning_rate': 0.003, ...}.
 
-  config.seed, num_classes, model, data and train (JSON values: tuples as lists), less the settings
-  of `_NOT_WEIGHTS`. Everything else (localisation, figures, num_eval, workers) may change freely.
+  config.seed, num_classes, model, data and train (JSON values: tuples as lists), less the settings of
+  `_NOT_WEIGHTS`. Everything else (localisation, figures, num_eval, workers) may change freely.
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    {dotted key: value}.
   """
   tree = {'seed': config.seed, 'num_classes': config.num_classes}
   for part in ('model', 'data', 'train'):
@@ -220,8 +310,15 @@ def _has_steps(directory: pathlib.Path) -> bool:
 
 
 def check_fingerprint(config, workdir) -> None:
-  """Raises ValueError when workdir/checkpoints holds steps trained under other settings than the
-  config's (`fingerprint`), naming each differing key with its old and new value."""
+  """Raises when the workdir's checkpoints were trained under other settings than the config's.
+
+  Args:
+    config: the job's config (`fingerprint`).
+    workdir: the job's workdir (its checkpoints/fingerprint.json).
+
+  Raises:
+    UserError: naming each differing key with its old and new value, or a damaged fingerprint file.
+  """
   directory = pathlib.Path(workdir) / 'checkpoints'
   path = directory / FINGERPRINT
   if not (path.is_file() and _has_steps(directory)):
@@ -263,8 +360,11 @@ def _shapes(tree) -> dict:
 
 
 def _check_architecture(saved, target: dict, where: pathlib.Path) -> None:
-  """Raises ValueError naming the first differences when a checkpoint's arrays (orbax metadata) do not
-  fit the model and optimizer of this config (orbax's own error would only suggest `strict=False`)."""
+  """Raises ValueError when a checkpoint's arrays do not fit this config's model and optimizer.
+
+  Names the first differences, from orbax's metadata (orbax's own error would only suggest
+  `strict=False`).
+  """
   have = {k: v for k, v in _shapes(saved).items() if k.startswith(('model/', 'optimizer/'))}
   want = _shapes(target)
   def show(shapes, k):
@@ -280,9 +380,19 @@ def _check_architecture(saved, target: dict, where: pathlib.Path) -> None:
 
 
 def check_labels(labels, num_classes: int, class_names=()) -> None:
-  """A UserError unless the training labels [N] lie in [0, num_classes) and every class has an example:
-  a label outside makes the cross-entropy NaN; a class without examples (an empty class folder) gives a
-  net that never predicts it, and a one-class net a test accuracy of 1."""
+  """Raises unless the training labels lie in [0, num_classes) and every class has an example.
+
+  A label outside makes the cross-entropy NaN; a class without examples (an empty class folder) gives a
+  net that never predicts it, and a one-class net a test accuracy of 1.
+
+  Args:
+    labels: int [N].
+    num_classes: K.
+    class_names: the classes' names, for the error.
+
+  Raises:
+    UserError: labels outside [0, K), or classes without an example.
+  """
   labels = np.asarray(labels)
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise UserError(f'config.num_classes is {num_classes}, but the training labels run from {labels.min()} '
@@ -297,7 +407,16 @@ def check_labels(labels, num_classes: int, class_names=()) -> None:
 
 
 def diverged(loss: float, step: int, t) -> UserError:
-  """The error for a loss that is not finite at `step` (config.train: t), naming the likely setting."""
+  """The error for a loss that is not finite, naming the likely setting.
+
+  Args:
+    loss: the loss.
+    step: the step it was reached at.
+    t: config.train.
+
+  Returns:
+    A `UserError`.
+  """
   rate = t.learning_rate
   hint = ('config.train.learning_rate is not a finite number' if not np.isfinite(rate) else
           f'config.train.learning_rate {rate:g} too large for config.train.optimizer {t.optimizer!r}?')
@@ -321,8 +440,11 @@ def _restore(manager, step: int, model, optimizer, directory: pathlib.Path) -> l
 
 
 def _set_aside(manager, directory: pathlib.Path, step: int, error: Exception) -> None:
-  """A damaged checkpoint step, renamed out of the way (kept for inspection) so that training resumes from
-  the step before it (or from the start); said on stderr. With several processes, an error instead."""
+  """A damaged checkpoint step, renamed out of the way so that training resumes from the step before.
+
+  Kept for inspection; training resumes from the step before it (or from the start); said on stderr. With
+  several processes, an error instead.
+  """
   what = f'{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ""}'
   if jax.process_count() > 1:
     raise UserError(f'checkpoint step {step} in {directory} is damaged ({what}): move '
@@ -340,8 +462,10 @@ def _set_aside(manager, directory: pathlib.Path, step: int, error: Exception) ->
 
 
 def _keep_log(path: pathlib.Path, step: int) -> None:
-  """Drops the records of train_log.jsonl after `step` (the restored checkpoint's; and a line cut
-  short by a kill), so that a resumed run logs each step once."""
+  """Drops the records of train_log.jsonl after `step`, so that a resumed run logs each step once.
+
+  `step` is the restored checkpoint's; a line cut short by a kill goes too.
+  """
   if not path.is_file():
     return
   lines = path.read_text().splitlines()
@@ -358,9 +482,11 @@ def _keep_log(path: pathlib.Path, step: int) -> None:
 
 @contextlib.contextmanager
 def _deferred_signals():
-  """While training, SIGINT and SIGTERM only append their number to the list this yields: the loop
-  stops at the next step boundary, never inside an update or a checkpoint write. (Signals reach
-  the main thread only; elsewhere nothing is deferred.)"""
+  """While training, SIGINT and SIGTERM only append their number to the list this yields.
+
+  The loop stops at the next step boundary, never inside an update or a checkpoint write. (Signals reach
+  the main thread only; elsewhere nothing is deferred.)
+  """
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield received
@@ -375,8 +501,11 @@ def _deferred_signals():
 
 
 def _stop(received: list) -> bool:
-  """Whether to stop before the next step: a signal reached this process (`_deferred_signals`), or, with
-  several processes, any of them (they agree, so that all stop at the same step and save together)."""
+  """Whether to stop before the next step: a signal reached this process or, with several, any.
+
+  With several processes they agree (`_deferred_signals`), so that all stop at the same step and save
+  together.
+  """
   if jax.process_count() == 1:
     return bool(received)
   from jax.experimental import multihost_utils
@@ -389,22 +518,32 @@ def _stop(received: list) -> bool:
 def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, stop_at: int | None = None):
   """Trains (or resumes) the config's model on data['train'], evaluates on data['test'] (when given).
 
-  data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]} or a
-  `transforms.Streamed` (read on demand), 'test' (optional): arrays as for train}.
   Several processes (`parallel.initialize`): every process runs this with the same config and workdir;
-  the steps run on `parallel.global_mesh` (all processes' devices), each process reading only its rows
-  of every global batch (the rows of `transforms.batch_indices`, so that any number of processes
-  trains on the batches one process would), and every process saves and restores the orbax
-  checkpoints. The model comes back on this process's local devices.
-  config: seed, model (name + arguments), train (optimizer, learning_rate, momentum, weight_decay,
-  schedule, warmup_steps, steps, batch_size, max_shift, crop (random crops of that size in training,
-  the centred one for evaluation; 0: whole images), checkpoint_every, log_every), num_classes.
-  stop_at: end after that step, checkpointed, as an interruption would (tests; chunked runs).
-  Returns (model in inference mode, {'test_accuracy' (with data['test']), 'steps', 'resumed_from',
-  'final_loss'}).
-  Raises ValueError when workdir's checkpoints were trained under another config (`check_fingerprint`)
-  or hold another architecture; KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM) once the steps
-  done before the signal are checkpointed.
+  the steps run on `parallel.global_mesh`, each process reading only its rows of every global batch (the
+  rows of `transforms.batch_indices`, so that any number of processes trains on the batches one process
+  would), and every process saves and restores the orbax checkpoints. The model comes back on this
+  process's local devices.
+
+  Args:
+    config: seed, model (name + arguments), train (optimizer, learning_rate, momentum, weight_decay,
+      schedule, warmup_steps, steps, batch_size, max_shift, crop (random crops of that size in training,
+      the centred one for evaluation; 0: whole images), checkpoint_every, log_every), num_classes.
+    workdir: where the checkpoints go (resumed from when there).
+    data: {'train': {'images' float32 [N, H, W, C] normalised, 'labels' [N]} or a
+      `transforms.Streamed` (read on demand), 'test' (optional): arrays as for train}.
+    progress: draw a progress bar.
+    stop_at: end after that step, checkpointed, as an interruption would (tests; chunked runs).
+
+  Returns:
+    (model in inference mode, {'test_accuracy' (with data['test']), 'steps', 'resumed_from',
+    'final_loss'}).
+
+  Raises:
+    ValueError: a batch size that does not split over the devices, checkpoints trained under another
+      config (`check_fingerprint`) or of another architecture.
+    UserError: the loss diverged.
+    KeyboardInterrupt: SIGINT, once the steps done before it are checkpointed.
+    SystemExit: SIGTERM (code 143), once the steps done before it are checkpointed.
   """
   t = config.train
   workdir = pathlib.Path(workdir)
@@ -505,10 +644,26 @@ def train_and_evaluate(config, workdir, data: dict, *, progress: bool = True, st
 
 def fit(model, images: np.ndarray, labels: np.ndarray, *, steps: int, batch_size: int, learning_rate: float,
         weight_decay: float, seed: int, progress: bool = True) -> list[dict]:
-  """Trains `model` in place with AdamW and a cosine schedule; returns the per-step log.
+  """Trains a model in place with AdamW and a cosine schedule.
 
-  images: normalised float32 [N, H, W, C]; labels int [N]. Batches come from
-  `transforms.batch_indices`, keys from `jax.random.key(seed)`.
+  Batches come from `transforms.batch_indices`, keys from `jax.random.key(seed)`.
+
+  Args:
+    model: the NNX model.
+    images: float32 [N, H, W, C], normalised.
+    labels: int [N].
+    steps: optimiser steps.
+    batch_size: images per step.
+    learning_rate: the peak learning rate.
+    weight_decay: AdamW's decoupled weight decay.
+    seed: the batches' and augmentation's seed.
+    progress: draw a progress bar.
+
+  Returns:
+    The per-step log: [{'step', 'loss', 'accuracy'}].
+
+  Raises:
+    UserError: the loss diverged.
   """
   optimizer = nnx.Optimizer(model, optax.adamw(optax.cosine_decay_schedule(learning_rate, steps),
                                                weight_decay=weight_decay), wrt=nnx.Param)

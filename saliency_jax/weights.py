@@ -37,8 +37,10 @@ TORCH_EXTRA = "pip install 'saliency-jax[torch]'  (or: pip install torch==2.13.0
 
 
 def _torch_error(error: Exception) -> str:
-  """torch.load's error in one line, without its advice to retry with weights_only=False: that
-  unpickles arbitrary objects, i.e. runs code from the file."""
+  """torch.load's error in one line, without its advice to retry with weights_only=False.
+
+  That advice unpickles arbitrary objects, i.e. runs code from the file.
+  """
   text = str(error)
   if 'WeightsUnpickler error:' in text:
     text = text.split('WeightsUnpickler error:', 1)[1]
@@ -50,7 +52,19 @@ def _torch_error(error: Exception) -> str:
 
 
 def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """A PyTorch checkpoint -> {key: float32 array}, `state_dict` unwrapped, `module.` prefixes dropped."""
+  """A PyTorch checkpoint as float32 arrays: `state_dict` unwrapped, `module.` prefixes dropped.
+
+  Args:
+    path: the checkpoint file.
+
+  Returns:
+    {key: float32 array}.
+
+  Raises:
+    ImportError: torch is not installed (the `torch` extra).
+    FileNotFoundError: no file at path.
+    ValueError: not a readable PyTorch checkpoint, or one holding no state dict.
+  """
   try:
     import torch
   except ImportError as e:
@@ -81,8 +95,14 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def empty(make: Callable[[], nnx.Module]) -> nnx.Module:
   """The module `make()` builds, with zeros instead of a random initialisation.
 
-  A checkpoint overwrites every weight, so sampling VGG16's 138M random weights first (about
-  9 s on 2 CPU cores) would be wasted: shapes come from `nnx.eval_shape`, values are zeros.
+  A checkpoint overwrites every weight, so sampling VGG16's 138M random weights first would be wasted:
+  shapes come from `nnx.eval_shape`, values are zeros.
+
+  Args:
+    make: a function of no argument that builds the module.
+
+  Returns:
+    The module.
   """
   graphdef, state = nnx.split(nnx.eval_shape(make))
 
@@ -98,10 +118,34 @@ def empty(make: Callable[[], nnx.Module]) -> nnx.Module:
 
 Convert = Callable[[np.ndarray], np.ndarray]
 def conv_weight(w):
+  """A PyTorch convolution kernel [O, I, kh, kw] in Flax's layout [kh, kw, I, O].
+
+  Args:
+    w: a PyTorch tensor's array.
+
+  Returns:
+    The array in Flax's layout.
+  """
   return w.transpose(2, 3, 1, 0)
 def linear_weight(w):
+  """A PyTorch Linear weight [O, I] in Flax's layout [I, O].
+
+  Args:
+    w: a PyTorch tensor's array.
+
+  Returns:
+    The array in Flax's layout.
+  """
   return w.T
 def identity(w):
+  """A tensor that needs no conversion (biases, BatchNorm parameters).
+
+  Args:
+    w: a PyTorch tensor's array.
+
+  Returns:
+    The array in Flax's layout.
+  """
   return w
 
 
@@ -122,10 +166,17 @@ def _bn_entries(prefix: str, bn: nnx.BatchNorm) -> dict:
 
 
 def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
-  """Writes state[key] through entries[key] = (variable, convert) after checking everything.
+  """Writes a state dict into a model's variables, after checking everything.
 
-  Raises ValueError listing unknown keys, missing keys, shape mismatches and tensors holding NaN
-  or inf; nothing is written unless all keys match and every value is finite.
+  Nothing is written unless all keys match and every value is finite.
+
+  Args:
+    entries: {key: (variable, convert)}.
+    state: {key: array}.
+    source: what the state came from, for the error.
+
+  Raises:
+    ValueError: listing unknown keys, missing keys, shape mismatches and tensors holding NaN or inf.
   """
   unknown = sorted(set(state) - set(entries))
   missing = sorted(set(entries) - set(state))
@@ -158,7 +209,14 @@ def assign(entries: dict, state: dict[str, np.ndarray], source: str) -> None:
 
 
 def cifar_resnet_entries(model: models.CifarResNet) -> dict:
-  """State-dict key -> (variable, convert) for akamaster's CIFAR ResNets."""
+  """State-dict key -> (variable, convert) for akamaster's CIFAR ResNets.
+
+  Args:
+    model: the CifarResNet.
+
+  Returns:
+    {key: (variable, convert)}.
+  """
   entries = {**_conv_entries('conv1', model.conv1), **_bn_entries('bn1', model.bn1)}
   for s, stage in enumerate((model.layer1, model.layer2, model.layer3)):
     for b, block in enumerate(stage):
@@ -173,7 +231,18 @@ def cifar_resnet_entries(model: models.CifarResNet) -> dict:
 
 def cifar_resnet_from_state_dict(state: dict[str, np.ndarray],
                                  source: str = 'state dict') -> models.CifarResNet:
-  """Builds the CifarResNet a state dict describes: depth from its blocks, classes from `linear`."""
+  """The CifarResNet a state dict describes: depth from its blocks, classes from `linear`.
+
+  Args:
+    state: {key: array}.
+    source: what the state came from, for the errors.
+
+  Returns:
+    The CifarResNet, in inference mode.
+
+  Raises:
+    ValueError: not a CIFAR ResNet state dict, or one that does not match the model (`assign`).
+  """
   blocks = {int(m.group(1)) for k in state if (m := re.match(r'layer1\.(\d+)\.', k))}
   if not blocks:
     raise ValueError(f'{source} is not a CIFAR ResNet state dict (no layer1.* keys)')
@@ -189,9 +258,15 @@ def cifar_resnet_from_state_dict(state: dict[str, np.ndarray],
 
 
 def load_cifar_resnet(path: str | os.PathLike) -> models.CifarResNet:
-  """An akamaster-format checkpoint (pytorch_resnet_cifar10 `*.th`) -> CifarResNet, in eval mode.
+  """An akamaster-format checkpoint (pytorch_resnet_cifar10 `*.th`) as a CifarResNet, in inference mode.
 
-  Inputs: RGB in [0, 1] normalised with CIFAR10_MEAN / CIFAR10_STD (see `normalise`), NHWC.
+  Inputs: RGB in [0, 1] normalised with CIFAR10_MEAN / CIFAR10_STD (`transforms.normalise`), NHWC.
+
+  Args:
+    path: the checkpoint file.
+
+  Returns:
+    The CifarResNet.
   """
   return cifar_resnet_from_state_dict(read_torch_state_dict(path), str(path))
 
@@ -200,7 +275,14 @@ def load_cifar_resnet(path: str | os.PathLike) -> models.CifarResNet:
 
 
 def small_convnet_entries(model: models.SmallConvNet) -> dict:
-  """State-dict key -> (variable, convert): convs.{i}, norms.{i}, hidden.{j}, classifier."""
+  """State-dict key -> (variable, convert) for a SmallConvNet: convs.{i}, norms.{i}, hidden.{j}, classifier.
+
+  Args:
+    model: the SmallConvNet.
+
+  Returns:
+    {key: (variable, convert)}.
+  """
   entries = {}
   for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
     entries.update(_conv_entries(f'convs.{i}', conv))
@@ -223,7 +305,14 @@ def _nchw_flat_to_nhwc(channels: int, side: int) -> Convert:
 
 
 def vgg16_entries(model: models.VGG16) -> dict:
-  """State-dict key -> (variable, convert) for torchvision's VGG16."""
+  """State-dict key -> (variable, convert) for torchvision's VGG16.
+
+  Args:
+    model: the VGG16.
+
+  Returns:
+    {key: (variable, convert)}.
+  """
   entries = {}
   for i, layer in enumerate(model.features):
     if layer is not None:
@@ -235,6 +324,18 @@ def vgg16_entries(model: models.VGG16) -> dict:
 
 
 def vgg16_from_state_dict(state: dict[str, np.ndarray], source: str = 'state dict') -> models.VGG16:
+  """The VGG16 a torchvision state dict describes (classes from `classifier.6`).
+
+  Args:
+    state: {key: array}.
+    source: what the state came from, for the errors.
+
+  Returns:
+    The VGG16, in inference mode.
+
+  Raises:
+    ValueError: not a torchvision VGG16 state dict, or one that does not match the model (`assign`).
+  """
   if 'classifier.6.weight' not in state:
     raise ValueError(f'{source} is not a torchvision VGG16 state dict (no classifier.6.weight)')
   model = empty(lambda: models.VGG16(num_classes=state['classifier.6.weight'].shape[0], rngs=nnx.Rngs(0)))
@@ -243,9 +344,15 @@ def vgg16_from_state_dict(state: dict[str, np.ndarray], source: str = 'state dic
 
 
 def load_torchvision_vgg16(path: str | os.PathLike) -> models.VGG16:
-  """A torchvision `vgg16` state_dict file (e.g. vgg16-397923af.pth) -> VGG16, in eval mode.
+  """A torchvision `vgg16` state_dict file (e.g. vgg16-397923af.pth) as a VGG16, in inference mode.
 
   Inputs: RGB in [0, 1] normalised with IMAGENET_MEAN / IMAGENET_STD, NHWC, 224 x 224.
+
+  Args:
+    path: the checkpoint file.
+
+  Returns:
+    The VGG16.
   """
   return vgg16_from_state_dict(read_torch_state_dict(path), str(path))
 
@@ -267,9 +374,21 @@ def _depthwise(w: np.ndarray) -> np.ndarray:
 
 
 def read_tfjs_layers_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-  """A TensorFlow.js layers model (the folder holding model.json, or the file) -> (the Keras model
-  config, {weight name: float32 array}). The weight shards are read raw (little-endian, concatenated
-  in manifest order); TensorFlow is not needed."""
+  """A TensorFlow.js layers model's Keras config and weights; TensorFlow is not needed.
+
+  The weight shards are read raw (little-endian, concatenated in manifest order).
+
+  Args:
+    path: the folder holding model.json, or the file.
+
+  Returns:
+    (the Keras model config, {weight name: float32 array}).
+
+  Raises:
+    FileNotFoundError: no model.json there, or weight shards its manifest lists are missing.
+    ValueError: not a TensorFlow.js layers model, a weight that is not float32 (or quantized), or shards
+      that end inside a weight or hold bytes left over.
+  """
   path = pathlib.Path(path)
   path = path / 'model.json' if path.is_dir() else path
   if not path.is_file():
@@ -325,16 +444,22 @@ def _activation_steps(act: str) -> list[tuple[str, dict | None]]:
 def keras_layout(keras_layers, shapes: dict[str, tuple[int, ...]], *, rngs: nnx.Rngs) -> tuple[tuple, list]:
   """A Keras / TensorFlow.js layer list translated into `models.KerasNet`'s layout and modules.
 
-  keras_layers: the model config's layer list in order (each {'class_name', 'config', ...}); shapes:
-  {weight name: shape} of the arrays the model will receive (they give every layer's widths). Supported:
-  the classes of `KERAS_LAYERS` with activations linear, relu, relu6 and a final softmax, which is
-  dropped (the net returns the pre-softmax scores S_c). A layer with an activation becomes its linear
-  part (`{name}/linear`) and the activation; relu6 is a rectification (`{name}/relu`) and a clip at 6
-  (`{name}`): the Keras name is always the layer's output. Any other layer, activation or setting is a
-  ValueError that names it.
+  Supported: the classes of `KERAS_LAYERS` with activations linear, relu, relu6 and a final softmax,
+  which is dropped (the net returns the pre-softmax scores S_c). A layer with an activation becomes its
+  linear part (`{name}/linear`) and the activation; relu6 is a rectification (`{name}/relu`) and a clip
+  at 6 (`{name}`): the Keras name is always the layer's output.
 
-  Returns (layout: per step (layer name, step name, kind, options as sorted items, module index or -1),
-  modules: per Keras layer its nnx module or None).
+  Args:
+    keras_layers: the model config's layer list in order (each {'class_name', 'config', ...}).
+    shapes: {weight name: shape} of the arrays the model will receive (they give every layer's widths).
+    rngs: the NNX random streams the modules are built with.
+
+  Returns:
+    (layout: per step (layer name, step name, kind, options as sorted items, module index or -1),
+    modules: per Keras layer its NNX module or None).
+
+  Raises:
+    ValueError: any other layer, activation or setting, naming it.
   """
   layout, mods = [], []
   keras_layers = [e for e in keras_layers if e['class_name'] != 'InputLayer']
@@ -417,12 +542,20 @@ def keras_layout(keras_layers, shapes: dict[str, tuple[int, ...]], *, rngs: nnx.
 
 
 def load_tfjs_layers_model(path: str | os.PathLike) -> models.KerasNet:
-  """A TensorFlow.js / Keras layers model (e.g. ../shared/data/imagenet-mobilenet) -> `models.KerasNet`.
+  """A TensorFlow.js / Keras layers model (e.g. ../shared/data/imagenet-mobilenet) as a `models.KerasNet`.
 
   Called like every model: `model(x, relu=...)` on NHWC input preprocessed as the original expects
-  (MobileNet: RGB `x / 127.5 - 1`), returning pre-softmax scores. The layers must form a chain;
-  a layer of another class, a non-float32 weight, a missing or unused weight, or a shape mismatch
-  is an error that names it.
+  (MobileNet: RGB `x / 127.5 - 1`), returning pre-softmax scores.
+
+  Args:
+    path: the folder holding model.json, or the file.
+
+  Returns:
+    The KerasNet, in inference mode.
+
+  Raises:
+    ValueError: layers that do not form a chain, a layer of another class, a non-float32 weight, a missing
+      or unused weight, or a shape mismatch, naming it.
   """
   model_config, arrays = read_tfjs_layers_model(path)
   config = model_config.get('config', {})

@@ -34,7 +34,14 @@ class Concat:
     return self.sources[k][j]
 
   def path(self, i: int) -> pathlib.Path:
-    """Example i's image file (sources that have files)."""
+    """Example i's image file (sources that have files).
+
+    Args:
+      i: the example's index.
+
+    Returns:
+      The file's path.
+    """
     k, j = self._locate(i)
     return self.sources[k].path(j)
 
@@ -57,7 +64,14 @@ class Subset:
     return self.source[self.indices[i]]
 
   def path(self, i: int) -> pathlib.Path:
-    """Example i's image file (sources that have files)."""
+    """Example i's image file (sources that have files).
+
+    Args:
+      i: the example's index.
+
+    Returns:
+      The file's path.
+    """
     return self.source.path(self.indices[i])
 
   @property
@@ -67,9 +81,12 @@ class Subset:
 
 
 class Relabelled:
-  """A source with labels passed through `mapping` {old: new}: examples whose label is unmapped are
-  left out, and so are their boxes of unmapped classes (e.g. ImageNet classes onto CIFAR-10). Sources
-  with a `label(i)` method (the XML folders) are filtered without decoding their images."""
+  """A source with labels passed through `mapping` {old: new}.
+
+  Examples whose label is unmapped are left out, and so are their boxes of unmapped classes (e.g.
+  ImageNet classes onto CIFAR-10). Sources with a `label(i)` method (the XML folders) are filtered
+  without decoding their images.
+  """
 
   def __init__(self, source, mapping: dict[int, int]):
     self.source, self.mapping = source, dict(mapping)
@@ -80,7 +97,14 @@ class Relabelled:
     return len(self.indices)
 
   def path(self, i: int) -> pathlib.Path:
-    """Example i's image file (sources that have files)."""
+    """Example i's image file (sources that have files).
+
+    Args:
+      i: the example's index.
+
+    Returns:
+      The file's path.
+    """
     return self.source.path(self.indices[i])
 
   def __getitem__(self, i: int) -> dict:
@@ -100,8 +124,22 @@ class Relabelled:
 
 
 def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> np.ndarray:
-  """A fixed train / test partition of range(num): a seeded permutation, the first
-  round(test_fraction * num) indices are the test split. Sorted."""
+  """A fixed train / test partition of range(num): a seeded permutation, its first indices the test split.
+
+  round(test_fraction * num) indices are the test split.
+
+  Args:
+    num: the number of records.
+    split: 'train' or 'test'.
+    test_fraction: the test split's fraction.
+    seed: the permutation's seed.
+
+  Returns:
+    The split's indices, sorted.
+
+  Raises:
+    ValueError: another split.
+  """
   if split not in ('train', 'test'):
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
   order = np.random.default_rng([seed, num]).permutation(num)
@@ -110,8 +148,10 @@ def split_indices(num: int, split: str, *, test_fraction: float, seed: int) -> n
 
 
 def _in_part(config, part: str, ids, indices, source) -> np.ndarray:
-  """The records `indices` (positions in `ids`, the record ids, and in `source`) that lie in `part`
-  (`splits.part_of`; records with identical image files together)."""
+  """The records `indices` (positions in `ids` and in `source`) that lie in `part`.
+
+  `splits.part_of`; records with identical image files go together.
+  """
   indices = np.asarray(list(indices), np.int64)
   files = [source.path(int(i)) for i in indices] if part != 'all' else None
   keep = splits.part_of([ids[i] for i in indices], part, seed=config.get('part_seed', splits.SEED),
@@ -120,8 +160,15 @@ def _in_part(config, part: str, ids, indices, source) -> np.ndarray:
 
 
 def duplicates(first, second) -> list[tuple[str, str]]:
-  """(file in `first`, file in `second`) of the records whose image files hold the same bytes, across two
-  sources with files (e.g. a training and a test split: one photo in both)."""
+  """The records of two sources whose image files hold the same bytes (e.g. one photo in train and test).
+
+  Args:
+    first: a source with files.
+    second: a source with files.
+
+  Returns:
+    [(file in `first`, file in `second`)].
+  """
   paths = [first.path(i) for i in range(len(first))] + [second.path(i) for i in range(len(second))]
   n = len(first)
   return [(str(paths[i]), str(paths[j])) for group in splits.identical_files(paths)
@@ -129,24 +176,34 @@ def duplicates(first, second) -> list[tuple[str, str]]:
 
 
 def make_source(config, split: str):
-  """The source a data config names (`config.name`) for a split ('train' or 'test').
+  """The source a data config names (`config.name`) for a split.
 
   synthetic: num_train / num_test, seed, image_size, num_classes, scale, occlusion.
   voc: data_dir, folders (VOC folders, one class each or sharing `classes`), classes, test_fraction,
-    seed, skip_bad: the folders concatenated, split by a seeded permutation.
+  seed, skip_bad: the folders concatenated, split by a seeded permutation.
   ilsvrc: data_dir, folder (images/ + annotations/ + synset_words.txt, as imagenet-val-sample),
-    label_map ('' or 'cifar10': only the images whose class maps onto CIFAR-10, relabelled), skip_bad,
-    squashed (default True: the sample's images are squashed copies whose <size> is the original's, so
-    boxes are rescaled; False: a <size> that disagrees with the image is a bad record): all of it is
-    the test split (evaluation of pretrained nets).
-  skip_bad: records a source cannot use (`records.BadRecord`) are left out and listed in the
-    source's `bad`, instead of stopping with an error that names the first.
+  label_map ('' or 'cifar10': only the images whose class maps onto CIFAR-10, relabelled), skip_bad,
+  squashed (default True: the sample's images are squashed copies whose <size> is the original's, so
+  boxes are rescaled; False: a <size> that disagrees with the image is a bad record): all of it is the
+  test split (evaluation of pretrained nets).
+  skip_bad: records a source cannot use (`records.BadRecord`) are left out and listed in the source's
+  `bad`, instead of stopping with an error that names the first.
   tfds: dataset (e.g. 'voc/2007'), data_dir, train_split / test_split (tfds split names), boxes_dir
-    (imagenet2012: the ILSVRC val XMLs): see `data.tfds`.
+  (imagenet2012: the ILSVRC val XMLs): see `data.tfds`.
   part ('all' when absent): the test split's 'selection' or 'report' part (`data.splits`). For voc /
   ilsvrc, records are split by id (ilsvrc: the file stem; voc: 'folder/stem', the folders share stems)
   with part_seed and selection_fraction; for synthetic, 'selection' is the separate 'validation' split
   (num_validation images, default num_test) and 'report' the test split.
+
+  Args:
+    config: the data config (`config.data` of a job).
+    split: 'train' or 'test'.
+
+  Returns:
+    A random-access source.
+
+  Raises:
+    ValueError: an unknown source, or a part a tfds source does not have.
   """
   part = splits.check_part(config.get('part', 'all')) if split == 'test' else 'all'
   if config.name == 'synthetic':

@@ -82,6 +82,14 @@ class ImageFolder:
     return len(self.files)
 
   def path(self, i: int) -> pathlib.Path:
+    """Example i's image file.
+
+    Args:
+      i: the example's index.
+
+    Returns:
+      The file's path.
+    """
     return self.files[i]
 
   def __getitem__(self, i: int) -> dict:

@@ -38,10 +38,18 @@ _IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png')
 
 
 def read_synsets(path: str | os.PathLike) -> list[tuple[str, str]]:
-  """synset_words.txt -> [(wnid, name)], index = class index (line number, from 0).
+  """synset_words.txt as [(wnid, name)], the index being the class index (the line number, from 0).
 
   Each line is `n01440764 tench, Tinca tinca`; the name is the rest of the line (all synonyms).
-  Blank lines are not allowed (they would shift every later index).
+
+  Args:
+    path: the file.
+
+  Returns:
+    [(wnid, name)].
+
+  Raises:
+    ValueError: a line that is not "n######## name" (blank lines would shift every later index).
   """
   path = pathlib.Path(path)
   lines = path.read_text(encoding='utf-8').splitlines()
@@ -75,9 +83,12 @@ def _cifar10_rows() -> tuple[tuple[str, int], ...]:
 def imagenet_to_cifar10() -> dict[str, int]:
   """{ImageNet wnid: CIFAR-10 class index} for the ImageNet-1k classes that map onto CIFAR-10.
 
-  Read from the packaged `saliency_jax/data/imagenet_cifar10.tsv` (made from WordNet 3.0
-  hypernyms; its header comments give the rule and the exclusions). Unmapped classes are absent.
-  Indices follow `weights.CIFAR10_CLASSES` (airplane 0, ..., truck 9).
+  Read from the packaged `saliency_jax/data/imagenet_cifar10.tsv` (made from WordNet 3.0 hypernyms; its
+  header comments give the rule and the exclusions). Unmapped classes are absent. Indices follow
+  `weights.CIFAR10_CLASSES` (airplane 0, ..., truck 9).
+
+  Returns:
+    The mapping.
   """
   return dict(_cifar10_rows())
 
@@ -102,23 +113,26 @@ def _number(node: ET.Element, tag: str, path, what: str) -> float:
 
 def read_annotation(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
                     one_based: bool = False) -> dict:
-  """An ILSVRC / PASCAL VOC XML annotation -> {'size', 'names', 'boxes', 'difficult'}.
+  """An ILSVRC / PASCAL VOC XML annotation.
+
+  A file without <object> is read (names and boxes empty): whether that is an error is the caller's call
+  (a training label needs an object).
+
+  Args:
+    path: the XML file.
+    image_size: (w, h): rescale the boxes to an image of that size (x by w / width, y by h / height),
+      e.g. (227, 227) for the sample's squashed images; None keeps the stored size's coordinates.
+    one_based: the file's indices start at 1 (PASCAL VOC) rather than 0 (ILSVRC, the default).
 
   Returns:
-    size: (width, height) as stored in <size> (for the ImageNet sample: the ORIGINAL image).
-    names: [N] the objects' <name>s (WordNet ids for ILSVRC), in file order.
-    boxes: float32 [N, 4] (x0, y0, x1, y1), 0-based, (x0, y0) inclusive, (x1, y1) exclusive (see
-      the module docstring), in the stored size's coordinates; with `image_size=(w, h)`, rescaled
-      to an image of that size (x by w / width, y by h / height), e.g. (227, 227) for the
-      sample's squashed images.
-    difficult: bool [N] the objects' PASCAL VOC <difficult> flags (False where the tag is absent, as
-      in ILSVRC files); the pointing game leaves out classes whose objects are all difficult.
-  `one_based`: the file's indices start at 1 (PASCAL VOC) rather than 0 (ILSVRC, the default).
+    {'size': (width, height) as stored in <size> (for the ImageNet sample: the original image),
+    'names': [N] the objects' <name>s (WordNet ids for ILSVRC), in file order, 'boxes': float32 [N, 4]
+    (x0, y0, x1, y1), 0-based, (x0, y0) inclusive, (x1, y1) exclusive, 'difficult': bool [N] the
+    objects' PASCAL VOC <difficult> flags (False where the tag is absent, as in ILSVRC files)}.
 
-  Raises `records.BadRecord` (a ValueError) naming the file: reason 'malformed_xml' for malformed
-  XML, a missing tag, a non-numeric or non-positive size; 'box_outside' for a box that is empty or
-  outside the stored image size. A file without <object> is read (names and boxes empty): whether
-  that is an error is the caller's call (a training label needs an object).
+  Raises:
+    BadRecord: (a ValueError) naming the file: 'malformed_xml' for malformed XML, a missing tag, a
+      non-numeric or non-positive size; 'box_outside' for a box that is empty or outside the image.
   """
   try:
     root = ET.parse(path).getroot()
@@ -166,10 +180,19 @@ def read_annotation(path: str | os.PathLike, *, image_size: tuple[int, int] | No
 
 
 def check_size(annotation: dict, image_size: tuple[int, int], path, record=None) -> None:
-  """Raises `records.BadRecord` 'size_mismatch' when the annotation's <size> and the decoded image's
-  (width, height) differ by a pixel or more: rescaling its boxes would move them onto the wrong place
-  (the annotation of another image, or a crop). Only folders documented as squashed copies (the
-  ImageNet sample) rescale instead of checking.
+  """Raises when an annotation's <size> and the decoded image's differ by a pixel or more.
+
+  Rescaling its boxes would move them onto the wrong place (the annotation of another image, or a crop).
+  Only folders documented as squashed copies (the ImageNet sample) rescale instead of checking.
+
+  Args:
+    annotation: `read_annotation`'s dict.
+    image_size: (width, height) of the decoded image.
+    path: the annotation file, for the error.
+    record: the record's id, for the error (default: the path).
+
+  Raises:
+    BadRecord: 'size_mismatch'.
   """
   (width, height), (w, h) = annotation['size'], image_size
   if abs(width - w) >= 1 or abs(height - h) >= 1:
@@ -182,10 +205,19 @@ def check_size(annotation: dict, image_size: tuple[int, int], path, record=None)
 
 
 def sample_records(root: str | os.PathLike) -> list[dict]:
-  """An imagenet-val-sample-like folder -> [{'id', 'image_path', 'annotation_path'}], sorted by id.
+  """The records of an imagenet-val-sample-like folder, sorted by id.
 
-  `root/images/<id>.JPEG` (or .jpg / .png) with `root/annotations/<id>.xml`. Raises
-  FileNotFoundError for a missing folder and ValueError listing images without annotations.
+  `root/images/<id>.JPEG` (or .jpg / .png) with `root/annotations/<id>.xml`.
+
+  Args:
+    root: the folder.
+
+  Returns:
+    [{'id', 'image_path', 'annotation_path'}].
+
+  Raises:
+    FileNotFoundError: a missing folder.
+    ValueError: no images, or images without annotations (listed).
   """
   root = pathlib.Path(root)
   images_dir, annotations_dir = root / 'images', root / 'annotations'
@@ -208,9 +240,17 @@ def sample_records(root: str | os.PathLike) -> list[dict]:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-  """An image file -> uint8 [H, W, 3] RGB (grey, palette and CMYK files are converted).
+  """An image file as uint8 RGB (grey, palette and CMYK files are converted).
 
-  Raises FileNotFoundError for a missing file and ValueError naming a file PIL cannot decode.
+  Args:
+    path: the file.
+
+  Returns:
+    uint8 [H, W, 3].
+
+  Raises:
+    FileNotFoundError: a missing file.
+    ValueError: naming a file PIL cannot decode.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'no image file at {path}')
@@ -231,10 +271,20 @@ _RESAMPLE = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.B
 
 def cifar10_mapped(sample_dir: str | os.PathLike, *, image_size: int = 32,
                    resample: str = 'bilinear') -> dict:
-  """The sample's images whose first object maps onto CIFAR-10, resized to image_size (PIL `resample`).
+  """The sample's images whose first object maps onto CIFAR-10, resized.
 
-  Returns {'ids' [N], 'wnids' [N], 'images' uint8 [N, s, s, 3], 'labels' int32 [N],
-  'num_images' (all images in the sample), 'mixed_labels' (images whose objects disagree)}.
+  Args:
+    sample_dir: the imagenet-val-sample folder.
+    image_size: the side they are resized to.
+    resample: PIL's resampling filter ('nearest', 'bilinear', ...).
+
+  Returns:
+    {'ids' [N], 'wnids' [N], 'images' uint8 [N, s, s, 3], 'labels' int32 [N], 'num_images' (all images in
+    the sample), 'mixed_labels' (images whose objects disagree)}.
+
+  Raises:
+    ValueError: an unknown resampling filter.
+    BadRecord: an annotation without an object.
   """
   if resample not in _RESAMPLE:
     raise ValueError(f'resample must be one of {sorted(_RESAMPLE)}, got {resample!r}')

@@ -23,7 +23,16 @@ REASONS = {
 
 
 class BadRecord(UserError):
-  """A record that cannot be used. `str(error)` is the message; `record` and `reason` name it."""
+  """A record that cannot be used: `str(error)` is the message; `record` and `reason` name it.
+
+  Args:
+    record: the record's id (or index).
+    reason: one of `REASONS`.
+    message: the one-line message.
+
+  Raises:
+    ValueError: an unknown reason.
+  """
 
   def __init__(self, record, reason: str, message: str):
     if reason not in REASONS:
@@ -32,12 +41,25 @@ class BadRecord(UserError):
     self.record, self.reason = str(record), reason
 
   def as_dict(self) -> dict:
+    """The record as metrics.json lists it.
+
+    Returns:
+      {'record', 'reason', 'message'}.
+    """
     return {'record': self.record, 'reason': self.reason, 'message': str(self)}
 
 
 def unique(bad) -> list[dict]:
-  """Bad-record dicts [{'record', 'reason', 'message', ...}] without repeats (a record left out of
-  the source appears in every split read from it), in first-seen order, as {'record', 'reason', 'message'}."""
+  """Bad-record dicts without repeats, in first-seen order.
+
+  A record left out of the source appears in every split read from it.
+
+  Args:
+    bad: [{'record', 'reason', 'message', ...}].
+
+  Returns:
+    [{'record', 'reason', 'message'}].
+  """
   out, seen = [], set()
   for b in bad:
     entry = {'record': str(b['record']), 'reason': str(b['reason']), 'message': str(b['message'])}

@@ -24,20 +24,45 @@ FRACTION = 0.5
 
 
 def check_part(part: str) -> str:
+  """A part's name, checked.
+
+  Args:
+    part: 'all', 'selection' or 'report'.
+
+  Returns:
+    part.
+
+  Raises:
+    ValueError: another name.
+  """
   if part not in PARTS:
     raise ValueError(f'config.data.part must be one of {PARTS}, got {part!r}')
   return part
 
 
 def position(record_id: str, *, seed: int) -> float:
-  """The record's place in [0, 1): the first 8 bytes of sha256(f'{seed}:{record_id}') over 2**64."""
+  """A record's place in [0, 1): the first 8 bytes of sha256(f'{seed}:{record_id}') over 2**64.
+
+  Args:
+    record_id: the record's id.
+    seed: the split's seed.
+
+  Returns:
+    A float in [0, 1).
+  """
   digest = hashlib.sha256(f'{seed}:{record_id}'.encode()).digest()
   return int.from_bytes(digest[:8], 'big') / 2.0**64
 
 
 def identical_files(paths) -> list[list[int]]:
-  """Groups (of 2 or more, each sorted) of the indices of `paths` whose files hold the same bytes. Only
-  files of equal size are read (sha256)."""
+  """Groups of the indices of files that hold the same bytes (only files of equal size are read).
+
+  Args:
+    paths: file paths.
+
+  Returns:
+    Groups of 2 or more indices, each sorted.
+  """
   by_size = collections.defaultdict(list)
   for i, path in enumerate(paths):
     by_size[os.path.getsize(path)].append(i)
@@ -54,10 +79,20 @@ def identical_files(paths) -> list[list[int]]:
 
 
 def part_of(record_ids, part: str, *, seed: int, fraction: float = FRACTION, files=None) -> np.ndarray:
-  """bool [N]: which of the records `record_ids` (N strings) belong to `part`.
+  """Which records belong to a part: 'selection' (position(id) < fraction), 'report' (the rest) or 'all'.
 
-  'selection': position(id) < fraction; 'report': the rest; 'all': every record. files (optional, N
-  paths): records with identical files are placed by the smallest of their ids.
+  Args:
+    record_ids: N record ids (strings).
+    part: 'selection', 'report' or 'all'.
+    seed: the split's seed.
+    fraction: the selection part's fraction.
+    files: N paths (optional): records with identical files are placed by the smallest of their ids.
+
+  Returns:
+    bool [N].
+
+  Raises:
+    ValueError: a fraction outside (0, 1), or an unknown part.
   """
   check_part(part)
   if not 0 < fraction < 1:

@@ -48,7 +48,14 @@ SPLITS = {'train': 0, 'test': 1, 'validation': 2}
 
 @functools.cache
 def photo(name: str) -> np.ndarray:
-  """A scikit-image photo as uint8 RGB [H, W, 3], shorter side <= 256 (grey repeated over channels)."""
+  """A scikit-image photo as uint8 RGB, shorter side <= 256 (grey repeated over channels).
+
+  Args:
+    name: the `skimage.data` function's name.
+
+  Returns:
+    uint8 [H, W, 3].
+  """
   image = getattr(skimage.data, name)()
   if isinstance(image, tuple):  # stereo pairs: the left view
     image = image[0]
@@ -86,7 +93,18 @@ def _unit_polygon(kind: str) -> np.ndarray:
 
 
 def shape_mask(kind: str, size: int, centre, radius: float, angle: float) -> np.ndarray:
-  """Boolean [size, size] mask of one shape of `radius` px at `centre` (row, col), rotated by `angle`."""
+  """The mask of one shape of `radius` px at `centre`, rotated by `angle`.
+
+  Args:
+    kind: the shape (a class of `CLASS_SPECS`).
+    size: the image's side.
+    centre: (row, col).
+    radius: in pixels.
+    angle: in radians.
+
+  Returns:
+    bool [size, size].
+  """
   mask = np.zeros((size, size), bool)
   if kind in ('disc', 'ring', 'crescent'):
     mask[skimage.draw.disk(centre, radius, shape=mask.shape)] = True
@@ -103,7 +121,19 @@ def shape_mask(kind: str, size: int, centre, radius: float, angle: float) -> np.
 
 
 def texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-  """A texture [size, size] in [0, 1]; frequency, phase and orientation drawn from rng."""
+  """A texture in [0, 1]; frequency, phase and orientation drawn from rng.
+
+  Args:
+    kind: the texture's kind.
+    size: the side.
+    rng: a NumPy generator.
+
+  Returns:
+    [size, size].
+
+  Raises:
+    ValueError: an unknown kind.
+  """
   y, x = np.mgrid[0:size, 0:size] / size
   t = rng.uniform(0, np.pi)
   u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
@@ -152,7 +182,23 @@ MIN_SIZE = 16
 
 def example(index: int, *, split: str = 'train', seed: int = 0, image_size: int = 64, num_classes: int = 10,
             scale=(0.2, 0.6), occlusion: float = 0.3) -> dict:
-  """Example `index` of the split: see the module docstring for the fields."""
+  """Example `index` of a split of the synthetic set (see the module docstring for the fields).
+
+  Args:
+    index: the example's index.
+    split: 'train', 'validation' or 'test' (disjoint photos).
+    seed: the set's seed.
+    image_size: the side in pixels.
+    num_classes: how many of the classes.
+    scale: (low, high), the object's size as a fraction of the side.
+    occlusion: the probability that a patch of another photo occludes part of the object.
+
+  Returns:
+    {'image' uint8 [H, W, 3], 'label', 'boxes' [1, 4], 'box_labels' [1], 'mask' bool [H, W], 'id'}.
+
+  Raises:
+    ValueError: an unknown split, or settings out of range.
+  """
   if split not in SPLITS:
     raise ValueError(f'split must be one of {tuple(SPLITS)}, got {split!r}')
   if not 1 <= num_classes <= len(CLASS_SPECS):
@@ -225,6 +271,11 @@ class SyntheticSource:
 
   @property
   def classes(self) -> tuple[str, ...]:
+    """The class names of this source.
+
+    Returns:
+      The first `num_classes` of `CLASSES`.
+    """
     return CLASSES[:self.num_classes]
 
   def __len__(self) -> int:

@@ -1,5 +1,6 @@
-"""What every source shares: resizing (boxes and masks with the image), crops, flips,
-normalisation, loading a source into arrays, and a deterministic, seedable batcher.
+"""What every source shares: resizing, crops, flips, normalisation, loading, batching.
+
+Resizing takes the boxes and masks with the image; the batcher is deterministic and seedable.
 
 A source is anything random-access: `len(source)` and `source[i]` -> {'image' uint8 [H, W, 3],
 'label', 'boxes' [N, 4] (x0, y0, x1, y1, pixels, x1 / y1 exclusive), 'box_labels' [N], 'id'},
@@ -14,7 +15,15 @@ from saliency_jax.data.records import BadRecord
 
 
 def resize(example: dict, size: int | tuple[int, int]) -> dict:
-  """The example with its image resized (squashed) to size (H, W) and boxes / mask scaled with it."""
+  """An example with its image resized (squashed) and its boxes and mask scaled with it.
+
+  Args:
+    example: a source's example.
+    size: an int or (H, W).
+
+  Returns:
+    The resized example.
+  """
   h, w = (size, size) if isinstance(size, int) else size
   image = example['image']
   ih, iw = image.shape[:2]
@@ -29,11 +38,22 @@ def resize(example: dict, size: int | tuple[int, int]) -> dict:
 
 
 def normalise(images, mean, std=(1.0, 1.0, 1.0)) -> np.ndarray:
-  """8-bit or [0, 1] float images [..., 3] -> float32 (x - mean) / std, with x in [0, 1].
+  """8-bit or [0, 1] float images as float32 (x - mean) / std, with x in [0, 1].
 
-  Integer images (uint8, or 8-bit pixels stored in a wider integer type) must hold 0..255 and are
-  divided by 255; float images must already lie in [0, 1]. Anything else (0..255 floats, NaN) is an
-  error: it would be normalised as if it were in [0, 1].
+  Integer images (uint8, or 8-bit pixels stored in a wider integer type) are divided by 255; float images
+  must already lie in [0, 1].
+
+  Args:
+    images: [..., 3], integers 0..255 or floats in [0, 1].
+    mean: the per-channel mean.
+    std: the per-channel std.
+
+  Returns:
+    float32, images' shape.
+
+  Raises:
+    ValueError: integers outside 0..255, floats outside [0, 1] or not finite (0..255 floats would be
+      normalised as if they were in [0, 1]), or another dtype.
   """
   images = np.asarray(images)
   if np.issubdtype(images.dtype, np.integer):
@@ -54,7 +74,18 @@ def normalise(images, mean, std=(1.0, 1.0, 1.0)) -> np.ndarray:
 
 
 def centre_crop(images, size: int) -> np.ndarray:
-  """The centred size x size crop of images [..., H, W, C]."""
+  """The centred size x size crop of images.
+
+  Args:
+    images: [..., H, W, C].
+    size: the crop's side.
+
+  Returns:
+    [..., size, size, C].
+
+  Raises:
+    ValueError: a crop larger than the images.
+  """
   h, w = images.shape[-3:-1]
   if size > min(h, w):
     raise ValueError(f'crop size {size} is larger than the images ({h}x{w})')
@@ -64,7 +95,20 @@ def centre_crop(images, size: int) -> np.ndarray:
 
 def random_crop_and_flip(rng: np.random.Generator, images: np.ndarray, size: int,
                          flip: bool = True) -> np.ndarray:
-  """A random size x size crop of each image [B, H, W, C], mirrored with probability 1/2."""
+  """A random size x size crop of each image, mirrored with probability 1/2.
+
+  Args:
+    rng: a NumPy generator.
+    images: [B, H, W, C].
+    size: the crop's side.
+    flip: mirror at random.
+
+  Returns:
+    [B, size, size, C].
+
+  Raises:
+    ValueError: a crop larger than the images.
+  """
   b, h, w = images.shape[:3]
   if size > min(h, w):
     raise ValueError(f'crop size {size} is larger than the images ({h}x{w})')
@@ -81,14 +125,28 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
          desc: str = 'load', allow_empty: bool = False) -> dict:
   """Every example of a source, resized to `size` (None: as read; all must then share one size).
 
-  Returns {'images' uint8 [N, H, W, 3], 'labels' int32 [N], 'boxes' list of [M, 4],
-  'box_labels' list of [M], 'difficult' list of bool [M] (all False for sources without the flag),
-  'ids' list, 'masks' bool [N, H, W] when every example has one,
-  'indices' int64 [N] (each example's record index in the source), 'bad' [{'index', 'record', 'reason',
-  'message'}]}. A record that fails to load, or has no label (< 0: no object), raises an error naming
-  it, or with skip_bad is left out and listed in 'bad' (`records.BadRecord`; reason 'unreadable' for
-  other errors, whose record is the index). No usable record is an error, unless `allow_empty` (and
-  `size` is given: the arrays then have 0 rows).
+  A record that fails to load, or has no label (< 0: no object), raises an error naming it, or with
+  skip_bad is left out and listed in 'bad' (`records.BadRecord`; reason 'unreadable' for other errors,
+  whose record is the index).
+
+  Args:
+    source: a random-access source.
+    size: the side images are resized to, or None.
+    skip_bad: leave bad records out instead of raising.
+    progress: draw a progress bar.
+    desc: the progress bar's label.
+    allow_empty: no usable record gives arrays of 0 rows (needs `size`) instead of an error.
+
+  Returns:
+    {'images' uint8 [N, H, W, 3], 'labels' int32 [N], 'boxes' list of [M, 4], 'box_labels' list of [M],
+    'difficult' list of bool [M], 'ids' list, 'masks' bool [N, H, W] when every example has one,
+    'indices' int64 [N] (each example's record index in the source), 'bad' [{'index', 'record',
+    'reason', 'message'}]}.
+
+  Raises:
+    BadRecord: a bad record, without skip_bad.
+    ValueError: a record that fails to load, images of different sizes without `size`, or no usable
+      record.
   """
   items, kept, bad = [], [], []
   for i in tqdm(range(len(source)), desc=desc, disable=not progress, mininterval=2.0):
@@ -130,9 +188,21 @@ def load(source, size: int | None = None, *, skip_bad: bool = False, progress: b
 def batch_indices(num: int, batch_size: int, step: int, seed: int) -> np.ndarray:
   """The example indices of training batch `step`: a pure function of (num, batch_size, step, seed).
 
-  Epoch e visits a permutation drawn from (seed, e) without replacement; a batch never spans two
-  epochs (the epoch's last incomplete batch is dropped). Pure, so a resumed run sees the batches
-  an uninterrupted one would.
+  Epoch e visits a permutation drawn from (seed, e) without replacement; a batch never spans two epochs
+  (the epoch's last incomplete batch is dropped). Pure, so a resumed run sees the batches an
+  uninterrupted one would.
+
+  Args:
+    num: the number of examples.
+    batch_size: examples per batch.
+    step: the training step.
+    seed: the permutations' seed.
+
+  Returns:
+    int [batch_size].
+
+  Raises:
+    ValueError: a batch size outside 1..num.
   """
   if not 0 < batch_size <= num:
     raise ValueError(f'batch_size must be in 1..{num} (the number of examples), got {batch_size}')
@@ -143,9 +213,17 @@ def batch_indices(num: int, batch_size: int, step: int, seed: int) -> np.ndarray
 
 
 def batches(arrays: dict, batch_size: int, *, seed: int, start_step: int = 0, num_steps: int | None = None):
-  """Yields (step, {name: array[batch indices]}) for steps start_step, start_step + 1, ...
+  """Training batches of equal-length arrays, in `batch_indices`' order.
 
-  arrays: equal-length arrays (e.g. images and labels); the order comes from `batch_indices`.
+  Args:
+    arrays: {name: array [N, ...]} (e.g. images and labels).
+    batch_size: examples per batch.
+    seed: the permutations' seed.
+    start_step: the first step.
+    num_steps: how many steps (None: without end).
+
+  Yields:
+    (step, {name: array[batch indices]}).
   """
   num = len(next(iter(arrays.values())))
   step = start_step
@@ -156,9 +234,12 @@ def batches(arrays: dict, batch_size: int, *, seed: int, start_step: int = 0, nu
 
 
 class Streamed:
-  """A source read on demand for training: `streamed[idx]` -> (images float32 [B, S, S, 3], labels
-  int32 [B]) for an index array, resized to `size` and normalised, read by a thread pool. For sets
-  too large for memory (ImageNet); `train.train_and_evaluate` takes it in place of arrays."""
+  """A source read on demand for training, by a thread pool.
+
+  `streamed[idx]` -> (images float32 [B, S, S, 3], labels int32 [B]) for an index array, resized to
+  `size` and normalised. For sets too large for memory (ImageNet); `train.train_and_evaluate` takes it
+  in place of arrays.
+  """
 
   def __init__(self, source, size: int, mean, std, *, workers: int = 8):
     import concurrent.futures

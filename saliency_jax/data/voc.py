@@ -88,11 +88,25 @@ class VOCSource:
     return len(self.ids)
 
   def path(self, i: int) -> pathlib.Path:
-    """Example i's image file."""
+    """Example i's image file.
+
+    Args:
+      i: the example's index.
+
+    Returns:
+      The file's path.
+    """
     return self._images[self.ids[i]]
 
   def label(self, i: int) -> int:
-    """Example i's label (its first object's class) from the annotation alone, without decoding the image."""
+    """Example i's label (its first object's class), from the annotation alone, without decoding the image.
+
+    Args:
+      i: the example's index.
+
+    Returns:
+      The class index.
+    """
     return self.classes.index(self._read(self.ids[i])['names'][0])
 
   def __getitem__(self, i: int) -> dict:

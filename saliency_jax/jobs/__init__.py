@@ -1,6 +1,8 @@
-"""Jobs: experiments as code. Each job's `run(config, workdir)` checks its config (`config_checks`), reads
-it once into the protocol's settings (`settings`), calls the protocol (`saliency_jax.protocol`) and the
-core, and writes its JSON, markdown and figures to the workdir. Jobs never import one another.
+"""Jobs: experiments as code, each a `run(config, workdir)`.
+
+Each job checks its config (`config_checks`), reads it once into the protocol's settings (`settings`),
+calls the protocol (`saliency_jax.protocol`) and the core, and writes its JSON, markdown and figures to
+the workdir. Jobs never import one another.
 
   pipeline           the main job (reproduce.py): train or import, maps, localisation, Sect. 4 summary,
                      class models, report

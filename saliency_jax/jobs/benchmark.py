@@ -1,5 +1,8 @@
-"""The scale-out benchmark (what it measures: configs/benchmark.py): `run(config, workdir)`, called by
-experiments/benchmark.py; writes benchmark.json (after every part, atomically) and benchmark.md."""
+"""The scale-out benchmark (what it measures: configs/benchmark.py).
+
+`run(config, workdir)`, called by experiments/benchmark.py; writes benchmark.json (after every part,
+atomically) and benchmark.md.
+"""
 
 import json
 import os
@@ -35,7 +38,7 @@ def setup(*, seed: int, image_size: int, num_images: int):
 
 
 def images_per_second(fn, n: int, repeats: int) -> float:
-  """n / the median wall time of `repeats` calls of fn, after one warm-up call (compilation)."""
+  """N / the median wall time of `repeats` calls of fn, after one warm-up call (compilation)."""
   jax.block_until_ready(fn())
   times = []
   for _ in range(repeats):
@@ -100,8 +103,10 @@ def memory_vs_chunk(model, x, *, chunk_sizes, crop_size: int, top_k: int, repeat
 
 
 def device_scaling(host_devices, workdir: pathlib.Path) -> list[dict]:
-  """Each host device count in a fresh process (XLA fixes it at start-up): experiments/benchmark.py with
-  this command line's config overrides and --config.child=True."""
+  """Each host device count in a fresh process (XLA fixes it at start-up).
+
+  experiments/benchmark.py with this command line's config overrides and --config.child=True.
+  """
   rows = []
   for d in host_devices:
     env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={d}', 'JAX_PLATFORMS': 'cpu'}
@@ -146,6 +151,14 @@ def external(workdir: pathlib.Path) -> dict:
 
 
 def markdown(r: dict) -> str:
+  """benchmark.md: images/s per stage, memory against chunk size, device scaling.
+
+  Args:
+    r: the results the job writes as JSON.
+
+  Returns:
+    The markdown text.
+  """
   lines = [f"# Benchmark ({r['platform']}, {r['devices']} device(s), {r['num_images']} images at "
            f"{r['image_size']} px, SmallConvNet)", '', '| stage | images/s |', '|---|---|']
   lines += [f'| {k} | {v:.1f} |' for k, v in {**r['device_stages'], **r['host_stages']}.items()]
@@ -165,8 +178,10 @@ def markdown(r: dict) -> str:
 
 
 def run(config, workdir, log=print) -> dict:
-  """The benchmark; returns what it writes to workdir/benchmark.json (with config.child, the device
-  stages of one device count, printed as JSON for `device_scaling`)."""
+  """The benchmark; returns what it writes to workdir/benchmark.json.
+
+  With config.child, the device stages of one device count, printed as JSON for `device_scaling`.
+  """
   model, x, images, labels = setup(seed=config.seed, image_size=config.image_size,
                                    num_images=config.num_images)
   timing = {'crop_size': config.crop_size, 'top_k': config.top_k, 'repeats': config.repeats}

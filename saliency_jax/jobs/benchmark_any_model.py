@@ -1,5 +1,7 @@
-"""Rules by program transformation against rules through `relu=` (configs/benchmark_any_model.py):
-`run(config, workdir)`, called by experiments/benchmark_any_model.py; writes benchmark_any_model.json."""
+"""Rules by program transformation against rules through `relu=` (configs/benchmark_any_model.py).
+
+`run(config, workdir)`, called by experiments/benchmark_any_model.py; writes benchmark_any_model.json.
+"""
 
 import pathlib
 import platform

@@ -1,4 +1,5 @@
-"""Localisation speed per stage, against OpenCV's grabCut and scikit-learn's GaussianMixture:
+"""Localisation speed per stage, against OpenCV's grabCut and scikit-learn's GaussianMixture.
+
 `run(config, workdir)`, called by experiments/benchmark_localise.py.
 
 Writes `benchmark_localise.json` to the workdir; the entry point prints a markdown table. What is measured and
@@ -122,8 +123,11 @@ def median_ms(fn, items, repeats: int) -> float:
 
 
 def stage_milliseconds(photos, maps, s: localise.Settings, *, repeats: int, workers: int) -> tuple:
-  """Each stage's median ms per image (seeds, colour models, pairwise terms, cut, component and box, the
-  whole `localise`, with 3 GrabCut rounds, in a batch): (ms, the timed items, the batch's results)."""
+  """Each stage's median ms per image, with the timed items and the batch's results.
+
+  Seeds, colour models, pairwise terms, cut, component and box, the whole `localise`, with 3 GrabCut
+  rounds, in a batch.
+  """
   items = []
   for i, (image, m) in enumerate(zip(photos, maps)):
     fg, bg, _ = localise.seeds(m, s.fg_quantile, s.bg_quantile, s.fg_floor)

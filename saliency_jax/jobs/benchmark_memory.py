@@ -1,5 +1,7 @@
-"""Peak resident memory of the main job at several numbers of test images (configs/benchmark_memory.py):
-`run(config, workdir)`, called by experiments/benchmark_memory.py.
+"""Peak resident memory of the main job at several numbers of test images.
+
+What it runs: configs/benchmark_memory.py. `run(config, workdir)`, called by
+experiments/benchmark_memory.py.
 
 Each run is a child process (experiments/reproduce.py); its peak RSS is the kernel's ru_maxrss of that
 child (`os.wait4`). Writes benchmark_memory.json to the workdir.
@@ -21,8 +23,10 @@ MALLOC = {'default': {}, 'keep_freed_memory': {host.SWITCH: '1'}}  # each run's 
 
 
 def main_job(config_file: str, num_test: int, workdir: pathlib.Path, malloc: str = 'default') -> dict:
-  """Runs the main job with num_test test images in workdir under `malloc` ('default': glibc's,
-  'keep_freed_memory': SALIENCY_JAX_KEEP_FREED_MEMORY=1); its peak RSS (MiB), seconds, metrics."""
+  """Runs the main job with num_test test images under `malloc`: its peak RSS (MiB), seconds, metrics.
+
+  malloc: 'default' (glibc's) or 'keep_freed_memory' (SALIENCY_JAX_KEEP_FREED_MEMORY=1).
+  """
   if malloc not in MALLOC:
     raise ValueError(f'malloc must be one of {sorted(MALLOC)}, got {malloc!r}')
   command = [sys.executable, str(ROOT / 'experiments' / 'reproduce.py'),
@@ -44,8 +48,10 @@ def main_job(config_file: str, num_test: int, workdir: pathlib.Path, malloc: str
 
 
 def run(config, workdir, log=print) -> dict:
-  """The benchmark; returns what it writes to workdir/benchmark_memory.json. The main job's configs are
-  config.config_file's `get_config('job:N')`."""
+  """The benchmark; returns what it writes to workdir/benchmark_memory.json.
+
+  The main job's configs are config.config_file's `get_config('job:N')`.
+  """
   bench = config
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

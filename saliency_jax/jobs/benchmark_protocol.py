@@ -1,4 +1,5 @@
-"""The ILSVRC protocol's images/s before and after, in one run (configs/benchmark_protocol.py):
+"""The ILSVRC protocol's images/s before and after, in one run (configs/benchmark_protocol.py).
+
 `run(config, workdir)`, called by experiments/benchmark_protocol.py.
 
 Each run is a child process: the main job (`experiments/reproduce.py`) of the code it measures, this
@@ -49,8 +50,11 @@ def protocol_seconds(metrics: dict) -> float:
 
 
 def same_methods_config(workdir: pathlib.Path, same_methods) -> pathlib.Path:
-  """A config file in the workdir: this commit's configs/ilsvrc_mobilenet_sample.py with the maps and
-  localisation methods of `same_methods` ({'maps', 'localise', 'selected_method'})."""
+  """A config file in the workdir: the ImageNet config with the `same_methods` maps and cuts.
+
+  This commit's configs/ilsvrc_mobilenet_sample.py with the maps and localisation methods of
+  `same_methods` ({'maps', 'localise', 'selected_method'}).
+  """
   path, main = workdir / 'same_methods_config.py', ROOT / 'configs' / 'ilsvrc_mobilenet_sample.py'
   path.write_text(f"""import importlib.util
 
@@ -75,9 +79,11 @@ def get_config():
 
 def run_once(name: str, tree: pathlib.Path, workdir: pathlib.Path, *, data_dir: str, num_images: int,
              before_commit: str, config_file: pathlib.Path | None = None) -> dict:
-  """One run: the main job of the code in `tree` on the benchmark's images (its
-  configs/ilsvrc_mobilenet_sample.py, or `config_file`), in a child process with RUNS[name] in its
-  environment; its seconds, images/s, stages and localisation errors."""
+  """One run: the main job of the code in `tree` on the benchmark's images, in a child process.
+
+  Its configs/ilsvrc_mobilenet_sample.py (or `config_file`), with RUNS[name] in its environment; returns
+  its seconds, images/s, stages and localisation errors.
+  """
   out = workdir / name
   shutil.rmtree(out / 'evaluation', ignore_errors=True)  # every repeat maps and localises
   config_file = config_file or tree / 'configs' / 'ilsvrc_mobilenet_sample.py'

@@ -1,5 +1,6 @@
-"""Saliency speed: JAX against PyTorch autograd and Captum on the same weights: `run(config, workdir)`,
-called by experiments/benchmark_saliency.py.
+"""Saliency speed: JAX against PyTorch autograd and Captum on the same weights.
+
+`run(config, workdir)`, called by experiments/benchmark_saliency.py.
 
 Writes `benchmark_saliency.json` to the workdir (after every model, atomically); the entry point prints a
 markdown table. What is measured, and the cost, are in the config's docstring.
@@ -44,8 +45,10 @@ def _torch_state(twin) -> dict[str, np.ndarray]:
 
 
 def build_models(name: str, cfg: types.SimpleNamespace, seed: int):
-  """(NNX model, torch twin or None, where the weights come from), both in eval mode, same weights; cfg: the
-  model's settings (configs/benchmark_saliency.py).
+  """A model and its PyTorch twin with the same weights, both in eval mode.
+
+  (NNX model, torch twin or None, where the weights come from); cfg: the model's settings
+  (configs/benchmark_saliency.py).
 
   The twin keeps its own random init (or, for a CIFAR ResNet, loads `cfg.checkpoint` when that
   file exists) and the NNX model gets its state dict; without torch, the NNX model's own init.
@@ -139,7 +142,7 @@ def time_interleaved(fns: dict, *, warmup: int, repeats: int, settle: int) -> tu
 
 
 def relative_diff(a, b) -> float:
-  """max |a - b| / max |b|."""
+  """Max |a - b| / max |b|."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
@@ -211,8 +214,10 @@ def float64_agreement(model, twin, x, labels, n: int) -> float:
 
 def benchmark_model(name: str, cfg: types.SimpleNamespace, *, batch_size: int, top_k: int, seed: int,
                     float64_check_images: int) -> dict:
-  """Times and cross-checks one model (cfg: its settings); returns its entry of the JSON (seconds, ratios,
-  diffs)."""
+  """Times and cross-checks one model (cfg: its settings).
+
+  Returns its entry of the JSON (seconds, ratios, diffs).
+  """
   b, k = batch_size, top_k
   model, twin, source = build_models(name, cfg, seed)
   x = jax.random.normal(jax.random.key(seed), (b, cfg.image_size, cfg.image_size, 3), jnp.float32)

@@ -1,4 +1,5 @@
-"""Real CIFAR-10 ResNets: JAX import vs PyTorch, and top-1 on ImageNet photos mapped to CIFAR-10:
+"""Real CIFAR-10 ResNets: JAX import vs PyTorch, and top-1 on ImageNet photos mapped to CIFAR-10.
+
 `run(config, workdir)`, called by experiments/evaluate_cifar_resnets.py.
 
 Writes `cifar_resnets.json` to the workdir (atomically, after every checkpoint); the entry point prints a
@@ -149,8 +150,10 @@ def compare_with_torch(model, twin, images: np.ndarray, labels: np.ndarray, ids:
 
 
 def accuracy_report(logits: np.ndarray, labels: np.ndarray) -> dict:
-  """Top-1 accuracy of logits [N, 10] against labels [N] with its 95% bootstrap interval over images
-  (`stats.interval`), per class, with the confusion matrix."""
+  """Top-1 accuracy of logits [N, 10] against labels [N] with its 95% interval, per class, with confusions.
+
+  The interval: bootstrap over images (`stats.interval`).
+  """
   predictions = logits.argmax(axis=1)
   k = logits.shape[1]
   confusion = np.zeros((k, k), np.int64)  # rows: mapped class, columns: prediction
@@ -245,6 +248,14 @@ def run(config, workdir, log=print) -> dict:
 
 
 def markdown(results: dict) -> str:
+  """cifar_resnets.md: each checkpoint against its PyTorch twin, and its top-1.
+
+  Args:
+    results: the results the job writes as JSON.
+
+  Returns:
+    The markdown text.
+  """
   lines = ['| checkpoint | logits max diff f32 / f64 (max logit) | grads max diff f32 / f64 (max grad) '
            '| top-1 (N) | majority baseline |',
            '|---|---|---|---|---|']

@@ -37,16 +37,21 @@ from saliency_jax.protocol import maps, scores
 
 
 def default_settings() -> ml_collections.ConfigDict:
-  """config.compare: which methods with which settings, and how many images for each metric
-  (`defaults.comparison`)."""
+  """config.compare: which methods with which settings, and images per metric.
+
+  `defaults.comparison`.
+  """
   return defaults.comparison()
 
 
 @dataclasses.dataclass(frozen=True)
 class Compare:
-  """The comparison's settings (config.compare's keys; config.chunk_size, workers, pointing_tolerance):
-  the maps ({name: `maps.MapSpec`}, whole image), the cuts ({name: `localisation.Cut`}), the metrics'
-  images and steps, the timing repeats and the seed."""
+  """The comparison's settings: maps, cuts, the metrics' images and steps, timing, seed.
+
+  config.compare's keys and config.chunk_size, workers, pointing_tolerance: the maps ({name:
+  `maps.MapSpec`}, whole image), the cuts ({name: `localisation.Cut`}), the metrics' images and steps,
+  the timing repeats and the seed.
+  """
   specs: dict
   cuts: dict
   num_sanity: int
@@ -61,11 +66,14 @@ class Compare:
 
 def compute_maps(model, x, labels, specs: dict, *, chunk_size: int | None, seed: int = 0, repeats: int = 3,
                  log=print):
-  """{method: (absolute maps [N, H, W], signed maps [N, H, W])} of the true classes and {method: seconds
-  per image}, each by `maps.make_maps` (crops 'image': the method's own function on the whole image).
+  """Every method's maps of the true classes, and its seconds per image.
+
+  {method: (absolute maps [N, H, W], signed maps [N, H, W])} and {method: seconds per image}, each by
+  `maps.make_maps` (crops 'image': the method's own function on the whole image).
 
   Each method runs once on the first chunk to compile, then `repeats` times on all images; the time is
-  the median of those runs."""
+  the median of those runs.
+  """
   out, seconds = {}, {}
   warm = len(x) if not chunk_size else min(chunk_size, len(x))
   bar = tqdm(total=len(specs) * len(x), desc='comparison maps', unit='img', mininterval=2.0,
@@ -100,8 +108,11 @@ def sanity(model, x, labels, spec: maps.MapSpec, *, seed: int, chunk_size: int |
 
 def evaluate(c: Compare, model, x, labels, photos, gt_labels, gt_boxes, masks=None, log=print, *,
              difficult=None) -> tuple[dict, dict]:
-  """Every metric of the module docstring for every method: ({method: metrics}, {method: absolute
-  maps [N, H, W] at the size of `photos`}). difficult: per image the boxes' VOC flags (None: none)."""
+  """Every metric of the module docstring for every method.
+
+  ({method: metrics}, {method: absolute maps [N, H, W] at the size of `photos`}). difficult: per image the
+  boxes' VOC flags (None: none).
+  """
   n = len(x)
   size = photos.shape[1:3]
   boxes = scores.class_boxes(gt_labels, gt_boxes, labels)
@@ -231,6 +242,14 @@ def table(results: dict) -> str:
 
 
 def markdown(results: dict) -> str:
+  """comparison.md: every method through every metric, and the figures.
+
+  Args:
+    results: the results the job writes as JSON.
+
+  Returns:
+    The markdown text.
+  """
   return '\n'.join([
       f"# {results['name']}: attribution methods compared",
       '',

@@ -45,20 +45,57 @@ class Problems:
     return ok
 
   def integer(self, config, key: str, low: int, high: int | None = None) -> bool:
+    """Checks that a setting is an integer in range.
+
+    Args:
+      config: the config.
+      key: the setting's dotted key.
+      low: the least value.
+      high: the greatest value, or None.
+
+    Returns:
+      Whether it is.
+    """
     value = _get(config, key)
     allowed = f'an integer >= {low}' if high is None else f'an integer in [{low}, {high}]'
     return self.need(_is_int(value) and value >= low and (high is None or value <= high), key, allowed, value)
 
   def number(self, config, key: str, low: float, *, strict: bool = False) -> bool:
+    """Checks that a setting is a finite number above (or at least) `low`.
+
+    Args:
+      config: the config.
+      key: the setting's dotted key.
+      low: the bound.
+      strict: above it, not at least it.
+
+    Returns:
+      Whether it is.
+    """
     value = _get(config, key)
     ok = _is_number(value) and math.isfinite(value) and (value > low if strict else value >= low)
     return self.need(ok, key, f'a finite number {">" if strict else ">="} {low}', value)
 
   def one_of(self, config, key: str, allowed) -> bool:
+    """Checks that a setting is one of the allowed values.
+
+    Args:
+      config: the config.
+      key: the setting's dotted key.
+      allowed: the values.
+
+    Returns:
+      Whether it is.
+    """
     value = _get(config, key)
     return self.need(value in allowed, key, f'one of {tuple(allowed)}', value)
 
   def raise_any(self) -> None:
+    """Raises the problems found, every one in one error.
+
+    Raises:
+      UserError: listing every setting that cannot run.
+    """
     if self.lines:
       more = f' ({len(self.lines)} settings)' if len(self.lines) > 1 else ''
       raise UserError('the config cannot run' + more + ':\n  ' + '\n  '.join(self.lines))
@@ -149,8 +186,11 @@ def _model_runs(p: Problems, config, size: int) -> None:
 
 
 def _check_maps_and_boxes(p: Problems, config) -> int | None:
-  """What every job that maps and localises a config's images shares: the classes, top-k, crops, chunks,
-  workers, config.maps and config.localise. Returns num_classes (None: not an integer)."""
+  """What every job that maps and localises a config's images shares, checked.
+
+  The classes, top-k, crops, chunks, workers, config.maps and config.localise. Returns num_classes (None:
+  not an integer).
+  """
   p.integer(config, 'num_classes', 1)
   k_all = config.get('num_classes') if _is_int(config.get('num_classes')) else None
   p.integer(config, 'top_k', 1, k_all)
@@ -248,16 +288,20 @@ def _repository_root(config_file: pathlib.Path) -> pathlib.Path | None:
 
 
 def base_folder(config_file) -> pathlib.Path:
-  """The folder a config's relative paths start from when they are not found from the current directory
-  (see the module docstring)."""
+  """The folder a config's relative paths start from when not found from the current directory.
+
+  See the module docstring.
+  """
   config_file = pathlib.Path(config_file)
   return _repository_root(config_file) or config_file.resolve().parent
 
 
 def resolve_paths(config, config_file) -> list[str]:
-  """Makes the relative paths the job reads absolute (module docstring), in place; returns the keys
-  changed. A UserError names a path found neither from the current directory nor from the config's
-  folder. '~' is the user's home; a python model's 'module:function' is no path."""
+  """Makes the relative paths the job reads absolute (module docstring), in place.
+
+  Returns the keys changed. A UserError names a path found neither from the current directory nor from
+  the config's folder. '~' is the user's home; a python model's 'module:function' is no path.
+  """
   base = base_folder(config_file)
   changed = []
 

@@ -226,8 +226,10 @@ def image_dependence_row(name: str, model, images, tol: float, *, rules=deconvne
 
 
 def trained_small_convnet(c: types.SimpleNamespace, seed: int, log=print):
-  """A SmallConvNet trained on the synthetic set for `c.steps` steps (c: config.synthetic's settings); its
-  test data."""
+  """A SmallConvNet trained on the synthetic set for `c.steps` steps, and its test data.
+
+  c: config.synthetic's settings.
+  """
   train_data = transforms.load(synthetic.SyntheticSource(c.num_train, split='train', seed=seed,
                                                          image_size=c.image_size))
   test = transforms.load(synthetic.SyntheticSource(c.num_test, split='test', seed=seed,
@@ -251,8 +253,10 @@ def trained_small_convnet(c: types.SimpleNamespace, seed: int, log=print):
 
 
 def pretrained_resnet(path: pathlib.Path, sample: pathlib.Path, log=print):
-  """The pretrained CIFAR ResNet of `path` (`setup.load_model`) and the CIFAR-mapped ImageNet images of
-  `sample`; None without the data."""
+  """The pretrained CIFAR ResNet of `path` and the CIFAR-mapped ImageNet images of `sample`.
+
+  `setup.load_model`; None without the data.
+  """
   if not (path.is_file() and sample.is_dir()):
     log(f'skipped the pretrained ResNet: {path} or {sample} not found')
     return None, None
@@ -272,9 +276,10 @@ def pretrained_resnet(path: pathlib.Path, sample: pathlib.Path, log=print):
 
 
 def pretrained_mobilenet(path: pathlib.Path, sample: pathlib.Path, num_images: int, log=print):
-  """The imported MobileNet v1 0.75 of `path` (`setup.load_model`) and the first `num_images` images of
-  the ImageNet val sample (the centre 224 px of the 227 px photos, `x / 127.5 - 1`); None without the
-  data."""
+  """The imported MobileNet v1 0.75 of `path` and the first ImageNet val sample images.
+
+  `setup.load_model`; the centre 224 px of the 227 px photos, `x / 127.5 - 1`; None without the data.
+  """
   if not ((path / 'model.json').is_file() and sample.is_dir()):
     log(f'skipped MobileNet: {path} or {sample} not found')
     return None, None
@@ -294,8 +299,11 @@ def pretrained_mobilenet(path: pathlib.Path, sample: pathlib.Path, num_images: i
 
 
 def clip_statistics(model, images) -> dict:
-  """At every relu6 clip (a 'clip' step): the units whose forward input reaches the clip (x >= max),
-  where every rule, the DeconvNet's included, passes no signal back: {clip: {'units', 'clipped'}}."""
+  """At every relu6 clip (a 'clip' step): the units whose forward input reaches the clip.
+
+  There (x >= max) every rule, the DeconvNet's included, passes no signal back: {clip: {'units',
+  'clipped'}}.
+  """
   record = {}
   deconvnet.forward(model, images, record=record)
   return {s.name: {'units': int(record[s.name]['input'].size),
@@ -304,8 +312,11 @@ def clip_statistics(model, images) -> dict:
 
 
 def start_layers(model) -> tuple[str, ...]:
-  """Where the proof starts reconstructions: a middle ReLU (or residual block), the last max-pool,
-  the last ReLU before the scores, and the class scores."""
+  """Where the proof starts reconstructions.
+
+  A middle ReLU (or residual block), the last max-pool, the last ReLU before the scores, and the class
+  scores.
+  """
   model_steps = deconvnet.steps(model)
   relus = [s.name for s in model_steps if s.kind in ('relu', 'block')]
   pools = [s.name for s in model_steps if s.kind == 'max_pool']
@@ -319,8 +330,10 @@ def networks(entries) -> set[str]:
 
 def proof_networks(c: types.SimpleNamespace, synthetic_stages, size: int, seed: int, names: set[str],
                    trained: dict) -> list[tuple[str, object, np.ndarray]]:
-  """(name, model, float images) for every network `names` of the proof (c: config.proof's settings; the
-  synthetic nets' stages and image size)."""
+  """(name, model, float images) for every network `names` of the proof.
+
+  c: config.proof's settings (the synthetic nets' stages and image size).
+  """
   key = jax.random.key(seed)
   synth = transforms.load(synthetic.SyntheticSource(c.num_images, split='test', seed=seed,
                                                     image_size=size))['images']
@@ -390,6 +403,12 @@ def reconstructions_figure(path, rows: list[tuple[str, np.ndarray, dict]]) -> No
 
 
 def sanity_figure(path, checks: dict[str, dict]) -> None:
+  """sanity.png: each network's rank correlation with the original map as layers are re-drawn, per rule.
+
+  Args:
+    path: the file to write.
+    checks: {network: `faithfulness.cascading_randomisation`'s dict}.
+  """
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(checks), figsize=(6 * len(checks), 4), squeeze=False)
   for ax, (name, c) in zip(axes[0], checks.items()):
@@ -408,6 +427,14 @@ def sanity_figure(path, checks: dict[str, dict]) -> None:
 
 
 def markdown(rows: list[dict]) -> str:
+  """The proof table: one row per claim, setting and precision.
+
+  Args:
+    rows: the proof's rows.
+
+  Returns:
+    The markdown text.
+  """
   lines = ['| precision | claim (paper Sect. 4) | setting | measured | confirmed |', '|---|---|---|---|---|']
   for r in rows:
     lines.append(f"| {r['precision']} | {r['claim']} | {r['setting']} | {r['measured']} | "
@@ -421,6 +448,16 @@ def summary(result: dict, workdir) -> str:
 
 
 def gates_markdown(name: str, layer: str, relus: dict) -> str:
+  """The ReLU gates table of one network: per ReLU, where the rules differ against the gates' prediction.
+
+  Args:
+    name: the network.
+    layer: the layer the reconstruction starts from.
+    relus: {ReLU: `deconvnet.gate_statistics`}.
+
+  Returns:
+    The markdown text.
+  """
   lines = [f'ReLU gates of {name}, reconstructing from {layer} (float64): the DeconvNet signal g at each '
            'ReLU, its input x; the rules differ where the VJPs of the ReLU under the gradient and the '
            'DeconvNet rules, applied to g, differ.', '',

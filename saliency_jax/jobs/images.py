@@ -55,9 +55,11 @@ def _scaled(boxes: np.ndarray, from_hw, to_hw) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Explain:
-  """What each chunk of photos does (the config's keys of the same names): the data, the maps (the specs,
-  top_k, crop_size, chunk_size, sequential_maps), the cuts and their workers, the class names, and whether
-  the overlays are drawn."""
+  """What each chunk of photos does (the config's keys of the same names).
+
+  The data, the maps (the specs, top_k, crop_size, chunk_size, sequential_maps), the cuts and their
+  workers, the class names, and whether the overlays are drawn.
+  """
   data: setup.Data
   maps: maps.Request
   cuts: dict
@@ -67,9 +69,11 @@ class Explain:
 
 
 def explain_chunk(ex: Explain, model, source, span, total: int, mean, std, out: pathlib.Path) -> dict:
-  """One chunk of photos [start, stop) of the `total` explained: maps, boxes and the per-image files; returns
-  the rows `chunks.write` keeps. The GraphCut's colour sampling is seeded by each photo's place among the
-  `total` (`localisation.localise_images`), so the boxes do not depend on the chunks."""
+  """One chunk of photos [start, stop) of the `total` explained: maps, boxes, per-image files.
+
+  Returns the rows `chunks.write` keeps. The GraphCut's colour sampling is seeded by each photo's place
+  among the `total` (`localisation.localise_images`), so the boxes do not depend on the chunks.
+  """
   start, stop = span
   seconds = {}
   t0 = time.perf_counter()
@@ -151,6 +155,13 @@ def table_rows(source, names, merged: dict) -> tuple[list, list]:
 
 
 def write_csv(path: pathlib.Path, header: list[str], rows: list) -> None:
+  """A CSV file, written atomically.
+
+  Args:
+    path: the file.
+    header: the column names.
+    rows: the rows.
+  """
   buffer = io.StringIO()
   writer = csv.writer(buffer)
   writer.writerow(header)

@@ -54,10 +54,12 @@ def default_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-  """What each evaluation chunk does (the config's keys of the same names): the data, the maps (the
-  specs, top_k, crop_size, chunk_size, sequential_maps, share_true_maps), the cuts (config.localise) and
-  their workers, the records per chunk, the crop test accuracy is measured on, whether the class models
-  need the test scores, and the pointing game's tolerance."""
+  """What each evaluation chunk does (the config's keys of the same names).
+
+  The data, the maps (the specs, top_k, crop_size, chunk_size, sequential_maps, share_true_maps), the
+  cuts (config.localise) and their workers, the records per chunk, the crop test accuracy is measured on,
+  whether the class models need the test scores, and the pointing game's tolerance.
+  """
   data: setup.Data
   maps: maps.Request
   cuts: dict
@@ -71,8 +73,11 @@ class Evaluation:
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-  """What the report shows: class names, figures (num_figure images, the cut `figure_method` drawn, the
-  failures with failure_analysis), the Sect. 4 summary on num_deconvnet images, the class models."""
+  """What the report shows.
+
+  Class names, figures (num_figure images, the cut `figure_method` drawn, the failures with
+  failure_analysis), the Sect. 4 summary on num_deconvnet images, the class models.
+  """
   name: str
   class_names: list
   num_figure: int
@@ -106,9 +111,11 @@ NOT_IN_CHUNKS = ('distributed', 'workers', 'num_figure', 'figure_method', 'selec
 
 
 def deconvnet_summary(model, x, labels) -> dict:
-  """Sect. 4 on the trained net: explicit DeconvNet vs VJP (for the model families `deconvnet.steps`
-  knows), and the three rules' maps compared (any model with ReLUs; for one without, such as a GELU net,
-  'skipped' says why)."""
+  """Sect. 4 on the trained net: explicit DeconvNet vs VJP, and the three rules' maps compared.
+
+  The explicit DeconvNet for the model families `deconvnet.steps` knows; the rules' maps on any model
+  with ReLUs (for one without, such as a GELU net, 'skipped' says why).
+  """
   if isinstance(model, rules.Function):
     found = rules.count(model, x[:1])
     if not found['relu'] + found['relu6']:
@@ -137,10 +144,13 @@ def deconvnet_summary(model, x, labels) -> dict:
 
 def class_model_summary(rep: Report, model, tested: dict, image_shape, mean, std, workdir: pathlib.Path,
                         log=print) -> dict:
-  """Sect. 2: class model images of the report's class_models['classes'] (empty: the first 10 classes);
-  writes class_models.png (the training mean added back) and class_models_objective.png; returns per
-  class the final score and the best score of a real test image of that class (tested: every test
-  image's 'labels', 'own_score' (the score of its class) and 'l2' (the norm of the normalised image))."""
+  """Sect. 2: class model images, their figures, and their scores against the best real images.
+
+  The classes: the report's class_models['classes'] (empty: the first 10). Writes class_models.png (the
+  training mean added back) and class_models_objective.png; returns per class the final score and the
+  best score of a real test image of that class (tested: every test image's 'labels', 'own_score' (the
+  score of its class) and 'l2' (the norm of the normalised image)).
+  """
   c = rep.class_models
   classes = np.asarray(c['classes'] if c['classes'] else range(min(10, len(rep.class_names))), np.int32)
   visualise = {k: v for k, v in c.items() if k != 'classes'}
@@ -169,10 +179,13 @@ def class_model_summary(rep: Report, model, tested: dict, image_shape, mean, std
 
 
 def maps_of(ev: Evaluation, model, x, labels, names, images, seconds=None) -> maps.Maps:
-  """The maps the cuts cut (`maps.make_maps`): the gradient maps of each image's top-k classes and true
-  class (Sect. 3.1) and those of the other map specs `names` for the same classes, resized onto the
-  `images` localised on (the photos at localise_size); adds the gradient maps' seconds to
-  seconds['saliency'] and each other map's to seconds['maps_<name>'] (0: out of the gradient passes)."""
+  """The maps the cuts cut (`maps.make_maps`), resized onto the images localised on.
+
+  The gradient maps of each image's top-k classes and true class (Sect. 3.1) and those of the other map
+  specs `names` for the same classes, resized onto the `images` localised on (the photos at
+  localise_size); adds the gradient maps' seconds to seconds['saliency'] and each other map's to
+  seconds['maps_<name>'] (0: out of the gradient passes).
+  """
   seconds = {} if seconds is None else seconds
   made = ev.maps.make(model, x, labels=labels, names={'gradient', *names})
   for name, s in made.seconds.items():
@@ -184,10 +197,13 @@ def maps_of(ev: Evaluation, model, x, labels, names, images, seconds=None) -> ma
 
 def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int, mean, std,
                    progress=None) -> dict:
-  """One chunk of test records [start, stop): read (bad records left out with data.skip_bad), test
-  accuracy, and for the records among the first n (those evaluated) the maps, every cut's boxes and the
-  pointing hits; with class models, each test image's score of its class.
-  Returns the results `chunks.write` keeps: rows 'tested' (every test image) and 'evaluated'."""
+  """One chunk of test records [start, stop): accuracy, maps, boxes, pointing hits.
+
+  Read (bad records left out with data.skip_bad), test accuracy, and for the records among the first n
+  (those evaluated) the maps, every cut's boxes and the pointing hits; with class models, each test
+  image's score of its class.
+  Returns the results `chunks.write` keeps: rows 'tested' (every test image) and 'evaluated'.
+  """
   start, stop = span
   seconds = {}
   t0 = time.perf_counter()
@@ -241,7 +257,7 @@ def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int,
 
 
 def progress_bars(cuts, total: int, enabled: bool) -> dict:
-  """tqdm bars (images/s) of the maps and of each cut, process 0 only."""
+  """Tqdm bars (images/s) of the maps and of each cut, process 0 only."""
   names = ['maps'] + [f'localise {m}' for m in cuts]
   return {name: tqdm(total=total, desc=name, unit='img', position=i, disable=not enabled, mininterval=2.0,
                      leave=True) for i, name in enumerate(names)}
@@ -249,9 +265,11 @@ def progress_bars(cuts, total: int, enabled: bool) -> dict:
 
 def evaluate(ev: Evaluation, model, source, n: int, mean, std, where: pathlib.Path, timeout_s: float,
              log=print) -> dict:
-  """Stages 3-4 on every chunk of the test split this process takes (p, p + P, ...), skipping those intact
-  on disk in `where`; process 0 then waits for every chunk and returns them merged (`chunks.wait`), the
-  others {'process_index', 'num_chunks'}."""
+  """Stages 3-4 on every chunk of the test split this process takes (p, p + P, ...).
+
+  Skips those intact on disk in `where`; process 0 then waits for every chunk and returns them merged
+  (`chunks.wait`), the others {'process_index', 'num_chunks'}.
+  """
   spans = chunks.plan(len(source), ev.eval_chunk)
   for other in chunks.made_by_other_code(where):
     log(f'not reusing the evaluation chunks in {other}: made by other code (same config and weights)')
@@ -287,14 +305,17 @@ ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'accurac
 
 
 def run(config, workdir: str, log=print) -> dict:
-  """The main job; returns the metrics written to workdir/metrics.json (on several hosts: process 0;
-  the others return {'process_index', 'num_chunks'} once their chunks are written).
+  """The main job; returns the metrics written to workdir/metrics.json.
+
+  On several hosts: process 0; the others return {'process_index', 'num_chunks'} once their chunks are
+  written.
 
   The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk
   records each), each chunk's results written to workdir/evaluation/<digest>/ (`protocol.chunks`; the
   digest of the settings, the weights and the code): memory does not grow with the number of test
   images, a rerun resumes at the first chunk not on disk, and with several processes each takes every
-  P-th chunk."""
+  P-th chunk.
+  """
   config_checks.check_main_job(config)  # every setting, before any work
   d = config.distributed
   ev, rep = evaluation(config), report_settings(config)
@@ -350,10 +371,12 @@ def run(config, workdir: str, log=print) -> dict:
 
 
 def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, log=print) -> tuple:
-  """The metrics of every chunk merged: test accuracy, top-k accuracy, the cuts' localisation metrics
-  (`scores.localisation_metrics`), why their guesses fail (with failure_analysis), the pointing game
-  (masks only); adds the chunks' seconds to prepared.seconds. Returns (results, each image's failure
-  kind per cut or None)."""
+  """The metrics of every chunk merged.
+
+  Test accuracy, top-k accuracy, the cuts' localisation metrics (`scores.localisation_metrics`), why
+  their guesses fail (with failure_analysis), the pointing game (masks only); adds the chunks' seconds to
+  prepared.seconds. Returns (results, each image's failure kind per cut or None).
+  """
   ev_rows, totals, seconds = merged['rows']['evaluated'], merged['totals'], prepared.seconds
   for key, value in totals['seconds'].items():
     seconds[key] = seconds.get(key, 0.0) + value
@@ -411,8 +434,10 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
 
 
 def figure_method(config) -> str:
-  """The cut localisation.png shows: config.figure_method, or ('') the selected method, else 'graphcut',
-  else the first of config.localise."""
+  """The cut localisation.png shows.
+
+  config.figure_method, or ('') the selected method, else 'graphcut', else the first of config.localise.
+  """
   name = config.get('figure_method') or config.get('selected_method') or (
       'graphcut' if 'graphcut' in config.localise else next(iter(config.localise)))
   if name not in config.localise:
@@ -423,8 +448,11 @@ def figure_method(config) -> str:
 
 def figures(ev: Evaluation, rep: Report, model, workdir: pathlib.Path, first: dict, ev_rows: dict, n: int,
             per_image, source, mean, std) -> None:
-  """saliency.png and localisation.png of the first evaluated images (`first`: `setup.read_records`; their
-  maps computed again; n: the number of evaluated records), and with failure analysis failures.png."""
+  """saliency.png and localisation.png of the first evaluated images, and failures.png.
+
+  `first`: `setup.read_records`; their maps computed again; n: the number of evaluated records;
+  failures.png with failure analysis.
+  """
   classes = rep.class_names
   num = min(rep.num_figure, len(first['x']))
   shown = rep.figure_method
@@ -455,9 +483,11 @@ FAILURE_KINDS = ('too_small', 'too_large', 'displaced', 'wrong_classes')
 
 def failure_examples(ev: Evaluation, model, ev_rows: dict, categories, name: str, classes, source, mean, std,
                      per_kind: int = 2) -> list[tuple]:
-  """`report.failure_figure`'s examples of one cut: the first `per_kind` evaluated images of each failure
-  kind (read again and mapped). For a box that missed, the guess of a right class with the best IoU and
-  the map it was cut from; for no right class, the top-1 class's map and no box."""
+  """`report.failure_figure`'s examples of one cut: the first evaluated images of each failure kind.
+
+  `per_kind` of each, read again and mapped. For a box that missed, the guess of a right class with the
+  best IoU and the map it was cut from; for no right class, the top-1 class's map and no box.
+  """
   found = ev_rows['found'][name]
   picked = [(kind, r) for kind in FAILURE_KINDS
             for r in [r for r, c in enumerate(categories) if c == kind][:per_kind]]
@@ -482,8 +512,10 @@ def failure_examples(ev: Evaluation, model, ev_rows: dict, categories, name: str
 
 
 def summary(results: dict, workdir) -> str:
-  """What the entry point prints: the records skipped, the test accuracy and the localisation table (on
-  several hosts, nothing but on process 0)."""
+  """What the entry point prints: the records skipped, the test accuracy and the localisation table.
+
+  On several hosts, nothing but on process 0.
+  """
   if 'process_index' in results:
     return ''
   bad = results.get('bad_records', [])
@@ -499,8 +531,11 @@ def summary(results: dict, workdir) -> str:
 
 
 def table(results: dict) -> str:
-  """The localisation table (markdown), with each method's fallback boxes (true-class / top-k) and, where
-  the results carry them, 95% intervals over images; the config's selected method in bold."""
+  """The localisation table (markdown).
+
+  With each method's fallback boxes (true-class / top-k) and, where the results carry them, 95%
+  intervals over images; the config's selected method in bold.
+  """
   k = results['config']['top_k']
   top_k = f' top-{k} loc. error |' if k > 1 else ''
   lines = [f'| method | GT-known box accuracy | top-1 loc. error |{top_k} fallback boxes (true / top-{k}) |',
@@ -515,8 +550,10 @@ def table(results: dict) -> str:
 
 
 def wsol_table(results: dict) -> str:
-  """MaxBoxAccV2 of each map (its IoU 0.3 / 0.5 / 0.7 columns at their best score-map thresholds) and, with
-  masks, PxAP, with 95% intervals (markdown)."""
+  """MaxBoxAccV2 of each map and, with masks, PxAP, with 95% intervals (markdown).
+
+  Its IoU 0.3 / 0.5 / 0.7 columns at their best score-map thresholds.
+  """
   rows = results['wsol']
   pxap = any('pxap' in w for w in rows.values())
   header = '| map | MaxBoxAccV2 | IoU 0.3 | IoU 0.5 | IoU 0.7 | best thresholds |'
@@ -533,8 +570,10 @@ def wsol_table(results: dict) -> str:
 
 
 def comparison_lines(results: dict) -> list[str]:
-  """The selected cut against the paper's, the best other and the best baseline (without one, the paper's
-  cut against every other), on the same images (markdown lines)."""
+  """The selected cut against the paper's, the best other and the best baseline (markdown lines).
+
+  Without one, the paper's cut against every other, on the same images.
+  """
   chosen, k = results.get('compared', results['selected_method']), results['config']['top_k']
   which = 'selected cut' if chosen == results['selected_method'] else 'cut'
   lines = [f'The {which} `{chosen}` against others on the same images: the difference in images '
@@ -589,6 +628,14 @@ def accuracy_text(r: dict, key: str) -> str:
 
 
 def markdown(r: dict) -> str:
+  """report.md: the main job's report.
+
+  Args:
+    r: the results the job writes as JSON.
+
+  Returns:
+    The markdown text.
+  """
   k = r['config']['top_k']
   d = r['deconvnet_vs_gradient']
   lines = [

@@ -37,14 +37,19 @@ def input_size(config) -> int:
 
 
 def eval_crop(config) -> int:
-  """The centred crop test accuracy is measured on: a pretrained net's config.eval_crop, or the size of
-  the random crops it was trained on (config.train.crop; 0: the whole image)."""
+  """The centred crop test accuracy is measured on.
+
+  A pretrained net's config.eval_crop, or the size of the random crops it was trained on
+  (config.train.crop; 0: the whole image).
+  """
   return config.get('eval_crop', 0) if checkpoint(config).kind else config.train.get('crop', 0)
 
 
 def specs(config, names=None) -> dict:
-  """{name: `maps.MapSpec`}: the paper's gradient maps and the config.maps entries `names` (default: those
-  config.localise cuts), in order."""
+  """{name: `maps.MapSpec`}: the paper's gradient maps and the config.maps entries `names`, in order.
+
+  `names` default to those config.localise cuts.
+  """
   if names is None:
     names = dict.fromkeys(cut.map for cut in cuts(config).values())
   entries = dict(config.get('maps') or {})
@@ -58,8 +63,11 @@ def cuts(config, entries=None) -> dict:
 
 
 def class_names(config) -> list[str]:
-  """config.class_names, or the names of config.class_names_file, or for ILSVRC folders the synset names
-  of data_dir/folder/synset_words.txt, or the class indices."""
+  """The class names of a config.
+
+  config.class_names, or the names of config.class_names_file, or for ILSVRC folders the synset names of
+  data_dir/folder/synset_words.txt, or the class indices.
+  """
   file = config.get('class_names_file') or None  # the photos job's (`defaults.images_job`)
   d = config.data
   synsets = pathlib.Path(d.get('data_dir', '')) / d.get('folder', '') / 'synset_words.txt'
@@ -69,9 +77,11 @@ def class_names(config) -> list[str]:
 
 
 def prepare(config, workdir: pathlib.Path, *, test: bool = True, log=print) -> setup.Setup:
-  """`setup.prepare` of the config: its data, its checkpoint or the net config.model trained (or resumed)
-  in workdir by `train.train_and_evaluate`. Raises before any work when workdir holds checkpoints trained
-  under another config."""
+  """`setup.prepare` of the config: its data, and its checkpoint or the net trained in workdir.
+
+  The net config.model trained (or resumed) in workdir by `train.train_and_evaluate`. Raises before any
+  work when workdir holds checkpoints trained under another config.
+  """
   pretrained = checkpoint(config)
   if not pretrained.kind:
     train.check_fingerprint(config, workdir)

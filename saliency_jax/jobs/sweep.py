@@ -52,8 +52,11 @@ def _digest(obj) -> str:
 
 
 def changes(settings) -> dict:
-  """The fields of a localise setting (a grid entry with its 'map', or `localise.Settings`) that differ
-  from the paper's (the gradient map, `localise.Settings()` defaults): `localisation.Cut.changes`."""
+  """The fields of a localise setting that differ from the paper's (`localisation.Cut.changes`).
+
+  A grid entry with its 'map', or `localise.Settings`; the paper's: the gradient map, the
+  `localise.Settings()` defaults.
+  """
   if isinstance(settings, localise.Settings):
     return localisation.Cut('gradient', settings).changes()
   return localisation.Cut.parse('', settings).changes()
@@ -115,9 +118,11 @@ def part_data(config, part: str) -> ml_collections.ConfigDict:
 
 
 def load_part(data: setup.Data, part_key: dict, num_images: int, mean, std, part: str, log=print) -> dict:
-  """The records of one part (`data` reading its 'test' split): `setup.read_records`' 'ids', 'x' (normalised,
-  at the net's input size), 'images' (the photos localised on), 'labels', 'boxes' and 'box_labels', and
-  'data' (the part's data settings, `part_key`). The first num_images records (0: all)."""
+  """The records of one part (`data` reading its 'test' split), the first num_images (0: all).
+
+  `setup.read_records`' 'ids', 'x' (normalised, at the net's input size), 'images' (the photos localised
+  on), 'labels', 'boxes' and 'box_labels', and 'data' (the part's data settings, `part_key`).
+  """
   source = data.sources('test')
   count = min(num_images, len(source)) if num_images else len(source)
   records = setup.read_records(data, source, range(count), mean, std, progress=True)
@@ -128,11 +133,14 @@ def load_part(data: setup.Data, part_key: dict, num_images: int, mean, std, part
 
 def part_maps(mp: maps.Request, model, mean, std, part: str, records: dict, workdir: pathlib.Path,
               name='gradient', top_classes=None, log=print):
-  """(maps, key, cached): {'top_classes' int [n, k], 'top_maps' [n, k, S, S], 'true_maps' [n, S, S]}
-  of `load_part`'s records, read from workdir/sweep/maps-<part>-<key>.npz when there.
+  """The top-k and true-class maps of `load_part`'s records, cached in workdir/sweep.
+
+  (maps, key, cached): {'top_classes' int [n, k], 'top_maps' [n, k, S, S], 'true_maps' [n, S, S]}, read
+  from workdir/sweep/maps-<part>-<key>.npz when there.
 
   name: 'gradient' (the paper's maps, which also rank the top-k classes) or a spec of config.maps (for
-  the gradient maps' `top_classes`), made by `maps.make_maps`."""
+  the gradient maps' `top_classes`), made by `maps.make_maps`.
+  """
   inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
             'std': np.asarray(std).tolist(), 'crop_size': mp.crop_size, 'top_k': mp.top_k,
             'weights': cache.weights_digest(model),
@@ -157,9 +165,11 @@ def part_maps(mp: maps.Request, model, mean, std, part: str, records: dict, work
 
 def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, part_maps_: dict, key: str,
                   workdir: pathlib.Path, localise_size: int, workers: int, log=print) -> dict:
-  """One setting of the grid on one part: `scores.localisation_metrics`' entry (with the fallback
-  boxes, status not 'ok', and the intervals) and, under 'right', each image's `scores.right_per_image`
-  (for the pick's stability and the paired tests); kept in workdir/sweep."""
+  """One setting of the grid on one part, kept in workdir/sweep.
+
+  `scores.localisation_metrics`' entry (with the fallback boxes, status not 'ok', and the intervals) and,
+  under 'right', each image's `scores.right_per_image` (for the pick's stability and the paired tests).
+  """
   settings = dataclasses.asdict(cut.settings)
   key = _digest([key, settings, localise_size, cache.code_digest(localisation, scores, localise, metrics)])
   path = workdir / 'sweep' / f"loc-{part}-{name.replace('/', '-')}-{key}.json"
@@ -185,9 +195,11 @@ def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, pa
 
 def part_box_ious(true_maps, records: dict, key: str, name: str, part: str, workdir: pathlib.Path,
                   log=print) -> np.ndarray:
-  """Each image's best IoU at each score-map threshold [T, n] (`metrics.box_ious`) of one map's true-class
-  maps on the photos against the boxes of the image's class: the per-image half of MaxBoxAccV2, kept in
-  workdir/sweep (keyed by the maps, the photos' size and the metric's code)."""
+  """Each image's best IoU at each score-map threshold [T, n] of one map's true-class maps.
+
+  On the photos against the boxes of the image's class (`metrics.box_ious`): the per-image half of
+  MaxBoxAccV2, kept in workdir/sweep (keyed by the maps, the photos' size and the metric's code).
+  """
   key = _digest([key, list(true_maps.shape), cache.code_digest(metrics)])
   path = workdir / 'sweep' / f'box-iou-{part}-{name}-{key}.npz'
   meta = {'kind': 'sweep box IoUs', 'part': part, 'map': name, 'key': key}
@@ -203,9 +215,12 @@ def part_box_ious(true_maps, records: dict, key: str, name: str, part: str, work
 
 
 def pick_checks(right: dict, selected: str, paper: str, criterion, grid: dict) -> tuple[dict, dict]:
-  """How often bootstrap resamples of the selection part pick the same setting (`stats.pick_stability`),
-  and the pick against the default setting on the report part, on the same images
-  (`scores.paired_comparisons`). right: {part: {setting: `right_per_image` lists}}."""
+  """How stable the pick is, and the pick against the default setting on the report part.
+
+  How often bootstrap resamples of the selection part pick the same setting (`stats.pick_stability`),
+  and the paired comparison on the same images (`scores.paired_comparisons`). right: {part: {setting:
+  `right_per_image` lists}}.
+  """
   stability = stats.pick_stability({name: per_image_metrics(r) for name, r in right['selection'].items()},
                                    lambda means: choose(means, criterion, grid))
   versus = scores.paired_comparisons({name: {k: np.asarray(v, bool) for k, v in r.items()}
@@ -214,8 +229,10 @@ def pick_checks(right: dict, selected: str, paper: str, criterion, grid: dict) -
 
 
 def per_image_metrics(right: dict) -> dict:
-  """`right_per_image` lists as per-image values of the criterion's metrics (their means are the
-  metrics): GT-known box accuracy and the localisation errors."""
+  """`right_per_image` lists as per-image values of the criterion's metrics.
+
+  Their means are the metrics: GT-known box accuracy and the localisation errors.
+  """
   return {('gt_known_box_accuracy' if k == 'gt_known' else f'{k}_loc_error'):
           np.asarray(v, float) if k == 'gt_known' else 1 - np.asarray(v, float) for k, v in right.items()}
 
@@ -321,8 +338,11 @@ def _fallbacks_text(f: dict) -> str:
 
 
 def table(results: dict) -> str:
-  """Every setting on both parts (markdown): the pick in bold, the paper's setting marked; the numbers
-  with their 95% intervals over images where the results carry them."""
+  """Every setting on both parts (markdown).
+
+  The pick in bold, the paper's setting marked; the numbers with their 95% intervals over images where
+  the results carry them.
+  """
   k = results['config']['top_k']
   metrics = [('gt_known_box_accuracy', 'GT-known', '{:.3f}'), ('top1_loc_error', 'top-1 err.', '{:.3f}')]
   if k > 1:
@@ -342,8 +362,10 @@ def table(results: dict) -> str:
 
 
 def pick_lines(r: dict) -> list[str]:
-  """How stable the pick is and whether it is distinguishable from the paper's setting on the report part
-  (markdown lines; none for results kept without them)."""
+  """How stable the pick is and whether it differs from the paper's setting on the report part.
+
+  Markdown lines; none for results kept without them.
+  """
   lines = []
   if 'pick_stability' in r:
     s = r['pick_stability']
@@ -361,9 +383,11 @@ def pick_lines(r: dict) -> list[str]:
 
 
 def wsol_table(r: dict) -> str:
-  """MaxBoxAccV2 of every map the sweep cuts (markdown): the wsolevaluation way, each IoU column's score-map
-  threshold chosen on the selection part and applied to the report part (with its 95% interval), beside
-  each part's own best threshold (an oracle)."""
+  """MaxBoxAccV2 of every map the sweep cuts (markdown), the wsolevaluation way.
+
+  Each IoU column's score-map threshold chosen on the selection part and applied to the report part (with
+  its 95% interval), beside each part's own best threshold (an oracle).
+  """
   lines = ['| map | sel. MaxBoxAccV2 (its best thresholds) | rep. MaxBoxAccV2 at the selection thresholds | '
            'rep. IoU 0.3 / 0.5 / 0.7 | rep. oracle MaxBoxAccV2 |', '| --- | --- | --- | --- | --- |']
   for name, w in r['wsol'].items():
@@ -377,6 +401,14 @@ def wsol_table(r: dict) -> str:
 
 
 def markdown(r: dict) -> str:
+  """sweep.md: every setting on both parts, the pick and its checks.
+
+  Args:
+    r: the results the job writes as JSON.
+
+  Returns:
+    The markdown text.
+  """
   k = r['config']['top_k']
   sel, paper = r['settings'][r['selected']]['report'], r['settings'][r['paper']]['report']
   main = f'top{k}_loc_error'

@@ -1,7 +1,9 @@
-"""What the protocol keeps on disk and how it knows it is still true: ragged arrays packed into npz
-(`pack` / `unpack`), and digests of the package's source (`source_digest`, `code_digest`) and of a
-model's weights (`weights_digest`), which key every kept result so that results made by other code or
-other weights are never reused. The evaluation's chunks: `protocol.chunks`."""
+"""What the protocol keeps on disk and how it knows it is still true.
+
+Ragged arrays packed into npz (`pack` / `unpack`), and digests of the package's source (`source_digest`,
+`code_digest`) and of a model's weights (`weights_digest`), which key every kept result so that results
+made by other code or other weights are never reused. The evaluation's chunks: `protocol.chunks`.
+"""
 
 import functools
 import hashlib
@@ -18,21 +20,45 @@ from saliency_jax import parallel
 
 
 def pack(pieces) -> tuple[np.ndarray, np.ndarray]:
-  """A ragged list of arrays (e.g. each image's boxes) -> (counts [n], values: the pieces concatenated).
-  The one encoding of ragged per-image data on disk (the data cache, the evaluation's chunks)."""
+  """A ragged list of arrays (e.g. each image's boxes) as counts and concatenated values.
+
+  The one encoding of ragged per-image data on disk (the data cache, the evaluation's chunks).
+
+  Args:
+    pieces: a list of arrays [n_i, ...].
+
+  Returns:
+    (counts int64 [n], values: the pieces concatenated).
+  """
   pieces = [np.asarray(p) for p in pieces]
   return np.array([len(p) for p in pieces], np.int64), np.concatenate(pieces) if pieces else np.zeros(0)
 
 
 def unpack(counts: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
-  """`pack`'s inverse."""
+  """`pack`'s inverse.
+
+  Args:
+    counts: int [n].
+    values: the pieces concatenated.
+
+  Returns:
+    The list of pieces.
+  """
   return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
 
 
 @functools.cache
 def source_digest(folder: str = '') -> str:
-  """A digest of every source file of the saliency_jax package (or of its `folder`, e.g. 'data'), read
-  once per process: results kept on disk by other code are never taken for this code's."""
+  """A digest of every source file of the saliency_jax package (or of one of its folders), once per process.
+
+  Results kept on disk by other code are never taken for this code's.
+
+  Args:
+    folder: a folder of the package (e.g. 'data'), or '' for all of it.
+
+  Returns:
+    16 hex digits.
+  """
   root = pathlib.Path(__file__).resolve().parents[1]
   h = hashlib.sha256()
   for source in sorted((root / folder).rglob('*.py')):
@@ -42,9 +68,16 @@ def source_digest(folder: str = '') -> str:
 
 
 def code_modules(*modules) -> list[str]:
-  """The names of `modules` and of every saliency_jax module they import (a module, or a function or
-  class of it), transitively, sorted; a module of `saliency_jax.jobs` is taken alone (a job imports
-  every layer below it)."""
+  """The names of modules and of every saliency_jax module they import, transitively, sorted.
+
+  A module of `saliency_jax.jobs` is taken alone (a job imports every layer below it).
+
+  Args:
+    *modules: modules, or functions or classes of them.
+
+  Returns:
+    The module names.
+  """
   found, todo = set(), list(modules)
   while todo:
     module = todo.pop()
@@ -62,14 +95,27 @@ def code_modules(*modules) -> list[str]:
 
 
 def code_digest(*modules) -> str:
-  """A digest of the source of `code_modules(*modules)`: kept results made by other code are not reused."""
+  """A digest of the source of `code_modules(*modules)`: kept results made by other code are not reused.
+
+  Args:
+    *modules: modules, or functions or classes of them.
+
+  Returns:
+    16 hex digits.
+  """
   sources = [inspect.getsource(sys.modules[name]) for name in code_modules(*modules)]
   return hashlib.sha256(json.dumps(sources).encode()).hexdigest()[:16]
 
 
 def weights_digest(model) -> str:
-  """A digest of a model's arrays (an NNX module's state, or a pytree such as `rules.Function`): results
-  computed with other weights are never taken for this model's."""
+  """A digest of a model's arrays: results computed with other weights are never taken for this model's.
+
+  Args:
+    model: an NNX module, or a pytree such as `rules.Function`.
+
+  Returns:
+    16 hex digits.
+  """
   from flax import nnx
   state = nnx.state(model) if isinstance(model, nnx.Module) else model
   h = hashlib.sha256()

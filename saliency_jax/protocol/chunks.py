@@ -1,5 +1,6 @@
-"""The main job's evaluation on disk, chunk by chunk: what makes it bounded in memory, resumable and
-shared between processes.
+"""The main job's evaluation on disk, chunk by chunk: bounded in memory, resumable, shared.
+
+Shared between processes.
 
 The test records are cut into chunks of consecutive records (`plan`). A chunk's results are one npz,
 written atomically and durably (`write`, `store.save`), in a folder named by everything the results
@@ -32,7 +33,17 @@ _RAGGED = '#ragged'
 
 
 def flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
-  """A share -> flat {'a/b': array} for npz; a ragged list becomes 'key#ragged/counts' and '.../values'."""
+  """A nested dict of arrays as a flat {'a/b': array} for npz; a ragged list becomes counts and values.
+
+  A ragged list under 'key' is stored as 'key#ragged/counts' and 'key#ragged/values' (`pack`).
+
+  Args:
+    tree: {name: array, ragged list or dict}.
+    prefix: prepended to every key.
+
+  Returns:
+    {key: array}.
+  """
   out = {}
   for key, value in tree.items():
     name = f'{prefix}{key}'
@@ -46,7 +57,14 @@ def flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
 
 
 def unflatten(arrays: dict[str, np.ndarray]) -> dict:
-  """`flatten`'s inverse."""
+  """`flatten`'s inverse.
+
+  Args:
+    arrays: {key: array}.
+
+  Returns:
+    The nested dict.
+  """
   tree = {}
   for name, value in arrays.items():
     if name.endswith(f'{_RAGGED}/values'):
@@ -64,14 +82,37 @@ def unflatten(arrays: dict[str, np.ndarray]) -> dict:
 
 
 def plan(num_records: int, size: int) -> list[tuple[int, int]]:
-  """The chunks [(start, stop)] of `size` consecutive records covering range(num_records)."""
+  """The chunks of `size` consecutive records covering range(num_records).
+
+  Args:
+    num_records: the records.
+    size: records per chunk.
+
+  Returns:
+    [(start, stop)].
+
+  Raises:
+    ValueError: a size that is not positive.
+  """
   if size < 1:
     raise ValueError(f'config.eval_chunk must be a positive number of records, got {size}')
   return [(a, min(a + size, num_records)) for a in range(0, num_records, size)]
 
 
 def folder(root: pathlib.Path, settings: dict, weights: str, code: str) -> pathlib.Path:
-  """root/<digest of settings, the weights' digest and the code's>, with settings.json beside the chunks."""
+  """The folder of a run's chunks: root/<digest of the settings, the weights' digest and the code's>.
+
+  settings.json is written beside the chunks.
+
+  Args:
+    root: the evaluation's folder.
+    settings: the settings the results depend on.
+    weights: the weights' digest.
+    code: the code's digest.
+
+  Returns:
+    The folder (made if absent).
+  """
   text = json.dumps({'settings': settings, 'weights': weights, 'code': code}, sort_keys=True, default=str)
   where = pathlib.Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
   where.mkdir(parents=True, exist_ok=True)
@@ -81,8 +122,16 @@ def folder(root: pathlib.Path, settings: dict, weights: str, code: str) -> pathl
 
 
 def made_by_other_code(where: pathlib.Path) -> list[pathlib.Path]:
-  """The folders beside `where` (`folder`) that hold chunks of the same settings and weights made by
-  other code: they are not reused (a rerun after a code change evaluates again)."""
+  """The folders beside `where` that hold chunks of the same settings and weights made by other code.
+
+  They are not reused: a rerun after a code change evaluates again.
+
+  Args:
+    where: a chunks' folder (`folder`).
+
+  Returns:
+    The folders.
+  """
   def made_by(f):
     try:
       return json.loads((f / 'settings.json').read_text())
@@ -100,40 +149,93 @@ def made_by_other_code(where: pathlib.Path) -> list[pathlib.Path]:
 
 
 def path(where: pathlib.Path, chunk: int) -> pathlib.Path:
+  """The file of a chunk.
+
+  Args:
+    where: the chunks' folder (`folder`).
+    chunk: the chunk's number.
+
+  Returns:
+    where/chunk-NNNNNN.npz.
+  """
   return where / f'chunk-{chunk:06d}.npz'
 
 
 def meta(where: pathlib.Path, chunk: int, span: tuple[int, int]) -> dict:
-  """What a chunk file is: its folder (the digest of what made it), its number and its records."""
+  """What a chunk file is: its folder (the digest of what made it), its number and its records.
+
+  Args:
+    where: the chunks' folder (`folder`).
+    chunk: the chunk's number.
+    span: (start, stop) of its records.
+
+  Returns:
+    The dict `store.save` records.
+  """
   return {'kind': 'evaluation chunk', 'folder': where.name, 'chunk': int(chunk),
           'records': [int(span[0]), int(span[1])]}
 
 
 def write(where: pathlib.Path, chunk: int, span: tuple[int, int], result: dict) -> None:
-  """Chunk `chunk` (records span [start, stop)) to `path(where, chunk)`, atomically and durably, with
-  `meta` and a checksum (`store.save`)."""
+  """A chunk's results to its file, atomically and durably, with `meta` and a checksum (`store.save`).
+
+  Args:
+    where: the chunks' folder (`folder`).
+    chunk: the chunk's number.
+    span: (start, stop) of its records.
+    result: the chunk's results (nested dicts of arrays and ragged lists, and 'bad').
+  """
   arrays = flatten({'rows': result['rows'], 'totals': result['totals']})
   store.save(path(where, chunk), {**arrays, 'bad': np.asarray(json.dumps(result['bad']))},
              meta=meta(where, chunk, span))
 
 
 def read(where: pathlib.Path, chunk: int, span: tuple[int, int]) -> dict:
-  """A chunk's results; a `store.DamagedFile` naming the file when it is not chunk `chunk` of `where`
-  (records `span`), has changed, or cannot be read."""
+  """A chunk's results, checked.
+
+  Args:
+    where: the chunks' folder (`folder`).
+    chunk: the chunk's number.
+    span: (start, stop) of its records.
+
+  Returns:
+    The results, with 'bad'.
+
+  Raises:
+    store.DamagedFile: naming the file when it is not that chunk, has changed, or cannot be read.
+  """
   arrays = store.load(path(where, chunk), meta=meta(where, chunk, span))
   bad = json.loads(str(arrays.pop('bad')))
   return {**unflatten(arrays), 'bad': bad}
 
 
 def intact(where: pathlib.Path, chunk: int, span: tuple[int, int], log=print) -> bool:
-  """Whether chunk `chunk` is on disk and readable as itself (`store.load_or_none`); a damaged one is said
-  through `log`, and the run makes it again."""
+  """Whether a chunk is on disk and readable as itself; a damaged one is said through `log`, and made again.
+
+  Args:
+    where: the chunks' folder (`folder`).
+    chunk: the chunk's number.
+    span: (start, stop) of its records.
+    log: where a damaged file is reported.
+
+  Returns:
+    A bool.
+  """
   return store.load_or_none(path(where, chunk), meta=meta(where, chunk, span), log=log) is not None
 
 
 def merge(results: list[dict]) -> dict:
-  """Chunks' results, in chunk order, as one: each group of rows concatenated (a chunk may have none of a
-  group), totals summed, bad records listed."""
+  """Chunks' results, in chunk order, as one.
+
+  Each group of rows is concatenated (a chunk may have none of a group), totals summed, bad records
+  listed.
+
+  Args:
+    results: the chunks' results.
+
+  Returns:
+    The merged results.
+  """
   def join(values):
     first = values[0]
     if isinstance(first, dict):
@@ -158,7 +260,19 @@ def merge(results: list[dict]) -> dict:
 
 
 def wait(where: pathlib.Path, spans: list[tuple[int, int]], timeout_s: float) -> dict:
-  """Every chunk of `where` (one per span of `plan`), merged, once all are written (by any process)."""
+  """Every chunk of `where`, merged, once all are written (by any process).
+
+  Args:
+    where: the chunks' folder (`folder`).
+    spans: one (start, stop) per chunk (`plan`).
+    timeout_s: how long to wait for the others.
+
+  Returns:
+    The merged results.
+
+  Raises:
+    TimeoutError: chunks still missing after timeout_s.
+  """
   paths = [path(where, c) for c in range(len(spans))]
   deadline = time.time() + timeout_s
   while not all(p.exists() for p in paths):

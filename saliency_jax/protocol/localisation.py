@@ -22,7 +22,18 @@ class Cut:
 
   @classmethod
   def parse(cls, name: str, entry) -> 'Cut':
-    """A config.localise entry ({'map'?, **`localise.settings` fields}); a ValueError naming `name`."""
+    """A config.localise entry as a `Cut`.
+
+    Args:
+      name: the entry's name, for the error.
+      entry: {'map'?, **`localise.settings` fields}.
+
+    Returns:
+      The `Cut`.
+
+    Raises:
+      ValueError: naming `name` and the bad field.
+    """
     entry = dict(entry)
     used = entry.pop('map', 'gradient')
     try:
@@ -31,7 +42,11 @@ class Cut:
       raise ValueError(f'config.localise.{name}: {e}') from None
 
   def changes(self) -> dict:
-    """The fields that differ from the paper's (the gradient map, the `localise.Settings()` defaults)."""
+    """The fields that differ from the paper's (the gradient map, the `localise.Settings()` defaults).
+
+    Returns:
+      {field: value}.
+    """
     mine, paper = dataclasses.asdict(self.settings), dataclasses.asdict(localise.Settings())
     return {**({'map': self.map} if self.map != 'gradient' else {}),
             **{k: v for k, v in mine.items() if v != paper[k]}}
@@ -39,21 +54,29 @@ class Cut:
 
 def localise_images(images, maps: dict, cuts: dict, indices, total: int, shared=None, *, workers: int = 0,
                     progress=None) -> tuple[dict, dict]:
-  """Every cut of `cuts` ({name: `Cut`}) on each image's true-class map and its top-k maps;
-  `progress(name, n)` (optional) is called as each cut is done.
+  """Every cut on each image's true-class map and its top-k maps.
 
-  images: the n images localised on; maps: {map name: (true-class maps [n, H, W], or None for images
-  without labels, top-k maps [n, k, H, W])} at the images' size, each cut taking its `Cut.map`. indices:
-  the images' positions in the evaluation set of `total` images (they seed the GraphCut's colour model
-  sampling, so a share of the images gives the same boxes as the whole set). shared [n] int (optional):
-  where the true class is top-k class j (else -1) and its map that class's map: its box is then that
-  map's box, localised once. Without true-class maps, the true-class columns repeat the first top-k
-  class's. Returns ({name: {'true_boxes' [n, 4], 'top_boxes' [n, k, 4], 'status' [n, k + 1] str
-  (column 0: the true class, then the top-k), 'seconds'}}, {name: true-class `localise.Result`s}).
+  Cuts without colour models start first, while the colour models' program compiles
+  (`localise.prepare`). A cut's 'seconds': its start plus the wait for its results (they add up to the
+  whole call, less the compile's wait).
 
-  Cuts without colour models start first, while the colour models' program compiles (`localise.prepare`).
-  A cut's 'seconds': its start plus the wait for its results (they add up to the whole call, less the
-  compile's wait).
+  Args:
+    images: the n images localised on.
+    maps: {map name: (true-class maps [n, H, W] or None for images without labels, top-k maps
+      [n, k, H, W])} at the images' size, each cut taking its `Cut.map`. Without true-class maps, the
+      true-class columns repeat the first top-k class's.
+    cuts: {name: `Cut`}.
+    indices: the images' positions in the evaluation set (they seed the GraphCut's colour model sampling,
+      so a share of the images gives the same boxes as the whole set).
+    total: the evaluation set's size.
+    shared: [n] int (optional): where the true class is top-k class j (else -1) and its map that class's
+      map: its box is then that map's box, localised once.
+    workers: the cuts' worker processes.
+    progress: called as progress(name, n) as each cut is done, or None.
+
+  Returns:
+    ({name: {'true_boxes' [n, 4], 'top_boxes' [n, k, 4], 'status' [n, k + 1] str (column 0: the true
+    class, then the top-k), 'seconds'}}, {name: true-class `localise.Result`s}).
   """
   n = len(images)
   if any(true is None for true, _ in maps.values()):

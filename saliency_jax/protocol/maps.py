@@ -1,5 +1,6 @@
-"""One way to make maps: `make_maps(model, x, ...)` takes the images, the classes to map and the maps
-wanted ({name: `MapSpec`}) and returns every map of every class, on the host.
+"""One way to make maps: `make_maps(model, x, ...)` returns every map of every class, on the host.
+
+It takes the images, the classes to map and the maps wanted ({name: `MapSpec`}).
 
 The classes: each image's top-k (ranked by the gradient pass, 10-crop averaged with crops; or given) and
 its true class (labels; None: no labels). How the maps are taken is this function's choice, made from
@@ -26,18 +27,35 @@ CROPS = ('ten', 'centre', 'image')
 
 @dataclasses.dataclass(frozen=True)
 class MapSpec:
-  """A map: the attribution `method` (an `attribution.METHODS` name), its `settings` (e.g. Grad-CAM's
-  'layer', occlusion's 'patch'), and `crops`: 'ten' (the paper's 10-crop maps with the crop size, else
-  the whole image), 'centre' (the centre crop alone, the map placed back, zero outside: for methods too
-  slow for 10 crops) or 'image' (the whole image through the method's own function, one class at a time:
-  the attribution comparison's maps)."""
+  """A map: an attribution method, its settings, and how it takes the crops.
+
+  Attributes:
+    method: an `attribution.METHODS` name.
+    crops: 'ten' (the paper's 10-crop maps with the crop size, else the whole image), 'centre' (the
+      centre crop alone, the map placed back, zero outside: for methods too slow for 10 crops) or 'image'
+      (the whole image through the method's own function, one class at a time: the attribution
+      comparison's maps).
+    settings: the method's settings (e.g. Grad-CAM's 'layer', occlusion's 'patch').
+  """
   method: str = 'gradient'
   crops: str = 'ten'
   settings: dict = dataclasses.field(default_factory=dict)
 
   @classmethod
   def parse(cls, name: str, spec) -> 'MapSpec':
-    """A config.maps entry {'method', 'crops', **settings}; a ValueError naming `name` and the field."""
+    """A config.maps entry as a `MapSpec`.
+
+    Args:
+      name: the entry's name, for the error.
+      spec: {'method', 'crops', **settings}.
+
+    Returns:
+      The `MapSpec`.
+
+    Raises:
+      ValueError: naming `name` and the field: an unknown method or crops, or settings the method does not
+        take.
+    """
     spec = dict(spec)
     method, crops = spec.pop('method', None), spec.pop('crops', 'ten')
     if method not in attribution.METHODS:
@@ -49,6 +67,11 @@ class MapSpec:
     return cls(method, crops, spec)
 
   def as_dict(self) -> dict:
+    """The spec as a config or JSON holds it.
+
+    Returns:
+      {'method', 'crops', 'settings'}.
+    """
     return {'method': self.method, 'crops': self.crops, 'settings': dict(self.settings)}
 
 
@@ -57,11 +80,17 @@ GRADIENT = MapSpec()
 
 @dataclasses.dataclass
 class Maps:
-  """`make_maps`' result: top_classes int [n, k] (and their scores, where the gradient pass ranked
-  them), maps {name: (true-class maps [n, H, W] or None without labels, top-k maps [n, k, H, W])},
-  shared [n] (with share_true: the top-k position of the true class, -1 where it is not among them;
-  else None), signed maps {name: [n, H, W]} (with `signed`) and seconds {name: s} (a map taken out of
-  the gradient passes: 0)."""
+  """`make_maps`' result.
+
+  Attributes:
+    top_classes: int [n, k].
+    maps: {name: (true-class maps [n, H, W] or None without labels, top-k maps [n, k, H, W])}.
+    shared: [n] with share_true (the top-k position of the true class, -1 where it is not among them),
+      else None.
+    top_scores: the top classes' scores, where the gradient pass ranked them.
+    signed: {name: [n, H, W]} signed maps (with `signed`).
+    seconds: {name: s} (a map taken out of the gradient passes: 0).
+  """
   top_classes: np.ndarray
   maps: dict
   shared: np.ndarray | None = None
@@ -75,22 +104,38 @@ def _host(*arrays):
 
 
 def true_class_positions(top_classes, labels) -> np.ndarray:
-  """[n] int: where each image's true class stands among its top-k classes [n, k], -1 where it is not
-  among them."""
+  """Where each image's true class stands among its top-k classes, -1 where it is not among them.
+
+  Args:
+    top_classes: int [n, k].
+    labels: int [n].
+
+  Returns:
+    int [n].
+  """
   hit = np.asarray(top_classes) == np.asarray(labels)[:, None]
   return np.where(hit.any(1), hit.argmax(1), -1)
 
 
 def shares_gradient_passes(model, spec: MapSpec) -> bool:
-  """Whether a map comes out of the gradient maps' own passes: Grad-CAM on the 10 crops (or the whole
-  image) at a named layer of the net's graph."""
+  """Whether a map comes out of the gradient maps' own passes: Grad-CAM on the 10 crops at a named layer.
+
+  Args:
+    model: the model.
+    spec: the map's `MapSpec`.
+
+  Returns:
+    A bool.
+  """
   return (spec.method == 'grad_cam' and spec.crops == 'ten' and set(spec.settings) <= {'layer'}
           and isinstance(spec.settings.get('layer'), str | None) and not isinstance(model, rules.Function))
 
 
 def _gradient(model, x, labels, *, top_k, crop, chunk, sequential, share_true):
-  """The gradient maps of the top-k classes and the true class: (classes, scores, top maps, true maps,
-  shared)."""
+  """The gradient maps of the top-k classes and the true class.
+
+  (classes, scores, top maps, true maps, shared).
+  """
   top_classes, scores, top_maps = _host(*saliency.top_k_saliency(model, x, k=top_k, crop_size=crop,
                                                                    chunk_size=chunk, sequential=sequential))
   if labels is None:
@@ -106,8 +151,10 @@ def _gradient(model, x, labels, *, top_k, crop, chunk, sequential, share_true):
 
 
 def _gradient_and_grad_cam(model, x, labels, layer, *, top_k, crop, chunk, sequential, share_true):
-  """The gradient and Grad-CAM maps of the top-k and true classes out of the same passes: (classes,
-  scores, (top, true) gradient maps, (top, true) Grad-CAM maps, shared)."""
+  """The gradient and Grad-CAM maps of the top-k and true classes out of the same passes.
+
+  (classes, scores, (top, true) gradient maps, (top, true) Grad-CAM maps, shared).
+  """
   def maps(*args, **kwargs):
     return attribution.gradient_and_grad_cam(model, *args, layer=layer, crop_size=crop, chunk_size=chunk,
                                              sequential=sequential, **kwargs)
@@ -141,9 +188,25 @@ def _key_settings(spec: MapSpec, seed: int) -> dict:
 
 def method_maps(model, x, classes, spec: MapSpec, *, crop_size=None, chunk_size=None,
                 sequential: bool = False, seed: int = 0, signed: bool = False) -> tuple:
-  """The maps of one spec for classes [n, c], at the net's input size: (maps [n, c, H, W], signed maps
-  or None) on the host. Signed maps (`attribution.to_map(a, signed=True)`) with `signed` and crops
-  'image' only."""
+  """The maps of one spec for given classes, at the net's input size, on the host.
+
+  Args:
+    model: the model.
+    x: normalised images [n, H, W, C].
+    classes: int [n, c].
+    spec: the `MapSpec`.
+    crop_size: the 10 crops' size, or None.
+    chunk_size: images per compiled call.
+    sequential: the CPU kernels (`saliency.each`).
+    seed: the key of methods that draw noise.
+    signed: also the signed maps (`attribution.to_map(a, signed=True)`; crops 'image' only).
+
+  Returns:
+    (maps [n, c, H, W], signed maps or None).
+
+  Raises:
+    ValueError: a method that cannot map c classes of 10 crops.
+  """
   method = attribution.registered(spec.method)
   settings = _key_settings(spec, seed)
   classes = np.asarray(classes)
@@ -185,14 +248,28 @@ def method_maps(model, x, classes, spec: MapSpec, *, crop_size=None, chunk_size=
 def make_maps(model, x, *, specs: dict, labels=None, top_k: int = 0, top_classes=None, crop_size: int = 0,
               chunk_size: int | None = None, sequential: bool = False, share_true: bool = False,
               seed: int = 0, signed: bool = False) -> Maps:
-  """Every map of `specs` ({name: `MapSpec`}) for each image's top-k classes and its true class.
+  """Every map of the specs for each image's top-k classes and its true class.
 
-  x: normalised images [n, H, W, C]; labels [n] int (None: images without labels, no true-class maps);
-  top_k: the classes each image is mapped for, ranked by the gradient pass (the spec 'gradient' must be
-  asked), or top_classes [n, k] given; crop_size: the paper's 10 crops of that size (0: the whole image).
-  share_true: a true class among the top-k takes that class's maps; sequential: the CPU kernels
-  (`saliency.each`); seed: the key of methods that draw noise; signed: also the signed maps (crops
-  'image'). Returns `Maps`.
+  Args:
+    model: the model.
+    x: normalised images [n, H, W, C].
+    specs: {name: `MapSpec`}.
+    labels: int [n] (None: images without labels, no true-class maps).
+    top_k: the classes each image is mapped for, ranked by the gradient pass (the spec 'gradient' must be
+      asked).
+    top_classes: int [n, k], the classes given instead.
+    crop_size: the paper's 10 crops of that size (0: the whole image).
+    chunk_size: images per compiled call.
+    sequential: the CPU kernels (`saliency.each`).
+    share_true: a true class among the top-k takes that class's maps.
+    seed: the key of methods that draw noise.
+    signed: also the signed maps (crops 'image').
+
+  Returns:
+    `Maps`.
+
+  Raises:
+    ValueError: top-k classes without the 'gradient' spec.
   """
   crop = crop_size or None
   n = len(x)
@@ -236,8 +313,11 @@ def make_maps(model, x, *, specs: dict, labels=None, top_k: int = 0, top_classes
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """The settings of `make_maps` that travel together in a job: the specs ({name: `MapSpec`}), the top-k,
-  the crop size, the chunk size and the two performance options."""
+  """The settings of `make_maps` that travel together in a job.
+
+  The specs ({name: `MapSpec`}), the top-k, the crop size, the chunk size and the two performance
+  options.
+  """
   specs: dict
   top_k: int = 0
   crop_size: int = 0
@@ -246,7 +326,18 @@ class Request:
   share_true: bool = False
 
   def make(self, model, x, *, labels=None, names=None, top_classes=None) -> Maps:
-    """`make_maps` of the specs `names` (default: all), in the request's order."""
+    """`make_maps` of the request's specs `names` (default: all), in the request's order.
+
+    Args:
+      model: the model.
+      x: normalised images [n, H, W, C].
+      labels: int [n], or None.
+      names: the specs to make, or None for all.
+      top_classes: int [n, k] given classes, or None.
+
+    Returns:
+      `Maps`.
+    """
     specs = self.specs if names is None else {name: self.specs[name] for name in self.specs if name in names}
     return make_maps(model, x, specs=specs, labels=labels, top_k=self.top_k, top_classes=top_classes,
                      crop_size=self.crop_size, chunk_size=self.chunk_size, sequential=self.sequential,
@@ -254,8 +345,15 @@ class Request:
 
 
 def onto(maps: dict, size) -> dict:
-  """{name: (true-class maps [n, h, w] or None, top-k maps [n, k, h, w])} resized onto images of `size`
-  (H, W) (`localise.resize_map`, bilinear), e.g. the photos localised on; unchanged at that size."""
+  """Maps resized onto images of another size (`localise.resize_map`, bilinear); unchanged at that size.
+
+  Args:
+    maps: {name: (true-class maps [n, h, w] or None, top-k maps [n, k, h, w])}.
+    size: (H, W), e.g. of the photos localised on.
+
+  Returns:
+    The same dict at (H, W).
+  """
   out = {}
   for name, (true, top) in maps.items():
     if top.shape[2:] == tuple(size) and (true is None or true.shape[1:] == tuple(size)):

@@ -52,9 +52,13 @@ class Data:
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
-  """A pretrained net: kind 'cifar_resnet', 'torchvision_vgg16', 'tfjs_layers' or 'python'
-  ('file.py:function' or 'module:function' returning any JAX callable, or (callable, its preprocessing)),
-  its path; '' kind: none (the job trains its net)."""
+  """A pretrained net: its kind and path; kind '' for none (the job trains its net).
+
+  Attributes:
+    kind: 'cifar_resnet', 'torchvision_vgg16', 'tfjs_layers' or 'python' ('file.py:function' or
+      'module:function' returning any JAX callable, or (callable, its preprocessing)).
+    path: the checkpoint (or the function).
+  """
   kind: str = ''
   path: str = ''
 
@@ -64,8 +68,11 @@ class Checkpoint:
 
 @dataclasses.dataclass
 class Setup:
-  """What `prepare` returns: the arrays of the splits read (`load_splits`), normalised ('splits'), the
-  normalisation, the model in inference mode, what training did ('trained') and each stage's seconds."""
+  """What `prepare` returns.
+
+  The arrays of the splits read (`load_splits`), normalised ('splits'), the normalisation, the model in
+  inference mode, what training did ('trained') and each stage's seconds.
+  """
   data: dict
   splits: dict
   mean: np.ndarray
@@ -75,17 +82,32 @@ class Setup:
   seconds: dict
 
   def normalise(self, images) -> np.ndarray:
+    """Images normalised as the net expects (`transforms.normalise` with the setup's mean and std).
+
+    Args:
+      images: uint8 [..., 3] or floats in [0, 1].
+
+    Returns:
+      float32, images' shape.
+    """
     return transforms.normalise(images, self.mean, self.std)
 
 
 def data_key(data: Data) -> str:
-  """The digest naming a data cache: the data settings and the data code."""
+  """The digest naming a data cache: the data settings and the data code.
+
+  Args:
+    data: the `Data` settings.
+
+  Returns:
+    Hex digits.
+  """
   return hashlib.sha256(json.dumps([data.key, source_digest('data')], sort_keys=True,
                                    default=str).encode()).hexdigest()[:12]
 
 
 def load_splits(data: Data, cache: pathlib.Path, *, train_split: bool, test: bool = True, log=print) -> dict:
-  """The splits as arrays (`transforms.load`), cached in `cache` under `data_key`.
+  """The splits as arrays (`transforms.load`), cached under `data_key`.
 
   'train' (with `train_split`) and 'test' (with `test`) at data.image_size, and with `test` and
   data.localise_size 'photos': the test split at that size (localisation on larger images than the net
@@ -93,6 +115,16 @@ def load_splits(data: Data, cache: pathlib.Path, *, train_split: bool, test: boo
   and masks (or None), and 'indices' (the record index of every example), 'num_records' and 'bad': the
   records left out with data.skip_bad ([{'record', 'reason', 'message'}], `data.records`; those the
   source dropped when built, which are in no split, are listed with every split), cached with the arrays.
+
+  Args:
+    data: the `Data` settings.
+    cache: the cache's folder.
+    train_split: read the training split.
+    test: read the test split.
+    log: where progress is said.
+
+  Returns:
+    {split: arrays}.
   """
   key = data_key(data)
   wanted = [('test', 'test', data.image_size)] if test else []
@@ -135,17 +167,37 @@ def load_splits(data: Data, cache: pathlib.Path, *, train_split: bool, test: boo
 
 
 def skipped_records(splits: dict) -> list[dict]:
-  """Every record `load_splits` left out, once: [{'record', 'reason', 'message'}]."""
+  """Every record `load_splits` left out, once.
+
+  Args:
+    splits: `load_splits`' dict.
+
+  Returns:
+    [{'record', 'reason', 'message'}].
+  """
   return records.unique(b for split in splits.values() for b in split['bad'])
 
 
 def read_records(data: Data, source, index, mean, std, *, photos: bool = True,
                  progress: bool = False) -> dict:
-  """Test records `index` of `source`: {'indices' (those read: bad records are left out with
-  data.skip_bad), 'ids', 'labels', 'x' (normalised, at data.image_size), 'images' (the images localised
-  on: the photos at data.localise_size, else the test images), 'masks' (or None for photos of another
-  size), 'boxes' (in the pixels of 'images'), 'box_labels', 'difficult', 'bad' (by record index)}.
-  Without `photos`, 'images' are the test images whatever localise_size (`read_photos` reads them)."""
+  """Test records of a source, read, normalised and with their boxes in the pixels of the images localised on.
+
+  Args:
+    data: the `Data` settings.
+    source: the test source.
+    index: the records' indices.
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    photos: read 'images' at data.localise_size; without, 'images' are the test images whatever
+      localise_size (`read_photos` reads the photos).
+    progress: draw a progress bar.
+
+  Returns:
+    {'indices' (those read: bad records are left out with data.skip_bad), 'ids', 'labels', 'x'
+    (normalised, at data.image_size), 'images' (the images localised on), 'masks' (or None for photos of
+    another size), 'boxes' (in the pixels of 'images'), 'box_labels', 'difficult', 'bad' (by record
+    index)}.
+  """
   index = np.asarray(index, np.int64)
   test = transforms.load(Subset(source, index), data.image_size, skip_bad=data.skip_bad, allow_empty=True,
                          progress=progress, desc='images')
@@ -162,8 +214,20 @@ def read_records(data: Data, source, index, mean, std, *, photos: bool = True,
 
 
 def read_photos(data: Data, source, index, *, progress: bool = False) -> tuple[np.ndarray, list]:
-  """The good records `index` at data.localise_size: (images, boxes); a ValueError if other records than
-  at data.image_size are bad."""
+  """The good records at data.localise_size.
+
+  Args:
+    data: the `Data` settings.
+    source: the test source.
+    index: the records' indices.
+    progress: draw a progress bar.
+
+  Returns:
+    (images uint8 [n, H, W, 3], boxes per image [M_i, 4]).
+
+  Raises:
+    ValueError: other records are bad than at data.image_size.
+  """
   photos = transforms.load(Subset(source, index), data.localise_size, skip_bad=True, allow_empty=True,
                            progress=progress, desc='photos')
   if len(photos['indices']) != len(index):
@@ -173,10 +237,22 @@ def read_photos(data: Data, source, index, *, progress: bool = False) -> tuple[n
 
 
 def python_model(path: str, input_size: int) -> tuple:
-  """A net given as Python: `path` names a function, 'package.module:function' or
-  'path/to/file.py:function', that returns the model, any JAX callable f(x [B, H, W, C]) -> scores [B, K]
-  (`rules.as_model`), or (model, {'mean': (r, g, b), 'std': (r, g, b)}): its preprocessing, x = (image
-  in [0, 1] - mean) / std. Returns (model as `rules.as_model` gives it, preprocessing or None)."""
+  """A net given as Python: a function that returns the model (and optionally its preprocessing).
+
+  The function returns any JAX callable f(x [B, H, W, C]) -> scores [B, K] (`rules.as_model`), or
+  (model, {'mean': (r, g, b), 'std': (r, g, b)}): its preprocessing, x = (image in [0, 1] - mean) / std.
+
+  Args:
+    path: 'package.module:function' or 'path/to/file.py:function'.
+    input_size: the side of the images the model takes (to trace a closure at).
+
+  Returns:
+    (the model as `rules.as_model` gives it, in inference mode; the preprocessing or None).
+
+  Raises:
+    ValueError: a path without ':function'.
+    FileNotFoundError: no such file.
+  """
   where, _, name = str(path).rpartition(':')
   if not where or not name:
     raise ValueError("config.checkpoint.path of kind 'python' must be 'module:function' or "
@@ -200,8 +276,18 @@ LOADERS = {'cifar_resnet': weights.load_cifar_resnet, 'torchvision_vgg16': weigh
 
 
 def pretrained(checkpoint: Checkpoint):
-  """The net of a checkpoint file (kind 'cifar_resnet', 'torchvision_vgg16' or 'tfjs_layers'), in
-  inference mode."""
+  """The net of a checkpoint file (kind 'cifar_resnet', 'torchvision_vgg16' or 'tfjs_layers'), for inference.
+
+  Args:
+    checkpoint: the `Checkpoint` settings.
+
+  Returns:
+    The model.
+
+  Raises:
+    FileNotFoundError: no checkpoint at the path.
+    ValueError: an unknown kind.
+  """
   kind, path = checkpoint.kind, pathlib.Path(checkpoint.path).expanduser()
   if not (path.is_file() or (kind == 'tfjs_layers' and (path / 'model.json').is_file())):
     raise FileNotFoundError(f'config.checkpoint.path: no checkpoint at {path}')
@@ -213,9 +299,20 @@ def pretrained(checkpoint: Checkpoint):
 
 
 def load_model(checkpoint: Checkpoint, *, input_size: int, num_classes: int) -> tuple:
-  """(model, its preprocessing or None) of a pretrained net (`python_model` or `pretrained`), in inference
-  mode; a UserError unless it gives num_classes float scores per image at input_size and an image's
-  scores do not depend on the other images of its batch (`saliency.check_model`)."""
+  """A pretrained net and its preprocessing (`python_model` or `pretrained`), in inference mode, checked.
+
+  Args:
+    checkpoint: the `Checkpoint` settings.
+    input_size: the side of the images it takes.
+    num_classes: K, the number of class scores it must give.
+
+  Returns:
+    (model, its preprocessing or None).
+
+  Raises:
+    UserError: the net does not load, gives another number of float scores per image at input_size, or
+      its scores of an image depend on the other images of its batch (`saliency.check_model`).
+  """
   if checkpoint.kind == 'python':
     model, preprocessing = python_model(checkpoint.path, input_size)
   else:
@@ -231,9 +328,23 @@ def load_model(checkpoint: Checkpoint, *, input_size: int, num_classes: int) -> 
 
 
 def normalisation(data: Data, images: np.ndarray | None, preprocessing=None) -> tuple[np.ndarray, np.ndarray]:
-  """(mean, std): data.mean / std, or a Python model's own preprocessing, or the training set's mean
-  colour and std 1 (the paper's zero-centring); with none of these (no training images), none: the model
-  sees pixels in [0, 1]. A ValueError where the model's and the data's disagree."""
+  """The normalisation's (mean, std): the data's, the model's own, or the training set's mean colour.
+
+  data.mean / std, or a Python model's own preprocessing, or the training set's mean colour and std 1
+  (the paper's zero-centring); with none of these (no training images), none: the model sees pixels in
+  [0, 1].
+
+  Args:
+    data: the `Data` settings.
+    images: the training images, uint8 [N, H, W, 3], or None.
+    preprocessing: the model's {'mean', 'std'}, or None.
+
+  Returns:
+    (mean float32 [3], std float32 [3]).
+
+  Raises:
+    ValueError: the model's and the data's disagree.
+  """
   if preprocessing is not None:
     given = (np.asarray(preprocessing['mean'], np.float32), np.asarray(preprocessing['std'], np.float32))
     if data.mean is not None and not (np.allclose(given[0], data.mean) and np.allclose(given[1], data.std)):
@@ -250,10 +361,30 @@ def normalisation(data: Data, images: np.ndarray | None, preprocessing=None) -> 
 
 def prepare(data: Data, workdir: pathlib.Path, *, checkpoint: Checkpoint, num_classes: int, input_size: int,
             eval_crop: int, train_net: Callable | None = None, test: bool = True, log=print) -> Setup:
-  """The data and the net every experiment needs: the splits (`load_splits`, cached in workdir/data), the
-  normalisation, and the net: `checkpoint`'s (`load_model`), else the one `train_net(splits)` trains (or
-  resumes) in workdir, returning (model, what training did). Without `test` the test split is not read
-  and 'trained' has no 'test_accuracy' (the main job reads it chunk by chunk)."""
+  """The data and the net every experiment needs: the splits, the normalisation and the net.
+
+  The splits (`load_splits`, cached in workdir/data), the normalisation, and the net: `checkpoint`'s
+  (`load_model`), else the one `train_net(splits)` trains (or resumes) in workdir, returning (model, what
+  training did). Without `test` the test split is not read and 'trained' has no 'test_accuracy' (the
+  main job reads it chunk by chunk).
+
+  Args:
+    data: the `Data` settings.
+    workdir: the job's workdir.
+    checkpoint: the `Checkpoint` settings (kind '' to train).
+    num_classes: K.
+    input_size: the side of the images the net takes.
+    eval_crop: the centred crop the accuracy is measured on (0: the whole image).
+    train_net: splits -> (model, what training did), for a net trained here.
+    test: read the test split.
+    log: where progress is said.
+
+  Returns:
+    A `Setup`.
+
+  Raises:
+    ValueError: a streamed set without data.mean and std.
+  """
   seconds = {}
   t0 = time.perf_counter()
   splits = load_splits(data, workdir / 'data', train_split=not checkpoint.kind and not data.stream, test=test,
@@ -288,9 +419,20 @@ def prepare(data: Data, workdir: pathlib.Path, *, checkpoint: Checkpoint, num_cl
 
 
 def class_names(names, num_classes: int, file=None) -> list[str]:
-  """The class names: `names` when given, or those of `file` (synset_words.txt lines 'n01440764 tench,
-  Tinca tinca': the first synonym; a TF.js metadata.json: its 'labels'; else one name per line), or the
-  class indices. A UserError when the file names another number of classes than num_classes."""
+  """The class names: given, read from a file, or the class indices.
+
+  Args:
+    names: the names, or empty.
+    num_classes: K.
+    file: synset_words.txt (the first synonym of each line), a TF.js metadata.json (its 'labels'), or one
+      name per line; or None.
+
+  Returns:
+    K names.
+
+  Raises:
+    UserError: the file names another number of classes than num_classes.
+  """
   if names:
     return list(names)
   if not file:
