@@ -12,7 +12,7 @@ and the localisation of all five); top-5 throughput and compiled memory (XLA's t
 for one call) against chunk size; saliency and top-5 throughput with the CPU split into 1, 2, 4
 and 8 host devices (each in its own process); and, in the same run, `benchmark_saliency` (PyTorch
 autograd / Captum on the same weights) and `benchmark_localise` (OpenCV grabCut). Writes
-benchmark.json and benchmark.md. Measured result: see the README.
+benchmark.json and benchmark.md. Not kept in results/ yet (docs/experiments.md).
 """
 
 import ml_collections

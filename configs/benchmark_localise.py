@@ -14,7 +14,7 @@ with 3 GrabCut re-estimation rounds. Goal: the whole localisation of one image
 faster than one OpenCV grabCut iteration at equal or better box IoU. Then the segmentation stage alone
 on the VOC folders of `voc_sets` (all their images, or `num_voc_images` each): box IoU of our GraphCut
 and of OpenCV's grabCut (1 and 5 iterations) from the same seeds, and their masks' agreement.
-Measured result: see the README.
+Not kept in results/ yet.
 """
 
 import ml_collections

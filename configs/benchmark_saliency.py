@@ -15,7 +15,7 @@ quick). For each model, on one batch of 10 images (one image's 10 crops):
   - the agreement of the JAX and PyTorch maps (max abs difference / max abs map).
 Medians over `repeats` interleaved runs after `warmup` runs. Writes benchmark_saliency.json to the
 workdir and prints a markdown table. Goals: JAX saliency / forward <= 2.5, JAX saliency images/s
->= 1.3 x Captum's. Measured result: see the README.
+>= 1.3 x Captum's. Not kept in results/ yet (docs/results/checkpoints.md).
 """
 
 import ml_collections
@@ -60,7 +60,7 @@ def get_config():
   config.cifar_resnet20.settle = 1
 
   # MobileNet v1 0.75 for ImageNet (TF.js layers model, configs/ilsvrc_mobilenet_sample.py); run with
-  # `--config.models=mobilenet` (the README's numbers); relative to the repo root.
+  # `--config.models=mobilenet` (docs/results/checkpoints.md, when kept); relative to the repo root.
   config.mobilenet = ml_collections.ConfigDict()
   config.mobilenet.image_size = 224
   config.mobilenet.num_classes = 1000

@@ -8,7 +8,7 @@ for ResNet-32) on the 150 images of `data_dir/imagenet-val-sample` whose class m
 (through `saliency_jax/data/imagenet_cifar10.tsv`), shrunk to 32 px (domain shift: these are not
 CIFAR-10 accuracies); 10-crop maps (28 px crops) of the top-5 and the true class, resized onto the
 227 px photos and localised there; GT-known box accuracy and ILSVRC top-1 / top-5 localisation
-error. Measured result: see the README. `:cpu` / `:gpu` / `:tpu` change nothing but workers here.
+error. Not kept in results/ yet. `:cpu` / `:gpu` / `:tpu` change nothing but workers here.
 
 `:variants` (e.g. `resnet20:variants`) localises the maps of the whole 32 px image (no crops) with
 every GraphCut variant the paper leaves open (GrabCut rounds, soft seeds, a seed floor,

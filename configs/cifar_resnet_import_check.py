@@ -17,7 +17,7 @@ images to 32x32 with PIL bilinear (antialiased when shrinking), /255, normalised
   - 10-way top-1 accuracy against the mapped class, per class, with the confusion matrix.
 Writes `cifar_resnets.json` to the workdir and prints a markdown table.
 
-Measured result: the README (generated from results/cifar_resnets.json).
+Measured result: docs/results/checkpoints.md (generated from results/cifar_resnets.json).
 These are NOT CIFAR-10 accuracies: ImageNet photos squashed to 227x227 then shrunk to 32x32,
 classes mapped by WordNet, 7 of the 10 classes present (no airplane, deer or frog image), a
 distribution dominated by dogs and birds.

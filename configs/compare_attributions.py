@@ -10,7 +10,7 @@ from the trained net (otherwise it trains it first); 200 test images at 64 px. `
 pretrained ResNet-20 of ../shared/data on the 150 CIFAR-mapped images of the ImageNet val sample, maps
 of the 32 px input resized onto the 227 px photos for localisation and pointing. Writes
 comparison.json / .md, comparison.png (methods x images), sanity.png and deletion_insertion.png.
-Measured results: the README's "Attribution methods compared".
+Its methods' cost and figure: docs/guide/attribution.md.
 """
 
 import importlib.util

@@ -3,7 +3,7 @@
   python experiments/deconvnet_vs_gradient.py --config configs/deconvnet_vs_gradient.py \
       --workdir runs/deconvnet_vs_gradient
 
-Several minutes on CPU (run time in the README; training the SmallConvNet and the float64 VGG16
+Several minutes on CPU (run time: docs/experiments.md; training the SmallConvNet and the float64 VGG16
 take most of it; `--config.proof.networks=small_random,paper` runs two of the six networks). Trains
 a SmallConvNet on the synthetic set, loads the pretrained CIFAR ResNet-20 and the ImageNet MobileNet
 v1 0.75 of `data_dir` (each skipped, and said so, when absent), then writes to the workdir:
@@ -21,7 +21,7 @@ v1 0.75 of `data_dir` (each skipped, and said so, when absent), then writes to t
   - relu6_clips in equivalence.json: per MobileNet clip, the units whose input reaches 6, where every
     rule (the DeconvNet's too) passes no signal back: the image then reaches the DeconvNet through
     the clips, as it does through max-pool switches (MobileNet has no max-pooling).
-Measured result: see the README.
+Measured result: docs/results/deconvnet.md.
 """
 
 import ml_collections

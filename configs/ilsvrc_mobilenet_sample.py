@@ -15,12 +15,13 @@ map; ILSVRC top-1 / top-5 localisation error, GT-known box accuracy, classificat
 the guesses fail; then the class models of Sect. 2 (ten classes of the paper's Fig. 1) on the same
 net, through the layer graph read from its Keras layers. `num_eval` limits the images (e.g.
 `--config.num_eval=50` for a quick look);
-`--config.data.part=report` keeps the half of the images that no setting was chosen on (the
-README's numbers), `selection` the other half. `selected_method` names the pair (map, cut) that the
+`--config.data.part=report` keeps the half of the images that no setting was chosen on (the numbers of
+docs/results/imagenet.md), `selection` the other half. `selected_method` names the pair (map, cut) that the
 cuts sweep picked on the selection half; that sweep was run after the study's report half had shown
 GraphCut ahead on these maps, so its report number is a second look (the study's held-out pick: the
 threshold box on the same maps).
-Measured result and cost: see the README. `:gpu` / `:tpu` raise the chunk size and the workers.
+Measured result and cost: docs/results/imagenet.md and speed.md. `:gpu` / `:tpu` raise the chunk size
+and the workers.
 """
 
 import ml_collections
@@ -55,11 +56,11 @@ def get_config(variant: str = 'cpu'):
   config.workers = 2 if variant == 'cpu' else 8
   config.num_deconvnet = 8
   config.num_figure = 8
-  # The paper's pair (its gradient maps, its GraphCut), the pair picked on the selection half of the
-  # sample (README) by the study (`configs/localisation_sweep.py:study`: every attribution method's maps x
-  # every cut) and its part on the Grad-CAM maps at conv_pw_12 (`:cuts`: GraphCut's settings on them),
-  # the study's first pick (the CAM-style threshold box on the same maps), and the baselines: thresholds
-  # on the paper's maps, the full image, a centred box.
+  # The paper's pair (its gradient maps, its GraphCut), the pair picked on the selection half of the sample
+  # (docs/results/imagenet.md) by the study (`configs/localisation_sweep.py:study`: every attribution
+  # method's maps x every cut) and its part on the Grad-CAM maps at conv_pw_12 (`:cuts`: GraphCut's settings
+  # on them), the study's first pick (the CAM-style threshold box on the same maps), and the baselines:
+  # thresholds on the paper's maps, the full image, a centred box.
   standard = defaults.localise_methods()
   config.maps = {'grad_cam_pw12': {'method': 'grad_cam', 'layer': 'conv_pw_12_relu'}}
   config.localise = {

@@ -34,7 +34,7 @@ Variants:
   cuts: the study's part on the paper's pair and on grad_cam_pw12 (its thresholds and every GraphCut
     setting): `cuts_grid`, half an hour on 2 CPU cores where the study takes well over an hour.
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
-results: see the README.
+results: docs/results/localisation.md and imagenet.md.
 """
 
 import importlib.util
@@ -72,7 +72,7 @@ def one_at_a_time() -> dict:
 
 
 def combinations() -> dict:
-  """A few changes together: those that helped on some set (README) paired up."""
+  """A few changes together: those that helped on some set (docs/results/localisation.md) paired up."""
   smoothed_all = {'method': 'graphcut', 'smoothing': 0.05, 'component': 'all'}
   return {
       'smoothed_all': smoothed_all,
@@ -85,7 +85,7 @@ def combinations() -> dict:
 
 # The grid of each set. One setting costs 6 localisations per image of both parts (the true class
 # and the top 5), most of it the two colour models of each: minutes on 2 CPU cores (GrabCut rounds:
-# 4x). The synthetic and ImageNet grids keep the settings that mattered on some set (README) and
+# 4x). The synthetic and ImageNet grids keep the settings that mattered on some set (docs/results) and
 # their neighbours; the VOC set is small enough for every setting.
 SYNTHETIC = ('paper', 'pairwise_25', 'fg_quantile_80', 'smoothing_5', 'component_all', 'soft_seeds',
              'fg_floor_30', 'fg_floor_50', 'smoothed_all', 'fg_floor_50_soft')

@@ -2,13 +2,13 @@
 
   python experiments/reproduce.py --config configs/quickstart.py --workdir runs/quickstart
 
-Minutes on 2 CPU cores (the timing of the kept run is in the README). Generates the synthetic localisation set
-(10 classes of textured shapes on scikit-image photos; train and test on disjoint photos), trains a
-SmallConvNet with AdamW, computes the 10-crop saliency maps of the test images' top-5 classes and
-true class, localises them with the GraphCut pipeline and the baselines, computes the class model
-images, and writes metrics.json, report.md, saliency.png, localisation.png and class_models.png.
-Measured result: the README (generated from results/quickstart.json). Variants: `:cpu` (this, the
-default), `:gpu` / `:tpu` (96 px, 10x the data, 5x the steps, bigger batches; same model).
+Minutes on 2 CPU cores (the timing of the kept run: docs/results/quickstart.md). Generates the synthetic
+localisation set (10 classes of textured shapes on scikit-image photos; train and test on disjoint
+photos), trains a SmallConvNet with AdamW, computes the 10-crop saliency maps of the test images' top-5
+classes and true class, localises them with the GraphCut pipeline and the baselines, computes the class
+model images, and writes metrics.json, report.md, saliency.png, localisation.png and class_models.png.
+Measured result: docs/results/quickstart.md (generated from results/quickstart.json). Variants: `:cpu`
+(this, the default), `:gpu` / `:tpu` (96 px, 10x the data, 5x the steps, bigger batches; same model).
 """
 
 import ml_collections

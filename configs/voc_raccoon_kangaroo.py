@@ -7,7 +7,7 @@ Minutes on 2 CPU cores. The 150 + 123 photos of `data_dir/voc-raccoon` and
 permutation; a SmallConvNet with BatchNorm trained with AdamW (flips, shifts, colour jitter); the
 10-crop maps (84 px crops) of the true class, localised on the 224 px photos with the GraphCut
 pipeline and the baselines; GT-known box accuracy (with two classes the top-1 localisation error
-is also reported; top-k is the top 1). Measured result: see the README.
+is also reported; top-k is the top 1). Not kept in results/ yet.
 """
 
 import ml_collections

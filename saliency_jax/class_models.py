@@ -14,7 +14,7 @@ on the quickstart net (64 px, zero-centred inputs). lambda sets the scale of the
 net's scores grow about linearly with the image's scale, so a smaller lambda lets the norm grow.
 For other nets, lambda ~ S / (2 ||I||^2), with S a typical class score and ||I|| a typical input
 norm, keeps the class models near the scale of real inputs. What the defaults give on the
-quickstart net: see the README.
+quickstart net: docs/results/quickstart.md.
 
 Extras beyond the paper, all off by default: random jitter (a roll of up to `jitter` px before
 each step), Gaussian blur every `blur_every` steps, a total-variation penalty `tv_weight`.

@@ -41,7 +41,7 @@ Degenerate input never gives NaN:
 Points of weight 0 have no influence, whatever their (finite) values.
 
 Cost. One EM iteration over N points is O(N K D^2) time and O(N K D) memory; a Lloyd step is
-O(N K D), a k-means++ centre O(N D ln K). Timings: `experiments/benchmark_localise.py` (README).
+O(N K D), a k-means++ centre O(N D ln K). Timings: `experiments/benchmark_localise.py` (docs/experiments.md).
 """
 
 import functools

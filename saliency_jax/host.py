@@ -4,9 +4,9 @@ XLA:CPU allocates each jitted call's temporary buffers afresh, as one block (abo
 10-crop top-5 maps of 8 images on MobileNet). glibc's default serves a block that large with a new
 mmap and unmaps it when freed, so every call faults in and zeroes every page of it again. `TUNABLES`
 make malloc take every block from one heap and keep what is freed, so the next call reuses the same
-pages: the maps run faster (README, the protocol's cost) and the numbers stay bit-identical. The cost:
-the heap fragments, and the peak memory of a long job creeps up with the number of chunks (README,
-Memory). So it is opt-in: `SALIENCY_JAX_KEEP_FREED_MEMORY=1` before an entry point.
+pages: the maps run faster (docs/results/speed.md) and the numbers stay bit-identical. The cost:
+the heap fragments, and the peak memory of a long job creeps up with the number of chunks
+(docs/results/speed.md, Memory). So it is opt-in: `SALIENCY_JAX_KEEP_FREED_MEMORY=1` before an entry point.
 Light on purpose (no JAX, no numpy): the entry points call `keep_freed_memory` before they import
 anything heavy.
 """

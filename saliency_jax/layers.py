@@ -5,7 +5,7 @@ Max-pooling here records, for every output, which element of its window won (the
 element only, which is exactly the gradient of max-pooling on inputs without ties (paper
 Sect. 4: the switch IS the argmax of the gradient). It is written with strided slices and
 interior padding instead of `lax.reduce_window`, for the cost of the backward pass on XLA:CPU
-(what each costs: see the README).
+(what each costs: docs/results/imagenet.md).
 """
 
 import functools

@@ -18,7 +18,7 @@ The paper leaves open every setting below; each is a field of `Settings`, with i
   Two more: smoothing 0 (blur the map by a Gaussian of that fraction of the shorter side before
   seeding: a region of evidence then outweighs isolated strong pixels) and component 'largest'
   (the paper's; 'all' boxes every foreground region, for objects the cut splits).
-  What each setting gives on each set: see the README.
+  What each setting gives on each set: docs/results/localisation.md and imagenet.md.
 Baselines in the same API (`method`): 'threshold' (pixels >= `threshold` x the map's maximum,
 largest component's box: the CAM / Grad-CAM protocol, 0.2 and 0.15), 'full' (the whole image),
 'centre' (a centred box, `centre_fraction` of each side).
