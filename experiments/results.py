@@ -1,24 +1,26 @@
-"""The README's results, generated from the JSON kept in results/.
+"""The results of the README and of the documentation in docs/, generated from the JSON kept in results/.
 
   python experiments/results.py keep quickstart     # copy a finished run's JSON to results/quickstart.json
-  python experiments/results.py readme              # rewrite every generated block of README.md
-  python experiments/results.py readme --check      # exit 1 when README.md differs from results/
+  python experiments/results.py readme              # rewrite every generated block of README.md and docs/
+  python experiments/results.py readme --check      # exit 1 when a page differs from results/
 
 Every entry of `RESULTS` names the command that makes a JSON file and where that command writes it;
 `keep` copies that file, unchanged, into results/. A generated block of the README is delimited by
 `<!-- results: NAME/PART -->` and `<!-- /results -->`; `readme` replaces its body by
-`RENDER[PART](json of NAME)`, preceded by the command and the file. A number in prose is a value:
+`RENDER[PART](json of NAME)`, preceded by the command and the file; the name `all` gives the renderers
+of `RENDER_ALL` every kept result at once. A number in prose is a value:
 `<!-- value: NAME/POINTER FORMAT -->TEXT<!-- /value -->`, TEXT being `format(x, FORMAT)` of the value x
 at the JSON pointer POINTER (RFC 6901: keys joined by '/', a '/' in a key written '~1') of
 results/NAME.json; results/cited.json holds the numbers cited from papers, each with its source.
-tests/test_readme.py checks that the README's blocks and values equal what results/ gives and that no
-decimal, percentage or ratio stands in its prose otherwise (settings it names are checked against the
-code).
+tests/test_docs.py checks that the blocks and values of every page (`pages()`) equal what results/ gives
+and that no decimal, percentage or ratio stands in their prose otherwise (settings they name are checked
+against the code).
 """
 
 import functools
 import importlib.util
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -51,7 +53,11 @@ RESULTS = {
                            'sweep.json', ''),
     'localisation_cuts': ('sweep_localisation', 'localisation_sweep.py:cuts', 'ilsvrc_mobilenet_cuts',
                           'sweep.json', ''),
+    'compare_attributions': ('compare_attributions', 'compare_attributions.py', 'quickstart',
+                             'comparison.json', ''),
 }
+# figures kept in results/figures: (the file a command writes in runs/, the figure's name in results/figures)
+FIGURES = {'compare_attributions': ('comparison.png', 'attributions_synthetic.png')}
 
 
 def command(name: str) -> str:
@@ -70,6 +76,11 @@ BLOCK = re.compile(r'(<!-- results: (?P<name>[\w.-]+)/(?P<part>[\w.-]+) -->\n)(?
 
 VALUE = re.compile(r'<!-- value: (?P<name>[\w.-]+)/(?P<pointer>\S+) (?P<format>\S+) -->(?P<body>.*?)'
                    r'<!-- /value -->', re.S)
+
+
+def pages() -> list[pathlib.Path]:
+  """The pages whose blocks and values are generated: README.md and every page of docs/."""
+  return [ROOT / 'README.md', *sorted((ROOT / 'docs').rglob('*.md'))]
 
 
 def load(name: str) -> dict:
@@ -378,6 +389,73 @@ def clips_table(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def method_costs(r: dict) -> str:
+  """comparison.json: milliseconds per image of each method's maps (median of the timing runs)."""
+  lines = ['| method | ms per image |', '| --- | --- |']
+  lines += [f"| {name} | {m['ms_per_image']:.2f} |" for name, m in r['methods'].items()]
+  return '\n'.join(lines) + (f"\n\n{r['num_images']} images; the median of "
+                             f"{r['config']['compare']['timing_repeats']} runs after compilation.")
+
+
+# ----------------------------------------------------------------------------- every result at once
+
+
+def _stages(seconds) -> str:
+  """A run's recorded seconds: its total, or its largest stages."""
+  if not isinstance(seconds, dict):
+    return f'{seconds:.0f} in all'
+  top = sorted(seconds.items(), key=lambda kv: -kv[1])[:4]
+  return ', '.join(f'{stage} {s:.0f}' for stage, s in top)
+
+
+def costs(kept: dict, docs: str = 'docs/') -> str:
+  """Every kept run that recorded its seconds: its command and its largest stages."""
+  lines = ['| result | command | seconds the kept run recorded |', '| --- | --- | --- |']
+  for name, r in kept.items():
+    if isinstance(r, dict) and 'seconds' in r:
+      lines.append(f'| {name} | `{command(name)}` | {_stages(r["seconds"])} |')
+  return '\n'.join(lines)
+
+
+def key_results(kept: dict, docs: str = 'docs/') -> str:
+  """The headline numbers, each with its 95% interval and the page that has the rest (under `docs`)."""
+  from saliency_jax import report
+  q, im, proof = kept['quickstart'], kept['ilsvrc_mobilenet_report'], kept['deconvnet_vs_gradient']
+  cited, protocol = kept['cited'], kept['benchmark_protocol']
+
+  def loc(m, method, key='top5_loc_error'):
+    x = m['localisation'][method]
+    return report.with_interval(x[key], x['intervals'][key])
+
+  pick = im['selected_method']
+  confirmed = sum(x['confirmed'] for x in proof['rows'])
+  quick, imagenet = 'results/quickstart.md', 'results/imagenet.md'
+  rows = [
+      ('Synthetic set (quickstart), SmallConvNet: test accuracy', q['num_test'],
+       report.with_interval(q['test_accuracy'], q['accuracy_intervals']['test_accuracy']), quick),
+      ("Synthetic set: top-5 localisation error, the paper's GraphCut", q['num_eval'], loc(q, 'graphcut'),
+       quick),
+      ("ImageNet val sample, MobileNet v1 (report half): top-5 localisation error, the paper's pair",
+       im['num_eval'], loc(im, 'graphcut'), imagenet),
+      ('... the full-image box (baseline)', im['num_eval'], loc(im, 'full_image'), imagenet),
+      (f'... the pair picked on the selection half, `{pick}` (a second look, see its page)', im['num_eval'],
+       loc(im, pick), imagenet),
+      ("... the paper's own net on ILSVRC-2013 test (cited, not measured here)", '-',
+       cited['paper_top5_loc_error']['value'], imagenet),
+      ('Sect. 4: checks of the gradient / DeconvNet proof confirmed', '-',
+       f'{confirmed} of {len(proof["rows"])}', 'results/deconvnet.md'),
+      ('ILSVRC protocol on 2 CPU cores: images/s against the starting code (medians of '
+       f"{protocol['repeats']} runs)", protocol['num_images'], f"{protocol['speedup']:.2f}x",
+       'results/speed.md'),
+  ]
+  lines = ['| result | images | value [95% interval] | details |', '| --- | --- | --- | --- |']
+  lines += [f'| {what} | {n} | {value} | [{page}]({docs}{page}) |' for what, n, value, page in rows]
+  return '\n'.join(lines)
+
+
+RENDER_ALL = {'costs': costs, 'key_results': key_results}
+
+
 RENDER = {
     'localisation': localisation_table,
     'sweep': sweep_table,
@@ -398,19 +476,31 @@ RENDER = {
     'protocol_stages': protocol_stages,
     'memory': memory,
     'study_selection': study_selection,
+    'method_costs': method_costs,
 }
 
 
 # ----------------------------------------------------------------------------- commands
 
 
-def render_block(name: str, part: str) -> str:
+def render_block(name: str, part: str, *, page: pathlib.Path | None = None) -> str:
+  """A generated block's body: the command and file, then `RENDER[part]` of results/NAME.json; with the name
+  `all`, `RENDER_ALL[part]` of every kept result. page: where the block stands (None: the README), for its
+  links: the README links the JSON files, the docs (built by MkDocs, which serves docs/ alone) name them."""
+  page = page or ROOT / 'README.md'
+  link = page.name == 'README.md'
+  docs = 'docs/' if link else os.path.relpath(ROOT / 'docs', page.parent).replace(os.sep, '/') + '/'
+  if name == 'all':
+    if part not in RENDER_ALL:
+      raise KeyError(f'block all/{part}: no renderer {part!r}, one of {sorted(RENDER_ALL)}')
+    kept = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS_DIR.glob('*.json'))}
+    return f'Generated from every JSON kept in `results/`.\n\n{RENDER_ALL[part](kept, docs)}\n'
   if name not in RESULTS:
-    raise KeyError(f'README block {name}/{part}: no entry {name!r} in RESULTS of {__file__}')
+    raise KeyError(f'block {name}/{part}: no entry {name!r} in RESULTS of {__file__}')
   if part not in RENDER:
-    raise KeyError(f'README block {name}/{part}: no renderer {part!r}, one of {sorted(RENDER)}')
-  return (f'`{command(name)}` &rarr; [`results/{name}.json`](results/{name}.json)\n\n'
-          f'{RENDER[part](load(name))}\n')
+    raise KeyError(f'block {name}/{part}: no renderer {part!r}, one of {sorted(RENDER)}')
+  file = f'[`results/{name}.json`](results/{name}.json)' if link else f'`results/{name}.json`'
+  return f'`{command(name)}` &rarr; {file}\n\n{RENDER[part](load(name))}\n'
 
 
 def value(name: str, pointer: str):
@@ -430,9 +520,10 @@ def render_value(m: re.Match) -> str:
           f"{format(value(m['name'], m['pointer']), m['format'])}<!-- /value -->")
 
 
-def render_readme(text: str) -> str:
-  """`text` with the body of every generated block and every value replaced from results/."""
-  text = BLOCK.sub(lambda m: m.group(1) + render_block(m['name'], m['part']) + m.group(5), text)
+def render_page(text: str, page: pathlib.Path | None = None) -> str:
+  """`text` with the body of every generated block and every value replaced from results/; page: as
+  `render_block` takes it."""
+  text = BLOCK.sub(lambda m: m.group(1) + render_block(m['name'], m['part'], page=page) + m.group(5), text)
   return VALUE.sub(render_value, text)
 
 
@@ -445,6 +536,11 @@ def keep(name: str) -> None:
   RESULTS_DIR.mkdir(exist_ok=True)
   shutil.copyfile(source, RESULTS_DIR / f'{name}.json')
   print(f'{source} -> {RESULTS_DIR / f"{name}.json"}')
+  if name in FIGURES:
+    figure, kept = FIGURES[name]
+    (RESULTS_DIR / 'figures').mkdir(exist_ok=True)
+    shutil.copyfile(source.with_name(figure), RESULTS_DIR / 'figures' / kept)
+    print(f'{source.with_name(figure)} -> {RESULTS_DIR / "figures" / kept}')
 
 
 def main(argv: list[str]) -> int:
@@ -453,16 +549,19 @@ def main(argv: list[str]) -> int:
       keep(name)
     return 0
   if argv and argv[0] == 'readme' and set(argv[1:]) <= {'--check'}:
-    path = ROOT / 'README.md'
-    text = path.read_text()
-    new = render_readme(text)
+    texts = {path: path.read_text() for path in pages()}  # every page rendered before any is written
+    new = {path: render_page(text, path) for path, text in texts.items()}
+    stale = [path for path in texts if new[path] != texts[path]]
+    for path, text in texts.items():
+      counts = f'{len(BLOCK.findall(text))} generated blocks, {len(VALUE.findall(text))} values'
+      print(f'{path.relative_to(ROOT)}: {counts}' + (', stale' if path in stale else ''))
     if '--check' in argv:
-      if new != text:
-        print('README.md differs from results/: run `python experiments/results.py readme`')
-        return 1
-      return 0
-    path.write_text(new)
-    print(f'{path}: {len(BLOCK.findall(text))} generated blocks, {len(VALUE.findall(text))} values')
+      if stale:
+        print(f'{", ".join(str(p.relative_to(ROOT)) for p in stale)} differ from results/: run '
+              '`python experiments/results.py readme`')
+      return int(bool(stale))
+    for path in stale:
+      path.write_text(new[path])
     return 0
   print(__doc__)
   return 2
