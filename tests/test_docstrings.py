@@ -2,10 +2,8 @@
 
 `ruff check` (pydocstyle's `google` convention, configured in pyproject.toml) checks their form; this
 test checks what ruff's stable rules do not: that every argument is documented and that a function
-that returns a value says what, and one that raises says what. Checked: the core, the library a
-researcher imports (the modules of `saliency_jax/` and `saliency_jax/data/`), and the protocol
-(`saliency_jax/protocol/`), the API reference's pages; the jobs run configs and are documented as
-experiments."""
+that returns a value says what, and one that raises says what, in every module of the package: the
+core a researcher imports (`saliency_jax/`, `saliency_jax/data/`), the protocol and the jobs."""
 
 import ast
 import pathlib
@@ -13,8 +11,7 @@ import pathlib
 import pytest
 from conftest import ROOT
 
-CORE = sorted([*(ROOT / 'saliency_jax').glob('*.py'), *(ROOT / 'saliency_jax' / 'data').glob('*.py'),
-               *(ROOT / 'saliency_jax' / 'protocol').glob('*.py')])
+CORE = sorted((ROOT / 'saliency_jax').rglob('*.py'))
 SECTION = ('Args:', 'Returns:', 'Yields:', 'Raises:', 'Attributes:', 'Example:', 'Examples:', 'Note:')
 
 

@@ -24,7 +24,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]  # the repository
 
 
 def setup(*, seed: int, image_size: int, num_images: int):
-  """(model, normalised images [N, H, W, 3], uint8 images, labels): synthetic test images, SmallConvNet."""
+  """The benchmark's images and net: synthetic test images and a SmallConvNet (random weights).
+
+  Args:
+    seed: the set's and the net's seed.
+    image_size: the side in pixels.
+    num_images: how many.
+
+  Returns:
+    (model, normalised images [N, H, W, 3], uint8 images, labels [N]).
+  """
   data = ml_collections.ConfigDict({
       'name': 'synthetic', 'seed': seed, 'image_size': image_size, 'num_train': 0,
       'num_test': num_images, 'num_classes': 10, 'scale': (0.2, 0.6), 'occlusion': 0.3,
@@ -38,7 +47,16 @@ def setup(*, seed: int, image_size: int, num_images: int):
 
 
 def images_per_second(fn, n: int, repeats: int) -> float:
-  """N / the median wall time of `repeats` calls of fn, after one warm-up call (compilation)."""
+  """N / the median wall time of `repeats` calls of fn, after one warm-up call (compilation).
+
+  Args:
+    fn: a function of no argument that blocks until done.
+    n: the images one call handles.
+    repeats: timed calls after the warm-up.
+
+  Returns:
+    Images per second.
+  """
   jax.block_until_ready(fn())
   times = []
   for _ in range(repeats):
@@ -49,7 +67,20 @@ def images_per_second(fn, n: int, repeats: int) -> float:
 
 
 def device_stages(model, x, labels, *, chunk_size: int, crop_size: int, top_k: int, repeats: int) -> dict:
-  """The stages that run on the devices, images/s."""
+  """The stages that run on the devices, in images/s.
+
+  Args:
+    model: the net.
+    x: normalised images [N, H, W, 3].
+    labels: int [N].
+    chunk_size: images per call.
+    crop_size: the 10 crops' size.
+    top_k: classes per image.
+    repeats: timed calls after the warm-up.
+
+  Returns:
+    {stage: images/s} of the forward pass, saliency, the 10-crop map and the top-k 10-crop maps.
+  """
   n, c, crop = len(x), chunk_size, crop_size
   return {
       'forward': images_per_second(lambda: saliency.scores(model, x, chunk_size=c), n, repeats),
@@ -64,7 +95,23 @@ def device_stages(model, x, labels, *, chunk_size: int, crop_size: int, top_k: i
 
 def host_stages(model, x, images, labels, *, cut: localise.Settings, workers, top_k: int, crop_size: int,
                 chunk_size: int, repeats: int) -> dict:
-  """Localisation with 0 / 1 / 2 ... worker processes, and the whole pipeline, images/s."""
+  """Localisation with 0 / 1 / 2 ... worker processes, and the whole pipeline, in images/s.
+
+  Args:
+    model: the net.
+    x: normalised images [N, H, W, 3].
+    images: uint8 [N, H, W, 3].
+    labels: int [N].
+    cut: the localisation settings.
+    workers: the worker counts to time.
+    top_k: classes per image.
+    crop_size: the 10 crops' size.
+    chunk_size: images per call.
+    repeats: timed calls after the warm-up.
+
+  Returns:
+    {stage: images/s}.
+  """
   maps = np.asarray(saliency.saliency_maps(model, x, labels))
   out = {}
   for w in workers:
@@ -82,7 +129,19 @@ def host_stages(model, x, images, labels, *, cut: localise.Settings, workers, to
 
 
 def memory_vs_chunk(model, x, *, chunk_sizes, crop_size: int, top_k: int, repeats: int) -> list[dict]:
-  """Top-k 10-crop throughput and XLA's buffers for one call against chunk size."""
+  """Top-k 10-crop throughput and XLA's buffers for one call against chunk size.
+
+  Args:
+    model: the net.
+    x: normalised images [N, H, W, 3].
+    chunk_sizes: the chunk sizes to try.
+    crop_size: the 10 crops' size.
+    top_k: classes per image.
+    repeats: timed calls after the warm-up.
+
+  Returns:
+    [{'chunk_size', images/s, XLA's temporary and argument / output MiB}].
+  """
   rows = []
   crop = (crop_size, crop_size)
   for c in chunk_sizes:
@@ -106,6 +165,16 @@ def device_scaling(host_devices, workdir: pathlib.Path) -> list[dict]:
   """Each host device count in a fresh process (XLA fixes it at start-up).
 
   experiments/benchmark.py with this command line's config overrides and --config.child=True.
+
+  Args:
+    host_devices: the device counts.
+    workdir: the benchmark's workdir.
+
+  Returns:
+    One row per device count, its device stages.
+
+  Raises:
+    RuntimeError: a child process failed (its stderr's tail).
   """
   rows = []
   for d in host_devices:
@@ -125,7 +194,14 @@ def _overrides() -> list[str]:
 
 
 def external(workdir: pathlib.Path) -> dict:
-  """benchmark_saliency (PyTorch / Captum, SmallConvNet) and benchmark_localise (OpenCV), when installed."""
+  """benchmark_saliency (PyTorch / Captum, SmallConvNet) and benchmark_localise (OpenCV), when installed.
+
+  Args:
+    workdir: the benchmark's workdir.
+
+  Returns:
+    {part: its results, or why it was skipped or failed}.
+  """
   out = {}
   runs = []
   try:
@@ -181,6 +257,14 @@ def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark.json.
 
   With config.child, the device stages of one device count, printed as JSON for `device_scaling`.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
   """
   model, x, images, labels = setup(seed=config.seed, image_size=config.image_size,
                                    num_images=config.num_images)
@@ -213,5 +297,13 @@ def run(config, workdir, log=print) -> dict:
 
 
 def summary(r: dict, workdir) -> str:
-  """What the entry point prints: the markdown tables (nothing for a device-scaling child)."""
+  """What the entry point prints: the markdown tables (nothing for a device-scaling child).
+
+  Args:
+    r: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   return markdown(r) if r else ''

@@ -16,7 +16,16 @@ RULES = {'gradient': None, 'guided_backprop': deconvnet.guided_relu, 'deconvnet'
 
 
 def run(config, workdir, log=print) -> dict:
-  """The benchmark; returns what it writes to workdir/benchmark_any_model.json."""
+  """The benchmark; returns what it writes to workdir/benchmark_any_model.json.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   c = config
   model = weights.load_tfjs_layers_model(pathlib.Path(c.data_dir) / 'imagenet-mobilenet' / 'model.json')
   images = jax.random.uniform(jax.random.key(0), (c.num_images, c.image_size, c.image_size, 3), minval=-1,

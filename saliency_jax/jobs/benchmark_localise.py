@@ -26,9 +26,17 @@ from saliency_jax.data import imagenet, voc
 def surrogate_saliency(shape, boxes, rng: np.random.Generator, *, noise: float) -> np.ndarray:
   """A stand-in saliency map from ground-truth boxes: a smooth bump over each box, plus noise.
 
-  Each box contributes exp(-(dx^2 / (2 (w/3)^2) + dy^2 / (2 (h/3)^2))) around its centre; then
-  uniform noise of amplitude `noise` (the bump's peak is 1) is added, so that the seeds are
-  imperfect as a real map's would be.
+  Each box contributes exp(-(dx^2 / (2 (w/3)^2) + dy^2 / (2 (h/3)^2))) around its centre; the noise
+  makes the seeds imperfect, as a real map's would be.
+
+  Args:
+    shape: (H, W).
+    boxes: [M, 4].
+    rng: a NumPy generator.
+    noise: the uniform noise's amplitude (the bump's peak is 1).
+
+  Returns:
+    float [H, W].
   """
   h, w = shape
   yy, xx = np.mgrid[0:h, 0:w] + 0.5
@@ -40,7 +48,18 @@ def surrogate_saliency(shape, boxes, rng: np.random.Generator, *, noise: float) 
 
 
 def opencv_grabcut(image, fg_seeds, bg_seeds, iterations: int, seed: int = 0) -> np.ndarray:
-  """OpenCV's grabCut from the same seeds (hard), the rest 'probably background'; bool mask."""
+  """OpenCV's grabCut from the same seeds (hard), the rest 'probably background'.
+
+  Args:
+    image: uint8 [H, W, 3].
+    fg_seeds: bool [H, W].
+    bg_seeds: bool [H, W].
+    iterations: grabCut's iterations.
+    seed: OpenCV's random seed.
+
+  Returns:
+    bool [H, W], the foreground.
+  """
   import cv2
   cv2.setRNGSeed(seed)
   mask = np.full(fg_seeds.shape, cv2.GC_PR_BGD, np.uint8)
@@ -53,11 +72,25 @@ def opencv_grabcut(image, fg_seeds, bg_seeds, iterations: int, seed: int = 0) ->
 
 def segmentation_vs_opencv(voc_sets, *, data_dir: str, num_images: int, cut: localise.Settings, noise: float,
                            workers: int, seed: int, log=print) -> dict:
-  """The segmentation stage alone on the VOC sets: our GraphCut vs cv2.grabCut from the same seeds.
+  """The segmentation stage alone on the VOC sets: this GraphCut against cv2.grabCut, same seeds.
 
   Per image, a surrogate map from its boxes (`surrogate_saliency`), the paper's quantile seeds; then
-  localise (GraphCut, largest component, box) and OpenCV grabCut (1 and 5 iterations, largest
-  component, box). Box IoU with the ground truth (best over boxes), and the masks' agreement.
+  localise (GraphCut, largest component, box) and OpenCV grabCut (1 and 5 iterations, largest component,
+  box). Box IoU with the ground truth (best over boxes), and the masks' agreement.
+
+  Args:
+    voc_sets: the VOC folders.
+    data_dir: where they are.
+    num_images: images per set.
+    cut: the localisation settings.
+    noise: the surrogate maps' noise.
+    workers: the cuts' worker processes.
+    seed: the noise's seed.
+    log: where progress is said.
+
+  Returns:
+    Per VOC set: {'num_images', 'mean_box_iou' and 'box_accuracy' per method, 'mask_iou_ours_vs_opencv',
+    'seconds_per_image'}.
   """
   out = {}
   rng = np.random.default_rng(seed)
@@ -96,7 +129,18 @@ def segmentation_vs_opencv(voc_sets, *, data_dir: str, num_images: int, cut: loc
 
 
 def images_and_maps(sample: pathlib.Path, *, num_images: int, size: int, noise: float, seed: int):
-  """The sample's photos resized to size x size, their boxes, and surrogate maps from the boxes."""
+  """The sample's photos resized to size x size, their boxes, and surrogate maps from the boxes.
+
+  Args:
+    sample: the imagenet-val-sample folder.
+    num_images: how many.
+    size: the side.
+    noise: the maps' noise.
+    seed: the noise's seed.
+
+  Returns:
+    (photos uint8 [N, S, S, 3], maps [N, S, S], boxes per image [M_i, 4]).
+  """
   rng = np.random.default_rng(seed)
   photos, maps, boxes = [], [], []
   for record in imagenet.sample_records(sample)[:num_images]:
@@ -110,7 +154,16 @@ def images_and_maps(sample: pathlib.Path, *, num_images: int, size: int, noise: 
 
 
 def median_ms(fn, items, repeats: int) -> float:
-  """Median over items (each timed `repeats` times, the fastest kept) of fn(item), in ms."""
+  """Median over items (each timed `repeats` times, the fastest kept) of fn(item), in ms.
+
+  Args:
+    fn: a function of one item.
+    items: the items.
+    repeats: timings per item.
+
+  Returns:
+    Milliseconds.
+  """
   per_item = []
   for item in items:
     best = float('inf')
@@ -127,6 +180,16 @@ def stage_milliseconds(photos, maps, s: localise.Settings, *, repeats: int, work
 
   Seeds, colour models, pairwise terms, cut, component and box, the whole `localise`, with 3 GrabCut
   rounds, in a batch.
+
+  Args:
+    photos: uint8 [N, H, W, 3].
+    maps: [N, H, W].
+    s: the localisation settings.
+    repeats: timings per item.
+    workers: the batch's worker processes.
+
+  Returns:
+    (ms {stage: ms}, the timed items, the batch's results).
   """
   items = []
   for i, (image, m) in enumerate(zip(photos, maps)):
@@ -170,7 +233,16 @@ def stage_milliseconds(photos, maps, s: localise.Settings, *, repeats: int, work
 
 
 def run(config, workdir, log=print) -> dict:
-  """The benchmark; returns what it writes to workdir/benchmark_localise.json."""
+  """The benchmark; returns what it writes to workdir/benchmark_localise.json.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   jnp.zeros(())  # initialise JAX before the timings
   s = localise.settings(config.localise)
   r = config.repeats
@@ -233,7 +305,15 @@ def run(config, workdir, log=print) -> dict:
 
 
 def summary(out: dict, workdir) -> str:
-  """What the entry point prints: ms per image of each stage, and the boxes' quality."""
+  """What the entry point prints: ms per image of each stage, and the boxes' quality.
+
+  Args:
+    out: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   lines = ['| stage | ms / image |', '|---|---|']
   lines += [f'| {k} | {v:.1f} |' for k, v in out['milliseconds_per_image'].items()]
   return '\n'.join(lines + [str(out['quality'])])

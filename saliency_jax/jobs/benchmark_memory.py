@@ -25,7 +25,18 @@ MALLOC = {'default': {}, 'keep_freed_memory': {host.SWITCH: '1'}}  # each run's 
 def main_job(config_file: str, num_test: int, workdir: pathlib.Path, malloc: str = 'default') -> dict:
   """Runs the main job with num_test test images under `malloc`: its peak RSS (MiB), seconds, metrics.
 
-  malloc: 'default' (glibc's) or 'keep_freed_memory' (SALIENCY_JAX_KEEP_FREED_MEMORY=1).
+  Args:
+    config_file: the main job's config file.
+    num_test: test images.
+    workdir: the run's workdir.
+    malloc: 'default' (glibc's) or 'keep_freed_memory' (SALIENCY_JAX_KEEP_FREED_MEMORY=1).
+
+  Returns:
+    {'num_test', 'malloc', 'peak_rss_mib', 'seconds', ...}.
+
+  Raises:
+    ValueError: an unknown malloc.
+    RuntimeError: the job failed (its log named).
   """
   if malloc not in MALLOC:
     raise ValueError(f'malloc must be one of {sorted(MALLOC)}, got {malloc!r}')
@@ -51,6 +62,14 @@ def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark_memory.json.
 
   The main job's configs are config.config_file's `get_config('job:N')`.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
   """
   bench = config
   workdir = pathlib.Path(workdir)

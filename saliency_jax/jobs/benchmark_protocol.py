@@ -28,7 +28,18 @@ RUNS = {'before': {}, 'after': {}, 'after_same_methods': {}, 'after_keep_freed_m
 
 
 def code_of(commit: str, workdir: pathlib.Path) -> pathlib.Path:
-  """A folder holding the source tree of `commit` of this repository (`git archive`), made once."""
+  """A folder holding the source tree of `commit` of this repository (`git archive`), made once.
+
+  Args:
+    commit: the commit.
+    workdir: where the folder goes.
+
+  Returns:
+    The folder.
+
+  Raises:
+    SystemExit: the commit is not in this clone's history.
+  """
   tree = workdir / f'code-{commit}'
   if not (tree / 'experiments' / 'reproduce.py').is_file():
     try:
@@ -44,7 +55,14 @@ def code_of(commit: str, workdir: pathlib.Path) -> pathlib.Path:
 
 
 def protocol_seconds(metrics: dict) -> float:
-  """Seconds of the protocol's stages in a main-job metrics.json: every map and the localisation."""
+  """Seconds of the protocol's stages in a main-job metrics.json: every map and the localisation.
+
+  Args:
+    metrics: the metrics.json.
+
+  Returns:
+    Seconds.
+  """
   s = metrics['seconds']
   return s['saliency'] + s['localisation'] + sum(v for k, v in s.items() if k.startswith('maps_'))
 
@@ -53,7 +71,14 @@ def same_methods_config(workdir: pathlib.Path, same_methods) -> pathlib.Path:
   """A config file in the workdir: the ImageNet config with the `same_methods` maps and cuts.
 
   This commit's configs/ilsvrc_mobilenet_sample.py with the maps and localisation methods of
-  `same_methods` ({'maps', 'localise', 'selected_method'}).
+  `same_methods`.
+
+  Args:
+    workdir: the benchmark's workdir.
+    same_methods: {'maps', 'localise', 'selected_method'}.
+
+  Returns:
+    The file's path.
   """
   path, main = workdir / 'same_methods_config.py', ROOT / 'configs' / 'ilsvrc_mobilenet_sample.py'
   path.write_text(f"""import importlib.util
@@ -81,8 +106,17 @@ def run_once(name: str, tree: pathlib.Path, workdir: pathlib.Path, *, data_dir: 
              before_commit: str, config_file: pathlib.Path | None = None) -> dict:
   """One run: the main job of the code in `tree` on the benchmark's images, in a child process.
 
-  Its configs/ilsvrc_mobilenet_sample.py (or `config_file`), with RUNS[name] in its environment; returns
-  its seconds, images/s, stages and localisation errors.
+  Args:
+    name: the run's name (its environment: RUNS[name]).
+    tree: the source tree.
+    workdir: the run's workdir.
+    data_dir: the shared data folder.
+    num_images: the images.
+    before_commit: the before commit (its config differs).
+    config_file: the config file (None: the tree's configs/ilsvrc_mobilenet_sample.py).
+
+  Returns:
+    {'seconds', 'images_per_s', 'stages', 'environment', 'code', 'top5_loc_error'}.
   """
   out = workdir / name
   shutil.rmtree(out / 'evaluation', ignore_errors=True)  # every repeat maps and localises
@@ -101,7 +135,16 @@ def run_once(name: str, tree: pathlib.Path, workdir: pathlib.Path, *, data_dir: 
 
 
 def run(config, workdir, log=print) -> dict:
-  """The benchmark; returns what it writes to workdir/benchmark_protocol.json."""
+  """The benchmark; returns what it writes to workdir/benchmark_protocol.json.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   bench = config
   workdir = pathlib.Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)

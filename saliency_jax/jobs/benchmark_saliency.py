@@ -47,11 +47,19 @@ def _torch_state(twin) -> dict[str, np.ndarray]:
 def build_models(name: str, cfg: types.SimpleNamespace, seed: int):
   """A model and its PyTorch twin with the same weights, both in eval mode.
 
-  (NNX model, torch twin or None, where the weights come from); cfg: the model's settings
-  (configs/benchmark_saliency.py).
+  The twin keeps its own random init (or, for a CIFAR ResNet, loads `cfg.checkpoint` when that file
+  exists) and the NNX model gets its state dict; without torch, the NNX model's own init.
 
-  The twin keeps its own random init (or, for a CIFAR ResNet, loads `cfg.checkpoint` when that
-  file exists) and the NNX model gets its state dict; without torch, the NNX model's own init.
+  Args:
+    name: 'small_convnet', 'vgg16', 'cifar_resnet20' or 'mobilenet'.
+    cfg: the model's settings (configs/benchmark_saliency.py).
+    seed: the initialisation's seed.
+
+  Returns:
+    (NNX model, torch twin or None, where the weights come from).
+
+  Raises:
+    ValueError: an unknown model, or a checkpoint that does not match the twin.
   """
   cifar = name.startswith('cifar_resnet')
   if name == 'mobilenet':
@@ -102,6 +110,12 @@ def use_host_devices(n: int) -> None:
 
   XLA:CPU runs the small convolutions of these nets on about one core; n devices, each with a slice
   of the batch, run side by side.
+
+  Args:
+    n: the number of devices.
+
+  Raises:
+    RuntimeError: JAX was initialised before the flag could apply.
   """
   flag = f'--xla_force_host_platform_device_count={n}'
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
@@ -123,10 +137,19 @@ def _call(fn):
 def time_interleaved(fns: dict, *, warmup: int, repeats: int, settle: int) -> tuple[dict, dict]:
   """(median, min) seconds of each fn over `repeats` rounds, each round calling every fn in turn.
 
-  Rounds spread the load of other processes on this shared machine over all fns alike. Each timed
-  call follows `settle` untimed calls of the same fn: right after the other framework ran, its idle
-  worker threads still spin (PyTorch's OpenMP) and can double a millisecond call, while a user's loop
-  over batches runs in the steady state.
+  Rounds spread the load of other processes on this shared machine over all fns alike. Each timed call
+  follows `settle` untimed calls of the same fn: right after the other framework ran, its idle worker
+  threads still spin (PyTorch's OpenMP) and can double a millisecond call, while a user's loop over
+  batches runs in the steady state.
+
+  Args:
+    fns: {name: a function of no argument that blocks until done}.
+    warmup: untimed calls of each first.
+    repeats: the rounds.
+    settle: untimed calls of the same fn before each timed one.
+
+  Returns:
+    ({name: median seconds}, {name: min seconds}).
   """
   for _ in range(warmup):
     for fn in fns.values():
@@ -142,13 +165,29 @@ def time_interleaved(fns: dict, *, warmup: int, repeats: int, settle: int) -> tu
 
 
 def relative_diff(a, b) -> float:
-  """Max |a - b| / max |b|."""
+  """Max |a - b| / max |b|.
+
+  Args:
+    a: an array.
+    b: the reference, a's shape.
+
+  Returns:
+    A float.
+  """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 def relative_l2(a, b) -> float:
-  """||a - b|| / ||b||."""
+  """||a - b|| / ||b||.
+
+  Args:
+    a: an array.
+    b: the reference, a's shape.
+
+  Returns:
+    A float.
+  """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
@@ -157,7 +196,17 @@ def relative_l2(a, b) -> float:
 
 
 def torch_functions(twin, x, labels, k: int) -> dict:
-  """The PyTorch measurements on images x [B, H, W, C] (NHWC; transposed here): name -> fn."""
+  """The PyTorch measurements on the same images: name -> fn.
+
+  Args:
+    twin: the PyTorch model.
+    x: images [B, H, W, C] (NHWC; transposed here).
+    labels: int [B].
+    k: the top-k classes.
+
+  Returns:
+    {name: a function of no argument}: forward, saliency, top-k by autograd and by Captum.
+  """
   xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
   lt = torch.from_numpy(np.asarray(labels).astype(np.int64))
 
@@ -192,11 +241,21 @@ def torch_functions(twin, x, labels, k: int) -> dict:
 
 
 def float64_agreement(model, twin, x, labels, n: int) -> float:
-  """max-relative difference of the JAX and PyTorch saliency maps of the first n images, in float64.
+  """Max-relative difference of the JAX and PyTorch saliency maps of the first n images, in float64.
 
   In float32 the maps of deep nets differ by a few percent at a few pixels: rounding flips max-pool
-  switches between near-equal inputs (JAX float32 against JAX float64 differs as much). In float64
-  that noise is gone and what remains is any real difference between the two implementations.
+  switches between near-equal inputs (JAX float32 against JAX float64 differs as much). In float64 that
+  noise is gone and what remains is any real difference between the two implementations.
+
+  Args:
+    model: the NNX model.
+    twin: its PyTorch twin.
+    x: images [B, H, W, C].
+    labels: int [B].
+    n: how many images.
+
+  Returns:
+    A float.
   """
   with jax.enable_x64(True):
     model64 = models.cast(model, jnp.float64)
@@ -214,9 +273,18 @@ def float64_agreement(model, twin, x, labels, n: int) -> float:
 
 def benchmark_model(name: str, cfg: types.SimpleNamespace, *, batch_size: int, top_k: int, seed: int,
                     float64_check_images: int) -> dict:
-  """Times and cross-checks one model (cfg: its settings).
+  """Times and cross-checks one model.
 
-  Returns its entry of the JSON (seconds, ratios, diffs).
+  Args:
+    name: the model.
+    cfg: its settings.
+    batch_size: images per call.
+    top_k: the top-k protocol's classes.
+    seed: the images' and weights' seed.
+    float64_check_images: images of the float64 agreement check.
+
+  Returns:
+    Its entry of the JSON (seconds, ratios, diffs).
   """
   b, k = batch_size, top_k
   model, twin, source = build_models(name, cfg, seed)
@@ -300,7 +368,14 @@ def _device() -> dict:
 
 
 def markdown_table(results: dict) -> str:
-  """One row per model: times in ms (medians), the ratio, throughput, speedups, map agreement."""
+  """One row per model: times in ms (medians), the ratio, throughput, speedups, map agreement.
+
+  Args:
+    results: {model: `benchmark_model`'s entry}.
+
+  Returns:
+    The markdown table.
+  """
   cols = ['model', 'px', 'JAX fwd', 'JAX sal', 'sal/fwd', 'JAX top-5', 'compile fwd/sal/top-5 s',
           'torch fwd', 'torch sal', 'Captum sal', 'Captum top-5', 'JAX img/s', 'Captum img/s',
           'x Captum sal', 'x Captum top-5', 'map diff f32 / f64']
@@ -325,7 +400,16 @@ def markdown_table(results: dict) -> str:
 
 
 def run(config, workdir, log=print) -> dict:
-  """Benchmarks every model of `config.models`; writes workdir/benchmark_saliency.json; returns it."""
+  """Benchmarks every model of `config.models`; writes workdir/benchmark_saliency.json.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   names = [n for entry in config.models for n in entry.split(',') if n]  # also accepts 'a,b'
   notes = []
   if config.host_devices > 1:
@@ -359,5 +443,13 @@ def run(config, workdir, log=print) -> dict:
 
 
 def summary(out: dict, workdir) -> str:
-  """What the entry point prints: the table, and the notes."""
+  """What the entry point prints: the table, and the notes.
+
+  Args:
+    out: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   return '\n'.join([markdown_table(out['models'])] + [f'note: {note}' for note in out['notes']])

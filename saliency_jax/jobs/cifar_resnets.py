@@ -28,7 +28,15 @@ DOMAIN_SHIFT = ('ImageNet val photos (squashed to 227x227 by the redistributor, 
 
 
 def torch_twin(path: pathlib.Path, depth: int):
-  """The PyTorch twin holding the checkpoint, read independently of `weights` (torch.load, strict)."""
+  """The PyTorch twin holding the checkpoint, read independently of `weights` (torch.load, strict).
+
+  Args:
+    path: the checkpoint.
+    depth: the ResNet's depth.
+
+  Returns:
+    The `torch_reference.TorchCifarResNet`, in eval mode.
+  """
   import torch
 
   from saliency_jax import torch_reference
@@ -42,9 +50,17 @@ def torch_twin(path: pathlib.Path, depth: int):
 
 def jax_outputs(model, images: np.ndarray, labels: np.ndarray, *, float64: bool,
                 chunk_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-  """(logits [N, K], input gradients [N, H, W, 3] of each image's `labels` score), as float64 arrays.
+  """Logits and input gradients of each image's label score, from JAX, as float64 arrays.
 
-  In float64 the model is cast by `models.cast` and JAX runs with x64 (restored afterwards).
+  Args:
+    model: the CifarResNet.
+    images: float32 [N, H, W, 3], normalised.
+    labels: int [N].
+    float64: cast the model (`models.cast`) and run JAX with x64 (restored afterwards).
+    chunk_size: images per call.
+
+  Returns:
+    (logits [N, K], input gradients [N, H, W, 3]).
   """
   dtype = np.float64 if float64 else np.float32
   previous = jax.config.jax_enable_x64
@@ -61,7 +77,17 @@ def jax_outputs(model, images: np.ndarray, labels: np.ndarray, *, float64: bool,
 
 def torch_outputs(twin, images: np.ndarray, labels: np.ndarray, *,
                   float64: bool) -> tuple[np.ndarray, np.ndarray]:
-  """The same as `jax_outputs` from the PyTorch twin (autograd), NHWC, as float64 arrays."""
+  """The same as `jax_outputs` from the PyTorch twin (autograd), NHWC, as float64 arrays.
+
+  Args:
+    twin: the PyTorch twin.
+    images: float32 [N, H, W, 3].
+    labels: int [N].
+    float64: run the twin in float64.
+
+  Returns:
+    (logits [N, K], input gradients [N, H, W, 3]).
+  """
   import torch
 
   twin = twin.double() if float64 else twin.float()
@@ -90,10 +116,17 @@ def _min_abs_relu_input(model, images):
 
 
 def min_abs_preactivation(model, images: np.ndarray) -> np.ndarray:
-  """[N]: per image, the smallest |input| of any ReLU of the model, computed in float64.
+  """Per image, the smallest |input| of any ReLU of the model, computed in float64.
 
   A pre-activation within float32 round-off of 0 can switch its ReLU between two float32
   implementations, which changes the gradient locally (a different linear piece).
+
+  Args:
+    model: the CifarResNet.
+    images: float32 [N, H, W, 3].
+
+  Returns:
+    [N].
   """
   previous = jax.config.jax_enable_x64
   jax.config.update('jax_enable_x64', True)
@@ -107,11 +140,22 @@ def compare_with_torch(model, twin, images: np.ndarray, labels: np.ndarray, ids:
                        chunk_size: int | None, outlier_atol: float) -> tuple[dict, np.ndarray]:
   """JAX vs PyTorch autograd, in float32 and float64: logits and input gradients of `labels` scores.
 
-  images float32 [N, H, W, 3] (normalised), labels [N]. Both frameworks get the same inputs (the
-  float32 values, cast to float64 for the float64 run). Float32 gradient differences above
-  `outlier_atol` are listed per image with the float64 reference: which of the two float32
-  gradients left it, and the image's smallest |ReLU pre-activation| (a ReLU flip shows there).
-  Returns (report, JAX float32 logits [N, K]).
+  Both frameworks get the same inputs (the float32 values, cast to float64 for the float64 run).
+  Float32 gradient differences above `outlier_atol` are listed per image with the float64 reference:
+  which of the two float32 gradients left it, and the image's smallest |ReLU pre-activation| (a ReLU flip
+  shows there).
+
+  Args:
+    model: the CifarResNet.
+    twin: its PyTorch twin.
+    images: float32 [N, H, W, 3], normalised.
+    labels: int [N].
+    ids: the images' ids, for the outliers.
+    chunk_size: images per call.
+    outlier_atol: the float32 gradient difference above which an image is listed.
+
+  Returns:
+    (report, JAX float32 logits [N, K]).
   """
   out, grads = {}, {}
   for float64 in (False, True):
@@ -150,9 +194,17 @@ def compare_with_torch(model, twin, images: np.ndarray, labels: np.ndarray, ids:
 
 
 def accuracy_report(logits: np.ndarray, labels: np.ndarray) -> dict:
-  """Top-1 accuracy of logits [N, 10] against labels [N] with its 95% interval, per class, with confusions.
+  """Top-1 accuracy of logits against labels with its 95% interval, per class, with confusions.
 
-  The interval: bootstrap over images (`stats.interval`).
+  The interval: percentile bootstrap over images (`stats.interval`).
+
+  Args:
+    logits: [N, 10].
+    labels: int [N].
+
+  Returns:
+    {'n', 'correct', 'top1', 'top1_interval', 'majority_class_baseline', 'majority_class', 'per_class',
+    'confusion', 'predictions'}.
   """
   predictions = logits.argmax(axis=1)
   k = logits.shape[1]
@@ -198,7 +250,16 @@ def _finished_models(path: pathlib.Path, results: dict) -> dict:
 
 
 def run(config, workdir, log=print) -> dict:
-  """The import check; returns what it writes to workdir/cifar_resnets.json."""
+  """The import check; returns what it writes to workdir/cifar_resnets.json.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   import torch
 
   torch.set_num_threads(config.torch_threads)
@@ -286,6 +347,14 @@ def markdown(results: dict) -> str:
 
 
 def summary(results: dict, workdir) -> str:
-  """What the entry point prints: the table, and where the JSON is."""
+  """What the entry point prints: the table, and where the JSON is.
+
+  Args:
+    results: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   return (markdown(results) + f'\n\nwrote {os.path.join(workdir, "cifar_resnets.json")} '
           f'({results["seconds"]:.1f} s)')

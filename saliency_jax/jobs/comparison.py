@@ -37,9 +37,10 @@ from saliency_jax.protocol import maps, scores
 
 
 def default_settings() -> ml_collections.ConfigDict:
-  """config.compare: which methods with which settings, and images per metric.
+  """config.compare: which methods with which settings, and images per metric (`defaults.comparison`).
 
-  `defaults.comparison`.
+  Returns:
+    An `ml_collections.ConfigDict`.
   """
   return defaults.comparison()
 
@@ -68,11 +69,22 @@ def compute_maps(model, x, labels, specs: dict, *, chunk_size: int | None, seed:
                  log=print):
   """Every method's maps of the true classes, and its seconds per image.
 
-  {method: (absolute maps [N, H, W], signed maps [N, H, W])} and {method: seconds per image}, each by
-  `maps.make_maps` (crops 'image': the method's own function on the whole image).
+  Each by `maps.make_maps` (crops 'image': the method's own function on the whole image). Each method runs
+  once on the first chunk to compile, then `repeats` times on all images; the time is the median of those
+  runs.
 
-  Each method runs once on the first chunk to compile, then `repeats` times on all images; the time is
-  the median of those runs.
+  Args:
+    model: the net.
+    x: normalised images [N, H, W, C].
+    labels: int [N].
+    specs: {method: `maps.MapSpec`}.
+    chunk_size: images per call.
+    seed: the key of methods that draw noise.
+    repeats: timed runs on all images.
+    log: where progress is said.
+
+  Returns:
+    ({method: (absolute maps [N, H, W], signed maps [N, H, W])}, {method: seconds per image}).
   """
   out, seconds = {}, {}
   warm = len(x) if not chunk_size else min(chunk_size, len(x))
@@ -97,7 +109,19 @@ def compute_maps(model, x, labels, specs: dict, *, chunk_size: int | None, seed:
 
 
 def sanity(model, x, labels, spec: maps.MapSpec, *, seed: int, chunk_size: int | None) -> dict:
-  """The cascading randomisation check of one method on images x (`faithfulness.cascading_randomisation`)."""
+  """The cascading randomisation check of one method (`faithfulness.cascading_randomisation`).
+
+  Args:
+    model: the net.
+    x: normalised images [n, H, W, C].
+    labels: int [n].
+    spec: the method's `maps.MapSpec`.
+    seed: the fresh weights' seed (seed + 1) and the noise's.
+    chunk_size: images per call.
+
+  Returns:
+    The check's dict, with 'absolute' and 'signed' maps.
+  """
   def attribute(m):
     made = maps.make_maps(m, x, specs={'map': spec}, labels=labels, chunk_size=chunk_size, seed=seed,
                           signed=True)
@@ -110,8 +134,20 @@ def evaluate(c: Compare, model, x, labels, photos, gt_labels, gt_boxes, masks=No
              difficult=None) -> tuple[dict, dict]:
   """Every metric of the module docstring for every method.
 
-  ({method: metrics}, {method: absolute maps [N, H, W] at the size of `photos`}). difficult: per image the
-  boxes' VOC flags (None: none).
+  Args:
+    c: the comparison's settings (`Compare`).
+    model: the net.
+    x: normalised images [N, H, W, C].
+    labels: int [N].
+    photos: uint8 images the boxes are cut on.
+    gt_labels: per image, labels [M_i].
+    gt_boxes: per image, boxes [M_i, 4].
+    masks: bool [N, H, W] object masks, or None.
+    log: where progress is said.
+    difficult: per image the boxes' VOC flags (None: none).
+
+  Returns:
+    ({method: metrics}, {method: absolute maps [N, H, W] at the size of `photos`}).
   """
   n = len(x)
   size = photos.shape[1:3]
@@ -159,7 +195,16 @@ def evaluate(c: Compare, model, x, labels, photos, gt_labels, gt_boxes, masks=No
 
 
 def run(config, workdir: str, log=print) -> dict:
-  """The comparison experiment; returns what it writes to workdir/comparison.json."""
+  """The comparison experiment; returns what it writes to workdir/comparison.json.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   cc = config.compare
   specs = {name: maps.MapSpec(name, 'image', dict(s)) for name, s in cc.methods.to_dict().items()}
   c = Compare(specs, settings.cuts(config, cc.localise), cc.num_sanity, cc.deletion_steps, cc.insertion_blur,
@@ -193,7 +238,18 @@ def run(config, workdir: str, log=print) -> dict:
 
 def figures(results: dict, workdir: pathlib.Path, photos, shown: dict, titles, masks, num_figure: int,
             deletion_steps: int) -> None:
-  """comparison.png (methods x the first images), sanity.png and deletion_insertion.png."""
+  """comparison.png (methods x the first images), sanity.png and deletion_insertion.png.
+
+  Args:
+    results: what `run` writes.
+    workdir: where the figures go.
+    photos: uint8 [N, H, W, 3].
+    shown: {method: maps [N, H, W]}.
+    titles: one per image.
+    masks: bool [N, H, W], or None.
+    num_figure: images in comparison.png.
+    deletion_steps: the curves' steps.
+  """
   per_method = results['methods']
   num = min(num_figure, len(photos))
   report.methods_figure(workdir / 'comparison.png', photos[:num],
@@ -225,12 +281,27 @@ COLUMNS = (('gt_known_graphcut', 'GT-known GraphCut'), ('fallbacks_graphcut', 'f
 
 
 def summary(results: dict, workdir) -> str:
-  """What the entry point prints: the table."""
+  """What the entry point prints: the table.
+
+  Args:
+    results: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   return f'\n{table(results)}\n\ncomparison.json, comparison.md and figures in {workdir}'
 
 
 def table(results: dict) -> str:
-  """The comparison as a markdown table, one row per method."""
+  """The comparison as a markdown table, one row per method.
+
+  Args:
+    results: what `run` returns.
+
+  Returns:
+    The table.
+  """
   first = next(iter(results['methods'].values()))
   columns = [(key, title) for key, title in COLUMNS if key in first]
   lines = ['| method | ' + ' | '.join(t for _, t in columns) + ' |', '|---' * (len(columns) + 1) + '|']

@@ -39,7 +39,17 @@ class Problems:
     self.lines = []
 
   def need(self, ok: bool, key: str, allowed: str, value) -> bool:
-    """Records 'config.<key> must be <allowed>, got <value>' unless ok; returns ok."""
+    """Records 'config.<key> must be <allowed>, got <value>' unless ok.
+
+    Args:
+      ok: whether the setting is fine.
+      key: the setting's dotted key.
+      allowed: what it must be.
+      value: what it is.
+
+    Returns:
+      ok.
+    """
     if not ok:
       self.lines.append(f'config.{key} must be {allowed}, got {value!r}')
     return ok
@@ -220,7 +230,14 @@ def _check_maps_and_boxes(p: Problems, config) -> int | None:
 
 
 def check_localise(config) -> None:
-  """A ValueError for config.localise / config.maps entries that cannot run, before any map is made."""
+  """Raises for config.localise / config.maps entries that cannot run, before any map is made.
+
+  Args:
+    config: the job's config.
+
+  Raises:
+    ValueError: a cut of a map config.maps does not name, or an entry that does not parse.
+  """
   named = dict(config.get('maps') or {})
   for name, cut in settings.cuts(config).items():
     if cut.map != 'gradient' and cut.map not in named:
@@ -231,7 +248,14 @@ def check_localise(config) -> None:
 
 
 def check_main_job(config) -> None:
-  """A UserError listing every setting of the main job's config that cannot run (`Problems`)."""
+  """Raises listing every setting of the main job's config that cannot run (`Problems`).
+
+  Args:
+    config: the job's config.
+
+  Raises:
+    UserError: listing the settings.
+  """
   p = Problems()
   k_all = _check_maps_and_boxes(p, config)
   p.need(_get(config, 'data.name') != 'images', 'data.name', 'a source with boxes (a folder of photos '
@@ -265,7 +289,14 @@ def check_main_job(config) -> None:
 
 
 def check_images_job(config) -> None:
-  """A UserError listing every setting of the photos job's config (`jobs.images`) that cannot run."""
+  """Raises listing every setting of the photos job's config (`jobs.images`) that cannot run.
+
+  Args:
+    config: the job's config.
+
+  Raises:
+    UserError: listing the settings.
+  """
   p = Problems()
   _check_maps_and_boxes(p, config)
   p.need(_get(config, 'data.name') == 'images', 'data.name', "'images' (a folder of photos)",
@@ -291,6 +322,12 @@ def base_folder(config_file) -> pathlib.Path:
   """The folder a config's relative paths start from when not found from the current directory.
 
   See the module docstring.
+
+  Args:
+    config_file: the config's file.
+
+  Returns:
+    The repository root holding it, else its folder.
   """
   config_file = pathlib.Path(config_file)
   return _repository_root(config_file) or config_file.resolve().parent
@@ -299,8 +336,17 @@ def base_folder(config_file) -> pathlib.Path:
 def resolve_paths(config, config_file) -> list[str]:
   """Makes the relative paths the job reads absolute (module docstring), in place.
 
-  Returns the keys changed. A UserError names a path found neither from the current directory nor from
-  the config's folder. '~' is the user's home; a python model's 'module:function' is no path.
+  '~' is the user's home; a python model's 'module:function' is no path.
+
+  Args:
+    config: the job's config.
+    config_file: its file.
+
+  Returns:
+    The keys changed.
+
+  Raises:
+    UserError: a path found neither from the current directory nor from the config's folder.
   """
   base = base_folder(config_file)
   changed = []

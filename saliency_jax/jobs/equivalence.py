@@ -78,8 +78,17 @@ def _pool_triple(x, g, *, window, stride, padding):
 def layer_rows(seed: int, dtype, tol: float, *, rules=deconvnet.RULES) -> list[dict]:
   """One row per layer type: the explicit DeconvNet step against autodiff on the same signal.
 
-  The ReLU row measures the backward rules under test (`rules`: {'gradient': rule, 'deconvnet':
-  rule}) against the gate prediction and against independent references (see `relu_row`).
+  The ReLU row measures the backward rules under test against the gate prediction and against
+  independent references (see `relu_row`).
+
+  Args:
+    seed: the random inputs' seed.
+    dtype: float32 or float64.
+    tol: the relative difference a row confirms below.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test.
+
+  Returns:
+    The rows.
   """
   rows, rng, rngs = [], np.random.default_rng(seed), nnx.Rngs(seed)
   def normal(shape):
@@ -124,11 +133,19 @@ def layer_rows(seed: int, dtype, tol: float, *, rules=deconvnet.RULES) -> list[d
 def relu_row(x: jax.Array, g: jax.Array, *, rules=deconvnet.RULES) -> dict:
   """The ReLU row: where the two backward rules differ, measured, against where the gates disagree.
 
-  Three independent comparisons on x, g [B, N] (every 8th x and every 8th g, offset by 4, are set
-  to exactly 0, where the subgradient convention shows): the units where the VJPs of
-  `rules['gradient']` and `rules['deconvnet']` differ against the units where 1(x > 0) != 1(g > 0)
-  and g != 0 (`deconvnet.gate_statistics`); the gradient rule's VJP against `jax.nn.relu`'s
-  (exactly); the DeconvNet rule's VJP against numpy's max(g, 0) (exactly).
+  Three independent comparisons on x, g (every 8th x and every 8th g, offset by 4, are set to exactly 0,
+  where the subgradient convention shows): the units where the VJPs of `rules['gradient']` and
+  `rules['deconvnet']` differ against the units where 1(x > 0) != 1(g > 0) and g != 0
+  (`deconvnet.gate_statistics`); the gradient rule's VJP against `jax.nn.relu`'s (exactly); the DeconvNet
+  rule's VJP against numpy's max(g, 0) (exactly).
+
+  Args:
+    x: [B, N], the ReLU's input.
+    g: [B, N], the signal.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test.
+
+  Returns:
+    The row.
   """
   x, g = jnp.asarray(x).at[:, ::8].set(0), jnp.asarray(g).at[:, 4::8].set(0)
   stats = deconvnet.gate_statistics(x, g, rules=rules)
@@ -158,13 +175,23 @@ def network_rows(name: str, model, images, starts, tol: float, *,
                  rules=deconvnet.RULES) -> tuple[list[dict], dict]:
   """Rows for one network and each start layer; and the full `deconvnet.compare` results.
 
-  What each row compares (never a quantity with itself): the explicit DeconvNet (hand-written
-  transposes and rectification) with the VJP of the model under `rules['deconvnet']`; the VJP
-  under `rules['gradient']` with `jax.grad` through `jax.nn.relu`; explicit backprop with
-  `jax.grad`; at every ReLU, the units where the two rules' VJPs of that ReLU differ with the
-  units where the gates disagree (`deconvnet.gate_statistics`), and at every other step the
-  explicit transpose with the step's autodiff VJP; the image dependence of the VJP under
-  `rules['deconvnet']` (`image_dependence_row`).
+  What each row compares (never a quantity with itself): the explicit DeconvNet (hand-written transposes
+  and rectification) with the VJP of the model under `rules['deconvnet']`; the VJP under
+  `rules['gradient']` with `jax.grad` through `jax.nn.relu`; explicit backprop with `jax.grad`; at every
+  ReLU, the units where the two rules' VJPs of that ReLU differ with the units where the gates disagree
+  (`deconvnet.gate_statistics`), and at every other step the explicit transpose with the step's autodiff
+  VJP; the image dependence of the VJP under `rules['deconvnet']` (`image_dependence_row`).
+
+  Args:
+    name: the network.
+    model: the model.
+    images: float images [B, H, W, C].
+    starts: the start layers.
+    tol: the relative difference a row confirms below.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test.
+
+  Returns:
+    (rows, {start layer: `deconvnet.compare` results}).
   """
   rows, results = [], {}
   for layer in starts:
@@ -200,9 +227,19 @@ def image_dependence_row(name: str, model, images, tol: float, *, rules=deconvne
 
   Its backward pass gates by the sign of the signal, never by the forward activations; convolutions,
   BatchNorm and dense layers are fixed linear maps. Without max-pooling (CIFAR ResNets) the
-  reconstruction of a class is therefore the same for every image; with max-pooling it varies.
-  Measured on the VJP of the model under `rules['deconvnet']`, with the gradient on the same images
-  as the control: it must vary between them, or the images could not show a dependence.
+  reconstruction of a class is therefore the same for every image; with max-pooling it varies. Measured
+  on the VJP of the model under `rules['deconvnet']`, with the gradient on the same images as the control:
+  it must vary between them, or the images could not show a dependence.
+
+  Args:
+    name: the network.
+    model: the model.
+    images: float images [B, H, W, C].
+    tol: the relative difference a row confirms below.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test.
+
+  Returns:
+    The row.
   """
   kinds = {s.kind for s in deconvnet.steps(model)}
   has_pool, has_clip = 'max_pool' in kinds, 'clip' in kinds
@@ -226,9 +263,15 @@ def image_dependence_row(name: str, model, images, tol: float, *, rules=deconvne
 
 
 def trained_small_convnet(c: types.SimpleNamespace, seed: int, log=print):
-  """A SmallConvNet trained on the synthetic set for `c.steps` steps, and its test data.
+  """A SmallConvNet trained on the synthetic set, and its test data.
 
-  c: config.synthetic's settings.
+  Args:
+    c: config.synthetic's settings (`c.steps` training steps).
+    seed: the set's and the net's seed.
+    log: where progress is said.
+
+  Returns:
+    (model, {'images', 'x', 'labels', 'accuracy', ...}).
   """
   train_data = transforms.load(synthetic.SyntheticSource(c.num_train, split='train', seed=seed,
                                                          image_size=c.image_size))
@@ -255,7 +298,13 @@ def trained_small_convnet(c: types.SimpleNamespace, seed: int, log=print):
 def pretrained_resnet(path: pathlib.Path, sample: pathlib.Path, log=print):
   """The pretrained CIFAR ResNet of `path` and the CIFAR-mapped ImageNet images of `sample`.
 
-  `setup.load_model`; None without the data.
+  Args:
+    path: the checkpoint.
+    sample: the imagenet-val-sample folder.
+    log: where a skip is said.
+
+  Returns:
+    (model, {'images', 'x', 'labels', 'accuracy', ...}), or (None, None) without the data.
   """
   if not (path.is_file() and sample.is_dir()):
     log(f'skipped the pretrained ResNet: {path} or {sample} not found')
@@ -278,7 +327,16 @@ def pretrained_resnet(path: pathlib.Path, sample: pathlib.Path, log=print):
 def pretrained_mobilenet(path: pathlib.Path, sample: pathlib.Path, num_images: int, log=print):
   """The imported MobileNet v1 0.75 of `path` and the first ImageNet val sample images.
 
-  `setup.load_model`; the centre 224 px of the 227 px photos, `x / 127.5 - 1`; None without the data.
+  The centre 224 px of the 227 px photos, `x / 127.5 - 1`.
+
+  Args:
+    path: the TF.js model folder.
+    sample: the imagenet-val-sample folder.
+    num_images: how many images.
+    log: where a skip is said.
+
+  Returns:
+    (model, {'images', 'x', 'labels', 'accuracy', 'correct', ...}), or (None, None) without the data.
   """
   if not ((path / 'model.json').is_file() and sample.is_dir()):
     log(f'skipped MobileNet: {path} or {sample} not found')
@@ -301,8 +359,14 @@ def pretrained_mobilenet(path: pathlib.Path, sample: pathlib.Path, num_images: i
 def clip_statistics(model, images) -> dict:
   """At every relu6 clip (a 'clip' step): the units whose forward input reaches the clip.
 
-  There (x >= max) every rule, the DeconvNet's included, passes no signal back: {clip: {'units',
-  'clipped'}}.
+  There (x >= max) every rule, the DeconvNet's included, passes no signal back.
+
+  Args:
+    model: a model with clip steps.
+    images: float images [B, H, W, C].
+
+  Returns:
+    {clip: {'units', 'clipped'}}.
   """
   record = {}
   deconvnet.forward(model, images, record=record)
@@ -314,8 +378,12 @@ def clip_statistics(model, images) -> dict:
 def start_layers(model) -> tuple[str, ...]:
   """Where the proof starts reconstructions.
 
-  A middle ReLU (or residual block), the last max-pool, the last ReLU before the scores, and the class
-  scores.
+  Args:
+    model: a model with a layer graph.
+
+  Returns:
+    A middle ReLU (or residual block), the last max-pool, the last ReLU before the scores, and the class
+    scores.
   """
   model_steps = deconvnet.steps(model)
   relus = [s.name for s in model_steps if s.kind in ('relu', 'block')]
@@ -324,7 +392,14 @@ def start_layers(model) -> tuple[str, ...]:
 
 
 def networks(entries) -> set[str]:
-  """The names of config.proof.networks (also accepts 'a,b' from a flag)."""
+  """The names of config.proof.networks (also accepts 'a,b' from a flag).
+
+  Args:
+    entries: the names.
+
+  Returns:
+    The set of names.
+  """
   return {n for entry in entries for n in entry.split(',') if n}
 
 
@@ -332,7 +407,19 @@ def proof_networks(c: types.SimpleNamespace, synthetic_stages, size: int, seed: 
                    trained: dict) -> list[tuple[str, object, np.ndarray]]:
   """(name, model, float images) for every network `names` of the proof.
 
-  c: config.proof's settings (the synthetic nets' stages and image size).
+  Args:
+    c: config.proof's settings.
+    synthetic_stages: the synthetic nets' stages.
+    size: their image size.
+    seed: the seed.
+    names: the networks.
+    trained: the trained nets and their data ({name: (model, data)}).
+
+  Returns:
+    [(name, model, images)].
+
+  Raises:
+    ValueError: unknown networks.
   """
   key = jax.random.key(seed)
   synth = transforms.load(synthetic.SyntheticSource(c.num_images, split='test', seed=seed,
@@ -374,9 +461,16 @@ def proof_networks(c: types.SimpleNamespace, synthetic_stages, size: int, seed: 
 
 
 def sanity_check(model, fresh, x, labels) -> dict:
-  """Cascading randomisation (Adebayo et al. 2018): Spearman of each method's map with its original.
+  """Cascading randomisation (Adebayo et al. 2018): Spearman of each rule's map with its original.
 
-  Returns {'layers': [names randomised so far, top-down], method: [mean rho per stage]}.
+  Args:
+    model: the trained net.
+    fresh: the same architecture, freshly initialised.
+    x: float images [B, H, W, C].
+    labels: int [B].
+
+  Returns:
+    {'layers': [names randomised so far, top-down], method: [mean rho per stage], ...}.
   """
   return faithfulness.cascading_randomisation(model, fresh, lambda m: deconvnet.rule_maps(m, x, labels))
 
@@ -385,7 +479,12 @@ def sanity_check(model, fresh, x, labels) -> dict:
 
 
 def reconstructions_figure(path, rows: list[tuple[str, np.ndarray, dict]]) -> None:
-  """One row per image: image | gradient | DeconvNet | guided backprop (each map scaled to its max)."""
+  """One row per image: image | gradient | DeconvNet | guided backprop (each map scaled to its max).
+
+  Args:
+    path: the file to write.
+    rows: [(title, image, {rule: map})].
+  """
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2 * len(rows)), squeeze=False)
   for i, (title, image, maps) in enumerate(rows):
@@ -443,7 +542,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def summary(result: dict, workdir) -> str:
-  """What the entry point prints: the proof table and whether every claim is confirmed."""
+  """What the entry point prints: the proof table and whether every claim is confirmed.
+
+  Args:
+    result: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   return f"{markdown(result['rows'])}\nall claims confirmed: {result['all_confirmed']}"
 
 
@@ -473,7 +580,20 @@ def gates_markdown(name: str, layer: str, relus: dict) -> str:
 
 
 def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
-  """The report (see the module docstring); `rules` are the backward rules under test."""
+  """The report (see the module docstring).
+
+  Args:
+    config: the job's config.
+    workdir: where it writes its files.
+    log: where progress is said.
+    rules: {'gradient': rule, 'deconvnet': rule}, the backward rules under test.
+
+  Returns:
+    What it writes as JSON.
+
+  Raises:
+    ValueError: unknown networks.
+  """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()

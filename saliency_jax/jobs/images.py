@@ -42,7 +42,14 @@ NOT_IN_CHUNKS = ('name', 'workers')
 
 
 def safe_name(image_id: str) -> str:
-  """An image id (its path under the folder) as one file name: '/' becomes '__'."""
+  """An image id (its path under the folder) as one file name: '/' becomes '__'.
+
+  Args:
+    image_id: the id.
+
+  Returns:
+    The name.
+  """
   return image_id.replace('/', '__')
 
 
@@ -71,8 +78,21 @@ class Explain:
 def explain_chunk(ex: Explain, model, source, span, total: int, mean, std, out: pathlib.Path) -> dict:
   """One chunk of photos [start, stop) of the `total` explained: maps, boxes, per-image files.
 
-  Returns the rows `chunks.write` keeps. The GraphCut's colour sampling is seeded by each photo's place
-  among the `total` (`localisation.localise_images`), so the boxes do not depend on the chunks.
+  The GraphCut's colour sampling is seeded by each photo's place among the `total`
+  (`localisation.localise_images`), so the boxes do not depend on the chunks.
+
+  Args:
+    ex: the job's settings (`Explain`).
+    model: the net.
+    source: the photos' source.
+    span: (start, stop).
+    total: the photos explained in all.
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    out: the folder of the per-image files.
+
+  Returns:
+    The rows `chunks.write` keeps.
   """
   start, stop = span
   seconds = {}
@@ -117,7 +137,18 @@ def explain_chunk(ex: Explain, model, source, span, total: int, mean, std, out: 
 
 def write_image(ex: Explain, out: pathlib.Path, photo: dict, classes, scores, class_maps: dict, boxes: dict,
                 status: dict) -> None:
-  """One photo's json, npz and png (module docstring)."""
+  """One photo's json, npz and png (module docstring).
+
+  Args:
+    ex: the job's settings (`Explain`).
+    out: the folder.
+    photo: the photo's record ('id', 'image', ...).
+    classes: its top-k classes.
+    scores: their scores.
+    class_maps: {map name: [k, H, W]}.
+    boxes: {cut: [k, 4]} in the photo's pixels.
+    status: {cut: [k] statuses}.
+  """
   names = ex.names
   stem = out / safe_name(photo['id'])
   h, w = photo['image'].shape[:2]
@@ -141,7 +172,16 @@ def write_image(ex: Explain, out: pathlib.Path, photo: dict, classes, scores, cl
 
 
 def table_rows(source, names, merged: dict) -> tuple[list, list]:
-  """(predictions.csv rows, boxes.csv rows) of every photo, in folder order."""
+  """The rows of predictions.csv and boxes.csv of every photo, in folder order.
+
+  Args:
+    source: the photos' source.
+    names: the class names.
+    merged: the chunks' merged results.
+
+  Returns:
+    (predictions.csv rows, boxes.csv rows).
+  """
   p = merged['rows']['photos']
   predictions, boxes = [], []
   for r, i in enumerate(p.get('index', [])):
@@ -170,7 +210,15 @@ def write_csv(path: pathlib.Path, header: list[str], rows: list) -> None:
 
 
 def accuracy(merged: dict, k: int) -> dict | None:
-  """Top-1 / top-k accuracy over the photos that have labels (None: none has)."""
+  """Top-1 / top-k accuracy over the photos that have labels.
+
+  Args:
+    merged: the chunks' merged results.
+    k: the top-k.
+
+  Returns:
+    {'num_labelled', 'top1', 'top<k>', ...}, or None when no photo has a label.
+  """
   p = merged['rows']['photos']
   labels = np.asarray(p.get('labels', []))
   has = labels >= 0
@@ -182,7 +230,16 @@ def accuracy(merged: dict, k: int) -> dict | None:
 
 
 def run(config, workdir, log=print) -> dict:
-  """The job (module docstring); returns summary.json's content."""
+  """The job (module docstring); returns summary.json's content.
+
+  Args:
+    config: the job's config (`configs/`).
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+  """
   config_checks.check_images_job(config)
   data = settings.data(config)
   # the class names and the folder first: their errors come before the model loads
@@ -230,7 +287,15 @@ def run(config, workdir, log=print) -> dict:
 
 
 def summary(result: dict, workdir) -> str:
-  """What the entry point prints: the accuracy over labelled photos, and where the files are."""
+  """What the entry point prints: the accuracy over labelled photos, and where the files are.
+
+  Args:
+    result: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   lines = []
   if result['accuracy']:
     lines.append(', '.join(f'{key} {value:.3f}' if isinstance(value, float) else f'{key} {value}'

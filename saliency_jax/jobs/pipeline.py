@@ -48,7 +48,11 @@ from saliency_jax.protocol import cache, chunks, localisation, maps, scores, set
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The settings every main-job config shares (`defaults.main_job`)."""
+  """The settings every main-job config shares (`defaults.main_job`).
+
+  Returns:
+    An `ml_collections.ConfigDict`.
+  """
   return defaults.main_job()
 
 
@@ -89,7 +93,14 @@ class Report:
 
 
 def evaluation(config) -> Evaluation:
-  """The config read into `Evaluation`."""
+  """The config read into `Evaluation`.
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    The `Evaluation`.
+  """
   request = maps.Request(settings.specs(config), config.top_k, config.crop_size, config.chunk_size,
                          config.sequential_maps, config.share_true_maps)
   return Evaluation(settings.data(config), request, settings.cuts(config), config.eval_chunk, config.workers,
@@ -98,7 +109,14 @@ def evaluation(config) -> Evaluation:
 
 
 def report_settings(config) -> Report:
-  """The config read into `Report`."""
+  """The config read into `Report`.
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    The `Report`.
+  """
   return Report(config.name, settings.class_names(config), config.num_figure, config.num_deconvnet,
                 figure_method(config), config.selected_method, config.failure_analysis,
                 config.class_models.to_dict())
@@ -115,6 +133,15 @@ def deconvnet_summary(model, x, labels) -> dict:
 
   The explicit DeconvNet for the model families `deconvnet.steps` knows; the rules' maps on any model
   with ReLUs (for one without, such as a GELU net, 'skipped' says why).
+
+  Args:
+    model: the net.
+    x: normalised images [n, H, W, C].
+    labels: int [n].
+
+  Returns:
+    {'num_images', 'spearman', ...}: the rules' maps' rank correlations and, where it applies, the explicit
+    DeconvNet's difference to the VJP ('skipped' says why a part did not run).
   """
   if isinstance(model, rules.Function):
     found = rules.count(model, x[:1])
@@ -147,9 +174,21 @@ def class_model_summary(rep: Report, model, tested: dict, image_shape, mean, std
   """Sect. 2: class model images, their figures, and their scores against the best real images.
 
   The classes: the report's class_models['classes'] (empty: the first 10). Writes class_models.png (the
-  training mean added back) and class_models_objective.png; returns per class the final score and the
-  best score of a real test image of that class (tested: every test image's 'labels', 'own_score' (the
-  score of its class) and 'l2' (the norm of the normalised image)).
+  training mean added back) and class_models_objective.png.
+
+  Args:
+    rep: the report's settings (`Report`).
+    model: the net.
+    tested: every test image's 'labels', 'own_score' (the score of its class) and 'l2' (the norm of the
+      normalised image).
+    image_shape: (H, W, C).
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    workdir: where the figures go.
+    log: where progress is said.
+
+  Returns:
+    Per class the final score and the best score of a real test image of that class.
   """
   c = rep.class_models
   classes = np.asarray(c['classes'] if c['classes'] else range(min(10, len(rep.class_names))), np.int32)
@@ -182,9 +221,20 @@ def maps_of(ev: Evaluation, model, x, labels, names, images, seconds=None) -> ma
   """The maps the cuts cut (`maps.make_maps`), resized onto the images localised on.
 
   The gradient maps of each image's top-k classes and true class (Sect. 3.1) and those of the other map
-  specs `names` for the same classes, resized onto the `images` localised on (the photos at
-  localise_size); adds the gradient maps' seconds to seconds['saliency'] and each other map's to
-  seconds['maps_<name>'] (0: out of the gradient passes).
+  specs `names` for the same classes; the gradient maps' seconds go to seconds['saliency'] and each other
+  map's to seconds['maps_<name>'] (0: out of the gradient passes).
+
+  Args:
+    ev: the evaluation's settings (`Evaluation`).
+    model: the net.
+    x: normalised images [n, H, W, C].
+    labels: int [n].
+    names: the other map specs to make.
+    images: the images localised on.
+    seconds: a dict the maps' seconds are added to, or None.
+
+  Returns:
+    The `maps.Maps`, at the size of `images`.
   """
   seconds = {} if seconds is None else seconds
   made = ev.maps.make(model, x, labels=labels, names={'gradient', *names})
@@ -199,10 +249,22 @@ def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int,
                    progress=None) -> dict:
   """One chunk of test records [start, stop): accuracy, maps, boxes, pointing hits.
 
-  Read (bad records left out with data.skip_bad), test accuracy, and for the records among the first n
-  (those evaluated) the maps, every cut's boxes and the pointing hits; with class models, each test
-  image's score of its class.
-  Returns the results `chunks.write` keeps: rows 'tested' (every test image) and 'evaluated'.
+  Read (bad records left out with data.skip_bad), test accuracy, and for the records among the first n the
+  maps, every cut's boxes and the pointing hits; with class models, each test image's score of its class.
+
+  Args:
+    ev: the evaluation's settings (`Evaluation`).
+    model: the net.
+    source: the test source.
+    span: (start, stop).
+    n: the records evaluated (the first n).
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    progress: the progress bars (`progress_bars`), or None.
+
+  Returns:
+    The results `chunks.write` keeps: rows 'tested' (every test image) and 'evaluated', totals and bad
+    records.
   """
   start, stop = span
   seconds = {}
@@ -257,7 +319,16 @@ def evaluate_chunk(ev: Evaluation, model, source, span: tuple[int, int], n: int,
 
 
 def progress_bars(cuts, total: int, enabled: bool) -> dict:
-  """Tqdm bars (images/s) of the maps and of each cut, process 0 only."""
+  """Tqdm bars (images/s) of the maps and of each cut, process 0 only.
+
+  Args:
+    cuts: the cuts.
+    total: the images.
+    enabled: draw them.
+
+  Returns:
+    {name: tqdm bar}.
+  """
   names = ['maps'] + [f'localise {m}' for m in cuts]
   return {name: tqdm(total=total, desc=name, unit='img', position=i, disable=not enabled, mininterval=2.0,
                      leave=True) for i, name in enumerate(names)}
@@ -267,8 +338,21 @@ def evaluate(ev: Evaluation, model, source, n: int, mean, std, where: pathlib.Pa
              log=print) -> dict:
   """Stages 3-4 on every chunk of the test split this process takes (p, p + P, ...).
 
-  Skips those intact on disk in `where`; process 0 then waits for every chunk and returns them merged
-  (`chunks.wait`), the others {'process_index', 'num_chunks'}.
+  Skips the chunks intact on disk in `where`.
+
+  Args:
+    ev: the evaluation's settings (`Evaluation`).
+    model: the net.
+    source: the test source.
+    n: the records evaluated.
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    where: the chunks' folder.
+    timeout_s: how long process 0 waits for the others.
+    log: where progress is said.
+
+  Returns:
+    Process 0: every chunk merged (`chunks.wait`); the others: {'process_index', 'num_chunks'}.
   """
   spans = chunks.plan(len(source), ev.eval_chunk)
   for other in chunks.made_by_other_code(where):
@@ -307,14 +391,22 @@ ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'accurac
 def run(config, workdir: str, log=print) -> dict:
   """The main job; returns the metrics written to workdir/metrics.json.
 
-  On several hosts: process 0; the others return {'process_index', 'num_chunks'} once their chunks are
-  written.
+  The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk records
+  each), each chunk's results written to workdir/evaluation/<digest>/ (`protocol.chunks`; the digest of the
+  settings, the weights and the code): memory does not grow with the number of test images, a rerun
+  resumes at the first chunk not on disk, and with several processes each takes every P-th chunk.
 
-  The test split is read, mapped and localised chunk by chunk (`evaluate_chunk`; config.eval_chunk
-  records each), each chunk's results written to workdir/evaluation/<digest>/ (`protocol.chunks`; the
-  digest of the settings, the weights and the code): memory does not grow with the number of test
-  images, a rerun resumes at the first chunk not on disk, and with several processes each takes every
-  P-th chunk.
+  Args:
+    config: the job's config.
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    The metrics (on several hosts: process 0; the others return {'process_index', 'num_chunks'} once their
+    chunks are written).
+
+  Raises:
+    UserError: a config that cannot run, or a test split without records.
   """
   config_checks.check_main_job(config)  # every setting, before any work
   d = config.distributed
@@ -373,9 +465,18 @@ def run(config, workdir: str, log=print) -> dict:
 def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, log=print) -> tuple:
   """The metrics of every chunk merged.
 
-  Test accuracy, top-k accuracy, the cuts' localisation metrics (`scores.localisation_metrics`), why
-  their guesses fail (with failure_analysis), the pointing game (masks only); adds the chunks' seconds to
-  prepared.seconds. Returns (results, each image's failure kind per cut or None).
+  Test accuracy, top-k accuracy, the cuts' localisation metrics (`scores.localisation_metrics`), why their
+  guesses fail (with failure_analysis), the pointing game (masks only).
+
+  Args:
+    ev: the evaluation's settings (`Evaluation`).
+    rep: the report's settings (`Report`).
+    merged: the chunks' merged results.
+    prepared: the `setup.Setup` (its seconds get the chunks').
+    log: where the numbers are said.
+
+  Returns:
+    (results, each image's failure kind per cut or None).
   """
   ev_rows, totals, seconds = merged['rows']['evaluated'], merged['totals'], prepared.seconds
   for key, value in totals['seconds'].items():
@@ -436,7 +537,15 @@ def summarise(ev: Evaluation, rep: Report, merged: dict, prepared: setup.Setup, 
 def figure_method(config) -> str:
   """The cut localisation.png shows.
 
-  config.figure_method, or ('') the selected method, else 'graphcut', else the first of config.localise.
+  Args:
+    config: the job's config.
+
+  Returns:
+    config.figure_method, or ('') the selected method, else 'graphcut', else the first of
+    config.localise.
+
+  Raises:
+    ValueError: a figure_method that is not one of config.localise.
   """
   name = config.get('figure_method') or config.get('selected_method') or (
       'graphcut' if 'graphcut' in config.localise else next(iter(config.localise)))
@@ -450,8 +559,20 @@ def figures(ev: Evaluation, rep: Report, model, workdir: pathlib.Path, first: di
             per_image, source, mean, std) -> None:
   """saliency.png and localisation.png of the first evaluated images, and failures.png.
 
-  `first`: `setup.read_records`; their maps computed again; n: the number of evaluated records;
-  failures.png with failure analysis.
+  Their maps are computed again.
+
+  Args:
+    ev: the evaluation's settings (`Evaluation`).
+    rep: the report's settings (`Report`).
+    model: the net.
+    workdir: where the figures go.
+    first: the first evaluated records (`setup.read_records`).
+    ev_rows: the merged 'evaluated' rows.
+    n: the number of evaluated records.
+    per_image: each image's failure kind per cut, or None (no failures.png).
+    source: the test source.
+    mean: the normalisation's mean.
+    std: the normalisation's std.
   """
   classes = rep.class_names
   num = min(rep.num_figure, len(first['x']))
@@ -485,8 +606,23 @@ def failure_examples(ev: Evaluation, model, ev_rows: dict, categories, name: str
                      per_kind: int = 2) -> list[tuple]:
   """`report.failure_figure`'s examples of one cut: the first evaluated images of each failure kind.
 
-  `per_kind` of each, read again and mapped. For a box that missed, the guess of a right class with the
-  best IoU and the map it was cut from; for no right class, the top-1 class's map and no box.
+  For a box that missed, the guess of a right class with the best IoU and the map it was cut from; for no
+  right class, the top-1 class's map and no box.
+
+  Args:
+    ev: the evaluation's settings (`Evaluation`).
+    model: the net.
+    ev_rows: the merged 'evaluated' rows.
+    categories: each image's failure kind for the cut.
+    name: the cut.
+    classes: the class names.
+    source: the test source.
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    per_kind: examples per kind.
+
+  Returns:
+    [(image, map, guessed box or None, ground-truth boxes, title)].
   """
   found = ev_rows['found'][name]
   picked = [(kind, r) for kind in FAILURE_KINDS
@@ -514,7 +650,12 @@ def failure_examples(ev: Evaluation, model, ev_rows: dict, categories, name: str
 def summary(results: dict, workdir) -> str:
   """What the entry point prints: the records skipped, the test accuracy and the localisation table.
 
-  On several hosts, nothing but on process 0.
+  Args:
+    results: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
   """
   if 'process_index' in results:
     return ''
@@ -533,8 +674,14 @@ def summary(results: dict, workdir) -> str:
 def table(results: dict) -> str:
   """The localisation table (markdown).
 
-  With each method's fallback boxes (true-class / top-k) and, where the results carry them, 95%
-  intervals over images; the config's selected method in bold.
+  With each method's fallback boxes (true-class / top-k) and, where the results carry them, 95% intervals
+  over images; the config's selected method in bold.
+
+  Args:
+    results: a main-job metrics.json.
+
+  Returns:
+    The table.
   """
   k = results['config']['top_k']
   top_k = f' top-{k} loc. error |' if k > 1 else ''
@@ -553,6 +700,12 @@ def wsol_table(results: dict) -> str:
   """MaxBoxAccV2 of each map and, with masks, PxAP, with 95% intervals (markdown).
 
   Its IoU 0.3 / 0.5 / 0.7 columns at their best score-map thresholds.
+
+  Args:
+    results: a main-job metrics.json.
+
+  Returns:
+    The table.
   """
   rows = results['wsol']
   pxap = any('pxap' in w for w in rows.values())
@@ -573,6 +726,12 @@ def comparison_lines(results: dict) -> list[str]:
   """The selected cut against the paper's, the best other and the best baseline (markdown lines).
 
   Without one, the paper's cut against every other, on the same images.
+
+  Args:
+    results: a main-job metrics.json.
+
+  Returns:
+    The lines.
   """
   chosen, k = results.get('compared', results['selected_method']), results['config']['top_k']
   which = 'selected cut' if chosen == results['selected_method'] else 'cut'
@@ -590,7 +749,14 @@ def comparison_lines(results: dict) -> list[str]:
 
 
 def duplicate_lines(pairs: list) -> list[str]:
-  """The report's warning about test images that are training images too (none: no lines)."""
+  """The report's warning about test images that are training images too.
+
+  Args:
+    pairs: [(training file, test file)].
+
+  Returns:
+    Markdown lines (none without pairs).
+  """
   if not pairs:
     return []
   lines = [f'Warning: {len(pairs)} test images are training images too (the same file under another name); '
@@ -599,7 +765,14 @@ def duplicate_lines(pairs: list) -> list[str]:
 
 
 def bad_record_lines(bad: list[dict]) -> list[str]:
-  """The report's list of skipped records (markdown lines; none when nothing was skipped)."""
+  """The report's list of skipped records.
+
+  Args:
+    bad: [{'record', 'reason', 'message'}].
+
+  Returns:
+    Markdown lines (none when nothing was skipped).
+  """
   if not bad:
     return []
   lines = [f'Skipped {len(bad)} bad records (config.data.skip_bad); no number in this report counts them:',
@@ -609,7 +782,14 @@ def bad_record_lines(bad: list[dict]) -> list[str]:
 
 
 def failures_table(r: dict) -> str:
-  """Why the top-k guesses fail, per method (`scores.localisation_failures`), and the oracle."""
+  """Why the top-k guesses fail, per method (`scores.localisation_failures`), and the oracle.
+
+  Args:
+    r: a main-job metrics.json.
+
+  Returns:
+    The markdown table.
+  """
   f = r['failures']
   k, n = f['top_k'], r['num_eval']
   lines = [f'| method | correct | no right class in the top-{k} | right class, box too small | too large | '
@@ -623,7 +803,15 @@ def failures_table(r: dict) -> str:
 
 
 def accuracy_text(r: dict, key: str) -> str:
-  """An accuracy of a metrics.json with its exact binomial 95% interval where the file has one."""
+  """An accuracy of a metrics.json with its exact binomial 95% interval where the file has one.
+
+  Args:
+    r: a main-job metrics.json.
+    key: the accuracy's key.
+
+  Returns:
+    '0.980 [0.964, 0.990]'.
+  """
   return report.with_interval(r[key], r.get('accuracy_intervals', {}).get(key))
 
 

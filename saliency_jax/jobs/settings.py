@@ -16,7 +16,14 @@ from saliency_jax.protocol import localisation, maps, setup
 
 
 def data(config) -> setup.Data:
-  """config.data, config.localise_size (0: localise on the images the net sees)."""
+  """The data settings of a config: config.data, and config.localise_size (0: the net's images).
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    A `setup.Data`.
+  """
   d = config.data
   return setup.Data(sources=lambda split: make_source(d, split), image_size=d.image_size,
                     localise_size=config.get('localise_size') or 0, skip_bad=bool(d.get('skip_bad', False)),
@@ -26,13 +33,27 @@ def data(config) -> setup.Data:
 
 
 def checkpoint(config) -> setup.Checkpoint:
-  """config.checkpoint (kind '' : none, the job trains config.model)."""
+  """config.checkpoint (kind '': none, the job trains config.model).
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    A `setup.Checkpoint`.
+  """
   c = config.get('checkpoint')
   return setup.Checkpoint(str(c.get('kind') or ''), str(c.get('path') or '')) if c else setup.Checkpoint()
 
 
 def input_size(config) -> int:
-  """The side of what the net sees: config.crop_size, else data.image_size."""
+  """The side of what the net sees: config.crop_size, else data.image_size.
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    Pixels.
+  """
   return config.get('crop_size') or config.data.image_size
 
 
@@ -40,15 +61,26 @@ def eval_crop(config) -> int:
   """The centred crop test accuracy is measured on.
 
   A pretrained net's config.eval_crop, or the size of the random crops it was trained on
-  (config.train.crop; 0: the whole image).
+  (config.train.crop).
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    Pixels (0: the whole image).
   """
   return config.get('eval_crop', 0) if checkpoint(config).kind else config.train.get('crop', 0)
 
 
 def specs(config, names=None) -> dict:
-  """{name: `maps.MapSpec`}: the paper's gradient maps and the config.maps entries `names`, in order.
+  """The map specs: the paper's gradient maps and the config.maps entries `names`, in order.
 
-  `names` default to those config.localise cuts.
+  Args:
+    config: the job's config.
+    names: config.maps entries (None: those config.localise cuts).
+
+  Returns:
+    {name: `maps.MapSpec`}.
   """
   if names is None:
     names = dict.fromkeys(cut.map for cut in cuts(config).values())
@@ -58,7 +90,15 @@ def specs(config, names=None) -> dict:
 
 
 def cuts(config, entries=None) -> dict:
-  """{name: `localisation.Cut`} of config.localise (or of `entries`)."""
+  """The cuts of config.localise (or of `entries`).
+
+  Args:
+    config: the job's config.
+    entries: {name: entry}, or None.
+
+  Returns:
+    {name: `localisation.Cut`}.
+  """
   return {name: localisation.Cut.parse(name, e) for name, e in (entries or config.localise).items()}
 
 
@@ -67,6 +107,12 @@ def class_names(config) -> list[str]:
 
   config.class_names, or the names of config.class_names_file, or for ILSVRC folders the synset names of
   data_dir/folder/synset_words.txt, or the class indices.
+
+  Args:
+    config: the job's config.
+
+  Returns:
+    The names.
   """
   file = config.get('class_names_file') or None  # the photos job's (`defaults.images_job`)
   d = config.data
@@ -79,8 +125,17 @@ def class_names(config) -> list[str]:
 def prepare(config, workdir: pathlib.Path, *, test: bool = True, log=print) -> setup.Setup:
   """`setup.prepare` of the config: its data, and its checkpoint or the net trained in workdir.
 
-  The net config.model trained (or resumed) in workdir by `train.train_and_evaluate`. Raises before any
-  work when workdir holds checkpoints trained under another config.
+  The net config.model is trained (or resumed) in workdir by `train.train_and_evaluate`; a workdir holding
+  checkpoints trained under another config is refused before any work.
+
+  Args:
+    config: the job's config.
+    workdir: the job's workdir.
+    test: read the test split.
+    log: where progress is said.
+
+  Returns:
+    A `setup.Setup`.
   """
   pretrained = checkpoint(config)
   if not pretrained.kind:

@@ -56,6 +56,12 @@ def changes(settings) -> dict:
 
   A grid entry with its 'map', or `localise.Settings`; the paper's: the gradient map, the
   `localise.Settings()` defaults.
+
+  Args:
+    settings: a grid entry or `localise.Settings`.
+
+  Returns:
+    {field: value}.
   """
   if isinstance(settings, localise.Settings):
     return localisation.Cut('gradient', settings).changes()
@@ -63,7 +69,14 @@ def changes(settings) -> dict:
 
 
 def metric_names(top_k: int) -> tuple[str, ...]:
-  """The metrics a criterion may name."""
+  """The metrics a criterion may name.
+
+  Args:
+    top_k: the top-k of the localisation error.
+
+  Returns:
+    Their names.
+  """
   names = ('gt_known_box_accuracy', 'top1_loc_error', f'top{top_k}_loc_error')
   return tuple(dict.fromkeys(names))  # top-1 once when k is 1
 
@@ -73,6 +86,14 @@ def choose(table: dict, criterion, grid: dict | None = None) -> str:
 
   criterion: ((metric, 'min' | 'max'), ...), compared in order. A tie on every metric goes to the
   setting with the fewest changes from the paper's (`grid`: {name: settings}), then to the first name.
+
+  Args:
+    table: {name: {metric: value}}.
+    criterion: ((metric, 'min' | 'max'), ...).
+    grid: {name: settings}, or None.
+
+  Returns:
+    The name.
   """
   def rank(name):
     values = tuple(table[name][m] if d == 'min' else -table[name][m] for m, d in criterion)
@@ -81,7 +102,15 @@ def choose(table: dict, criterion, grid: dict | None = None) -> str:
 
 
 def check(config) -> None:
-  """Errors for a sweep config that cannot run: named settings, criterion, one host."""
+  """Raises for a sweep config that cannot run: named settings, criterion, one host.
+
+  Args:
+    config: the sweep's config.
+
+  Raises:
+    ValueError: an empty grid, a grid without the paper's setting or cutting a map config.maps does not
+      name, a setting that does not parse, an empty or malformed criterion, or several hosts.
+  """
   s = config.sweep
   if not s.grid:
     raise ValueError("config.sweep.grid is empty: name at least the paper's setting ({'method': 'graphcut'})")
@@ -111,7 +140,15 @@ def check(config) -> None:
 
 
 def part_data(config, part: str) -> ml_collections.ConfigDict:
-  """A copy of config.data that selects `part` of the test split (`make_source`)."""
+  """A copy of config.data that selects `part` of the test split (`make_source`).
+
+  Args:
+    config: the sweep's config.
+    part: 'selection' or 'report'.
+
+  Returns:
+    The data config.
+  """
   data = ml_collections.ConfigDict(config.data.to_dict())
   data.part = splits.check_part(part)
   return data
@@ -122,6 +159,18 @@ def load_part(data: setup.Data, part_key: dict, num_images: int, mean, std, part
 
   `setup.read_records`' 'ids', 'x' (normalised, at the net's input size), 'images' (the photos localised
   on), 'labels', 'boxes' and 'box_labels', and 'data' (the part's data settings, `part_key`).
+
+  Args:
+    data: the part's `setup.Data`.
+    part_key: the part's data settings.
+    num_images: how many (0: all).
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    part: the part's name.
+    log: where progress is said.
+
+  Returns:
+    The records.
   """
   source = data.sources('test')
   count = min(num_images, len(source)) if num_images else len(source)
@@ -140,6 +189,21 @@ def part_maps(mp: maps.Request, model, mean, std, part: str, records: dict, work
 
   name: 'gradient' (the paper's maps, which also rank the top-k classes) or a spec of config.maps (for
   the gradient maps' `top_classes`), made by `maps.make_maps`.
+
+  Args:
+    mp: the maps' settings (`maps.Request`).
+    model: the net.
+    mean: the normalisation's mean.
+    std: the normalisation's std.
+    part: the part's name.
+    records: `load_part`'s records.
+    workdir: the sweep's workdir.
+    name: the map spec.
+    top_classes: the classes to map (with a spec other than the gradient), or None.
+    log: where progress is said.
+
+  Returns:
+    (maps, their cache key, whether they were read from the cache).
   """
   inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
             'std': np.asarray(std).tolist(), 'crop_size': mp.crop_size, 'top_k': mp.top_k,
@@ -169,6 +233,21 @@ def localise_part(cut: localisation.Cut, name: str, part: str, records: dict, pa
 
   `scores.localisation_metrics`' entry (with the fallback boxes, status not 'ok', and the intervals) and,
   under 'right', each image's `scores.right_per_image` (for the pick's stability and the paired tests).
+
+  Args:
+    cut: the setting (`localisation.Cut`).
+    name: its name.
+    part: the part's name.
+    records: `load_part`'s records.
+    part_maps_: the part's maps by map name.
+    key: the maps' cache key.
+    workdir: the sweep's workdir.
+    localise_size: the photos' size (0: the net's).
+    workers: the cuts' worker processes.
+    log: where progress is said.
+
+  Returns:
+    The entry.
   """
   settings = dataclasses.asdict(cut.settings)
   key = _digest([key, settings, localise_size, cache.code_digest(localisation, scores, localise, metrics)])
@@ -199,6 +278,18 @@ def part_box_ious(true_maps, records: dict, key: str, name: str, part: str, work
 
   On the photos against the boxes of the image's class (`metrics.box_ious`): the per-image half of
   MaxBoxAccV2, kept in workdir/sweep (keyed by the maps, the photos' size and the metric's code).
+
+  Args:
+    true_maps: [n, H, W], the true-class maps.
+    records: `load_part`'s records.
+    key: the maps' cache key.
+    name: the map.
+    part: the part's name.
+    workdir: the sweep's workdir.
+    log: where progress is said.
+
+  Returns:
+    float [T, n].
   """
   key = _digest([key, list(true_maps.shape), cache.code_digest(metrics)])
   path = workdir / 'sweep' / f'box-iou-{part}-{name}-{key}.npz'
@@ -220,6 +311,16 @@ def pick_checks(right: dict, selected: str, paper: str, criterion, grid: dict) -
   How often bootstrap resamples of the selection part pick the same setting (`stats.pick_stability`),
   and the paired comparison on the same images (`scores.paired_comparisons`). right: {part: {setting:
   `right_per_image` lists}}.
+
+  Args:
+    right: the per-image results.
+    selected: the pick.
+    paper: the paper's setting.
+    criterion: the pick's criterion.
+    grid: {name: settings}.
+
+  Returns:
+    (the pick's stability, the pick against the paper's setting).
   """
   stability = stats.pick_stability({name: per_image_metrics(r) for name, r in right['selection'].items()},
                                    lambda means: choose(means, criterion, grid))
@@ -232,13 +333,31 @@ def per_image_metrics(right: dict) -> dict:
   """`right_per_image` lists as per-image values of the criterion's metrics.
 
   Their means are the metrics: GT-known box accuracy and the localisation errors.
+
+  Args:
+    right: a setting's `right_per_image` lists.
+
+  Returns:
+    {metric: per-image values [n]}.
   """
   return {('gt_known_box_accuracy' if k == 'gt_known' else f'{k}_loc_error'):
           np.asarray(v, float) if k == 'gt_known' else 1 - np.asarray(v, float) for k, v in right.items()}
 
 
 def run(config, workdir: str, log=print) -> dict:
-  """The sweep; returns what it writes to workdir/sweep.json."""
+  """The sweep; returns what it writes to workdir/sweep.json.
+
+  Args:
+    config: the sweep's config.
+    workdir: where it writes its files.
+    log: where progress is said.
+
+  Returns:
+    What it writes as JSON.
+
+  Raises:
+    RuntimeError: the selection and report parts share records.
+  """
   check(config)
   grid = {name: dict(entry) for name, entry in config.sweep.grid.items()}
   cuts = settings.cuts(config, config.sweep.grid)
@@ -324,7 +443,15 @@ def run(config, workdir: str, log=print) -> dict:
 
 
 def summary(results: dict, workdir) -> str:
-  """What the entry point prints: the pick and the table."""
+  """What the entry point prints: the pick and the table.
+
+  Args:
+    results: what `run` returned.
+    workdir: the job's workdir.
+
+  Returns:
+    The text.
+  """
   return (f"\npicked on the selection part: {results['selected']}\n\n{table(results)}\n\n"
           f'sweep.json and sweep.md in {workdir}')
 
@@ -342,6 +469,12 @@ def table(results: dict) -> str:
 
   The pick in bold, the paper's setting marked; the numbers with their 95% intervals over images where
   the results carry them.
+
+  Args:
+    results: a sweep.json.
+
+  Returns:
+    The table.
   """
   k = results['config']['top_k']
   metrics = [('gt_known_box_accuracy', 'GT-known', '{:.3f}'), ('top1_loc_error', 'top-1 err.', '{:.3f}')]
@@ -365,6 +498,12 @@ def pick_lines(r: dict) -> list[str]:
   """How stable the pick is and whether it differs from the paper's setting on the report part.
 
   Markdown lines; none for results kept without them.
+
+  Args:
+    r: a sweep.json.
+
+  Returns:
+    The lines.
   """
   lines = []
   if 'pick_stability' in r:
@@ -387,6 +526,12 @@ def wsol_table(r: dict) -> str:
 
   Each IoU column's score-map threshold chosen on the selection part and applied to the report part (with
   its 95% interval), beside each part's own best threshold (an oracle).
+
+  Args:
+    r: a sweep.json.
+
+  Returns:
+    The table.
   """
   lines = ['| map | sel. MaxBoxAccV2 (its best thresholds) | rep. MaxBoxAccV2 at the selection thresholds | '
            'rep. IoU 0.3 / 0.5 / 0.7 | rep. oracle MaxBoxAccV2 |', '| --- | --- | --- | --- | --- |']
