@@ -34,33 +34,26 @@ def parameters(node) -> list[str]:
   return [n for n in names if n not in ('self', 'cls')]
 
 
-def _returns_value(node) -> bool:
-  """Whether the function's own body (not a nested function's) returns or yields a value."""
+def _own_nodes(node):
+  """The nodes of a function's own body, not those of a nested function, lambda or class."""
   todo = list(node.body)
   while todo:
     n = todo.pop()
-    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-      continue
-    if isinstance(n, ast.Return) and n.value is not None and not (
-        isinstance(n.value, ast.Constant) and n.value.value is None):
-      return True
-    if isinstance(n, (ast.Yield, ast.YieldFrom)):
-      return True
-    todo.extend(ast.iter_child_nodes(n))
-  return False
+    if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+      yield n
+      todo.extend(ast.iter_child_nodes(n))
+
+
+def _returns_value(node) -> bool:
+  """Whether the function's own body returns or yields a value."""
+  return any(isinstance(n, (ast.Yield, ast.YieldFrom)) or (
+      isinstance(n, ast.Return) and n.value is not None and
+      not (isinstance(n.value, ast.Constant) and n.value.value is None)) for n in _own_nodes(node))
 
 
 def _raises(node) -> bool:
   """Whether the function's own body raises an exception of its own (a bare `raise` re-raises)."""
-  todo = list(node.body)
-  while todo:
-    n = todo.pop()
-    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-      continue
-    if isinstance(n, ast.Raise) and n.exc is not None:
-      return True
-    todo.extend(ast.iter_child_nodes(n))
-  return False
+  return any(isinstance(n, ast.Raise) and n.exc is not None for n in _own_nodes(node))
 
 
 def _section(doc: str, name: str) -> str:
