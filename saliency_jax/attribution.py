@@ -5,8 +5,10 @@ images [B, H, W, C] (preprocessed as the model expects) and labels [B] int, and 
 
 * input-space attributions [B, H, W, C] for `gradient` (the paper's dS_c/dI), `gradient_x_input`,
   `smoothgrad`, `integrated_gradients`, `guided_backprop` and `deconvnet`;
-* maps [B, H, W] for `grad_cam`, `cam` and `occlusion`, which attribute to regions, not to pixel
-  channels (Grad-CAM and CAM upsampled bilinearly from their layer's resolution).
+* maps [B, H, W] for `grad_cam`, `cam`, `occlusion`, the rest of pytorch-grad-cam's CAM family
+  (`CAM_FAMILY`: Grad-CAM++, XGrad-CAM, Layer-CAM, HiResCAM, Eigen-CAM, Score-CAM, Ablation-CAM;
+  `cam_family`) and `rise`, which attribute to regions, not to pixel channels (the layer methods
+  upsampled bilinearly from their layer's resolution).
 
 `to_map` reduces either to the [B, H, W] map compared everywhere else: max_c |a_c| for
 input-space attributions (the paper's Sect. 3.1 reduction), max(m, 0) for region maps; with
@@ -15,7 +17,9 @@ input-space attributions (the paper's Sect. 3.1 reduction), max(m, 0) for region
 Each call jits once per chunk of `chunk_size` images (default: all at once) with the model as an
 argument and the saliency programs' compiler options (`saliency.COMPILER_OPTIONS`); the per-image
 work is batched, never a Python loop: SmoothGrad's noisy copies and Integrated Gradients' path points
-are one batch of forward passes and one VJP, occlusion's patches one batch of forward passes.
+are one batch of forward passes and one VJP, occlusion's patches one batch of forward passes; the axes
+that multiply the batch by hundreds (Score-CAM's and Ablation-CAM's channels, RISE's masks) go a
+fixed number at a time through a `lax.map` / `lax.scan`, so memory does not grow with them.
 Randomness comes from an explicit key, folded with each image's index, so chunking does not change
 the result.
 
@@ -867,6 +871,303 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
                          chunk_size=chunk_size)[:, 0]
 
 
+# ----------------------------------------------------------------------------- the CAM family and RISE
+
+# pytorch-grad-cam 1.5's definitions (jacobgil/pytorch-grad-cam, `base_cam.py` and one file per method):
+# each method's channel weights or its map from the activations A [h, w, C] of the layer and the gradient
+# g = dS_c/dA, then ReLU. `grad_cam` and `cam` above are the first two of the family.
+GRADIENT_CAMS = ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam')
+CHANNEL_CAMS = ('score_cam', 'ablation_cam')  # one forward pass per channel of the layer: chunked
+CAM_FAMILY = (*GRADIENT_CAMS, 'eigen_cam', *CHANNEL_CAMS)
+ABLATION_VALUE = 1e7  # pytorch-grad-cam's: an ablated channel of a layer with negative values is min - this
+
+
+def _layer_activations(p: Parts, images, method):
+  a = p.features(images)
+  if a.ndim != 4:
+    raise ValueError(f'{method} needs a spatial layer [B, h, w, C]; {p.layer or "features"!r} gives shape '
+                     f'{a.shape}')
+  return a
+
+
+def _gradient_cam(a, g, method):
+  """The map of a gradient-weighted CAM, before its ReLU: a, g [B, h, w, C] -> [B, h, w]."""
+  if method == 'layer_cam':
+    return (jax.nn.relu(g) * a).sum(-1)
+  if method == 'hires_cam':
+    return (g * a).sum(-1)
+  total = a.sum(axis=(1, 2))[:, None, None, :]  # [B, 1, 1, C]: each channel's summed activation
+  if method == 'grad_cam_plus_plus':
+    g2 = g * g
+    alpha = jnp.where(g != 0, g2 / (2 * g2 + total * g2 * g + 1e-6), 0.0)
+    weights = (jax.nn.relu(g) * alpha).sum(axis=(1, 2))
+  else:  # xgrad_cam
+    weights = (g * a / (total + 1e-7)).sum(axis=(1, 2))
+  return jnp.einsum('bhwc,bc->bhw', a, weights)
+
+
+def _eigen_projection(a):
+  """Eigen-CAM: each image's activations [h, w, C] projected on their first principal direction.
+
+  The rows (pixels) are centred; the sign, which the SVD leaves open, is chosen so that the projection
+  correlates positively with the channel-mean activation map (pytorch-grad-cam keeps LAPACK's sign).
+  """
+  def one(x):
+    rows = x.reshape(-1, x.shape[-1])
+    rows = rows - rows.mean(axis=0)
+    _, _, vt = jnp.linalg.svd(rows, full_matrices=False)
+    projection = rows @ vt[0]
+    sign = jnp.where(jnp.sum(projection * x.mean(-1).reshape(-1)) < 0, -1.0, 1.0)
+    return (sign * projection).reshape(x.shape[:2])
+  return jax.vmap(one)(a)
+
+
+def resize_align_corners(maps, hw) -> jax.Array:
+  """Bilinear resize with the corners aligned (PyTorch's `UpsamplingBilinear2d`), as Score-CAM's masks.
+
+  Args:
+    maps: [B, h, w, C].
+    hw: (H, W), the size wanted.
+
+  Returns:
+    [B, H, W, C].
+  """
+  def matrix(n_out, n_in):
+    if n_in == 1:
+      return jnp.ones((n_out, 1), maps.dtype)
+    src = jnp.arange(n_out, dtype=maps.dtype) * ((n_in - 1) / max(n_out - 1, 1))
+    low = jnp.clip(jnp.floor(src).astype(jnp.int32), 0, n_in - 2)
+    frac = src - low
+    return (jax.nn.one_hot(low, n_in, dtype=maps.dtype) * (1 - frac)[:, None]
+            + jax.nn.one_hot(low + 1, n_in, dtype=maps.dtype) * frac[:, None])
+  rows, cols = matrix(hw[0], maps.shape[1]), matrix(hw[1], maps.shape[2])
+  return jnp.einsum('Hh,bhwc,Ww->bHWc', rows, maps, cols)
+
+
+def _channel_chunks(n: int, chunk: int):
+  """Channel indices [n_chunks, chunk] covering range(n), the last chunk padded with channel 0."""
+  padded = -(-n // chunk) * chunk
+  return jnp.where(jnp.arange(padded) < n, jnp.arange(padded), 0).reshape(-1, chunk)
+
+
+def _channel_scores(score, n: int, chunk: int):
+  """score(channel indices [chunk]) -> [chunk] for every channel, `chunk` at a time (lax.map): [n]."""
+  return jax.lax.map(score, _channel_chunks(n, chunk)).reshape(-1)[:n]
+
+
+def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, channel_chunk):
+  a = _layer_activations(p, images, method)
+  ok = saliency.finite_rows(a)
+  if method in GRADIENT_CAMS:
+    scores, vjp = jax.vjp(p.head, a)
+    (g,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
+    cam = _gradient_cam(a, g, method)
+    ok = ok & saliency.finite_rows(scores, g)
+  elif method == 'eigen_cam':
+    cam = _eigen_projection(a)
+  elif method == 'score_cam':  # each channel, min-max scaled at the input's size, masks the input
+    masks = resize_align_corners(a, images.shape[1:3])
+    low, high = masks.min(axis=(1, 2), keepdims=True), masks.max(axis=(1, 2), keepdims=True)
+    masks = (masks - low) / (high - low + 1e-8)
+
+    def weights(x, m, y):
+      def score(channels):
+        return model(x[None] * jnp.moveaxis(m[..., channels], -1, 0)[..., None])[:, y]
+      return jax.nn.softmax(_channel_scores(score, a.shape[-1], channel_chunk))
+    cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(images, masks, labels))
+  else:  # ablation_cam: the score's relative drop when each channel is ablated
+    original = jnp.take_along_axis(p.head(a), labels[:, None], axis=1)[:, 0]
+
+    def weights(x, y, s):
+      value = jnp.where(x.min() == 0, 0.0, x.min() - ABLATION_VALUE)
+
+      def score(channels):
+        off = jax.nn.one_hot(channels, x.shape[-1], dtype=bool)[:, None, None, :]
+        return p.head(jnp.where(off, value, x[None]))[:, y]
+      return (s - _channel_scores(score, x.shape[-1], channel_chunk)) / s
+    cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(a, labels, original))
+  cam = saliency.mark_bad(jax.nn.relu(cam), ok)
+  return _upsample(cam, images.shape[1:3]) if upsample else cam
+
+
+_cam_family = jax.jit(_cam_family_maps, static_argnames=('method', 'upsample', 'channel_chunk'),
+                      compiler_options=saliency.COMPILER_OPTIONS)
+
+
+def cam_family(method: str, model, images, labels, *, layer=None, upsample: bool = True,
+               chunk_size: int | None = None, channel_chunk: int = 32) -> jax.Array:
+  """A CAM variant of pytorch-grad-cam (its definitions in version 1.5), on a named layer or a user split.
+
+  A: the activations [h, w, C] of `layer`; g = dS_c/dA; every map then goes through a ReLU.
+
+  * 'grad_cam_plus_plus' (Chattopadhay et al. 2018): weights sum_ij relu(g) a_ij with
+    a_ij = g^2 / (2 g^2 + sum_ij(A) g^3 + 1e-6) (0 where g = 0); sum_k w_k A_k.
+  * 'xgrad_cam' (Fu et al. 2020): weights sum_ij g A / (sum_ij(A) + 1e-7).
+  * 'layer_cam' (Jiang et al. 2021): sum_k relu(g_k) A_k, pixel by pixel.
+  * 'hires_cam' (Draelos & Carin 2020): sum_k g_k A_k, pixel by pixel.
+  * 'eigen_cam' (Muhammad & Yeasin 2020): the projection of the centred activations on their first
+    principal direction; class-agnostic (the labels are checked, not used); the SVD's sign is chosen
+    so that the projection correlates positively with the channel-mean map.
+  * 'score_cam' (Wang et al. 2020): each channel, resized to the input with the corners aligned and
+    min-max scaled, masks the input; the softmax over channels of the class's scores of the masked
+    inputs weights the channels. One forward pass per channel.
+  * 'ablation_cam' (Desai & Ramaswamy 2020): the class score's relative drop when a channel is set to 0
+    (to the image's minimum activation less `ABLATION_VALUE` where the layer has negative values;
+    pytorch-grad-cam takes the batch's minimum) weights the channels. One head pass per channel.
+
+  Args:
+    method: a name of `CAM_FAMILY`.
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    layer: a name of `deconvnet.layer_names(model)` (default `default_layer`), or, on any model, a
+      pair (features, head) of callables (`parts`).
+    upsample: upsample the maps to the input's size (bilinear, as `grad_cam`).
+    chunk_size: images per compiled call (default: all at once).
+    channel_chunk: Score-CAM's and Ablation-CAM's channels scored per step (`lax.map` over chunks of
+      them): memory holds chunk_size x channel_chunk images whatever the layer's width.
+
+  Returns:
+    float32 [B, H, W] (or [B, h, w] with upsample=False), non-negative.
+
+  Raises:
+    ValueError: an unknown method, a bad channel_chunk, layer, images, labels or model, or non-finite
+      scores or gradients.
+  """
+  if method not in CAM_FAMILY:
+    raise ValueError(f'unknown CAM variant {method!r}; expected one of {CAM_FAMILY}')
+  model, images, labels = _prepare(model, images, labels)
+  if not saliency.is_int(channel_chunk) or channel_chunk < 1:
+    raise ValueError(f'{method}: channel_chunk must be a positive integer, got {channel_chunk!r}')
+  fn = functools.partial(_cam_family, model, parts(model, layer, images, method), method=method,
+                         upsample=upsample, channel_chunk=int(channel_chunk))
+  return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size), method)
+
+
+# RISE (Petsiuk et al. 2018) as TorchRay writes it (`torchray.attribution.rise`): low-resolution random
+# grids, upsampled with reflection padding and shifted at random, mask the input; a pixel's saliency is
+# the mean over masks of sigmoid(the class score of the masked input) x the mask's value there.
+
+
+def rise_masks(key, num_masks: int, hw, *, num_cells: int = 7, p: float = 0.5) -> jax.Array:
+  """RISE's random masks, TorchRay's way.
+
+  Each mask: a num_cells x num_cells grid of cells, 1 with probability p; padded by reflection,
+  upsampled bilinearly, sliced to the input's size plus a cell (cell: ceil(side / num_cells)), then
+  cut at a random offset in [0, cell) along each axis.
+
+  Args:
+    key: a JAX random key.
+    num_masks: how many.
+    hw: (H, W) of the images.
+    num_cells: the grid's cells per side.
+    p: the probability that a cell is 1.
+
+  Returns:
+    float32 [num_masks, H, W] in [0, 1].
+  """
+  h, w = hw
+  cell = (-(-h // num_cells), -(-w // num_cells))
+  k_grid, k_x, k_y = jax.random.split(key, 3)
+  grid = (jax.random.uniform(k_grid, (num_masks, num_cells, num_cells)) < p).astype(jnp.float32)
+  shift_x = jax.random.randint(k_x, (num_masks,), 0, cell[0])
+  shift_y = jax.random.randint(k_y, (num_masks,), 0, cell[1])
+  return rise_masks_from(grid, shift_x, shift_y, hw)
+
+
+def rise_masks_from(grid, shift_x, shift_y, hw) -> jax.Array:
+  """RISE masks from given grids and shifts (`rise_masks` draws them).
+
+  Args:
+    grid: [N, n, n] cell values.
+    shift_x: int [N], the row offsets, in [0, cell size).
+    shift_y: int [N], the column offsets.
+    hw: (H, W) of the images.
+
+  Returns:
+    float32 [N, H, W].
+  """
+  grid = jnp.asarray(grid, jnp.float32)
+  n_cells, (h, w) = grid.shape[1], hw
+  size = (h - (-h // n_cells), w - (-w // n_cells))  # the input plus a cell: room for the shift
+  step = (-(-size[0] // n_cells), -(-size[1] // n_cells))  # the cell of the upsampled grid
+  padded = jnp.pad(grid, ((0, 0), (1, 1), (1, 1)), mode='reflect')
+  up = jax.image.resize(padded, (grid.shape[0], step[0] * (n_cells + 2), step[1] * (n_cells + 2)), 'bilinear')
+  up = up[:, step[0]:step[0] + size[0], step[1]:step[1] + size[1]]
+  return jax.vmap(lambda m, x, y: jax.lax.dynamic_slice(m, (x, y), (h, w)))(up, jnp.asarray(shift_x),
+                                                                           jnp.asarray(shift_y))
+
+
+def _rise_sums(model, images, labels, masks, count, *, mask_chunk):
+  """The mean over `count` masks of sigmoid(score of image x mask) x mask.
+
+  masks [N, H, W], N a multiple of mask_chunk (zero masks pad it: they add nothing).
+  """
+  chunks = masks.reshape(-1, mask_chunk, *masks.shape[1:])  # a view of the argument, no copy
+
+  def one(x, y):
+    def step(total, m):
+      s = jax.nn.sigmoid(model(x[None] * m[..., None])[:, y])
+      return total + jnp.einsum('m,mhw->hw', s, m), None
+    total, _ = jax.lax.scan(step, jnp.zeros(masks.shape[1:], masks.dtype), chunks)
+    return total / count
+  out = jax.vmap(one)(images, labels)
+  return saliency.mark_bad(out, saliency.finite_rows(out))
+
+
+rise_kernel = jax.jit(_rise_sums, static_argnames=('mask_chunk',), compiler_options=saliency.COMPILER_OPTIONS)
+rise_kernel.__doc__ = """RISE's jitted kernel for one chunk of images, no checks.
+
+(model, images, labels, masks [N, H, W] with N a multiple of mask_chunk, count: the masks that count, *,
+mask_chunk) -> [B, H, W]; public so that its memory can be measured (`.lower(...).compile()`).
+"""
+
+
+def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, num_cells: int = 7,
+         p: float = 0.5, mask_chunk: int = 32, chunk_size: int | None = None) -> jax.Array:
+  """RISE (Petsiuk et al. 2018), TorchRay's definition: the mean of sigmoid scores of masked inputs x masks.
+
+  The masked input is image x mask in model space (0: the training mean). The masks are the same for
+  every image of the call; they go `mask_chunk` at a time through the model (`lax.scan`), so memory
+  holds chunk_size x mask_chunk images whatever num_masks.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    key: a JAX random key for `rise_masks` (default `jax.random.key(0)`).
+    masks: [N, H, W] masks to use instead (e.g. the same as another implementation's).
+    num_masks: how many masks to draw.
+    num_cells: the masks' grid cells per side.
+    p: the probability that a cell is kept.
+    mask_chunk: masks per step.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W].
+
+  Raises:
+    ValueError: masks of another size, bad settings, images, labels or model, or non-finite scores.
+  """
+  model, images, labels = _prepare(model, images, labels)
+  if not saliency.is_int(mask_chunk) or mask_chunk < 1:
+    raise ValueError(f'rise: mask_chunk must be a positive integer, got {mask_chunk!r}')
+  if masks is None:
+    if not saliency.is_int(num_masks) or num_masks < 1 or not 0 < p <= 1:
+      raise ValueError(f'rise needs num_masks >= 1 and 0 < p <= 1, got {num_masks!r}, {p!r}')
+    masks = rise_masks(jax.random.key(0) if key is None else key, num_masks, images.shape[1:3],
+                       num_cells=num_cells, p=p)
+  masks = jnp.asarray(masks, images.dtype)
+  if masks.ndim != 3 or masks.shape[1:] != images.shape[1:3]:
+    raise ValueError(f'rise: masks must be [N, H, W] with (H, W) = {images.shape[1:3]}, got {masks.shape}')
+  count = masks.shape[0]
+  masks = jnp.pad(masks, ((0, -count % mask_chunk), (0, 0), (0, 0)))  # zero masks: they add nothing
+  fn = functools.partial(rise_kernel, model, masks=masks, count=jnp.asarray(count, images.dtype),
+                         mask_chunk=int(mask_chunk))
+  out = parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return saliency.check_finite(out, 'rise')
+
+
 # ----------------------------------------------------------------------------- one API
 
 
@@ -901,6 +1202,8 @@ REGISTRY = {
     'grad_cam': Method(grad_cam, 'region', ten_crops='region'),
     'cam': Method(cam, 'region', ten_crops='region'),
     'occlusion': Method(occlusion, 'region', ten_crops='whole'),
+    **{name: Method(functools.partial(cam_family, name), 'region') for name in CAM_FAMILY},
+    'rise': Method(rise, 'region', takes_key=True),
 }
 METHODS = tuple(REGISTRY)
 INPUT_SPACE = tuple(name for name, m in REGISTRY.items() if m.space == 'input')

@@ -11,11 +11,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get('SALIENCY_JAX_DATA', ROOT.parent / 'shared' / 'data'))
 
 
-def load_config(name: str, arg: str | None = None):
-  """`get_config()` (or `get_config(arg)`) of configs/<name>.py (configs are files, not a package)."""
+def load_module(name: str):
+  """configs/<name>.py as a module (configs are files, not a package)."""
   spec = importlib.util.spec_from_file_location(name, ROOT / 'configs' / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_config(name: str, arg: str | None = None):
+  """`get_config()` (or `get_config(arg)`) of configs/<name>.py."""
+  module = load_module(name)
   return module.get_config() if arg is None else module.get_config(arg)
 
 

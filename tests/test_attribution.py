@@ -162,7 +162,10 @@ def test_one_api_and_maps(net, batch):
     assert a.shape == ((5, 16, 16, 3) if method in attribution.INPUT_SPACE else (5, 16, 16)), method
     # the registry's function, the whole batch in one chunk: the chunks of 3 change nothing
     whole = np.asarray(attribution.registered(method).function(net, x, labels, chunk_size=len(x)))
-    np.testing.assert_allclose(a, whole, rtol=1e-5, atol=1e-7, err_msg=method)
+    # Eigen-CAM: XLA's SVD of a batch of 3 and of 5 differ at float32 round-off
+    np.testing.assert_allclose(a, whole, rtol=1e-4 if method == 'eigen_cam' else 1e-5,
+                               atol=1e-5 if method == 'eigen_cam' else 1e-7,
+                               err_msg=method)
     # the map: the paper's max_c |a_c| of an input-space attribution, a region map's positive part
     m = attribution.to_map(a)
     np.testing.assert_array_equal(m, np.abs(a).max(-1) if a.ndim == 4 else np.maximum(a, 0), err_msg=method)

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import load_config, tiny_main_job
+from conftest import load_config, load_module, tiny_main_job
 
 from saliency_jax.jobs import pipeline, sweep
 
@@ -225,7 +225,10 @@ def test_the_study_crosses_every_attribution_method_with_the_cuts():
   grid = config.sweep.grid.to_dict()
   used = {config.maps[m].method if m in config.maps else m for m in (name.split('/')[0] for name in grid
                                                                         if '/' in name)}
-  assert used == set(attribution.METHODS)  # every method's maps
+  # every method's maps, but those registered after the study's kept run, which its config names
+  study = load_module('localisation_sweep')
+  assert used == set(attribution.METHODS) - set(study.NOT_YET_STUDIED)
+  assert set(study.NOT_YET_STUDIED) <= set(attribution.METHODS)
   for name in ('gradient/graphcut', 'gradient/threshold_15', 'grad_cam/graphcut_smoothed_all_soft',
                'occlusion/threshold_20', 'full_image', 'centre'):
     assert name in grid, name

@@ -1,0 +1,200 @@
+"""The CAM family and RISE against their definitions written independently in PyTorch on the same weights.
+
+pytorch-grad-cam needs torchvision, which does not import beside the CPU build of torch here, so its
+formulas (version 1.5: `grad_cam_plusplus.py`, `xgrad_cam.py`, `layer_cam.py`, `hirescam.py`,
+`eigen_cam.py` with `utils/svd_on_activations.py`, `score_cam.py`, `ablation_cam.py`) are written below on
+the PyTorch twin's activations and gradients, in NCHW as that package computes them; RISE as TorchRay
+writes it (`torchray.attribution.rise`: reflection-padded upsampling, random shifts, sigmoid scores), with
+the same grids and shifts (and then the same masks) given to both sides.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from saliency_jax import attribution, models, weights
+
+TORCH_REASON = 'the PyTorch twins need the torch extra'
+STAGES = ((8,), (16,), (16,))
+RTOL = 1e-9  # float64 on both sides
+
+
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _twin_and_model():
+  import torch
+
+  from saliency_jax import torch_reference
+  torch.manual_seed(0)
+  twin = torch_reference.TorchSmallConvNet(6, STAGES)
+  model = models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(0))
+  weights.assign(weights.small_convnet_entries(model), {k: v.numpy() for k, v in twin.state_dict().items()},
+                 'twin')
+  return twin.double().eval(), models.cast(model, jnp.float64)
+
+
+def _twin_split(twin):
+  """The twin cut at its last ReLU ('relu3', the package's default layer): features, head (NCHW)."""
+  import torch.nn.functional as F
+
+  def features(x):
+    for i, conv in enumerate(twin.convs):
+      if i > 0:
+        x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+      x = F.relu(conv(x))
+    return x
+
+  def head(a):
+    return twin.classifier(F.max_pool2d(a, 2, 2, ceil_mode=True).mean(dim=(2, 3)))
+  return features, head
+
+
+def _reference_cams(twin, x, labels) -> dict:
+  """Every CAM of the family on the twin, pytorch-grad-cam's formulas, not upsampled: {method: [B, h, w]}."""
+  import torch
+  import torch.nn.functional as F
+  features, head = _twin_split(twin)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  a = features(xt).detach().requires_grad_(True)
+  scores = head(a)
+  (g,) = torch.autograd.grad(scores[torch.arange(len(labels)), torch.as_tensor(labels)].sum(), a)
+  acts, grads = a.detach().numpy(), g.numpy()  # [B, C, h, w]
+
+  def weighted(w):
+    return np.maximum((w[:, :, None, None] * acts).sum(axis=1), 0)
+
+  out = {}
+  g2, g3 = grads ** 2, grads ** 3
+  summed = acts.sum(axis=(2, 3))
+  aij = g2 / (2 * g2 + summed[:, :, None, None] * g3 + 1e-6)
+  aij = np.where(grads != 0, aij, 0)
+  out['grad_cam_plus_plus'] = weighted((np.maximum(grads, 0) * aij).sum(axis=(2, 3)))
+  out['xgrad_cam'] = weighted((grads * acts / (summed[:, :, None, None] + 1e-7)).sum(axis=(2, 3)))
+  out['layer_cam'] = np.maximum((np.maximum(grads, 0) * acts).sum(axis=1), 0)
+  out['hires_cam'] = np.maximum((grads * acts).sum(axis=1), 0)
+  projections = []
+  for act in acts:  # get_2d_projection, with the package's sign convention
+    rows = act.reshape(act.shape[0], -1).T
+    rows = rows - rows.mean(axis=0)
+    _, _, vt = np.linalg.svd(rows, full_matrices=True)
+    projection = rows @ vt[0]
+    if np.sum(projection * act.mean(axis=0).reshape(-1)) < 0:
+      projection = -projection
+    projections.append(projection.reshape(act.shape[1:]))
+  out['eigen_cam'] = np.maximum(np.stack(projections), 0)
+  with torch.no_grad():  # Score-CAM: UpsamplingBilinear2d (corners aligned), min-max, masked inputs
+    up = F.interpolate(torch.from_numpy(acts), size=x.shape[1:3], mode='bilinear', align_corners=True)
+    flat = up.reshape(*up.shape[:2], -1)
+    low, high = flat.min(-1)[0][:, :, None, None], flat.max(-1)[0][:, :, None, None]
+    up = (up - low) / (high - low + 1e-8)
+    score = np.stack([twin(xt[i:i + 1] * up[i][:, None])[:, labels[i]].numpy() for i in range(len(x))])
+    out['score_cam'] = weighted(torch.softmax(torch.from_numpy(score), dim=-1).numpy())
+    original = head(torch.from_numpy(acts))[torch.arange(len(labels)), torch.as_tensor(labels)].numpy()
+    ablated = []
+    for i in range(len(x)):  # a ReLU layer: its minimum is 0, so an ablated channel is set to 0
+      assert acts[i].min() == 0
+      batch = torch.from_numpy(acts[i]).repeat(acts.shape[1], 1, 1, 1)
+      batch[torch.arange(acts.shape[1]), torch.arange(acts.shape[1])] = 0
+      ablated.append(head(batch)[:, labels[i]].numpy())
+    out['ablation_cam'] = weighted((original[:, None] - np.stack(ablated)) / original[:, None])
+  return out
+
+
+def test_cam_family_equals_pytorch_grad_cam_formulas_on_the_twin(x64):
+  pytest.importorskip('torch', reason=TORCH_REASON)
+  twin, model = _twin_and_model()
+  x = np.random.default_rng(0).normal(size=(3, 24, 24, 3))
+  labels = np.array([0, 3, 5])
+  reference = _reference_cams(twin, x, labels)
+  assert set(reference) == set(attribution.CAM_FAMILY)
+  for method, want in reference.items():
+    got = np.asarray(attribution.cam_family(method, model, jnp.asarray(x), labels, upsample=False,
+                                            channel_chunk=5))  # 16 channels: chunks of 5, the last padded
+    assert want.max() > 0, method
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * want.max(), err_msg=method)
+    up = attribution.attribute(method, model, jnp.asarray(x), labels)  # the registry, upsampled
+    assert up.shape == (3, 24, 24)
+
+
+def test_cam_family_on_a_user_split_and_bad_settings():
+  model = models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(1))
+  x = jax.random.normal(jax.random.key(0), (2, 24, 24, 3))
+  labels = np.array([1, 4])
+  features, head = attribution.split(model, 'relu3')
+
+  def f(z):  # any JAX callable, its layer given as a split
+    return model(z)
+  for method in attribution.CAM_FAMILY:
+    named = attribution.cam_family(method, model, x, labels)
+    by_split = attribution.cam_family(method, f, x, labels, layer=(features, head))
+    np.testing.assert_allclose(by_split, named, rtol=2e-4, atol=1e-5 * float(np.max(named)), err_msg=method)
+  with pytest.raises(ValueError, match='unknown CAM variant'):
+    attribution.cam_family('grad_cam_minus', model, x, labels)
+  with pytest.raises(ValueError, match='channel_chunk must be a positive integer'):
+    attribution.cam_family('score_cam', model, x, labels, channel_chunk=0)
+  with pytest.raises(ValueError, match='spatial layer'):
+    attribution.cam_family('layer_cam', model, x, labels, layer='mean')
+
+
+def _torchray_masks(grid, shift_x, shift_y, hw):
+  """TorchRay's `_upsample_reflect` and random shift, with given grids [N, n, n] and shifts."""
+  import torch
+  import torch.nn.functional as F
+  n, (h, w) = grid.shape[1], hw
+  cell = (int(np.ceil(h / n)), int(np.ceil(w / n)))
+  up_size = (h + cell[0], w + cell[1])
+  up_cell = [int(np.ceil(s / n)) for s in up_size]
+  padded = F.pad(torch.from_numpy(grid[:, None].astype(np.float32)), (1, 1, 1, 1), mode='reflect')
+  up = F.interpolate(padded, [c * (n + 2) for c in up_cell], mode='bilinear', align_corners=False)
+  up = up[:, :, up_cell[0]:up_cell[0] + up_size[0], up_cell[1]:up_cell[1] + up_size[1]]
+  return np.stack([up[i, 0, shift_x[i]:shift_x[i] + h, shift_y[i]:shift_y[i] + w].numpy()
+                   for i in range(len(grid))])
+
+
+def test_rise_equals_torchray_with_the_same_grids_shifts_and_masks(x64):
+  torch = pytest.importorskip('torch', reason=TORCH_REASON)
+  rng = np.random.default_rng(0)
+  hw, n = (24, 20), 7
+  grid = (rng.uniform(size=(40, n, n)) < 0.5).astype(np.float64)
+  shift_x, shift_y = rng.integers(0, 4, 40), rng.integers(0, 3, 40)  # cells of ceil(24/7), ceil(20/7)
+  want = _torchray_masks(grid, shift_x, shift_y, hw)
+  got = np.asarray(attribution.rise_masks_from(grid, shift_x, shift_y, hw))
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  drawn = np.asarray(attribution.rise_masks(jax.random.key(0), 50, hw))
+  assert drawn.shape == (50, *hw) and 0 <= drawn.min() and drawn.max() <= 1 and 0.3 < drawn.mean() < 0.7
+
+  twin, model = _twin_and_model()
+  x = rng.normal(size=(2, 24, 24, 3))
+  labels = np.array([2, 4])
+  masks = rng.uniform(size=(37, 24, 24))
+  with torch.no_grad():
+    xt, mt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(masks)
+    reference = np.stack([
+        (torch.sigmoid(twin(xt[i:i + 1] * mt[:, None]))[:, labels[i], None, None] * mt).sum(0).numpy()
+        / len(masks) for i in range(len(x))])
+  got = np.asarray(attribution.rise(model, jnp.asarray(x), labels, masks=masks, mask_chunk=8))
+  np.testing.assert_allclose(got, reference, rtol=RTOL)
+  with pytest.raises(ValueError, match='masks must be'):
+    attribution.rise(model, jnp.asarray(x), labels, masks=masks[:, :20])
+
+
+def test_rise_memory_does_not_grow_with_the_masks():
+  """XLA's temporary buffers of RISE's kernel for 16 and for 256 masks at the same mask_chunk (8) are
+  equal: the masks go through the model a chunk at a time (a single chunk, a scan of one step, compiles
+  to a program of its own)."""
+  model = models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(0))
+  x = jnp.zeros((2, 24, 24, 3))
+  labels = jnp.array([1, 2])
+
+  def temp_bytes(num_masks):
+    masks = jnp.zeros((num_masks, 24, 24))
+    compiled = attribution.rise_kernel.lower(model, x, labels, masks, 1.0, mask_chunk=8).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  small, large = temp_bytes(16), temp_bytes(256)
+  assert small > 0 and large == small, (small, large)
