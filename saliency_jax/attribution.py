@@ -163,8 +163,38 @@ def _smoothgrad(model, images, labels, index, key, noise, *, samples):
   return _mean_gradient(model, _noisy_copies(images, index, key, noise, samples=samples), labels)
 
 
+def _smoothgrad_chunked(model, images, labels, index, key, noise, samples, *, sample_chunk):
+  """SmoothGrad with the noisy copies a chunk at a time, the gradients' sum carried by a loop.
+
+  Copy s of image i takes the noise of `fold_in(fold_in(key, i), s)`, so the result does not depend on
+  sample_chunk; copies past `samples` (padding the last chunk) weigh 0.
+  """
+  span = jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3))
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+  n_chunks = -(-samples.shape[0] // sample_chunk)
+
+  def step(i, total):
+    chunk = i * sample_chunk + jnp.arange(sample_chunk)
+    eps = jax.vmap(lambda k: jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(k, s), images.shape[1:],
+                                                                  images.dtype))(chunk))(keys)
+    noisy = images[:, None] + (noise * span)[:, None, None, None, None] * eps  # [B, c, H, W, C]
+    grads = _one_hot_vjp(model, noisy.reshape(-1, *images.shape[1:]), jnp.repeat(labels, sample_chunk))
+    keep = (chunk < samples.shape[0]).astype(images.dtype)
+    return total + jnp.tensordot(grads.reshape(noisy.shape), keep, axes=((1,), (0,)))
+  return jax.lax.fori_loop(0, n_chunks, step, jnp.zeros_like(images)) / samples.shape[0]
+
+
+smoothgrad_kernel = jax.jit(_smoothgrad_chunked, static_argnames=('sample_chunk',),
+                            compiler_options=saliency.COMPILER_OPTIONS)
+smoothgrad_kernel.__doc__ = """SmoothGrad's jitted kernel with the noisy copies in chunks, no checks.
+
+(model, images, labels, index [B], key, noise, samples: an array [S] (only its length counts), *,
+sample_chunk) -> [B, H, W, C]; public so that its memory can be measured (`.lower(...).compile()`).
+"""
+
+
 def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: float = 0.15,
-               chunk_size: int | None = None) -> jax.Array:
+               chunk_size: int | None = None, sample_chunk: int | None = None) -> jax.Array:
   """SmoothGrad (Smilkov et al. 2017): the mean gradient over `samples` noisy copies of each image.
 
   Noise: Gaussian with std `noise` x (max - min) of each image (their 10-20% recommendation), from
@@ -180,6 +210,10 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
     samples: the number of noisy copies, >= 1.
     noise: the noise's std as a fraction of each image's value range, >= 0.
     chunk_size: images per compiled call (default: all at once).
+    sample_chunk: noisy copies per step of a `lax.fori_loop` (memory: chunk_size x sample_chunk images,
+      whatever `samples`); copy s of image i then takes the noise of fold_in(fold_in(key, i), s), the
+      same whatever sample_chunk (but not the noise of the unchunked call). None: all copies in one
+      batch.
 
   Returns:
     float32 [B, H, W, C].
@@ -195,7 +229,13 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
   if not isinstance(key, jax.Array) or not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                              or (key.dtype == jnp.uint32 and key.shape == (2,))):
     raise ValueError(f'smoothgrad: key must be a JAX random key such as jax.random.key(0), got {key!r}')
-  fn = functools.partial(_smoothgrad, model, key=key, noise=jnp.float32(noise), samples=samples)
+  if sample_chunk is None:  # every copy of a chunk of images in one batch
+    fn = functools.partial(_smoothgrad, model, key=key, noise=jnp.float32(noise), samples=samples)
+  else:
+    if not saliency.is_int(sample_chunk) or sample_chunk < 1:
+      raise ValueError(f'smoothgrad: sample_chunk must be a positive integer, got {sample_chunk!r}')
+    fn = functools.partial(smoothgrad_kernel, model, key=key, noise=jnp.float32(noise),
+                           samples=jnp.zeros(samples), sample_chunk=int(sample_chunk))
   index = jnp.arange(images.shape[0])
   out = parallel.chunked(lambda x, y, i: fn(x, y, i), (images, labels, index), chunk_size)
   return saliency.check_finite(out, 'smoothgrad')
@@ -239,12 +279,54 @@ def _integrated_gradients(model, images, labels, baselines, alphas, weights):
   return delta * mean_grad
 
 
+def _ig_chunked(model, images, labels, baselines, alphas, weights):
+  """Integrated Gradients with the path points a chunk at a time, the weighted sum carried by a scan.
+
+  alphas, weights: [n_chunks, step_chunk] (padded points weigh 0).
+  """
+  b = images.shape[0]
+  delta = images - baselines
+
+  def step(total, chunk):
+    a, w = chunk
+    path = baselines[:, None] + a[None, :, None, None, None] * delta[:, None]  # [B, s, H, W, C]
+    grads = _one_hot_vjp(model, path.reshape(-1, *images.shape[1:]), jnp.repeat(labels, a.shape[0]))
+    return total + jnp.tensordot(grads.reshape(b, a.shape[0], *images.shape[1:]), w, axes=((1,), (0,))), None
+  total, _ = jax.lax.scan(step, jnp.zeros_like(images), (alphas, weights))
+  return delta * total
+
+
+ig_kernel = jax.jit(_ig_chunked, compiler_options=saliency.COMPILER_OPTIONS)
+ig_kernel.__doc__ = """Integrated Gradients' jitted kernel with the path points in chunks, no checks.
+
+(model, images, labels, baselines, alphas [n_chunks, step_chunk], weights [n_chunks, step_chunk]) ->
+[B, H, W, C]; public so that its memory can be measured (`.lower(...).compile()`).
+"""
+
+
+def chunk_points(alphas, weights, step_chunk: int) -> tuple[np.ndarray, np.ndarray]:
+  """Path points and weights in chunks of `step_chunk`, the last padded with points of weight 0.
+
+  Args:
+    alphas: [n] nodes.
+    weights: [n] weights.
+    step_chunk: points per chunk.
+
+  Returns:
+    (alphas [n_chunks, step_chunk], weights [n_chunks, step_chunk]).
+  """
+  pad = -len(alphas) % step_chunk
+  return (np.pad(alphas, (0, pad)).reshape(-1, step_chunk), np.pad(weights, (0, pad)).reshape(-1, step_chunk))
+
+
 def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 32,
-                         rule: str = 'gauss_legendre', chunk_size: int | None = None) -> jax.Array:
+                         rule: str = 'gauss_legendre', chunk_size: int | None = None,
+                         step_chunk: int | None = None) -> jax.Array:
   """Integrated Gradients (Sundararajan et al. 2017).
 
   (x - x') * integral_0^1 dS_c/dI(x' + a (x - x')) da, the integral by `rule` over `steps` points. All
-  path points of a chunk are one forward and one backward pass (memory: chunk_size x steps images).
+  path points of a chunk are one forward and one backward pass (memory: chunk_size x steps images), or,
+  with `step_chunk`, step_chunk points at a time.
   Completeness: the attributions sum to S_c(x) - S_c(x') up to the quadrature error.
 
   Args:
@@ -256,6 +338,8 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
     steps: the number of path points.
     rule: the quadrature, 'gauss_legendre', 'midpoint' or 'trapezoid'.
     chunk_size: images per compiled call (default: all at once).
+    step_chunk: path points per step of a `lax.scan` (memory: chunk_size x step_chunk images, whatever
+      `steps`); None: all of them in one batch (memory: chunk_size x steps images).
 
   Returns:
     float32 [B, H, W, C].
@@ -277,8 +361,15 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
     if baselines.shape != images.shape:
       raise ValueError(f'baseline must be [H, W, C] {images.shape[1:]} or [B, H, W, C] {images.shape}, '
                        f'got {baselines.shape}')
-  fn = functools.partial(_integrated_gradients, model, alphas=jnp.asarray(alphas, images.dtype),
-                         weights=jnp.asarray(weights, images.dtype))
+  if step_chunk is None:  # every path point of a chunk of images in one batch
+    fn = functools.partial(_integrated_gradients, model, alphas=jnp.asarray(alphas, images.dtype),
+                           weights=jnp.asarray(weights, images.dtype))
+  else:
+    if not saliency.is_int(step_chunk) or step_chunk < 1:
+      raise ValueError(f'integrated_gradients: step_chunk must be a positive integer, got {step_chunk!r}')
+    alphas, weights = chunk_points(alphas, weights, int(step_chunk))
+    fn = functools.partial(ig_kernel, model, alphas=jnp.asarray(alphas, images.dtype),
+                           weights=jnp.asarray(weights, images.dtype))
   out = parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
   return saliency.check_finite(out, 'integrated_gradients')
 

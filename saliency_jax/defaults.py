@@ -132,6 +132,9 @@ def comparison() -> ml_collections.ConfigDict:
           'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25, 'noise': 0.15},
           'integrated_gradients': {'steps': 32}, 'guided_backprop': {}, 'deconvnet': {}, 'grad_cam': {},
           'cam': {}, 'occlusion': {'patch': 8, 'stride': 4},
+          'grad_cam_plus_plus': {}, 'xgrad_cam': {}, 'layer_cam': {}, 'hires_cam': {}, 'eigen_cam': {},
+          'score_cam': {'channel_chunk': 32}, 'ablation_cam': {'channel_chunk': 32},
+          'rise': {'num_masks': 1000, 'mask_chunk': 50},  # TorchRay's default is 8000 masks
       },
       'num_images': 200,  # test images every metric sees
       'localise': {'graphcut': {'method': 'graphcut'},

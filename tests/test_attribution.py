@@ -287,3 +287,35 @@ def test_gradient_and_grad_cam_with_labels_adds_each_label_s_maps(sequential):
   assert float(np.abs(label_grads[1]).max()) > 0
   with pytest.raises(ValueError, match=r'k must be an integer in \[1, 10\]'):
     attribution.gradient_and_grad_cam(model, x, k=11)
+
+
+def test_integrated_gradients_and_smoothgrad_in_chunks_bound_memory(net, batch):
+  """With step_chunk / sample_chunk the multiplying axis goes a chunk at a time: the same attributions
+  (IG: the unchunked ones to round-off; SmoothGrad: the same whatever the chunk, and the plain gradient
+  without noise), and XLA's temporary buffers for 16 and for 256 steps (copies) at the same chunk are
+  equal."""
+  x, labels = batch
+  whole = attribution.integrated_gradients(net, x, labels, steps=20)
+  np.testing.assert_allclose(attribution.integrated_gradients(net, x, labels, steps=20, step_chunk=6), whole,
+                             rtol=1e-4, atol=1e-6 * float(np.abs(whole).max()))
+  a = attribution.smoothgrad(net, x, labels, samples=10, sample_chunk=3)
+  other = attribution.smoothgrad(net, x, labels, samples=10, sample_chunk=10, chunk_size=2)
+  np.testing.assert_allclose(other, a, rtol=1e-4, atol=1e-6 * float(np.abs(a).max()))
+  np.testing.assert_allclose(attribution.smoothgrad(net, x, labels, samples=7, noise=0.0, sample_chunk=4),
+                             attribution.gradient(net, x, labels), rtol=1e-4, atol=1e-7)
+  with pytest.raises(ValueError, match='step_chunk must be a positive integer'):
+    attribution.integrated_gradients(net, x, labels, step_chunk=0)
+
+  def ig_temp(steps):
+    alphas, weights = attribution.chunk_points(*attribution.path_points(steps, 'gauss_legendre'), 8)
+    compiled = attribution.ig_kernel.lower(net, x, labels, jnp.zeros_like(x), jnp.asarray(alphas, x.dtype),
+                                           jnp.asarray(weights, x.dtype)).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  def smoothgrad_temp(samples):
+    compiled = attribution.smoothgrad_kernel.lower(net, x, labels, jnp.arange(len(x)), jax.random.key(0),
+                                                   jnp.float32(0.15), jnp.zeros(samples),
+                                                   sample_chunk=8).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  assert ig_temp(16) == ig_temp(256) > 0
+  assert smoothgrad_temp(16) == smoothgrad_temp(256) > 0
