@@ -374,6 +374,189 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
   return saliency.check_finite(out, 'integrated_gradients')
 
 
+def gaussian_blur_matrix(n: int, sigma: float) -> np.ndarray:
+  """The Gaussian filter of scipy along one axis of n pixels, zero outside (mode 'constant'), as a matrix.
+
+  The kernel is scipy's: exp(-x^2 / (2 sigma^2)) over |x| <= int(4 sigma + 0.5), normalised to sum 1;
+  sigma 0 is the identity.
+
+  Args:
+    n: the axis' length.
+    sigma: the std in pixels.
+
+  Returns:
+    float64 [n, n]: blurred = matrix @ values.
+  """
+  if sigma == 0:
+    return np.eye(n)
+  radius = int(4.0 * sigma + 0.5)
+  taps = np.exp(-0.5 / sigma ** 2 * np.arange(-radius, radius + 1) ** 2)
+  taps /= taps.sum()
+  offset = np.arange(n)[None, :] - np.arange(n)[:, None]  # j - i
+  return np.where(np.abs(offset) <= radius, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0)
+
+
+def _blur_ig_chunked(model, images, labels, rows, cols, step_weights, grad_step):
+  """Blur IG's sum over the path, a chunk of steps at a time (`lax.scan`), then negated.
+
+  rows, cols: [n_chunks, chunk, 2, n, n] blur matrices of each step at sigma and sigma + grad_step;
+  step_weights: [n_chunks, chunk], the sigma increments (0 for padding steps).
+  """
+  def blur(m_rows, m_cols):  # [s, n, n] each -> images blurred at each step: [B, s, H, W, C]
+    return jnp.einsum('shH,bHWc,swW->bshwc', m_rows, images, m_cols)
+
+  def step(total, chunk):
+    r, c, w = chunk
+    x_step, x_next = blur(r[:, 0], c[:, 0]), blur(r[:, 1], c[:, 1])
+    grads = _one_hot_vjp(model, x_step.reshape(-1, *images.shape[1:]), jnp.repeat(labels, w.shape[0]))
+    direction = (x_next - x_step) / grad_step
+    return total + jnp.einsum('s,bshwc->bhwc', w, direction * grads.reshape(x_step.shape)), None
+  total, _ = jax.lax.scan(step, jnp.zeros_like(images), (rows, cols, step_weights))
+  return -total
+
+
+blur_ig_kernel = jax.jit(_blur_ig_chunked, compiler_options=saliency.COMPILER_OPTIONS)
+
+
+def blur_ig(model, images, labels, *, max_sigma: float = 50.0, steps: int = 100, grad_step: float = 0.01,
+            sqrt: bool = False, step_chunk: int = 10, chunk_size: int | None = None) -> jax.Array:
+  """Blur IG (Xu et al. 2020), PAIR saliency's definition: integrated gradients along a blur path.
+
+  With sigma_i = i max_sigma / steps (or its square root with `sqrt`), i = 0 .. steps, the attribution is
+  -sum_i (sigma_{i+1} - sigma_i) (blur(x, sigma_i + grad_step) - blur(x, sigma_i)) / grad_step *
+  dS_c/dI(blur(x, sigma_i)), the blur scipy's Gaussian filter on the spatial axes with zero padding
+  (`gaussian_blur_matrix`). The steps go `step_chunk` at a time (`lax.scan`): memory holds chunk_size x
+  2 step_chunk images whatever `steps`.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    max_sigma: the last blur's std in pixels.
+    steps: the path's steps.
+    grad_step: the step of the finite difference along the path.
+    sqrt: space the sigmas by their square roots.
+    step_chunk: steps per step of the scan.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C] (the images' dtype).
+
+  Raises:
+    ValueError: bad settings, images, labels or model, or non-finite scores or gradients.
+  """
+  model, images, labels = _prepare(model, images, labels)
+  if not (saliency.is_int(steps) and steps >= 1 and saliency.is_int(step_chunk) and step_chunk >= 1
+          and max_sigma > 0 and grad_step > 0):
+    raise ValueError(f'blur_ig needs integer steps, step_chunk >= 1 and max_sigma, grad_step > 0, got '
+                     f'steps {steps!r}, step_chunk {step_chunk!r}, max_sigma {max_sigma!r}, grad_step '
+                     f'{grad_step!r}')
+  sigmas = np.arange(steps + 1) * max_sigma / steps
+  sigmas = np.sqrt(sigmas) if sqrt else sigmas
+  pad = -steps % step_chunk
+  at = np.concatenate([sigmas[:-1], np.zeros(pad)])  # padding steps: the image itself, weight 0
+  h, w = images.shape[1:3]
+
+  def matrices(n):
+    m = np.stack([np.stack([gaussian_blur_matrix(n, s), gaussian_blur_matrix(n, s + grad_step)])
+                  for s in at])
+    return jnp.asarray(m.reshape(-1, step_chunk, 2, n, n), images.dtype)
+  weights = np.concatenate([np.diff(sigmas), np.zeros(pad)]).reshape(-1, step_chunk)
+  fn = functools.partial(blur_ig_kernel, model, rows=matrices(h), cols=matrices(w),
+                         step_weights=jnp.asarray(weights, images.dtype), grad_step=grad_step)
+  out = parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
+  return saliency.check_finite(out, 'blur_ig')
+
+
+def _guided_ig_one(model, x_input, baseline, label, *, steps, fraction, max_dist):
+  """Guided IG of one image, PAIR's algorithm step for step (`guided_ig_impl`)."""
+  eps = 1e-9
+  diff = x_input - baseline
+  l1_total = jnp.abs(diff).sum()
+  position = int(np.floor(fraction * (x_input.size - 1)))  # np.quantile(..., method='lower')
+
+  def gradient(x):
+    return _one_hot_vjp(model, x[None], label[None])[0]
+
+  def step(i, carry):
+    x, attr = carry
+    grad_actual = gradient(x)
+    alpha = (i + 1.0) / steps
+    alpha_min, alpha_max = jnp.maximum(alpha - max_dist, 0.0), jnp.minimum(alpha + max_dist, 1.0)
+    x_min, x_max = baseline + diff * alpha_min, baseline + diff * alpha_max
+    l1_target = l1_total * (1 - (i + 1.0) / steps)
+
+    def inner(state):
+      x, grad, attr, _, _ = state
+      x_old = x
+      x_alpha = jnp.where(diff != 0, (x - baseline) / jnp.where(diff != 0, diff, 1.0), alpha_max)
+      x = jnp.where(x_alpha < alpha_min, x_min, x)
+      l1_current = jnp.abs(x - x_input).sum()
+      close = jnp.abs(l1_target - l1_current) <= jnp.maximum(eps * jnp.maximum(jnp.abs(l1_target),
+                                                                                jnp.abs(l1_current)), eps)
+      grad = jnp.where(x == x_max, jnp.inf, grad)
+      threshold = jnp.sort(jnp.abs(grad).ravel())[position]
+      s = (jnp.abs(grad) <= threshold) & (grad != jnp.inf)
+      l1_s = (jnp.abs(x - x_max) * s).sum()
+      gamma = jnp.where(l1_s > 0, (l1_current - l1_target) / jnp.where(l1_s > 0, l1_s, 1.0), jnp.inf)
+      moved = jnp.where(gamma > 1.0, jnp.where(s, x_max, x), jnp.where(s, x + (x_max - x) * gamma, x))
+      x = jnp.where(close, x, moved)
+      return x, grad, attr + (x - x_old) * grad_actual, gamma, close
+
+    def more(state):
+      return (state[3] > 1.0) & ~state[4]
+    x, _, attr, _, _ = jax.lax.while_loop(more, inner, (x, grad_actual, attr, jnp.inf, False))
+    return x, attr
+  _, attr = jax.lax.fori_loop(0, steps, step, (baseline, jnp.zeros_like(x_input)))
+  return jnp.where(l1_total == 0, 0.0, attr)
+
+
+@functools.partial(jax.jit, static_argnames=('steps', 'fraction', 'max_dist'),
+                   compiler_options=saliency.COMPILER_OPTIONS)
+def _guided_ig(model, images, labels, baselines, *, steps, fraction, max_dist):
+  one = functools.partial(_guided_ig_one, model, steps=steps, fraction=fraction, max_dist=max_dist)
+  out = jax.vmap(one)(images, baselines, labels)
+  return saliency.mark_bad(out, saliency.finite_rows(out))
+
+
+def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fraction: float = 0.25,
+              max_dist: float = 0.02, chunk_size: int | None = None) -> jax.Array:
+  """Guided Integrated Gradients (Kapishnikov et al. 2021), PAIR saliency's algorithm.
+
+  The path from the baseline to the image moves, at each of `steps` steps, the `fraction` of the
+  features with the smallest absolute gradient first (each bounded to within `max_dist` of the straight
+  line's position); the attribution sums the gradient times each move. max_dist 0 is Integrated
+  Gradients on the straight line. The steps run in a `lax.fori_loop` (one gradient per step) and the
+  moves within a step in a `lax.while_loop`, vmapped over the images: memory holds chunk_size images.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    baseline: None (the zero image), one image [H, W, C] or one per image [B, H, W, C].
+    steps: the path's steps.
+    fraction: the share of the features moved at each move.
+    max_dist: how far (in alpha) the path may leave the straight line, in [0, 1].
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C] (the images' dtype).
+
+  Raises:
+    ValueError: bad settings or baseline, images, labels or model, or non-finite scores or gradients.
+  """
+  model, images, labels = _prepare(model, images, labels)
+  if not (saliency.is_int(steps) and steps >= 1 and 0 < fraction <= 1 and 0 <= max_dist <= 1):
+    raise ValueError(f'guided_ig needs integer steps >= 1, 0 < fraction <= 1 and 0 <= max_dist <= 1, got '
+                     f'{steps!r}, {fraction!r}, {max_dist!r}')
+  baselines = jnp.zeros_like(images) if baseline is None else jnp.broadcast_to(
+      jnp.asarray(baseline, images.dtype), images.shape)
+  fn = functools.partial(_guided_ig, model, steps=int(steps), fraction=float(fraction),
+                         max_dist=float(max_dist))
+  out = parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
+  return saliency.check_finite(out, 'guided_ig')
+
+
 # ----------------------------------------------------------------------------- region methods
 
 
@@ -1295,6 +1478,8 @@ REGISTRY = {
     'occlusion': Method(occlusion, 'region', ten_crops='whole'),
     **{name: Method(functools.partial(cam_family, name), 'region') for name in CAM_FAMILY},
     'rise': Method(rise, 'region', takes_key=True),
+    'blur_ig': Method(blur_ig, 'input'),
+    'guided_ig': Method(guided_ig, 'input'),
 }
 METHODS = tuple(REGISTRY)
 INPUT_SPACE = tuple(name for name, m in REGISTRY.items() if m.space == 'input')

@@ -135,6 +135,7 @@ def comparison() -> ml_collections.ConfigDict:
           'grad_cam_plus_plus': {}, 'xgrad_cam': {}, 'layer_cam': {}, 'hires_cam': {}, 'eigen_cam': {},
           'score_cam': {'channel_chunk': 32}, 'ablation_cam': {'channel_chunk': 32},
           'rise': {'num_masks': 1000, 'mask_chunk': 50},  # TorchRay's default is 8000 masks
+          'blur_ig': {'max_sigma': 50.0, 'steps': 100}, 'guided_ig': {'steps': 200},  # PAIR's defaults
       },
       'num_images': 200,  # test images every metric sees
       'localise': {'graphcut': {'method': 'graphcut'},

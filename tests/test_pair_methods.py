@@ -1,0 +1,85 @@
+"""Blur IG and Guided IG against PAIR's `saliency` package (0.2.1), its numpy core calling the JAX model.
+
+PAIR's core takes a model callback, so both sides run the same JAX net in float64: the callback returns
+`saliency.input_gradients` of the class score, as this package's methods use it. PAIR's Guided IG calls
+`np.quantile(..., interpolation=)`, which NumPy 2 renamed `method=`: the test maps the one onto the other.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from saliency_jax import attribution, models, saliency
+
+PAIR_REASON = "PAIR's saliency package (the test extra: saliency==0.2.1)"
+STAGES = ((8,), (16,), (16,))
+
+
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _pair_masks(method, model, x, labels, **settings):
+  pair = pytest.importorskip('saliency.core', reason=PAIR_REASON)
+  out = []
+  for image, label in zip(x, labels):
+    def call(batch, call_model_args=None, expected_keys=None, label=label):
+      grads = saliency.input_gradients(model, jnp.asarray(batch), np.full(len(batch), label))
+      return {pair.INPUT_OUTPUT_GRADIENTS: np.asarray(grads)}
+    out.append(getattr(pair, method)().GetMask(image, call, **settings))
+  return np.stack(out)
+
+
+def _net():
+  return models.cast(models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(0)), jnp.float64)
+
+
+def test_blur_ig_equals_pair_saliency(x64):
+  model = _net()
+  x = np.random.default_rng(0).normal(size=(2, 16, 16, 3))
+  labels = np.array([1, 2])
+  for sqrt in (False, True):
+    want = _pair_masks('BlurIG', model, x, labels, max_sigma=5.0, steps=10, sqrt=sqrt)
+    got = np.asarray(attribution.blur_ig(model, jnp.asarray(x), labels, max_sigma=5.0, steps=10, sqrt=sqrt,
+                                         step_chunk=4))  # 10 steps: chunks of 4, the last padded
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+  # scipy's filter, as a matrix
+  from scipy import ndimage
+  v = np.random.default_rng(1).normal(size=(23, 3))
+  np.testing.assert_allclose(attribution.gaussian_blur_matrix(23, 2.7) @ v,
+                             ndimage.gaussian_filter(v, [2.7, 0], mode='constant'), atol=1e-12)
+
+
+def test_guided_ig_equals_pair_saliency(x64, monkeypatch):
+  pytest.importorskip('saliency.core', reason=PAIR_REASON)
+  quantile = np.quantile
+
+  def renamed(a, q, interpolation='linear', **kw):
+    return quantile(a, q, method=interpolation, **kw)
+  monkeypatch.setattr(np, 'quantile', renamed)
+  model = _net()
+  x = np.random.default_rng(0).normal(size=(2, 12, 12, 3))
+  labels = np.array([1, 2])
+  for max_dist in (0.02, 0.1, 1.0):
+    want = _pair_masks('GuidedIG', model, x, labels, x_steps=20, fraction=0.25, max_dist=max_dist)
+    got = np.asarray(attribution.guided_ig(model, jnp.asarray(x), labels, steps=20, max_dist=max_dist))
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=str(max_dist))
+
+
+def test_blur_ig_memory_does_not_grow_with_the_steps():
+  """XLA's temporary buffers of Blur IG's kernel for 16 and 256 steps at the same step_chunk are equal."""
+  model = models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(0))
+  x, labels = jnp.zeros((2, 16, 16, 3)), jnp.array([1, 2])
+
+  def temp_bytes(steps):
+    mats = jnp.zeros((steps // 8, 8, 2, 16, 16))
+    compiled = attribution.blur_ig_kernel.lower(model, x, labels, mats, mats, jnp.zeros((steps // 8, 8)),
+                                                0.01).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  assert temp_bytes(16) == temp_bytes(256) > 0
