@@ -114,7 +114,7 @@ STUDY_MAPS = {
 # Adding them changes the study's config and needs its run again (the CAM family and RISE on 650 images,
 # hours on 2 CPU cores); until then the study covers the methods above and says so.
 NOT_YET_STUDIED = ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam', 'eigen_cam', 'score_cam',
-                   'ablation_cam', 'rise', 'blur_ig', 'guided_ig')
+                   'ablation_cam', 'rise', 'blur_ig', 'guided_ig', 'xrai')
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
 STUDY_CUTS = {

@@ -136,6 +136,7 @@ def comparison() -> ml_collections.ConfigDict:
           'score_cam': {'channel_chunk': 32}, 'ablation_cam': {'channel_chunk': 32},
           'rise': {'num_masks': 1000, 'mask_chunk': 50},  # TorchRay's default is 8000 masks
           'blur_ig': {'max_sigma': 50.0, 'steps': 100}, 'guided_ig': {'steps': 200},  # PAIR's defaults
+          'xrai': {'steps': 100},
       },
       'num_images': 200,  # test images every metric sees
       'localise': {'graphcut': {'method': 'graphcut'},

@@ -83,3 +83,31 @@ def test_blur_ig_memory_does_not_grow_with_the_steps():
                                                 0.01).compile()
     return compiled.memory_analysis().temp_size_in_bytes
   assert temp_bytes(16) == temp_bytes(256) > 0
+
+
+def test_xrai_equals_pair_saliency_end_to_end(x64):
+  """PAIR's XRAI computes its own Integrated Gradients (black and white baselines) and Felzenszwalb
+  segments from the callback; this package's xrai must give its map (PAIR sums the gradients in
+  float32: hence the tolerance)."""
+  pair = pytest.importorskip('saliency.core', reason=PAIR_REASON)
+  model = _net()
+  x = np.random.default_rng(0).normal(size=(2, 48, 48, 3))
+  labels = np.array([1, 2])
+  got = np.asarray(attribution.xrai(model, jnp.asarray(x), labels, steps=8))
+  for image, label, ours in zip(x, labels, got):
+    def call(batch, call_model_args=None, expected_keys=None, label=label):
+      grads = saliency.input_gradients(model, jnp.asarray(batch), np.full(len(batch), label))
+      return {pair.INPUT_OUTPUT_GRADIENTS: np.asarray(grads)}
+    want = pair.XRAI().GetMask(image, call, extra_parameters=pair.XRAIParameters(steps=8), batch_size=8)
+    assert len(np.unique(want)) > 3  # several regions, ranked
+    np.testing.assert_allclose(ours, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+  # given attributions and segments, and a partial area: PAIR's ranking of the same inputs
+  attr = np.random.default_rng(2).normal(size=(1, 48, 48, 3))
+  segs = attribution.xrai_segments(x[0])
+  want = pair.XRAI().GetMask(x[0], None, base_attribution=attr[0], segments=list(segs),
+                             extra_parameters=pair.XRAIParameters(area_threshold=0.4))
+  got = attribution.xrai(model, jnp.asarray(x[:1]), labels[:1], attributions=attr, segments=[segs],
+                         area_threshold=0.4)
+  np.testing.assert_allclose(np.asarray(got)[0], want, rtol=1e-9)
+  with pytest.raises(ValueError, match='segments must be'):
+    attribution.xrai(model, jnp.asarray(x[:1]), labels[:1], attributions=attr, segments=[segs[:, :10]])
