@@ -564,7 +564,10 @@ def default_layer(model) -> str:
   """The layer Grad-CAM and CAM use: the last convolutional layer's output before the net pools it away.
 
   SmallConvNet its last ReLU, CifarResNet its last block, VGG16 'features.29', PaperConvNet 'relu5',
-  MobileNet 'conv_pw_13_relu'.
+  MobileNet 'conv_pw_13_relu'. A transformer (a ViT: its encoder blocks are 'module' steps before the
+  class token): the output of the block before the last, as pytorch-grad-cam's ViT example takes the last
+  block's input; past the last block only the class token reaches the head, so the patch tokens' gradient
+  there is 0.
 
   Args:
     model: a model with a layer graph (`model.steps()`).
@@ -573,10 +576,15 @@ def default_layer(model) -> str:
     The layer's name.
 
   Raises:
-    ValueError: the model has no rectified convolutional layer before its pooling.
+    ValueError: the model has no rectified convolutional layer before its pooling, nor two encoder blocks.
   """
   model_steps = graph.steps_of(model)
   kinds = [s.kind for s in model_steps]
+  if 'token' in kinds:
+    blocks = [s.name for s in model_steps[:kinds.index('token')] if s.kind == 'module']
+    if len(blocks) < 3:  # the token embedding and at least two blocks
+      raise ValueError(f'{type(model).__name__} has fewer than two encoder blocks; name the layer')
+    return blocks[-2]
   end = min((i for i, k in enumerate(kinds) if k in ('mean', 'flatten', 'adaptive_avg_pool')), default=None)
   found = [s.name for s in model_steps[:end] if s.kind in ('relu', 'clip', 'block')]
   if end is None or not found:
@@ -611,6 +619,51 @@ def split(model, layer: str):
 
 def _upsample(maps, hw):
   return jax.image.resize(maps, (maps.shape[0], *hw), 'bilinear')
+
+
+def token_grid(model, shape) -> tuple[int, int, int] | None:
+  """How a layer's tokens [B, T, D] lie on the image: (prefix tokens, h, w), or None for a spatial layer.
+
+  The model's own `token_grid` (a ViT of `saliency_jax.models`), else from T alone: a square number of
+  tokens is a grid, one more than a square a class token and a grid (a standard ViT), anything else an
+  error asking for a spatial layer.
+
+  Args:
+    model: the model (or None for a user's split).
+    shape: the layer's output shape.
+
+  Returns:
+    (prefix, h, w), or None for [B, h, w, C].
+
+  Raises:
+    ValueError: an output of another rank, or tokens whose grid cannot be told.
+  """
+  if len(shape) == 4:
+    return None
+  if len(shape) != 3:
+    raise ValueError(f'a layer map needs a spatial layer [B, h, w, C] or tokens [B, T, D]; got shape '
+                     f'{shape}')
+  declared = getattr(model, 'token_grid', None)
+  if declared is not None and declared[0] + declared[1] * declared[2] == shape[1]:
+    return tuple(declared)
+  for prefix in (0, 1):
+    side = int(round(np.sqrt(shape[1] - prefix)))
+    if side > 0 and side * side == shape[1] - prefix:
+      return prefix, side, side
+  raise ValueError(f'a layer of {shape[1]} tokens lies on no square grid (with or without a class token): '
+                   'give the model a token_grid (prefix, h, w) or choose a spatial layer')
+
+
+def _spatial(a, grid):
+  """Tokens [B, T, D] as a map [B, h, w, D] (`token_grid`); a spatial layer as it is."""
+  return a if grid is None else a[:, grid[0]:].reshape(a.shape[0], grid[1], grid[2], a.shape[-1])
+
+
+def _tokens(raw, a, grid):
+  """`_spatial`'s inverse: the map a [B, h, w, D] back into raw's tokens (its prefix tokens kept)."""
+  if grid is None:
+    return a
+  return jnp.concatenate([raw[:, :grid[0]], a.reshape(raw.shape[0], -1, a.shape[-1])], axis=1)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -743,12 +796,11 @@ def check_split(model, p: Parts, x, method: str = 'Grad-CAM') -> None:
 
 
 def _grad_cam_maps(p: Parts, images, labels, upsample):
-  a = p.features(images)
-  if a.ndim != 4:
-    raise ValueError(f'Grad-CAM needs a spatial layer [B, h, w, C]; {p.layer or "features"!r} gives shape '
-                     f'{a.shape}')
-  scores, vjp = jax.vjp(p.head, a)
+  raw = p.features(images)
+  grid = token_grid(p.model, raw.shape)  # a ViT block's tokens read as a map
+  scores, vjp = jax.vjp(p.head, raw)
   (g,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
+  a, g = _spatial(raw, grid), _spatial(g, grid)
   alpha = g.mean(axis=(1, 2))  # [B, C']: the channel weights
   cam = jax.nn.relu(jnp.einsum('bhwc,bc->bhw', a, alpha))
   cam = saliency.mark_bad(cam, saliency.finite_rows(a, scores, g))
@@ -1156,12 +1208,6 @@ CAM_FAMILY = (*GRADIENT_CAMS, 'eigen_cam', *CHANNEL_CAMS)
 ABLATION_VALUE = 1e7  # pytorch-grad-cam's: an ablated channel of a layer with negative values is min - this
 
 
-def _layer_activations(p: Parts, images, method):
-  a = p.features(images)
-  if a.ndim != 4:
-    raise ValueError(f'{method} needs a spatial layer [B, h, w, C]; {p.layer or "features"!r} gives shape '
-                     f'{a.shape}')
-  return a
 
 
 def _gradient_cam(a, g, method):
@@ -1230,11 +1276,14 @@ def _channel_scores(score, n: int, chunk: int):
 
 
 def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, channel_chunk):
-  a = _layer_activations(p, images, method)
+  raw = p.features(images)
+  grid = token_grid(p.model, raw.shape)  # a ViT block's tokens read as a map
+  a = _spatial(raw, grid)
   ok = saliency.finite_rows(a)
   if method in GRADIENT_CAMS:
-    scores, vjp = jax.vjp(p.head, a)
+    scores, vjp = jax.vjp(p.head, raw)
     (g,) = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))
+    g = _spatial(g, grid)
     cam = _gradient_cam(a, g, method)
     ok = ok & saliency.finite_rows(scores, g)
   elif method == 'eigen_cam':
@@ -1250,16 +1299,17 @@ def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, chann
       return jax.nn.softmax(_channel_scores(score, a.shape[-1], channel_chunk))
     cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(images, masks, labels))
   else:  # ablation_cam: the score's relative drop when each channel is ablated
-    original = jnp.take_along_axis(p.head(a), labels[:, None], axis=1)[:, 0]
+    original = jnp.take_along_axis(p.head(raw), labels[:, None], axis=1)[:, 0]
 
-    def weights(x, y, s):
+    def weights(r, x, y, s):  # r: the raw layer output, x: its map
       value = jnp.where(x.min() == 0, 0.0, x.min() - ABLATION_VALUE)
 
       def score(channels):
         off = jax.nn.one_hot(channels, x.shape[-1], dtype=bool)[:, None, None, :]
-        return p.head(jnp.where(off, value, x[None]))[:, y]
+        ablated = jnp.where(off, value, x[None])
+        return p.head(_tokens(jnp.broadcast_to(r, (len(channels), *r.shape)), ablated, grid))[:, y]
       return (s - _channel_scores(score, x.shape[-1], channel_chunk)) / s
-    cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(a, labels, original))
+    cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(raw, a, labels, original))
   cam = saliency.mark_bad(jax.nn.relu(cam), ok)
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 

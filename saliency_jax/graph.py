@@ -25,6 +25,10 @@ Step kinds (`KINDS`):
   block           a residual block: `inner` steps on the branch, the last of them (the block's
                   ReLU) applied to branch + shortcut; options 'stride' and 'pad_channels' give the
                   option-A shortcut (subsampling and zero channels), `module` the block's weights.
+  module          any NNX module applied as it is, `module(x)` (a Vision Transformer's token embedding
+                  and encoder blocks: no rectification in it, no DeconvNet transpose)
+  token           [B, T, D] -> [B, D]: the token options['index'] (a ViT's class token)
+  layer_norm      an `nnx.LayerNorm`
 """
 
 from collections.abc import Callable, Sequence
@@ -37,8 +41,9 @@ from flax import nnx
 from saliency_jax import layers
 
 KINDS = ('conv', 'depthwise_conv', 'dense', 'batch_norm', 'relu', 'clip', 'max_pool', 'adaptive_avg_pool',
-         'mean', 'flatten', 'reshape', 'pad', 'dropout', 'identity', 'block')
-WEIGHTED = ('conv', 'depthwise_conv', 'dense', 'block')  # the layers the randomisation check replaces
+         'mean', 'flatten', 'reshape', 'pad', 'dropout', 'identity', 'block', 'module', 'token', 'layer_norm')
+# the layers the randomisation check replaces
+WEIGHTED = ('conv', 'depthwise_conv', 'dense', 'block', 'module')
 
 
 class Step(NamedTuple):
@@ -156,8 +161,10 @@ def apply(step: Step, x: jax.Array, relu: Callable, record: dict | None = None) 
   if kind == 'depthwise_conv':
     y = layers.depthwise_conv(x, module.kernel[...], module.strides, module.padding, module.kernel_dilation)
     return y if module.bias is None else y + module.bias[...]
-  if kind in ('dense', 'batch_norm', 'dropout'):
+  if kind in ('dense', 'batch_norm', 'dropout', 'module', 'layer_norm'):
     return module(x)
+  if kind == 'token':
+    return x[:, o['index']]
   if kind == 'relu':
     return relu(x)
   if kind == 'clip':

@@ -401,6 +401,139 @@ class CifarResNet(nnx.Module):
     return CifarResNet(self.depth, self.num_classes, in_channels=self.in_channels, rngs=nnx.Rngs(seed))
 
 
+# ----------------------------------------------------------------------------- Vision Transformer
+
+
+class Tokens(nnx.Module):
+  """A ViT's token embedding: patches by a strided convolution, a class token first, position embeddings.
+
+  Args:
+    in_channels: C of the images.
+    dim: the tokens' width D.
+    patch_size: the patches' side in pixels.
+    num_patches: h x w, the patch grid's size.
+    rngs: the NNX random streams.
+  """
+
+  def __init__(self, in_channels: int, dim: int, patch_size: int, num_patches: int, *, rngs: nnx.Rngs):
+    self.patches = nnx.Conv(in_channels, dim, (patch_size, patch_size), strides=patch_size, padding='VALID',
+                            rngs=rngs)
+    self.cls = nnx.Param(jnp.zeros((1, 1, dim)))
+    self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, num_patches + 1, dim)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """The tokens of images.
+
+    Args:
+      x: [B, H, W, C].
+
+    Returns:
+      [B, 1 + h w, D]: the class token, then the patches row by row.
+    """
+    p = self.patches(x)
+    p = p.reshape(p.shape[0], -1, p.shape[-1])
+    cls = jnp.broadcast_to(self.cls[...], (p.shape[0], 1, p.shape[-1]))
+    return jnp.concatenate([cls, p], axis=1) + self.position[...]
+
+
+class EncoderBlock(nnx.Module):
+  """A pre-norm transformer encoder block: x + attention(LN(x)), then + MLP(LN(x)) with GELU.
+
+  Args:
+    dim: the tokens' width D.
+    heads: attention heads.
+    mlp_dim: the MLP's hidden width.
+    rngs: the NNX random streams.
+  """
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
+    self.norm1, self.norm2 = nnx.LayerNorm(dim, rngs=rngs), nnx.LayerNorm(dim, rngs=rngs)
+    self.attention = nnx.MultiHeadAttention(heads, dim, decode=False, rngs=rngs)
+    self.mlp1, self.mlp2 = nnx.Linear(dim, mlp_dim, rngs=rngs), nnx.Linear(mlp_dim, dim, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """The block's output.
+
+    Args:
+      x: [B, T, D] tokens.
+
+    Returns:
+      [B, T, D].
+    """
+    x = x + self.attention(self.norm1(x))
+    return x + self.mlp2(jax.nn.gelu(self.mlp1(self.norm2(x))))
+
+
+class ViT(nnx.Module):
+  """A Vision Transformer (Dosovitskiy et al. 2021): patch tokens and a class token, encoder blocks, a head.
+
+  Its layers (`steps`): 'tokens', 'block1' ... 'block<depth>' (each [B, 1 + h w, D]), 'norm', 'cls' (the
+  class token) and 'head'. The layer methods (Grad-CAM and the CAM family) read a block's tokens as a
+  [B, h, w, D] map: `token_grid` tells them to drop the class token and lay the patches on their grid,
+  so no reshape function is needed. It has no rectification (GELU): a ReLU rule on it is refused.
+
+  Args:
+    num_classes: K.
+    image_size: the images' side H = W.
+    patch_size: the patches' side.
+    dim: the tokens' width.
+    depth: encoder blocks.
+    heads: attention heads.
+    mlp_dim: the MLPs' hidden width.
+    in_channels: C of the images.
+    rngs: the NNX random streams.
+  """
+
+  def __init__(self, num_classes: int, *, image_size: int = 32, patch_size: int = 4, dim: int = 64,
+               depth: int = 4, heads: int = 4, mlp_dim: int = 128, in_channels: int = 3, rngs: nnx.Rngs):
+    if image_size % patch_size:
+      raise ValueError(f'image_size {image_size} is not a multiple of patch_size {patch_size}')
+    self.num_classes, self.in_channels = num_classes, in_channels
+    self.input_size = (image_size, image_size)
+    self.config = dict(image_size=image_size, patch_size=patch_size, dim=dim, depth=depth, heads=heads,
+                       mlp_dim=mlp_dim, in_channels=in_channels)
+    side = image_size // patch_size
+    self.token_grid = (1, side, side)  # (prefix tokens, h, w)
+    self.tokens = Tokens(in_channels, dim, patch_size, side * side, rngs=rngs)
+    self.blocks = nnx.List([EncoderBlock(dim, heads, mlp_dim, rngs=rngs) for _ in range(depth)])
+    self.norm = nnx.LayerNorm(dim, rngs=rngs)
+    self.head = nnx.Linear(dim, num_classes, rngs=rngs)
+
+  def steps(self) -> list[Step]:
+    """The layers `__call__` runs, in forward order (`saliency_jax.graph`).
+
+    Returns:
+      The list of `graph.Step`s; the last gives the scores.
+    """
+    return ([Step('tokens', 'module', self.tokens)]
+            + [Step(f'block{i + 1}', 'module', b) for i, b in enumerate(self.blocks)]
+            + [Step('norm', 'layer_norm', self.norm), Step('cls', 'token', options={'index': 0}),
+               Step('head', 'dense', self.head)])
+
+  def __call__(self, x: jax.Array, *, relu: Relu = jax.nn.relu) -> jax.Array:
+    """The class scores of images (no rectification: `relu` is never called).
+
+    Args:
+      x: float [B, H, W, C], preprocessed as the model expects.
+      relu: accepted for the common signature; a ViT has no ReLU.
+
+    Returns:
+      Unnormalised scores [B, K].
+    """
+    return graph.run(self.steps(), x, relu=relu)
+
+  def fresh(self, seed: int) -> 'ViT':
+    """The same architecture, initialised from `seed`, in inference mode.
+
+    Args:
+      seed: the initialisation's seed.
+
+    Returns:
+      The fresh model.
+    """
+    return ViT(self.num_classes, **self.config, rngs=nnx.Rngs(seed))
+
+
 # ----------------------------------------------------------------------------- Keras layer chains
 
 
