@@ -55,6 +55,8 @@ RESULTS = {
                           'sweep.json', ''),
     'compare_attributions': ('compare_attributions', 'compare_attributions.py', 'quickstart',
                              'comparison.json', ''),
+    'benchmark_methods': ('benchmark_methods', 'benchmark_methods.py', 'benchmark', 'benchmark_methods.json',
+                          ''),
 }
 # figures kept in results/figures: (the file a command writes in runs/, the figure's name in results/figures)
 FIGURES = {'compare_attributions': ('comparison.png', 'attributions_synthetic.png')}
@@ -389,6 +391,17 @@ def clips_table(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def anchor_speed(r: dict) -> str:
+  """benchmark_methods.json: seconds per call of each method and of its anchor, medians, and the ratio."""
+  lines = ['| method | package (s) | anchor (s) | anchor / package |', '| --- | --- | --- | --- |']
+  for name, m in r['methods'].items():
+    s = m['median_seconds']
+    lines.append(f"| {name} | {s['jax']:.4f} | {s['anchor']:.4f} | {m['speedup']:.2f}x |")
+  return '\n'.join(lines) + (f"\n\nMedians of {r['repeats']} alternating rounds after one untimed call "
+                             f"each; {r['num_images']} images at {r['image_size']} px; PyTorch on "
+                             f"{r['torch_threads']} threads.")
+
+
 def method_costs(r: dict) -> str:
   """comparison.json: milliseconds per image of each method's maps (median of the timing runs)."""
   lines = ['| method | ms per image |', '| --- | --- |']
@@ -477,6 +490,7 @@ RENDER = {
     'memory': memory,
     'study_selection': study_selection,
     'method_costs': method_costs,
+    'anchor_speed': anchor_speed,
 }
 
 

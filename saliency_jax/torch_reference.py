@@ -346,3 +346,97 @@ class TorchKerasChain(nn.Module):
       elif kind != 'Dropout':
         raise ValueError(f'unsupported layer {kind}')
     return x
+
+
+# ----------------------------------------------------------------------------- CAM family and RISE twins
+
+
+def cam_family_maps(features, head, x, labels, method: str):
+  """A CAM of pytorch-grad-cam 1.5's family by its formulas, on PyTorch callables, before upsampling.
+
+  Written from pytorch-grad-cam's definitions (`grad_cam_plusplus.py`, `xgrad_cam.py`, `layer_cam.py`,
+  `hirescam.py`, `eigen_cam.py` with `svd_on_activations.py`, `score_cam.py`, `ablation_cam.py`; Grad-CAM
+  and CAM's weights too), NCHW, independently of `attribution.cam_family`. Eigen-CAM's sign follows the
+  package's convention (positive correlation with the channel-mean map); Ablation-CAM sets a channel to 0
+  (a ReLU layer) or to the image's minimum less 1e7.
+
+  Args:
+    features: x [B, C, H, W] -> the layer's activations [B, K, h, w].
+    head: activations -> scores [B, classes].
+    x: a float tensor [B, C, H, W].
+    labels: int [B].
+    method: 'grad_cam', a name of `attribution.CAM_FAMILY`, or 'score_cam' / 'ablation_cam'.
+
+  Returns:
+    NumPy [B, h, w], after the ReLU.
+  """
+  import numpy as np
+  labels = np.asarray(labels)
+  a = features(x).detach().requires_grad_(True)
+  scores = head(a)
+  (g,) = torch.autograd.grad(scores[torch.arange(len(labels)), torch.as_tensor(labels)].sum(), a)
+  acts, grads = a.detach().numpy(), g.numpy()
+
+  def weighted(w):
+    return np.maximum((w[:, :, None, None] * acts).sum(axis=1), 0)
+
+  summed = acts.sum(axis=(2, 3))
+  if method == 'grad_cam':
+    return weighted(grads.mean(axis=(2, 3)))
+  if method == 'grad_cam_plus_plus':
+    g2, g3 = grads ** 2, grads ** 3
+    aij = np.where(grads != 0, g2 / (2 * g2 + summed[:, :, None, None] * g3 + 1e-6), 0)
+    return weighted((np.maximum(grads, 0) * aij).sum(axis=(2, 3)))
+  if method == 'xgrad_cam':
+    return weighted((grads * acts / (summed[:, :, None, None] + 1e-7)).sum(axis=(2, 3)))
+  if method == 'layer_cam':
+    return np.maximum((np.maximum(grads, 0) * acts).sum(axis=1), 0)
+  if method == 'hires_cam':
+    return np.maximum((grads * acts).sum(axis=1), 0)
+  if method == 'eigen_cam':
+    projections = []
+    for act in acts:
+      rows = act.reshape(act.shape[0], -1).T
+      rows = rows - rows.mean(axis=0)
+      _, _, vt = np.linalg.svd(rows, full_matrices=True)
+      projection = rows @ vt[0]
+      if np.sum(projection * act.mean(axis=0).reshape(-1)) < 0:
+        projection = -projection
+      projections.append(projection.reshape(act.shape[1:]))
+    return np.maximum(np.stack(projections), 0)
+  with torch.no_grad():
+    if method == 'score_cam':
+      up = F.interpolate(torch.from_numpy(acts), size=tuple(x.shape[2:]), mode='bilinear', align_corners=True)
+      flat = up.reshape(*up.shape[:2], -1)
+      low, high = flat.min(-1)[0][:, :, None, None], flat.max(-1)[0][:, :, None, None]
+      up = (up - low) / (high - low + 1e-8)
+      model = lambda z: head(features(z))  # noqa: E731
+      score = np.stack([model(x[i:i + 1] * up[i][:, None])[:, labels[i]].numpy() for i in range(len(labels))])
+      return weighted(torch.softmax(torch.from_numpy(score), dim=-1).numpy())
+    if method == 'ablation_cam':
+      original = head(torch.from_numpy(acts))[torch.arange(len(labels)), torch.as_tensor(labels)].numpy()
+      drops = []
+      for i in range(len(labels)):
+        value = 0.0 if acts[i].min() == 0 else float(acts[i].min()) - 1e7
+        batch = torch.from_numpy(acts[i]).repeat(acts.shape[1], 1, 1, 1)
+        batch[torch.arange(acts.shape[1]), torch.arange(acts.shape[1])] = value
+        drops.append((original[i] - head(batch)[:, labels[i]].numpy()) / original[i])
+      return weighted(np.stack(drops))
+  raise ValueError(f'unknown CAM {method!r}')
+
+
+def rise_maps(model, x, labels, masks):
+  """RISE as TorchRay sums it (`torchray.attribution.rise`), with given masks.
+
+  Args:
+    model: a PyTorch model, x [B, C, H, W] -> scores.
+    x: a float tensor [B, C, H, W].
+    labels: int [B].
+    masks: a float tensor [N, H, W].
+
+  Returns:
+    NumPy [B, H, W]: the mean over masks of sigmoid(the label's score of x x mask) x mask.
+  """
+  with torch.no_grad():
+    return torch.stack([(torch.sigmoid(model(x[i:i + 1] * masks[:, None]))[:, int(labels[i]), None, None]
+                         * masks).sum(0) / len(masks) for i in range(len(x))]).numpy()

@@ -56,53 +56,16 @@ def _twin_split(twin):
 
 
 def _reference_cams(twin, x, labels) -> dict:
-  """Every CAM of the family on the twin, pytorch-grad-cam's formulas, not upsampled: {method: [B, h, w]}."""
+  """Every CAM of the family on the twin, pytorch-grad-cam's formulas (`torch_reference.cam_family_maps`,
+  written in PyTorch and NumPy apart from the package's JAX), not upsampled: {method: [B, h, w]}."""
   import torch
-  import torch.nn.functional as F
+
+  from saliency_jax import torch_reference
   features, head = _twin_split(twin)
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-  a = features(xt).detach().requires_grad_(True)
-  scores = head(a)
-  (g,) = torch.autograd.grad(scores[torch.arange(len(labels)), torch.as_tensor(labels)].sum(), a)
-  acts, grads = a.detach().numpy(), g.numpy()  # [B, C, h, w]
-
-  def weighted(w):
-    return np.maximum((w[:, :, None, None] * acts).sum(axis=1), 0)
-
-  out = {}
-  g2, g3 = grads ** 2, grads ** 3
-  summed = acts.sum(axis=(2, 3))
-  aij = g2 / (2 * g2 + summed[:, :, None, None] * g3 + 1e-6)
-  aij = np.where(grads != 0, aij, 0)
-  out['grad_cam_plus_plus'] = weighted((np.maximum(grads, 0) * aij).sum(axis=(2, 3)))
-  out['xgrad_cam'] = weighted((grads * acts / (summed[:, :, None, None] + 1e-7)).sum(axis=(2, 3)))
-  out['layer_cam'] = np.maximum((np.maximum(grads, 0) * acts).sum(axis=1), 0)
-  out['hires_cam'] = np.maximum((grads * acts).sum(axis=1), 0)
-  projections = []
-  for act in acts:  # get_2d_projection, with the package's sign convention
-    rows = act.reshape(act.shape[0], -1).T
-    rows = rows - rows.mean(axis=0)
-    _, _, vt = np.linalg.svd(rows, full_matrices=True)
-    projection = rows @ vt[0]
-    if np.sum(projection * act.mean(axis=0).reshape(-1)) < 0:
-      projection = -projection
-    projections.append(projection.reshape(act.shape[1:]))
-  out['eigen_cam'] = np.maximum(np.stack(projections), 0)
-  with torch.no_grad():  # Score-CAM: UpsamplingBilinear2d (corners aligned), min-max, masked inputs
-    up = F.interpolate(torch.from_numpy(acts), size=x.shape[1:3], mode='bilinear', align_corners=True)
-    flat = up.reshape(*up.shape[:2], -1)
-    low, high = flat.min(-1)[0][:, :, None, None], flat.max(-1)[0][:, :, None, None]
-    up = (up - low) / (high - low + 1e-8)
-    score = np.stack([twin(xt[i:i + 1] * up[i][:, None])[:, labels[i]].numpy() for i in range(len(x))])
-    out['score_cam'] = weighted(torch.softmax(torch.from_numpy(score), dim=-1).numpy())
-    original = head(torch.from_numpy(acts))[torch.arange(len(labels)), torch.as_tensor(labels)].numpy()
-    ablated = []
-    for i in range(len(x)):  # a ReLU layer: its minimum is 0, so an ablated channel is set to 0
-      assert acts[i].min() == 0
-      batch = torch.from_numpy(acts[i]).repeat(acts.shape[1], 1, 1, 1)
-      batch[torch.arange(acts.shape[1]), torch.arange(acts.shape[1])] = 0
-      ablated.append(head(batch)[:, labels[i]].numpy())
-    out['ablation_cam'] = weighted((original[:, None] - np.stack(ablated)) / original[:, None])
+  out = {m: torch_reference.cam_family_maps(features, head, xt, labels, m) for m in attribution.CAM_FAMILY}
+  for i in range(len(x)):  # the layer is a ReLU's output: Ablation-CAM's ablated channels are set to 0
+    assert features(xt[i:i + 1]).min() == 0
   return out
 
 
@@ -173,11 +136,9 @@ def test_rise_equals_torchray_with_the_same_grids_shifts_and_masks(x64):
   x = rng.normal(size=(2, 24, 24, 3))
   labels = np.array([2, 4])
   masks = rng.uniform(size=(37, 24, 24))
-  with torch.no_grad():
-    xt, mt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(masks)
-    reference = np.stack([
-        (torch.sigmoid(twin(xt[i:i + 1] * mt[:, None]))[:, labels[i], None, None] * mt).sum(0).numpy()
-        / len(masks) for i in range(len(x))])
+  from saliency_jax import torch_reference
+  reference = torch_reference.rise_maps(twin, torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), labels,
+                                        torch.from_numpy(masks))
   got = np.asarray(attribution.rise(model, jnp.asarray(x), labels, masks=masks, mask_chunk=8))
   np.testing.assert_allclose(got, reference, rtol=RTOL)
   with pytest.raises(ValueError, match='masks must be'):

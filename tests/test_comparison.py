@@ -113,3 +113,21 @@ def test_class_boxes_keeps_the_true_class_only():
   kept = scores.class_boxes([np.array([0, 1]), np.array([2])], boxes, [1, 2])
   np.testing.assert_array_equal(kept[0], [[2, 2, 8, 8]])
   np.testing.assert_array_equal(kept[1], [[1, 1, 3, 3]])
+
+
+def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
+  """The anchor benchmark on a few methods, tiny: every row holds both sides' seconds and their ratio."""
+  pytest.importorskip('captum', reason='the torch extra (Captum)')
+  pytest.importorskip('saliency.core', reason="the test extra (PAIR's saliency)")
+  from saliency_jax.jobs import benchmark_methods
+  config = load_config('benchmark_methods')
+  config.num_images, config.image_size, config.repeats = 2, 16, 1
+  config.stages = ((8,), (16,))
+  config.methods = {'gradient': {}, 'layer_cam': {}, 'rise': {'num_masks': 16},
+                    'blur_ig': {'steps': 2, 'max_sigma': 2.0}}
+  out = benchmark_methods.run(config, tmp_path, log=lambda *a: None)
+  assert set(out['methods']) == {'gradient', 'layer_cam', 'rise', 'blur_ig'}
+  for row in out['methods'].values():
+    assert len(row['seconds']['jax']) == len(row['seconds']['anchor']) == 1
+    assert row['speedup'] == pytest.approx(row['median_seconds']['anchor'] / row['median_seconds']['jax'])
+  assert (tmp_path / 'benchmark_methods.json').is_file()

@@ -1,0 +1,35 @@
+"""Every attribution method against its anchor (Captum, pytorch-grad-cam's formulas, TorchRay, PAIR
+saliency) on the same weights and images.
+
+  python experiments/benchmark_methods.py --config configs/benchmark_methods.py --workdir runs/benchmark
+
+A SmallConvNet (4 stages, random weights: the cost does not depend on them) and its PyTorch twin with the
+same weights, `num_images` random images at `image_size` px; each method with the settings below on
+both sides; one untimed call each, then `repeats` rounds alternating the package and the anchor;
+medians and the speed-up (anchor / package) to benchmark_methods.json. Needs the torch and test extras
+(Captum, PAIR's saliency). Minutes on 2 CPU cores.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_classes = 10
+  config.stages = ((16,), (32,), (64,), (128,))
+  config.num_images = 8
+  config.image_size = 64
+  config.repeats = 3
+  config.threads = 2  # PyTorch's intra-op threads (the machine's cores)
+  config.methods = {
+      'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25},
+      'integrated_gradients': {'steps': 32},
+      'guided_backprop': {}, 'deconvnet': {}, 'grad_cam': {}, 'cam': {},
+      'occlusion': {'patch': 8, 'stride': 4},
+      'grad_cam_plus_plus': {}, 'xgrad_cam': {}, 'layer_cam': {}, 'hires_cam': {}, 'eigen_cam': {},
+      'score_cam': {}, 'ablation_cam': {},
+      'rise': {'num_masks': 1000},
+      'blur_ig': {'steps': 100, 'max_sigma': 50.0}, 'guided_ig': {'steps': 200}, 'xrai': {'steps': 100},
+  }
+  return config
