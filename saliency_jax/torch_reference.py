@@ -369,6 +369,9 @@ def cam_family_maps(features, head, x, labels, method: str):
 
   Returns:
     NumPy [B, h, w], after the ReLU.
+
+  Raises:
+    ValueError: an unknown method.
   """
   import numpy as np
   labels = np.asarray(labels)
