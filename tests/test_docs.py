@@ -309,7 +309,8 @@ def test_localisation_table_known_answer():
 
 
 # Names that hold digits and are not numbers: paper sections, versions, a model's name, an address.
-NOT_NUMBERS = re.compile(r'Sect\. \d(?:\.\d)?|Python 3\.\d+|v1 0\.75|127\.0\.0\.1|License 2\.0')
+NOT_NUMBERS = re.compile(r'Sect\. \d(?:\.\d)?|Python 3\.\d+|v1 0\.75|127\.0\.0\.1|License 2\.0|'
+                         r'version 1\.5')
 # A measured-looking number: a decimal, a percentage, a ratio (2.3x), a duration or a size (a range too).
 PROSE_NUMBER = re.compile(r'\d+(?:\.\d+)?\s?%|\d+(?:\.\d+)?x\b|\d+\.\d+|'
                           r'\b\d+(?:\s?-\s?\d+)?\s?(?:s|ms|seconds|minutes|hours|GiB|MiB|GB|MB)\b')
@@ -323,7 +324,8 @@ def _settings() -> dict:
   s, standard = localise.Settings(), defaults.localise_methods()
   quickstart, ilsvrc = load_config('quickstart'), load_config('ilsvrc_mobilenet_sample')
   default = {f.__name__: {k: p.default for k, p in inspect.signature(f).parameters.items()}
-             for f in (attribution.smoothgrad, class_models.visualise)}
+             for f in (attribution.smoothgrad, class_models.visualise, attribution.blur_ig, attribution.guided_ig,
+                       attribution.xrai, attribution.rise)}
   return {
       "above the map's 95% quantile": (0.95, s.fg_quantile),
       'below its 30% quantile': (0.30, s.bg_quantile),
@@ -341,6 +343,12 @@ def _settings() -> dict:
       'a foreground quantile of 90%': (0.9, ilsvrc.localise[ilsvrc.selected_method].fg_quantile),
       "(the paper's 95%)": (0.95, s.fg_quantile),
       'Gaussian noise of std (0.15)': (0.15, default['smoothgrad']['noise']),  # `noise` (0.15)
+      # the attribution page's settings, written `name` (value) there, checked against the defaults
+      'finite-difference step (0.01)': (0.01, default['blur_ig']['grad_step']),
+      'the (0.25) of the features': (0.25, default['guided_ig']['fraction']),
+      'kept within (0.02) of the straight line': (0.02, default['guided_ig']['max_dist']),
+      'until (1.0) of the image is covered': (1.0, default['xrai']['area_threshold']),
+      'probability (0.5)': (0.5, default['rise']['p']),
   }
 
 
