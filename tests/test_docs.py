@@ -324,8 +324,8 @@ def _settings() -> dict:
   s, standard = localise.Settings(), defaults.localise_methods()
   quickstart, ilsvrc = load_config('quickstart'), load_config('ilsvrc_mobilenet_sample')
   default = {f.__name__: {k: p.default for k, p in inspect.signature(f).parameters.items()}
-             for f in (attribution.smoothgrad, class_models.visualise, attribution.blur_ig, attribution.guided_ig,
-                       attribution.xrai, attribution.rise)}
+             for f in (attribution.smoothgrad, class_models.visualise, attribution.blur_ig,
+                       attribution.guided_ig, attribution.xrai, attribution.rise)}
   return {
       "above the map's 95% quantile": (0.95, s.fg_quantile),
       'below its 30% quantile': (0.30, s.bg_quantile),
