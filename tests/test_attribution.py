@@ -157,11 +157,14 @@ def test_grad_cam_generalises_cam_on_a_resnet_and_layers_match_nnx_capture():
 
 def test_one_api_and_maps(net, batch):
   x, labels = batch
+  cheap = {'rise': {'num_masks': 64}, 'blur_ig': {'steps': 8}, 'guided_ig': {'steps': 8},
+           'xrai': {'steps': 8}}
   for method in attribution.METHODS:
-    a = np.asarray(attribution.attribute(method, net, x, labels, chunk_size=3))
+    settings = cheap.get(method, {})
+    a = np.asarray(attribution.attribute(method, net, x, labels, chunk_size=3, **settings))
     assert a.shape == ((5, 16, 16, 3) if method in attribution.INPUT_SPACE else (5, 16, 16)), method
     # the registry's function, the whole batch in one chunk: the chunks of 3 change nothing
-    whole = np.asarray(attribution.registered(method).function(net, x, labels, chunk_size=len(x)))
+    whole = np.asarray(attribution.registered(method).function(net, x, labels, chunk_size=len(x), **settings))
     # Eigen-CAM: XLA's SVD of a batch of 3 and of 5 differ at float32 round-off
     np.testing.assert_allclose(a, whole, rtol=1e-4 if method == 'eigen_cam' else 1e-5,
                                atol=1e-5 if method == 'eigen_cam' else 1e-7,
