@@ -470,9 +470,6 @@ def finite_rows(*arrays) -> jax.Array:
   return functools.reduce(jnp.logical_and, rows)
 
 
-_finite_rows = jax.jit(finite_rows)
-
-
 def mark_bad(out: jax.Array, ok: jax.Array) -> jax.Array:
   """`out` with NaN in the rows of the images whose scores or gradients were not finite.
 
@@ -504,7 +501,7 @@ def check_finite(out, method: str):
   """
   arrays = [a for a in (out if isinstance(out, tuple | list) else (out,))
             if jnp.issubdtype(a.dtype, jnp.floating)]
-  bad = np.flatnonzero(~np.asarray(_finite_rows(*arrays)))  # one compiled reduction, not eager ops
+  bad = np.flatnonzero(~np.asarray(finite_rows(*arrays)))
   if len(bad):
     shown = ', '.join(map(str, bad[:8])) + (', ...' if len(bad) > 8 else '')
     raise ValueError(f'{method}: the model\'s scores or their gradients are NaN or infinite for {len(bad)} '
