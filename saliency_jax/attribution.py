@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import deconvnet, graph, parallel, rules, saliency
+from saliency_jax import deconvnet, graph, parallel, propagation, rules, saliency
 
 IG_RULES = ('midpoint', 'trapezoid', 'gauss_legendre')
 
@@ -319,6 +319,33 @@ def chunk_points(alphas, weights, step_chunk: int) -> tuple[np.ndarray, np.ndarr
   return (np.pad(alphas, (0, pad)).reshape(-1, step_chunk), np.pad(weights, (0, pad)).reshape(-1, step_chunk))
 
 
+def baselines_of(images, baseline) -> jax.Array:
+  """The baseline of each image, checked: x' for Integrated Gradients, DeepLift and their kin.
+
+  Args:
+    images: float [B, H, W, C].
+    baseline: None (the zero image, which in model space is the training mean), one image [H, W, C] or
+      one per image [B, H, W, C].
+
+  Returns:
+    [B, H, W, C], of the images' dtype.
+
+  Raises:
+    ValueError: a baseline of another shape, or holding NaN or infinite values.
+  """
+  if baseline is None:
+    return jnp.zeros_like(images)
+  baselines = jnp.asarray(baseline, images.dtype)
+  if not bool(jnp.all(jnp.isfinite(baselines))):  # the path from it would carry NaN into every attribution
+    raise ValueError(f'baseline holds {int(jnp.sum(~jnp.isfinite(baselines)))} NaN or infinite values')
+  if baselines.shape == images.shape[1:]:
+    baselines = jnp.broadcast_to(baselines, images.shape)
+  if baselines.shape != images.shape:
+    raise ValueError(f'baseline must be [H, W, C] {images.shape[1:]} or [B, H, W, C] {images.shape}, '
+                     f'got {baselines.shape}')
+  return baselines
+
+
 def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 32,
                          rule: str = 'gauss_legendre', chunk_size: int | None = None,
                          step_chunk: int | None = None) -> jax.Array:
@@ -350,17 +377,7 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
   """
   model, images, labels = _prepare(model, images, labels)
   alphas, weights = path_points(steps, rule)
-  if baseline is None:
-    baselines = jnp.zeros_like(images)
-  else:
-    baselines = jnp.asarray(baseline, images.dtype)
-    if not bool(jnp.all(jnp.isfinite(baselines))):  # the path from it would carry NaN into every attribution
-      raise ValueError(f'baseline holds {int(jnp.sum(~jnp.isfinite(baselines)))} NaN or infinite values')
-    if baselines.shape == images.shape[1:]:
-      baselines = jnp.broadcast_to(baselines, images.shape)
-    if baselines.shape != images.shape:
-      raise ValueError(f'baseline must be [H, W, C] {images.shape[1:]} or [B, H, W, C] {images.shape}, '
-                       f'got {baselines.shape}')
+  baselines = baselines_of(images, baseline)
   if step_chunk is None:  # every path point of a chunk of images in one batch
     fn = functools.partial(_integrated_gradients, model, alphas=jnp.asarray(alphas, images.dtype),
                            weights=jnp.asarray(weights, images.dtype))
@@ -549,12 +566,91 @@ def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fractio
   if not (saliency.is_int(steps) and steps >= 1 and 0 < fraction <= 1 and 0 <= max_dist <= 1):
     raise ValueError(f'guided_ig needs integer steps >= 1, 0 < fraction <= 1 and 0 <= max_dist <= 1, got '
                      f'{steps!r}, {fraction!r}, {max_dist!r}')
-  baselines = jnp.zeros_like(images) if baseline is None else jnp.broadcast_to(
-      jnp.asarray(baseline, images.dtype), images.shape)
+  baselines = baselines_of(images, baseline)
   fn = functools.partial(_guided_ig, model, steps=int(steps), fraction=float(fraction),
                          max_dist=float(max_dist))
   out = parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
   return saliency.check_finite(out, 'guided_ig')
+
+
+# ----------------------------------------------------------------------------- propagation rules
+
+
+@functools.partial(jax.jit, static_argnames=('composite',), compiler_options=saliency.COMPILER_OPTIONS)
+def _lrp(model, images, labels, *, composite):
+  scores, vjp = jax.vjp(propagation.with_lrp(model, composite), images)
+  signal = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
+  return saliency.mark_bad(images * signal, saliency.finite_rows(scores, signal))
+
+
+def lrp(model, images, labels, *, composite='epsilon', chunk_size: int | None = None) -> jax.Array:
+  """Layer-wise relevance propagation (Bach et al. 2015) by program transformation (`propagation`).
+
+  Every linear layer of the model's program takes the rule its composite gives it (Zennit 0.5's
+  epsilon, gamma and z+ rules); transformers take the LayerNorm and attention rules of Ali et al. 2022.
+  The class score is the relevance of the output (Captum's convention): with the epsilon rule and no
+  biases, the relevances sum to it.
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    composite: a name of `propagation.COMPOSITES` ('epsilon', 'epsilon_plus', 'epsilon_gamma', 'zplus',
+      'gamma'), a `propagation.Rule` for every layer, or a `propagation.Composite`.
+    chunk_size: images per compiled call (default: all at once).
+
+  Returns:
+    float32 [B, H, W, C]: the relevance of each input value.
+
+  Raises:
+    ValueError: an unknown composite, a model with no linear layer or with layers inside a loop; bad
+      images, labels or model; non-finite scores or relevances.
+  """
+  composite = propagation.composite_of(composite)
+  model, images, labels = _prepare(model, images, labels)
+  out = parallel.chunked(lambda x, y: _lrp(model, x, y, composite=composite), (images, labels), chunk_size)
+  return saliency.check_finite(out, 'lrp')
+
+
+@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
+def _deeplift(model, images, labels, baselines):
+  n = images.shape[0]
+  both = jnp.concatenate([images, baselines])
+  scores, vjp = jax.vjp(lambda z: model(z, relu=propagation.rescale_relu), both)
+  hot = jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype)
+  signal = vjp(jnp.concatenate([hot, jnp.zeros_like(hot)]))[0][:n]
+  return saliency.mark_bad((images - baselines) * signal, saliency.finite_rows(scores[:n], signal))
+
+
+def deeplift(model, images, labels, *, baseline=None, chunk_size: int | None = None) -> jax.Array:
+  """DeepLift with the rescale rule (Shrikumar et al. 2017), by program transformation.
+
+  Each image and its baseline run as one batch; every rectification of the model's program takes the
+  rescale rule (`propagation.rescale_relu`), the rest its gradient. The attributions are
+  (x - x') times the multipliers; on a ReLU network without max-pooling they sum to S_c(x) - S_c(x').
+  Equal to Captum's `DeepLift` on a network whose ReLUs are modules and whose max-pooling is
+  functional (tested).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]` with ReLUs.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    baseline: x': None (the zero image, which in model space is the training mean), one image
+      [H, W, C] or one per image [B, H, W, C].
+    chunk_size: images per compiled call (default: all at once; memory: twice that many images).
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: a bad baseline; a model with no rectification (the rescale rule has nothing to act on);
+      bad images, labels or model; non-finite scores or attributions.
+  """
+  model, images, labels = _prepare(model, images, labels)
+  baselines = baselines_of(images, baseline)
+  saliency.check_relu(model, images[:1], propagation.rescale_relu)
+  out = parallel.chunked(lambda x, y, z: _deeplift(model, x, y, z), (images, labels, baselines), chunk_size)
+  return saliency.check_finite(out, 'deeplift')
 
 
 # ----------------------------------------------------------------------------- region methods
@@ -1662,6 +1758,8 @@ REGISTRY = {
     'rise': Method(rise, 'region', takes_key=True),
     'blur_ig': Method(blur_ig, 'input'),
     'guided_ig': Method(guided_ig, 'input'),
+    'deeplift': Method(deeplift, 'input'),
+    'lrp': Method(lrp, 'input'),
     'xrai': Method(xrai, 'region'),
 }
 METHODS = tuple(REGISTRY)

@@ -191,9 +191,17 @@ class TorchVGG16(nn.Module):
 
 
 class TorchSmallConvNet(nn.Module):
-  """SmallConvNet's architecture (no BatchNorm, no hidden layers); keys as `weights.small_convnet_entries`."""
+  """SmallConvNet's architecture (no BatchNorm, no hidden layers); keys as `weights.small_convnet_entries`.
 
-  def __init__(self, num_classes: int = 10, stages=((16,), (32,), (64,), (128,))):
+  Args:
+    num_classes: K.
+    stages: the convolutions' widths, stage by stage.
+    pool_modules: max-pooling as `nn.MaxPool2d` modules, which Captum's LRP gives the original
+      activations (with functional max-pooling its second, modified forward pass picks other winners);
+      False: functional, which Captum's DeepLift propagates by the gradient, as the package does.
+  """
+
+  def __init__(self, num_classes: int = 10, stages=((16,), (32,), (64,), (128,)), pool_modules: bool = False):
     super().__init__()
     self.stage_sizes = [len(s) for s in stages]
     convs, c = [], 3
@@ -202,6 +210,12 @@ class TorchSmallConvNet(nn.Module):
         convs.append(nn.Conv2d(c, width, 3, padding=1))
         c = width
     self.convs = nn.ModuleList(convs)
+    # ReLUs and the average as modules (no weights: the state dict is unchanged), one per use, so that
+    # Captum's DeepLift / LRP and Zennit, which act on modules only, see them; the max-pooling stays
+    # functional (Captum's DeepLift gives an nn.MaxPool2d a rule of its own)
+    self.relus = nn.ModuleList(nn.ReLU() for _ in convs)
+    self.pools = nn.ModuleList(nn.MaxPool2d(2, 2, ceil_mode=True) for _ in stages) if pool_modules else None
+    self.average = nn.AdaptiveAvgPool2d(1)
     self.classifier = nn.Linear(c, num_classes)
 
   def forward(self, x, relu=F.relu):
@@ -214,15 +228,18 @@ class TorchSmallConvNet(nn.Module):
     Returns:
       The scores [B, K].
     """
+    def pool(x, s):
+      return self.pools[s](x) if self.pools is not None else F.max_pool2d(x, 2, 2, ceil_mode=True)
     i = 0
     for s, n in enumerate(self.stage_sizes):
       if s > 0:
-        x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        x = pool(x, s - 1)
       for _ in range(n):
-        x = relu(self.convs[i](x))
+        x = self.convs[i](x)
+        x = self.relus[i](x) if relu is F.relu else relu(x)
         i += 1
-    x = F.max_pool2d(x, 2, 2, ceil_mode=True)
-    return self.classifier(x.mean(dim=(2, 3)))
+    x = pool(x, len(self.stage_sizes) - 1)
+    return self.classifier(self.average(x).flatten(1))
 
 
 def _tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:

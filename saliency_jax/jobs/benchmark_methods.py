@@ -22,13 +22,14 @@ from flax import nnx
 from saliency_jax import attribution, models, report, weights
 
 
-def twin_and_model(stages, num_classes: int, seed: int):
+def twin_and_model(stages, num_classes: int, seed: int, pool_modules: bool = False):
   """The PyTorch twin SmallConvNet and the package's, with the same weights (the twin's initialisation).
 
   Args:
     stages: the nets' stages.
     num_classes: K.
     seed: the twin's initialisation seed.
+    pool_modules: the twin's max-pooling as modules (`torch_reference.TorchSmallConvNet`).
 
   Returns:
     (twin in eval mode, the NNX model, (twin features, twin head) cut at the last ReLU).
@@ -38,7 +39,7 @@ def twin_and_model(stages, num_classes: int, seed: int):
 
   from saliency_jax import torch_reference
   torch.manual_seed(seed)
-  twin = torch_reference.TorchSmallConvNet(num_classes, stages).eval()
+  twin = torch_reference.TorchSmallConvNet(num_classes, stages, pool_modules).eval()
   model = models.SmallConvNet(num_classes, stages=stages, rngs=nnx.Rngs(0))
   weights.assign(weights.small_convnet_entries(model), {k: v.numpy() for k, v in twin.state_dict().items()},
                  'twin')

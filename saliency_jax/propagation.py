@@ -1,0 +1,525 @@
+"""Layer-wise relevance propagation and DeepLift by transforming the model's program: no hooks.
+
+LRP (Bach et al. 2015; Montavon et al. 2019) is computed here as a modified gradient times the input.
+The model, any JAX callable `f(x) -> scores`, is traced to a jaxpr; every linear layer found in it (a
+`conv_general_dilated` or `dot_general` with one operand from the input and one from the weights, and
+the bias added to its output, if any) is replaced by a function whose forward pass is the layer's and
+whose backward pass is its LRP rule (`Rule`, chosen per layer by a `Composite`). Written for the
+gradient g = R / z that the rest of the program passes back unchanged, a rule maps the relevance
+R_z = z * g of the layer's output to a signal g_x with R_x = x * g_x; the relevance of the input is
+x * g_x at the end. Between the layers the plain gradient is exactly what LRP prescribes: a ReLU
+passes the relevance of its active units (Zennit's `Pass`: inactive units carry none), max-pooling
+gives it to the winner, an average, a reshape, a residual sum or a BatchNorm at inference time
+divides it in proportion to the contributions (LRP-0, Zennit's `Norm` without its stabiliser).
+
+Transformers: the rules of Ali et al. (2022) are applied by the same transformation. A normalisation's
+scale (`rsqrt`, LayerNorm's 1 / std) and the attention weights (a softmax, exp(s) / sum exp(s), that
+multiplies the values) are held constant in the backward pass, and so is the gate of a gated
+activation (GELU's 0.5 (1 + tanh(.)) or Phi(x), SiLU's sigmoid: a tanh, erf or logistic whose result
+multiplies the input): what is left is linear in the input, and LRP-0 is conservative on it.
+
+The rules are Zennit 0.5's definitions (`zennit.rules`): `epsilon` (z + eps sign(z) in the
+denominator, sign(0) = 1), `zplus` (positive weights for positive inputs, negative weights for
+negative inputs; the bias's positive part) and the generalised `gamma` (W + gamma W+ where the output
+is positive, W + gamma W- where it is negative). Captum's `EpsilonRule` is the same epsilon rule; its
+`GammaRule` and `Alpha1_Beta0_Rule` keep the bias unchanged and use W + gamma W+ on every output:
+with zero biases, on layers whose inputs are non-negative (after a ReLU) and whose negative outputs go
+into a ReLU, all three agree (tested).
+
+DeepLift (Shrikumar et al. 2017) with the rescale rule: the images and their baselines run as one
+batch; at every rectification of the program (as `rules` finds them) the backward pass multiplies by
+(relu(x) - relu(x')) / (x - x') instead of relu'(x) (the gradient where |x - x'| < 1e-10, as Captum).
+The rest of the program, max-pooling included, is propagated by its gradient (Captum does the same for
+a functional max-pool; its rule for an `nn.MaxPool2d` module differs), and a ReLU6's upper clip too.
+"""
+
+import dataclasses
+
+import jax
+import jax.extend as jex
+import jax.numpy as jnp
+from jax import lax
+
+from saliency_jax import rules
+
+RULES = ('epsilon', 'gamma', 'zplus')
+LINEAR = {'conv_general_dilated': 'conv', 'dot_general': 'dense'}
+GATES = ('tanh', 'erf', 'logistic')  # a gated activation's gate, when its result multiplies the input
+# element-wise steps through which a gate's or a sum's value passes unchanged in kind
+PASSING = ('add', 'sub', 'mul', 'div', 'neg', 'convert_element_type', 'broadcast_in_dim', 'reshape',
+           'squeeze', 'expand_dims', 'copy')
+DEEPLIFT_EPS = 1e-10  # Captum's: below this |x - x'|, the rescale rule takes the gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """The LRP rule of one linear layer (Zennit 0.5's definitions).
+
+  Attributes:
+    name: 'epsilon', 'gamma' or 'zplus'.
+    epsilon: the stabiliser added to the denominator with its sign (the epsilon rule's epsilon).
+    gamma: the gamma rule's weight of the positive (or negative) parts.
+    zero_bias: leave the bias out of the denominator (Zennit's `zero_params='bias'`, Captum's
+      `set_bias_to_zero=True`).
+  """
+  name: str = 'epsilon'
+  epsilon: float = 1e-6
+  gamma: float = 0.25
+  zero_bias: bool = False
+
+  def __post_init__(self):
+    if self.name not in RULES:
+      raise ValueError(f'LRP rule must be one of {RULES}, got {self.name!r}')
+    if not self.epsilon >= 0 or not self.gamma >= 0:
+      raise ValueError(f'LRP rule {self.name}: epsilon and gamma must be >= 0, got {self.epsilon}, '
+                       f'{self.gamma}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Composite:
+  """Which rule each linear layer takes, as Zennit's layer-map composites choose.
+
+  The layers are numbered in the order the program runs them (`layers` lists them).
+
+  Attributes:
+    conv: the rule of convolutions.
+    dense: the rule of dense layers (`dot_general` with a weight: linear layers, attention projections).
+    first: the rule of the first layer (None: by its kind), as Zennit's `SpecialFirstLayerMapComposite`.
+    by_index: ((layer number, rule), ...), before everything else.
+  """
+  conv: Rule = Rule()
+  dense: Rule = Rule()
+  first: Rule | None = None
+  by_index: tuple = ()
+
+  def rule(self, index: int, kind: str) -> Rule:
+    """The rule of one layer.
+
+    Args:
+      index: its number, in program order.
+      kind: 'conv' or 'dense'.
+
+    Returns:
+      The `Rule`.
+    """
+    chosen = dict(self.by_index)
+    if index in chosen:
+      return chosen[index]
+    if index == 0 and self.first is not None:
+      return self.first
+    return self.conv if kind == 'conv' else self.dense
+
+
+# Zennit's composites, the first convolution by the epsilon rule where Zennit's uses ZBox or Flat.
+COMPOSITES = {
+    'epsilon': Composite(),
+    'epsilon_plus': Composite(conv=Rule('zplus')),
+    'epsilon_gamma': Composite(conv=Rule('gamma'), first=Rule('epsilon')),
+    'zplus': Composite(conv=Rule('zplus'), dense=Rule('zplus')),
+    'gamma': Composite(conv=Rule('gamma'), dense=Rule('gamma')),
+}
+
+
+def composite_of(composite) -> Composite:
+  """A composite from its name, a `Rule` (every layer) or itself.
+
+  Args:
+    composite: a name of `COMPOSITES`, a `Rule` or a `Composite`.
+
+  Returns:
+    The `Composite`.
+
+  Raises:
+    ValueError: an unknown name or another type.
+  """
+  if isinstance(composite, Composite):
+    return composite
+  if isinstance(composite, Rule):
+    return Composite(conv=composite, dense=composite)
+  if isinstance(composite, str) and composite in COMPOSITES:
+    return COMPOSITES[composite]
+  raise ValueError(f'LRP composite must be one of {tuple(COMPOSITES)}, a Rule or a Composite, got '
+                   f'{composite!r}')
+
+
+# ----------------------------------------------------------------------------- the program
+
+
+def _inner(eqn):
+  for key in ('jaxpr', 'call_jaxpr', 'fun_jaxpr'):
+    sub = eqn.params.get(key)
+    if isinstance(sub, jex.core.ClosedJaxpr):
+      return sub.jaxpr, sub.consts
+    if isinstance(sub, jex.core.Jaxpr):
+      return sub, ()
+  return None
+
+
+def _sub_jaxprs(eqn):
+  for value in eqn.params.values():
+    for v in value if isinstance(value, tuple | list) else (value,):
+      sub = v.jaxpr if isinstance(v, jex.core.ClosedJaxpr) else v
+      if isinstance(sub, jex.core.Jaxpr):
+        yield sub
+
+
+def _has_linear(jaxpr) -> bool:
+  return any(eqn.primitive.name in LINEAR or any(_has_linear(sub) for sub in _sub_jaxprs(eqn))
+             for eqn in jaxpr.eqns)
+
+
+def _inlined(jaxpr, consts, args):
+  """Runs a jaxpr with its calls inlined.
+
+  Nested jit calls, and custom-derivative functions that hold a linear layer (the package's strided
+  convolution); the other custom-derivative functions (jax.nn.relu, max-pooling) as they are.
+  """
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+  for v, x in zip(jaxpr.constvars, consts):
+    env[v] = x
+  for v, x in zip(jaxpr.invars, args):
+    env[v] = x
+  for eqn in jaxpr.eqns:
+    invals = [read(v) for v in eqn.invars]
+    found = _inner(eqn)
+    name = eqn.primitive.name
+    inline = found is not None and name in rules.CALLS and (
+        name not in ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr') or _has_linear(found[0]))
+    if inline:
+      sub, sub_consts = found
+      outs = _inlined(sub, sub_consts, invals[len(invals) - len(sub.invars):])
+    else:
+      params = eqn.primitive.get_bind_params(eqn.params)
+      subfuns, params = params if isinstance(params, tuple) else ((), params)
+      with eqn.ctx.manager:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+      outs = out if eqn.primitive.multiple_results else [out]
+    for v, x in zip(eqn.outvars, outs):
+      if type(v).__name__ != 'DropVar':
+        env[v] = x
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _is_var(v) -> bool:
+  return not isinstance(v, jex.core.Literal)
+
+
+@dataclasses.dataclass
+class Plan:
+  """What the transformation does to a flat program.
+
+  Attributes:
+    layers: [(equation index, kind, position of the input operand, bias equation index or None)], in
+      program order.
+    detached: equation indices whose outputs are held constant in the backward pass.
+    skipped: layers whose bias is added later: they run at that addition.
+  """
+  layers: list
+  detached: set
+  skipped: set
+
+
+def plan(jaxpr) -> Plan:
+  """Finds the linear layers, their biases and what the transformer rules hold constant.
+
+  Args:
+    jaxpr: a flat program of one input (calls inlined).
+
+  Returns:
+    The `Plan`.
+
+  Raises:
+    ValueError: a linear layer on the input inside a loop or a conditional, where no rule reaches.
+  """
+  dep = set(jaxpr.invars)
+  producer, users = {}, {}
+  for i, eqn in enumerate(jaxpr.eqns):
+    for v in eqn.invars:
+      if _is_var(v):
+        users.setdefault(v, []).append(i)
+    for v in eqn.outvars:
+      producer[v] = i
+    if any(_is_var(v) and v in dep for v in eqn.invars):
+      dep.update(eqn.outvars)
+      if any(_has_linear(sub) for sub in _sub_jaxprs(eqn)):
+        raise ValueError(f'LRP: the model runs linear layers inside a {eqn.primitive.name} (a loop or a '
+                         'conditional over its layers, as nnx.scan builds); the rules reach layers outside '
+                         'loops only: unroll the loop')
+  jaxpr_out = set(v for v in jaxpr.outvars if _is_var(v))
+  layers, skipped, detached = [], set(), set()
+  for i, eqn in enumerate(jaxpr.eqns):
+    name = eqn.primitive.name
+    if name in LINEAR:
+      a, b = eqn.invars[:2]
+      on_input = [_is_var(v) and v in dep for v in (a, b)]
+      if on_input.count(True) != 1:
+        continue
+      out = eqn.outvars[0]
+      bias = None
+      use = users.get(out, [])
+      if len(use) == 1 and out not in jaxpr_out and jaxpr.eqns[use[0]].primitive.name == 'add':
+        other = [v for v in jaxpr.eqns[use[0]].invars if v is not out]
+        if len(other) == 1 and not (_is_var(other[0]) and other[0] in dep):
+          bias = use[0]
+          skipped.add(i)
+      layers.append((i, LINEAR[name], on_input.index(True), bias))
+    elif name == 'rsqrt' and _is_var(eqn.invars[0]) and eqn.invars[0] in dep:
+      detached.add(i)
+    elif name == 'div' and _is_softmax(jaxpr, eqn, producer):
+      detached.add(i)
+    elif name == 'mul' and all(_is_var(v) and v in dep for v in eqn.invars):
+      for v in eqn.invars:
+        gate = _gate(jaxpr, v, producer, dep)
+        if gate is not None:
+          detached.add(gate)
+  return Plan(layers, detached, skipped)
+
+
+def _through(jaxpr, v, producer, dep, steps=PASSING):
+  """The equation that makes v, through element-wise steps with constants and reshapes."""
+  while _is_var(v) and v in producer:
+    eqn = jaxpr.eqns[producer[v]]
+    if eqn.primitive.name not in steps:
+      return producer[v]
+    on_input = [u for u in eqn.invars if _is_var(u) and u in dep]
+    if len(on_input) != 1:
+      return producer[v]
+    v = on_input[0]
+  return None
+
+
+def _gate(jaxpr, v, producer, dep):
+  i = _through(jaxpr, v, producer, dep)
+  return i if i is not None and jaxpr.eqns[i].primitive.name in GATES else None
+
+
+def _is_softmax(jaxpr, eqn, producer) -> bool:
+  """Whether a division is exp(s) / sum exp(s) (through broadcasts and reshapes)."""
+  num, den = eqn.invars
+  if not (_is_var(num) and num in producer and jaxpr.eqns[producer[num]].primitive.name == 'exp'):
+    return False
+  shaping = ('broadcast_in_dim', 'reshape', 'expand_dims', 'convert_element_type')
+  while _is_var(den) and den in producer and jaxpr.eqns[producer[den]].primitive.name in shaping:
+    den = jaxpr.eqns[producer[den]].invars[0]
+  if not (_is_var(den) and den in producer and jaxpr.eqns[producer[den]].primitive.name == 'reduce_sum'):
+    return False
+  return jaxpr.eqns[producer[den]].invars[0] is num
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+def stabilise(z, epsilon: float):
+  """Z + epsilon sign(z), with sign(0) = 1 (Zennit's and Captum's stabiliser).
+
+  Args:
+    z: the denominator.
+    epsilon: the stabiliser.
+
+  Returns:
+    The stabilised denominator.
+  """
+  return z + epsilon * jnp.where(z >= 0, 1, -1).astype(z.dtype)
+
+
+def _transpose(op, x, w, s):
+  """The linear map x -> op(x, w), transposed, applied to s."""
+  return jax.vjp(lambda u: op(u, w), x)[1](s)[0]
+
+
+def rule_backward(rule: Rule, op, x, w, b, z, g):
+  """One layer's LRP step, written for gradients: the signal g_x with R_x = x * g_x, from g = R_z / z.
+
+  Args:
+    rule: the `Rule`.
+    op: the layer's linear map, op(x, w).
+    x: its input.
+    w: its weight.
+    b: its bias (broadcast to z, or 0).
+    z: its output, op(x, w) + b.
+    g: the signal at its output.
+
+  Returns:
+    g_x, shaped as x.
+  """
+  r = z * g  # the relevance of the layer's outputs
+  b = jnp.zeros_like(z) if rule.zero_bias else b
+  if rule.name == 'epsilon':
+    return _transpose(op, x, w, r / stabilise(op(x, w) + b, rule.epsilon))
+  xp, xn = jnp.maximum(x, 0), jnp.minimum(x, 0)
+  if rule.name == 'zplus':
+    wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
+    s = r / stabilise(op(xp, wp) + jnp.maximum(b, 0) + op(xn, wn), rule.epsilon)
+    return jnp.where(x > 0, _transpose(op, x, wp, s), _transpose(op, x, wn, s))
+  wp, wn = w + rule.gamma * jnp.maximum(w, 0), w + rule.gamma * jnp.minimum(w, 0)
+  bp, bn = b + rule.gamma * jnp.maximum(b, 0), b + rule.gamma * jnp.minimum(b, 0)
+  sp = jnp.where(z > 0, r / stabilise(op(xp, wp) + bp + op(xn, wn), rule.epsilon), 0)
+  sn = jnp.where(z < 0, r / stabilise(op(xp, wn) + bn + op(xn, wp), rule.epsilon), 0)
+  return jnp.where(x > 0, _transpose(op, x, wp, sp) + _transpose(op, x, wn, sn),
+                   _transpose(op, x, wn, sp) + _transpose(op, x, wp, sn))
+
+
+def _layer(op, rule: Rule):
+  """op(x, w) + b with the rule as its backward pass (no gradient reaches w or b)."""
+
+  @jax.custom_vjp
+  def layer(x, w, b):
+    return op(x, w) + b
+
+  def forward(x, w, b):
+    z = op(x, w) + b
+    return z, (x, w, b, z)
+
+  def backward(res, g):
+    x, w, b, z = res
+    return rule_backward(rule, op, x, w, b, z, g), jnp.zeros_like(w), jnp.zeros_like(b)
+
+  layer.defvjp(forward, backward)
+  return layer
+
+
+def _operation(eqn, position):
+  """The equation's primitive as op(x, w), x at its input position."""
+  params = eqn.params
+
+  def op(x, w):
+    return eqn.primitive.bind(*((x, w) if position == 0 else (w, x)), **params)
+
+  return op
+
+
+def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite):
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+  for v, c in zip(jaxpr.constvars, consts):
+    env[v] = c
+  env[jaxpr.invars[0]] = x
+  layer_at, bias_of = {}, {}
+  for n, (i, kind, position, bias) in enumerate(the_plan.layers):
+    layer_at[i] = (n, kind, position)
+    if bias is not None:
+      bias_of[bias] = i
+  for i, eqn in enumerate(jaxpr.eqns):
+    if i in the_plan.skipped:  # a layer whose bias is added later: run at that addition
+      continue
+    if i in layer_at or i in bias_of:
+      layer = jaxpr.eqns[bias_of.get(i, i)]
+      n, kind, position = layer_at[bias_of.get(i, i)]
+      x, w = read(layer.invars[position]), read(layer.invars[1 - position])
+      if i in bias_of:
+        b = read([u for u in eqn.invars if u is not layer.outvars[0]][0])
+      else:
+        b = jnp.zeros((), eqn.outvars[0].aval.dtype)
+      env[eqn.outvars[0]] = _layer(_operation(layer, position), composite.rule(n, kind))(x, w, b)
+      continue
+    invals = [read(v) for v in eqn.invars]
+    params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = params if isinstance(params, tuple) else ((), params)
+    with eqn.ctx.manager:
+      out = eqn.primitive.bind(*subfuns, *invals, **params)
+    outs = out if eqn.primitive.multiple_results else [out]
+    if i in the_plan.detached:
+      outs = [lax.stop_gradient(o) for o in outs]
+    for v, o in zip(eqn.outvars, outs):
+      if type(v).__name__ != 'DropVar':
+        env[v] = o
+  return [read(v) for v in jaxpr.outvars]
+
+
+def flat_program(fn, x):
+  """The program of fn at x, its nested calls inlined (`_inlined`), traced, not run.
+
+  Args:
+    fn: a function of one array.
+    x: an input (array or `jax.ShapeDtypeStruct`).
+
+  Returns:
+    (the `ClosedJaxpr`, the output's pytree structure).
+  """
+  closed, shape = jax.make_jaxpr(fn, return_shape=True)(x)
+  flat = jax.make_jaxpr(lambda z: _inlined(closed.jaxpr, closed.consts, [z]))(x)
+  return flat, jax.tree.structure(shape)
+
+
+def layers(model, x) -> list[dict]:
+  """The linear layers LRP finds in a model's program, in the order it runs them (traced, not run).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    x: an input [B, H, W, C] (or a `jax.ShapeDtypeStruct`).
+
+  Returns:
+    One dict per layer: 'index' (its number for `Composite.by_index`), 'kind' ('conv' or 'dense'),
+    'weight' (the weight's shape) and 'bias' (whether a bias is added to its output).
+  """
+  model = rules.as_model(model, x)
+  flat, _ = flat_program(lambda z: model(z), x)
+  found = plan(flat.jaxpr)
+  return [{'index': n, 'kind': kind, 'weight': tuple(flat.jaxpr.eqns[i].invars[1 - position].aval.shape),
+           'bias': bias is not None} for n, (i, kind, position, bias) in enumerate(found.layers)]
+
+
+def with_lrp(model, composite='epsilon'):
+  """The model with every linear layer's backward pass replaced by its LRP rule.
+
+  Its forward pass is the model's; x * (its VJP of a one-hot) is the LRP relevance of the input, with
+  the class score as the relevance of the output (Captum's convention; Zennit's with the output as
+  its `attr_output`).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]` (`rules.as_model`).
+    composite: a name of `COMPOSITES`, a `Rule` for every layer, or a `Composite`.
+
+  Returns:
+    A function x -> scores.
+
+  Raises:
+    ValueError: (when called) a program with no linear layer on its input.
+  """
+  composite = composite_of(composite)
+
+  def transformed(x):
+    flat, tree = flat_program(lambda z: model(z), x)
+    the_plan = plan(flat.jaxpr)
+    if not the_plan.layers:
+      raise ValueError('LRP: the model has no linear layer (a convolution or dense layer with weights) '
+                       'applied to its input')
+    return jax.tree.unflatten(tree, _run(flat.jaxpr, flat.consts, x, the_plan, composite))
+
+  return transformed
+
+
+@jax.custom_vjp
+def rescale_relu(z):
+  """A ReLU whose backward pass is DeepLift's rescale rule, on a batch [images; baselines].
+
+  Args:
+    z: [2 N, ...]: the first half from the images, the second from their baselines.
+
+  Returns:
+    relu(z).
+  """
+  return jax.nn.relu(z)
+
+
+def _rescale_forward(z):
+  return jax.nn.relu(z), z
+
+
+def _rescale_backward(z, g):
+  x, x0 = jnp.split(z, 2)
+  delta = x - x0
+  small = jnp.abs(delta) < DEEPLIFT_EPS
+  ratio = (jax.nn.relu(x) - jax.nn.relu(x0)) / jnp.where(small, 1, delta)
+  m = jnp.concatenate([jnp.where(small, x > 0, ratio), jnp.where(small, x0 > 0, ratio)]).astype(g.dtype)
+  return (g * m,)
+
+
+rescale_relu.defvjp(_rescale_forward, _rescale_backward)
