@@ -7,6 +7,8 @@
       --workdir runs/ilsvrc_mobilenet_study [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:cuts \
       --workdir runs/ilsvrc_mobilenet_cuts [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:methods \
+      --workdir runs/ilsvrc_mobilenet_methods [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
       --workdir runs/voc_raccoon_kangaroo
 
@@ -33,6 +35,8 @@ Variants:
     setting of `PW12_GRAPHCUTS` too.
   cuts: the study's part on the paper's pair and on grad_cam_pw12 (its thresholds and every GraphCut
     setting): `cuts_grid`, half an hour on 2 CPU cores where the study takes well over an hour.
+  methods: the methods registered after the study's run (`METHODS_MAPS`), on its images, net and parts,
+    beside the paper's gradient: `methods_grid`.
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: docs/results/localisation.md and imagenet.md.
 """
@@ -110,11 +114,21 @@ STUDY_MAPS = {
     'cam': {'method': 'cam'},
     'occlusion': {'method': 'occlusion', 'crops': 'centre', 'patch': 64, 'stride': 40},
 }
-# Methods registered after the study's kept run (`results/localisation_study.json`): not in its grid yet.
-# Adding them changes the study's config and needs its run again (the CAM family and RISE on 650 images,
-# hours on 2 CPU cores); until then the study covers the methods above and says so.
-NOT_YET_STUDIED = ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam', 'eigen_cam', 'score_cam',
-                   'ablation_cam', 'rise', 'blur_ig', 'guided_ig', 'xrai')
+# The methods registered after the study's kept run (`results/localisation_study.json`), in a study of
+# their own on its images, net and parts (the `methods` variant): each on the centre crop, one class at a
+# time, the multiplying ones with few steps as the study's IG; beside the paper's gradient (10 crops, the
+# paired reference) and cut by the thresholds. Not studied, for their cost on 2 CPU cores per class and
+# image: Score-CAM (a forward pass per channel: 1,024 of them at the last layer), RISE (thousands of
+# masked passes), XRAI (its regions segmented on the host at six scales) and Guided IG (a gradient per
+# move of its path, many moves per step: over two minutes for 8 images with 3 steps).
+METHODS_MAPS = {
+    **{name: {'method': name, 'crops': 'centre'}
+       for name in ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam', 'eigen_cam', 'ablation_cam',
+                    'deeplift', 'lrp')},
+    'lrp_epsilon_plus': {'method': 'lrp', 'crops': 'centre', 'composite': 'epsilon_plus'},
+    'blur_ig': {'method': 'blur_ig', 'crops': 'centre', 'steps': 3},
+}
+NOT_YET_STUDIED = ('score_cam', 'rise', 'xrai', 'guided_ig')
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
 STUDY_CUTS = {
@@ -167,9 +181,21 @@ def cuts_grid() -> dict:
           if name in ('gradient/graphcut', 'full_image', 'centre') or name.startswith('grad_cam_pw12/')}
 
 
+def methods_grid() -> dict:
+  """The paper's pair and the gradient's thresholds (`study_grid`'s), every `METHODS_MAPS` map cut by the
+  thresholds, and the full-image and centre boxes."""
+  grid = {name: s for name, s in study_grid().items()
+          if name in ('gradient/graphcut', 'full_image', 'centre') or name.startswith('gradient/threshold')}
+  for name in METHODS_MAPS:
+    for cut, settings in STUDY_CUTS.items():
+      if cut.startswith('threshold'):
+        grid[f'{name}/{cut}'] = {**settings, 'map': name}
+  return grid
+
+
 def get_config(arg: str = 'synthetic'):
-  """arg: 'synthetic', 'imagenet', 'study', 'cuts' or 'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base
-  config's variant); a variant alone means the synthetic set."""
+  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods' or 'voc', optionally ':cpu' / ':gpu' / ':tpu'
+  (the base config's variant); a variant alone means the synthetic set."""
   data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
   variant = variant or 'cpu'
   every = {**one_at_a_time(), **combinations()}
@@ -190,13 +216,18 @@ def get_config(arg: str = 'synthetic'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
     config.maps = {'grad_cam_pw12': STUDY_MAPS['grad_cam_pw12']}
     grid = cuts_grid()
+  elif data == 'methods':
+    config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
+    config.maps = METHODS_MAPS
+    grid = methods_grid()
   elif data == 'voc':
     config = _sibling('voc_raccoon_kangaroo').get_config(variant)
     grid = every
     criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
   else:
-    raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts' or 'voc' (optionally :cpu, "
-                     f':gpu, :tpu), got {arg!r}')
+    raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts', 'methods' or 'voc' ("
+                     "optionally "
+                     f':cpu, :gpu, :tpu), got {arg!r}')
   config.name = f'localisation_sweep ({data})'
   config.sweep = ml_collections.ConfigDict({
       'grid': grid,

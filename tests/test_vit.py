@@ -58,6 +58,7 @@ def test_every_method_with_a_meaning_runs_on_the_vit(vit, batch):
               'rise': {'num_masks': 32}, 'blur_ig': {'steps': 4, 'max_sigma': 4.0}, 'guided_ig': {'steps': 4},
               'xrai': {'steps': 4}}
   refused = {'guided_backprop': 'never calls its relu argument', 'deconvnet': 'never calls its relu argument',
+             'deeplift': 'never calls its relu argument',
              'cam': 'global average pooling followed by one linear layer'}
   for method in attribution.METHODS:
     if method in refused:
