@@ -1410,8 +1410,13 @@ def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, chann
   return _upsample(cam, images.shape[1:3]) if upsample else cam
 
 
-_cam_family = jax.jit(_cam_family_maps, static_argnames=('method', 'upsample', 'channel_chunk'),
-                      compiler_options=saliency.COMPILER_OPTIONS)
+cam_family_kernel = jax.jit(_cam_family_maps, static_argnames=('method', 'upsample', 'channel_chunk'),
+                            compiler_options=saliency.COMPILER_OPTIONS)
+cam_family_kernel.__doc__ = """The CAM family's jitted kernel for one chunk of images, no checks.
+
+(model, parts: `Parts`, images, labels, *, method, upsample, channel_chunk) -> [B, H, W]; public so that
+its memory can be measured (`.lower(...).compile()`).
+"""
 
 
 def cam_family(method: str, model, images, labels, *, layer=None, upsample: bool = True,
@@ -1459,7 +1464,7 @@ def cam_family(method: str, model, images, labels, *, layer=None, upsample: bool
   model, images, labels = _prepare(model, images, labels)
   if not saliency.is_int(channel_chunk) or channel_chunk < 1:
     raise ValueError(f'{method}: channel_chunk must be a positive integer, got {channel_chunk!r}')
-  fn = functools.partial(_cam_family, model, parts(model, layer, images, method), method=method,
+  fn = functools.partial(cam_family_kernel, model, parts(model, layer, images, method), method=method,
                          upsample=upsample, channel_chunk=int(channel_chunk))
   return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size), method)
 

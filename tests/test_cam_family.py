@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from saliency_jax import attribution, models, weights
+from saliency_jax import attribution, models
 
 TORCH_REASON = 'the PyTorch twins need the torch extra'
 STAGES = ((8,), (16,), (16,))
@@ -28,40 +28,20 @@ def x64():
 
 
 def _twin_and_model():
-  import torch
-
-  from saliency_jax import torch_reference
-  torch.manual_seed(0)
-  twin = torch_reference.TorchSmallConvNet(6, STAGES)
-  model = models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(0))
-  weights.assign(weights.small_convnet_entries(model), {k: v.numpy() for k, v in twin.state_dict().items()},
-                 'twin')
-  return twin.double().eval(), models.cast(model, jnp.float64)
+  """The twin and the package's net with the same weights, float64, and the twin's (features, head) at the
+  package's default layer (its last ReLU)."""
+  from saliency_jax.jobs import benchmark_methods
+  twin, model, split = benchmark_methods.twin_and_model(STAGES, 6, 0)
+  return twin.double(), models.cast(model, jnp.float64), split
 
 
-def _twin_split(twin):
-  """The twin cut at its last ReLU ('relu3', the package's default layer): features, head (NCHW)."""
-  import torch.nn.functional as F
-
-  def features(x):
-    for i, conv in enumerate(twin.convs):
-      if i > 0:
-        x = F.max_pool2d(x, 2, 2, ceil_mode=True)
-      x = F.relu(conv(x))
-    return x
-
-  def head(a):
-    return twin.classifier(F.max_pool2d(a, 2, 2, ceil_mode=True).mean(dim=(2, 3)))
-  return features, head
-
-
-def _reference_cams(twin, x, labels) -> dict:
+def _reference_cams(split, x, labels) -> dict:
   """Every CAM of the family on the twin, pytorch-grad-cam's formulas (`torch_reference.cam_family_maps`,
   written in PyTorch and NumPy apart from the package's JAX), not upsampled: {method: [B, h, w]}."""
   import torch
 
   from saliency_jax import torch_reference
-  features, head = _twin_split(twin)
+  features, head = split
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
   out = {m: torch_reference.cam_family_maps(features, head, xt, labels, m) for m in attribution.CAM_FAMILY}
   for i in range(len(x)):  # the layer is a ReLU's output: Ablation-CAM's ablated channels are set to 0
@@ -71,10 +51,10 @@ def _reference_cams(twin, x, labels) -> dict:
 
 def test_cam_family_equals_pytorch_grad_cam_formulas_on_the_twin(x64):
   pytest.importorskip('torch', reason=TORCH_REASON)
-  twin, model = _twin_and_model()
+  _, model, split = _twin_and_model()
   x = np.random.default_rng(0).normal(size=(3, 24, 24, 3))
   labels = np.array([0, 3, 5])
-  reference = _reference_cams(twin, x, labels)
+  reference = _reference_cams(split, x, labels)
   assert set(reference) == set(attribution.CAM_FAMILY)
   for method, want in reference.items():
     got = np.asarray(attribution.cam_family(method, model, jnp.asarray(x), labels, upsample=False,
@@ -130,7 +110,7 @@ def test_rise_equals_torchray_with_the_same_grids_shifts_and_masks(x64):
   drawn = np.asarray(attribution.rise_masks(jax.random.key(0), 50, hw))
   assert drawn.shape == (50, *hw) and 0 <= drawn.min() and drawn.max() <= 1 and 0.3 < drawn.mean() < 0.7
 
-  twin, model = _twin_and_model()
+  twin, model, _ = _twin_and_model()
   x = rng.normal(size=(2, 24, 24, 3))
   labels = np.array([2, 4])
   masks = rng.uniform(size=(37, 24, 24))
@@ -157,3 +137,24 @@ def test_rise_memory_does_not_grow_with_the_masks():
     return compiled.memory_analysis().temp_size_in_bytes
   small, large = temp_bytes(16), temp_bytes(256)
   assert small > 0 and large == small, (small, large)
+
+
+def test_score_cam_and_ablation_cam_memory_does_not_grow_with_the_channels_passes():
+  """The per-channel passes go channel_chunk at a time: at channel_chunk 8, XLA's temporary buffers for a
+  layer of 256 channels exceed those for 16 channels by less than twice what the layer itself holds (its
+  activations and, for Score-CAM, their masks at the input's size, [B, H, W, 256]), where scoring all 256
+  channels at once takes over 3x the chunked program's."""
+  x = jnp.zeros((2, 24, 24, 3))
+  labels = jnp.array([1, 2])
+
+  def temp_bytes(method, width, chunk):
+    model = models.SmallConvNet(6, stages=((8,), (width,)), rngs=nnx.Rngs(0))
+    p = attribution.parts(model, None, x, method)
+    compiled = attribution.cam_family_kernel.lower(model, p, x, labels, method=method, upsample=True,
+                                                   channel_chunk=chunk).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  for method in attribution.CHANNEL_CAMS:
+    own = 4 * 2 * 256 * (24 * 24 + 12 * 12)  # float32 masks [2, 24, 24, 256] and activations [2, 12, 12, 256]
+    narrow, wide = temp_bytes(method, 16, 8), temp_bytes(method, 256, 8)
+    assert 0 < wide - narrow < 2 * own, (method, narrow, wide)
+    assert temp_bytes(method, 256, 256) > 3 * wide, method
