@@ -31,5 +31,6 @@ def get_config():
       'score_cam': {}, 'ablation_cam': {},
       'rise': {'num_masks': 1000},
       'blur_ig': {'steps': 100, 'max_sigma': 50.0}, 'guided_ig': {'steps': 200}, 'xrai': {'steps': 100},
+      'deeplift': {}, 'lrp': {},
   }
   return config

@@ -138,6 +138,9 @@ def comparison() -> ml_collections.ConfigDict:
           # keep the comparison's 200 images, 3 timed runs and randomisation check in minutes on 2 CPU cores
           'rise': {'num_masks': 500, 'mask_chunk': 50},
           'blur_ig': {'max_sigma': 50.0, 'steps': 25}, 'guided_ig': {'steps': 50}, 'xrai': {'steps': 25},
+          # LRP with Zennit's composite for ReLU nets (z+ on convolutions, epsilon on dense layers): the
+          # epsilon rule alone is gradient x input on such a net, up to its stabiliser
+          'deeplift': {}, 'lrp': {'composite': 'epsilon_plus'},
       },
       'num_images': 200,  # test images every metric sees
       'localise': {'graphcut': {'method': 'graphcut'},

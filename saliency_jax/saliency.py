@@ -31,6 +31,9 @@ NUM_CROPS = 10
 # ----------------------------------------------------------------------------- input checks
 
 
+_IN_EVAL_MODE = set()  # pytree structures of models found in inference mode (`check_eval_mode`)
+
+
 def check_eval_mode(model) -> None:
   """Raises if a module is in training mode.
 
@@ -48,6 +51,11 @@ def check_eval_mode(model) -> None:
       if isinstance(inner, nnx.Module):
         check_eval_mode(inner)
     return
+  # The modes are part of the pytree's structure (a mode change changes it): a structure found in
+  # inference mode once is not walked again (the walk costs more than the rest of a small call's checks).
+  structure = jax.tree.structure(model)
+  if structure in _IN_EVAL_MODE:
+    return
   for path, module in nnx.iter_modules(model):
     training = (isinstance(module, nnx.BatchNorm) and not module.use_running_average) or (
         isinstance(module, nnx.Dropout) and not module.deterministic and module.rate > 0)
@@ -55,6 +63,9 @@ def check_eval_mode(model) -> None:
       name = '.'.join(map(str, path)) or type(model).__name__
       raise ValueError(f'{name} is in training mode; call model.eval() before computing saliency '
                        '(images in a batch must not interact)')
+  if len(_IN_EVAL_MODE) >= 256:
+    _IN_EVAL_MODE.clear()
+  _IN_EVAL_MODE.add(structure)
 
 
 def _stray_rectifications(jaxpr) -> int:

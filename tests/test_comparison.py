@@ -24,10 +24,10 @@ def _tiny():
   config.compare.deletion_steps = 8
   config.compare.methods.smoothgrad.samples = 3
   config.compare.methods.integrated_gradients.steps = 4
-  # the job's paths on two of the new methods (every method runs in test_attribution's one-API test): a
-  # channel-chunked CAM and XRAI's host-side regions
+  # the job's paths on three of the new methods (every method runs in test_attribution's one-API test): a
+  # channel-chunked CAM, XRAI's host-side regions and LRP's composite named in the config
   for name in ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam', 'eigen_cam', 'ablation_cam',
-               'blur_ig', 'guided_ig', 'rise'):
+               'blur_ig', 'guided_ig', 'rise', 'deeplift'):
     del config.compare.methods[name]
   config.compare.methods.xrai.steps = 4
   config.compare.localise.graphcut.gmm_iters = 3
@@ -130,9 +130,9 @@ def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
   config.num_images, config.image_size, config.repeats = 2, 16, 1
   config.stages = ((8,), (16,))
   config.methods = {'gradient': {}, 'layer_cam': {}, 'rise': {'num_masks': 16},
-                    'blur_ig': {'steps': 2, 'max_sigma': 2.0}}
+                    'blur_ig': {'steps': 2, 'max_sigma': 2.0}, 'deeplift': {}}
   out = benchmark_methods.run(config, tmp_path, log=lambda *a: None)
-  assert set(out['methods']) == {'gradient', 'layer_cam', 'rise', 'blur_ig'}
+  assert set(out['methods']) == {'gradient', 'layer_cam', 'rise', 'blur_ig', 'deeplift'}
   for row in out['methods'].values():
     assert len(row['seconds']['jax']) == len(row['seconds']['anchor']) == 1
     assert row['speedup'] == pytest.approx(row['median_seconds']['anchor'] / row['median_seconds']['jax'])

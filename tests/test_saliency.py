@@ -234,7 +234,17 @@ def test_wrong_input_size_for_a_fixed_size_model_is_refused():
 
 
 def test_training_mode_is_refused():
-  model = models.SmallConvNet(batch_norm=True, rngs=nnx.Rngs(0))
+  model = models.SmallConvNet(batch_norm=True, dropout=0.5, rngs=nnx.Rngs(0))
   model.train()
   with pytest.raises(ValueError, match='model.eval'):
     saliency.saliency_maps(model, X, [1, 2])
+  # a model found in inference mode once is refused again when put back in training mode, by either layer
+  model.eval()
+  saliency.saliency_maps(model, X, [1, 2])
+  model.train()
+  with pytest.raises(ValueError, match='model.eval'):
+    saliency.saliency_maps(model, X, [1, 2])
+  model.eval()
+  model.dropout.deterministic = False
+  with pytest.raises(ValueError, match='dropout is in training mode'):
+    saliency.check_eval_mode(model)

@@ -144,6 +144,8 @@ def anchors(twin, split, settings: dict, masks) -> dict:
       'guided_ig': lambda: pair_method(pair.GuidedIG(), x_steps=get('guided_ig', 'steps')),
       'xrai': lambda: pair_method(pair.XRAI(), batch_size=get('xrai', 'steps'),
                                   extra_parameters=pair.XRAIParameters(steps=get('xrai', 'steps'))),
+      'deeplift': lambda: captum(ca.DeepLift(twin)),  # the twin's ReLUs are modules, as Captum needs
+      'lrp': lambda: captum(ca.LRP(twin)),  # Captum's epsilon rule on every layer
   }
   unknown = set(s) - set(builders)
   if unknown:
