@@ -5,9 +5,11 @@ saliency) on the same weights and images.
 
 A SmallConvNet (4 stages, random weights: the cost does not depend on them) and its PyTorch twin with the
 same weights, `num_images` random images at `image_size` px; each method with the settings below on
-both sides; one untimed call each, then `repeats` rounds alternating the package and the anchor;
-medians and the speed-up (anchor / package) to benchmark_methods.json. Needs the torch and test extras
-(Captum, PAIR's saliency). Minutes on 2 CPU cores.
+both sides; two untimed calls each, then `repeats` rounds alternating the package and the anchor
+(`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds);
+medians and the speed-up (anchor / package) to benchmark_methods.json. The gradient's row also times the
+same VJP jitted bare (`bare_jax`: no checks), to tell the package's per-call checks from the compiled
+program's time. Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
 """
 
 import ml_collections
@@ -21,6 +23,11 @@ def get_config():
   config.num_images = 8
   config.image_size = 64
   config.repeats = 3
+  # the methods that take milliseconds (both sides' timed look under fast_below s): more rounds, and
+  # `settle` untimed calls before each timed one (PyTorch's idle threads spin for a while after its call)
+  config.fast_below = 0.1
+  config.fast_repeats = 31
+  config.settle = 2
   config.threads = 2  # PyTorch's intra-op threads (the machine's cores)
   config.methods = {
       'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25},

@@ -127,7 +127,7 @@ def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
   pytest.importorskip('saliency.core', reason="the test extra (PAIR's saliency)")
   from saliency_jax.jobs import benchmark_methods
   config = load_config('benchmark_methods')
-  config.num_images, config.image_size, config.repeats = 2, 16, 1
+  config.num_images, config.image_size, config.repeats, config.fast_repeats, config.settle = 2, 16, 1, 1, 0
   config.stages = ((8,), (16,))
   config.methods = {'gradient': {}, 'layer_cam': {}, 'rise': {'num_masks': 16},
                     'blur_ig': {'steps': 2, 'max_sigma': 2.0}, 'deeplift': {}}

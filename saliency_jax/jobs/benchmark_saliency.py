@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from saliency_jax import models, report, saliency, weights
+from saliency_jax import models, report, saliency, timing, weights
 
 try:
   import torch
@@ -132,36 +132,6 @@ def _call(fn):
   start = time.perf_counter()
   out = jax.block_until_ready(fn())
   return time.perf_counter() - start, out
-
-
-def time_interleaved(fns: dict, *, warmup: int, repeats: int, settle: int) -> tuple[dict, dict]:
-  """(median, min) seconds of each fn over `repeats` rounds, each round calling every fn in turn.
-
-  Rounds spread the load of other processes on this shared machine over all fns alike. Each timed call
-  follows `settle` untimed calls of the same fn: right after the other framework ran, its idle worker
-  threads still spin (PyTorch's OpenMP) and can double a millisecond call, while a user's loop over
-  batches runs in the steady state.
-
-  Args:
-    fns: {name: a function of no argument that blocks until done}.
-    warmup: untimed calls of each first.
-    repeats: the rounds.
-    settle: untimed calls of the same fn before each timed one.
-
-  Returns:
-    ({name: median seconds}, {name: min seconds}).
-  """
-  for _ in range(warmup):
-    for fn in fns.values():
-      _call(fn)
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      for _ in range(settle):
-        _call(fn)
-      times[name].append(_call(fn)[0])
-  return ({name: statistics.median(t) for name, t in times.items()},
-          {name: min(t) for name, t in times.items()})
 
 
 def relative_diff(a, b) -> float:
@@ -329,7 +299,10 @@ def benchmark_model(name: str, cfg: types.SimpleNamespace, *, batch_size: int, t
 
   logging.info('%s: timing %s (%d warm-up, %d repeats)', name, ', '.join(fns), cfg.warmup, cfg.repeats)
   load_before = os.getloadavg()[0]
-  seconds, fastest = time_interleaved(fns, warmup=cfg.warmup, repeats=cfg.repeats, settle=cfg.settle)
+  times = timing.interleaved({name: lambda fn=fn: jax.block_until_ready(fn()) for name, fn in fns.items()},
+                             warmup=cfg.warmup, repeats=cfg.repeats, settle=cfg.settle)
+  seconds = {name: statistics.median(t) for name, t in times.items()}
+  fastest = {name: min(t) for name, t in times.items()}
 
   derived = {
       'jax_saliency_over_forward': seconds['jax_saliency'] / seconds['jax_forward'],
