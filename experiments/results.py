@@ -53,6 +53,8 @@ RESULTS = {
                            'sweep.json', ''),
     'localisation_cuts': ('sweep_localisation', 'localisation_sweep.py:cuts', 'ilsvrc_mobilenet_cuts',
                           'sweep.json', ''),
+    'localisation_methods': ('sweep_localisation', 'localisation_sweep.py:methods',
+                             'ilsvrc_mobilenet_methods', 'sweep.json', ''),
     'compare_attributions': ('compare_attributions', 'compare_attributions.py', 'quickstart',
                              'comparison.json', ''),
     'benchmark_methods': ('benchmark_methods', 'benchmark_methods.py', 'benchmark', 'benchmark_methods.json',
