@@ -502,27 +502,35 @@ def _guided_ig_one(model, x_input, baseline, label, *, steps, fraction, max_dist
     alpha_min, alpha_max = jnp.maximum(alpha - max_dist, 0.0), jnp.minimum(alpha + max_dist, 1.0)
     x_min, x_max = baseline + diff * alpha_min, baseline + diff * alpha_max
     l1_target = l1_total * (1 - (i + 1.0) / steps)
+    # PAIR sets the gradient of the features at x_max to inf and takes the `fraction` quantile of |grad|
+    # ('lower') at every move; the same value from one sort per step: the position-th of |grad| in
+    # ascending order among the features not yet at x_max (inf where fewer are left)
+    magnitude = jnp.abs(grad_actual).ravel()
+    order = jnp.argsort(magnitude)
+    ascending = magnitude[order]
 
     def inner(state):
-      x, grad, attr, _, _ = state
+      x, maxed, attr, _, _ = state
       x_old = x
       x_alpha = jnp.where(diff != 0, (x - baseline) / jnp.where(diff != 0, diff, 1.0), alpha_max)
       x = jnp.where(x_alpha < alpha_min, x_min, x)
       l1_current = jnp.abs(x - x_input).sum()
       close = jnp.abs(l1_target - l1_current) <= jnp.maximum(eps * jnp.maximum(jnp.abs(l1_target),
                                                                                 jnp.abs(l1_current)), eps)
-      grad = jnp.where(x == x_max, jnp.inf, grad)
-      threshold = jnp.sort(jnp.abs(grad).ravel())[position]
-      s = (jnp.abs(grad) <= threshold) & (grad != jnp.inf)
+      maxed = maxed | (x == x_max)
+      left = jnp.cumsum(~maxed.ravel()[order])
+      threshold = jnp.where(left[-1] > position, ascending[jnp.argmax(left > position)], jnp.inf)
+      s = (jnp.abs(grad_actual) <= threshold) & ~maxed
       l1_s = (jnp.abs(x - x_max) * s).sum()
       gamma = jnp.where(l1_s > 0, (l1_current - l1_target) / jnp.where(l1_s > 0, l1_s, 1.0), jnp.inf)
       moved = jnp.where(gamma > 1.0, jnp.where(s, x_max, x), jnp.where(s, x + (x_max - x) * gamma, x))
       x = jnp.where(close, x, moved)
-      return x, grad, attr + (x - x_old) * grad_actual, gamma, close
+      return x, maxed, attr + (x - x_old) * grad_actual, gamma, close
 
     def more(state):
       return (state[3] > 1.0) & ~state[4]
-    x, _, attr, _, _ = jax.lax.while_loop(more, inner, (x, grad_actual, attr, jnp.inf, False))
+    start = (x, jnp.zeros(x.shape, bool), attr, jnp.inf, False)
+    x, _, attr, _, _ = jax.lax.while_loop(more, inner, start)
     return x, attr
   _, attr = jax.lax.fori_loop(0, steps, step, (baseline, jnp.zeros_like(x_input)))
   return jnp.where(l1_total == 0, 0.0, attr)
