@@ -40,7 +40,7 @@ def get_config():
   config.small_convnet.stages = ((16,), (32,), (64,), (128,))
   config.small_convnet.warmup = 3  # untimed calls of every measurement before the timed ones
   config.small_convnet.repeats = 30
-  config.small_convnet.settle = 1  # untimed calls right before each timed one (see time_interleaved)
+  config.small_convnet.settle = 1  # untimed calls right before each timed one (`timing.interleaved`)
 
   config.vgg16 = ml_collections.ConfigDict()
   config.vgg16.image_size = 224
