@@ -394,14 +394,27 @@ def clips_table(r: dict) -> str:
 
 
 def anchor_speed(r: dict) -> str:
-  """benchmark_methods.json: seconds per call of each method and of its anchor, medians, and the ratio."""
-  lines = ['| method | package (s) | anchor (s) | anchor / package |', '| --- | --- | --- | --- |']
+  """benchmark_methods.json: seconds per call of each method and of its anchor, medians, and the ratio;
+  the gradient's bare jitted VJP where it was timed."""
+  lines = ['| method | package (s) | anchor (s) | anchor / package | rounds |',
+           '| --- | --- | --- | --- | --- |']
   for name, m in r['methods'].items():
     s = m['median_seconds']
-    lines.append(f"| {name} | {s['jax']:.4f} | {s['anchor']:.4f} | {m['speedup']:.2f}x |")
-  return '\n'.join(lines) + (f"\n\nMedians of {r['repeats']} alternating rounds after one untimed call "
-                             f"each; {r['num_images']} images at {r['image_size']} px; PyTorch on "
-                             f"{r['torch_threads']} threads.")
+    lines.append(f"| {name} | {s['jax']:.4f} | {s['anchor']:.4f} | {m['speedup']:.2f}x | "
+                 f"{len(m['seconds']['jax'])} |")
+  out = '\n'.join(lines)
+  c = r['config']
+  out += (f"\n\nMedians of alternating rounds after untimed calls; the millisecond methods (both sides under "
+          f"{c.get('fast_below', 0)} s) {c.get('fast_repeats', r['repeats'])} rounds, each timed call after "
+          f"{c.get('settle', 0)} untimed ones, the others {r['repeats']}; {r['num_images']} images at "
+          f"{r['image_size']} px; PyTorch on {r['torch_threads']} threads.")
+  bare = r['methods'].get('gradient', {}).get('median_seconds', {}).get('bare_jax')
+  if bare is not None:
+    g = r['methods']['gradient']['median_seconds']
+    out += (f" The gradient's VJP jitted bare (no checks) takes {bare:.4f} s: the package's call adds "
+            f"{g['jax'] - bare:.4f} s to it, and the bare VJP is {g['anchor'] / bare:.2f}x the anchor's "
+            "speed.")
+  return out
 
 
 def method_costs(r: dict) -> str:
