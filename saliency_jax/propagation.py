@@ -145,26 +145,8 @@ def composite_of(composite) -> Composite:
 # ----------------------------------------------------------------------------- the program
 
 
-def _inner(eqn):
-  for key in ('jaxpr', 'call_jaxpr', 'fun_jaxpr'):
-    sub = eqn.params.get(key)
-    if isinstance(sub, jex.core.ClosedJaxpr):
-      return sub.jaxpr, sub.consts
-    if isinstance(sub, jex.core.Jaxpr):
-      return sub, ()
-  return None
-
-
-def _sub_jaxprs(eqn):
-  for value in eqn.params.values():
-    for v in value if isinstance(value, tuple | list) else (value,):
-      sub = v.jaxpr if isinstance(v, jex.core.ClosedJaxpr) else v
-      if isinstance(sub, jex.core.Jaxpr):
-        yield sub
-
-
 def _has_linear(jaxpr) -> bool:
-  return any(eqn.primitive.name in LINEAR or any(_has_linear(sub) for sub in _sub_jaxprs(eqn))
+  return any(eqn.primitive.name in LINEAR or any(_has_linear(sub) for sub in rules.sub_jaxprs(eqn))
              for eqn in jaxpr.eqns)
 
 
@@ -185,7 +167,7 @@ def _inlined(jaxpr, consts, args):
     env[v] = x
   for eqn in jaxpr.eqns:
     invals = [read(v) for v in eqn.invars]
-    found = _inner(eqn)
+    found = rules.called_jaxpr(eqn)
     name = eqn.primitive.name
     inline = found is not None and name in rules.CALLS and (
         name not in ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr') or _has_linear(found[0]))
@@ -245,7 +227,7 @@ def plan(jaxpr) -> Plan:
       producer[v] = i
     if any(_is_var(v) and v in dep for v in eqn.invars):
       dep.update(eqn.outvars)
-      if any(_has_linear(sub) for sub in _sub_jaxprs(eqn)):
+      if any(_has_linear(sub) for sub in rules.sub_jaxprs(eqn)):
         raise ValueError(f'LRP: the model runs linear layers inside a {eqn.primitive.name} (a loop or a '
                          'conditional over its layers, as nnx.scan builds); the rules reach layers outside '
                          'loops only: unroll the loop')

@@ -57,8 +57,15 @@ def _is_literal_zero(v) -> bool:
   return isinstance(v, jex.core.Literal) and np.ndim(v.val) == 0 and float(v.val) == 0.0
 
 
-def _inner(eqn):
-  """The (jaxpr, consts) a call-like equation runs, or None."""
+def called_jaxpr(eqn):
+  """The program a call-like equation runs (jit, custom_jvp / custom_vjp, remat).
+
+  Args:
+    eqn: a jaxpr equation.
+
+  Returns:
+    (jaxpr, consts), or None for an equation that calls no program.
+  """
   for key in ('jaxpr', 'call_jaxpr', 'fun_jaxpr'):
     sub = eqn.params.get(key)
     if isinstance(sub, jex.core.ClosedJaxpr):
@@ -153,7 +160,7 @@ class Analysis:
     Returns:
       (jaxpr, consts, zeros, rooted), or None.
     """
-    found = _inner(eqn)
+    found = called_jaxpr(eqn)
     if eqn.primitive.name not in CALLS or found is None or _name(eqn) in OTHER_NONLINEARITIES:
       return None
     sub, consts = found
@@ -181,11 +188,21 @@ def _scan_jaxpr(jaxpr, found: dict, zeros=frozenset(), rooted=frozenset(), count
       _scan_jaxpr(called[0], found, called[2], called[3])
       continue
     inside = count and not (eqn.primitive.name in CALLS and name in OTHER_NONLINEARITIES)
-    for sub in _subjaxprs(eqn):
+    for sub in sub_jaxprs(eqn):
       _scan_jaxpr(sub, found, count=inside)
 
 
-def _subjaxprs(eqn):
+def sub_jaxprs(eqn):
+  """Every program an equation holds among its parameters.
+
+  A call's, a loop's body and condition, a conditional's branches.
+
+  Args:
+    eqn: a jaxpr equation.
+
+  Yields:
+    Each `Jaxpr`.
+  """
   for value in eqn.params.values():
     for v in value if isinstance(value, tuple | list) else (value,):
       if isinstance(v, jex.core.ClosedJaxpr):
