@@ -175,11 +175,7 @@ def _inlined(jaxpr, consts, args):
       sub, sub_consts = found
       outs = _inlined(sub, sub_consts, invals[len(invals) - len(sub.invars):])
     else:
-      params = eqn.primitive.get_bind_params(eqn.params)
-      subfuns, params = params if isinstance(params, tuple) else ((), params)
-      with eqn.ctx.manager:
-        out = eqn.primitive.bind(*subfuns, *invals, **params)
-      outs = out if eqn.primitive.multiple_results else [out]
+      outs = rules.bind(eqn, invals)
     for v, x in zip(eqn.outvars, outs):
       if type(v).__name__ != 'DropVar':
         env[v] = x
@@ -401,12 +397,7 @@ def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite):
         b = jnp.zeros((), eqn.outvars[0].aval.dtype)
       env[eqn.outvars[0]] = _layer(_operation(layer, position), composite.rule(n, kind))(x, w, b)
       continue
-    invals = [read(v) for v in eqn.invars]
-    params = eqn.primitive.get_bind_params(eqn.params)
-    subfuns, params = params if isinstance(params, tuple) else ((), params)
-    with eqn.ctx.manager:
-      out = eqn.primitive.bind(*subfuns, *invals, **params)
-    outs = out if eqn.primitive.multiple_results else [out]
+    outs = rules.bind(eqn, [read(v) for v in eqn.invars])
     if i in the_plan.detached:
       outs = [lax.stop_gradient(o) for o in outs]
     for v, o in zip(eqn.outvars, outs):

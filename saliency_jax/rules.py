@@ -221,6 +221,23 @@ def _closed_parts(closed):
   return (closed.jaxpr, closed.consts) if isinstance(closed, jex.core.ClosedJaxpr) else (closed, ())
 
 
+def bind(eqn, invals) -> list:
+  """Runs one equation as it is on the given inputs.
+
+  Args:
+    eqn: a jaxpr equation.
+    invals: its input values.
+
+  Returns:
+    Its outputs, a list.
+  """
+  params = eqn.primitive.get_bind_params(eqn.params)
+  subfuns, params = params if isinstance(params, tuple) else ((), params)
+  with eqn.ctx.manager:
+    out = eqn.primitive.bind(*subfuns, *invals, **params)
+  return out if eqn.primitive.multiple_results else [out]
+
+
 def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=frozenset()) -> list:
   """Runs a jaxpr with every rectification replaced by `relu` (relu6 by min(relu(x), 6)).
 
@@ -273,11 +290,7 @@ def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=
     elif name == 'cond' and any(_has_rectifier(b.jaxpr) for b in eqn.params['branches']):
       outs = _cond(eqn, invals, relu, counter)
     else:
-      params = eqn.primitive.get_bind_params(eqn.params)
-      subfuns, params = params if isinstance(params, tuple) else ((), params)
-      with eqn.ctx.manager:
-        out = eqn.primitive.bind(*subfuns, *invals, **params)
-      outs = out if eqn.primitive.multiple_results else [out]
+      outs = bind(eqn, invals)
     for v, x in zip(eqn.outvars, outs):
       write(v, x)
   return [read(v) for v in jaxpr.outvars]
