@@ -111,3 +111,33 @@ def test_xrai_equals_pair_saliency_end_to_end(x64):
   np.testing.assert_allclose(np.asarray(got)[0], want, rtol=1e-9)
   with pytest.raises(ValueError, match='segments must be'):
     attribution.xrai(model, jnp.asarray(x[:1]), labels[:1], attributions=attr, segments=[segs[:, :10]])
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_kth_smallest_equals_sorting(dtype):
+  """The bisection over bit patterns lands on the value a sort gives, with ties, zeros and too few kept."""
+  rng = np.random.default_rng(1)
+  values = np.abs(rng.normal(size=500)).astype(dtype)
+  values[:40] = 0.0
+  values[40:80] = values[80]  # ties
+  keep = rng.random(500) < 0.6
+  with jax.enable_x64(dtype == np.float64):
+    for k in (0, 1, 39, 40, 150, int(keep.sum()) - 1, int(keep.sum()), 499):
+      want = np.sort(np.where(keep, values, np.inf))[k]
+      got = attribution.kth_smallest(jnp.asarray(values), jnp.asarray(keep), k)
+      assert got.dtype == dtype and got == want, (k, got, want)
+
+
+def test_guided_ig_ends_in_float32_with_few_steps():
+  """A float32 path whose last target rounded below 0 looped forever; it ends, and keeps completeness.
+
+  Guided IG's attributions sum to about S(x) - S(baseline), as IG's do (coarsely at 3 steps).
+  """
+  model = models.SmallConvNet(10, stages=((16,), (32,), (64,), (128,)), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  labels = jnp.array([0, 3])
+  got = attribution.guided_ig(model, x, labels, steps=3)
+  scores = model(x) - model(jnp.zeros_like(x))
+  delta = scores[jnp.arange(2), labels]
+  assert got.shape == x.shape and bool(jnp.all(jnp.isfinite(got)))
+  np.testing.assert_allclose(got.sum(axis=(1, 2, 3)), delta, rtol=0.5)

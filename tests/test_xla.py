@@ -1,0 +1,65 @@
+"""xla.canonical_convolutions: the same values, every convolution in XLA:CPU's canonical layout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from saliency_jax import attribution, models, xla
+
+CASES = [  # lhs shape, kernel shape, dimension numbers, strides, padding, feature groups
+    ((2, 9, 11, 6), (3, 3, 6, 8), ('NHWC', 'HWIO', 'NHWC'), (1, 1), 'SAME', 1),
+    ((2, 6, 9, 11), (8, 6, 3, 3), ('NCHW', 'OIHW', 'NCHW'), (2, 1), 'VALID', 1),  # Equinox's, Haiku's NCHW
+    ((2, 9, 11, 6), (3, 3, 2, 9), ('NHWC', 'HWIO', 'NHWC'), (2, 2), 'SAME', 3),
+    ((2, 9, 11, 6), (9, 2, 3, 3), ('NHWC', 'OIHW', 'NCHW'), (1, 2), ((1, 0), (2, 1)), 3),
+]
+
+
+def _conv_specs(fn, *args):
+  """The dimension numbers of every convolution in fn's program (nested calls included)."""
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive is jax.lax.conv_general_dilated_p:
+        found.append(eqn.params['dimension_numbers'])
+      for value in eqn.params.values():
+        if isinstance(value, jax.extend.core.ClosedJaxpr):
+          walk(value.jaxpr)
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_canonical_convolutions_give_the_same_values_and_gradients(case):
+  shape, kernel_shape, numbers, strides, padding, groups = case
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+
+  def conv(x):
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=(1, 2),
+                                        dimension_numbers=numbers, feature_group_count=groups)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(conv(x) ** 2)))
+  canonical_grad = jax.jit(xla.canonical_convolutions(jax.grad(lambda x: jnp.sum(conv(x) ** 2))))
+  np.testing.assert_allclose(xla.canonical_convolutions(conv)(x), conv(x), rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(canonical_grad(x), grad(x), rtol=1e-6, atol=1e-4)
+  # the backward pass's transposed convolution is not canonical until rewritten
+  n = 2
+  canonical = ((0, n + 1, 1, 2), (n + 1, n, 0, 1), (0, n + 1, 1, 2))
+  before = _conv_specs(jax.grad(lambda x: jnp.sum(conv(x) ** 2)), x)
+  after = _conv_specs(xla.canonical_convolutions(jax.grad(lambda x: jnp.sum(conv(x) ** 2))), x)
+  assert len(before) == len(after) == 2
+  assert any(tuple(map(tuple, s)) != canonical for s in before)
+  assert all(tuple(map(tuple, s)) == canonical for s in after)
+
+
+def test_a_nets_gradient_in_a_loop_is_unchanged_to_round_off():
+  """Integrated Gradients with its path in chunks (a loop body) equals its one-batch program to round-off."""
+  model = models.SmallConvNet(10, stages=((8,), (16,)), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  labels = jnp.array([1, 2])
+  whole = attribution.integrated_gradients(model, x, labels, steps=8)
+  looped = attribution.integrated_gradients(model, x, labels, steps=8, step_chunk=2)
+  np.testing.assert_allclose(looped, whole, rtol=1e-5, atol=1e-6 * float(jnp.abs(whole).max()))
