@@ -326,6 +326,9 @@ def chunked(fn: Callable, arrays, chunk_size: int | None):
     raise ValueError(f'chunk_size must be a positive integer number of images (None: all at once), got '
                      f'{chunk_size!r}')
   step = padded_size(n if chunk_size is None else min(chunk_size, n))
+  if step == n:  # one chunk (no slicing: each slice of a JAX array is a dispatch of its own)
+    part, _ = shard(tuple(arrays))
+    return fn(*part)
   outs = []
   for start in range(0, n, step):
     part = [None if a is None else a[start:start + step] for a in arrays]

@@ -425,8 +425,19 @@ def accepts_relu(model) -> bool:
   Returns:
     A bool.
   """
+  if isinstance(model, nnx.Module):  # a module's signature is its class's: read once per class
+    return _call_takes_relu(type(model).__call__)
+  return _takes_relu(model)
+
+
+@functools.lru_cache(maxsize=256)
+def _call_takes_relu(call) -> bool:
+  return _takes_relu(call)
+
+
+def _takes_relu(fn) -> bool:
   try:
-    parameters = inspect.signature(model).parameters
+    parameters = inspect.signature(fn).parameters
   except (TypeError, ValueError):
     return False
   return 'relu' in parameters and parameters['relu'].kind in (inspect.Parameter.KEYWORD_ONLY,
