@@ -112,7 +112,8 @@ STUDY_MAPS = {
     'grad_cam_pw12': {'method': 'grad_cam', 'layer': 'conv_pw_12_relu'},  # 7 x 7, one block earlier
     'grad_cam_pw11': {'method': 'grad_cam', 'layer': 'conv_pw_11_relu'},  # 14 x 14
     'cam': {'method': 'cam'},
-    'occlusion': {'method': 'occlusion', 'crops': 'centre', 'patch': 64, 'stride': 40},
+    # all 25 patches in one batch, as the study's kept run computed them (occlusion's default now takes 16)
+    'occlusion': {'method': 'occlusion', 'crops': 'centre', 'patch': 64, 'stride': 40, 'patch_chunk': None},
 }
 # The methods registered after the study's kept run (`results/localisation_study.json`), in a study of
 # their own on its images, net and parts (the `methods` variant): each on the centre crop, one class at a

@@ -101,9 +101,14 @@ def gradient_x_input(model, images, labels, *, chunk_size: int | None = None) ->
   Raises:
     ValueError: bad images, labels or model, or non-finite scores or gradients.
   """
-  model = rules.as_model(model, images)
-  images = saliency.check_images(model, images)
-  return images * saliency.input_gradients(model, images, labels, chunk_size=chunk_size)
+  model, images, labels = _prepare(model, images, labels)
+  fn = functools.partial(_gradient_x_input, model)
+  return saliency.check_finite(parallel.chunked(fn, (images, labels), chunk_size), 'gradient x input')
+
+
+@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
+def _gradient_x_input(model, images, labels):
+  return images * _one_hot_vjp(model, images, labels)
 
 
 def guided_backprop(model, images, labels, *, chunk_size: int | None = None) -> jax.Array:
@@ -1121,7 +1126,7 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
     layer: as `grad_cam` / `cam` take it.
     crop_size: an int or (h, w): the 10 crops' size; None maps the whole images.
     chunk_size: images per compiled call (default: all at once).
-    **settings: occlusion's patch, stride and value.
+    **settings: occlusion's patch, stride, value and patch_chunk.
 
   Returns:
     float32 [B, k, H, W].
@@ -1141,7 +1146,7 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
       raise ValueError('occlusion takes no crop_size (10x its forward passes: occlude the crops as images) '
                        'and no layer')
     return _occlusion_maps(model, images, classes, chunk_size=chunk_size,
-                           **{'patch': 8, 'stride': 4, 'value': 0.0, **settings})
+                           **{'patch': 8, 'stride': 4, 'value': 0.0, 'patch_chunk': 16, **settings})
   if settings:
     raise ValueError(f'{method} takes no settings {sorted(settings)}')
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
@@ -1303,19 +1308,55 @@ def _occlusion(model, images, classes, masks, value):
   return saliency.mark_bad(maps, saliency.finite_rows(scores[:b], scores[b:].reshape(b, -1)))
 
 
-def _occlusion_maps(model, images, classes, *, patch, stride, value, chunk_size):
+def _occlusion_chunked(model, images, classes, masks, value):
+  """`_occlusion` with the patches a chunk at a time, the score drops summed by a `lax.scan`.
+
+  masks: [n_chunks, chunk, H, W]; all-zero masks pad the last chunk and add nothing.
+  """
+  b = images.shape[0]
+  full_scores = model(images)
+  full = jnp.take_along_axis(full_scores, classes, axis=1)  # [B, k]
+
+  def step(carry, chunk):
+    total, ok = carry
+    m = chunk[None, :, :, :, None]
+    occluded = images[:, None] * (1 - m) + value * m  # [B, c, H, W, C]
+    scores = model(occluded.reshape(-1, *images.shape[1:])).reshape(b, chunk.shape[0], -1)
+    part = jnp.take_along_axis(scores, classes[:, None], axis=2)  # [B, c, k]
+    total = total + jnp.einsum('bpk,phw->bkhw', full[:, None] - part, chunk)
+    return (total, ok & saliency.finite_rows(scores)), None
+
+  zeros = jnp.zeros((b, classes.shape[1], *images.shape[1:3]), images.dtype)
+  (total, ok), _ = jax.lax.scan(step, (zeros, saliency.finite_rows(full_scores)), masks)
+  return saliency.mark_bad(total / jnp.maximum(masks.sum((0, 1)), 1), ok)
+
+
+occlusion_kernel = jax.jit(_occlusion_chunked, compiler_options=saliency.COMPILER_OPTIONS)
+
+
+def _occlusion_maps(model, images, classes, *, patch, stride, value, chunk_size, patch_chunk):
   masks = jnp.asarray(occlusion_masks(images.shape[1:3], patch, stride), images.dtype)
-  fn = functools.partial(_occlusion, model, masks=masks, value=jnp.asarray(value, images.dtype))
+  value = jnp.asarray(value, images.dtype)
+  if patch_chunk is None:
+    fn = functools.partial(_occlusion, model, masks=masks, value=value)
+  else:
+    if not (saliency.is_int(patch_chunk) and patch_chunk >= 1):
+      raise ValueError(f'patch_chunk must be a positive integer number of patches, got {patch_chunk!r}')
+    n = -(-masks.shape[0] // patch_chunk)
+    padding = jnp.zeros((n * patch_chunk - masks.shape[0], *masks.shape[1:]), masks.dtype)
+    chunks = jnp.concatenate([masks, padding]).reshape(n, patch_chunk, *masks.shape[1:])
+    fn = functools.partial(occlusion_kernel, model, masks=chunks, value=value)
   return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, classes), chunk_size),
                                'occlusion')
 
 
 def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: float = 0.0,
-              chunk_size: int | None = None) -> jax.Array:
+              chunk_size: int | None = None, patch_chunk: int | None = 16) -> jax.Array:
   """Occlusion sensitivity (Zeiler & Fergus 2014): the drop of S_c when a patch is occluded.
 
   Each `patch` square is set to `value`; each pixel's map averages the drops of the patches covering it.
-  All patches of a chunk are one batch of forward passes (memory: chunk_size x patches images).
+  The patches go `patch_chunk` at a time through the model (`lax.scan`: memory holds chunk_size x
+  patch_chunk images, whatever the number of patches); None: all patches of a chunk in one batch.
 
   Args:
     model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
@@ -1325,16 +1366,17 @@ def occlusion(model, images, labels, *, patch: int = 8, stride: int = 4, value: 
     stride: the step between patches in pixels.
     value: what occluded pixels are set to (0: the training mean in model space).
     chunk_size: images per compiled call (default: all at once).
+    patch_chunk: patches per forward pass (a positive integer), or None (all at once).
 
   Returns:
     float32 [B, H, W], signed (a negative value: occluding raised the score).
 
   Raises:
-    ValueError: bad images, labels or model, or non-finite scores or gradients.
+    ValueError: bad images, labels, model or patch_chunk, or non-finite scores or gradients.
   """
   model, images, labels = _prepare(model, images, labels)
   return _occlusion_maps(model, images, labels[:, None], patch=patch, stride=stride, value=value,
-                         chunk_size=chunk_size)[:, 0]
+                         chunk_size=chunk_size, patch_chunk=patch_chunk)[:, 0]
 
 
 # ----------------------------------------------------------------------------- the CAM family and RISE

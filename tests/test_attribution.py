@@ -322,3 +322,28 @@ def test_integrated_gradients_and_smoothgrad_in_chunks_bound_memory(net, batch):
     return compiled.memory_analysis().temp_size_in_bytes
   assert ig_temp(16) == ig_temp(256) > 0
   assert smoothgrad_temp(16) == smoothgrad_temp(256) > 0
+
+
+def test_occlusion_in_patch_chunks_equals_one_batch():
+  """The patches a chunk at a time (the last chunk padded) give the one-batch maps; a bad chunk is refused."""
+  model = models.SmallConvNet(5, stages=((8,), (16,)), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (3, 16, 16, 3))
+  labels = jnp.array([0, 2, 4])
+  whole = attribution.occlusion(model, x, labels, patch=4, stride=3, patch_chunk=None)  # 25 patches
+  for chunk in (1, 7, 25, 40):
+    got = attribution.occlusion(model, x, labels, patch=4, stride=3, patch_chunk=chunk)
+    np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-5 * float(jnp.abs(whole).max()), err_msg=chunk)
+  with pytest.raises(ValueError, match='patch_chunk must be a positive integer'):
+    attribution.occlusion(model, x, labels, patch_chunk=0)
+
+
+def test_occlusion_memory_does_not_grow_with_the_patches():
+  """XLA's temporary buffers of occlusion's kernel for 16 and 256 patches at one patch_chunk are equal."""
+  model = models.SmallConvNet(5, stages=((8,), (16,)), rngs=nnx.Rngs(0))
+  x, classes = jnp.zeros((2, 16, 16, 3)), jnp.array([[1], [2]])
+
+  def temp_bytes(patches):
+    masks = jnp.zeros((patches // 8, 8, 16, 16))  # chunks of 8 patches
+    compiled = attribution.occlusion_kernel.lower(model, x, classes, masks, 0.0).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  assert temp_bytes(16) == temp_bytes(256) > 0
