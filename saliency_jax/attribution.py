@@ -31,8 +31,10 @@ records for that layer (tested).
 No function here changes the caller's model; one in training mode is refused.
 """
 
+import concurrent.futures
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 
 import jax
@@ -1683,6 +1685,7 @@ def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, 
 # and a white baseline, image regions from Felzenszwalb segmentations at several scales, and the regions
 # added greedily by the density of attribution they add.
 XRAI_SCALES = (50, 100, 150, 250, 500, 1200)  # Felzenszwalb scales (PAIR's), segmenting at 224 x 224
+XRAI_STEP_CHUNK = 10  # XRAI's Integrated Gradients: path points per step of its lax.scan
 
 
 def xrai_segments(image, *, scales=XRAI_SCALES, sigma: float = 0.8, min_size: int = 150,
@@ -1762,8 +1765,9 @@ def xrai(model, images, labels, *, steps: int = 100, area_threshold: float = 1.0
   """XRAI (Kapishnikov et al. 2019), PAIR saliency's definition (its 'full' algorithm).
 
   The attribution: the mean of Integrated Gradients from a black and a white baseline (each image's
-  minimum and maximum), PAIR's sum over `steps` equally spaced points from the baseline to the image,
-  the maximum over channels. The regions: `xrai_segments` of each image (host, scikit-image). The map:
+  minimum and maximum), PAIR's sum over `steps` equally spaced points from the baseline to the image
+  (`XRAI_STEP_CHUNK` points at a time), the maximum over channels. The regions: `xrai_segments` of each
+  image (host, scikit-image, one thread per core, while the gradients compute). The map:
   regions added greedily by the density of the attribution they add (`xrai_rank`, on the device,
   batched over images).
 
@@ -1789,20 +1793,23 @@ def xrai(model, images, labels, *, steps: int = 100, area_threshold: float = 1.0
           and 0 < area_threshold <= 1):
     raise ValueError(f'xrai needs integer steps >= 1 and min_pixel_diff, and 0 < area_threshold <= 1, got '
                      f'{steps!r}, {min_pixel_diff!r}, {area_threshold!r}')
-  if attributions is None:
-    alphas = jnp.linspace(0.0, 1.0, steps, dtype=images.dtype)
-    weights = jnp.full(steps, 1.0 / steps, images.dtype)
+  if attributions is None:  # dispatched first: the host segments the images while they compute
+    alphas, weights = chunk_points(np.linspace(0.0, 1.0, steps), np.full(steps, 1.0 / steps), XRAI_STEP_CHUNK)
     low = jnp.broadcast_to(images.min(axis=(1, 2, 3), keepdims=True), images.shape)
     high = jnp.broadcast_to(images.max(axis=(1, 2, 3), keepdims=True), images.shape)
-    fn = functools.partial(_integrated_gradients, model, alphas=alphas, weights=weights)
+    fn = functools.partial(ig_kernel, model, alphas=jnp.asarray(alphas, images.dtype),
+                           weights=jnp.asarray(weights, images.dtype))
     attributions = (parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, low), chunk_size)
                     + parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, high), chunk_size)) / 2
   attr = jnp.asarray(attributions, images.dtype)
   attr = attr.max(axis=-1) if attr.ndim == 4 else attr
   if attr.shape != images.shape[:3]:
     raise ValueError(f'xrai: attributions must be [B, H, W(, C)] {images.shape[:3]}, got {attr.shape}')
-  segs = [xrai_segments(np.asarray(x)) for x in images] if segments is None else [np.asarray(s, bool)
-                                                                                    for s in segments]
+  if segments is None:  # scikit-image and SciPy release the GIL: one thread per core
+    with concurrent.futures.ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
+      segs = list(pool.map(xrai_segments, np.asarray(images)))
+  else:
+    segs = [np.asarray(s, bool) for s in segments]
   if len(segs) != images.shape[0] or any(s.ndim != 3 or s.shape[1:] != images.shape[1:3] for s in segs):
     raise ValueError(f'xrai: segments must be one bool [M, H, W] per image, (H, W) = {images.shape[1:3]}')
   most = max(len(s) for s in segs)
