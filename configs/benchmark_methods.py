@@ -8,8 +8,9 @@ same weights, `num_images` random images at `image_size` px; each method with th
 both sides; two untimed calls each, then `repeats` rounds alternating the package and the anchor
 (`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds);
 medians and the speed-up (anchor / package) to benchmark_methods.json. The gradient's row also times the
-same VJP jitted bare (`bare_jax`: no checks), to tell the package's per-call checks from the compiled
-program's time. Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
+same VJP jitted bare (no checks) with XLA's default options (`bare_jax`) and with the package's
+(`bare_jax_options`), to tell the package's per-call checks and its compiler options from the program's
+time. Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
 """
 
 import ml_collections

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from saliency_jax import attribution, models, report, timing, weights
+from saliency_jax import attribution, models, report, timing, weights, xla
 
 
 def twin_and_model(stages, num_classes: int, seed: int, pool_modules: bool = False):
@@ -195,14 +195,18 @@ def run(config, workdir, log=print) -> dict:
                                             x.shape[1:3]))
   settings['rise'] = {**settings['rise'], 'masks': masks}
   theirs = anchors(twin, split, c.methods.to_dict(), masks)
+  bare_default = jax.jit(bare_gradient)
+  bare_options = jax.jit(bare_gradient, compiler_options=xla.COMPILER_OPTIONS)
   rows = {}
   for method in c.methods:
     ours = functools.partial(attribution.attribute, method, model, x, labels, **{
         k: v for k, v in settings[method].items() if not (method == 'rise' and k == 'num_masks')})
     sides = {'jax': lambda f=ours: jax.block_until_ready(f()),
              'anchor': lambda m=method: theirs[m](xt.clone(), labels)}
-    if method == 'gradient':  # where the time goes: the same VJP jitted bare, without the package's checks
-      sides['bare_jax'] = lambda: jax.block_until_ready(bare_gradient(model, x, labels))
+    if method == 'gradient':  # where the time goes: the same VJP jitted bare, without the package's checks,
+      # with XLA's default options and with the package's (`xla.COMPILER_OPTIONS`)
+      sides['bare_jax'] = lambda: jax.block_until_ready(bare_default(model, x, labels))
+      sides['bare_jax_options'] = lambda: jax.block_until_ready(bare_options(model, x, labels))
     look = {}
     for side, fn in sides.items():  # compiled, then one timed look: milliseconds take more rounds
       fn()
