@@ -120,8 +120,8 @@ STUDY_MAPS = {
 # time, the multiplying ones with few steps as the study's IG; beside the paper's gradient (10 crops, the
 # paired reference) and cut by the thresholds. Not studied, for their cost on 2 CPU cores per class and
 # image: Score-CAM (a forward pass per channel: 1,024 of them at the last layer), RISE (thousands of
-# masked passes), XRAI (its regions segmented on the host at six scales) and Guided IG (a gradient per
-# move of its path, many moves per step: over two minutes for 8 images with 3 steps).
+# masked passes), XRAI (its regions segmented on the host at six scales) and Guided IG (its probe, 8 images
+# with 3 steps, was stopped after two minutes: a float32 path whose moves never ended, mended since).
 METHODS_MAPS = {
     **{name: {'method': name, 'crops': 'centre'}
        for name in ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam', 'eigen_cam', 'ablation_cam',
