@@ -156,30 +156,17 @@ def _inlined(jaxpr, consts, args):
   Nested jit calls, and custom-derivative functions that hold a linear layer (the package's strided
   convolution); the other custom-derivative functions (jax.nn.relu, max-pooling) as they are.
   """
-  env = {}
-
-  def read(v):
-    return v.val if isinstance(v, jex.core.Literal) else env[v]
-
-  for v, x in zip(jaxpr.constvars, consts):
-    env[v] = x
-  for v, x in zip(jaxpr.invars, args):
-    env[v] = x
-  for eqn in jaxpr.eqns:
-    invals = [read(v) for v in eqn.invars]
+  def step(eqn, invals):
     found = rules.called_jaxpr(eqn)
     name = eqn.primitive.name
     inline = found is not None and name in rules.CALLS and (
         name not in ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr') or _has_linear(found[0]))
-    if inline:
-      sub, sub_consts = found
-      outs = _inlined(sub, sub_consts, invals[len(invals) - len(sub.invars):])
-    else:
-      outs = rules.bind(eqn, invals)
-    for v, x in zip(eqn.outvars, outs):
-      if type(v).__name__ != 'DropVar':
-        env[v] = x
-  return [read(v) for v in jaxpr.outvars]
+    if not inline:
+      return rules.bind(eqn, invals)
+    sub, sub_consts = found
+    return _inlined(sub, sub_consts, invals[len(invals) - len(sub.invars):])
+
+  return rules.run(jaxpr, consts, args, step)
 
 
 def _is_var(v) -> bool:

@@ -238,6 +238,34 @@ def bind(eqn, invals) -> list:
   return out if eqn.primitive.multiple_results else [out]
 
 
+def run(jaxpr, consts, args, step) -> list:
+  """Runs a jaxpr one equation at a time, each through `step`.
+
+  Args:
+    jaxpr: the program.
+    consts: its constants.
+    args: its arguments.
+    step: step(eqn, invals) -> the equation's outputs, a list (`bind` runs it as it is).
+
+  Returns:
+    The program's outputs.
+  """
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+  for v, x in zip(jaxpr.constvars, consts):
+    env[v] = x
+  for v, x in zip(jaxpr.invars, args):
+    env[v] = x
+  for eqn in jaxpr.eqns:
+    for v, x in zip(eqn.outvars, step(eqn, [read(v) for v in eqn.invars])):
+      if type(v).__name__ != 'DropVar':
+        env[v] = x
+  return [read(v) for v in jaxpr.outvars]
+
+
 def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=frozenset()) -> list:
   """Runs a jaxpr with every rectification replaced by `relu` (relu6 by min(relu(x), 6)).
 

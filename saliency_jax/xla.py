@@ -13,7 +13,6 @@ Gradients, Blur IG, Guided IG) run them through it.
 """
 
 import jax
-import jax.extend as jex
 import numpy as np
 
 from saliency_jax import rules
@@ -49,31 +48,18 @@ def _canonical_conv(eqn, lhs, rhs):
 
 def _run(jaxpr, consts, args) -> list:
   """Runs a jaxpr with its convolutions canonical; calls (jit, closed_call, remat) inlined, the rest as is."""
-  env = {}
-
-  def read(v):
-    return v.val if isinstance(v, jex.core.Literal) else env[v]
-
-  for v, x in zip(jaxpr.constvars, consts):
-    env[v] = x
-  for v, x in zip(jaxpr.invars, args):
-    env[v] = x
-  for eqn in jaxpr.eqns:
-    invals = [read(v) for v in eqn.invars]
+  def step(eqn, invals):
     called = rules.called_jaxpr(eqn)
     if eqn.primitive is jax.lax.conv_general_dilated_p:
       with eqn.ctx.manager:
-        outs = [_canonical_conv(eqn, *invals)]
-    elif called is not None and eqn.primitive.name in ('pjit', 'jit', 'closed_call', 'core_call', 'remat',
-                                                       'remat2', 'checkpoint'):
+        return [_canonical_conv(eqn, *invals)]
+    if called is not None and eqn.primitive.name in ('pjit', 'jit', 'closed_call', 'core_call', 'remat',
+                                                     'remat2', 'checkpoint'):
       sub, sub_consts = called
-      outs = _run(sub, sub_consts, invals[len(invals) - len(sub.invars):])
-    else:
-      outs = rules.bind(eqn, invals)
-    for v, x in zip(eqn.outvars, outs):
-      if type(v).__name__ != 'DropVar':
-        env[v] = x
-  return [read(v) for v in jaxpr.outvars]
+      return _run(sub, sub_consts, invals[len(invals) - len(sub.invars):])
+    return rules.bind(eqn, invals)
+
+  return rules.run(jaxpr, consts, args, step)
 
 
 def canonical_convolutions(fn):
