@@ -579,12 +579,19 @@ def _guided_ig_one(model, x_input, baseline, label, *, steps, fraction, max_dist
   return jnp.where(l1_total == 0, 0.0, attr)
 
 
-@functools.partial(jax.jit, static_argnames=('steps', 'fraction', 'max_dist'),
-                   compiler_options=saliency.COMPILER_OPTIONS)
 def _guided_ig(model, images, labels, baselines, *, steps, fraction, max_dist):
   one = functools.partial(_guided_ig_one, model, steps=steps, fraction=fraction, max_dist=max_dist)
   out = jax.vmap(one)(images, baselines, labels)
   return saliency.mark_bad(out, saliency.finite_rows(out))
+
+
+guided_ig_kernel = jax.jit(_guided_ig, static_argnames=('steps', 'fraction', 'max_dist'),
+                           compiler_options=saliency.COMPILER_OPTIONS)
+guided_ig_kernel.__doc__ = """Guided IG's jitted kernel, no checks.
+
+(model, images, labels, baselines, *, steps, fraction, max_dist) -> [B, H, W, C]; public so that its
+memory can be measured (`.lower(...).compile()`).
+"""
 
 
 def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fraction: float = 0.25,
@@ -618,7 +625,7 @@ def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fractio
     raise ValueError(f'guided_ig needs integer steps >= 1, 0 < fraction <= 1 and 0 <= max_dist <= 1, got '
                      f'{steps!r}, {fraction!r}, {max_dist!r}')
   baselines = baselines_of(images, baseline)
-  fn = functools.partial(_guided_ig, model, steps=int(steps), fraction=float(fraction),
+  fn = functools.partial(guided_ig_kernel, model, steps=int(steps), fraction=float(fraction),
                          max_dist=float(max_dist))
   out = parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
   return saliency.check_finite(out, 'guided_ig')

@@ -141,3 +141,15 @@ def test_guided_ig_ends_in_float32_with_few_steps():
   delta = scores[jnp.arange(2), labels]
   assert got.shape == x.shape and bool(jnp.all(jnp.isfinite(got)))
   np.testing.assert_allclose(got.sum(axis=(1, 2, 3)), delta, rtol=0.5)
+
+
+def test_guided_ig_memory_does_not_grow_with_the_steps():
+  """XLA's temporary buffers of Guided IG's kernel for 16 and 256 steps are equal (a loop over the steps)."""
+  model = models.SmallConvNet(6, stages=STAGES, rngs=nnx.Rngs(0))
+  x, labels = jnp.zeros((2, 16, 16, 3)), jnp.array([1, 2])
+
+  def temp_bytes(steps):
+    compiled = attribution.guided_ig_kernel.lower(model, x, labels, x, steps=steps, fraction=0.25,
+                                                  max_dist=0.02).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  assert temp_bytes(16) == temp_bytes(256) > 0
