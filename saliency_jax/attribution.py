@@ -1351,10 +1351,9 @@ def _occlusion_maps(model, images, classes, *, patch, stride, value, chunk_size,
   else:
     if not (saliency.is_int(patch_chunk) and patch_chunk >= 1):
       raise ValueError(f'patch_chunk must be a positive integer number of patches, got {patch_chunk!r}')
-    n = -(-masks.shape[0] // patch_chunk)
-    padding = jnp.zeros((n * patch_chunk - masks.shape[0], *masks.shape[1:]), masks.dtype)
-    chunks = jnp.concatenate([masks, padding]).reshape(n, patch_chunk, *masks.shape[1:])
-    fn = functools.partial(occlusion_kernel, model, masks=chunks, value=value)
+    masks = jnp.pad(masks, ((0, -len(masks) % patch_chunk), (0, 0), (0, 0)))  # zero masks: they add nothing
+    fn = functools.partial(occlusion_kernel, model, masks=masks.reshape(-1, patch_chunk, *masks.shape[1:]),
+                           value=value)
   return saliency.check_finite(parallel.chunked(lambda x, y: fn(x, y), (images, classes), chunk_size),
                                'occlusion')
 

@@ -156,7 +156,7 @@ def _inlined(jaxpr, consts, args):
   Nested jit calls, and custom-derivative functions that hold a linear layer (the package's strided
   convolution); the other custom-derivative functions (jax.nn.relu, max-pooling) as they are.
   """
-  def step(eqn, invals):
+  def step(_, eqn, invals):
     found = rules.called_jaxpr(eqn)
     name = eqn.primitive.name
     inline = found is not None and name in rules.CALLS and (

@@ -36,8 +36,9 @@ import numpy as np
 from flax import nnx
 
 RECTIFIERS = ('relu', 'relu6')
-CALLS = ('pjit', 'jit', 'closed_call', 'core_call', 'remat', 'remat2', 'checkpoint', 'custom_jvp_call',
-         'custom_vjp_call', 'custom_vjp_call_jaxpr', 'custom_lin')
+# Calls of a program: plain ones, and those with derivative rules of their own.
+PLAIN_CALLS = ('pjit', 'jit', 'closed_call', 'core_call', 'remat', 'remat2', 'checkpoint')
+CALLS = PLAIN_CALLS + ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr', 'custom_lin')
 # Nonlinearities of their own, by primitive or by the name of the function that computes them: a
 # max(x, 0) or relu6 inside one of these functions (softplus's logaddexp(x, 0), hard_swish's
 # relu6(x + 3)) is part of it, never a ReLU of the network.
@@ -245,7 +246,7 @@ def run(jaxpr, consts, args, step) -> list:
     jaxpr: the program.
     consts: its constants.
     args: its arguments.
-    step: step(eqn, invals) -> the equation's outputs, a list (`bind` runs it as it is).
+    step: step(i, eqn, invals) -> the outputs of equation i, a list (`bind` runs it as it is).
 
   Returns:
     The program's outputs.
@@ -259,8 +260,8 @@ def run(jaxpr, consts, args, step) -> list:
     env[v] = x
   for v, x in zip(jaxpr.invars, args):
     env[v] = x
-  for eqn in jaxpr.eqns:
-    for v, x in zip(eqn.outvars, step(eqn, [read(v) for v in eqn.invars])):
+  for i, eqn in enumerate(jaxpr.eqns):
+    for v, x in zip(eqn.outvars, step(i, eqn, [read(v) for v in eqn.invars])):
       if type(v).__name__ != 'DropVar':
         env[v] = x
   return [read(v) for v in jaxpr.outvars]
@@ -282,22 +283,9 @@ def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=
   Returns:
     The program's outputs.
   """
-  env = {}
   analysis = Analysis(jaxpr, zeros, rooted)
 
-  def read(v):
-    return v.val if isinstance(v, jex.core.Literal) else env[v]
-
-  def write(v, x):
-    if type(v).__name__ != 'DropVar':
-      env[v] = x
-
-  for v, x in zip(jaxpr.constvars, consts):
-    write(v, x)
-  for v, x in zip(jaxpr.invars, args):
-    write(v, x)
-  for i, eqn in enumerate(jaxpr.eqns):
-    invals = [read(v) for v in eqn.invars]
+  def step(i, eqn, invals):
     kind = analysis.sites.get(i)
     name = eqn.primitive.name
     called = None if kind else analysis.inner(eqn)
@@ -305,23 +293,21 @@ def evaluate(jaxpr, consts, args, relu, counter=None, zeros=frozenset(), rooted=
       if counter is not None:
         counter.append(kind)
       out = relu(analysis.rectified(eqn, invals))
-      outs = [jnp.minimum(out, 6.0).astype(out.dtype) if kind == 'relu6' else out]
-    elif called is not None and _has_rectifier(called[0], called[2], called[3]):
+      return [jnp.minimum(out, 6.0).astype(out.dtype) if kind == 'relu6' else out]
+    if called is not None and _has_rectifier(called[0], called[2], called[3]):
       sub, sub_consts, sub_zeros, sub_rooted = called
       n = len(sub.invars)
-      outs = evaluate(sub, sub_consts, invals[len(invals) - n:], relu, counter, sub_zeros, sub_rooted)
-    elif name == 'scan' and _has_rectifier(eqn.params['jaxpr'].jaxpr):
-      outs = _scan(eqn, invals, relu, counter)
-    elif name == 'while' and (_has_rectifier(eqn.params['body_jaxpr'].jaxpr)
-                              or _has_rectifier(eqn.params['cond_jaxpr'].jaxpr)):
-      outs = _while(eqn, invals, relu, counter)
-    elif name == 'cond' and any(_has_rectifier(b.jaxpr) for b in eqn.params['branches']):
-      outs = _cond(eqn, invals, relu, counter)
-    else:
-      outs = bind(eqn, invals)
-    for v, x in zip(eqn.outvars, outs):
-      write(v, x)
-  return [read(v) for v in jaxpr.outvars]
+      return evaluate(sub, sub_consts, invals[len(invals) - n:], relu, counter, sub_zeros, sub_rooted)
+    if name == 'scan' and _has_rectifier(eqn.params['jaxpr'].jaxpr):
+      return _scan(eqn, invals, relu, counter)
+    if name == 'while' and (_has_rectifier(eqn.params['body_jaxpr'].jaxpr)
+                            or _has_rectifier(eqn.params['cond_jaxpr'].jaxpr)):
+      return _while(eqn, invals, relu, counter)
+    if name == 'cond' and any(_has_rectifier(b.jaxpr) for b in eqn.params['branches']):
+      return _cond(eqn, invals, relu, counter)
+    return bind(eqn, invals)
+
+  return run(jaxpr, consts, args, step)
 
 
 def _scan(eqn, invals, relu, counter):

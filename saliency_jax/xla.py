@@ -48,13 +48,12 @@ def _canonical_conv(eqn, lhs, rhs):
 
 def _run(jaxpr, consts, args) -> list:
   """Runs a jaxpr with its convolutions canonical; calls (jit, closed_call, remat) inlined, the rest as is."""
-  def step(eqn, invals):
+  def step(_, eqn, invals):
     called = rules.called_jaxpr(eqn)
     if eqn.primitive is jax.lax.conv_general_dilated_p:
       with eqn.ctx.manager:
         return [_canonical_conv(eqn, *invals)]
-    if called is not None and eqn.primitive.name in ('pjit', 'jit', 'closed_call', 'core_call', 'remat',
-                                                     'remat2', 'checkpoint'):
+    if called is not None and eqn.primitive.name in rules.PLAIN_CALLS:
       sub, sub_consts = called
       return _run(sub, sub_consts, invals[len(invals) - len(sub.invars):])
     return rules.bind(eqn, invals)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from saliency_jax import attribution, models, xla
+from saliency_jax import attribution, models, rules, xla
 
 CASES = [  # lhs shape, kernel shape, dimension numbers, strides, padding, feature groups
     ((2, 9, 11, 6), (3, 3, 6, 8), ('NHWC', 'HWIO', 'NHWC'), (1, 1), 'SAME', 1),
@@ -24,9 +24,8 @@ def _conv_specs(fn, *args):
     for eqn in jaxpr.eqns:
       if eqn.primitive is jax.lax.conv_general_dilated_p:
         found.append(eqn.params['dimension_numbers'])
-      for value in eqn.params.values():
-        if isinstance(value, jax.extend.core.ClosedJaxpr):
-          walk(value.jaxpr)
+      for sub in rules.sub_jaxprs(eqn):
+        walk(sub)
   walk(jax.make_jaxpr(fn)(*args).jaxpr)
   return found
 
