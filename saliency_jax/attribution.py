@@ -1731,39 +1731,84 @@ def xrai_segments(image, *, scales=XRAI_SCALES, sigma: float = 0.8, min_size: in
   return np.stack(masks)
 
 
-def _xrai_rank(attr, masks, area_threshold, min_pixel_diff):
-  """One image's XRAI map: attr [H, W], masks bool [M, H, W] (empty ones pad the list)."""
+def xrai_atoms(segments) -> tuple:
+  """The pieces an image's XRAI regions cut it into: pixels in exactly the same regions form one atom.
+
+  The greedy ranking needs, per region, only its new pixels' count and attribution sum; both are sums
+  over atoms, of which there are far fewer than pixels (a 224 x 224 image's 360 regions: a few thousand).
+
+  Args:
+    segments: bool [M, H, W], the regions.
+
+  Returns:
+    (atom int32 [H * W]: each pixel's atom, members bool [M, A]: the atoms of each region,
+    pixels int32 [A]: each atom's pixel count).
+  """
+  segments = np.asarray(segments, bool)
+  bits = np.packbits(segments.reshape(len(segments), -1), axis=0).T  # [H * W, ceil(M / 8)]
+  rows = np.ascontiguousarray(bits).view(np.dtype((np.void, bits.shape[1]))).ravel()
+  _, first, atom = np.unique(rows, return_index=True, return_inverse=True)
+  members = segments.reshape(len(segments), -1)[:, first]
+  return atom.astype(np.int32), members, np.bincount(atom, minlength=len(first)).astype(np.int32)
+
+
+def _xrai_rank(attr, atom, members, pixels, area_threshold, min_pixel_diff):
+  """One image's XRAI map on its atoms: attr [H, W], atom [H * W], members [M, A], pixels [A] (padded atoms
+  have no pixels, padded regions no atoms)."""
+  sums = jax.ops.segment_sum(attr.reshape(-1), atom, num_segments=pixels.shape[0])
+  total = attr.size
+
   def more(state):
-    _, _, _, area, done = state
-    return (area <= area_threshold) & ~done
+    _, _, _, covered, done = state
+    return (covered.astype(attr.dtype) / total <= area_threshold) & ~done  # the share, as PAIR's mean
 
   def add(state):
-    current, alive, out, _, _ = state
-    diff = masks & ~current[None]
-    counts = diff.sum(axis=(1, 2))
-    alive = alive & (counts >= min_pixel_diff)  # masks that add too little are dropped for good
-    added = jnp.einsum('mhw,hw->m', diff.astype(attr.dtype), attr)
+    current, alive, gain, _, _ = state
+    diff = members & ~current[None]
+    counts = diff.astype(jnp.int32) @ pixels
+    alive = alive & (counts >= min_pixel_diff)  # regions that add too little are dropped for good
+    added = diff.astype(attr.dtype) @ sums
     gains = jnp.where(alive, added / jnp.maximum(counts, 1), -jnp.inf)
-    best = jnp.argmax(gains)  # the first of equal gains, as PAIR's loop over the masks in order
+    best = jnp.argmax(gains)  # the first of equal gains, as PAIR's loop over the regions in order
     done = ~alive.any()
-    out = jnp.where(diff[best] & ~done, gains[best], out)
-    current = jnp.where(done, current, current | masks[best])
-    return current, alive.at[best].set(False), out, current.mean(dtype=attr.dtype), done
-  init = (jnp.zeros(attr.shape, bool), jnp.ones(masks.shape[0], bool),
-          jnp.full(attr.shape, -jnp.inf, attr.dtype), jnp.zeros((), attr.dtype), jnp.array(False))
-  _, _, out, _, _ = jax.lax.while_loop(more, add, init)
-  left = out == -jnp.inf
-  fill = jnp.sum(jnp.where(left, attr, 0)) / jnp.maximum(left.sum(), 1)
-  return jnp.where(left, fill, out)
+    gain = jnp.where(diff[best] & ~done, gains[best], gain)
+    current = jnp.where(done, current, current | members[best])
+    return current, alive.at[best].set(False), gain, jnp.sum(jnp.where(current, pixels, 0), dtype=jnp.int32), done
+  init = (jnp.zeros(pixels.shape, bool), jnp.ones(members.shape[0], bool),
+          jnp.full(pixels.shape, -jnp.inf, attr.dtype), jnp.zeros((), jnp.int32), jnp.array(False))
+  _, _, gain, _, _ = jax.lax.while_loop(more, add, init)
+  left = gain == -jnp.inf
+  fill = jnp.sum(jnp.where(left, sums, 0)) / jnp.maximum(jnp.sum(jnp.where(left, pixels, 0)), 1)
+  return jnp.where(left, fill, gain)[atom].reshape(attr.shape)
 
 
-xrai_rank = jax.jit(jax.vmap(_xrai_rank, in_axes=(0, 0, None, None)), static_argnames=('min_pixel_diff',))
-xrai_rank.__doc__ = """XRAI's greedy ranking, batched over images.
+xrai_rank = jax.jit(jax.vmap(_xrai_rank, in_axes=(0, 0, 0, 0, None, None)), static_argnames=('min_pixel_diff',))
+xrai_rank.__doc__ = """XRAI's greedy ranking, batched over images, on the regions' atoms (`xrai_atoms`).
 
-(attr [B, H, W], masks bool [B, M, H, W], area_threshold, min_pixel_diff) -> [B, H, W]: each region's gain
-(the mean attribution it adds), regions taken best first until `area_threshold` of the image is covered;
-what no region covered gets the mean attribution there.
+(attr [B, H, W], atom int [B, H * W], members bool [B, M, A], pixels int [B, A], area_threshold,
+min_pixel_diff) -> [B, H, W]: each region's gain (the mean attribution it adds), regions taken best first
+until `area_threshold` of the image is covered; what no region covered gets the mean attribution there.
 """
+
+
+def xrai_region_atoms(segments) -> tuple:
+  """`xrai_atoms` of several images, padded to the same sizes for `xrai_rank`.
+
+  Args:
+    segments: per image, bool [M_i, H, W].
+
+  Returns:
+    (atom int32 [B, H * W], members bool [B, M, A], pixels int32 [B, A]): padded regions hold no atom,
+    padded atoms no pixel.
+  """
+  parts = [xrai_atoms(s) for s in segments]
+  m, a = max(p[1].shape[0] for p in parts), max(p[1].shape[1] for p in parts)
+  members = np.zeros((len(parts), m, a), bool)
+  pixels = np.zeros((len(parts), a), np.int32)
+  for i, (_, own, count) in enumerate(parts):
+    members[i, :own.shape[0], :own.shape[1]] = own
+    pixels[i, :len(count)] = count
+  return np.stack([p[0] for p in parts]), members, pixels
 
 
 def xrai(model, images, labels, *, steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50,
@@ -1818,9 +1863,8 @@ def xrai(model, images, labels, *, steps: int = 100, area_threshold: float = 1.0
     segs = [np.asarray(s, bool) for s in segments]
   if len(segs) != images.shape[0] or any(s.ndim != 3 or s.shape[1:] != images.shape[1:3] for s in segs):
     raise ValueError(f'xrai: segments must be one bool [M, H, W] per image, (H, W) = {images.shape[1:3]}')
-  most = max(len(s) for s in segs)
-  masks = np.stack([np.concatenate([s, np.zeros((most - len(s), *s.shape[1:]), bool)]) for s in segs])
-  out = xrai_rank(attr, jnp.asarray(masks), jnp.asarray(area_threshold, images.dtype), int(min_pixel_diff))
+  atom, members, pixels = xrai_region_atoms(segs)
+  out = xrai_rank(attr, atom, members, pixels, jnp.asarray(area_threshold, images.dtype), int(min_pixel_diff))
   return saliency.check_finite(out, 'xrai')
 
 

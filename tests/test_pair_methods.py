@@ -113,6 +113,19 @@ def test_xrai_equals_pair_saliency_end_to_end(x64):
     attribution.xrai(model, jnp.asarray(x[:1]), labels[:1], attributions=attr, segments=[segs[:, :10]])
 
 
+def test_xrai_atoms_rebuild_the_regions():
+  """Each pixel's atom holds exactly the regions that hold the pixel; atoms differ; the counts add up."""
+  x = np.random.default_rng(3).normal(size=(40, 52, 3))
+  segs = attribution.xrai_segments(x, size=None)
+  atom, members, pixels = attribution.xrai_atoms(segs)
+  np.testing.assert_array_equal(members[:, atom], segs.reshape(len(segs), -1))
+  assert len(np.unique(members, axis=1).T) == members.shape[1] < atom.size  # distinct, fewer than pixels
+  np.testing.assert_array_equal(pixels, np.bincount(atom))
+  # padded for a batch: the padding holds nothing
+  atoms, padded, counts = attribution.xrai_region_atoms([segs, segs[:5]])
+  assert padded.shape[1] == len(segs) and not padded[1, 5:].any() and counts[1].sum() == atom.size
+
+
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_kth_smallest_equals_sorting(dtype):
   """The bisection over bit patterns lands on the value a sort gives, with ties, zeros and too few kept."""
