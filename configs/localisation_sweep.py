@@ -9,6 +9,10 @@
       --workdir runs/ilsvrc_mobilenet_cuts [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:methods \
       --workdir runs/ilsvrc_mobilenet_methods [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:costly \
+      --workdir runs/ilsvrc_mobilenet_costly [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:masked \
+      --workdir runs/ilsvrc_mobilenet_masked [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
       --workdir runs/voc_raccoon_kangaroo
 
@@ -37,6 +41,8 @@ Variants:
     setting): `cuts_grid`, half an hour on 2 CPU cores where the study takes well over an hour.
   methods: the methods registered after the study's run (`METHODS_MAPS`), on its images, net and parts,
     beside the paper's gradient: `methods_grid`.
+  costly, masked: as methods, the methods of many passes per image (`COSTLY_MAPS`; `MASKED_MAPS` on the
+    first `MASKED_IMAGES` records of each part).
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: docs/results/localisation.md and imagenet.md.
 """
@@ -118,10 +124,7 @@ STUDY_MAPS = {
 # The methods registered after the study's kept run (`results/localisation_study.json`), in a study of
 # their own on its images, net and parts (the `methods` variant): each on the centre crop, one class at a
 # time, the multiplying ones with few steps as the study's IG; beside the paper's gradient (10 crops, the
-# paired reference) and cut by the thresholds. Not studied, for their cost on 2 CPU cores per class and
-# image: Score-CAM (a forward pass per channel: 1,024 of them at the last layer), RISE (thousands of
-# masked passes), XRAI (its regions segmented on the host at six scales) and Guided IG (its probe, 8 images
-# with 3 steps, was stopped after two minutes: a float32 path whose moves never ended, mended since).
+# paired reference) and cut by the thresholds.
 METHODS_MAPS = {
     **{name: {'method': name, 'crops': 'centre'}
        for name in ('grad_cam_plus_plus', 'xgrad_cam', 'layer_cam', 'hires_cam', 'eigen_cam', 'ablation_cam',
@@ -129,7 +132,21 @@ METHODS_MAPS = {
     'lrp_epsilon_plus': {'method': 'lrp', 'crops': 'centre', 'composite': 'epsilon_plus'},
     'blur_ig': {'method': 'blur_ig', 'crops': 'centre', 'steps': 3},
 }
-NOT_YET_STUDIED = ('score_cam', 'rise', 'xrai', 'guided_ig')
+# The methods of many passes per image, studied as `METHODS_MAPS` (centre crop, thresholds, beside the
+# paper's gradient), the six classes of an image out of one set of passes (`attribution.class_region_maps`)
+# where the passes do not depend on the class. `costly`: Guided IG (3 steps, as the study's IG) and XRAI
+# (its Integrated Gradients with 3 steps; one segmentation per image) on every image. `masked`: Score-CAM
+# (a forward pass per channel: 768 at the last layer) and RISE (1,000 masks, its benchmark's count; TorchRay's
+# default is 8,000), seconds per image on 2 CPU cores: on the first `MASKED_IMAGES` records of each part.
+COSTLY_MAPS = {
+    'guided_ig': {'method': 'guided_ig', 'crops': 'centre', 'steps': 3},
+    'xrai': {'method': 'xrai', 'crops': 'centre', 'steps': 3},
+}
+MASKED_MAPS = {
+    'score_cam': {'method': 'score_cam', 'crops': 'centre'},
+    'rise': {'method': 'rise', 'crops': 'centre', 'num_masks': 1000},
+}
+MASKED_IMAGES = 100
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
 STUDY_CUTS = {
@@ -182,12 +199,12 @@ def cuts_grid() -> dict:
           if name in ('gradient/graphcut', 'full_image', 'centre') or name.startswith('grad_cam_pw12/')}
 
 
-def methods_grid() -> dict:
-  """The paper's pair and the gradient's thresholds (`study_grid`'s), every `METHODS_MAPS` map cut by the
-  thresholds, and the full-image and centre boxes."""
+def methods_grid(maps=None) -> dict:
+  """The paper's pair and the gradient's thresholds (`study_grid`'s), every map of `maps` (default
+  `METHODS_MAPS`) cut by the thresholds, and the full-image and centre boxes."""
   grid = {name: s for name, s in study_grid().items()
           if name in ('gradient/graphcut', 'full_image', 'centre') or name.startswith('gradient/threshold')}
-  for name in METHODS_MAPS:
+  for name in METHODS_MAPS if maps is None else maps:
     for cut, settings in STUDY_CUTS.items():
       if cut.startswith('threshold'):
         grid[f'{name}/{cut}'] = {**settings, 'map': name}
@@ -195,8 +212,8 @@ def methods_grid() -> dict:
 
 
 def get_config(arg: str = 'synthetic'):
-  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods' or 'voc', optionally ':cpu' / ':gpu' / ':tpu'
-  (the base config's variant); a variant alone means the synthetic set."""
+  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', 'masked' or 'voc', optionally
+  ':cpu' / ':gpu' / ':tpu' (the base config's variant); a variant alone means the synthetic set."""
   data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
   variant = variant or 'cpu'
   every = {**one_at_a_time(), **combinations()}
@@ -221,19 +238,22 @@ def get_config(arg: str = 'synthetic'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
     config.maps = METHODS_MAPS
     grid = methods_grid()
+  elif data in ('costly', 'masked'):
+    config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
+    config.maps = COSTLY_MAPS if data == 'costly' else MASKED_MAPS
+    grid = methods_grid(config.maps)
   elif data == 'voc':
     config = _sibling('voc_raccoon_kangaroo').get_config(variant)
     grid = every
     criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
   else:
-    raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts', 'methods' or 'voc' ("
-                     "optionally "
-                     f':cpu, :gpu, :tpu), got {arg!r}')
+    raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', "
+                     f"'masked' or 'voc' (optionally :cpu, :gpu, :tpu), got {arg!r}")
   config.name = f'localisation_sweep ({data})'
   config.sweep = ml_collections.ConfigDict({
       'grid': grid,
       # the pick: lowest top-k localisation error on the selection part, ties by GT-known box accuracy
       'criterion': criterion,
-      'num_images': 0,  # records of each part (0: all)
+      'num_images': MASKED_IMAGES if data == 'masked' else 0,  # records of each part (0: all)
   })
   return config

@@ -34,6 +34,7 @@ No function here changes the caller's model; one in training mode is refused.
 import concurrent.futures
 import dataclasses
 import functools
+import inspect
 import os
 from collections.abc import Callable
 
@@ -1116,46 +1117,64 @@ def _class_region_maps(p: Parts, w, images, classes, *, method, crop_hw):
   return jax.vmap(one)(images, classes)
 
 
+# The methods whose maps of k classes per image share their passes (`class_region_maps`).
+SHARED_CLASS_MAPS = ('grad_cam', 'cam', 'occlusion', 'score_cam', 'rise', 'xrai')
+
+
 def class_region_maps(method: str, model, images, classes, *, layer=None, crop_size=None,
                       chunk_size: int | None = None, **settings) -> jax.Array:
-  """Grad-CAM, CAM or occlusion maps of k classes per image, taken as the paper takes its saliency maps.
+  """Region maps of k classes per image, taken as the paper takes its saliency maps: the passes shared.
 
   As `saliency.class_saliency` does: one forward pass per image (or per its 10 crops) and, for Grad-CAM,
-  k vmapped backward passes of the head; occlusion's k maps come from one batch of occluded forward
-  passes. Each class's map equals `grad_cam` / `cam` / `occlusion` of that class (upsampled to the input,
-  or to the crop and then, with `crop_size`, averaged over the 10 crops placed back in image
-  coordinates, as `saliency.uncrop` does; occlusion takes no crops: 10x its forward passes). CAM's and
-  occlusion's maps are signed (`to_map` takes their positive part).
+  k vmapped backward passes of the head; the k maps of occlusion, Score-CAM and RISE come from one set of
+  occluded / masked forward passes (their scores read for the k classes), XRAI's from one segmentation
+  of each image (and k Integrated Gradients). Each class's map equals `grad_cam` / `cam` / `occlusion` /
+  `cam_family('score_cam', ...)` / `rise` / `xrai` of that class (upsampled to the input, or to the crop
+  and then, with `crop_size`, averaged over the 10 crops placed back in image coordinates, as
+  `saliency.uncrop` does; only Grad-CAM and CAM take crops). CAM's and occlusion's maps are signed
+  (`to_map` takes their positive part).
 
   Args:
-    method: 'grad_cam', 'cam' or 'occlusion'.
+    method: one of `SHARED_CLASS_MAPS`.
     model: the model.
     images: float [B, H, W, C].
     classes: int [B, k].
     layer: as `grad_cam` / `cam` take it.
     crop_size: an int or (h, w): the 10 crops' size; None maps the whole images.
     chunk_size: images per compiled call (default: all at once).
-    **settings: occlusion's patch, stride, value and patch_chunk.
+    **settings: the method's own settings (occlusion's patch, ...; as its function takes them).
 
   Returns:
     float32 [B, k, H, W].
 
   Raises:
-    ValueError: another method, a crop size for occlusion, or settings the method does not take.
+    ValueError: another method, a crop size for a method that takes none, or settings the method does not
+      take.
   """
-  if method not in ('grad_cam', 'cam', 'occlusion'):
-    raise ValueError(f"method must be one of ('grad_cam', 'cam', 'occlusion'), got {method!r}")
+  if method not in SHARED_CLASS_MAPS:
+    raise ValueError(f'method must be one of {SHARED_CLASS_MAPS}, got {method!r}')
   model = rules.as_model(model, images)
   images = saliency.check_images(model, images)
   crop_hw = None if crop_size is None else saliency.crop_shape(crop_size, images.shape[1:3])
   saliency.check_model(model, images, crop_hw)
   classes = saliency.check_classes(model, images, classes, crop_hw)
-  if method == 'occlusion':
-    if crop_size is not None or layer is not None:
-      raise ValueError('occlusion takes no crop_size (10x its forward passes: occlude the crops as images) '
-                       'and no layer')
-    return _occlusion_maps(model, images, classes, chunk_size=chunk_size,
-                           **{'patch': 8, 'stride': 4, 'value': 0.0, 'patch_chunk': 16, **settings})
+  if method not in ('grad_cam', 'cam'):  # the whole images, each method with its own settings' defaults
+    if crop_size is not None or (layer is not None and method != 'score_cam'):
+      raise ValueError(f'{method} takes no crop_size (10x its passes: give the crops as images)'
+                       + ('' if method == 'score_cam' else ' and no layer'))
+    own = {'occlusion': occlusion, 'score_cam': cam_family, 'rise': rise, 'xrai': xrai}[method]
+    known = {k: p.default for k, p in inspect.signature(own).parameters.items()
+             if p.kind == p.KEYWORD_ONLY and k not in ('chunk_size', 'layer', 'upsample', 'attributions')}
+    if set(settings) - set(known):
+      raise ValueError(f'{method} takes no settings {sorted(set(settings) - set(known))}')
+    settings = {**known, **settings, 'chunk_size': chunk_size}
+    if method == 'occlusion':
+      return _occlusion_maps(model, images, classes, **settings)
+    if method == 'score_cam':
+      return _cam_family('score_cam', model, images, classes, layer=layer, upsample=True, **settings)
+    if method == 'rise':
+      return _rise(model, images, classes, **settings)
+    return _xrai(model, images, classes, attributions=None, **settings)
   if settings:
     raise ValueError(f'{method} takes no settings {sorted(settings)}')
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
@@ -1461,8 +1480,9 @@ def _channel_chunks(n: int, chunk: int):
 
 
 def _channel_scores(score, n: int, chunk: int):
-  """score(channel indices [chunk]) -> [chunk] for every channel, `chunk` at a time (lax.map): [n]."""
-  return jax.lax.map(score, _channel_chunks(n, chunk)).reshape(-1)[:n]
+  """score(channel indices [chunk]) -> [chunk(, k)] for every channel, `chunk` at a time: [n(, k)]."""
+  out = jax.lax.map(score, _channel_chunks(n, chunk))
+  return out.reshape(-1, *out.shape[2:])[:n]
 
 
 def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, channel_chunk):
@@ -1486,8 +1506,9 @@ def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, chann
     def weights(x, m, y):
       def score(channels):
         return model(x[None] * jnp.moveaxis(m[..., channels], -1, 0)[..., None])[:, y]
-      return jax.nn.softmax(_channel_scores(score, a.shape[-1], channel_chunk))
-    cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(images, masks, labels))
+      return jax.nn.softmax(_channel_scores(score, a.shape[-1], channel_chunk), axis=0)
+    w = jax.vmap(weights)(images, masks, labels)  # [B, C], or [B, C, k]: k classes, the same passes
+    cam = jnp.einsum('bhwc,bck->bkhw', a, w) if labels.ndim == 2 else jnp.einsum('bhwc,bc->bhw', a, w)
   else:  # ablation_cam: the score's relative drop when each channel is ablated
     original = jnp.take_along_axis(p.head(raw), labels[:, None], axis=1)[:, 0]
 
@@ -1501,7 +1522,10 @@ def _cam_family_maps(model, p: Parts, images, labels, *, method, upsample, chann
       return (s - _channel_scores(score, x.shape[-1], channel_chunk)) / s
     cam = jnp.einsum('bhwc,bc->bhw', a, jax.vmap(weights)(raw, a, labels, original))
   cam = saliency.mark_bad(jax.nn.relu(cam), ok)
-  return _upsample(cam, images.shape[1:3]) if upsample else cam
+  if not upsample:
+    return cam
+  return _upsample(cam.reshape(-1, *cam.shape[-2:]), images.shape[1:3]).reshape(*cam.shape[:-2],
+                                                                                 *images.shape[1:3])
 
 
 cam_family_kernel = jax.jit(_cam_family_maps, static_argnames=('method', 'upsample', 'channel_chunk'),
@@ -1556,6 +1580,12 @@ def cam_family(method: str, model, images, labels, *, layer=None, upsample: bool
   if method not in CAM_FAMILY:
     raise ValueError(f'unknown CAM variant {method!r}; expected one of {CAM_FAMILY}')
   model, images, labels = _prepare(model, images, labels)
+  return _cam_family(method, model, images, labels, layer=layer, upsample=upsample, chunk_size=chunk_size,
+                     channel_chunk=channel_chunk)
+
+
+def _cam_family(method, model, images, labels, *, layer, upsample, chunk_size, channel_chunk):
+  """`cam_family` of checked inputs; labels [B], or [B, k] for Score-CAM (k classes, the same passes)."""
   if not saliency.is_int(channel_chunk) or channel_chunk < 1:
     raise ValueError(f'{method}: channel_chunk must be a positive integer, got {channel_chunk!r}')
   fn = functools.partial(cam_family_kernel, model, parts(model, layer, images, method), method=method,
@@ -1624,11 +1654,11 @@ def _rise_sums(model, images, labels, masks, count, *, mask_chunk):
   """
   chunks = masks.reshape(-1, mask_chunk, *masks.shape[1:])  # a view of the argument, no copy
 
-  def one(x, y):
+  def one(x, y):  # y: a class, or k classes out of the same masked passes (`class_region_maps`)
     def step(total, m):
       s = jax.nn.sigmoid(model(x[None] * m[..., None])[:, y])
-      return total + jnp.einsum('m,mhw->hw', s, m), None
-    total, _ = jax.lax.scan(step, jnp.zeros(masks.shape[1:], masks.dtype), chunks)
+      return total + jnp.einsum('m...,mhw->...hw', s, m), None
+    total, _ = jax.lax.scan(step, jnp.zeros(y.shape + masks.shape[1:], masks.dtype), chunks)
     return total / count
   out = jax.vmap(one)(images, labels)
   return saliency.mark_bad(out, saliency.finite_rows(out))
@@ -1669,6 +1699,12 @@ def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, 
     ValueError: masks of another size, bad settings, images, labels or model, or non-finite scores.
   """
   model, images, labels = _prepare(model, images, labels)
+  return _rise(model, images, labels, key=key, masks=masks, num_masks=num_masks, num_cells=num_cells, p=p,
+               mask_chunk=mask_chunk, chunk_size=chunk_size)
+
+
+def _rise(model, images, labels, *, key, masks, num_masks, num_cells, p, mask_chunk, chunk_size):
+  """`rise` of checked inputs; labels [B], or [B, k] (k classes out of the same masked passes)."""
   if not saliency.is_int(mask_chunk) or mask_chunk < 1:
     raise ValueError(f'rise: mask_chunk must be a positive integer, got {mask_chunk!r}')
   if masks is None:
@@ -1753,8 +1789,10 @@ def xrai_atoms(segments) -> tuple:
 
 
 def _xrai_rank(attr, atom, members, pixels, area_threshold, min_pixel_diff):
-  """One image's XRAI map on its atoms: attr [H, W], atom [H * W], members [M, A], pixels [A] (padded atoms
-  have no pixels, padded regions no atoms)."""
+  """One image's XRAI map, ranked on its atoms.
+
+  attr [H, W], atom [H * W], members [M, A], pixels [A]; padded atoms have no pixels, padded regions no atoms.
+  """
   sums = jax.ops.segment_sum(attr.reshape(-1), atom, num_segments=pixels.shape[0])
   total = attr.size
 
@@ -1773,7 +1811,8 @@ def _xrai_rank(attr, atom, members, pixels, area_threshold, min_pixel_diff):
     done = ~alive.any()
     gain = jnp.where(diff[best] & ~done, gains[best], gain)
     current = jnp.where(done, current, current | members[best])
-    return current, alive.at[best].set(False), gain, jnp.sum(jnp.where(current, pixels, 0), dtype=jnp.int32), done
+    covered = jnp.sum(jnp.where(current, pixels, 0), dtype=jnp.int32)
+    return current, alive.at[best].set(False), gain, covered, done
   init = (jnp.zeros(pixels.shape, bool), jnp.ones(members.shape[0], bool),
           jnp.full(pixels.shape, -jnp.inf, attr.dtype), jnp.zeros((), jnp.int32), jnp.array(False))
   _, _, gain, _, _ = jax.lax.while_loop(more, add, init)
@@ -1782,7 +1821,8 @@ def _xrai_rank(attr, atom, members, pixels, area_threshold, min_pixel_diff):
   return jnp.where(left, fill, gain)[atom].reshape(attr.shape)
 
 
-xrai_rank = jax.jit(jax.vmap(_xrai_rank, in_axes=(0, 0, 0, 0, None, None)), static_argnames=('min_pixel_diff',))
+xrai_rank = jax.jit(jax.vmap(_xrai_rank, in_axes=(0, 0, 0, 0, None, None)),
+                    static_argnames=('min_pixel_diff',))
 xrai_rank.__doc__ = """XRAI's greedy ranking, batched over images, on the regions' atoms (`xrai_atoms`).
 
 (attr [B, H, W], atom int [B, H * W], members bool [B, M, A], pixels int [B, A], area_threshold,
@@ -1844,27 +1884,43 @@ def xrai(model, images, labels, *, steps: int = 100, area_threshold: float = 1.0
           and 0 < area_threshold <= 1):
     raise ValueError(f'xrai needs integer steps >= 1 and min_pixel_diff, and 0 < area_threshold <= 1, got '
                      f'{steps!r}, {min_pixel_diff!r}, {area_threshold!r}')
+  if attributions is not None:
+    attributions = jnp.asarray(attributions, images.dtype)
+    if attributions.ndim not in (3, 4) or attributions.shape[:3] != images.shape[:3]:
+      raise ValueError(f'xrai: attributions must be [B, H, W(, C)] {images.shape[:3]}, got '
+                       f'{attributions.shape}')
+    attributions = attributions[:, None]
+  return _xrai(model, images, labels[:, None], steps=steps, area_threshold=area_threshold,
+               min_pixel_diff=min_pixel_diff, attributions=attributions, segments=segments,
+               chunk_size=chunk_size)[:, 0]
+
+
+def _xrai(model, images, classes, *, steps, area_threshold, min_pixel_diff, attributions, segments,
+          chunk_size):
+  """`xrai` of checked inputs for classes [B, k] (attributions [B, k, H, W(, C)]): one segmentation each."""
+  if segments is not None:
+    segments = [np.asarray(s, bool) for s in segments]
+    if len(segments) != images.shape[0] or any(s.ndim != 3 or s.shape[1:] != images.shape[1:3]
+                                               for s in segments):
+      raise ValueError(f'xrai: segments must be one bool [M, H, W] per image, (H, W) = {images.shape[1:3]}')
   if attributions is None:  # dispatched first: the host segments the images while they compute
     alphas, weights = chunk_points(np.linspace(0.0, 1.0, steps), np.full(steps, 1.0 / steps), XRAI_STEP_CHUNK)
     low = jnp.broadcast_to(images.min(axis=(1, 2, 3), keepdims=True), images.shape)
     high = jnp.broadcast_to(images.max(axis=(1, 2, 3), keepdims=True), images.shape)
     fn = functools.partial(ig_kernel, model, alphas=jnp.asarray(alphas, images.dtype),
                            weights=jnp.asarray(weights, images.dtype))
-    attributions = (parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, low), chunk_size)
-                    + parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, high), chunk_size)) / 2
-  attr = jnp.asarray(attributions, images.dtype)
-  attr = attr.max(axis=-1) if attr.ndim == 4 else attr
-  if attr.shape != images.shape[:3]:
-    raise ValueError(f'xrai: attributions must be [B, H, W(, C)] {images.shape[:3]}, got {attr.shape}')
+    attributions = jnp.stack([
+        (parallel.chunked(lambda x, y, z: fn(x, y, z), (images, classes[:, j], low), chunk_size)
+         + parallel.chunked(lambda x, y, z: fn(x, y, z), (images, classes[:, j], high), chunk_size)) / 2
+        for j in range(classes.shape[1])], axis=1)
+  attr = attributions.max(axis=-1) if attributions.ndim == 5 else attributions
   if segments is None:  # scikit-image and SciPy release the GIL: one thread per core
     with concurrent.futures.ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
-      segs = list(pool.map(xrai_segments, np.asarray(images)))
-  else:
-    segs = [np.asarray(s, bool) for s in segments]
-  if len(segs) != images.shape[0] or any(s.ndim != 3 or s.shape[1:] != images.shape[1:3] for s in segs):
-    raise ValueError(f'xrai: segments must be one bool [M, H, W] per image, (H, W) = {images.shape[1:3]}')
-  atom, members, pixels = xrai_region_atoms(segs)
-  out = xrai_rank(attr, atom, members, pixels, jnp.asarray(area_threshold, images.dtype), int(min_pixel_diff))
+      segments = list(pool.map(xrai_segments, np.asarray(images)))
+  atom, members, pixels = xrai_region_atoms(segments)
+  threshold = jnp.asarray(area_threshold, images.dtype)
+  out = jnp.stack([xrai_rank(attr[:, j], atom, members, pixels, threshold, int(min_pixel_diff))
+                   for j in range(classes.shape[1])], axis=1)
   return saliency.check_finite(out, 'xrai')
 
 
@@ -1902,13 +1958,14 @@ REGISTRY = {
     'grad_cam': Method(grad_cam, 'region', ten_crops='region'),
     'cam': Method(cam, 'region', ten_crops='region'),
     'occlusion': Method(occlusion, 'region', ten_crops='whole'),
-    **{name: Method(functools.partial(cam_family, name), 'region') for name in CAM_FAMILY},
-    'rise': Method(rise, 'region', takes_key=True),
+    **{name: Method(functools.partial(cam_family, name), 'region',
+                    ten_crops='whole' if name in SHARED_CLASS_MAPS else '') for name in CAM_FAMILY},
+    'rise': Method(rise, 'region', takes_key=True, ten_crops='whole'),
     'blur_ig': Method(blur_ig, 'input'),
     'guided_ig': Method(guided_ig, 'input'),
     'deeplift': Method(deeplift, 'input'),
     'lrp': Method(lrp, 'input'),
-    'xrai': Method(xrai, 'region'),
+    'xrai': Method(xrai, 'region', ten_crops='whole'),
 }
 METHODS = tuple(REGISTRY)
 INPUT_SPACE = tuple(name for name, m in REGISTRY.items() if m.space == 'input')

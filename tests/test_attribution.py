@@ -1,6 +1,8 @@
 """Attribution baselines: known answers on linear and hand-built nets, completeness, SmoothGrad at zero
 noise."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,6 +225,21 @@ def test_class_region_maps_are_each_class_s_map_taken_as_the_paper_takes_salienc
   for j in range(2):
     one = attribution.occlusion(model, x, classes[:, j], patch=12, stride=8)
     np.testing.assert_allclose(occluded[:, j], one, rtol=1e-5, atol=1e-6)
+  # the masked passes of Score-CAM and RISE, and XRAI's segments, shared by the k classes
+  shared = {'score_cam': ({'channel_chunk': 8}, functools.partial(attribution.cam_family, 'score_cam')),
+            'rise': ({'num_masks': 40, 'mask_chunk': 16}, attribution.rise),
+            'xrai': ({'steps': 4}, attribution.xrai)}
+  for method, (settings, fn) in shared.items():
+    both = np.asarray(attribution.class_region_maps(method, model, x, classes, chunk_size=2, **settings))
+    assert both.shape == (3, 2, 36, 36)
+    for j in range(2):
+      np.testing.assert_allclose(both[:, j], fn(model, x, classes[:, j], **settings), rtol=1e-5,
+                                 atol=1e-6 * np.abs(both).max(), err_msg=method)
+    assert not np.allclose(both[:2, 0], both[:2, 1]), method  # the classes' maps differ
+  with pytest.raises(ValueError, match=r"rise takes no settings \['steps'\]"):
+    attribution.class_region_maps('rise', model, x, classes, steps=3)
+  with pytest.raises(ValueError, match='xrai takes no crop_size'):
+    attribution.class_region_maps('xrai', model, x, classes, crop_size=32)
   with pytest.raises(ValueError, match='method must be one of'):
     attribution.class_region_maps('smoothgrad', model, x, classes)
   with pytest.raises(ValueError, match='occlusion takes no crop_size'):

@@ -223,19 +223,20 @@ def test_the_study_crosses_every_attribution_method_with_the_cuts():
   config = load_config('localisation_sweep', 'study')
   sweep.check(config)
   grid = config.sweep.grid.to_dict()
-  # every method's maps: in the study, or in the 'methods' variant (those registered after the study's
-  # kept run), but those its config names as not studied
-  methods = load_config('localisation_sweep', 'methods')
-  sweep.check(methods)
-  used = set()
-  for c in (config, methods):
+  # every method's maps: in the study, or in the variants of those registered after the study's kept run
+  later = [load_config('localisation_sweep', name) for name in ('methods', 'costly', 'masked')]
+  used, names_seen = set(), set(config.maps)
+  for c in later:
+    sweep.check(c)
+    assert not set(c.maps) & names_seen  # each map studied once
+    names_seen |= set(c.maps)
+  for c in (config, *later):
     names = {name.split('/')[0] for name in c.sweep.grid if '/' in name}
     used |= {c.maps[m].method if m in c.maps else m for m in names}
     assert 'gradient/graphcut' in c.sweep.grid  # the paper's pair: the paired reference
-  study = load_module('localisation_sweep')
-  assert used == set(attribution.METHODS) - set(study.NOT_YET_STUDIED)
-  assert set(study.NOT_YET_STUDIED) <= set(attribution.METHODS)
-  assert not set(methods.maps) & set(config.maps)
+  assert used == set(attribution.METHODS)
+  assert later[2].sweep.num_images == load_module('localisation_sweep').MASKED_IMAGES
+  assert later[0].sweep.num_images == 0
   for name in ('gradient/graphcut', 'gradient/threshold_15', 'grad_cam/graphcut_smoothed_all_soft',
                'occlusion/threshold_20', 'full_image', 'centre'):
     assert name in grid, name
