@@ -319,7 +319,7 @@ ig_kernel.__doc__ = """Integrated Gradients' jitted kernel with the path points 
 
 
 def chunk_points(alphas, weights, step_chunk: int) -> tuple[np.ndarray, np.ndarray]:
-  """Path points and weights in chunks of `step_chunk`, the last padded with points of weight 0.
+  """Path points and weights in chunks of `step_chunk` (n if fewer), the last padded with points of weight 0.
 
   Args:
     alphas: [n] nodes.
@@ -327,8 +327,9 @@ def chunk_points(alphas, weights, step_chunk: int) -> tuple[np.ndarray, np.ndarr
     step_chunk: points per chunk.
 
   Returns:
-    (alphas [n_chunks, step_chunk], weights [n_chunks, step_chunk]).
+    (alphas [n_chunks, min(step_chunk, n)], weights the same shape).
   """
+  step_chunk = min(step_chunk, len(alphas))  # padded points cost passes too
   pad = -len(alphas) % step_chunk
   return (np.pad(alphas, (0, pad)).reshape(-1, step_chunk), np.pad(weights, (0, pad)).reshape(-1, step_chunk))
 
@@ -484,6 +485,7 @@ def blur_ig(model, images, labels, *, max_sigma: float = 50.0, steps: int = 100,
                      f'{grad_step!r}')
   sigmas = np.arange(steps + 1) * max_sigma / steps
   sigmas = np.sqrt(sigmas) if sqrt else sigmas
+  step_chunk = min(step_chunk, steps)  # no chunk longer than the path: padded steps cost passes too
   pad = -steps % step_chunk
   at = np.concatenate([sigmas[:-1], np.zeros(pad)])  # padding steps: the image itself, weight 0
   h, w = images.shape[1:3]
@@ -1771,7 +1773,7 @@ def xrai_atoms(segments) -> tuple:
   """The pieces an image's XRAI regions cut it into: pixels in exactly the same regions form one atom.
 
   The greedy ranking needs, per region, only its new pixels' count and attribution sum; both are sums
-  over atoms, of which there are far fewer than pixels (a 224 x 224 image's 360 regions: a few thousand).
+  over atoms, of which there are far fewer than pixels.
 
   Args:
     segments: bool [M, H, W], the regions.
@@ -1831,24 +1833,28 @@ until `area_threshold` of the image is covered; what no region covered gets the 
 """
 
 
-def xrai_region_atoms(segments) -> tuple:
+def xrai_region_atoms(atoms) -> tuple:
   """`xrai_atoms` of several images, padded to the same sizes for `xrai_rank`.
 
   Args:
-    segments: per image, bool [M_i, H, W].
+    atoms: per image, `xrai_atoms` of its regions.
 
   Returns:
     (atom int32 [B, H * W], members bool [B, M, A], pixels int32 [B, A]): padded regions hold no atom,
     padded atoms no pixel.
   """
-  parts = [xrai_atoms(s) for s in segments]
-  m, a = max(p[1].shape[0] for p in parts), max(p[1].shape[1] for p in parts)
-  members = np.zeros((len(parts), m, a), bool)
-  pixels = np.zeros((len(parts), a), np.int32)
-  for i, (_, own, count) in enumerate(parts):
+  m, a = max(p[1].shape[0] for p in atoms), max(p[1].shape[1] for p in atoms)
+  members = np.zeros((len(atoms), m, a), bool)
+  pixels = np.zeros((len(atoms), a), np.int32)
+  for i, (_, own, count) in enumerate(atoms):
     members[i, :own.shape[0], :own.shape[1]] = own
     pixels[i, :len(count)] = count
-  return np.stack([p[0] for p in parts]), members, pixels
+  return np.stack([p[0] for p in atoms]), members, pixels
+
+
+def _segment_atoms(image):
+  """`xrai_atoms` of `xrai_segments(image)`: the regions themselves ([M, H, W]) are not kept."""
+  return xrai_atoms(xrai_segments(image))
 
 
 def xrai(model, images, labels, *, steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50,
@@ -1909,18 +1915,23 @@ def _xrai(model, images, classes, *, steps, area_threshold, min_pixel_diff, attr
     high = jnp.broadcast_to(images.max(axis=(1, 2, 3), keepdims=True), images.shape)
     fn = functools.partial(ig_kernel, model, alphas=jnp.asarray(alphas, images.dtype),
                            weights=jnp.asarray(weights, images.dtype))
-    attributions = jnp.stack([
-        (parallel.chunked(lambda x, y, z: fn(x, y, z), (images, classes[:, j], low), chunk_size)
-         + parallel.chunked(lambda x, y, z: fn(x, y, z), (images, classes[:, j], high), chunk_size)) / 2
-        for j in range(classes.shape[1])], axis=1)
+    attributions = jnp.stack([  # each class's maximum over channels
+        ((parallel.chunked(lambda x, y, z: fn(x, y, z), (images, classes[:, j], low), chunk_size)
+          + parallel.chunked(lambda x, y, z: fn(x, y, z), (images, classes[:, j], high), chunk_size)) / 2
+         ).max(axis=-1) for j in range(classes.shape[1])], axis=1)
   attr = attributions.max(axis=-1) if attributions.ndim == 5 else attributions
   if segments is None:  # scikit-image and SciPy release the GIL: one thread per core
     with concurrent.futures.ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
-      segments = list(pool.map(xrai_segments, np.asarray(images)))
-  atom, members, pixels = xrai_region_atoms(segments)
+      atoms = list(pool.map(_segment_atoms, np.asarray(images)))
+  else:
+    atoms = [xrai_atoms(s) for s in segments]
+  atom, members, pixels = xrai_region_atoms(atoms)
   threshold = jnp.asarray(area_threshold, images.dtype)
-  out = jnp.stack([xrai_rank(attr[:, j], atom, members, pixels, threshold, int(min_pixel_diff))
-                   for j in range(classes.shape[1])], axis=1)
+
+  def rank(a, i, m, n):
+    return jnp.stack([xrai_rank(a[:, j], i, m, n, threshold, int(min_pixel_diff))
+                      for j in range(classes.shape[1])], axis=1)
+  out = parallel.chunked(rank, (attr, atom, members, pixels), chunk_size)
   return saliency.check_finite(out, 'xrai')
 
 

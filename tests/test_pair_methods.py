@@ -122,7 +122,8 @@ def test_xrai_atoms_rebuild_the_regions():
   assert len(np.unique(members, axis=1).T) == members.shape[1] < atom.size  # distinct, fewer than pixels
   np.testing.assert_array_equal(pixels, np.bincount(atom))
   # padded for a batch: the padding holds nothing
-  atoms, padded, counts = attribution.xrai_region_atoms([segs, segs[:5]])
+  fewer = attribution.xrai_atoms(segs[:5])
+  atoms, padded, counts = attribution.xrai_region_atoms([(atom, members, pixels), fewer])
   assert padded.shape[1] == len(segs) and not padded[1, 5:].any() and counts[1].sum() == atom.size
 
 
