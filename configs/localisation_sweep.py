@@ -146,7 +146,7 @@ MASKED_MAPS = {
     'score_cam': {'method': 'score_cam', 'crops': 'centre'},
     'rise': {'method': 'rise', 'crops': 'centre', 'num_masks': 1000},
 }
-MASKED_IMAGES = 150
+MASKED_IMAGES = 100
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
 STUDY_CUTS = {
