@@ -137,7 +137,8 @@ METHODS_MAPS = {
 # where the passes do not depend on the class. `costly`: Guided IG (3 steps, as the study's IG) and XRAI
 # (its Integrated Gradients with 3 steps; one segmentation per image) on every image. `masked`: Score-CAM
 # (a forward pass per channel: 768 at the last layer) and RISE (1,000 masks, its benchmark's count; TorchRay's
-# default is 8,000), seconds per image on 2 CPU cores: on the first `MASKED_IMAGES` records of each part.
+# default is 8,000), each seconds per image on 2 CPU cores: on the first `MASKED_IMAGES` records of each
+# part only.
 COSTLY_MAPS = {
     'guided_ig': {'method': 'guided_ig', 'crops': 'centre', 'steps': 3},
     'xrai': {'method': 'xrai', 'crops': 'centre', 'steps': 3},
