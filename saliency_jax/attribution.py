@@ -485,16 +485,14 @@ def blur_ig(model, images, labels, *, max_sigma: float = 50.0, steps: int = 100,
                      f'{grad_step!r}')
   sigmas = np.arange(steps + 1) * max_sigma / steps
   sigmas = np.sqrt(sigmas) if sqrt else sigmas
-  step_chunk = min(step_chunk, steps)  # no chunk longer than the path: padded steps cost passes too
-  pad = -steps % step_chunk
-  at = np.concatenate([sigmas[:-1], np.zeros(pad)])  # padding steps: the image itself, weight 0
+  # the steps in chunks, as a path's points: padding steps blur by 0 (the image itself) and weigh 0
+  at, weights = chunk_points(sigmas[:-1], np.diff(sigmas), int(step_chunk))
   h, w = images.shape[1:3]
 
   def matrices(n):
     m = np.stack([np.stack([gaussian_blur_matrix(n, s), gaussian_blur_matrix(n, s + grad_step)])
-                  for s in at])
-    return jnp.asarray(m.reshape(-1, step_chunk, 2, n, n), images.dtype)
-  weights = np.concatenate([np.diff(sigmas), np.zeros(pad)]).reshape(-1, step_chunk)
+                  for s in at.ravel()])
+    return jnp.asarray(m.reshape(*at.shape, 2, n, n), images.dtype)
   fn = functools.partial(blur_ig_kernel, model, rows=matrices(h), cols=matrices(w),
                          step_weights=jnp.asarray(weights, images.dtype), grad_step=grad_step)
   out = parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
@@ -1164,19 +1162,16 @@ def class_region_maps(method: str, model, images, classes, *, layer=None, crop_s
     if crop_size is not None or (layer is not None and method != 'score_cam'):
       raise ValueError(f'{method} takes no crop_size (10x its passes: give the crops as images)'
                        + ('' if method == 'score_cam' else ' and no layer'))
-    own = {'occlusion': occlusion, 'score_cam': cam_family, 'rise': rise, 'xrai': xrai}[method]
+    own, run = {  # the public function (its settings and their defaults) and what runs k classes
+        'occlusion': (occlusion, _occlusion_maps),
+        'score_cam': (cam_family, functools.partial(_cam_family, 'score_cam', layer=layer, upsample=True)),
+        'rise': (rise, _rise),
+        'xrai': (xrai, functools.partial(_xrai, attributions=None))}[method]
     known = {k: p.default for k, p in inspect.signature(own).parameters.items()
              if p.kind == p.KEYWORD_ONLY and k not in ('chunk_size', 'layer', 'upsample', 'attributions')}
     if set(settings) - set(known):
       raise ValueError(f'{method} takes no settings {sorted(set(settings) - set(known))}')
-    settings = {**known, **settings, 'chunk_size': chunk_size}
-    if method == 'occlusion':
-      return _occlusion_maps(model, images, classes, **settings)
-    if method == 'score_cam':
-      return _cam_family('score_cam', model, images, classes, layer=layer, upsample=True, **settings)
-    if method == 'rise':
-      return _rise(model, images, classes, **settings)
-    return _xrai(model, images, classes, attributions=None, **settings)
+    return run(model, images, classes, **{**known, **settings, 'chunk_size': chunk_size})
   if settings:
     raise ValueError(f'{method} takes no settings {sorted(settings)}')
   example = images[:1, :crop_hw[0], :crop_hw[1]] if crop_hw else images[:1]
