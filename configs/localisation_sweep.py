@@ -13,6 +13,8 @@
       --workdir runs/ilsvrc_mobilenet_costly [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:masked \
       --workdir runs/ilsvrc_mobilenet_masked [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:shap \
+      --workdir runs/ilsvrc_mobilenet_shap [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
       --workdir runs/voc_raccoon_kangaroo
 
@@ -43,6 +45,7 @@ Variants:
     beside the paper's gradient: `methods_grid`.
   costly, masked: as methods, the methods of many passes per image (`COSTLY_MAPS`; `MASKED_MAPS` on the
     first `MASKED_IMAGES` records of each part).
+  shap: as methods, GradientSHAP (`SHAP_MAPS`), registered after those runs.
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: docs/results/localisation.md and imagenet.md.
 """
@@ -148,6 +151,9 @@ MASKED_MAPS = {
     'rise': {'method': 'rise', 'crops': 'centre', 'num_masks': 1000},
 }
 MASKED_IMAGES = 100
+# GradientSHAP, registered after the runs above, studied as `METHODS_MAPS`: Captum's default of 5 draws per
+# class and its default baseline here, the zero image (MobileNet's grey), without noise.
+SHAP_MAPS = {'gradient_shap': {'method': 'gradient_shap', 'crops': 'centre', 'samples': 5}}
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
 STUDY_CUTS = {
@@ -213,7 +219,7 @@ def methods_grid(maps=None) -> dict:
 
 
 def get_config(arg: str = 'synthetic'):
-  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', 'masked' or 'voc', optionally
+  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', 'masked', 'shap' or 'voc', optionally
   ':cpu' / ':gpu' / ':tpu' (the base config's variant); a variant alone means the synthetic set."""
   data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
   variant = variant or 'cpu'
@@ -239,9 +245,9 @@ def get_config(arg: str = 'synthetic'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
     config.maps = METHODS_MAPS
     grid = methods_grid()
-  elif data in ('costly', 'masked'):
+  elif data in ('costly', 'masked', 'shap'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
-    config.maps = COSTLY_MAPS if data == 'costly' else MASKED_MAPS
+    config.maps = {'costly': COSTLY_MAPS, 'masked': MASKED_MAPS, 'shap': SHAP_MAPS}[data]
     grid = methods_grid(config.maps)
   elif data == 'voc':
     config = _sibling('voc_raccoon_kangaroo').get_config(variant)
@@ -249,7 +255,7 @@ def get_config(arg: str = 'synthetic'):
     criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
   else:
     raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', "
-                     f"'masked' or 'voc' (optionally :cpu, :gpu, :tpu), got {arg!r}")
+                     f"'masked', 'shap' or 'voc' (optionally :cpu, :gpu, :tpu), got {arg!r}")
   config.name = f'localisation_sweep ({data})'
   config.sweep = ml_collections.ConfigDict({
       'grid': grid,

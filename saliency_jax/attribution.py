@@ -152,6 +152,26 @@ def deconvnet_attribution(model, images, labels, *, chunk_size: int | None = Non
   return saliency.input_gradients(model, images, labels, relu=deconvnet.deconvnet_relu, chunk_size=chunk_size)
 
 
+def random_key(key, method: str) -> jax.Array:
+  """A method's random key, checked: `jax.random.key(0)` for None.
+
+  Args:
+    key: None or a JAX random key (new style, or a raw uint32 [2]).
+    method: the method's name, for the error.
+
+  Returns:
+    The key.
+
+  Raises:
+    ValueError: anything else.
+  """
+  key = jax.random.key(0) if key is None else key
+  if not isinstance(key, jax.Array) or not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                             or (key.dtype == jnp.uint32 and key.shape == (2,))):
+    raise ValueError(f'{method}: key must be a JAX random key such as jax.random.key(0), got {key!r}')
+  return key
+
+
 @functools.partial(jax.jit, static_argnames=('samples',))
 def _noisy_copies(images, index, key, noise, *, samples):
   """Each image plus Gaussian noise of std noise x its range, [B, S, H, W, C].
@@ -239,10 +259,7 @@ def smoothgrad(model, images, labels, *, key=None, samples: int = 25, noise: flo
   if not saliency.is_int(samples) or samples < 1 or not noise >= 0:
     raise ValueError(f'smoothgrad needs an integer samples >= 1 and noise >= 0, got samples {samples!r}, '
                      f'noise {noise!r}')
-  key = jax.random.key(0) if key is None else key
-  if not isinstance(key, jax.Array) or not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                             or (key.dtype == jnp.uint32 and key.shape == (2,))):
-    raise ValueError(f'smoothgrad: key must be a JAX random key such as jax.random.key(0), got {key!r}')
+  key = random_key(key, 'smoothgrad')
   if sample_chunk is None:  # every copy of a chunk of images in one batch
     fn = functools.partial(_smoothgrad, model, key=key, noise=jnp.float32(noise), samples=samples)
   else:
@@ -404,6 +421,122 @@ def integrated_gradients(model, images, labels, *, baseline=None, steps: int = 3
                            weights=jnp.asarray(weights, images.dtype))
   out = parallel.chunked(lambda x, y, z: fn(x, y, z), (images, labels, baselines), chunk_size)
   return saliency.check_finite(out, 'integrated_gradients')
+
+
+def gradient_shap_draws(key, index, samples, num_baselines: int, shape, dtype=jnp.float32):
+  """GradientSHAP's random draws for images `index` and samples `samples`: one key per (image, sample).
+
+  Sample s of image i takes `fold_in(fold_in(key, i), s)`, split three ways: the baseline's index
+  (uniform over the num_baselines), the path point alpha ~ U[0, 1) and standard normal noise of the
+  image's shape. The draws of a sample do not depend on which other samples or images share its chunk.
+
+  Args:
+    key: a JAX random key.
+    index: int [B], the images' indices in the batch.
+    samples: int [S], the samples' indices.
+    num_baselines: N, the size of the baseline distribution.
+    shape: (H, W, C).
+    dtype: the float dtype of alpha and the noise.
+
+  Returns:
+    (baseline indices int32 [B, S], alphas [B, S], noise [B, S, H, W, C]).
+  """
+  def one(i, s):
+    k_pick, k_alpha, k_noise = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, i), s), 3)
+    return (jax.random.randint(k_pick, (), 0, num_baselines), jax.random.uniform(k_alpha, (), dtype),
+            jax.random.normal(k_noise, tuple(shape), dtype))
+  return jax.vmap(lambda i: jax.vmap(lambda s: one(i, s))(samples))(index)
+
+
+def _gradient_shap_chunked(model, images, labels, baselines, index, key, stdev, samples, *, sample_chunk):
+  """GradientSHAP with the samples a chunk at a time, the attributions' sum carried by a loop.
+
+  samples: an array [S] (only its length counts); samples past S (padding the last chunk) weigh 0.
+  """
+  n_samples = samples.shape[0]
+
+  def step(i, total):
+    chunk = i * sample_chunk + jnp.arange(sample_chunk)
+    pick, alpha, eps = gradient_shap_draws(key, index, chunk, baselines.shape[0], images.shape[1:],
+                                           images.dtype)
+    noisy = images[:, None] + stdev * eps  # [B, c, H, W, C]
+    base = baselines[pick]
+    a = alpha[:, :, None, None, None]
+    points = a * noisy + (1 - a) * base  # Captum's order of operations
+    grads = _one_hot_vjp(model, points.reshape(-1, *images.shape[1:]), jnp.repeat(labels, sample_chunk))
+    keep = (chunk < n_samples).astype(images.dtype)
+    return total + jnp.tensordot((noisy - base) * grads.reshape(noisy.shape), keep, axes=((1,), (0,)))
+  n_chunks = -(-n_samples // sample_chunk)
+  return jax.lax.fori_loop(0, n_chunks, step, jnp.zeros_like(images)) / n_samples
+
+
+gradient_shap_kernel = jax.jit(_gradient_shap_chunked, static_argnames=('sample_chunk',),
+                               compiler_options=saliency.COMPILER_OPTIONS)
+gradient_shap_kernel.__doc__ = """GradientSHAP's jitted kernel with the samples in chunks, no checks.
+
+(model, images, labels, baselines [N, H, W, C], index [B], key, stdev, samples: an array [S] (only its
+length counts), *, sample_chunk) -> [B, H, W, C]; public so that its memory can be measured
+(`.lower(...).compile()`).
+"""
+
+
+def gradient_shap(model, images, labels, *, baselines=None, samples: int = 5, stdev: float = 0.0, key=None,
+                  chunk_size: int | None = None, sample_chunk: int | None = None) -> jax.Array:
+  """GradientSHAP (Lundberg & Lee 2017; Captum's `GradientShap`): expected gradients over a baseline set.
+
+  For each of `samples` draws per image: a baseline x' from `baselines` (uniformly), the image with
+  Gaussian noise of std `stdev` added (x~), alpha ~ U[0, 1); the sample's attribution is
+  (x~ - x') * dS_c/dI at x' + alpha (x~ - x'); the result is their mean. In expectation it sums to
+  S_c(x) - E[S_c(x')] (for stdev = 0); with one baseline it is Integrated Gradients at random path points.
+  The draws come from `key` folded with the image's index and the sample's (`gradient_shap_draws`), so
+  neither chunk_size nor sample_chunk changes them. `stdev` is Captum's `stdevs`: in the model's input
+  units (SmoothGrad's `noise` is a fraction of each image's range).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
+    images: float [B, H, W, C], preprocessed as the model expects.
+    labels: int [B], the class of each image.
+    baselines: the baseline distribution: None (the zero image only, which in model space is the training
+      mean), one image [H, W, C] or N images [N, H, W, C] (e.g. training images, blurred or black ones).
+    samples: the number of draws per image, >= 1 (Captum's `n_samples`, default 5 as there).
+    stdev: the noise's std in the model's input units, >= 0.
+    key: a JAX random key (default `jax.random.key(0)`).
+    chunk_size: images per compiled call (default: all at once).
+    sample_chunk: draws per step of a `lax.fori_loop` (memory: chunk_size x sample_chunk images, whatever
+      `samples`); None: all of them in one batch.
+
+  Returns:
+    float32 [B, H, W, C].
+
+  Raises:
+    ValueError: bad baselines, samples, stdev, key or sample_chunk; bad images, labels or model; non-finite
+      scores or gradients.
+  """
+  model, images, labels = _prepare(model, images, labels)
+  if not saliency.is_int(samples) or samples < 1 or not stdev >= 0:
+    raise ValueError(f'gradient_shap needs an integer samples >= 1 and stdev >= 0, got samples {samples!r}, '
+                     f'stdev {stdev!r}')
+  if sample_chunk is not None and (not saliency.is_int(sample_chunk) or sample_chunk < 1):
+    raise ValueError(f'gradient_shap: sample_chunk must be a positive integer, got {sample_chunk!r}')
+  key = random_key(key, 'gradient_shap')
+  if baselines is None:
+    baselines = jnp.zeros((1, *images.shape[1:]), images.dtype)
+  baselines = jnp.asarray(baselines, images.dtype)
+  if baselines.shape == images.shape[1:]:
+    baselines = baselines[None]
+  if baselines.ndim != 4 or baselines.shape[1:] != images.shape[1:] or not len(baselines):
+    raise ValueError(f'gradient_shap: baselines must be one image [H, W, C] or N >= 1 images [N, H, W, C], '
+                     f'(H, W, C) = {images.shape[1:]}; got shape {baselines.shape}')
+  if not bool(jnp.all(jnp.isfinite(baselines))):
+    raise ValueError(f'gradient_shap: baselines hold {int(jnp.sum(~jnp.isfinite(baselines)))} NaN or '
+                     'infinite values')
+  chunk = min(int(sample_chunk or samples), int(samples))  # no chunk longer than the samples
+  fn = functools.partial(gradient_shap_kernel, model, baselines=baselines, key=key,
+                         stdev=jnp.asarray(stdev, images.dtype), samples=jnp.zeros(samples),
+                         sample_chunk=chunk)
+  index = jnp.arange(images.shape[0])
+  out = parallel.chunked(lambda x, y, i: fn(x, y, index=i), (images, labels, index), chunk_size)
+  return saliency.check_finite(out, 'gradient_shap')
 
 
 def gaussian_blur_matrix(n: int, sigma: float) -> np.ndarray:
@@ -1959,6 +2092,7 @@ REGISTRY = {
     'gradient_x_input': Method(gradient_x_input, 'input'),
     'smoothgrad': Method(smoothgrad, 'input', takes_key=True),
     'integrated_gradients': Method(integrated_gradients, 'input'),
+    'gradient_shap': Method(gradient_shap, 'input', takes_key=True),
     'guided_backprop': Method(guided_backprop, 'input', ten_crops='rule', relu=deconvnet.guided_relu),
     'deconvnet': Method(deconvnet_attribution, 'input', ten_crops='rule', relu=deconvnet.deconvnet_relu),
     'grad_cam': Method(grad_cam, 'region', ten_crops='region'),

@@ -101,6 +101,71 @@ def test_smoothgrad_zero_noise_is_the_gradient_and_chunking_changes_nothing(net,
   assert not np.allclose(other, whole)
 
 
+def test_gradient_shap_equals_captum_with_the_same_draws(monkeypatch):
+  """Captum 0.9's GradientShap, its random draws replaced by the package's (`gradient_shap_draws`): the
+  same attributions in float64; on a linear model the closed form E[(x~ - x') w]; chunks change nothing."""
+  torch = pytest.importorskip('torch', reason='the PyTorch twin needs the torch extra')
+  ca = pytest.importorskip('captum.attr', reason='the torch extra (Captum)')
+  from saliency_jax.jobs import benchmark_methods
+  rng = np.random.default_rng(0)
+  x, labels = rng.normal(size=(3, 16, 16, 3)), np.array([1, 4, 0])
+  base = rng.normal(size=(4, 16, 16, 3))
+  # Captum holds stdevs as a float32 tensor (torch.tensor(0.3)): the same value on both sides
+  samples, stdev, key = 5, float(np.float32(0.3)), jax.random.key(2)
+  with jax.enable_x64(True):
+    twin, model, _ = benchmark_methods.twin_and_model(((8,), (16,)), 6, 0)
+    model = models.cast(model, jnp.float64)
+    ours = attribution.gradient_shap(model, x, labels, baselines=base, samples=samples, stdev=stdev, key=key)
+    pick, alpha, eps = (np.asarray(d) for d in attribution.gradient_shap_draws(
+        key, jnp.arange(3), jnp.arange(samples), len(base), x.shape[1:], jnp.float64))
+    chunked = attribution.gradient_shap(model, x, labels, baselines=base, samples=samples, stdev=stdev,
+                                        key=key, sample_chunk=2, chunk_size=2)
+  np.testing.assert_allclose(chunked, ours, rtol=1e-9, atol=1e-12 * np.abs(ours).max())
+  # Captum's draws, image-major as its repeat_interleave orders them: baselines and alphas from NumPy's global
+  # generator, the noise from torch.normal
+  noise = torch.from_numpy(np.ascontiguousarray(eps.reshape(-1, *x.shape[1:]).transpose(0, 3, 1, 2)))
+  monkeypatch.setattr(np.random, 'choice', lambda n, size: pick.reshape(-1)[:size])
+  monkeypatch.setattr(np.random, 'uniform', lambda low, high, size: alpha.reshape(-1)[:size])
+  monkeypatch.setattr(torch, 'normal', lambda mean, std: mean + std * noise)
+  as_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+  expected = ca.GradientShap(twin.double()).attribute(
+      as_nchw(x).requires_grad_(True), baselines=as_nchw(base), target=torch.from_numpy(labels),
+      n_samples=samples, stdevs=stdev).detach().numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-10 * np.abs(expected).max())
+  # the draws matter: another key, another attribution; no noise and one zero baseline is IG at random points
+  with jax.enable_x64(True):
+    other = attribution.gradient_shap(model, x, labels, baselines=base, samples=samples, stdev=stdev,
+                                      key=jax.random.key(3))
+  assert not np.allclose(other, ours, rtol=1e-3)
+  shape = (6, 7, 3)
+  linear = Linear(shape, 3, nnx.Rngs(0))
+  xl, yl = jax.random.normal(jax.random.key(2), (2, *shape)), jnp.array([2, 0])
+  w = np.stack([linear.weights(2), linear.weights(0)])
+  bl = np.asarray(jax.random.normal(jax.random.key(4), (3, *shape)))
+  got = attribution.gradient_shap(linear, xl, yl, baselines=bl, samples=7, key=key)
+  pick, _, _ = attribution.gradient_shap_draws(key, jnp.arange(2), jnp.arange(7), 3, shape)
+  mean_base = bl[np.asarray(pick)].mean(axis=1)
+  np.testing.assert_allclose(got, (np.asarray(xl) - mean_base) * w, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_shap_bad_settings_are_named_and_memory_is_bounded(net, batch):
+  x, labels = batch
+  for bad, match in [({'samples': 0}, 'samples >= 1'), ({'stdev': -1.0}, 'stdev >= 0'),
+                     ({'sample_chunk': 0}, 'sample_chunk must be a positive integer'),
+                     ({'baselines': np.zeros((2, 3, 3, 3))}, 'baselines must be one image'),
+                     ({'baselines': np.full(x.shape[1:], np.nan)}, 'baselines hold'),
+                     ({'key': 3}, 'key must be a JAX random key')]:
+    with pytest.raises(ValueError, match=match):
+      attribution.gradient_shap(net, x, labels, **bad)
+
+  def temp(samples):
+    compiled = attribution.gradient_shap_kernel.lower(
+        net, x, labels, jnp.zeros((2, *x.shape[1:])), jnp.arange(len(x)), jax.random.key(0), jnp.float32(0.1),
+        jnp.zeros(samples), sample_chunk=8).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+  assert temp(16) == temp(256) > 0
+
+
 def test_guided_and_deconvnet_are_the_rules_of_saliency(net, batch):
   from saliency_jax import deconvnet
   x, labels = batch

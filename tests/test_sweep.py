@@ -224,7 +224,7 @@ def test_the_study_crosses_every_attribution_method_with_the_cuts():
   sweep.check(config)
   grid = config.sweep.grid.to_dict()
   # every method's maps: in the study, or in the variants of those registered after the study's kept run
-  later = [load_config('localisation_sweep', name) for name in ('methods', 'costly', 'masked')]
+  later = [load_config('localisation_sweep', name) for name in ('methods', 'costly', 'masked', 'shap')]
   used, names_seen = set(), set(config.maps)
   for c in later:
     sweep.check(c)
