@@ -10,7 +10,9 @@ both sides; two untimed calls each, then `repeats` rounds alternating the packag
 medians and the speed-up (anchor / package) to benchmark_methods.json. The gradient's row also times the
 same VJP jitted bare (no checks) with XLA's default options (`bare_jax`) and with the package's
 (`bare_jax_options`), to tell the package's per-call checks and its compiler options from the program's
-time. Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
+time; `compiler_options` times that VJP and a forward pass of `forward_batch` images under XLA's default
+options, the package's and XLA's defaults without YNNPACK's convolutions, alternating. Needs the torch and
+test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
 """
 
 import ml_collections
@@ -30,9 +32,10 @@ def get_config():
   config.fast_repeats = 31
   config.settle = 2
   config.threads = 2  # PyTorch's intra-op threads (the machine's cores)
+  config.forward_batch = 200  # the forward pass timed under each set of compiler options
   config.methods = {
       'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25},
-      'integrated_gradients': {'steps': 32},
+      'integrated_gradients': {'steps': 32}, 'gradient_shap': {'samples': 25},
       'guided_backprop': {}, 'deconvnet': {}, 'grad_cam': {}, 'cam': {},
       'occlusion': {'patch': 8, 'stride': 4},
       'grad_cam_plus_plus': {}, 'xgrad_cam': {}, 'layer_cam': {}, 'hires_cam': {}, 'eigen_cam': {},

@@ -15,6 +15,8 @@
       --workdir runs/ilsvrc_mobilenet_masked [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:shap \
       --workdir runs/ilsvrc_mobilenet_shap [--config.data_dir=../shared/data]
+  python experiments/sweep_localisation.py --config configs/localisation_sweep.py:rise_softmax \
+      --workdir runs/ilsvrc_mobilenet_rise_softmax [--config.data_dir=../shared/data]
   python experiments/sweep_localisation.py --config configs/localisation_sweep.py:voc \
       --workdir runs/voc_raccoon_kangaroo
 
@@ -46,6 +48,7 @@ Variants:
   costly, masked: as methods, the methods of many passes per image (`COSTLY_MAPS`; `MASKED_MAPS` on the
     first `MASKED_IMAGES` records of each part).
   shap: as methods, GradientSHAP (`SHAP_MAPS`), registered after those runs.
+  rise_softmax: as masked, RISE with the RISE paper's weights, the class probability (`SOFTMAX_MAPS`).
 `--config.sweep.num_images=N` takes the first N records of each part (a quick look). Cost and
 results: docs/results/localisation.md and imagenet.md.
 """
@@ -154,6 +157,9 @@ MASKED_IMAGES = 100
 # GradientSHAP, registered after the runs above, studied as `METHODS_MAPS`: Captum's default of 5 draws per
 # class and its default baseline here, the zero image (MobileNet's grey), without noise.
 SHAP_MAPS = {'gradient_shap': {'method': 'gradient_shap', 'crops': 'centre', 'samples': 5}}
+# RISE as `MASKED_MAPS`' but each mask weighed by the class probability (the RISE paper's) instead of the
+# sigmoid of the class score (TorchRay's), on the same images.
+SOFTMAX_MAPS = {'rise_softmax': {**MASKED_MAPS['rise'], 'score': 'softmax'}}
 # The cuts: the paper's GraphCut, the tuned variant the imagenet sweep picked, the CAM-style thresholds
 # (pixels >= t x max, the largest connected component) and the map-free baselines (once).
 STUDY_CUTS = {
@@ -219,8 +225,9 @@ def methods_grid(maps=None) -> dict:
 
 
 def get_config(arg: str = 'synthetic'):
-  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', 'masked', 'shap' or 'voc', optionally
-  ':cpu' / ':gpu' / ':tpu' (the base config's variant); a variant alone means the synthetic set."""
+  """arg: 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', 'masked', 'shap', 'rise_softmax' or
+  'voc', optionally ':cpu' / ':gpu' / ':tpu' (the base config's variant); a variant alone means the synthetic
+  set."""
   data, _, variant = arg.partition(':') if arg not in ('cpu', 'gpu', 'tpu') else ('synthetic', '', arg)
   variant = variant or 'cpu'
   every = {**one_at_a_time(), **combinations()}
@@ -245,9 +252,10 @@ def get_config(arg: str = 'synthetic'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
     config.maps = METHODS_MAPS
     grid = methods_grid()
-  elif data in ('costly', 'masked', 'shap'):
+  elif data in ('costly', 'masked', 'shap', 'rise_softmax'):
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)
-    config.maps = {'costly': COSTLY_MAPS, 'masked': MASKED_MAPS, 'shap': SHAP_MAPS}[data]
+    config.maps = {'costly': COSTLY_MAPS, 'masked': MASKED_MAPS, 'shap': SHAP_MAPS,
+                   'rise_softmax': SOFTMAX_MAPS}[data]
     grid = methods_grid(config.maps)
   elif data == 'voc':
     config = _sibling('voc_raccoon_kangaroo').get_config(variant)
@@ -255,12 +263,13 @@ def get_config(arg: str = 'synthetic'):
     criterion = (('top1_loc_error', 'min'), ('gt_known_box_accuracy', 'max'))  # two classes: top-1 only
   else:
     raise ValueError("variant must be 'synthetic', 'imagenet', 'study', 'cuts', 'methods', 'costly', "
-                     f"'masked', 'shap' or 'voc' (optionally :cpu, :gpu, :tpu), got {arg!r}")
+                     f"'masked', 'shap', 'rise_softmax' or 'voc' (optionally :cpu, :gpu, :tpu), got {arg!r}")
   config.name = f'localisation_sweep ({data})'
   config.sweep = ml_collections.ConfigDict({
       'grid': grid,
       # the pick: lowest top-k localisation error on the selection part, ties by GT-known box accuracy
       'criterion': criterion,
-      'num_images': MASKED_IMAGES if data == 'masked' else 0,  # records of each part (0: all)
+      # records of each part (0: all)
+      'num_images': MASKED_IMAGES if data in ('masked', 'rise_softmax') else 0,
   })
   return config

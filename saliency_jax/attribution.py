@@ -4,10 +4,11 @@ Every method is called as `method(model, images, labels, *, chunk_size=None, **s
 images [B, H, W, C] (preprocessed as the model expects) and labels [B] int, and returns
 
 * input-space attributions [B, H, W, C] for `gradient` (the paper's dS_c/dI), `gradient_x_input`,
-  `smoothgrad`, `integrated_gradients`, `guided_backprop` and `deconvnet`;
+  `smoothgrad`, `integrated_gradients`, `gradient_shap`, `guided_backprop`, `deconvnet`, `blur_ig`,
+  `guided_ig`, `deeplift` and `lrp`;
 * maps [B, H, W] for `grad_cam`, `cam`, `occlusion`, the rest of pytorch-grad-cam's CAM family
   (`CAM_FAMILY`: Grad-CAM++, XGrad-CAM, Layer-CAM, HiResCAM, Eigen-CAM, Score-CAM, Ablation-CAM;
-  `cam_family`) and `rise`, which attribute to regions, not to pixel channels (the layer methods
+  `cam_family`), `rise` and `xrai`, which attribute to regions, not to pixel channels (the layer methods
   upsampled bilinearly from their layer's resolution).
 
 `to_map` reduces either to the [B, H, W] map compared everywhere else: max_c |a_c| for
@@ -1777,8 +1778,13 @@ def rise_masks_from(grid, shift_x, shift_y, hw) -> jax.Array:
                                                                            jnp.asarray(shift_y))
 
 
-def _rise_sums(model, images, labels, masks, count, *, mask_chunk):
-  """The mean over `count` masks of sigmoid(score of image x mask) x mask.
+# What RISE weighs each mask by: TorchRay's sigmoid of the class's score, the RISE paper's probability (the
+# softmax over the classes) or the score itself.
+RISE_SCORES = ('sigmoid', 'softmax', 'raw')
+
+
+def _rise_sums(model, images, labels, masks, count, *, mask_chunk, score='sigmoid'):
+  """The mean over `count` masks of score(scores of image x mask)[label] x mask (`RISE_SCORES`).
 
   masks [N, H, W], N a multiple of mask_chunk (zero masks pad it: they add nothing).
   """
@@ -1786,7 +1792,9 @@ def _rise_sums(model, images, labels, masks, count, *, mask_chunk):
 
   def one(x, y):  # y: a class, or k classes out of the same masked passes (`class_region_maps`)
     def step(total, m):
-      s = jax.nn.sigmoid(model(x[None] * m[..., None])[:, y])
+      scores = model(x[None] * m[..., None])
+      s = (jax.nn.softmax(scores, axis=-1) if score == 'softmax' else scores)[:, y]
+      s = jax.nn.sigmoid(s) if score == 'sigmoid' else s
       return total + jnp.einsum('m...,mhw->...hw', s, m), None
     total, _ = jax.lax.scan(step, jnp.zeros(y.shape + masks.shape[1:], masks.dtype), chunks)
     return total / count
@@ -1794,21 +1802,27 @@ def _rise_sums(model, images, labels, masks, count, *, mask_chunk):
   return saliency.mark_bad(out, saliency.finite_rows(out))
 
 
-rise_kernel = jax.jit(_rise_sums, static_argnames=('mask_chunk',), compiler_options=saliency.COMPILER_OPTIONS)
+rise_kernel = jax.jit(_rise_sums, static_argnames=('mask_chunk', 'score'),
+                      compiler_options=saliency.COMPILER_OPTIONS)
 rise_kernel.__doc__ = """RISE's jitted kernel for one chunk of images, no checks.
 
 (model, images, labels, masks [N, H, W] with N a multiple of mask_chunk, count: the masks that count, *,
-mask_chunk) -> [B, H, W]; public so that its memory can be measured (`.lower(...).compile()`).
+mask_chunk, score='sigmoid') -> [B, H, W]; public so that its memory can be measured
+(`.lower(...).compile()`).
 """
 
 
 def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, num_cells: int = 7,
-         p: float = 0.5, mask_chunk: int = 32, chunk_size: int | None = None) -> jax.Array:
+         p: float = 0.5, mask_chunk: int = 32, score: str = 'sigmoid', chunk_size: int | None = None
+         ) -> jax.Array:
   """RISE (Petsiuk et al. 2018), TorchRay's definition: the mean of sigmoid scores of masked inputs x masks.
 
   The masked input is image x mask in model space (0: the training mean). The masks are the same for
   every image of the call; they go `mask_chunk` at a time through the model (`lax.scan`), so memory
-  holds chunk_size x mask_chunk images whatever num_masks.
+  holds chunk_size x mask_chunk images whatever num_masks. `score` chooses the weight of each mask:
+  TorchRay's sigmoid of the class's score (the default), the RISE paper's class probability ('softmax')
+  or the score itself ('raw'). On a net whose top scores are large (logits of 15 and more) the sigmoid
+  stays near 1 under most masks, and the map near the mean mask; the softmax does not saturate so.
 
   Args:
     model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
@@ -1820,6 +1834,7 @@ def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, 
     num_cells: the masks' grid cells per side.
     p: the probability that a cell is kept.
     mask_chunk: masks per step.
+    score: 'sigmoid', 'softmax' or 'raw' (`RISE_SCORES`).
     chunk_size: images per compiled call (default: all at once).
 
   Returns:
@@ -1830,13 +1845,15 @@ def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, 
   """
   model, images, labels = _prepare(model, images, labels)
   return _rise(model, images, labels, key=key, masks=masks, num_masks=num_masks, num_cells=num_cells, p=p,
-               mask_chunk=mask_chunk, chunk_size=chunk_size)
+               mask_chunk=mask_chunk, score=score, chunk_size=chunk_size)
 
 
-def _rise(model, images, labels, *, key, masks, num_masks, num_cells, p, mask_chunk, chunk_size):
+def _rise(model, images, labels, *, key, masks, num_masks, num_cells, p, mask_chunk, score, chunk_size):
   """`rise` of checked inputs; labels [B], or [B, k] (k classes out of the same masked passes)."""
   if not saliency.is_int(mask_chunk) or mask_chunk < 1:
     raise ValueError(f'rise: mask_chunk must be a positive integer, got {mask_chunk!r}')
+  if score not in RISE_SCORES:
+    raise ValueError(f'rise: score must be one of {RISE_SCORES}, got {score!r}')
   if masks is None:
     if not saliency.is_int(num_masks) or num_masks < 1 or not 0 < p <= 1:
       raise ValueError(f'rise needs num_masks >= 1 and 0 < p <= 1, got {num_masks!r}, {p!r}')
@@ -1848,7 +1865,7 @@ def _rise(model, images, labels, *, key, masks, num_masks, num_cells, p, mask_ch
   count = masks.shape[0]
   masks = jnp.pad(masks, ((0, -count % mask_chunk), (0, 0), (0, 0)))  # zero masks: they add nothing
   fn = functools.partial(rise_kernel, model, masks=masks, count=jnp.asarray(count, images.dtype),
-                         mask_chunk=int(mask_chunk))
+                         mask_chunk=int(mask_chunk), score=score)
   out = parallel.chunked(lambda x, y: fn(x, y), (images, labels), chunk_size)
   return saliency.check_finite(out, 'rise')
 

@@ -130,7 +130,8 @@ def comparison() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'methods': {
           'gradient': {}, 'gradient_x_input': {}, 'smoothgrad': {'samples': 25, 'noise': 0.15},
-          'integrated_gradients': {'steps': 32}, 'guided_backprop': {}, 'deconvnet': {}, 'grad_cam': {},
+          'integrated_gradients': {'steps': 32}, 'gradient_shap': {'samples': 25}, 'guided_backprop': {},
+          'deconvnet': {}, 'grad_cam': {},
           'cam': {}, 'occlusion': {'patch': 8, 'stride': 4},
           'grad_cam_plus_plus': {}, 'xgrad_cam': {}, 'layer_cam': {}, 'hires_cam': {}, 'eigen_cam': {},
           'score_cam': {'channel_chunk': 32}, 'ablation_cam': {'channel_chunk': 32},

@@ -29,6 +29,11 @@ COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 # kink, its gate, and so the map at the pixels behind it, can differ from the vmapped kernel's.
 SEQUENTIAL_OPTIONS = {**COMPILER_OPTIONS, 'xla_cpu_experimental_ynn_fusion_type': ''}
 
+# XLA's default options with YNNPACK's convolutions off (its dots kept): XLA:CPU then runs every convolution
+# with its own kernels. Not used by the package's programs; the methods benchmark measures it: faster on the
+# backward pass of small batches, slower on the forward pass of large ones (`configs/benchmark_methods.py`).
+NO_YNN_CONVOLUTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+
 
 def _canonical_conv(eqn, lhs, rhs):
   """A `conv_general_dilated` equation run in the canonical layout; the same values.

@@ -121,6 +121,17 @@ def test_rise_equals_torchray_with_the_same_grids_shifts_and_masks(x64):
   np.testing.assert_allclose(got, reference, rtol=RTOL)
   with pytest.raises(ValueError, match='masks must be'):
     attribution.rise(model, jnp.asarray(x), labels, masks=masks[:, :20])
+  # the RISE paper's weights (the class probability) and the raw score: the mean of weight x mask by hand
+  scores = np.stack([np.asarray(model(jnp.asarray(x[i][None] * masks[..., None]))) for i in range(len(x))])
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  for score, weights in (('softmax', probs), ('raw', scores)):
+    w = weights[np.arange(len(x)), :, labels]  # [B, N]
+    got = attribution.rise(model, jnp.asarray(x), labels, masks=masks, mask_chunk=8, score=score)
+    np.testing.assert_allclose(got, np.einsum('bn,nhw->bhw', w, masks) / len(masks), rtol=1e-9, atol=1e-12,
+                               err_msg=score)
+  with pytest.raises(ValueError, match='score must be one of'):
+    attribution.rise(model, jnp.asarray(x), labels, masks=masks, score='logit')
 
 
 def test_rise_memory_does_not_grow_with_the_masks():

@@ -128,12 +128,16 @@ def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
   from saliency_jax.jobs import benchmark_methods
   config = load_config('benchmark_methods')
   config.num_images, config.image_size, config.repeats, config.fast_repeats, config.settle = 2, 16, 1, 1, 0
+  config.forward_batch = 4
   config.stages = ((8,), (16,))
-  config.methods = {'gradient': {}, 'layer_cam': {}, 'rise': {'num_masks': 16},
-                    'blur_ig': {'steps': 2, 'max_sigma': 2.0}, 'deeplift': {}}
+  config.methods = {'gradient': {}, 'gradient_shap': {'samples': 2}, 'layer_cam': {},
+                    'rise': {'num_masks': 16}, 'blur_ig': {'steps': 2, 'max_sigma': 2.0}, 'deeplift': {}}
   out = benchmark_methods.run(config, tmp_path, log=lambda *a: None)
-  assert set(out['methods']) == {'gradient', 'layer_cam', 'rise', 'blur_ig', 'deeplift'}
+  assert set(out['methods']) == {'gradient', 'gradient_shap', 'layer_cam', 'rise', 'blur_ig', 'deeplift'}
   for row in out['methods'].values():
     assert len(row['seconds']['jax']) == len(row['seconds']['anchor']) == 1
     assert row['speedup'] == pytest.approx(row['median_seconds']['anchor'] / row['median_seconds']['jax'])
   assert (tmp_path / 'benchmark_methods.json').is_file()
+  for part in ('gradient', 'forward'):  # the same programs under the three sets of compiler options
+    assert set(out['compiler_options'][part]['median_seconds']) == {'default', 'package',
+                                                                     'no_ynn_convolutions'}

@@ -224,7 +224,8 @@ def test_the_study_crosses_every_attribution_method_with_the_cuts():
   sweep.check(config)
   grid = config.sweep.grid.to_dict()
   # every method's maps: in the study, or in the variants of those registered after the study's kept run
-  later = [load_config('localisation_sweep', name) for name in ('methods', 'costly', 'masked', 'shap')]
+  later = [load_config('localisation_sweep', name)
+           for name in ('methods', 'costly', 'masked', 'shap', 'rise_softmax')]
   used, names_seen = set(), set(config.maps)
   for c in later:
     sweep.check(c)
@@ -235,7 +236,9 @@ def test_the_study_crosses_every_attribution_method_with_the_cuts():
     used |= {c.maps[m].method if m in c.maps else m for m in names}
     assert 'gradient/graphcut' in c.sweep.grid  # the paper's pair: the paired reference
   assert used == set(attribution.METHODS)
-  assert later[2].sweep.num_images == load_module('localisation_sweep').MASKED_IMAGES
+  masked_images = load_module('localisation_sweep').MASKED_IMAGES
+  assert later[2].sweep.num_images == later[4].sweep.num_images == masked_images
+  assert later[4].maps.rise_softmax.to_dict() == {**later[2].maps.rise.to_dict(), 'score': 'softmax'}
   assert later[0].sweep.num_images == 0
   for name in ('gradient/graphcut', 'gradient/threshold_15', 'grad_cam/graphcut_smoothed_all_soft',
                'occlusion/threshold_20', 'full_image', 'centre'):

@@ -144,6 +144,9 @@ def anchors(twin, split, settings: dict, masks) -> dict:
       'guided_ig': lambda: pair_method(pair.GuidedIG(), x_steps=get('guided_ig', 'steps')),
       'xrai': lambda: pair_method(pair.XRAI(), batch_size=get('xrai', 'steps'),
                                   extra_parameters=pair.XRAIParameters(steps=get('xrai', 'steps'))),
+      'gradient_shap': lambda: lambda x, labels: ca.GradientShap(twin).attribute(
+          x.requires_grad_(True), baselines=torch.zeros_like(x[:1]), target=torch.as_tensor(labels),
+          n_samples=get('gradient_shap', 'samples'), stdevs=0.0),  # the package's default: one zero baseline
       'deeplift': lambda: captum(ca.DeepLift(twin)),  # the twin's ReLUs are modules, as Captum needs
       'lrp': lambda: captum(ca.LRP(twin)),  # Captum's epsilon rule on every layer
   }
@@ -169,6 +172,40 @@ def bare_gradient(model, x, labels):
   """
   scores, vjp = jax.vjp(model, x)
   return vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
+
+
+def compiler_options(model, x, labels, batch: int, repeats: int, settle: int) -> dict:
+  """The same programs under three sets of XLA options, alternating: where the gradient's time goes.
+
+  The gradient of `bare_gradient` at the benchmark's batch, and a forward pass of `batch` images (as the
+  methods of many forward passes batch them), each jitted with XLA's default options (`default`), the
+  package's (`package`: `xla.COMPILER_OPTIONS`) and XLA's defaults without YNNPACK's convolutions
+  (`no_ynn_convolutions`: `xla.NO_YNN_CONVOLUTIONS`).
+
+  Args:
+    model: the model.
+    x: the benchmark's images [B, H, W, C].
+    labels: int [B].
+    batch: the forward pass's batch (x's images repeated).
+    repeats: alternating rounds.
+    settle: untimed calls before each timed one.
+
+  Returns:
+    {'gradient' | 'forward': {'seconds': {options: [...]}, 'median_seconds': {options: s}}, 'batch': batch}.
+  """
+  options = {'default': {}, 'package': xla.COMPILER_OPTIONS, 'no_ynn_convolutions': xla.NO_YNN_CONVOLUTIONS}
+  big = np.resize(x, (batch, *x.shape[1:]))
+  out = {'batch': batch}
+  for name, fn, args in (('gradient', bare_gradient, (model, x, labels)),
+                         ('forward', lambda m, z: m(z), (model, big))):
+    sides = {}
+    for option, o in options.items():
+      compiled = jax.jit(fn, compiler_options=o)
+      sides[option] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
+      sides[option]()
+    times = timing.interleaved(sides, warmup=0, repeats=repeats, settle=settle)
+    out[name] = {'seconds': times, 'median_seconds': {k: statistics.median(t) for k, t in times.items()}}
+  return out
 
 
 def run(config, workdir, log=print) -> dict:
@@ -220,9 +257,12 @@ def run(config, workdir, log=print) -> dict:
     rows[method] = {'seconds': times, 'median_seconds': median, 'speedup': median['anchor'] / median['jax']}
     log(f"{method}: jax {median['jax']:.3f} s, anchor {median['anchor']:.3f} s, "
         f"{rows[method]['speedup']:.2f}x")
+  options = compiler_options(model, x, labels, c.forward_batch, c.fast_repeats, c.settle)
+  log('compiler options: ' + ', '.join(f"{part} {k} {v:.4f} s" for part in ('gradient', 'forward')
+                                       for k, v in options[part]['median_seconds'].items()))
   out = {'platform': platform.platform(), 'jax_backend': jax.default_backend(), 'torch_threads': c.threads,
          'num_images': c.num_images, 'image_size': c.image_size, 'repeats': c.repeats, 'methods': rows,
-         'config': c.to_dict()}
+         'compiler_options': options, 'config': c.to_dict()}
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   report.write_json(workdir / 'benchmark_methods.json', out)
