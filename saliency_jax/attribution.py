@@ -805,24 +805,32 @@ def lrp(model, images, labels, *, composite='epsilon', chunk_size: int | None = 
   return saliency.check_finite(out, 'lrp')
 
 
-@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
-def _deeplift(model, images, labels, baselines):
+@functools.partial(jax.jit, static_argnames=('max_pool',), compiler_options=saliency.COMPILER_OPTIONS)
+def _deeplift(model, images, labels, baselines, *, max_pool='gradient'):
   n = images.shape[0]
   both = jnp.concatenate([images, baselines])
-  scores, vjp = jax.vjp(lambda z: model(z, relu=propagation.rescale_relu), both)
+  fn = lambda z: model(z, relu=propagation.rescale_relu)  # noqa: E731
+  if max_pool == 'rescale':
+    fn = propagation.with_rescale_pooling(fn)
+  scores, vjp = jax.vjp(fn, both)
   hot = jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype)
-  signal = vjp(jnp.concatenate([hot, jnp.zeros_like(hot)]))[0][:n]
+  # the baselines' half: the same signal where a pooling rule reads it (Captum's: both halves' target scores)
+  signal = vjp(jnp.concatenate([hot, hot if max_pool == 'rescale' else jnp.zeros_like(hot)]))[0][:n]
   return saliency.mark_bad((images - baselines) * signal, saliency.finite_rows(scores[:n], signal))
 
 
-def deeplift(model, images, labels, *, baseline=None, chunk_size: int | None = None) -> jax.Array:
+def deeplift(model, images, labels, *, baseline=None, max_pool: str = 'gradient',
+             chunk_size: int | None = None) -> jax.Array:
   """DeepLift with the rescale rule (Shrikumar et al. 2017), by program transformation.
 
   Each image and its baseline run as one batch; every rectification of the model's program takes the
-  rescale rule (`propagation.rescale_relu`), the rest its gradient. The attributions are
-  (x - x') times the multipliers; on a ReLU network without max-pooling they sum to S_c(x) - S_c(x').
-  Equal to Captum's `DeepLift` on a network whose ReLUs are modules and whose max-pooling is
-  functional (tested).
+  rescale rule (`propagation.rescale_relu`), the rest its gradient. Max-pooling: its gradient
+  (`max_pool='gradient'`, the default of DeepLift's reference implementation, and Captum's for a
+  functional max-pool) or the difference rule of Captum's `nn.MaxPool2d` modules and SHAP's
+  DeepExplainer (`'rescale'`, `propagation.rescale_max_pool`). The attributions are (x - x') times the
+  multipliers; on a ReLU network they sum to S_c(x) - S_c(x') (with max-pooling: by its 'rescale'
+  rule). Equal to Captum's `DeepLift` on a network whose ReLUs are modules, with functional max-pooling
+  ('gradient') and with max-pooling modules ('rescale') (tested).
 
   Args:
     model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]` with ReLUs.
@@ -830,19 +838,24 @@ def deeplift(model, images, labels, *, baseline=None, chunk_size: int | None = N
     labels: int [B], the class of each image.
     baseline: x': None (the zero image, which in model space is the training mean), one image
       [H, W, C] or one per image [B, H, W, C].
+    max_pool: the rule of max-pooling, 'gradient' or 'rescale' (`propagation.MAX_POOL_RULES`).
     chunk_size: images per compiled call (default: all at once; memory: twice that many images).
 
   Returns:
     float32 [B, H, W, C].
 
   Raises:
-    ValueError: a bad baseline; a model with no rectification (the rescale rule has nothing to act on);
-      bad images, labels or model; non-finite scores or attributions.
+    ValueError: a bad baseline or max_pool; a model with no rectification (the rescale rule has nothing
+      to act on), or one whose max-pooling the 'rescale' rule cannot reach; bad images, labels or model;
+      non-finite scores or attributions.
   """
+  if max_pool not in propagation.MAX_POOL_RULES:
+    raise ValueError(f'deeplift: max_pool must be one of {propagation.MAX_POOL_RULES}, got {max_pool!r}')
   model, images, labels = _prepare(model, images, labels)
   baselines = baselines_of(images, baseline)
   saliency.check_relu(model, images[:1], propagation.rescale_relu)
-  out = parallel.chunked(lambda x, y, z: _deeplift(model, x, y, z), (images, labels, baselines), chunk_size)
+  out = parallel.chunked(lambda x, y, z: _deeplift(model, x, y, z, max_pool=max_pool),
+                         (images, labels, baselines), chunk_size)
   return saliency.check_finite(out, 'deeplift')
 
 

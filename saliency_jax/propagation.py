@@ -34,6 +34,7 @@ a functional max-pool; its rule for an `nn.MaxPool2d` module differs), and a ReL
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.extend as jex
@@ -41,6 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from saliency_jax import rules
+from saliency_jax.layers import max_pool_switches, unpool
 
 RULES = ('epsilon', 'gamma', 'zplus')
 LINEAR = {'conv_general_dilated': 'conv', 'dot_general': 'dense'}
@@ -483,3 +485,107 @@ def _rescale_backward(z, g):
 
 
 rescale_relu.defvjp(_rescale_forward, _rescale_backward)
+
+
+# ----------------------------------------------------------------------------- DeepLift's max-pooling rule
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def rescale_max_pool(z, window, strides, padding):
+  """Max-pooling whose backward pass is DeepLift's rule for it (Captum's, SHAP's), on [images; baselines].
+
+  The multiplier of an input is the change of the pooled outputs it wins over its own change: with y, y'
+  the pooled image and baseline and m = max(y, y'), the image's switches carry (m - y') and the baseline's
+  (y - m), each times its output's signal, back to the inputs; their sum over the input's change x - x'
+  is both halves' multiplier (the gradient where |x - x'| < DEEPLIFT_EPS, as Captum).
+
+  Args:
+    z: [2 N, H, W, C]: the first half from the images, the second from their baselines.
+    window: (h, w).
+    strides: (h, w).
+    padding: ((lo, hi), (lo, hi)); padded cells never win.
+
+  Returns:
+    The max-pooled z.
+  """
+  return max_pool_switches(z, window, strides, padding)[0]
+
+
+def _pool_forward(z, window, strides, padding):
+  y, switches = max_pool_switches(z, window, strides, padding)
+  return y, (z, y, switches)
+
+
+def _pool_backward(window, strides, padding, res, g):
+  z, y, switches = res
+
+  def route(v):  # each output's value to the input its switch points at
+    return unpool(v, switches, z.shape, window, strides, padding)
+  x, x0 = jnp.split(z, 2)
+  out, out0 = jnp.split(y, 2)
+  top = jnp.maximum(out, out0)
+  image_part, baseline_part = jnp.split(route(g * jnp.concatenate([top - out0, out - top])), 2)
+  delta = x - x0
+  small = jnp.abs(delta) < DEEPLIFT_EPS
+  m = (image_part + baseline_part) / jnp.where(small, 1, delta)
+  return (jnp.where(jnp.concatenate([small, small]), route(g), jnp.concatenate([m, m])),)
+
+
+rescale_max_pool.defvjp(_pool_forward, _pool_backward)
+
+MAX_POOL_RULES = ('gradient', 'rescale')
+
+
+def _has_max_pool(jaxpr) -> bool:
+  return any(eqn.primitive.name == 'reduce_window_max'
+             or any(_has_max_pool(sub) for sub in rules.sub_jaxprs(eqn)) for eqn in jaxpr.eqns)
+
+
+def _pool_arguments(eqn):
+  """A `reduce_window_max` equation's (window, strides, padding) over H and W of [B, H, W, C]."""
+  p = eqn.params
+  dims, steps, pads = p['window_dimensions'], p['window_strides'], p['padding']
+  plain = (len(dims) == 4 and dims[0] == dims[3] == steps[0] == steps[3] == 1 and pads[0] == pads[3] == (0, 0)
+           and all(d == 1 for d in (*p['base_dilation'], *p['window_dilation'])))
+  if not plain:
+    raise ValueError('deeplift: max_pool=\'rescale\' takes max-pooling over H and W of [B, H, W, C] without '
+                     f'dilation; the model pools with window {dims}, strides {steps}, padding {pads}')
+  return tuple(dims[1:3]), tuple(steps[1:3]), tuple(tuple(q) for q in pads[1:3])
+
+
+def _rescale_pools(jaxpr, consts, args) -> list:
+  """Runs a jaxpr with every max-pooling (`reduce_window_max`, in calls too) as `rescale_max_pool`."""
+  def step(_, eqn, invals):
+    if eqn.primitive.name == 'reduce_window_max':
+      return [rescale_max_pool(invals[0], *_pool_arguments(eqn))]
+    found = rules.called_jaxpr(eqn)
+    if found is not None and eqn.primitive.name in rules.CALLS and _has_max_pool(found[0]):
+      sub, sub_consts = found
+      return _rescale_pools(sub, sub_consts, invals[len(invals) - len(sub.invars):])
+    if any(_has_max_pool(sub) for sub in rules.sub_jaxprs(eqn)):
+      raise ValueError(f'deeplift: max_pool=\'rescale\' reaches max-pooling outside loops and conditionals '
+                       f'only; the model pools inside a {eqn.primitive.name}')
+    return rules.bind(eqn, invals)
+
+  return rules.run(jaxpr, consts, args, step)
+
+
+def with_rescale_pooling(fn):
+  """A function of a batch [images; baselines], its program's max-pooling taking `rescale_max_pool`.
+
+  Max-pooling is found as XLA's `reduce_window_max`, in nested jit and custom-derivative calls too (the
+  package's `layers.max_pool`, flax's `max_pool`); pooling inside a loop or a conditional is refused.
+
+  Args:
+    fn: a function of one array [2 N, H, W, C].
+
+  Returns:
+    A function with fn's signature and outputs (it raises ValueError, when traced, for pooling it cannot
+    reach).
+  """
+  def transformed(z):
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(z)
+    outs = _rescale_pools(closed.jaxpr, closed.consts, [z])
+    return jax.tree.unflatten(jax.tree.structure(shape), outs)
+
+  return transformed

@@ -111,7 +111,7 @@ def check_relu(model, images, relu) -> None:
                      'the relu argument')
 
 
-def num_classes(model, image_shape) -> int:
+def num_classes(model, image_shape, dtype=jnp.float32) -> int:
   """The number of classes K of a model's scores for images of `image_shape`.
 
   `model.num_classes` where the model declares it, else the width of its scores (traced, not run).
@@ -119,6 +119,7 @@ def num_classes(model, image_shape) -> int:
   Args:
     model: the model.
     image_shape: (H, W, C) of one image.
+    dtype: the images' float dtype (a function with float64 weights takes float64 images only).
 
   Returns:
     K, an int.
@@ -129,7 +130,7 @@ def num_classes(model, image_shape) -> int:
   k = getattr(model, 'num_classes', None)
   if k is not None:
     return int(k)
-  spec = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+  spec = jax.ShapeDtypeStruct((2, *image_shape), dtype)
   out = jax.eval_shape(lambda m, x: m(x), model, spec)
   expected = 'the model must return class scores [B, K] (one row of floats per image)'
   if not isinstance(out, jax.ShapeDtypeStruct):
@@ -284,7 +285,7 @@ def check_model(model, images, hw=None) -> None:
   check_eval_mode(model)
   if not isinstance(model, rules.Function):
     return
-  num_classes(model, (*hw, images.shape[3]))
+  num_classes(model, (*hw, images.shape[3]), images.dtype)
   first = images[:1, :hw[0], :hw[1]]
   second = images[1:2, :hw[0], :hw[1]] if len(images) > 1 else first * 0.5 + 0.5
   if bool(jnp.all(second == first)):
@@ -313,7 +314,7 @@ def check_batch(model, images, labels) -> tuple[jax.Array, jax.Array]:
   """
   images = check_images(model, images)
   check_model(model, images)
-  return images, check_labels(labels, images.shape[0], num_classes(model, images.shape[1:]))
+  return images, check_labels(labels, images.shape[0], num_classes(model, images.shape[1:], images.dtype))
 
 
 def check_classes(model, images, classes, crop_hw=None) -> jax.Array:
@@ -336,7 +337,7 @@ def check_classes(model, images, classes, crop_hw=None) -> jax.Array:
   classes = np.asarray(classes)
   if classes.ndim != 2 or classes.shape[1] == 0:
     raise ValueError(f'classes must be [B, k] class indices, k >= 1, got shape {classes.shape}')
-  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]))
+  k_all = num_classes(model, (*(crop_hw or images.shape[1:3]), images.shape[3]), images.dtype)
   return jnp.stack([check_labels(classes[:, j], images.shape[0], k_all, 'classes')
                     for j in range(classes.shape[1])], axis=1)
 

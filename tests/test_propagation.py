@@ -258,3 +258,43 @@ def test_deeplift_equals_captum(x64):
   np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-10 * np.abs(expected).max())
   g = np.asarray(attribution.gradient(model, x, labels)) * (x - base)
   assert not np.allclose(ours, g, rtol=1e-2)
+
+
+def test_deeplift_max_pool_rule_equals_captum_on_a_pooling_module(x64):
+  """max_pool='rescale': Captum's DeepLift on a net whose max-pooling is an `nn.MaxPool2d` module (its rule
+  for it), conv -> max-pool -> conv -> ReLU -> linear, and the same net in JAX with the package's
+  max-pooling and with XLA's (flax's); the attributions then sum to the score difference, where the
+  gradient rule's do not. (Captum 0.9 loses its rule when an `nn.ReLU` module feeds the pooling module:
+  its result then equals the gradient rule's, so that order is not the anchor.)"""
+  pytest.importorskip('torch', reason=TORCH_REASON)
+  import flax.linen
+  import torch
+  from captum.attr import DeepLift
+
+  from saliency_jax import layers
+  torch.manual_seed(0)
+  net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(2, 2),
+                            torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(5 * 6 * 6, 6)).double().eval()
+  w1, b1 = net[0].weight.detach().numpy().transpose(2, 3, 1, 0), net[0].bias.detach().numpy()
+  w2, b2 = net[2].weight.detach().numpy().transpose(2, 3, 1, 0), net[2].bias.detach().numpy()
+  wd, bd = net[5].weight.detach().numpy(), net[5].bias.detach().numpy()
+
+  def model(x, pool):
+    conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding='SAME',
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    h = jax.nn.relu(conv(pool(conv(x, w1) + b1), w2) + b2)
+    return h.transpose(0, 3, 1, 2).reshape(len(x), -1) @ wd.T + bd  # PyTorch's flattening order
+  x, labels = _batch(size=12)
+  base = np.random.default_rng(3).normal(size=x.shape)
+  expected = _nhwc(DeepLift(net).attribute(_nchw(x), baselines=_nchw(base), target=torch.from_numpy(labels)))
+  difference = np.asarray(model(x, layers.max_pool) - model(base, layers.max_pool))[np.arange(3), labels]
+  np.testing.assert_allclose(expected.sum(axis=(1, 2, 3)), difference, rtol=1e-9)  # Captum's rule at work
+  for pool in (layers.max_pool, functools.partial(flax.linen.max_pool, window_shape=(2, 2), strides=(2, 2))):
+    fn = rules.as_model(lambda z, pool=pool: model(z, pool), x)
+    ours = np.asarray(attribution.deeplift(fn, x, labels, baseline=base, max_pool='rescale'))
+    np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-10 * np.abs(expected).max())
+    gradient_rule = np.asarray(attribution.deeplift(fn, x, labels, baseline=base))
+    assert np.abs(gradient_rule.sum(axis=(1, 2, 3)) - difference).max() > 1e-3 * np.abs(difference).max()
+  with pytest.raises(ValueError, match='max_pool must be one of'):
+    attribution.deeplift(fn, x, labels, max_pool='winner')
