@@ -771,16 +771,18 @@ def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fractio
 
 @functools.partial(jax.jit, static_argnames=('composite',), compiler_options=saliency.COMPILER_OPTIONS)
 def _lrp(model, images, labels, *, composite):
-  scores, vjp = jax.vjp(propagation.with_lrp(model, composite), images)
-  signal = vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
-  return saliency.mark_bad(images * signal, saliency.finite_rows(scores, signal))
+  k = jax.eval_shape(model, images).shape[-1]
+  scores, relevance = propagation.relevance(model, images, jax.nn.one_hot(labels, k, dtype=images.dtype),
+                                            composite)
+  return saliency.mark_bad(relevance, saliency.finite_rows(scores, relevance))
 
 
 def lrp(model, images, labels, *, composite='epsilon', chunk_size: int | None = None) -> jax.Array:
   """Layer-wise relevance propagation (Bach et al. 2015) by program transformation (`propagation`).
 
   Every linear layer of the model's program takes the rule its composite gives it (Zennit 0.5's
-  epsilon, gamma and z+ rules); transformers take the LayerNorm and attention rules of Ali et al. 2022.
+  epsilon, gamma and z+ rules; ZBox, Flat or w-square on the first layer); transformers take the
+  LayerNorm and attention rules of Ali et al. 2022.
   The class score is the relevance of the output (Captum's convention): with the epsilon rule and no
   biases, the relevances sum to it.
 
@@ -788,16 +790,17 @@ def lrp(model, images, labels, *, composite='epsilon', chunk_size: int | None = 
     model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
     images: float [B, H, W, C], preprocessed as the model expects.
     labels: int [B], the class of each image.
-    composite: a name of `propagation.COMPOSITES` ('epsilon', 'epsilon_plus', 'epsilon_gamma', 'zplus',
-      'gamma'), a `propagation.Rule` for every layer, or a `propagation.Composite`.
+    composite: a name of `propagation.COMPOSITES` ('epsilon', 'epsilon_plus', 'epsilon_plus_flat',
+      'epsilon_gamma', 'zplus', 'gamma'), a `propagation.Rule` for every layer, or a
+      `propagation.Composite`.
     chunk_size: images per compiled call (default: all at once).
 
   Returns:
     float32 [B, H, W, C]: the relevance of each input value.
 
   Raises:
-    ValueError: an unknown composite, a model with no linear layer or with layers inside a loop; bad
-      images, labels or model; non-finite scores or relevances.
+    ValueError: an unknown composite, a model with no linear layer or with layers inside a loop, an input
+      rule where it has no meaning; bad images, labels or model; non-finite scores or relevances.
   """
   composite = propagation.composite_of(composite)
   model, images, labels = _prepare(model, images, labels)

@@ -24,13 +24,16 @@ negative inputs; the bias's positive part) and the generalised `gamma` (W + gamm
 is positive, W + gamma W- where it is negative). Captum's `EpsilonRule` is the same epsilon rule; its
 `GammaRule` and `Alpha1_Beta0_Rule` keep the bias unchanged and use W + gamma W+ on every output:
 with zero biases, on layers whose inputs are non-negative (after a ReLU) and whose negative outputs go
-into a ReLU, all three agree (tested).
+into a ReLU, all three agree (tested). The first layer, on the model's input, may take an input rule
+(`zbox`, `flat`, `wsquare`), whose relevance is not the input times a signal: `relevance` hands it over
+through a probe that multiplies the layer's input.
 
 DeepLift (Shrikumar et al. 2017) with the rescale rule: the images and their baselines run as one
 batch; at every rectification of the program (as `rules` finds them) the backward pass multiplies by
 (relu(x) - relu(x')) / (x - x') instead of relu'(x) (the gradient where |x - x'| < 1e-10, as Captum).
-The rest of the program, max-pooling included, is propagated by its gradient (Captum does the same for
-a functional max-pool; its rule for an `nn.MaxPool2d` module differs), and a ReLU6's upper clip too.
+The rest of the program is propagated by its gradient, a ReLU6's upper clip included; max-pooling by its
+gradient too (Captum's for a functional max-pool) or by the difference rule Captum gives an `nn.MaxPool2d`
+module (`rescale_max_pool`).
 """
 
 import dataclasses
@@ -44,7 +47,10 @@ from jax import lax
 from saliency_jax import rules
 from saliency_jax.layers import max_pool_switches, unpool
 
-RULES = ('epsilon', 'gamma', 'zplus')
+RULES = ('epsilon', 'gamma', 'zplus', 'zbox', 'flat', 'wsquare')
+# Rules whose relevance does not come as input x signal (an input of 0 gets some): the first layer's only,
+# on the program's input (`relevance`).
+INPUT_RULES = ('zbox', 'flat', 'wsquare')
 LINEAR = {'conv_general_dilated': 'conv', 'dot_general': 'dense'}
 GATES = ('tanh', 'erf', 'logistic')  # a gated activation's gate, when its result multiplies the input
 # element-wise steps through which a gate's or a sum's value passes unchanged in kind
@@ -57,17 +63,26 @@ DEEPLIFT_EPS = 1e-10  # Captum's: below this |x - x'|, the rescale rule takes th
 class Rule:
   """The LRP rule of one linear layer (Zennit 0.5's definitions).
 
+  The input rules (`INPUT_RULES`), for the first layer on the model's input: 'zbox' (Montavon et al. 2017:
+  the input bounded by `low` and `high`), 'flat' (every weight 1, no bias) and 'wsquare' (the squared
+  weights and bias): each hands the input relevance that does not come as input x signal.
+
   Attributes:
-    name: 'epsilon', 'gamma' or 'zplus'.
-    epsilon: the stabiliser added to the denominator with its sign (the epsilon rule's epsilon).
+    name: 'epsilon', 'gamma', 'zplus', 'zbox', 'flat' or 'wsquare'.
+    epsilon: the stabiliser added to the denominator with its sign (the epsilon rule's epsilon; every
+      rule's stabiliser).
     gamma: the gamma rule's weight of the positive (or negative) parts.
     zero_bias: leave the bias out of the denominator (Zennit's `zero_params='bias'`, Captum's
       `set_bias_to_zero=True`).
+    low: ZBox's lowest input value: a float, or one per channel (a tuple).
+    high: ZBox's highest input value, as low.
   """
   name: str = 'epsilon'
   epsilon: float = 1e-6
   gamma: float = 0.25
   zero_bias: bool = False
+  low: float | tuple | None = None
+  high: float | tuple | None = None
 
   def __post_init__(self):
     if self.name not in RULES:
@@ -75,6 +90,9 @@ class Rule:
     if not self.epsilon >= 0 or not self.gamma >= 0:
       raise ValueError(f'LRP rule {self.name}: epsilon and gamma must be >= 0, got {self.epsilon}, '
                        f'{self.gamma}')
+    if (self.name == 'zbox') != (self.low is not None and self.high is not None):
+      raise ValueError(f'LRP rule {self.name}: low and high are ZBox\'s bounds of the input, given for zbox '
+                       f'only and both; got low {self.low!r}, high {self.high!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +130,12 @@ class Composite:
     return self.conv if kind == 'conv' else self.dense
 
 
-# Zennit's composites, the first convolution by the epsilon rule where Zennit's uses ZBox or Flat.
+# Zennit's composites: `epsilon_plus_flat` is its EpsilonPlusFlat; `epsilon_gamma` its EpsilonGammaBox with
+# the epsilon rule on the first layer (ZBox needs the input's bounds: `Composite(first=Rule('zbox', ...))`).
 COMPOSITES = {
     'epsilon': Composite(),
     'epsilon_plus': Composite(conv=Rule('zplus')),
+    'epsilon_plus_flat': Composite(conv=Rule('zplus'), first=Rule('flat')),
     'epsilon_gamma': Composite(conv=Rule('gamma'), first=Rule('epsilon')),
     'zplus': Composite(conv=Rule('zplus'), dense=Rule('zplus')),
     'gamma': Composite(conv=Rule('gamma'), dense=Rule('gamma')),
@@ -322,12 +342,64 @@ def rule_backward(rule: Rule, op, x, w, b, z, g):
     wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
     s = r / stabilise(op(xp, wp) + jnp.maximum(b, 0) + op(xn, wn), rule.epsilon)
     return jnp.where(x > 0, _transpose(op, x, wp, s), _transpose(op, x, wn, s))
+  if rule.name in INPUT_RULES:
+    raise ValueError(f'LRP rule {rule.name}: an input rule, for the first layer on the model\'s input only')
   wp, wn = w + rule.gamma * jnp.maximum(w, 0), w + rule.gamma * jnp.minimum(w, 0)
   bp, bn = b + rule.gamma * jnp.maximum(b, 0), b + rule.gamma * jnp.minimum(b, 0)
   sp = jnp.where(z > 0, r / stabilise(op(xp, wp) + bp + op(xn, wn), rule.epsilon), 0)
   sn = jnp.where(z < 0, r / stabilise(op(xp, wn) + bn + op(xn, wp), rule.epsilon), 0)
   return jnp.where(x > 0, _transpose(op, x, wp, sp) + _transpose(op, x, wn, sn),
                    _transpose(op, x, wn, sp) + _transpose(op, x, wp, sn))
+
+
+def input_relevance(rule: Rule, op, x, w, b, z, g):
+  """The relevance of the first layer's input under an input rule (`INPUT_RULES`), from g = R_z / z.
+
+  Args:
+    rule: a `Rule` of `INPUT_RULES`.
+    op: the layer's linear map, op(x, w).
+    x: its input, the model's.
+    w: its weight.
+    b: its bias (broadcast to z, or 0).
+    z: its output, op(x, w) + b.
+    g: the signal at its output.
+
+  Returns:
+    R_x, shaped as x.
+  """
+  r = z * g
+  b = jnp.zeros_like(z) if rule.zero_bias else b
+  if rule.name == 'zbox':
+    low, high = (jnp.broadcast_to(jnp.asarray(v, x.dtype), x.shape) for v in (rule.low, rule.high))
+    wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
+    s = r / stabilise(op(x, w) + b - op(low, wp) - jnp.maximum(b, 0) - op(high, wn) - jnp.minimum(b, 0),
+                      rule.epsilon)
+    return x * _transpose(op, x, w, s) - low * _transpose(op, x, wp, s) - high * _transpose(op, x, wn, s)
+  ones = jnp.ones_like(x)
+  if rule.name == 'flat':
+    w, b = jnp.ones_like(w), jnp.zeros_like(b)
+  else:  # wsquare
+    w, b = w ** 2, b ** 2
+  return _transpose(op, x, w, r / stabilise(op(ones, w) + b, rule.epsilon))
+
+
+def _input_layer(op, rule: Rule):
+  """op(x u, w) + b at u = 1; its backward pass gives u the input rule's relevance of x, 0 to x, w, b."""
+
+  @jax.custom_vjp
+  def layer(x, u, w, b):
+    return op(x * u, w) + b
+
+  def forward(x, u, w, b):
+    z = op(x * u, w) + b
+    return z, (x, w, b, z)
+
+  def backward(res, g):
+    x, w, b, z = res
+    return jnp.zeros_like(x), input_relevance(rule, op, x, w, b, z, g), jnp.zeros_like(w), jnp.zeros_like(b)
+
+  layer.defvjp(forward, backward)
+  return layer
 
 
 def _layer(op, rule: Rule):
@@ -359,7 +431,8 @@ def _operation(eqn, position):
   return op
 
 
-def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite):
+def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite, u=None):
+  """Runs the flat program with its layers' rules; u: the input rule's probe (`relevance`), or None."""
   env = {}
 
   def read(v):
@@ -381,10 +454,14 @@ def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite):
       n, kind, position = layer_at[bias_of.get(i, i)]
       x, w = read(layer.invars[position]), read(layer.invars[1 - position])
       if i in bias_of:
-        b = read([u for u in eqn.invars if u is not layer.outvars[0]][0])
+        b = read([v for v in eqn.invars if v is not layer.outvars[0]][0])
       else:
         b = jnp.zeros((), eqn.outvars[0].aval.dtype)
-      env[eqn.outvars[0]] = _layer(_operation(layer, position), composite.rule(n, kind))(x, w, b)
+      rule = composite.rule(n, kind)
+      if rule.name in INPUT_RULES:
+        env[eqn.outvars[0]] = _input_layer(_operation(layer, position), rule)(x, u, w, b)
+      else:
+        env[eqn.outvars[0]] = _layer(_operation(layer, position), rule)(x, w, b)
       continue
     outs = rules.bind(eqn, [read(v) for v in eqn.invars])
     if i in the_plan.detached:
@@ -428,12 +505,38 @@ def layers(model, x) -> list[dict]:
            'bias': bias is not None} for n, (i, kind, position, bias) in enumerate(found.layers)]
 
 
+def _lrp_program(model, x, composite: Composite):
+  """(flat program, output structure, `Plan`, whether its first layer takes an input rule), checked."""
+  flat, tree = flat_program(lambda z: model(z), x)
+  the_plan = plan(flat.jaxpr)
+  if not the_plan.layers:
+    raise ValueError('LRP: the model has no linear layer (a convolution or dense layer with weights) '
+                     'applied to its input')
+  first_input_rule = False
+  for n, (i, kind, position, _) in enumerate(the_plan.layers):
+    rule = composite.rule(n, kind)
+    if rule.name not in INPUT_RULES:
+      continue
+    if n:
+      raise ValueError(f'LRP: rule {rule.name} is for the first layer only (its relevance does not come as '
+                       f'input x signal); the composite gives it to layer {n} ({kind})')
+    source = flat.jaxpr.invars[0]
+    uses = sum(v is source for eqn in flat.jaxpr.eqns for v in eqn.invars)
+    if flat.jaxpr.eqns[i].invars[position] is not source or uses != 1:
+      raise ValueError(f'LRP: rule {rule.name} takes the model\'s input itself into the first layer; this '
+                       'model computes something from its input first (a normalisation or a reshape) or uses '
+                       'it elsewhere too: give the first layer another rule')
+    first_input_rule = True
+  return flat, tree, the_plan, first_input_rule
+
+
 def with_lrp(model, composite='epsilon'):
   """The model with every linear layer's backward pass replaced by its LRP rule.
 
   Its forward pass is the model's; x * (its VJP of a one-hot) is the LRP relevance of the input, with
   the class score as the relevance of the output (Captum's convention; Zennit's with the output as
-  its `attr_output`).
+  its `attr_output`). A composite whose first layer takes an input rule (ZBox, Flat, w-square) hands the
+  input its relevance otherwise: `relevance` computes it.
 
   Args:
     model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]` (`rules.as_model`).
@@ -443,19 +546,47 @@ def with_lrp(model, composite='epsilon'):
     A function x -> scores.
 
   Raises:
-    ValueError: (when called) a program with no linear layer on its input.
+    ValueError: (when called) a program with no linear layer on its input; an input rule.
   """
   composite = composite_of(composite)
 
   def transformed(x):
-    flat, tree = flat_program(lambda z: model(z), x)
-    the_plan = plan(flat.jaxpr)
-    if not the_plan.layers:
-      raise ValueError('LRP: the model has no linear layer (a convolution or dense layer with weights) '
-                       'applied to its input')
+    flat, tree, the_plan, first_input_rule = _lrp_program(model, x, composite)
+    if first_input_rule:
+      raise ValueError('LRP: the first layer\'s rule gives the input its relevance itself (not as input x '
+                       'signal): call propagation.relevance')
     return jax.tree.unflatten(tree, _run(flat.jaxpr, flat.consts, x, the_plan, composite))
 
   return transformed
+
+
+def relevance(model, x, cotangent, composite='epsilon') -> tuple:
+  """The model's scores and the LRP relevance of its input, for every composite.
+
+  x * the VJP of `with_lrp`'s function, or, where the first layer takes an input rule (`INPUT_RULES`), the
+  relevance that rule gives the input (through a probe u = 1 that multiplies the first layer's input).
+
+  Args:
+    model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]` (`rules.as_model`).
+    x: the input [B, ...].
+    cotangent: the relevance of the output, [B, K] (e.g. the one-hot class times 1, for the class score).
+    composite: a name of `COMPOSITES`, a `Rule` for every layer, or a `Composite`.
+
+  Returns:
+    (scores [B, K], the relevance of x, shaped as x).
+
+  Raises:
+    ValueError: as `with_lrp`; an input rule on a layer other than the first, or on a first layer that
+      does not take the model's input itself.
+  """
+  composite = composite_of(composite)
+  flat, tree, the_plan, first_input_rule = _lrp_program(model, x, composite)
+  if not first_input_rule:
+    scores, vjp = jax.vjp(with_lrp(model, composite), x)
+    return scores, x * vjp(cotangent)[0]
+  scores, vjp = jax.vjp(lambda u: jax.tree.unflatten(tree, _run(flat.jaxpr, flat.consts, x, the_plan,
+                                                                 composite, u)), jnp.ones_like(x))
+  return scores, vjp(cotangent)[0]
 
 
 @jax.custom_vjp

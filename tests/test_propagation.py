@@ -157,7 +157,15 @@ def test_bad_settings_and_models_are_named(x64):
   with pytest.raises(ValueError, match='LRP composite must be one of'):
     attribution.lrp(net, x, labels, composite='alpha2beta1')
   with pytest.raises(ValueError, match='LRP rule must be one of'):
-    propagation.Rule('flat')
+    propagation.Rule('alpha')
+  with pytest.raises(ValueError, match='low and high are ZBox'):
+    propagation.Rule('zbox', low=-1.0)
+  with pytest.raises(ValueError, match='for the first layer only'):  # an input rule on every convolution
+    attribution.lrp(net, x, labels, composite=propagation.Rule('flat'))
+  with pytest.raises(ValueError, match='computes something from its input first'):
+    attribution.lrp(lambda z: net(2.0 * z), x, labels, composite='epsilon_plus_flat')
+  with pytest.raises(ValueError, match='call propagation.relevance'):
+    propagation.with_lrp(net, 'epsilon_plus_flat')(jnp.asarray(x, jnp.float32))
   with pytest.raises(ValueError, match='baseline must be'):
     attribution.deeplift(net, x, labels, baseline=np.zeros((3, 3, 3)))
   vit = models.ViT(5, image_size=16, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=8, rngs=nnx.Rngs(0))
@@ -220,7 +228,7 @@ def test_lrp_equals_zennit_composites(x64):
   import torch
   from zennit.attribution import Gradient
   from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
-  from zennit.rules import Epsilon, Gamma, Norm, Pass, ZPlus
+  from zennit.rules import Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
   from zennit.types import Activation, AvgPool, Convolution
   twin, model = _twin_and_model()
   x, labels = _batch()
@@ -238,12 +246,29 @@ def test_lrp_equals_zennit_composites(x64):
       'gamma': LayerMapComposite(base + [(Convolution, Gamma(gamma=0.25, stabilizer=1e-6)),
                                          (torch.nn.Linear, Gamma(gamma=0.25, stabilizer=1e-6))]),
   }
+  # the input rules on the first layer: Zennit's EpsilonPlusFlat, EpsilonGammaBox (per-channel bounds), and
+  # w-square under EpsilonPlus
+  low, high = (-2.0, -1.5, -2.5), (2.0, 2.5, 1.5)
+  bounds = (torch.tensor(low).view(1, 3, 1, 1).double(), torch.tensor(high).view(1, 3, 1, 1).double())
+  zennit_composites['epsilon_plus_flat'] = SpecialFirstLayerMapComposite(
+      base + [(Convolution, ZPlus(stabilizer=1e-6)), (torch.nn.Linear, Epsilon(epsilon=1e-6))],
+      first_map=[(Convolution, Flat(stabilizer=1e-6))])
+  box = propagation.Composite(conv=propagation.Rule('gamma'),
+                              first=propagation.Rule('zbox', low=low, high=high))
+  zennit_composites[box] = SpecialFirstLayerMapComposite(
+      base + [(Convolution, Gamma(gamma=0.25, stabilizer=1e-6)), (torch.nn.Linear, Epsilon(epsilon=1e-6))],
+      first_map=[(Convolution, ZBox(*bounds, stabilizer=1e-6))])
+  square = propagation.Composite(conv=propagation.Rule('zplus'), first=propagation.Rule('wsquare'))
+  zennit_composites[square] = SpecialFirstLayerMapComposite(
+      base + [(Convolution, ZPlus(stabilizer=1e-6)), (torch.nn.Linear, Epsilon(epsilon=1e-6))],
+      first_map=[(Convolution, WSquare(stabilizer=1e-6))])
   for name, composite in zennit_composites.items():
     with Gradient(model=twin, composite=composite) as attributor:
       _, relevance = attributor(xt, lambda out: out * hot)  # the score as the output's relevance
     expected = _nhwc(relevance)
     ours = attribution.lrp(model, x, labels, composite=name)
-    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max(), err_msg=name)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max(),
+                               err_msg=str(name))
 
 
 def test_deeplift_equals_captum(x64):
