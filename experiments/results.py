@@ -59,6 +59,10 @@ RESULTS = {
                             'sweep.json', ''),
     'localisation_masked': ('sweep_localisation', 'localisation_sweep.py:masked', 'ilsvrc_mobilenet_masked',
                             'sweep.json', ''),
+    'localisation_shap': ('sweep_localisation', 'localisation_sweep.py:shap', 'ilsvrc_mobilenet_shap',
+                          'sweep.json', ''),
+    'localisation_rise_softmax': ('sweep_localisation', 'localisation_sweep.py:rise_softmax',
+                                  'ilsvrc_mobilenet_rise_softmax', 'sweep.json', ''),
     'compare_attributions': ('compare_attributions', 'compare_attributions.py', 'quickstart',
                              'comparison.json', ''),
     'benchmark_methods': ('benchmark_methods', 'benchmark_methods.py', 'benchmark', 'benchmark_methods.json',
@@ -419,6 +423,15 @@ def anchor_speed(r: dict) -> str:
             f"XLA's default options ({g['anchor'] / bare:.2f}x the anchor's speed) and {options:.4f} s with "
             f"the package's compiler options (XLA:CPU's older fusion emitters); the package's call takes "
             f"{g['jax']:.4f} s, {g['jax'] - options:.4f} s more than the latter: its checks.")
+  if 'compiler_options' in r:
+    o = r['compiler_options']
+    names = {'default': "XLA's default options", 'package': "the package's",
+             'no_ynn_convolutions': "XLA's defaults without YNNPACK's convolutions"}
+
+    def row(part):
+      return ', '.join(f"{names[k]} {v:.4f} s" for k, v in o[part]['median_seconds'].items())
+    out += (f" The same bare VJP under three sets of compiler options, alternating: {row('gradient')}; a "
+            f"forward pass of {o['batch']} images: {row('forward')}.")
   return out
 
 
