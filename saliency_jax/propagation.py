@@ -42,6 +42,7 @@ import functools
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from saliency_jax import rules
@@ -85,6 +86,9 @@ class Rule:
   high: float | tuple | None = None
 
   def __post_init__(self):
+    for bound in ('low', 'high'):  # per-channel bounds as a tuple: a rule is hashable (a static argument)
+      if isinstance(getattr(self, bound), list | np.ndarray):
+        object.__setattr__(self, bound, tuple(float(v) for v in np.ravel(getattr(self, bound))))
     if self.name not in RULES:
       raise ValueError(f'LRP rule must be one of {RULES}, got {self.name!r}')
     if not self.epsilon >= 0 or not self.gamma >= 0:
@@ -106,11 +110,15 @@ class Composite:
     dense: the rule of dense layers (`dot_general` with a weight: linear layers, attention projections).
     first: the rule of the first layer (None: by its kind), as Zennit's `SpecialFirstLayerMapComposite`.
     by_index: ((layer number, rule), ...), before everything else.
+    merge_batchnorm: merge the per-channel affine map that follows a layer (a BatchNorm at inference) into
+      the layer's weights and bias before its rule applies, as Zennit's `MergeBatchNorm` canonizers do
+      (False: it is propagated by its gradient, as Captum does).
   """
   conv: Rule = Rule()
   dense: Rule = Rule()
   first: Rule | None = None
   by_index: tuple = ()
+  merge_batchnorm: bool = False
 
   def rule(self, index: int, kind: str) -> Rule:
     """The rule of one layer.
@@ -204,10 +212,14 @@ class Plan:
       program order.
     detached: equation indices whose outputs are held constant in the backward pass.
     skipped: layers whose bias is added later: they run at that addition.
+    affine: {layer's equation index: [equation indices]}: the per-channel affine steps (add, subtract,
+      multiply or divide by a constant of one value per output channel) that follow the layer's output
+      alone, a BatchNorm at inference (`Composite.merge_batchnorm` merges them).
   """
   layers: list
   detached: set
   skipped: set
+  affine: dict = dataclasses.field(default_factory=dict)
 
 
 def plan(jaxpr) -> Plan:
@@ -237,7 +249,7 @@ def plan(jaxpr) -> Plan:
                          'conditional over its layers, as nnx.scan builds); the rules reach layers outside '
                          'loops only: unroll the loop')
   jaxpr_out = set(v for v in jaxpr.outvars if _is_var(v))
-  layers, skipped, detached = [], set(), set()
+  layers, skipped, detached, affine = [], set(), set(), {}
   for i, eqn in enumerate(jaxpr.eqns):
     name = eqn.primitive.name
     if name in LINEAR:
@@ -254,6 +266,10 @@ def plan(jaxpr) -> Plan:
           bias = use[0]
           skipped.add(i)
       layers.append((i, LINEAR[name], on_input.index(True), bias))
+      chain = _affine_chain(jaxpr, jaxpr.eqns[bias].outvars[0] if bias is not None else out, users, dep,
+                            jaxpr_out)
+      if chain and _out_axis(eqn, on_input.index(True)) is not None:
+        affine[i] = chain
     elif name == 'rsqrt' and _is_var(eqn.invars[0]) and eqn.invars[0] in dep:
       detached.add(i)
     elif name == 'div' and _is_softmax(jaxpr, eqn, producer):
@@ -263,7 +279,36 @@ def plan(jaxpr) -> Plan:
         gate = _gate(jaxpr, v, producer, dep)
         if gate is not None:
           detached.add(gate)
-  return Plan(layers, detached, skipped)
+  return Plan(layers, detached, skipped, affine)
+
+
+def _affine_chain(jaxpr, v, users, dep, jaxpr_out) -> list:
+  """The per-channel affine steps that take v, a layer's output, alone (`Plan.affine`)."""
+  channels, chain = v.aval.shape[-1], []
+  while v not in jaxpr_out and len(users.get(v, [])) == 1:
+    eqn = jaxpr.eqns[users[v][0]]
+    other = [u for u in eqn.invars if u is not v]
+    if eqn.primitive.name not in ('add', 'sub', 'mul', 'div') or len(other) != 1 or (
+        eqn.primitive.name == 'div' and eqn.invars[0] is not v) or (_is_var(other[0]) and other[0] in dep):
+      break
+    shape = np.shape(other[0].val) if isinstance(other[0], jex.core.Literal) else other[0].aval.shape
+    per_channel = all(d == 1 for d in shape[:-1]) and (not shape or shape[-1] in (1, channels))
+    if len(shape) > v.aval.ndim or not per_channel:
+      break
+    chain.append(users[v][0])
+    v = eqn.outvars[0]
+  return chain
+
+
+def _out_axis(eqn, position) -> int | None:
+  """The weight's axis of the layer's output channels (its output's last axis), or None (no merge)."""
+  if position != 0:
+    return None
+  if eqn.primitive.name == 'conv_general_dilated':
+    return eqn.params['dimension_numbers'].rhs_spec[0]
+  (_, contracting), (_, batch) = eqn.params['dimension_numbers']
+  free = [d for d in range(eqn.invars[1].aval.ndim) if d not in contracting and d not in batch]
+  return free[0] if len(free) == 1 and not batch else None
 
 
 def _through(jaxpr, v, producer, dep, steps=PASSING):
@@ -431,6 +476,26 @@ def _operation(eqn, position):
   return op
 
 
+def _merged(jaxpr, read, i, start, w, b, chain):
+  """Layer i's weight and bias with the affine steps `chain` after its output `start` merged in."""
+  eqn = jaxpr.eqns[i]
+  channels = eqn.outvars[0].aval.shape[-1]
+  probe = (1,) * (eqn.outvars[0].aval.ndim - 1) + (channels,)
+
+  def steps(z):  # the chain on one value per channel
+    v = start
+    for j in chain:
+      step = jaxpr.eqns[j]
+      z = rules.bind(step, [z if u is v else read(u) for u in step.invars])[0]
+      v = step.outvars[0]
+    return z.reshape(channels)
+  offset = steps(jnp.zeros(probe, w.dtype))
+  scale = steps(jnp.ones(probe, w.dtype)) - offset
+  shape = [1] * w.ndim
+  shape[_out_axis(eqn, 0)] = channels
+  return w * scale.reshape(shape), scale * jnp.broadcast_to(b, probe).reshape(channels) + offset
+
+
 def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite, u=None):
   """Runs the flat program with its layers' rules; u: the input rule's probe (`relevance`), or None."""
   env = {}
@@ -441,22 +506,31 @@ def _run(jaxpr, consts, x, the_plan: Plan, composite: Composite, u=None):
   for v, c in zip(jaxpr.constvars, consts):
     env[v] = c
   env[jaxpr.invars[0]] = x
-  layer_at, bias_of = {}, {}
+  layer_at, bias_of, merge_at, skipped = {}, {}, {}, set(the_plan.skipped)
   for n, (i, kind, position, bias) in enumerate(the_plan.layers):
     layer_at[i] = (n, kind, position)
     if bias is not None:
       bias_of[bias] = i
+    if composite.merge_batchnorm and i in the_plan.affine:  # the layer runs at its chain's last step
+      chain = the_plan.affine[i]
+      merge_at[chain[-1]] = i
+      skipped |= {i, *chain[:-1]} | ({bias} if bias is not None else set())
   for i, eqn in enumerate(jaxpr.eqns):
-    if i in the_plan.skipped:  # a layer whose bias is added later: run at that addition
+    if i in skipped:  # a layer whose bias (or merged affine map) comes later: run there
       continue
-    if i in layer_at or i in bias_of:
-      layer = jaxpr.eqns[bias_of.get(i, i)]
-      n, kind, position = layer_at[bias_of.get(i, i)]
+    if i in layer_at or i in bias_of or i in merge_at:
+      at = merge_at.get(i, bias_of.get(i, i))
+      layer = jaxpr.eqns[at]
+      n, kind, position = layer_at[at]
+      bias = the_plan.layers[n][3]
       x, w = read(layer.invars[position]), read(layer.invars[1 - position])
-      if i in bias_of:
-        b = read([v for v in eqn.invars if v is not layer.outvars[0]][0])
+      if bias is not None:
+        b = read([v for v in jaxpr.eqns[bias].invars if v is not layer.outvars[0]][0])
       else:
         b = jnp.zeros((), eqn.outvars[0].aval.dtype)
+      if i in merge_at:
+        start = jaxpr.eqns[bias].outvars[0] if bias is not None else layer.outvars[0]
+        w, b = _merged(jaxpr, read, at, start, w, b, the_plan.affine[at])
       rule = composite.rule(n, kind)
       if rule.name in INPUT_RULES:
         env[eqn.outvars[0]] = _input_layer(_operation(layer, position), rule)(x, u, w, b)

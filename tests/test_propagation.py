@@ -323,3 +323,58 @@ def test_deeplift_max_pool_rule_equals_captum_on_a_pooling_module(x64):
     assert np.abs(gradient_rule.sum(axis=(1, 2, 3)) - difference).max() > 1e-3 * np.abs(difference).max()
   with pytest.raises(ValueError, match='max_pool must be one of'):
     attribution.deeplift(fn, x, labels, max_pool='winner')
+
+
+def test_lrp_merges_batchnorm_as_zennit_canonizers(x64):
+  """merge_batchnorm=True: the BatchNorm after a convolution merged into it before its rule, as Zennit's
+  `SequentialMergeBatchNorm` canonizer does, on conv -> BN -> ReLU twice, average, linear (EpsilonPlus).
+  Zennit leaves each merged BatchNorm as x / sqrt(1 + eps) (its variance set to 1, its eps kept), a factor
+  on the forward pass and the relevance: with eps = 1e-12 here it is 1 to float64 round-off."""
+  _zennit()
+  import torch
+  from zennit.attribution import Gradient
+  from zennit.canonizers import SequentialMergeBatchNorm
+  from zennit.composites import LayerMapComposite
+  from zennit.rules import Epsilon, Norm, Pass, ZPlus
+  from zennit.types import Activation, AvgPool, Convolution
+  torch.manual_seed(0)
+  net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4, eps=1e-12),
+                            torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, padding=1, bias=False),
+                            torch.nn.BatchNorm2d(5, eps=1e-12),
+                            torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                            torch.nn.Linear(5, 6)).double().eval()
+  with torch.no_grad():  # running statistics and affine parameters of both signs
+    for bn in (net[1], net[4]):
+      bn.running_mean.copy_(0.3 * torch.randn(bn.num_features))
+      bn.running_var.copy_(0.5 + torch.rand(bn.num_features))
+      bn.weight.copy_(torch.randn(bn.num_features))
+      bn.bias.copy_(0.2 * torch.randn(bn.num_features))
+  p = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+
+  def model(x):
+    def bn(z, i):
+      scale = p[f'{i}.weight'] * jax.lax.rsqrt(p[f'{i}.running_var'] + 1e-12)
+      return (z - p[f'{i}.running_mean']) * scale + p[f'{i}.bias']
+    conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding='SAME',
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    h = jax.nn.relu(bn(conv(x, p['0.weight'].transpose(2, 3, 1, 0)) + p['0.bias'], 1))
+    h = jax.nn.relu(bn(conv(h, p['3.weight'].transpose(2, 3, 1, 0)), 4))
+    return h.mean(axis=(1, 2)) @ p['8.weight'].T + p['8.bias']
+  x, labels = _batch(size=10)
+  xt = _nchw(x).requires_grad_(True)
+  composite = LayerMapComposite([(Activation, Pass()), (AvgPool, Norm(stabilizer=1e-30)),
+                                 (Convolution, ZPlus(stabilizer=1e-6)),
+                                 (torch.nn.Linear, Epsilon(epsilon=1e-6))],
+                                canonizers=[SequentialMergeBatchNorm()])
+  hot = torch.nn.functional.one_hot(torch.from_numpy(labels), 6).double()
+  with Gradient(model=net, composite=composite) as attributor:
+    _, relevance = attributor(xt, lambda out: out * hot)
+  expected = _nhwc(relevance)
+  fn = rules.as_model(model, x)
+  ours = attribution.lrp(fn, x, labels, composite=propagation.Composite(conv=propagation.Rule('zplus'),
+                                                                      merge_batchnorm=True))
+  np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+  found = propagation.plan(propagation.flat_program(fn, x)[0].jaxpr)
+  assert [len(chain) for chain in found.affine.values()] == [3, 3]  # subtract, multiply, add: each BatchNorm
+  unmerged = attribution.lrp(fn, x, labels, composite='epsilon_plus')  # the BatchNorm by its gradient
+  assert not np.allclose(unmerged, expected, rtol=1e-2)
