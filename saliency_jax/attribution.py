@@ -1837,8 +1837,8 @@ def rise(model, images, labels, *, key=None, masks=None, num_masks: int = 8000, 
   every image of the call; they go `mask_chunk` at a time through the model (`lax.scan`), so memory
   holds chunk_size x mask_chunk images whatever num_masks. `score` chooses the weight of each mask:
   TorchRay's sigmoid of the class's score (the default), the RISE paper's class probability ('softmax')
-  or the score itself ('raw'). On a net whose top scores are large (logits of 15 and more) the sigmoid
-  stays near 1 under most masks, and the map near the mean mask; the softmax does not saturate so.
+  or the score itself ('raw'). Where the class stays confident under most masks, either map stands on
+  a floor (the mean weight times the masks' keep rate) well above its range of variation.
 
   Args:
     model: a model of `saliency_jax.models` or any JAX callable `f(x) -> scores [B, K]`.
@@ -1873,7 +1873,7 @@ def _rise(model, images, labels, *, key, masks, num_masks, num_cells, p, mask_ch
   if masks is None:
     if not saliency.is_int(num_masks) or num_masks < 1 or not 0 < p <= 1:
       raise ValueError(f'rise needs num_masks >= 1 and 0 < p <= 1, got {num_masks!r}, {p!r}')
-    masks = rise_masks(jax.random.key(0) if key is None else key, num_masks, images.shape[1:3],
+    masks = rise_masks(random_key(key, 'rise'), num_masks, images.shape[1:3],
                        num_cells=num_cells, p=p)
   masks = jnp.asarray(masks, images.dtype)
   if masks.ndim != 3 or masks.shape[1:] != images.shape[1:3]:
