@@ -6,7 +6,8 @@ saliency) on the same weights and images.
 A SmallConvNet (4 stages, random weights: the cost does not depend on them) and its PyTorch twin with the
 same weights, `num_images` random images at `image_size` px; each method with the settings below on
 both sides; two untimed calls each, then `repeats` rounds alternating the package and the anchor
-(`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds);
+(`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds;
+`medium_repeats` for those under `medium_below` s);
 medians and the speed-up (anchor / package) to benchmark_methods.json. The gradient's row also times the
 same VJP jitted bare (no checks) with XLA's default options (`bare_jax`) and with the package's
 (`bare_jax_options`), to tell the package's per-call checks and its compiler options from the program's
@@ -30,6 +31,10 @@ def get_config():
   # `settle` untimed calls before each timed one (PyTorch's idle threads spin for a while after its call)
   config.fast_below = 0.1
   config.fast_repeats = 31
+  # the methods of a fraction of a second (both sides under medium_below s): more rounds than the slow ones;
+  # their medians over 3 rounds moved by a third between runs
+  config.medium_below = 1.0
+  config.medium_repeats = 11
   config.settle = 2
   config.threads = 2  # PyTorch's intra-op threads (the machine's cores)
   config.forward_batch = 200  # the forward pass timed under each set of compiler options

@@ -412,10 +412,11 @@ def anchor_speed(r: dict) -> str:
                  f"{len(m['seconds']['jax'])} |")
   out = '\n'.join(lines)
   c = r['config']
+  medium = f", those under {c['medium_below']} s {c['medium_repeats']} rounds" if 'medium_below' in c else ''
   out += (f"\n\nMedians of alternating rounds after untimed calls; the millisecond methods (both sides under "
           f"{c.get('fast_below', 0)} s) {c.get('fast_repeats', r['repeats'])} rounds, each timed call after "
-          f"{c.get('settle', 0)} untimed ones, the others {r['repeats']}; {r['num_images']} images at "
-          f"{r['image_size']} px; PyTorch on {r['torch_threads']} threads.")
+          f"{c.get('settle', 0)} untimed ones{medium}, the others {r['repeats']}; {r['num_images']} images "
+          f"at {r['image_size']} px; PyTorch on {r['torch_threads']} threads.")
   g = r['methods'].get('gradient', {}).get('median_seconds', {})
   if 'bare_jax_options' in g:
     bare, options = g['bare_jax'], g['bare_jax_options']

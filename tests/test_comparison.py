@@ -128,6 +128,7 @@ def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
   from saliency_jax.jobs import benchmark_methods
   config = load_config('benchmark_methods')
   config.num_images, config.image_size, config.repeats, config.fast_repeats, config.settle = 2, 16, 1, 1, 0
+  config.medium_repeats = 1
   config.forward_batch = 4
   config.stages = ((8,), (16,))
   config.methods = {'gradient': {}, 'gradient_shap': {'samples': 2}, 'layer_cam': {},

@@ -250,9 +250,10 @@ def run(config, workdir, log=print) -> dict:
       start = time.perf_counter()
       fn()
       look[side] = time.perf_counter() - start
-    fast = max(look.values()) < c.fast_below
-    times = timing.interleaved(sides, warmup=0, repeats=c.fast_repeats if fast else c.repeats,
-                               settle=c.settle if fast else 0)
+    slowest = max(look.values())
+    fast = slowest < c.fast_below
+    repeats = c.fast_repeats if fast else c.medium_repeats if slowest < c.medium_below else c.repeats
+    times = timing.interleaved(sides, warmup=0, repeats=repeats, settle=c.settle if fast else 0)
     median = {side: statistics.median(t) for side, t in times.items()}
     rows[method] = {'seconds': times, 'median_seconds': median, 'speedup': median['anchor'] / median['jax']}
     log(f"{method}: jax {median['jax']:.3f} s, anchor {median['anchor']:.3f} s, "
