@@ -377,6 +377,9 @@ def rule_backward(rule: Rule, op, x, w, b, z, g):
 
   Returns:
     g_x, shaped as x.
+
+  Raises:
+    ValueError: an input rule (`INPUT_RULES`: `input_relevance` takes those).
   """
   r = z * g  # the relevance of the layer's outputs
   b = jnp.zeros_like(z) if rule.zero_bias else b

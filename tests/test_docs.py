@@ -325,7 +325,7 @@ def _settings() -> dict:
   quickstart, ilsvrc = load_config('quickstart'), load_config('ilsvrc_mobilenet_sample')
   default = {f.__name__: {k: p.default for k, p in inspect.signature(f).parameters.items()}
              for f in (attribution.smoothgrad, class_models.visualise, attribution.blur_ig,
-                       attribution.guided_ig, attribution.xrai, attribution.rise)}
+                       attribution.guided_ig, attribution.xrai, attribution.rise, attribution.gradient_shap)}
   return {
       "above the map's 95% quantile": (0.95, s.fg_quantile),
       'below its 30% quantile': (0.30, s.bg_quantile),
@@ -343,6 +343,7 @@ def _settings() -> dict:
       'a foreground quantile of 90%': (0.9, ilsvrc.localise[ilsvrc.selected_method].fg_quantile),
       "(the paper's 95%)": (0.95, s.fg_quantile),
       'Gaussian noise of std (0.15)': (0.15, default['smoothgrad']['noise']),  # `noise` (0.15)
+      'adds Gaussian noise of std (0.0)': (0.0, default['gradient_shap']['stdev']),  # `stdev` (0.0)
       # the attribution page's settings, written `name` (value) there, checked against the defaults
       'finite-difference step (0.01)': (0.01, default['blur_ig']['grad_step']),
       'the (0.25) of the features': (0.25, default['guided_ig']['fraction']),

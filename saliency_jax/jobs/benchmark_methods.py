@@ -1,11 +1,11 @@
 """Every attribution method against its anchor on the same weights and images (configs/benchmark_methods.py).
 
 `run(config, workdir)`, called by experiments/benchmark_methods.py; writes benchmark_methods.json. The
-anchors: Captum on the PyTorch twin (gradient, gradient x input, SmoothGrad, Integrated Gradients, guided
-backprop, DeconvNet, Grad-CAM, occlusion); the pytorch-grad-cam formulas on the twin
-(`torch_reference.cam_family_maps`: CAM and the CAM family); TorchRay's RISE sums on the twin
-(`torch_reference.rise_maps`, the same masks); PAIR's saliency (Blur IG, Guided IG, XRAI: its numpy core,
-one image at a time, the twin's autograd gradients as its callback).
+anchors: Captum on the PyTorch twin (gradient, gradient x input, SmoothGrad, Integrated Gradients,
+GradientSHAP, guided backprop, DeconvNet, Grad-CAM, occlusion, DeepLift, LRP); the pytorch-grad-cam
+formulas on the twin (`torch_reference.cam_family_maps`: CAM and the CAM family); TorchRay's RISE sums on
+the twin (`torch_reference.rise_maps`, the same masks); PAIR's saliency (Blur IG, Guided IG, XRAI: its
+numpy core, one image at a time, the twin's autograd gradients as its callback).
 """
 
 import contextlib
