@@ -771,9 +771,9 @@ def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fractio
 
 @functools.partial(jax.jit, static_argnames=('composite',), compiler_options=saliency.COMPILER_OPTIONS)
 def _lrp(model, images, labels, *, composite):
-  k = jax.eval_shape(model, images).shape[-1]
-  scores, relevance = propagation.relevance(model, images, jax.nn.one_hot(labels, k, dtype=images.dtype),
-                                            composite)
+  k = saliency.num_classes(model, images.shape[1:], images.dtype)
+  hot = jax.nn.one_hot(labels, k, dtype=images.dtype)
+  scores, relevance = propagation.relevance(model, images, hot, composite)
   return saliency.mark_bad(relevance, saliency.finite_rows(scores, relevance))
 
 

@@ -658,11 +658,13 @@ def relevance(model, x, cotangent, composite='epsilon') -> tuple:
   """
   composite = composite_of(composite)
   flat, tree, the_plan, first_input_rule = _lrp_program(model, x, composite)
+
+  def run(z, u=None):
+    return jax.tree.unflatten(tree, _run(flat.jaxpr, flat.consts, z, the_plan, composite, u))
   if not first_input_rule:
-    scores, vjp = jax.vjp(with_lrp(model, composite), x)
+    scores, vjp = jax.vjp(run, x)
     return scores, x * vjp(cotangent)[0]
-  scores, vjp = jax.vjp(lambda u: jax.tree.unflatten(tree, _run(flat.jaxpr, flat.consts, x, the_plan,
-                                                                 composite, u)), jnp.ones_like(x))
+  scores, vjp = jax.vjp(lambda u: run(x, u), jnp.ones_like(x))
   return scores, vjp(cotangent)[0]
 
 
