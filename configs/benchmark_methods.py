@@ -9,11 +9,11 @@ both sides; two untimed calls each, then `repeats` rounds alternating the packag
 (`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds;
 `medium_repeats` for those under `medium_below` s);
 medians and the speed-up (anchor / package) to benchmark_methods.json. The gradient's row also times the
-same VJP jitted bare (no checks) with XLA's default options (`bare_jax`) and with the package's
-(`bare_jax_options`), to tell the package's per-call checks and its compiler options from the program's
-time; `compiler_options` times that VJP and a forward pass of `forward_batch` images under XLA's default
-options, the package's and XLA's defaults without YNNPACK's convolutions, alternating. Needs the torch and
-test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
+same VJP jitted bare (no checks) under XLA's default options (`bare_default`), the package's
+(`bare_package`) and XLA's defaults without YNNPACK's convolutions (`bare_no_ynn_convolutions`), in the
+same rounds, to tell the package's per-call checks and its compiler options from the program's time;
+`forward_options` times a forward pass of `forward_batch` images under the same three sets, alternating.
+Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
 """
 
 import ml_collections

@@ -403,7 +403,7 @@ def clips_table(r: dict) -> str:
 
 def anchor_speed(r: dict) -> str:
   """benchmark_methods.json: seconds per call of each method and of its anchor, medians, and the ratio;
-  the gradient's bare jitted VJP, with XLA's options and the package's, where they were timed."""
+  the gradient's bare jitted VJP and a forward pass under three sets of compiler options."""
   lines = ['| method | package (s) | anchor (s) | anchor / package | rounds |',
            '| --- | --- | --- | --- | --- |']
   for name, m in r['methods'].items():
@@ -418,21 +418,19 @@ def anchor_speed(r: dict) -> str:
           f"{c.get('settle', 0)} untimed ones{medium}, the others {r['repeats']}; {r['num_images']} images "
           f"at {r['image_size']} px; PyTorch on {r['torch_threads']} threads.")
   g = r['methods'].get('gradient', {}).get('median_seconds', {})
-  if 'bare_jax_options' in g:
-    bare, options = g['bare_jax'], g['bare_jax_options']
-    out += (f" Where the gradient's time goes: the same VJP jitted bare (no checks) takes {bare:.4f} s with "
-            f"XLA's default options ({g['anchor'] / bare:.2f}x the anchor's speed) and {options:.4f} s with "
-            f"the package's compiler options (XLA:CPU's older fusion emitters); the package's call takes "
-            f"{g['jax']:.4f} s, {g['jax'] - options:.4f} s more than the latter: its checks.")
-  if 'compiler_options' in r:
-    o = r['compiler_options']
-    names = {'default': "XLA's default options", 'package': "the package's",
-             'no_ynn_convolutions': "XLA's defaults without YNNPACK's convolutions"}
-
-    def row(part):
-      return ', '.join(f"{names[k]} {v:.4f} s" for k, v in o[part]['median_seconds'].items())
-    out += (f" The same bare VJP under three sets of compiler options, alternating: {row('gradient')}; a "
-            f"forward pass of {o['batch']} images: {row('forward')}.")
+  if 'bare_package' in g:
+    default, package, no_ynn = g['bare_default'], g['bare_package'], g['bare_no_ynn_convolutions']
+    out += (f" Where the gradient's time goes, in the same rounds: the same VJP jitted bare (no checks) "
+            f"takes {default:.4f} s with XLA's default options ({g['anchor'] / default:.2f}x the anchor's "
+            f"speed), {package:.4f} s with the package's compiler options (XLA:CPU's older fusion emitters) "
+            f"and {no_ynn:.4f} s with XLA's defaults without YNNPACK's convolutions "
+            f"({g['anchor'] / no_ynn:.2f}x); the package's call takes {g['jax']:.4f} s, "
+            f"{g['jax'] - package:.4f} s more than its bare VJP: its checks.")
+  if 'forward_options' in r:
+    f = r['forward_options']['median_seconds']
+    out += (f" A forward pass of {r['forward_options']['batch']} images, alternating: {f['default']:.4f} s "
+            f"with XLA's default options, {f['package']:.4f} s with the package's, "
+            f"{f['no_ynn_convolutions']:.4f} s without YNNPACK's convolutions.")
   return out
 
 

@@ -139,6 +139,8 @@ def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
     assert len(row['seconds']['jax']) == len(row['seconds']['anchor']) == 1
     assert row['speedup'] == pytest.approx(row['median_seconds']['anchor'] / row['median_seconds']['jax'])
   assert (tmp_path / 'benchmark_methods.json').is_file()
-  for part in ('gradient', 'forward'):  # the same programs under the three sets of compiler options
-    assert set(out['compiler_options'][part]['median_seconds']) == {'default', 'package',
-                                                                     'no_ynn_convolutions'}
+  # the gradient's bare VJP beside both sides, and a forward pass, under the three sets of compiler options
+  options = {'default', 'package', 'no_ynn_convolutions'}
+  bare = {f'bare_{o}' for o in options}
+  assert set(out['methods']['gradient']['median_seconds']) == {'jax', 'anchor', *bare}
+  assert set(out['forward_options']['median_seconds']) == options

@@ -174,38 +174,35 @@ def bare_gradient(model, x, labels):
   return vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
 
 
-def compiler_options(model, x, labels, batch: int, repeats: int, settle: int) -> dict:
-  """The same programs under three sets of XLA options, alternating: where the gradient's time goes.
+# The sets of XLA options the gradient's bare VJP and a large forward pass are timed under: XLA's defaults,
+# the package's (`xla.COMPILER_OPTIONS`) and XLA's defaults without YNNPACK's convolutions.
+OPTIONS = {'default': {}, 'package': xla.COMPILER_OPTIONS, 'no_ynn_convolutions': xla.NO_YNN_CONVOLUTIONS}
 
-  The gradient of `bare_gradient` at the benchmark's batch, and a forward pass of `batch` images (as the
-  methods of many forward passes batch them), each jitted with XLA's default options (`default`), the
-  package's (`package`: `xla.COMPILER_OPTIONS`) and XLA's defaults without YNNPACK's convolutions
-  (`no_ynn_convolutions`: `xla.NO_YNN_CONVOLUTIONS`).
+
+def forward_options(model, x, batch: int, repeats: int, settle: int) -> dict:
+  """A forward pass of `batch` images under each set of `OPTIONS`, alternating.
+
+  The batch of the methods of many forward passes (occlusion, RISE, Score-CAM).
 
   Args:
     model: the model.
-    x: the benchmark's images [B, H, W, C].
-    labels: int [B].
-    batch: the forward pass's batch (x's images repeated).
+    x: the benchmark's images [B, H, W, C] (repeated to `batch`).
+    batch: the forward pass's batch.
     repeats: alternating rounds.
     settle: untimed calls before each timed one.
 
   Returns:
-    {'gradient' | 'forward': {'seconds': {options: [...]}, 'median_seconds': {options: s}}, 'batch': batch}.
+    {'batch': batch, 'seconds': {options: [...]}, 'median_seconds': {options: s}}.
   """
-  options = {'default': {}, 'package': xla.COMPILER_OPTIONS, 'no_ynn_convolutions': xla.NO_YNN_CONVOLUTIONS}
   big = np.resize(x, (batch, *x.shape[1:]))
-  out = {'batch': batch}
-  for name, fn, args in (('gradient', bare_gradient, (model, x, labels)),
-                         ('forward', lambda m, z: m(z), (model, big))):
-    sides = {}
-    for option, o in options.items():
-      compiled = jax.jit(fn, compiler_options=o)
-      sides[option] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
-      sides[option]()
-    times = timing.interleaved(sides, warmup=0, repeats=repeats, settle=settle)
-    out[name] = {'seconds': times, 'median_seconds': {k: statistics.median(t) for k, t in times.items()}}
-  return out
+  sides = {}
+  for name, o in OPTIONS.items():
+    compiled = jax.jit(lambda m, z: m(z), compiler_options=o)
+    sides[name] = lambda c=compiled: jax.block_until_ready(c(model, big))
+    sides[name]()
+  times = timing.interleaved(sides, warmup=0, repeats=repeats, settle=settle)
+  median = {k: statistics.median(t) for k, t in times.items()}
+  return {'batch': batch, 'seconds': times, 'median_seconds': median}
 
 
 def run(config, workdir, log=print) -> dict:
@@ -232,8 +229,7 @@ def run(config, workdir, log=print) -> dict:
                                             x.shape[1:3]))
   settings['rise'] = {**settings['rise'], 'masks': masks}
   theirs = anchors(twin, split, c.methods.to_dict(), masks)
-  bare_default = jax.jit(bare_gradient)
-  bare_options = jax.jit(bare_gradient, compiler_options=xla.COMPILER_OPTIONS)
+  bare = {name: jax.jit(bare_gradient, compiler_options=o) for name, o in OPTIONS.items()}
   rows = {}
   for method in c.methods:
     ours = functools.partial(attribution.attribute, method, model, x, labels, **{
@@ -241,9 +237,9 @@ def run(config, workdir, log=print) -> dict:
     sides = {'jax': lambda f=ours: jax.block_until_ready(f()),
              'anchor': lambda m=method: theirs[m](xt.clone(), labels)}
     if method == 'gradient':  # where the time goes: the same VJP jitted bare, without the package's checks,
-      # with XLA's default options and with the package's (`xla.COMPILER_OPTIONS`)
-      sides['bare_jax'] = lambda: jax.block_until_ready(bare_default(model, x, labels))
-      sides['bare_jax_options'] = lambda: jax.block_until_ready(bare_options(model, x, labels))
+      # under each set of `OPTIONS`
+      sides.update({f'bare_{name}': lambda f=f: jax.block_until_ready(f(model, x, labels))
+                    for name, f in bare.items()})
     look = {}
     for side, fn in sides.items():  # compiled, then one timed look: milliseconds take more rounds
       fn()
@@ -258,12 +254,12 @@ def run(config, workdir, log=print) -> dict:
     rows[method] = {'seconds': times, 'median_seconds': median, 'speedup': median['anchor'] / median['jax']}
     log(f"{method}: jax {median['jax']:.3f} s, anchor {median['anchor']:.3f} s, "
         f"{rows[method]['speedup']:.2f}x")
-  options = compiler_options(model, x, labels, c.forward_batch, c.fast_repeats, c.settle)
-  log('compiler options: ' + ', '.join(f"{part} {k} {v:.4f} s" for part in ('gradient', 'forward')
-                                       for k, v in options[part]['median_seconds'].items()))
+  forward = forward_options(model, x, c.forward_batch, c.fast_repeats, c.settle)
+  log(f'a forward pass of {c.forward_batch} images: ' + ', '.join(
+      f'{k} {v:.4f} s' for k, v in forward['median_seconds'].items()))
   out = {'platform': platform.platform(), 'jax_backend': jax.default_backend(), 'torch_threads': c.threads,
          'num_images': c.num_images, 'image_size': c.image_size, 'repeats': c.repeats, 'methods': rows,
-         'compiler_options': options, 'config': c.to_dict()}
+         'forward_options': forward, 'config': c.to_dict()}
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   report.write_json(workdir / 'benchmark_methods.json', out)
