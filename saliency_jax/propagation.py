@@ -175,8 +175,9 @@ def composite_of(composite) -> Composite:
 # ----------------------------------------------------------------------------- the program
 
 
-def _has_linear(jaxpr) -> bool:
-  return any(eqn.primitive.name in LINEAR or any(_has_linear(sub) for sub in rules.sub_jaxprs(eqn))
+def _holds(jaxpr, names) -> bool:
+  """Whether the program runs a primitive of `names`, in its nested programs too."""
+  return any(eqn.primitive.name in names or any(_holds(sub, names) for sub in rules.sub_jaxprs(eqn))
              for eqn in jaxpr.eqns)
 
 
@@ -189,8 +190,8 @@ def _inlined(jaxpr, consts, args):
   def step(_, eqn, invals):
     found = rules.called_jaxpr(eqn)
     name = eqn.primitive.name
-    inline = found is not None and name in rules.CALLS and (
-        name not in ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr') or _has_linear(found[0]))
+    custom = name in ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr')
+    inline = found is not None and name in rules.CALLS and (not custom or _holds(found[0], LINEAR))
     if not inline:
       return rules.bind(eqn, invals)
     sub, sub_consts = found
@@ -244,7 +245,7 @@ def plan(jaxpr) -> Plan:
       producer[v] = i
     if any(_is_var(v) and v in dep for v in eqn.invars):
       dep.update(eqn.outvars)
-      if any(_has_linear(sub) for sub in rules.sub_jaxprs(eqn)):
+      if any(_holds(sub, LINEAR) for sub in rules.sub_jaxprs(eqn)):
         raise ValueError(f'LRP: the model runs linear layers inside a {eqn.primitive.name} (a loop or a '
                          'conditional over its layers, as nnx.scan builds); the rules reach layers outside '
                          'loops only: unroll the loop')
@@ -744,11 +745,7 @@ def _pool_backward(window, strides, padding, res, g):
 rescale_max_pool.defvjp(_pool_forward, _pool_backward)
 
 MAX_POOL_RULES = ('gradient', 'rescale')
-
-
-def _has_max_pool(jaxpr) -> bool:
-  return any(eqn.primitive.name == 'reduce_window_max'
-             or any(_has_max_pool(sub) for sub in rules.sub_jaxprs(eqn)) for eqn in jaxpr.eqns)
+MAX_POOL = ('reduce_window_max',)  # max-pooling, as XLA writes it
 
 
 def _pool_arguments(eqn):
@@ -766,13 +763,13 @@ def _pool_arguments(eqn):
 def _rescale_pools(jaxpr, consts, args) -> list:
   """Runs a jaxpr with every max-pooling (`reduce_window_max`, in calls too) as `rescale_max_pool`."""
   def step(_, eqn, invals):
-    if eqn.primitive.name == 'reduce_window_max':
+    if eqn.primitive.name in MAX_POOL:
       return [rescale_max_pool(invals[0], *_pool_arguments(eqn))]
     found = rules.called_jaxpr(eqn)
-    if found is not None and eqn.primitive.name in rules.CALLS and _has_max_pool(found[0]):
+    if found is not None and eqn.primitive.name in rules.CALLS and _holds(found[0], MAX_POOL):
       sub, sub_consts = found
       return _rescale_pools(sub, sub_consts, invals[len(invals) - len(sub.invars):])
-    if any(_has_max_pool(sub) for sub in rules.sub_jaxprs(eqn)):
+    if any(_holds(sub, MAX_POOL) for sub in rules.sub_jaxprs(eqn)):
       raise ValueError(f'deeplift: max_pool=\'rescale\' reaches max-pooling outside loops and conditionals '
                        f'only; the model pools inside a {eqn.primitive.name}')
     return rules.bind(eqn, invals)
