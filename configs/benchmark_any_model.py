@@ -17,6 +17,8 @@ import ml_collections
 
 def get_config():
   config = ml_collections.ConfigDict()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.data_dir = '../shared/data'
   config.num_images = 4
   config.image_size = 256

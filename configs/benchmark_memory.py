@@ -29,6 +29,8 @@ def _sibling(name: str):
 def main_job(num_test: int) -> ml_collections.ConfigDict:
   """The main job the benchmark runs with num_test test images (`get_config('job:N')`)."""
   config = _sibling('quickstart').get_config()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.name = 'benchmark_memory'
   config.data.update({'image_size': 128, 'num_train': 1000, 'num_test': num_test})
   config.train.update({'steps': 200, 'checkpoint_every': 200})
@@ -44,6 +46,8 @@ def get_config(arg: str = ''):
   if arg.startswith('job:'):
     return main_job(int(arg[len('job:'):]))
   config = ml_collections.ConfigDict()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.sizes = (400, 3200)
   config.malloc = ('default', 'keep_freed_memory')
   config.config_file = str(pathlib.Path(__file__).resolve())  # the main jobs' configs: get_config('job:N')

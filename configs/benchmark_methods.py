@@ -8,11 +8,12 @@ same weights, `num_images` random images at `image_size` px; each method with th
 both sides; two untimed calls each, then `repeats` rounds alternating the package and the anchor
 (`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds;
 `medium_repeats` for those under `medium_below` s);
-medians and the speed-up (anchor / package) to benchmark_methods.json. The gradient's row also times the
-same VJP jitted bare (no checks) under XLA's default options (`bare_default`), the package's
-(`bare_package`) and XLA's defaults without YNNPACK's convolutions (`bare_no_ynn_convolutions`), in the
-same rounds, to tell the package's per-call checks and its compiler options from the program's time;
-`forward_options` times a forward pass of `forward_batch` images under the same three sets, alternating.
+medians and the speed-up (anchor / package) to benchmark_methods.json. The package's programs run under
+`backward_options` (`xla.BACKWARD_OPTIONS`). The gradient's row also times the same VJP jitted bare (no
+checks) under XLA's default options (`bare_default`) and the package's two sets for its backward passes
+(`bare_no_ynn_convolutions`, `bare_ynn_convolutions`), in the same rounds, to tell the package's per-call
+checks and its compiler options from the program's time; `forward_options` times a forward pass of
+`forward_batch` images under the same three sets, alternating.
 Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
 """
 
@@ -22,6 +23,8 @@ import ml_collections
 def get_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # the backward passes' compiler options (`xla.BACKWARD_OPTIONS`): the package's default
+  config.backward_options = 'no_ynn_convolutions'
   config.num_classes = 10
   config.stages = ((16,), (32,), (64,), (128,))
   config.num_images = 8

@@ -26,6 +26,8 @@ from saliency_jax import defaults
 
 def get_config():
   config = ml_collections.ConfigDict()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.data_dir = '../shared/data'
   config.num_images = 96
   config.repeats = 3

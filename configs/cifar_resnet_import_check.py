@@ -28,6 +28,8 @@ import ml_collections
 
 def get_config():
   config = ml_collections.ConfigDict()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   # Relative to the working directory (the repository root); `--config.data_dir=/path/to/data`.
   config.data_dir = '../shared/data'
   config.checkpoints = ('resnet20-12fca82f.th', 'resnet32-d509ac18.th')  # in data_dir/cifar10-resnet

@@ -45,5 +45,7 @@ def get_config(arg: str = 'synthetic'):
   else:
     raise ValueError(f"variant must be 'synthetic' or 'cifar_resnet' (optionally :cpu, :gpu, :tpu), "
                      f"got {arg!r}")
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.name = f'compare_attributions ({data})'
   return config

@@ -29,6 +29,8 @@ import ml_collections
 
 def get_config():
   config = ml_collections.ConfigDict()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.seed = 0
   config.data_dir = '../shared/data'
   # Tolerances on relative differences (max |a - b| / max |b|): summation order only.

@@ -33,6 +33,8 @@ def get_config(variant: str = 'cpu'):
   if variant not in ('cpu', 'gpu', 'tpu'):
     raise ValueError(f"variant must be 'cpu', 'gpu' or 'tpu', got {variant!r}")
   config = defaults.main_job()
+  # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+  config.backward_options = 'ynn_convolutions'
   config.name = 'ilsvrc_mobilenet_sample'
   config.num_classes = 1000
   config.data_dir = '../shared/data'  # holds imagenet-val-sample/ and imagenet-mobilenet/

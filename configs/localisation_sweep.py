@@ -236,6 +236,8 @@ def get_config(arg: str = 'synthetic'):
     # data and net as the quickstart's (its workdir's data and checkpoints are reused); the selection
     # part: data.num_validation validation images (absent: num_test), the report part: the test split
     config = _sibling('quickstart').get_config(variant)
+    # the compiler options of the backward passes its kept results were made under (`xla.BACKWARD_OPTIONS`)
+    config.backward_options = 'ynn_convolutions'
     grid = {name: every[name] for name in SYNTHETIC}
   elif data == 'imagenet':
     config = _sibling('ilsvrc_mobilenet_sample').get_config(variant)

@@ -418,19 +418,20 @@ def anchor_speed(r: dict) -> str:
           f"{c.get('settle', 0)} untimed ones{medium}, the others {r['repeats']}; {r['num_images']} images "
           f"at {r['image_size']} px; PyTorch on {r['torch_threads']} threads.")
   g = r['methods'].get('gradient', {}).get('median_seconds', {})
-  if 'bare_package' in g:
-    default, package, no_ynn = g['bare_default'], g['bare_package'], g['bare_no_ynn_convolutions']
+  if 'bare_ynn_convolutions' in g:
+    default, ynn, no_ynn = g['bare_default'], g['bare_ynn_convolutions'], g['bare_no_ynn_convolutions']
     out += (f" Where the gradient's time goes, in the same rounds: the same VJP jitted bare (no checks) "
             f"takes {default:.4f} s with XLA's default options ({g['anchor'] / default:.2f}x the anchor's "
-            f"speed), {package:.4f} s with the package's compiler options (XLA:CPU's older fusion emitters) "
-            f"and {no_ynn:.4f} s with XLA's defaults without YNNPACK's convolutions "
-            f"({g['anchor'] / no_ynn:.2f}x); the package's call takes {g['jax']:.4f} s, "
-            f"{g['jax'] - package:.4f} s more than its bare VJP: its checks.")
+            f"speed), {ynn:.4f} s with the package's (XLA:CPU's older fusion emitters; "
+            f"`ynn_convolutions`, as before) and {no_ynn:.4f} s with those and YNNPACK's convolutions off "
+            f"(`no_ynn_convolutions`, the package's default for its backward passes; "
+            f"{g['anchor'] / no_ynn:.2f}x); the package's call takes {g['jax']:.4f} s, "
+            f"{g['jax'] - no_ynn:.4f} s more than its bare VJP: its checks.")
   if 'forward_options' in r:
     f = r['forward_options']['median_seconds']
     out += (f" A forward pass of {r['forward_options']['batch']} images, alternating: {f['default']:.4f} s "
-            f"with XLA's default options, {f['package']:.4f} s with the package's, "
-            f"{f['no_ynn_convolutions']:.4f} s without YNNPACK's convolutions.")
+            f"with XLA's default options, {f['ynn_convolutions']:.4f} s with the package's (its forward "
+            f"passes' options), {f['no_ynn_convolutions']:.4f} s with YNNPACK's convolutions off as well.")
   return out
 
 

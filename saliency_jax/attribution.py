@@ -110,7 +110,7 @@ def gradient_x_input(model, images, labels, *, chunk_size: int | None = None) ->
   return saliency.check_finite(parallel.chunked(fn, (images, labels), chunk_size), 'gradient x input')
 
 
-@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
+@xla.jit
 def _gradient_x_input(model, images, labels):
   return images * _one_hot_vjp(model, images, labels)
 
@@ -186,7 +186,7 @@ def _noisy_copies(images, index, key, noise, *, samples):
   return images[:, None] + (noise * span)[:, None, None, None, None] * eps
 
 
-@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
+@xla.jit
 def _mean_gradient(model, noisy, labels):
   """The mean over the S copies of dS_label/dx: noisy [B, S, H, W, C], labels [B] -> [B, H, W, C]."""
   b, samples = noisy.shape[:2]
@@ -219,8 +219,7 @@ def _smoothgrad_chunked(model, images, labels, index, key, noise, samples, *, sa
   return jax.lax.fori_loop(0, n_chunks, step, jnp.zeros_like(images)) / samples.shape[0]
 
 
-smoothgrad_kernel = jax.jit(_smoothgrad_chunked, static_argnames=('sample_chunk',),
-                            compiler_options=saliency.COMPILER_OPTIONS)
+smoothgrad_kernel = xla.jit(_smoothgrad_chunked, static_argnames=('sample_chunk',))
 smoothgrad_kernel.__doc__ = """SmoothGrad's jitted kernel with the noisy copies in chunks, no checks.
 
 (model, images, labels, index [B], key, noise, samples: an array [S] (only its length counts), *,
@@ -301,7 +300,7 @@ def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
   return (nodes + 1) / 2, weights / 2
 
 
-@functools.partial(jax.jit, compiler_options=saliency.COMPILER_OPTIONS)
+@xla.jit
 def _integrated_gradients(model, images, labels, baselines, alphas, weights):
   b, n = images.shape[0], alphas.shape[0]
   delta = images - baselines
@@ -328,7 +327,7 @@ def _ig_chunked(model, images, labels, baselines, alphas, weights):
   return delta * total
 
 
-ig_kernel = jax.jit(_ig_chunked, compiler_options=saliency.COMPILER_OPTIONS)
+ig_kernel = xla.jit(_ig_chunked)
 ig_kernel.__doc__ = """Integrated Gradients' jitted kernel with the path points in chunks, no checks.
 
 (model, images, labels, baselines, alphas [n_chunks, step_chunk], weights [n_chunks, step_chunk]) ->
@@ -471,8 +470,7 @@ def _gradient_shap_chunked(model, images, labels, baselines, index, key, stdev, 
   return jax.lax.fori_loop(0, n_chunks, step, jnp.zeros_like(images)) / n_samples
 
 
-gradient_shap_kernel = jax.jit(_gradient_shap_chunked, static_argnames=('sample_chunk',),
-                               compiler_options=saliency.COMPILER_OPTIONS)
+gradient_shap_kernel = xla.jit(_gradient_shap_chunked, static_argnames=('sample_chunk',))
 gradient_shap_kernel.__doc__ = """GradientSHAP's jitted kernel with the samples in chunks, no checks.
 
 (model, images, labels, baselines [N, H, W, C], index [B], key, stdev, samples: an array [S] (only its
@@ -581,7 +579,7 @@ def _blur_ig_chunked(model, images, labels, rows, cols, step_weights, grad_step)
   return -total
 
 
-blur_ig_kernel = jax.jit(_blur_ig_chunked, compiler_options=saliency.COMPILER_OPTIONS)
+blur_ig_kernel = xla.jit(_blur_ig_chunked)
 
 
 def blur_ig(model, images, labels, *, max_sigma: float = 50.0, steps: int = 100, grad_step: float = 0.01,
@@ -720,8 +718,7 @@ def _guided_ig(model, images, labels, baselines, *, steps, fraction, max_dist):
   return saliency.mark_bad(out, saliency.finite_rows(out))
 
 
-guided_ig_kernel = jax.jit(_guided_ig, static_argnames=('steps', 'fraction', 'max_dist'),
-                           compiler_options=saliency.COMPILER_OPTIONS)
+guided_ig_kernel = xla.jit(_guided_ig, static_argnames=('steps', 'fraction', 'max_dist'))
 guided_ig_kernel.__doc__ = """Guided IG's jitted kernel, no checks.
 
 (model, images, labels, baselines, *, steps, fraction, max_dist) -> [B, H, W, C]; public so that its
@@ -769,7 +766,7 @@ def guided_ig(model, images, labels, *, baseline=None, steps: int = 200, fractio
 # ----------------------------------------------------------------------------- propagation rules
 
 
-@functools.partial(jax.jit, static_argnames=('composite',), compiler_options=saliency.COMPILER_OPTIONS)
+@functools.partial(xla.jit, static_argnames=('composite',))
 def _lrp(model, images, labels, *, composite):
   k = saliency.num_classes(model, images.shape[1:], images.dtype)
   hot = jax.nn.one_hot(labels, k, dtype=images.dtype)
@@ -808,7 +805,7 @@ def lrp(model, images, labels, *, composite='epsilon', chunk_size: int | None = 
   return saliency.check_finite(out, 'lrp')
 
 
-@functools.partial(jax.jit, static_argnames=('max_pool',), compiler_options=saliency.COMPILER_OPTIONS)
+@functools.partial(xla.jit, static_argnames=('max_pool',))
 def _deeplift(model, images, labels, baselines, *, max_pool='gradient'):
   n = images.shape[0]
   both = jnp.concatenate([images, baselines])
@@ -1372,8 +1369,7 @@ def _gradient_and_grad_cam(p: Parts, images, classes, labels=None, *, crop_hw, k
 
 
 _FUSED_STATIC = ('crop_hw', 'k', 'loop')
-_fused_kernel = jax.jit(_gradient_and_grad_cam, static_argnames=_FUSED_STATIC,
-                        compiler_options=saliency.COMPILER_OPTIONS)
+_fused_kernel = xla.jit(_gradient_and_grad_cam, static_argnames=_FUSED_STATIC)
 _sequential_fused_kernel = jax.jit(_gradient_and_grad_cam, static_argnames=_FUSED_STATIC,
                                    compiler_options=saliency.SEQUENTIAL_OPTIONS)
 

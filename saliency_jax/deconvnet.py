@@ -45,7 +45,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from saliency_jax import graph, layers, saliency
+from saliency_jax import graph, layers, saliency, xla
 from saliency_jax.graph import Step
 
 # ----------------------------------------------------------------------------- backward rules
@@ -363,7 +363,7 @@ def _check(model, images, layer, neurons, signal):
   return images, neurons
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'rule'))
+@functools.partial(xla.jit, options={}, static_argnames=('layer', 'rule'))
 def _reconstruct(model, images, neurons, signal, *, layer, rule):
   model_steps = steps(model)
   last = graph.index(model_steps, layer)
@@ -424,7 +424,7 @@ def vjp_reconstruction(model, images, *, layer: str = 'scores', neurons=None, si
   return _vjp(model, images, neurons, None if signal is None else jnp.asarray(signal), layer=layer, relu=relu)
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'relu'))
+@functools.partial(xla.jit, options={}, static_argnames=('layer', 'relu'))
 def _vjp(model, images, neurons, signal, *, layer, relu):
   saliency.check_relu(model, images, relu)
   out, vjp = jax.vjp(lambda x: forward(model, x, layer=layer, relu=relu), images)
@@ -452,7 +452,7 @@ def _to_python(counts: dict) -> dict:
   return {k: bool(v) if k == 'same_set' else int(v) for k, v in counts.items()}
 
 
-@functools.partial(jax.jit, static_argnames=('layer', 'gradient_rule', 'deconvnet_rule'))
+@functools.partial(xla.jit, options={}, static_argnames=('layer', 'gradient_rule', 'deconvnet_rule'))
 def _trace(model, images, neurons, *, layer, gradient_rule, deconvnet_rule):
   """Runs the explicit DeconvNet, checking every step on the signal that reaches it.
 

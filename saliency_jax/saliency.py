@@ -598,7 +598,7 @@ def _forward(model, images, *, relu):
   return model(images, relu=relu)
 
 
-@functools.partial(jax.jit, static_argnames=('relu',), compiler_options=COMPILER_OPTIONS)
+@functools.partial(xla.jit, static_argnames=('relu',))
 def _input_gradients(model, images, labels, *, relu):
   check_eval_mode(model)
   check_relu(model, images, relu)
@@ -660,7 +660,7 @@ def _class_maps(model, images, classes, *, relu, crop_hw, k, loop=0):
 
 
 _KERNEL_STATIC = ('relu', 'crop_hw', 'k', 'loop')
-class_maps_kernel = jax.jit(_class_maps, static_argnames=_KERNEL_STATIC, compiler_options=COMPILER_OPTIONS)
+class_maps_kernel = xla.jit(_class_maps, static_argnames=_KERNEL_STATIC)
 sequential_class_maps_kernel = jax.jit(_class_maps, static_argnames=_KERNEL_STATIC,
                                        compiler_options=SEQUENTIAL_OPTIONS)
 

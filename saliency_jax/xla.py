@@ -3,6 +3,13 @@
 `COMPILER_OPTIONS` / `SEQUENTIAL_OPTIONS`: fields of XLA's DebugOptions, passed as
 `jax.jit(..., compiler_options=...)`; backends other than XLA:CPU ignore them.
 
+`jit`: the programs whose time is their backward pass to the input (the gradient, gradient x input,
+guided backprop, SmoothGrad, the IG family, GradientSHAP, DeepLift, LRP, the saliency maps, DeconvNet's
+reconstructions) add to their options those named by `backward_options()`, chosen with `use`
+(`BACKWARD_OPTIONS`: by default YNNPACK's convolutions off, faster on these passes; `'ynn_convolutions'`
+adds nothing: the options every result kept before that default was made under, bit for bit, which the
+experiment configs that made them name).
+
 `canonical_convolutions`: a function whose convolutions all take XLA:CPU's canonical layout. XLA:CPU
 puts a convolution into that layout (batch, spatial, feature; kernel spatial, in, out) only in a
 program's entry computation; inside a loop body (`lax.scan`, `fori_loop`, `while_loop`, `lax.map`) one
@@ -12,10 +19,14 @@ emitter: measured here, a SmallConvNet's gradient of 8 images at 64 px took 22 m
 Gradients, Blur IG, Guided IG) run them through it.
 """
 
+import contextlib
+import functools
+
 import jax
 import numpy as np
 
 from saliency_jax import rules
+from saliency_jax.errors import UserError
 
 # XLA:CPU's newer fusion emitters turn the backward pass of a MobileNet (depthwise layers written as
 # taps, relu6) into code several times slower than the older emitters; on the other models the older
@@ -30,9 +41,105 @@ COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 SEQUENTIAL_OPTIONS = {**COMPILER_OPTIONS, 'xla_cpu_experimental_ynn_fusion_type': ''}
 
 # XLA's default options with YNNPACK's convolutions off (its dots kept): XLA:CPU then runs every convolution
-# with its own kernels. Not used by the package's programs; the methods benchmark measures it: faster on the
-# backward pass of small batches, slower on the forward pass of large ones (`configs/benchmark_methods.py`).
+# with its own kernels: faster on the backward pass (whose transposed convolutions YNNPACK runs slowly),
+# slower on the forward pass of large batches (`configs/benchmark_methods.py` measures both).
 NO_YNN_CONVOLUTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+
+# What the programs of `jit` (their time is the backward pass to the input) add to their options, by name:
+# the default, and nothing (XLA's choice, YNNPACK's convolutions on: every kept result before the default).
+BACKWARD_OPTIONS = {
+    'no_ynn_convolutions': NO_YNN_CONVOLUTIONS,
+    'ynn_convolutions': {},
+}
+DEFAULT_BACKWARD_OPTIONS = 'no_ynn_convolutions'
+_backward = [DEFAULT_BACKWARD_OPTIONS]  # the name in use (`use`)
+
+
+def backward_options() -> str:
+  """The name of the `BACKWARD_OPTIONS` the programs of `jit` now take.
+
+  Returns:
+    A key of `BACKWARD_OPTIONS`.
+  """
+  return _backward[0]
+
+
+@contextlib.contextmanager
+def use(name: str):
+  """Within the block, the programs of `jit` add `BACKWARD_OPTIONS[name]` to theirs (for the whole process).
+
+  The maps change at float round-off between the two (where a ReLU's input lies within round-off of its
+  kink, the map at the pixels behind it can change more). An experiment config's `backward_options`
+  names the set its results were made under (`cli`).
+
+  Args:
+    name: a key of `BACKWARD_OPTIONS`.
+
+  Yields:
+    None.
+
+  Raises:
+    UserError: an unknown name.
+  """
+  if name not in BACKWARD_OPTIONS:
+    raise UserError(f'backward_options must be one of {sorted(BACKWARD_OPTIONS)}, got {name!r}')
+  before = _backward[0]
+  _backward[0] = name
+  try:
+    yield
+  finally:
+    _backward[0] = before
+
+
+class Program:
+  """A function jitted once per set of `BACKWARD_OPTIONS` (added to its options), run with the set in use."""
+
+  def __init__(self, fn, options: dict, **jit_kwargs):
+    functools.update_wrapper(self, fn)
+    self._compiled = {name: jax.jit(fn, compiler_options={**options, **added}, **jit_kwargs)
+                      for name, added in BACKWARD_OPTIONS.items()}
+
+  def __call__(self, *args, **kwargs):
+    """The jitted function under the options in use.
+
+    Args:
+      *args: its arguments.
+      **kwargs: its keyword arguments.
+
+    Returns:
+      Its outputs.
+    """
+    return self._compiled[_backward[0]](*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    """`jax.jit(...).lower` under the options in use (for `.compile().memory_analysis()`).
+
+    Args:
+      *args: the call's arguments.
+      **kwargs: its keyword arguments.
+
+    Returns:
+      The lowered program.
+    """
+    return self._compiled[_backward[0]].lower(*args, **kwargs)
+
+
+def jit(fn=None, *, options: dict = COMPILER_OPTIONS, **jit_kwargs):
+  """`jax.jit` for a program whose time is its backward pass to the input: `options` and those of `use`.
+
+  As a decorator (`@xla.jit`, `@functools.partial(xla.jit, static_argnames=...)`) or a call.
+
+  Args:
+    fn: the function.
+    options: its own compiler options (the package's, `COMPILER_OPTIONS`, by default).
+    **jit_kwargs: `jax.jit`'s other arguments (static_argnames, ...).
+
+  Returns:
+    A `Program`.
+  """
+  if fn is None:
+    return functools.partial(jit, options=options, **jit_kwargs)
+  return Program(fn, options, **jit_kwargs)
 
 
 def _canonical_conv(eqn, lhs, rhs):

@@ -395,3 +395,21 @@ def test_prose_numbers_are_found_and_values_render_from_their_json():
   assert results.render_page(text) == text.replace('?', '46.4%')
   with pytest.raises(KeyError, match="has no 'nothing' there"):
     results.render_page('<!-- value: cited/nothing/value s -->?<!-- /value -->')
+
+
+def test_every_kept_result_reruns_under_the_backward_options_it_was_made_under():
+  """A kept JSON's config names the backward passes' compiler options it was made under (none: made before
+  they could be chosen, under 'ynn_convolutions', bit for bit); the config of its command names the same."""
+  from saliency_jax import xla
+  checked = 0
+  for name, (_, spec, *_) in results.RESULTS.items():
+    kept = json.loads((ROOT / 'results' / f'{name}.json').read_text()).get('config')
+    if kept is None:
+      continue
+    file, _, arg = spec.partition(':')
+    config = load_config(file.removesuffix('.py'), arg or None)
+    made = kept.get('backward_options', 'ynn_convolutions')
+    assert config.get('backward_options', xla.DEFAULT_BACKWARD_OPTIONS) == made, (
+        f'{name}: kept under {made!r}; `{results.command(name)}` would run under other options')
+    checked += 1
+  assert checked >= 15

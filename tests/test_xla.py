@@ -62,3 +62,34 @@ def test_a_nets_gradient_in_a_loop_is_unchanged_to_round_off():
   whole = attribution.integrated_gradients(model, x, labels, steps=8)
   looped = attribution.integrated_gradients(model, x, labels, steps=8, step_chunk=2)
   np.testing.assert_allclose(looped, whole, rtol=1e-5, atol=1e-6 * float(jnp.abs(whole).max()))
+
+
+def test_the_backward_programs_take_the_options_named_by_use():
+  """Under each name of `xla.BACKWARD_OPTIONS`, a backward kernel gives the bits of the same function jitted
+  with those options; `use` restores the name in force after its block (an error too) and refuses an unknown
+  one; the two sets agree to round-off."""
+  net = models.SmallConvNet(10, stages=((16,), (32,)), rngs=nnx.Rngs(0))  # (8, 16) at 24 px: the same bits
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 32, 32, 3)).astype(np.float32))
+  labels = jnp.asarray([1, 4, 7])
+  alphas, weights = (jnp.asarray(a.reshape(2, 2)) for a in attribution.path_points(4, 'trapezoid'))
+  args = (net, x, labels, jnp.zeros_like(x), alphas, weights)
+  twins = {name: np.asarray(jax.jit(attribution.ig_kernel.__wrapped__, compiler_options=o)(*args))
+           for name, o in xla.BACKWARD_OPTIONS.items()}
+  if np.array_equal(*twins.values()):
+    pytest.skip('the two sets of options give the same bits on this CPU: nothing tells them apart')
+  np.testing.assert_allclose(*twins.values(), rtol=1e-4, atol=1e-6 * np.abs(twins['ynn_convolutions']).max())
+  assert xla.backward_options() == xla.DEFAULT_BACKWARD_OPTIONS
+  for name in xla.BACKWARD_OPTIONS:
+    with xla.use(name):
+      assert xla.backward_options() == name
+      np.testing.assert_array_equal(attribution.ig_kernel(*args), twins[name])
+      lowered = attribution.ig_kernel.lower(*args).compile()
+      np.testing.assert_array_equal(lowered(*args), twins[name])
+  np.testing.assert_array_equal(attribution.ig_kernel(*args), twins[xla.DEFAULT_BACKWARD_OPTIONS])
+  with pytest.raises(RuntimeError), xla.use('ynn_convolutions'):
+    raise RuntimeError('inside the block')
+  assert xla.backward_options() == xla.DEFAULT_BACKWARD_OPTIONS
+  with pytest.raises(ValueError, match="backward_options must be one of .*'ynn_convolutions'.*got 'fast'"):
+    with xla.use('fast'):
+      pass

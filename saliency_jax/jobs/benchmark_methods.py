@@ -174,9 +174,10 @@ def bare_gradient(model, x, labels):
   return vjp(jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype))[0]
 
 
-# The sets of XLA options the gradient's bare VJP and a large forward pass are timed under: XLA's defaults,
-# the package's (`xla.COMPILER_OPTIONS`) and XLA's defaults without YNNPACK's convolutions.
-OPTIONS = {'default': {}, 'package': xla.COMPILER_OPTIONS, 'no_ynn_convolutions': xla.NO_YNN_CONVOLUTIONS}
+# The sets of XLA options the gradient's bare VJP and a large forward pass are timed under: XLA's defaults
+# and the package's two for its backward passes (`xla.COMPILER_OPTIONS` and each of `xla.BACKWARD_OPTIONS`).
+OPTIONS = {'default': {}, **{name: {**xla.COMPILER_OPTIONS, **added}
+                             for name, added in xla.BACKWARD_OPTIONS.items()}}
 
 
 def forward_options(model, x, batch: int, repeats: int, settle: int) -> dict:

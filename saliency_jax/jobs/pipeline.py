@@ -40,6 +40,7 @@ from saliency_jax import (
   saliency,
   stats,
   train,
+  xla,
 )
 from saliency_jax.data import duplicates, records
 from saliency_jax.errors import UserError
@@ -413,7 +414,7 @@ def run(config, workdir: str, log=print) -> dict:
   ev, rep = evaluation(config), report_settings(config)
   data = ev.data
   chunk_key = {**{k: v for k, v in config.to_dict().items() if k not in NOT_IN_CHUNKS},
-               'class_scores': ev.class_scores}
+               'class_scores': ev.class_scores, 'backward_options': xla.backward_options()}
   trains_here = not settings.checkpoint(config).kind
   parallel.initialize(d.coordinator_address or None, d.num_processes, d.process_id, d.timeout_s)
   workdir = pathlib.Path(workdir)

@@ -11,8 +11,9 @@ documents the fields):
   3. per part, the maps of each image's top-k classes and of its true class (10-crop when
      `crop_size`), computed once and kept in workdir/sweep under a key of everything that determines
      them: the part's record ids, the data settings, the normalisation, crop size, k, a digest of
-     the net's weights and one of the code that makes them (`cache.code_digest`: the modules and those they
-     import; another config, another net or other code never reuses them);
+     the net's weights, one of the code that makes them (`cache.code_digest`: the modules and those they
+     import) and the backward passes' compiler options (`xla.backward_options`); another config, another
+     net, other code or other options never reuse them);
   4. every setting of `config.sweep.grid` localised on both parts (`localisation.localise_images`) and
      scored (`scores.localisation_metrics`): GT-known box accuracy, ILSVRC top-1 / top-k
      localisation error, fallback boxes (status not 'ok'); each result is kept in workdir/sweep (keyed
@@ -38,7 +39,7 @@ import time
 import ml_collections
 import numpy as np
 
-from saliency_jax import attribution, localise, metrics, models, report, saliency, stats, store
+from saliency_jax import attribution, localise, metrics, models, report, saliency, stats, store, xla
 from saliency_jax.data import make_source, splits, transforms
 from saliency_jax.jobs import settings
 from saliency_jax.protocol import cache, localisation, maps, scores, setup
@@ -208,7 +209,8 @@ def part_maps(mp: maps.Request, model, mean, std, part: str, records: dict, work
   inputs = {'records': records['ids'], 'data': records['data'], 'mean': np.asarray(mean).tolist(),
             'std': np.asarray(std).tolist(), 'crop_size': mp.crop_size, 'top_k': mp.top_k,
             'weights': cache.weights_digest(model),
-            'code': cache.code_digest(maps, saliency, models, transforms)}
+            'code': cache.code_digest(maps, saliency, models, transforms),
+            'backward_options': xla.backward_options()}
   if name != 'gradient':
     inputs.update(map=mp.specs[name].as_dict(), map_code=cache.code_digest(attribution))
   key = _digest(inputs)
