@@ -9,11 +9,12 @@ both sides; two untimed calls each, then `repeats` rounds alternating the packag
 (`fast_repeats`, each timed call after `settle` untimed ones, for the methods that take milliseconds;
 `medium_repeats` for those under `medium_below` s);
 medians and the speed-up (anchor / package) to benchmark_methods.json. The package's programs run under
-`backward_options` (`xla.BACKWARD_OPTIONS`). The gradient's row also times the same VJP jitted bare (no
-checks) under XLA's default options (`bare_default`) and the package's two sets for its backward passes
-(`bare_no_ynn_convolutions`, `bare_ynn_convolutions`), in the same rounds, to tell the package's per-call
-checks and its compiler options from the program's time; `forward_options` times a forward pass of
-`forward_batch` images under the same three sets, alternating.
+`backward_options` (`xla.BACKWARD_OPTIONS`); each method's call is also timed, in the same rounds, under
+the package's other set (`jax_ynn_convolutions`: the options before its default). The gradient's row also
+times the same VJP jitted bare (no checks) under XLA's default options (`bare_default`) and the package's
+two sets for its backward passes (`bare_no_ynn_convolutions`, `bare_ynn_convolutions`), to tell the
+package's per-call checks and its compiler options from the program's time; `forward_options` times a
+forward pass of `forward_batch` images under the same three sets, alternating.
 Needs the torch and test extras (Captum, PAIR's saliency). Minutes on 2 CPU cores.
 """
 

@@ -20,8 +20,6 @@ from saliency_jax import defaults
 def get_config(arg: str = 'cpu'):
   config = defaults.main_job()
   config.name = 'quickstart'
-  # the backward passes' compiler options (`xla.BACKWARD_OPTIONS`): the package's default
-  config.backward_options = 'no_ynn_convolutions'
   config.num_classes = 10
   config.class_names = ('disc', 'square', 'triangle', 'ring', 'cross', 'star', 'crescent', 'hexagon', 'arrow',
                         'diamond')

@@ -404,12 +404,16 @@ def clips_table(r: dict) -> str:
 def anchor_speed(r: dict) -> str:
   """benchmark_methods.json: seconds per call of each method and of its anchor, medians, and the ratio;
   the gradient's bare jitted VJP and a forward pass under three sets of compiler options."""
-  lines = ['| method | package (s) | anchor (s) | anchor / package | rounds |',
-           '| --- | --- | --- | --- | --- |']
+  before = 'jax_ynn_convolutions' in next(iter(r['methods'].values()))['median_seconds']
+  lines = ['| method | package (s) | anchor (s) | anchor / package | rounds |' + (
+               ' package, `ynn_convolutions` (s) | its / default |' if before else ''),
+           '| --- | --- | --- | --- | --- |' + (' --- | --- |' if before else '')]
   for name, m in r['methods'].items():
     s = m['median_seconds']
     lines.append(f"| {name} | {s['jax']:.4f} | {s['anchor']:.4f} | {m['speedup']:.2f}x | "
-                 f"{len(m['seconds']['jax'])} |")
+                 f"{len(m['seconds']['jax'])} |" + (
+                     f" {s['jax_ynn_convolutions']:.4f} | {s['jax_ynn_convolutions'] / s['jax']:.2f}x |"
+                     if before else ''))
   out = '\n'.join(lines)
   c = r['config']
   medium = f", those under {c['medium_below']} s {c['medium_repeats']} rounds" if 'medium_below' in c else ''

@@ -45,6 +45,9 @@ def main_job() -> ml_collections.ConfigDict:
   config.crop_size = 0  # 10-crop maps from crops of this size (0: the whole image, one map)
   config.localise_size = 0  # localise on the test images at this size (0: data.image_size)
   config.chunk_size = 100  # images per saliency call
+  # the compiler options the programs whose time is their backward pass add to theirs
+  # (`xla.BACKWARD_OPTIONS`; the entry points run the job under them)
+  config.backward_options = 'no_ynn_convolutions'
   # the gradient maps' kernels take a chunk's images and their k classes one after another inside the
   # call instead of vmapped (`saliency.each`): on CPU faster for big nets at 224 px (MobileNet),
   # the same maps to float round-off (`saliency.SEQUENTIAL_OPTIONS`); on accelerators vmapped is faster

@@ -400,7 +400,8 @@ def test_prose_numbers_are_found_and_values_render_from_their_json():
 def test_every_kept_result_reruns_under_the_backward_options_it_was_made_under():
   """A kept JSON's config names the backward passes' compiler options it was made under (none: made before
   they could be chosen, under 'ynn_convolutions', bit for bit); the config of its command names the same."""
-  from saliency_jax import xla
+  from saliency_jax import defaults, xla
+  assert defaults.main_job().backward_options == xla.DEFAULT_BACKWARD_OPTIONS
   checked = 0
   for name, (_, spec, *_) in results.RESULTS.items():
     kept = json.loads((ROOT / 'results' / f'{name}.json').read_text()).get('config')

@@ -180,6 +180,20 @@ OPTIONS = {'default': {}, **{name: {**xla.COMPILER_OPTIONS, **added}
                              for name, added in xla.BACKWARD_OPTIONS.items()}}
 
 
+def under(name: str, fn):
+  """fn(), finished, under the backward options `name` (`xla.use`).
+
+  Args:
+    name: a key of `xla.BACKWARD_OPTIONS`.
+    fn: a function of no arguments returning arrays.
+
+  Returns:
+    Its outputs.
+  """
+  with xla.use(name):
+    return jax.block_until_ready(fn())
+
+
 def forward_options(model, x, batch: int, repeats: int, settle: int) -> dict:
   """A forward pass of `batch` images under each set of `OPTIONS`, alternating.
 
@@ -237,6 +251,9 @@ def run(config, workdir, log=print) -> dict:
         k: v for k, v in settings[method].items() if not (method == 'rise' and k == 'num_masks')})
     sides = {'jax': lambda f=ours: jax.block_until_ready(f()),
              'anchor': lambda m=method: theirs[m](xt.clone(), labels)}
+    for name in xla.BACKWARD_OPTIONS:  # the package's call under its other sets of backward options
+      if name != xla.backward_options():
+        sides[f'jax_{name}'] = lambda f=ours, n=name: under(n, f)
     if method == 'gradient':  # where the time goes: the same VJP jitted bare, without the package's checks,
       # under each set of `OPTIONS`
       sides.update({f'bare_{name}': lambda f=f: jax.block_until_ready(f(model, x, labels))
