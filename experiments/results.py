@@ -406,7 +406,7 @@ def anchor_speed(r: dict) -> str:
   the gradient's bare jitted VJP and a forward pass under three sets of compiler options."""
   before = 'jax_ynn_convolutions' in next(iter(r['methods'].values()))['median_seconds']
   lines = ['| method | package (s) | anchor (s) | anchor / package | rounds |' + (
-               ' package, `ynn_convolutions` (s) | its / default |' if before else ''),
+               ' package under `ynn_convolutions` (s) | that / package |' if before else ''),
            '| --- | --- | --- | --- | --- |' + (' --- | --- |' if before else '')]
   for name, m in r['methods'].items():
     s = m['median_seconds']
