@@ -5,8 +5,7 @@ Every script in experiments/ (results.py aside) is `cli.main(__doc__, '<job>')`:
 `run(doc, job)` parses the flags (`parse_flags`: a mistyped `--config.xxx` override, an empty, file or
 unwritable --workdir are one-line errors; --help prints the entry point's `doc`, the configs and a
 config's fields), makes the config's relative paths absolute (`config_checks.resolve_paths`), calls
-`job(config, workdir)` under the config's `backward_options` (`xla.use`; the package's default where it
-names none) and prints a `UserError` (a problem of the config, the data, the weights or the
+`job(config, workdir)` and prints a `UserError` (a problem of the config, the data, the weights or the
 workdir) as `error: <message>`, without a traceback. Light on purpose (absl and ml_collections): the
 job's own modules are imported inside `job`, so that the graph cuts' worker processes, which import the
 entry point's script, start without JAX.
@@ -202,9 +201,7 @@ def run(doc: str, job) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     try:
       config_checks.resolve_paths(CONFIG.value, config_flags.get_config_filename(flags.FLAGS['config']))
-      from saliency_jax import xla
-      with xla.use(CONFIG.value.get('backward_options', xla.DEFAULT_BACKWARD_OPTIONS)):
-        job(CONFIG.value, WORKDIR.value)
+      job(CONFIG.value, WORKDIR.value)
     except UserError as e:  # a problem of the config, the data or the workdir, not of the code
       sys.exit(f'error: {e}')
 

@@ -70,7 +70,7 @@ def use(name: str):
 
   The maps change at float round-off between the two (where a ReLU's input lies within round-off of its
   kink, the map at the pixels behind it can change more). An experiment config's `backward_options`
-  names the set its results were made under (`cli`).
+  names the set its results were made under (`under_config`).
 
   Args:
     name: a key of `BACKWARD_OPTIONS`.
@@ -89,6 +89,26 @@ def use(name: str):
     yield
   finally:
     _backward[0] = before
+
+
+def under_config(run):
+  """A job's `run(config, ...)` under its config's `backward_options` (`use`; none named: those in use).
+
+  However the job is called (an entry point, a test, a notebook), its backward passes take the options its
+  config names.
+
+  Args:
+    run: the job's `run(config, *args, **kwargs)`.
+
+  Returns:
+    The wrapped function.
+  """
+  @functools.wraps(run)
+  def wrapped(config, *args, **kwargs):
+    with use(config.get('backward_options', backward_options())):
+      return run(config, *args, **kwargs)
+
+  return wrapped
 
 
 class Program:

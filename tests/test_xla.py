@@ -93,3 +93,36 @@ def test_the_backward_programs_take_the_options_named_by_use():
   with pytest.raises(ValueError, match="backward_options must be one of .*'ynn_convolutions'.*got 'fast'"):
     with xla.use('fast'):
       pass
+
+
+def test_every_job_runs_under_its_configs_backward_options():
+  """A job's `run` takes its config's `backward_options` however it is called (none named: those in use); an
+  unknown name is one error; every job of `saliency_jax.jobs` is wrapped so."""
+  import importlib
+  import inspect
+  import pkgutil
+
+  import ml_collections
+
+  from saliency_jax import jobs
+
+  @xla.under_config
+  def job(config, workdir):
+    return xla.backward_options(), workdir
+
+  named = ml_collections.ConfigDict({'backward_options': 'ynn_convolutions'})
+  assert job(named, 'w') == ('ynn_convolutions', 'w')
+  assert xla.backward_options() == xla.DEFAULT_BACKWARD_OPTIONS
+  with xla.use('ynn_convolutions'):
+    assert job(ml_collections.ConfigDict(), 'w')[0] == 'ynn_convolutions'
+  default = ml_collections.ConfigDict({'backward_options': 'no_ynn_convolutions'})
+  assert job(default, 'w')[0] == 'no_ynn_convolutions'
+  with pytest.raises(ValueError, match="got 'fastest'"):
+    job(ml_collections.ConfigDict({'backward_options': 'fastest'}), 'w')
+  runs = 0
+  for info in pkgutil.iter_modules(jobs.__path__):
+    module = importlib.import_module(f'saliency_jax.jobs.{info.name}')
+    if hasattr(module, 'run'):
+      assert '@xla.under_config\ndef run(' in inspect.getsource(module), info.name
+      runs += 1
+  assert runs >= 13

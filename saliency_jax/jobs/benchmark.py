@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from saliency_jax import localise, models, parallel, report, saliency
+from saliency_jax import localise, models, parallel, report, saliency, xla
 from saliency_jax.data import make_source, transforms
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the repository
@@ -253,6 +253,7 @@ def markdown(r: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark.json.
 

@@ -10,11 +10,12 @@ import time
 
 import jax
 
-from saliency_jax import deconvnet, report, rules, saliency, weights
+from saliency_jax import deconvnet, report, rules, saliency, weights, xla
 
 RULES = {'gradient': None, 'guided_backprop': deconvnet.guided_relu, 'deconvnet': deconvnet.deconvnet_relu}
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark_any_model.json.
 

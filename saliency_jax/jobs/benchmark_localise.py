@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from saliency_jax import graphcut, localise, metrics, report
+from saliency_jax import graphcut, localise, metrics, report, xla
 from saliency_jax.data import imagenet, voc
 
 
@@ -232,6 +232,7 @@ def stage_milliseconds(photos, maps, s: localise.Settings, *, repeats: int, work
   return ms, items, ours
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark_localise.json.
 

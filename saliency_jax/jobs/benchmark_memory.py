@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from saliency_jax import host, report
+from saliency_jax import host, report, xla
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the repository
 MALLOC = {'default': {}, 'keep_freed_memory': {host.SWITCH: '1'}}  # each run's environment
@@ -58,6 +58,7 @@ def main_job(config_file: str, num_test: int, workdir: pathlib.Path, malloc: str
           'stages': metrics['seconds'], 'eval_chunk': metrics['config']['eval_chunk']}
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark_memory.json.
 

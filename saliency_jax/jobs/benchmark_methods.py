@@ -220,6 +220,7 @@ def forward_options(model, x, batch: int, repeats: int, settle: int) -> dict:
   return {'batch': batch, 'seconds': times, 'median_seconds': median}
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark_methods.json.
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tarfile
 
-from saliency_jax import host
+from saliency_jax import host, xla
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the repository
 # The environment of each run: SALIENCY_JAX_KEEP_FREED_MEMORY=1 gives the job glibc's malloc settings
@@ -134,6 +134,7 @@ def run_once(name: str, tree: pathlib.Path, workdir: pathlib.Path, *, data_dir: 
           'top5_loc_error': {k: v['top5_loc_error'] for k, v in m['localisation'].items()}}
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The benchmark; returns what it writes to workdir/benchmark_protocol.json.
 

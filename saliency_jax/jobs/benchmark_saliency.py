@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from saliency_jax import models, report, saliency, timing, weights
+from saliency_jax import models, report, saliency, timing, weights, xla
 
 try:
   import torch
@@ -372,6 +372,7 @@ def markdown_table(results: dict) -> str:
   return '\n'.join(lines)
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """Benchmarks every model of `config.models`; writes workdir/benchmark_saliency.json.
 

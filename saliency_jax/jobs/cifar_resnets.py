@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from saliency_jax import models, report, saliency, stats, weights
+from saliency_jax import models, report, saliency, stats, weights, xla
 from saliency_jax.data import imagenet, transforms
 
 DOMAIN_SHIFT = ('ImageNet val photos (squashed to 227x227 by the redistributor, then shrunk to 32x32), '
@@ -249,6 +249,7 @@ def _finished_models(path: pathlib.Path, results: dict) -> dict:
   return previous.get('models', {}) if same('config') and same('data') else {}
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The import check; returns what it writes to workdir/cifar_resnets.json.
 

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from saliency_jax import defaults, faithfulness, localise, metrics, report, saliency
+from saliency_jax import defaults, faithfulness, localise, metrics, report, saliency, xla
 from saliency_jax.jobs import settings
 from saliency_jax.protocol import maps, scores
 
@@ -194,6 +194,7 @@ def evaluate(c: Compare, model, x, labels, photos, gt_labels, gt_boxes, masks=No
   return out, shown
 
 
+@xla.under_config
 def run(config, workdir: str, log=print) -> dict:
   """The comparison experiment; returns what it writes to workdir/comparison.json.
 

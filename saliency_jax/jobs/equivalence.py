@@ -34,6 +34,7 @@ from saliency_jax import (
   stats,
   train,
   weights,
+  xla,
 )
 from saliency_jax.data import imagenet, synthetic, transforms, voc
 from saliency_jax.protocol import setup
@@ -579,6 +580,7 @@ def gates_markdown(name: str, layer: str, relus: dict) -> str:
 # ----------------------------------------------------------------------------- the run
 
 
+@xla.under_config
 def run(config, workdir: str, log=print, *, rules=deconvnet.RULES) -> dict:
   """The report (see the module docstring).
 

@@ -32,7 +32,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from saliency_jax import report, store
+from saliency_jax import report, store, xla
 from saliency_jax.data import folder, records, transforms
 from saliency_jax.jobs import config_checks, settings
 from saliency_jax.protocol import cache, chunks, localisation, maps, setup
@@ -229,6 +229,7 @@ def accuracy(merged: dict, k: int) -> dict | None:
           f'top{k}': float(hit.any(1).mean())}
 
 
+@xla.under_config
 def run(config, workdir, log=print) -> dict:
   """The job (module docstring); returns summary.json's content.
 

@@ -389,6 +389,7 @@ ORDER = ('test_accuracy', 'top1_accuracy_eval', 'top{k}_accuracy_eval', 'accurac
          'saliency_mass_on_object', 'object_area_fraction')
 
 
+@xla.under_config
 def run(config, workdir: str, log=print) -> dict:
   """The main job; returns the metrics written to workdir/metrics.json.
 

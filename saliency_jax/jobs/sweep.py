@@ -346,6 +346,7 @@ def per_image_metrics(right: dict) -> dict:
           np.asarray(v, float) if k == 'gt_known' else 1 - np.asarray(v, float) for k, v in right.items()}
 
 
+@xla.under_config
 def run(config, workdir: str, log=print) -> dict:
   """The sweep; returns what it writes to workdir/sweep.json.
 
