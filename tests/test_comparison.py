@@ -139,8 +139,11 @@ def test_benchmark_methods_times_the_package_against_each_anchor(tmp_path):
     assert len(row['seconds']['jax']) == len(row['seconds']['anchor']) == 1
     assert row['speedup'] == pytest.approx(row['median_seconds']['anchor'] / row['median_seconds']['jax'])
   assert (tmp_path / 'benchmark_methods.json').is_file()
-  # the gradient's bare VJP beside both sides, and a forward pass, under the three sets of compiler options
-  options = {'default', 'package', 'no_ynn_convolutions'}
+  # every call also under the package's other backward options; the gradient's bare VJP beside both sides,
+  # and a forward pass, under the three sets of compiler options
+  for row in out['methods'].values():
+    assert len(row['seconds']['jax_ynn_convolutions']) == 1
+  options = {'default', 'ynn_convolutions', 'no_ynn_convolutions'}
   bare = {f'bare_{o}' for o in options}
-  assert set(out['methods']['gradient']['median_seconds']) == {'jax', 'anchor', *bare}
+  assert set(out['methods']['gradient']['median_seconds']) == {'jax', 'anchor', 'jax_ynn_convolutions', *bare}
   assert set(out['forward_options']['median_seconds']) == options
