@@ -91,6 +91,19 @@ def use(name: str):
     _backward[0] = before
 
 
+def compiler_options(name: str, options: dict = COMPILER_OPTIONS) -> dict:
+  """The options a program of `jit` with its own `options` compiles with under `BACKWARD_OPTIONS[name]`.
+
+  Args:
+    name: a key of `BACKWARD_OPTIONS`.
+    options: the program's own options.
+
+  Returns:
+    A dict of XLA's DebugOptions fields.
+  """
+  return {**options, **BACKWARD_OPTIONS[name]}
+
+
 def under_config(run):
   """A job's `run(config, ...)` under its config's `backward_options` (`use`; none named: those in use).
 
@@ -116,8 +129,8 @@ class Program:
 
   def __init__(self, fn, options: dict, **jit_kwargs):
     functools.update_wrapper(self, fn)
-    self._compiled = {name: jax.jit(fn, compiler_options={**options, **added}, **jit_kwargs)
-                      for name, added in BACKWARD_OPTIONS.items()}
+    self._compiled = {name: jax.jit(fn, compiler_options=compiler_options(name, options), **jit_kwargs)
+                      for name in BACKWARD_OPTIONS}
 
   def __call__(self, *args, **kwargs):
     """The jitted function under the options in use.

@@ -74,8 +74,9 @@ def test_the_backward_programs_take_the_options_named_by_use():
   labels = jnp.asarray([1, 4, 7])
   alphas, weights = (jnp.asarray(a.reshape(2, 2)) for a in attribution.path_points(4, 'trapezoid'))
   args = (net, x, labels, jnp.zeros_like(x), alphas, weights)
-  twins = {name: np.asarray(jax.jit(attribution.ig_kernel.__wrapped__, compiler_options=o)(*args))
-           for name, o in xla.BACKWARD_OPTIONS.items()}
+  twins = {name: np.asarray(jax.jit(attribution.ig_kernel.__wrapped__,
+                                    compiler_options={**xla.COMPILER_OPTIONS, **added})(*args))
+           for name, added in xla.BACKWARD_OPTIONS.items()}
   if np.array_equal(*twins.values()):
     pytest.skip('the two sets of options give the same bits on this CPU: nothing tells them apart')
   np.testing.assert_allclose(*twins.values(), rtol=1e-4, atol=1e-6 * np.abs(twins['ynn_convolutions']).max())

@@ -175,9 +175,8 @@ def bare_gradient(model, x, labels):
 
 
 # The sets of XLA options the gradient's bare VJP and a large forward pass are timed under: XLA's defaults
-# and the package's two for its backward passes (`xla.COMPILER_OPTIONS` and each of `xla.BACKWARD_OPTIONS`).
-OPTIONS = {'default': {}, **{name: {**xla.COMPILER_OPTIONS, **added}
-                             for name, added in xla.BACKWARD_OPTIONS.items()}}
+# and the package's two for its backward passes (`xla.compiler_options`).
+OPTIONS = {'default': {}, **{name: xla.compiler_options(name) for name in xla.BACKWARD_OPTIONS}}
 
 
 def under(name: str, fn):
